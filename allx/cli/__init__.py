@@ -1,0 +1,1 @@
+"""The `allx` workstation CLI: one small module per verb group, each calling one library function."""

@@ -1,0 +1,36 @@
+"""`allx`: the workstation CLI (data, train, evaluate, convert, report, demo).
+
+Each verb group is a small module under allx/cli; heavy libraries (TensorFlow, matplotlib) are
+imported inside the commands so `allx --help` starts fast.
+"""
+
+import typer
+
+from allx import __version__
+from allx.cli import convert, data, demo, report, train
+
+app = typer.Typer(
+    name="allx",
+    no_args_is_help=True,
+    add_completion=False,
+    help="Train, quantize and check an ALL blood-smear classifier for Raspberry Pi / Coral. "
+    "Exit codes: 0 ok, 1 some inputs failed, 2 usage/data/model error, 3 accuracy check failed, 130 interrupted.",
+)
+app.add_typer(data.app, name="data")
+app.command("train")(train.train)
+app.command("evaluate")(train.evaluate)
+app.command("convert")(convert.convert)
+app.command("report")(report.report)
+app.command("demo")(demo.demo)
+
+
+def version_callback(value: bool):
+    if value:
+        typer.echo(f"allx {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
+                                      help="Print the version and exit.")):
+    """allx: ALL blood-smear classifier toolkit."""

@@ -1,0 +1,35 @@
+"""The one error family of allx: every expected failure is an AllxError with a one-line message.
+
+CLIs catch AllxError, print `error: <message>` to stderr and exit with `exit_code`.
+Messages say what was got and what was expected ("got X, expected Y").
+"""
+
+
+class AllxError(Exception):
+    """A failure the user can fix; never shown with a traceback."""
+
+    exit_code = 2
+
+
+class DataError(AllxError):
+    """Bad data directory, split file or image set."""
+
+
+class ImageError(AllxError):
+    """One image could not be read; a batch records it and goes on."""
+
+    exit_code = 1
+
+
+class ModelError(AllxError):
+    """Missing, corrupt or unsuitable model file, weights or labels."""
+
+
+class ConversionError(AllxError):
+    """TensorFlow Lite conversion failed (details in the log file named in the message)."""
+
+
+class CheckFailed(AllxError):
+    """A converted model failed its accuracy check; the good model was left in place."""
+
+    exit_code = 3

@@ -1,0 +1,117 @@
+"""The one image loader: training, conversion checks and the device runner all read pixels here.
+
+Rule (documented in README, "Image loading"):
+  1. refuse files whose header declares more than MAX_PIXELS pixels (decompression bombs);
+  2. apply the EXIF orientation;
+  3. convert to 8-bit RGB: greyscale, palette, CMYK, YCbCr and LAB via Pillow; 16-bit by keeping the
+     top 8 bits; anything with alpha is composited on white (a smear's background is light);
+  4. if a size is given and differs, resize the whole image (no crop, aspect not kept) with bilinear
+     filtering, as `keras.utils.image_dataset_from_directory` does by default.
+The result is a contiguous uint8 array (H, W, 3): raw pixels. Scaling to the backbone's range is a
+layer inside the model, so nothing here normalises.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from allx.errors import ImageError
+
+MAX_PIXELS = 40_000_000
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def load_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read `path` as uint8 RGB (H, W, 3); resize to size=(height, width) when given."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                check_pixel_count(image.size, path)
+                image.load()
+                rgb = to_rgb(ImageOps.exif_transpose(image))
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, expected an image file") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"{path}: not a readable image ({err.__class__.__name__})") from None
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ImageError(f"{path}: unreadable image ({first_line(err)})") from None
+    if size is not None:
+        rgb = resize_rgb(rgb, size)
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def decode_image_bytes(data: bytes, name: str = "<bytes>", size: tuple[int, int] | None = None) -> np.ndarray:
+    """Same rule as load_image, for an image already in memory (e.g. an upload)."""
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            check_pixel_count(image.size, name)
+            image.load()
+            rgb = to_rgb(ImageOps.exif_transpose(image))
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise ImageError(f"{name}: unreadable image ({first_line(err)})") from None
+    if size is not None:
+        rgb = resize_rgb(rgb, size)
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def check_pixel_count(size: tuple[int, int], path) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{path}: image too large, got {width}x{height} = {width * height:,} pixels, "
+            f"expected at most {MAX_PIXELS:,}"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"{path}: empty image, got {width}x{height}")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB (16-bit keeps its top 8 bits; alpha composited on white)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image)
+        if image.mode == "F":
+            array = np.clip(array, 0, 255)
+        elif array.max(initial=0) > 255 or image.mode.startswith("I;16"):
+            array = array.astype(np.float64) / 257.0  # 0..65535 -> 0..255
+        grey = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def resize_rgb(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize to (height, width) with bilinear filtering; a no-op when already that size."""
+    height, width = size
+    if image.size == (width, height):
+        return image
+    return image.resize((width, height), Image.Resampling.BILINEAR)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else err.__class__.__name__

@@ -1,0 +1,35 @@
+"""Shared fixtures: small generated image sets, and the real data set when ../shared/data is there."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+ALL_ORIGINAL = SHARED_DATA / "all-taleqani" / "Original"
+PBC_LYMPHOCYTES = SHARED_DATA / "pbc-lymphocytes"
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """4 classes x 16 generated 48x48 JPEGs (read-only by convention: copy before changing)."""
+    from allx.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("synthetic") / "data", per_class=16, size=48, seed=0)
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    if not ALL_ORIGINAL.is_dir():
+        pytest.skip(f"real data set absent: {ALL_ORIGINAL} (see ../shared/data/README.md)")
+    return ALL_ORIGINAL
+
+
+@pytest.fixture(scope="session")
+def ood_data_dir() -> Path:
+    if not PBC_LYMPHOCYTES.is_dir():
+        pytest.skip(f"out-of-distribution data set absent: {PBC_LYMPHOCYTES}")
+    return PBC_LYMPHOCYTES
