@@ -1,0 +1,66 @@
+"""Keras batch feeders: cached features (head training) and images read with allx.images (fine-tuning,
+evaluation, the naive baseline)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from allx.images import load_image
+
+
+class FeatureBatches(keras.utils.PyDataset):
+    """Batches of (features, one-hot labels[, sample weights]) read from a memmap, reshuffled every epoch."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int,
+                 shuffle: bool, seed: int = 0, class_weights: dict[int, float] | None = None):
+        super().__init__()
+        self.features, self.labels, self.n_classes = features, labels, n_classes
+        self.batch_size, self.shuffle, self.class_weights = batch_size, shuffle, class_weights
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(len(labels))
+        self.on_epoch_end()
+
+    def __len__(self):
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, index):
+        rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])  # sorted: sequential reads
+        x = np.asarray(self.features[rows], dtype=np.float32)
+        y = keras.utils.to_categorical(self.labels[rows], self.n_classes)
+        if self.class_weights:
+            return x, y, np.array([self.class_weights[int(c)] for c in self.labels[rows]], np.float32)
+        return x, y
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.rng.shuffle(self.order)
+
+
+class ImageBatches(keras.utils.PyDataset):
+    """Batches of raw RGB pixels (float32 0..255) and one-hot labels, decoded with the one image loader."""
+
+    def __init__(self, data_dir: Path, relpaths, labels, n_classes: int, image_size: tuple[int, int],
+                 batch_size: int, shuffle: bool = False, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.data_dir, self.relpaths = Path(data_dir), list(relpaths)
+        self.labels, self.n_classes = np.asarray(labels, dtype=np.int64), n_classes
+        self.image_size, self.batch_size, self.shuffle = image_size, batch_size, shuffle
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(len(self.relpaths))
+        self.on_epoch_end()
+
+    def __len__(self):
+        return math.ceil(len(self.relpaths) / self.batch_size)
+
+    def __getitem__(self, index):
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        x = np.stack([load_image(self.data_dir / self.relpaths[i], self.image_size) for i in rows]).astype(np.float32)
+        return x, keras.utils.to_categorical(self.labels[rows], self.n_classes)
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.rng.shuffle(self.order)

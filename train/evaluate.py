@@ -1,0 +1,70 @@
+"""`allx evaluate`: a saved model on one subset of a split — accuracy, loss, per-class P/R/F1, confusion
+matrix, malignant sensitivity and benign specificity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from allx.errors import DataError, ModelError
+from allx.images import load_image
+
+BATCH = 32
+
+
+def predict_images(model, data_dir, relpaths, labels, size, progress=None):
+    """Probabilities of the readable images; returns (probabilities, their labels, skipped [(path, reason)])."""
+    from allx.errors import ImageError
+
+    rows, kept, skipped = [], [], []
+    for start in range(0, len(relpaths), BATCH):
+        batch = []
+        for i in range(start, min(start + BATCH, len(relpaths))):
+            try:
+                batch.append(load_image(Path(data_dir) / relpaths[i], size))
+                kept.append(i)
+            except ImageError as err:
+                skipped.append((relpaths[i], str(err)))
+        if batch:
+            rows.append(model.predict_on_batch(np.stack(batch).astype(np.float32)))
+        if progress:
+            progress("evaluate", min(start + BATCH, len(relpaths)), len(relpaths))
+    n_classes = int(model.output_shape[-1])
+    probabilities = np.concatenate(rows) if rows else np.zeros((0, n_classes), np.float32)
+    return probabilities, np.asarray(labels)[kept], skipped
+
+
+def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progress=None) -> dict:
+    """Metrics of the model at model_path on `subset` of the split (see train.metrics)."""
+    from train.metrics import classification_metrics
+    from train.model_io import load_keras_model
+    from train.split import read_split
+
+    split = read_split(split_path, data_dir)
+    if subset not in ("train", "val", "test"):
+        raise DataError(f"--subset: got {subset!r}, expected train, val or test")
+    relpaths = split.subset(subset)
+    if not relpaths:
+        raise DataError(f"the split's {subset!r} subset is empty")
+    model = load_keras_model(model_path)
+    check_model_fits(model, split.classes, Path(model_path).parent / "labels.txt")
+    size = tuple(int(d) for d in model.input_shape[1:3])
+    probabilities, labels, skipped = predict_images(model, data_dir, relpaths, split.labels(subset), size, progress)
+    if len(labels) == 0:
+        raise DataError(f"no readable images in the {subset!r} subset")
+    metrics = classification_metrics(probabilities, labels, split.classes)
+    metrics.update(subset=subset, model=str(model_path), skipped=[list(s) for s in skipped],
+                   split_kind=split.meta.get("split_kind", "image-level (split without near-duplicate grouping)"))
+    return metrics
+
+
+def check_model_fits(model, classes, labels_path: Path) -> None:
+    """The model's outputs and labels.txt (when present) must match the split's classes."""
+    n_out = int(model.output_shape[-1])
+    if n_out != len(classes):
+        raise ModelError(f"model has {n_out} outputs, expected {len(classes)} (classes {list(classes)})")
+    if labels_path.is_file():
+        labels = [line.strip() for line in labels_path.read_text().splitlines() if line.strip()]
+        if labels != list(classes):
+            raise DataError(f"the split's classes {list(classes)} differ from the model's labels {labels}")

@@ -1,0 +1,51 @@
+"""MODEL_CARD.md: what a run was trained on, how it was split, how well it did, and what it is for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_model_card(path: Path, config, backbone, weights, size, split, metrics, skipped) -> None:
+    from train.trainer import write_text
+
+    counts = {name: len(split.subset(name)) for name in ("train", "val", "test")}
+    lines = [
+        f"# Model card: {backbone.name} ALL classifier",
+        "",
+        "**Intended use: decision support only.** A hematologist (or the referral pathway) makes the diagnosis.",
+        "Not a medical device; not validated outside the data below.",
+        "",
+        "## Data",
+        f"- Data directory: `{config.data_dir}`",
+        f"- Classes: {', '.join(split.classes)}",
+        f"- Split: train {counts['train']}, val {counts['val']}, test {counts['test']} images;"
+        f" {split.meta.get('split_kind', 'hand-written split (image-level; near-duplicates may straddle subsets)')}",
+        f"- Images skipped as unreadable: {len(skipped)}",
+        "",
+        "## Model",
+        f"- Backbone: `{backbone.name}` (frozen), weights `{weights}` — {backbone.weights_source}; licence {backbone.licence}",
+        f"- Input: raw RGB 0..255, {size[0]}x{size[1]}; preprocessing inside the model: {backbone.preprocessing}",
+        f"- Head: {config.head} -> Dropout(0.5) -> Dense({len(split.classes)}, softmax); Adam lr {config.learning_rate},"
+        f" categorical cross-entropy; up to {config.epochs} epochs, early stopping on validation loss",
+        f"- Fine-tuned top layers: {config.fine_tune_layers}",
+        "",
+        "## Test metrics",
+    ]
+    if "accuracy" in metrics:
+        lines += [
+            f"- Accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}, n = {metrics['n']}",
+            f"- Malignant sensitivity {fmt(metrics['malignant_sensitivity'])},"
+            f" benign specificity {fmt(metrics['benign_specificity'])}",
+            "",
+            "| class | precision | recall | F1 | support |",
+            "|---|---|---|---|---|",
+            *[f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+              for name, m in metrics["per_class"].items()],
+        ]
+    else:
+        lines.append(f"- {metrics.get('note', 'not evaluated')}")
+    write_text("\n".join(lines) + "\n", path)
+
+
+def fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

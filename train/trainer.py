@@ -1,0 +1,297 @@
+"""`allx train`: split -> frozen pretrained backbone -> cached features -> head -> (fine-tune) -> evaluate.
+
+Read top to bottom, this is the whole story of a run. The saved model is always the full end-to-end
+Keras model (raw RGB 0..255 in, probabilities out) even though the head was trained on cached features.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from allx.errors import AllxError, DataError, ModelError
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class TrainingInterrupted(AllxError):
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data_dir: Path
+    out_dir: Path
+    split_path: Path | None = None
+    backbone: str = "resnet50"
+    weights: str | None = None  # None = the backbone's default
+    head: str = "flatten"
+    epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 42
+    fine_tune_layers: int = 0
+    fine_tune_epochs: int = 5
+    fine_tune_learning_rate: float = 1e-5
+    class_weights: bool = False
+    image_size: int | None = None  # None = the backbone's input size
+    patience: int = 5
+    val: float = 0.15
+    test: float = 0.15
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    model_path: Path
+    metrics: dict
+    history: dict
+    skipped: tuple = field(default_factory=tuple)
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Reject impossible options before any work starts ("got X, expected Y")."""
+    from train.head import HEADS
+
+    checks = [
+        (config.epochs >= 1, f"--epochs: got {config.epochs}, expected >= 1"),
+        (config.batch_size >= 1, f"--batch-size: got {config.batch_size}, expected >= 1"),
+        (0 < config.learning_rate < 1, f"--learning-rate: got {config.learning_rate}, expected 0 < lr < 1"),
+        (config.fine_tune_layers >= 0, f"--fine-tune-layers: got {config.fine_tune_layers}, expected >= 0"),
+        (config.head in HEADS, f"--head: got {config.head!r}, expected one of {', '.join(HEADS)}"),
+        (config.image_size is None or config.image_size >= 32,
+         f"--image-size: got {config.image_size}, expected >= 32"),
+        (config.patience >= 1, f"--patience: got {config.patience}, expected >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DataError(message)
+    if not Path(config.data_dir).is_dir():
+        raise DataError(f"data directory not found: got {config.data_dir}, expected a folder of class folders")
+
+
+def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
+    """Run one training end to end and write the run folder (see models/README.md)."""
+    validate_config(config)
+    import keras
+
+    from train.backbones import get_backbone
+
+    keras.utils.set_random_seed(config.seed)
+    backbone = get_backbone(config.backbone)  # unknown names fail before the data is read
+    run_dir = Path(config.out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    split = prepare_split(config, run_dir)
+    size = (config.image_size, config.image_size) if config.image_size else tuple(backbone.input_size)
+    weights = config.weights or backbone.default_weights
+
+    # 1. The frozen pretrained backbone, with its preprocessing inside the model.
+    pixels = keras.Input(shape=(*size, 3), name="pixels")  # raw RGB 0..255
+    base = backbone.make_base(weights, (*size, 3))
+    base.trainable = False
+    preprocess = backbone.make_preprocessing()
+    feature_map = base(preprocess(pixels), training=False)
+    extractor = keras.Model(pixels, feature_map, name="extractor")
+
+    # 2. Backbone features once per (data, backbone, weights, size), cached on disk.
+    features = {name: cached_features(config, extractor, split, name, size, weights, progress)
+                for name in ("train", "val", "test") if split.subset(name)}
+    if len(features["train"].labels) == 0:
+        raise DataError("no readable training images: every image in the train subset failed to load")
+
+    # 3. The head, trained on the cached features; the full model is checkpointed on each improvement.
+    from train.head import build_head
+
+    head = build_head(extractor.output_shape[1:], len(split.classes), config.head)
+    model = keras.Model(pixels, head(feature_map), name=f"allx_{backbone.name.replace('-', '_')}")
+    write_labels(split.classes, run_dir / "labels.txt")
+    history = fit_head(config, head, model, features, len(split.classes), run_dir, progress)
+
+    # 4. Optional second phase: unfreeze the top layers and fine-tune on images at a low learning rate.
+    if config.fine_tune_layers:
+        history["fine_tune"] = fine_tune(config, model, base, split, size, run_dir, progress)
+
+    # 5. Save, evaluate on the test subset, and describe the run.
+    from train.model_io import save_keras_model
+
+    save_keras_model(model, run_dir / "model.keras")
+    metrics = evaluate_run(config, model, head, features, split, size, run_dir)
+    skipped = tuple(s for fs in features.values() for s in fs.skipped)
+    write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir)
+    return TrainResult(run_dir, run_dir / "model.keras", metrics, history, skipped)
+
+
+def prepare_split(config: TrainConfig, run_dir: Path):
+    """The given split (checked against the data), or a new near-duplicate-aware one saved in the run."""
+    from train.split import make_split, read_split, write_split
+
+    if config.split_path:
+        split = read_split(config.split_path, config.data_dir)
+    else:
+        split = make_split(config.data_dir, val=config.val, test=config.test, seed=config.seed)
+    if len(split.classes) < 2:
+        raise DataError(f"need at least 2 classes, got {len(split.classes)}: {list(split.classes)}")
+    if not split.subset("train"):
+        raise DataError("the split has no training images")
+    meta = {**split.meta, "data_dir": str(Path(config.data_dir).resolve())}
+    write_split(type(split)(split.classes, split.train, split.val, split.test, meta), run_dir / "split.json")
+    return split
+
+
+def cached_features(config, extractor, split, subset, size, weights, progress):
+    from train.dataset import data_fingerprint
+    from train.features import cache_key, default_cache_dir, extract_features
+
+    relpaths = list(split.subset(subset))
+    weights_id = weights if weights in ("imagenet", "none") else file_identity(weights)
+    key = cache_key({"data": data_fingerprint(config.data_dir, relpaths), "backbone": config.backbone,
+                     "weights": weights_id, "seed": config.seed if weights == "none" else None,
+                     "size": list(size), "format": 1})
+    cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    report = (lambda done, total: progress(f"features {subset}", done, total)) if progress else None
+    return extract_features(extractor, Path(config.data_dir), relpaths, split.labels(subset), size,
+                            cache_dir / f"{key}.npy", report)
+
+
+def file_identity(path) -> str:
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"--weights: file not found, got {path}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fit_head(config, head, model, features, n_classes, run_dir, progress) -> dict:
+    """Adam + categorical cross-entropy on cached features; early stopping on val loss, best weights kept."""
+    import keras
+
+    from train.batches import FeatureBatches
+    from train.callbacks import CheckpointFullModel, EpochProgress
+
+    weights = balanced_class_weights(features["train"].labels, n_classes) if config.class_weights else None
+    train_batches = FeatureBatches(features["train"].features, features["train"].labels, n_classes,
+                                   config.batch_size, shuffle=True, seed=config.seed, class_weights=weights)
+    val = features.get("val")
+    val_batches = FeatureBatches(val.features, val.labels, n_classes, config.batch_size, False) if val else None
+    head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="categorical_crossentropy",
+                 metrics=["accuracy"])
+    monitor = "val_loss" if val_batches else "loss"
+    callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience,
+                                               restore_best_weights=True),
+                 CheckpointFullModel(model, run_dir / "model.keras", monitor),
+                 EpochProgress("head", config.epochs, progress)]
+    try:
+        fitted = head.fit(train_batches, validation_data=val_batches, epochs=config.epochs,
+                          callbacks=callbacks, verbose=0)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(interrupted_message(run_dir)) from None
+    return {key: [float(v) for v in values] for key, values in fitted.history.items()}
+
+
+def balanced_class_weights(labels, n_classes) -> dict[int, float]:
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    return {int(c): float(w) for c, w in zip(present, weights)} | {
+        c: 1.0 for c in range(n_classes) if c not in present}
+
+
+def interrupted_message(run_dir: Path) -> str:
+    checkpoint = run_dir / "model.keras"
+    if checkpoint.exists():
+        return f"interrupted; the last good checkpoint is kept at {checkpoint}"
+    return "interrupted before the first epoch finished; no model was written"
+
+
+def fine_tune(config, model, base, split, size, run_dir, progress) -> dict:
+    """Unfreeze the top N backbone layers (BatchNorm stays frozen) and train end to end on images."""
+    import keras
+
+    from train.batches import ImageBatches
+    from train.callbacks import CheckpointFullModel, EpochProgress
+
+    base.trainable = True
+    for layer in base.layers[:-config.fine_tune_layers]:
+        layer.trainable = False
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # keep the pretrained statistics (keras-io fine-tuning advice)
+    model.compile(optimizer=keras.optimizers.Adam(config.fine_tune_learning_rate),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    n = len(split.classes)
+    train = ImageBatches(config.data_dir, split.train, split.labels("train"), n, size, config.batch_size,
+                         shuffle=True, seed=config.seed)
+    val = ImageBatches(config.data_dir, split.val, split.labels("val"), n, size, config.batch_size) \
+        if split.val else None
+    monitor = "val_loss" if val else "loss"
+    callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=2, restore_best_weights=True),
+                 CheckpointFullModel(model, run_dir / "model.keras", monitor),
+                 EpochProgress("fine-tune", config.fine_tune_epochs, progress)]
+    try:
+        fitted = model.fit(train, validation_data=val, epochs=config.fine_tune_epochs, callbacks=callbacks,
+                           verbose=0)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(interrupted_message(run_dir)) from None
+    return {key: [float(v) for v in values] for key, values in fitted.history.items()}
+
+
+def evaluate_run(config, model, head, features, split, size, run_dir) -> dict:
+    """Test-subset metrics. With the base untouched, the head on cached test features computes exactly
+    what the full model computes on the images, so that path is used; after fine-tuning, the images."""
+    from train.metrics import classification_metrics
+    from train.plots import plot_confusion_matrix
+
+    test = features.get("test")
+    if test is None:
+        return {"note": "the split has no test subset; nothing evaluated"}
+    if config.fine_tune_layers:
+        from train.evaluate import predict_images
+
+        probabilities, labels, _ = predict_images(model, config.data_dir, test.paths, test.labels, size)
+    else:
+        probabilities, labels = head.predict(test.features, batch_size=config.batch_size, verbose=0), test.labels
+    metrics = classification_metrics(probabilities, labels, split.classes)
+    metrics["subset"] = "test"
+    metrics["split_kind"] = split.meta.get("split_kind", "image-level (hand-written split: near-duplicates may straddle subsets)")
+    write_json(metrics, run_dir / "metrics.json")
+    plot_confusion_matrix(metrics["confusion_matrix"], split.classes, run_dir / "confusion_matrix.png",
+                          title=f"Test subset (n={metrics['n']})")
+    return metrics
+
+
+def write_labels(classes, path: Path) -> None:
+    write_text("\n".join(classes) + "\n", path)
+
+
+def write_json(data, path: Path) -> None:
+    write_text(json.dumps(data, indent=2) + "\n", path)
+
+
+def write_text(text: str, path: Path) -> None:
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir) -> None:
+    from train.model_card import write_model_card
+    from train.plots import plot_curves
+
+    write_json(history, run_dir / "history.json")
+    plot_curves(history, run_dir / "curves.png")
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    write_json({**settings, "weights": weights, "image_size": list(size),
+                "weights_source": backbone.weights_source, "skipped_images": [list(s) for s in skipped]},
+               run_dir / "train_config.json")
+    write_model_card(run_dir / "MODEL_CARD.md", config, backbone, weights, size, split, metrics, skipped)
