@@ -1,0 +1,253 @@
+"""The one inference path: a .tflite classifier (or an `allx convert` folder) from raw uint8 pixels to a Prediction.
+
+Used by `allx-edge` and by `allx convert`'s accuracy check alike, so both see the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from allx.errors import ImageError, ModelError
+from allx.images import load_image
+from edge_runner import ood
+from edge_runner.quant import dequantize, quantize, tensor_quantization
+from edge_runner.runtime import find_runtime, make_interpreter
+
+MANIFEST_NAME = "model.json"
+LABELS_NAME = "labels.txt"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+    top_k: tuple[tuple[str, float], ...]
+    probabilities: tuple[float, ...]
+    latency_ms: float
+    ood: bool | None = None
+    ood_score: float | None = None
+
+
+class EdgeModel:
+    """A loaded classifier: `predict` gives float32 class probabilities, `classify` a Prediction."""
+
+    def __init__(self, interpreter, model_path: Path, labels: tuple[str, ...], manifest: dict,
+                 runtime: str, delegate: str, threads: int, warnings: tuple[str, ...] = ()):
+        self.interpreter = interpreter
+        self.model_path = model_path
+        self.manifest = manifest
+        self.runtime = runtime
+        self.delegate = delegate
+        self.threads = threads
+        self.input = image_input(interpreter.get_input_details(), model_path)
+        self.input_size = (int(self.input["shape"][1]), int(self.input["shape"][2]))
+        self.input_dtype = np.dtype(self.input["dtype"])
+        self.input_quantization = tensor_quantization(self.input)
+        outputs = interpreter.get_output_details()
+        self.output = probabilities_output(outputs, manifest, labels, model_path)
+        self.num_classes = int(self.output["shape"][-1])
+        self.embedding_output = named_output(outputs, manifest, "embedding", model_path)
+        self.labels = check_labels(labels, self.num_classes, model_path)
+        check_manifest_input(manifest, self.input, model_path)
+        self.ood_scorer, ood_warnings = ood.make_scorer(manifest)
+        self.warnings = tuple(warnings) + ood_warnings
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int | None = None, delegate: str = "auto",
+             labels: str | Path | Sequence[str] | None = None) -> "EdgeModel":
+        """Load a .tflite file, a model.json, or a folder written by `allx convert`.
+
+        Labels: `labels` (a file or a list) if given, else the manifest's, else labels.txt beside the
+        model, else none (predict and bench work; classify asks for them).
+        """
+        model_path, manifest = resolve_model(Path(path))
+        label_names = resolve_labels(labels, manifest, model_path)
+        interpreter, used, threads, warnings = make_interpreter(model_path, threads, delegate)
+        return cls(interpreter, model_path, label_names, manifest, str(find_runtime()), used, threads, warnings)
+
+    @property
+    def has_ood(self) -> bool:
+        return "ood" in self.manifest
+
+    def load_pixels(self, path: str | Path) -> np.ndarray:
+        """Read an image exactly as training did, resized to the model's input."""
+        return load_image(path, self.input_size)
+
+    def set_input(self, pixels: np.ndarray) -> None:
+        expected = (*self.input_size, 3)
+        if pixels.shape != expected:
+            raise ImageError(f"got pixels of shape {pixels.shape}, expected {expected} (use load_pixels)")
+        scale, zero_point = self.input_quantization
+        tensor = quantize(pixels, scale, zero_point, self.input_dtype)
+        self.interpreter.set_tensor(self.input["index"], tensor[np.newaxis])
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def read_probabilities(self) -> np.ndarray:
+        scale, zero_point = tensor_quantization(self.output)
+        return dequantize(self.interpreter.get_tensor(self.output["index"])[0], scale, zero_point)
+
+    def read_embedding(self) -> np.ndarray | None:
+        """The second output named in the manifest (for the out-of-distribution score), dequantized."""
+        if self.embedding_output is None:
+            return None
+        scale, zero_point = tensor_quantization(self.embedding_output)
+        raw = self.interpreter.get_tensor(self.embedding_output["index"])[0]
+        return dequantize(raw, scale, zero_point).reshape(-1)
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) -> float32 (classes,); a batch (N, H, W, 3) -> (N, classes)."""
+        pixels = np.asarray(pixels)
+        if pixels.ndim == 4:
+            return np.stack([self.predict(one) for one in pixels]) if len(pixels) else (
+                np.zeros((0, self.num_classes), np.float32))
+        self.set_input(pixels)
+        self.invoke()
+        return self.read_probabilities().copy()
+
+    def classify(self, pixels: np.ndarray, top_k: int = 1) -> Prediction:
+        """Top-k labels with scores; latency is quantize + invoke + dequantize (decode not included)."""
+        self.require_labels()
+        start = time.perf_counter()
+        self.set_input(np.asarray(pixels))
+        self.invoke()
+        probabilities = self.read_probabilities()
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        order = np.argsort(-probabilities, kind="stable")[:max(1, top_k)]
+        top = tuple((self.labels[i], float(probabilities[i])) for i in order)
+        flagged, score = (None, None)
+        if self.ood_scorer is not None:
+            flagged, score = self.ood_scorer(probabilities, self.read_embedding())
+        return Prediction(top[0][0], top[0][1], top, tuple(float(p) for p in probabilities), latency_ms,
+                          flagged, score)
+
+    def require_labels(self) -> None:
+        if not self.labels:
+            raise ModelError(f"{self.model_path}: no labels, expected --labels FILE, "
+                             f"a {LABELS_NAME} beside the model, or a {MANIFEST_NAME} with labels")
+
+
+def resolve_model(path: Path) -> tuple[Path, dict]:
+    """(the .tflite file, its manifest or {}) for a .tflite path, a model.json, or a convert folder."""
+    if path.is_dir():
+        manifest_path = path / MANIFEST_NAME
+        if not manifest_path.is_file():
+            found = sorted(p.name for p in path.glob("*.tflite"))
+            raise ModelError(f"{path}: folder without {MANIFEST_NAME} (found {found or 'no .tflite files'}), "
+                             "expected a .tflite file or a folder written by `allx convert`")
+        return model_from_manifest(manifest_path)
+    if path.name == MANIFEST_NAME or path.suffix == ".json":
+        return model_from_manifest(path)
+    beside = path.parent / MANIFEST_NAME
+    if beside.is_file():
+        manifest = read_manifest(beside)
+        if manifest.get("model_file") == path.name:
+            return path, manifest
+    return path, {}
+
+
+def model_from_manifest(manifest_path: Path) -> tuple[Path, dict]:
+    manifest = read_manifest(manifest_path)
+    model_file = manifest.get("model_file")
+    if not isinstance(model_file, str) or not model_file:
+        raise ModelError(f"{manifest_path}: got model_file={model_file!r}, expected the .tflite file name")
+    return manifest_path.parent / model_file, manifest
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelError(f"{path}: unreadable manifest ({err.__class__.__name__}: {err}), expected JSON") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{path}: got a JSON {type(manifest).__name__}, expected an object")
+    fmt = manifest.get("format", "allx-tflite/1")
+    if not str(fmt).startswith("allx-tflite/"):
+        raise ModelError(f"{path}: got format {fmt!r}, expected 'allx-tflite/1'")
+    return manifest
+
+
+def resolve_labels(labels, manifest: dict, model_path: Path) -> tuple[str, ...]:
+    if labels is not None and not isinstance(labels, (str, Path)):
+        return tuple(str(label) for label in labels)
+    if labels is not None:
+        return read_labels(Path(labels))
+    if manifest.get("labels"):
+        return tuple(str(label) for label in manifest["labels"])
+    beside = model_path.parent / LABELS_NAME
+    return read_labels(beside) if beside.is_file() else ()
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such labels file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelError(f"{path}: unreadable labels file ({err.__class__.__name__}), expected text") from None
+    labels = tuple(line.strip() for line in lines if line.strip())
+    if not labels:
+        raise ModelError(f"{path}: empty labels file, expected one label per line")
+    return labels
+
+
+def image_input(inputs: list[dict], model_path: Path) -> dict:
+    if len(inputs) != 1:
+        raise ModelError(f"{model_path}: got {len(inputs)} inputs, expected 1 image input")
+    shape = tuple(int(n) for n in inputs[0]["shape"])
+    if len(shape) != 4 or shape[0] != 1 or shape[3] != 3 or min(shape) < 1:
+        raise ModelError(f"{model_path}: input is not an image tensor, got shape {shape}, expected (1, H, W, 3)")
+    return inputs[0]
+
+
+def probabilities_output(outputs: list[dict], manifest: dict, labels: tuple[str, ...], model_path: Path) -> dict:
+    """The output named in the manifest, else the only one, else the one with len(labels) classes."""
+    chosen = named_output(outputs, manifest, "probabilities", model_path)
+    if chosen is None and len(outputs) == 1:
+        chosen = outputs[0]
+    if chosen is None:
+        matches = [o for o in outputs if labels and int(o["shape"][-1]) == len(labels)]
+        if len(matches) != 1:
+            shapes = [tuple(int(n) for n in o["shape"]) for o in outputs]
+            raise ModelError(f"{model_path}: cannot tell which of {len(outputs)} outputs {shapes} holds the "
+                             "class probabilities, expected outputs.probabilities.name in model.json")
+        chosen = matches[0]
+    shape = tuple(int(n) for n in chosen["shape"])
+    if len(shape) != 2 or shape[0] != 1:
+        raise ModelError(f"{model_path}: class output has shape {shape}, expected (1, classes)")
+    return chosen
+
+
+def named_output(outputs: list[dict], manifest: dict, role: str, model_path: Path) -> dict | None:
+    spec = (manifest.get("outputs") or {}).get(role) or {}
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if not name:
+        return None
+    for output in outputs:
+        if output["name"] == name:
+            return output
+    names = [o["name"] for o in outputs]
+    raise ModelError(f"{model_path}: model.json names {role} output {name!r}, got outputs {names}")
+
+
+def check_labels(labels: tuple[str, ...], num_classes: int, model_path: Path) -> tuple[str, ...]:
+    if labels and len(labels) != num_classes:
+        raise ModelError(f"{model_path}: model gives {num_classes} class scores, got {len(labels)} labels "
+                         f"({', '.join(labels[:6])}{', ...' if len(labels) > 6 else ''})")
+    return labels
+
+
+def check_manifest_input(manifest: dict, details: dict, model_path: Path) -> None:
+    declared = (manifest.get("input") or {}).get("shape")
+    actual = [int(n) for n in details["shape"]]
+    if declared and [int(n) for n in declared] != actual:
+        raise ModelError(f"{model_path}: model.json declares input shape {declared}, got {actual} in the model")

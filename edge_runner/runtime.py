@@ -1,0 +1,136 @@
+"""Pick a TFLite interpreter (LiteRT, tflite_runtime, tensorflow.lite) and build one, with the Edge TPU if asked."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib
+import mmap
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from allx.errors import ModelError
+
+# (name shown to the user, module with Interpreter/load_delegate, distribution for the version).
+# LiteRT first: it is the maintained package; TensorFlow last because it is huge and slow to import.
+CANDIDATES = (
+    ("ai-edge-litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite-runtime", "tflite_runtime.interpreter", "tflite-runtime"),
+    ("tensorflow.lite", "tensorflow.lite", "tensorflow"),
+)
+DELEGATES = ("auto", "cpu", "edgetpu")
+EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+EDGETPU_HINT = (
+    "install the Edge TPU runtime: sudo apt-get install libedgetpu1-std "
+    "(Coral apt repository, see https://coral.ai/docs/accelerator/get-started/)"
+)
+EDGETPU_OP = b"edgetpu-custom-op"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    version: str
+    module: ModuleType
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+@functools.cache
+def find_runtime() -> Runtime:
+    """The first importable interpreter of CANDIDATES; ModelError when there is none."""
+    for name, module_name, distribution in CANDIDATES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        return Runtime(name, distribution_version(distribution), module)
+    raise ModelError('no TFLite interpreter found, expected one of ai-edge-litert, tflite-runtime, tensorflow: '
+                     'pip install "allx[edge]"')
+
+
+def distribution_version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def default_threads() -> int:
+    return os.cpu_count() or 1
+
+
+def check_delegate(delegate: str) -> str:
+    if delegate not in DELEGATES:
+        raise ModelError(f"unknown delegate {delegate!r}, expected one of {', '.join(DELEGATES)}")
+    return delegate
+
+
+def is_edgetpu_model(path: Path) -> bool:
+    """True when the file holds the custom op that `edgetpu_compiler` writes."""
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return data.find(EDGETPU_OP) >= 0
+
+
+def check_model_file(path: Path) -> None:
+    """Refuse a missing, empty or non-TFLite file before the interpreter sees it."""
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    if not path.is_file():
+        raise ModelError(f"{path}: got a {'folder' if path.is_dir() else 'special file'}, expected a .tflite file")
+    with open(path, "rb") as file:
+        header = file.read(8)
+    if len(header) < 8 or header[4:8] != b"TFL3":
+        raise ModelError(f"{path}: not a TFLite model (got {len(header)} header bytes without the TFL3 "
+                         "identifier, expected a .tflite flatbuffer)")
+
+
+def load_edgetpu_delegate(runtime: Runtime):
+    library = EDGETPU_LIBRARY.get(platform.system(), "libedgetpu.so.1")
+    try:
+        # Probe with ctypes first: a failed load_delegate leaves a half-built Delegate whose
+        # destructor prints a traceback on stderr.
+        ctypes.CDLL(library)
+        return runtime.module.load_delegate(library)
+    except (ValueError, OSError) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise ModelError(f"Edge TPU delegate {library} could not be loaded ({reason}): {EDGETPU_HINT}") from None
+
+
+def make_interpreter(path: str | Path, threads: int | None = None, delegate: str = "auto"):
+    """An allocated interpreter for `path`, the delegate actually used, and warnings for the user.
+
+    "auto" uses the Edge TPU only for a model compiled for it (such a model cannot run on the CPU);
+    "edgetpu" always loads the delegate and warns when the model was not compiled for it.
+    """
+    path = Path(path)
+    check_delegate(delegate)
+    check_model_file(path)
+    runtime = find_runtime()
+    threads = default_threads() if threads is None else threads
+    if threads < 1:
+        raise ModelError(f"got threads={threads}, expected a positive number")
+    compiled = is_edgetpu_model(path)
+    warnings = []
+    used = "edgetpu" if delegate == "edgetpu" or (delegate == "auto" and compiled) else "cpu"
+    if delegate == "cpu" and compiled:
+        raise ModelError(f"{path}: compiled for the Edge TPU, expected --delegate auto or edgetpu "
+                         "(or the model file from before edgetpu_compiler)")
+    if used == "edgetpu" and not compiled:
+        warnings.append(f"{path.name} was not compiled for the Edge TPU (no {EDGETPU_OP.decode()}): "
+                        "it will run on the CPU; compile it with edgetpu_compiler")
+    delegates = [load_edgetpu_delegate(runtime)] if used == "edgetpu" else None
+    try:
+        interpreter = runtime.module.Interpreter(model_path=str(path), num_threads=threads,
+                                                 experimental_delegates=delegates)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as err:
+        message = " ".join(str(err).split())[:200]
+        raise ModelError(f"{path}: the interpreter refused the model ({message})") from None
+    return interpreter, used, threads, tuple(warnings)
