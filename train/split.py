@@ -1,0 +1,256 @@
+"""Train/val/test splits: made from the data with near-duplicate groups kept whole, saved and read as SPLIT.json.
+
+SPLIT.json is `{"classes": [...], "train": [...], "val": [...], "test": [...], "meta": {...}}` with paths
+relative to DATA_DIR (POSIX, first component = class folder). Any file of that shape is accepted, also
+one written by hand: val, test and meta may be missing, other keys are kept in meta.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from allx import __version__
+from allx.errors import DataError
+from train.dataset import Progress, data_fingerprint, scan_dataset
+from train.duplicates import NEAR_DISTANCE, Duplicates, class_of, find_duplicates
+
+SUBSETS = ("train", "val", "test")
+SPLIT_KIND = "near-duplicate groups kept together"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Paths per subset (relative to DATA_DIR); a path's class is its first folder."""
+
+    classes: tuple[str, ...]
+    train: tuple[str, ...]
+    val: tuple[str, ...] = ()
+    test: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict)
+
+    def subset(self, name: str) -> tuple[str, ...]:
+        if name not in SUBSETS:
+            raise DataError(f"got subset {name!r}, expected one of {', '.join(SUBSETS)}")
+        return getattr(self, name)
+
+    def labels(self, name: str) -> list[int]:
+        index = {c: i for i, c in enumerate(self.classes)}
+        return [index[class_of(p)] for p in self.subset(name)]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """subset -> class -> number of images."""
+        return {s: {c: sum(class_of(p) == c for p in self.subset(s)) for c in self.classes} for s in SUBSETS}
+
+    def to_json(self) -> dict:
+        return {"classes": list(self.classes), **{s: list(self.subset(s)) for s in SUBSETS}, "meta": self.meta}
+
+
+def make_split(data_dir: str | Path, val: float = 0.15, test: float = 0.15, seed: int = 42,
+               distance: int = NEAR_DISTANCE, progress: Progress | None = None) -> Split:
+    """Stratified split in which exact and near-duplicate groups never straddle subsets.
+
+    One copy of each exact duplicate is kept; a group spanning classes (label conflict) is dropped.
+    Per class, groups are shuffled with `seed` and each goes whole to the subset furthest below its
+    target count, so subsets match the fractions up to the size of the last groups.
+    """
+    fractions = check_fractions(val, test)
+    dataset = scan_dataset(data_dir)
+    if len(dataset.classes) < 2:
+        raise DataError(f"{dataset.root}: got 1 class folder {list(dataset.classes)}, expected at least 2 to split")
+    if not 0 <= distance <= 64:
+        raise DataError(f"got near-duplicate distance {distance}, expected 0..64 bits")
+    duplicates = find_duplicates(dataset.root, dataset.paths(), distance, progress)
+    groups = kept_groups(duplicates)
+    by_class = {c: [g for g in groups if class_of(g[0]) == c] for c in dataset.classes}
+    check_class_sizes(by_class, fractions)
+    rng = np.random.default_rng(seed)
+    subsets: dict[str, list[str]] = {s: [] for s in SUBSETS}
+    for name, class_groups in by_class.items():
+        order = rng.permutation(len(class_groups))
+        for subset, group in zip(assign_groups([class_groups[k] for k in order], fractions, name),
+                                 (class_groups[k] for k in order)):
+            subsets[subset].extend(group)
+    split = Split(dataset.classes, *(tuple(sorted(subsets[s])) for s in SUBSETS))
+    unreadable = dataset.unreadable + duplicates.unreadable
+    meta = split_meta(dataset.root, split, duplicates, groups, fractions, seed, unreadable)
+    return Split(split.classes, split.train, split.val, split.test, meta)
+
+
+def check_fractions(val: float, test: float) -> dict[str, float]:
+    for name, value in (("val", val), ("test", test)):
+        if not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise DataError(f"got {name} fraction {value!r}, expected a number in [0, 1)")
+    if val + test >= 1:
+        raise DataError(f"got val {val} + test {test} = {val + test:g}, expected less than 1 (train needs the rest)")
+    return {"train": round(1 - val - test, 10), "val": val, "test": test}
+
+
+def kept_groups(duplicates: Duplicates) -> list[tuple[str, ...]]:
+    """Every group minus its extra exact copies; groups spanning classes are dropped whole."""
+    copies, conflicted = duplicates.copies(), {p for c in duplicates.conflicts for p in c.paths}
+    return [tuple(p for p in g if p not in copies) for g in duplicates.groups if g[0] not in conflicted]
+
+
+def needed_per_class(fractions: dict[str, float]) -> int:
+    """Fewest images a class needs so every subset with a non-zero fraction gets at least one."""
+    return max(math.ceil(1 / f - 1e-9) for f in fractions.values() if f > 0)
+
+
+def check_class_sizes(by_class: dict[str, list[tuple[str, ...]]], fractions: dict[str, float]) -> None:
+    needed = needed_per_class(fractions)
+    wanted = [s for s in SUBSETS if fractions[s] > 0]
+    for name, groups in by_class.items():
+        images = sum(len(g) for g in groups)
+        if images < needed:
+            raise DataError(f"class {name!r} has {images} usable image(s), needs at least {needed} to give "
+                            f"{', '.join(wanted)} one each at fractions "
+                            + ", ".join(f"{s}={fractions[s]:g}" for s in wanted))
+        if len(groups) < len(wanted):
+            raise DataError(f"class {name!r}: its {images} images form {len(groups)} near-duplicate group(s), "
+                            f"need at least {len(wanted)} to give {', '.join(wanted)} one each")
+
+
+def target_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Largest-remainder rounding: counts sum to n and none falls below floor(n * fraction)."""
+    exact = {s: n * fractions[s] for s in SUBSETS}
+    counts = {s: math.floor(exact[s]) for s in SUBSETS}
+    by_remainder = sorted(SUBSETS, key=lambda s: counts[s] - exact[s])
+    for s in by_remainder[: n - sum(counts.values())]:
+        counts[s] += 1
+    return counts
+
+
+def assign_groups(groups: list[tuple[str, ...]], fractions: dict[str, float], name: str) -> list[str]:
+    """The subset of each group: whole groups go to the subset furthest below its target."""
+    targets = target_counts(sum(len(g) for g in groups), fractions)
+    open_subsets = [s for s in SUBSETS if targets[s] > 0]
+    filled = {s: 0 for s in SUBSETS}
+    chosen = []
+    for group in groups:
+        subset = max(open_subsets, key=lambda s: targets[s] - filled[s])  # ties: train, val, test
+        filled[subset] += len(group)
+        chosen.append(subset)
+    empty = [s for s in open_subsets if filled[s] == 0]
+    if empty:
+        raise DataError(f"class {name!r}: its near-duplicate groups could not give {', '.join(empty)} any image "
+                        f"(group sizes {sorted(len(g) for g in groups)}); lower the distance or the fractions")
+    return chosen
+
+
+def split_meta(root: Path, split: Split, duplicates: Duplicates, groups, fractions, seed: int,
+               unreadable) -> dict:
+    """What a reader needs to trust or reproduce the split."""
+    all_paths = [p for s in SUBSETS for p in split.subset(s)]
+    return {
+        "created_by": f"allx data split (allx {__version__})",
+        "split_kind": SPLIT_KIND,
+        "seed": seed,
+        "fractions": fractions,
+        "data_dir": str(root),
+        "data_fingerprint": data_fingerprint(root, all_paths),
+        "counts": split.counts(),
+        "near_duplicate": duplicates.method(),
+        "near_duplicate_groups": [list(g) for g in groups if len(g) > 1],
+        "dropped_duplicates": [{"path": p, "copy_of": kept} for p, kept in sorted(duplicates.copies().items())],
+        "label_conflicts": [c.to_json() for c in duplicates.conflicts],
+        "unreadable": [{"path": p, "reason": r} for p, r in unreadable],
+    }
+
+
+
+def write_split(split: Split, path: str | Path) -> Path:
+    """Write SPLIT.json atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    write_text_atomic(path, json.dumps(split.to_json(), indent=1) + "\n")
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+                                     delete=False, encoding="utf-8") as tmp:
+        tmp.write(text)
+    try:
+        os.replace(tmp.name, path)
+    except OSError:
+        os.unlink(tmp.name)
+        raise
+
+
+def read_split(path: str | Path, data_dir: str | Path) -> Split:
+    """Read and check a SPLIT.json against data_dir: every path exists, sits in a listed class and
+    appears once. Raises DataError with one line naming the first problem."""
+    path, root = Path(path), Path(data_dir)
+    document = load_json(path)
+    if not root.is_dir():
+        raise DataError(f"data directory {root}: no such directory")
+    classes = check_classes(document.get("classes"), path)
+    subsets, seen = {}, {}
+    for name in SUBSETS:
+        subsets[name] = check_paths(document.get(name), name, path, classes, seen, required=name == "train")
+    if not seen:
+        raise DataError(f"{path}: names no images, expected paths in train, val or test")
+    missing = [p for p in seen if not (root / p).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise DataError(f"{path}: {len(missing)} file(s) missing under {root}: {', '.join(missing[:3])}{more}")
+    meta = dict(document["meta"]) if isinstance(document.get("meta"), dict) else {}
+    meta.update({k: v for k, v in document.items() if k not in (*SUBSETS, "classes", "meta")})
+    return Split(classes, subsets["train"], subsets["val"], subsets["test"], meta)
+
+
+def load_json(path: Path) -> dict:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"split file {path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"split file {path}: is a directory, expected a JSON file") from None
+    except UnicodeDecodeError:
+        raise DataError(f"split file {path}: not UTF-8 text, expected JSON") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"split file {path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    if not isinstance(document, dict):
+        raise DataError(f"split file {path}: got a JSON {type(document).__name__}, "
+                        'expected an object {"classes": [...], "train": [...], "val": [...], "test": [...]}')
+    return document
+
+
+def check_classes(classes, path: Path) -> tuple[str, ...]:
+    if not isinstance(classes, list) or not classes:
+        raise DataError(f"{path}: got classes {classes!r}, expected a non-empty list of class folder names")
+    for name in classes:
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            raise DataError(f"{path}: got class name {name!r}, expected a folder name")
+    if len(set(classes)) != len(classes):
+        raise DataError(f"{path}: classes list a name twice: {classes}")
+    return tuple(classes)
+
+
+def check_paths(paths, subset: str, path: Path, classes, seen: dict, required: bool) -> tuple[str, ...]:
+    """One subset's list: relative POSIX paths inside a listed class, none seen before."""
+    if paths is None and not required:
+        return ()
+    if not isinstance(paths, list):
+        raise DataError(f"{path}: got {subset} = {paths!r:.60}, expected a list of paths relative to DATA_DIR")
+    for item in paths:
+        if not isinstance(item, str) or not item:
+            raise DataError(f"{path}: got {item!r} in {subset}, expected a path string")
+        parts = PurePosixPath(item).parts
+        if item.startswith("/") or "\\" in item or ".." in parts or len(parts) < 2:
+            raise DataError(f"{path}: got {item!r} in {subset}, expected a relative POSIX path <class>/<file>")
+        if parts[0] not in classes:
+            raise DataError(f"{path}: {item!r} in {subset} is in folder {parts[0]!r}, "
+                            f"expected one of the classes {list(classes)}")
+        if item in seen:
+            where = "twice in " + subset if seen[item] == subset else f"in both {seen[item]} and {subset}"
+            raise DataError(f"{path}: {item!r} is listed {where}")
+        seen[item] = subset
+    return tuple(paths)
