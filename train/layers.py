@@ -1,0 +1,46 @@
+"""Serializable in-model preprocessing: raw RGB 0..255 in, the backbone's input range out."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="allx")
+class PixelNormalization(keras.layers.Layer):
+    """(x[..., channels] - mean) / std per channel, optionally reading RGB as BGR first.
+
+    `mean` and `std` are given in the output channel order (BGR when `reverse_channels`), one value
+    or three. Written as one multiply-add so that TFLite folds it into a cheap int8-friendly op.
+    """
+
+    def __init__(self, mean=0.0, std=1.0, reverse_channels: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = as_triple(mean, "mean")
+        self.std = as_triple(std, "std")
+        if min(self.std) <= 0:
+            raise ValueError(f"got std {self.std}, expected positive values")
+        self.reverse_channels = bool(reverse_channels)
+
+    def call(self, inputs):
+        pixels = ops.cast(inputs, self.compute_dtype)
+        if self.reverse_channels:
+            pixels = ops.flip(pixels, axis=-1)
+        scale = ops.convert_to_tensor([1.0 / s for s in self.std], dtype=self.compute_dtype)
+        offset = ops.convert_to_tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=self.compute_dtype)
+        return pixels * scale + offset
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mean=list(self.mean), std=list(self.std), reverse_channels=self.reverse_channels)
+        return config
+
+
+def as_triple(value, name: str) -> tuple[float, float, float]:
+    values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * 3
+    if len(values) != 3:
+        raise ValueError(f"got {len(values)} {name} values, expected 1 or 3 (one per RGB channel)")
+    return tuple(values)
