@@ -1,0 +1,157 @@
+"""Classify many images: expand files/folders/globs, decode the next images while the current one runs."""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from allx.errors import DataError, ImageError
+from allx.images import is_image_file
+from edge_runner.model import EdgeModel, Prediction
+
+GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    path: str
+    prediction: Prediction | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    images: int
+    classified: int
+    failures: int
+    flagged_ood: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.classified / self.seconds if self.seconds > 0 else 0.0
+
+
+def expand_paths(patterns: Sequence[str], recursive: bool = False) -> list[tuple[str, str | None]]:
+    """(path, None) per image to classify and (pattern, error) per argument that names nothing.
+
+    A file is taken as given (a non-image then fails on its own); a folder gives its image files
+    (with `recursive`, those of its sub-folders too); a glob gives its matches, folders expanded.
+    """
+    items: list[tuple[str, str | None]] = []
+    for pattern in patterns:
+        if GLOB_CHARS & set(pattern) and not os.path.exists(pattern):
+            matches = sorted(glob.glob(pattern, recursive=recursive))
+            if not matches:
+                items.append((pattern, f"{pattern}: no files match"))
+            for match in matches:
+                items.extend(expand_one(Path(match), recursive, from_glob=True))
+        else:
+            items.extend(expand_one(Path(pattern), recursive, from_glob=False))
+    return items
+
+
+def expand_one(path: Path, recursive: bool, from_glob: bool) -> list[tuple[str, str | None]]:
+    if path.is_dir():
+        walk = path.rglob("*") if recursive else path.iterdir()
+        images = sorted((p for p in walk if is_image_file(p)), key=lambda p: str(p))
+        if not images and not from_glob:
+            hint = "" if recursive else " (use --recursive for sub-folders)"
+            return [(str(path), f"{path}: no image files in folder{hint}")]
+        return [(str(p), None) for p in images]
+    if from_glob and not is_image_file(path):
+        return []  # a glob like data/* also matches notes and hidden files: skip them quietly
+    return [(str(path), None)]
+
+
+def classify_paths(model: EdgeModel, patterns: Sequence[str], top_k: int = 1, recursive: bool = False,
+                   workers: int | None = None, prefetch: int | None = None,
+                   on_result: Callable[[ImageResult], None] | None = None) -> tuple[list[ImageResult], BatchSummary]:
+    """Classify every image the patterns name; a bad image becomes an error result, never stops the batch."""
+    if top_k < 1:
+        raise DataError(f"got --top-k {top_k}, expected a number >= 1")
+    items = expand_paths(patterns, recursive)
+    if not items:
+        raise DataError("got no paths, expected image files, folders or globs")
+    model.require_labels()
+    results = []
+    start = time.perf_counter()
+    for result in iterate_results(model, items, top_k, workers, prefetch):
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    seconds = time.perf_counter() - start
+    return results, summarize(results, seconds)
+
+
+def iterate_results(model: EdgeModel, items: list[tuple[str, str | None]], top_k: int,
+                    workers: int | None, prefetch: int | None) -> Iterator[ImageResult]:
+    """Results in input order. Decoding runs in a small thread pool (Pillow releases the GIL), at most
+    `prefetch` images ahead, while the interpreter runs on this thread (it is not thread-safe)."""
+    workers = workers or min(4, os.cpu_count() or 1)
+    prefetch = max(1, prefetch or 2 * workers)
+    todo = iter(items)
+    pending: deque = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="allx-decode") as pool:
+        def submit_next() -> None:
+            for path, error in todo:
+                pending.append((path, error, None if error else pool.submit(model.load_pixels, path)))
+                return
+
+        for _ in range(prefetch):
+            submit_next()
+        while pending:
+            path, error, future = pending.popleft()
+            submit_next()
+            if error:
+                yield ImageResult(path, error=error)
+                continue
+            try:
+                pixels = future.result()
+            except ImageError as err:
+                yield ImageResult(path, error=str(err))
+                continue
+            yield ImageResult(path, prediction=model.classify(pixels, top_k))
+
+
+def summarize(results: list[ImageResult], seconds: float) -> BatchSummary:
+    classified = [r for r in results if r.prediction is not None]
+    flagged = sum(1 for r in classified if r.prediction.ood)
+    return BatchSummary(len(results), len(classified), len(results) - len(classified), flagged, seconds)
+
+
+def result_record(result: ImageResult, with_ood: bool = False) -> dict:
+    """The --json line of one result: {"path","label","score","top_k","latency_ms"} or {"path","error"}."""
+    if result.prediction is None:
+        return {"path": result.path, "error": result.error}
+    p = result.prediction
+    record = {"path": result.path, "label": p.label, "score": round(p.score, 6),
+              "top_k": [{"label": label, "score": round(score, 6)} for label, score in p.top_k],
+              "latency_ms": round(p.latency_ms, 3)}
+    if with_ood:
+        record["ood"] = p.ood
+        record["ood_score"] = None if p.ood_score is None else round(p.ood_score, 6)
+    return record
+
+
+def write_results_csv(path, results: Sequence[ImageResult], with_ood: bool = False):
+    """One row per image: path, label, score, top_k ("label:score;..."), latency_ms, error [, ood, ood_score]."""
+    from edge_runner.output import write_csv
+
+    header = ["path", "label", "score", "top_k", "latency_ms", "error"] + (["ood", "ood_score"] if with_ood else [])
+    rows = []
+    for result in results:
+        p = result.prediction
+        row = [result.path, "", "", "", "", result.error or ""] if p is None else [
+            result.path, p.label, f"{p.score:.6f}", ";".join(f"{label}:{score:.6f}" for label, score in p.top_k),
+            f"{p.latency_ms:.3f}", ""]
+        if with_ood:
+            row += ["", ""] if p is None or p.ood is None else [str(p.ood).lower(), f"{p.ood_score:.6f}"]
+        rows.append(row)
+    return write_csv(path, header, rows)

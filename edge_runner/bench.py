@@ -1,0 +1,216 @@
+"""Latency benchmark: load time, invoke latency percentiles, throughput, memory, and an end-to-end figure."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from allx.errors import AllxError, DataError, ImageError
+from allx.images import is_image_file
+from edge_runner.model import EdgeModel
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    mean: float
+    std: float
+    min: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+    @classmethod
+    def from_ms(cls, values_ms: Sequence[float]) -> "LatencyStats":
+        v = np.asarray(values_ms, np.float64)
+        p50, p90, p99 = np.percentile(v, [50, 90, 99])
+        return cls(float(v.mean()), float(v.std()), float(v.min()), float(p50), float(p90), float(p99),
+                   float(v.max()))
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    """Sequential decode + resize + invoke per image, on real files (no overlap: the worst case)."""
+    images: int
+    failures: int
+    latency_ms: LatencyStats
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    precision: str | None
+    file_size_bytes: int
+    input_shape: tuple[int, ...]
+    input_dtype: str
+    runtime: str
+    threads: int
+    delegate: str
+    load_ms: float
+    warmup: int
+    runs: int
+    latency_ms: LatencyStats
+    throughput_ips: float
+    peak_rss_mb: float | None
+    speed_ratio: float = 1.0
+    end_to_end: EndToEnd | None = None
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    cpu_model: str
+    cores: int
+    machine: str
+    os: str
+    python: str
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    machine: MachineInfo
+    results: tuple[BenchResult, ...]
+    created: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def bench_models(paths: Sequence[str | Path], runs: int = 100, warmup: int = 10, threads: int | None = None,
+                 delegate: str = "auto", images: str | Path | None = None, labels=None,
+                 on_model: Callable[[str], None] | None = None) -> BenchReport:
+    """Benchmark each model in turn; speed_ratio = first model's mean latency / this model's."""
+    if not paths:
+        raise AllxError("got no models, expected at least one --model")
+    if runs < 1 or warmup < 0:
+        raise AllxError(f"got runs={runs}, warmup={warmup}, expected runs >= 1 and warmup >= 0")
+    image_paths = list_images(Path(images)) if images is not None else None
+    results = []
+    for path in paths:
+        if on_model is not None:
+            on_model(str(path))
+        result = bench_model(path, runs, warmup, threads, delegate, image_paths, labels)
+        if results:
+            result = dataclasses.replace(result, speed_ratio=results[0].latency_ms.mean / result.latency_ms.mean)
+        results.append(result)
+    return BenchReport(machine_info(), tuple(results), datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def bench_model(path, runs: int, warmup: int, threads: int | None, delegate: str,
+                image_paths: list[Path] | None, labels=None) -> BenchResult:
+    start = time.perf_counter()
+    model = EdgeModel.load(path, threads=threads, delegate=delegate, labels=labels)
+    load_ms = (time.perf_counter() - start) * 1000.0
+    pixels = np.random.default_rng(0).integers(0, 256, (*model.input_size, 3), dtype=np.uint8)
+    latencies = time_invoke(model, pixels, runs, warmup)
+    stats = LatencyStats.from_ms(latencies)
+    end_to_end = time_end_to_end(model, image_paths[:runs]) if image_paths else None
+    return BenchResult(
+        model=str(model.model_path), precision=model.manifest.get("precision") or guess_precision(model),
+        file_size_bytes=model.model_path.stat().st_size, input_shape=tuple(int(n) for n in model.input["shape"]),
+        input_dtype=model.input_dtype.name, runtime=model.runtime, threads=model.threads,
+        delegate=model.delegate, load_ms=load_ms, warmup=warmup, runs=runs, latency_ms=stats,
+        throughput_ips=1000.0 / stats.mean if stats.mean > 0 else 0.0, peak_rss_mb=peak_rss_mb(),
+        end_to_end=end_to_end)
+
+
+def time_invoke(model: EdgeModel, pixels: np.ndarray, runs: int, warmup: int) -> list[float]:
+    """Bare invoke() latencies in ms, the input set once: the interpreter's own speed."""
+    model.set_input(pixels)
+    for _ in range(warmup):
+        model.invoke()
+    latencies = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model.invoke()
+        latencies.append((time.perf_counter() - start) * 1000.0)
+    return latencies
+
+
+def time_end_to_end(model: EdgeModel, image_paths: Sequence[Path]) -> EndToEnd:
+    latencies, failures = [], 0
+    for path in image_paths:
+        start = time.perf_counter()
+        try:
+            model.predict(model.load_pixels(path))
+        except ImageError:
+            failures += 1
+            continue
+        latencies.append((time.perf_counter() - start) * 1000.0)
+    if not latencies:
+        raise DataError(f"none of {len(image_paths)} images could be read, expected readable images")
+    stats = LatencyStats.from_ms(latencies)
+    return EndToEnd(len(image_paths), failures, stats, 1000.0 / stats.mean)
+
+
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DataError(f"--images {folder}: got {'a file' if folder.exists() else 'no such folder'}, "
+                        "expected a folder of images")
+    paths = sorted(p for p in folder.rglob("*") if is_image_file(p))
+    if not paths:
+        raise DataError(f"--images {folder}: no image files found, expected {', '.join(('.jpg', '.png', '...'))}")
+    return paths
+
+
+def guess_precision(model: EdgeModel) -> str:
+    return {"uint8": "int8", "int8": "int8"}.get(model.input_dtype.name, model.input_dtype.name)
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far (cumulative over the models benched before)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def machine_info() -> MachineInfo:
+    return MachineInfo(cpu_model(), os.cpu_count() or 1, platform.machine(),
+                       f"{platform.system()} {platform.release()}", platform.python_version())
+
+
+def cpu_model() -> str:
+    """CPU name from /proc/cpuinfo ("model name" on x86, "Model" on a Raspberry Pi), else platform's."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return platform.processor() or "unknown"
+    found = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        found.setdefault(key.strip(), value.strip())
+    return found.get("model name") or found.get("Model") or found.get("Hardware") or platform.processor() or "unknown"
+
+
+def report_markdown(report: BenchReport) -> str:
+    """A Markdown section the site report can include as is."""
+    m = report.machine
+    lines = [f"### allx-edge bench ({report.created})", "",
+             f"Machine: {m.cpu_model}, {m.cores} cores, {m.machine}, {m.os}, Python {m.python}.", "",
+             "| model | precision | size MB | runtime | threads | delegate | load ms | mean ms | std | min | "
+             "p50 | p90 | p99 | max | img/s | speed vs first | peak RSS MB | end-to-end ms |",
+             "|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in report.results:
+        s = r.latency_ms
+        e2e = f"{r.end_to_end.latency_ms.mean:.2f} ({r.end_to_end.images} img)" if r.end_to_end else "-"
+        rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
+        lines.append(f"| {Path(r.model).name} | {r.precision} | {r.file_size_bytes / 1e6:.2f} | {r.runtime} | "
+                     f"{r.threads} | {r.delegate} | {r.load_ms:.1f} | {s.mean:.2f} | {s.std:.2f} | {s.min:.2f} | "
+                     f"{s.p50:.2f} | {s.p90:.2f} | {s.p99:.2f} | {s.max:.2f} | {r.throughput_ips:.1f} | "
+                     f"{r.speed_ratio:.2f}x | {rss} | {e2e} |")
+    lines += ["", f"Latency: bare invoke() over {report.results[0].runs} runs after "
+              f"{report.results[0].warmup} warm-up runs. Peak RSS is the process's peak so far (cumulative). "
+              "End-to-end: decode + resize + invoke per image, one after another.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""What a model is: tensors with their quantization, op counts, labels, manifest and conversion check."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_runner.model import resolve_labels, resolve_model
+from edge_runner.quant import tensor_quantization
+from edge_runner.runtime import find_runtime, is_edgetpu_model, make_interpreter
+
+MANIFEST_FIELDS = ("format", "precision", "preprocessing", "representative_count", "source_model_sha256",
+                   "data_fingerprint", "versions", "created")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    file_size_bytes: int
+    runtime: str
+    delegate: str
+    edgetpu_compiled: bool
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    op_counts: dict | None
+    labels: tuple[str, ...]
+    manifest: dict
+    check: dict | None
+    warnings: tuple[str, ...]
+
+
+def describe_model(path: str | Path, labels=None, delegate: str = "auto") -> ModelInfo:
+    """Describe any .tflite (image classifier or not) or an `allx convert` folder."""
+    model_path, manifest = resolve_model(Path(path))
+    label_names = resolve_labels(labels, manifest, model_path)
+    interpreter, used, _threads, warnings = make_interpreter(model_path, 1, delegate)
+    fields = {key: manifest[key] for key in MANIFEST_FIELDS if key in manifest}
+    return ModelInfo(
+        path=str(model_path), file_size_bytes=model_path.stat().st_size, runtime=str(find_runtime()),
+        delegate=used, edgetpu_compiled=is_edgetpu_model(model_path),
+        inputs=tuple(tensor_info(d) for d in interpreter.get_input_details()),
+        outputs=tuple(tensor_info(d) for d in interpreter.get_output_details()),
+        op_counts=count_ops(interpreter), labels=label_names, manifest=fields,
+        check=manifest.get("check"), warnings=warnings)
+
+
+def tensor_info(details: dict) -> TensorInfo:
+    scale, zero_point = tensor_quantization(details)
+    dtype = getattr(details["dtype"], "__name__", str(details["dtype"]))
+    return TensorInfo(details["name"], tuple(int(n) for n in details["shape"]), dtype, scale, zero_point)
+
+
+def count_ops(interpreter) -> dict | None:
+    """Op type -> count, from the interpreter's op list (None where the runtime does not expose it)."""
+    ops_details = getattr(interpreter, "_get_ops_details", None)
+    if ops_details is None:
+        return None
+    counts = Counter(op["op_name"] for op in ops_details())
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))

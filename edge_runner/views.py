@@ -1,0 +1,93 @@
+"""Text for the terminal: result rows, summaries and tables built from the runner's dataclasses (nothing printed here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from edge_runner.batch import BatchSummary, ImageResult
+from edge_runner.bench import BenchReport
+from edge_runner.camera import CameraSummary, FrameResult
+from edge_runner.info import ModelInfo
+
+PATH_WIDTH = 40
+OOD_NOTE = "uncertain: unlike training images"
+
+
+def result_header(label_width: int) -> str:
+    return f"{'path':<{PATH_WIDTH}}  {'label':<{label_width}}  {'confidence':>10}  {'ms':>8}"
+
+
+def result_line(result: ImageResult, label_width: int) -> str:
+    if result.prediction is None:
+        return f"{result.path:<{PATH_WIDTH}}  FAILED: {result.error}"
+    p = result.prediction
+    line = f"{result.path:<{PATH_WIDTH}}  {p.label:<{label_width}}  {p.score:>10.1%}  {p.latency_ms:>8.2f}"
+    if len(p.top_k) > 1:
+        line += "  (" + ", ".join(f"{label} {score:.1%}" for label, score in p.top_k[1:]) + ")"
+    if p.ood:
+        line += f"  {OOD_NOTE}"
+    return line
+
+
+def batch_summary_line(summary: BatchSummary, with_ood: bool) -> str:
+    text = (f"{summary.images} images: {summary.classified} classified, {summary.failures} failed, "
+            f"{summary.images_per_s:.1f} images/s ({summary.seconds:.2f} s)")
+    return text + (f", {summary.flagged_ood} flagged {OOD_NOTE}" if with_ood else "")
+
+
+def frame_line(result: FrameResult) -> str:
+    p = result.prediction
+    line = f"frame {result.frame:>6}  {result.time_s:8.2f} s  {p.label}  {p.score:.1%}  {p.latency_ms:.2f} ms"
+    return line + (f"  {OOD_NOTE}" if p.ood else "")
+
+
+def camera_summary_line(s: CameraSummary) -> str:
+    latency = (f"latency mean {s.mean_latency_ms:.2f} ms, p95 {s.p95_latency_ms:.2f} ms"
+               if s.mean_latency_ms is not None else "no frame classified")
+    return (f"{s.ended_by}: {s.frames_read} frames read, {s.classified} classified, {latency}, "
+            f"{s.fps:.1f} FPS over {s.seconds:.1f} s" + (f", {s.flagged_ood} flagged {OOD_NOTE}" if s.flagged_ood else ""))
+
+
+def bench_table(report: BenchReport) -> Table:
+    """Metrics as rows and models as columns, so two or three models fit side by side on a terminal."""
+    table = Table(title="allx-edge bench (bare invoke latency, ms)")
+    table.add_column("")
+    for r in report.results:
+        table.add_column(Path(r.model).name, justify="right")
+    rows = [("precision", lambda r: str(r.precision)), ("size MB", lambda r: f"{r.file_size_bytes / 1e6:.2f}"),
+            ("load ms", lambda r: f"{r.load_ms:.1f}")]
+    rows += [(name, lambda r, name=name: f"{getattr(r.latency_ms, name):.2f}")
+             for name in ("mean", "std", "min", "p50", "p90", "p99", "max")]
+    rows += [("images/s", lambda r: f"{r.throughput_ips:.1f}"), ("speed vs first", lambda r: f"{r.speed_ratio:.2f}x"),
+             ("peak RSS MB", lambda r: "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"),
+             ("end-to-end ms", lambda r: f"{r.end_to_end.latency_ms.mean:.2f}" if r.end_to_end else "-"),
+             ("end-to-end img/s", lambda r: f"{r.end_to_end.images_per_s:.1f}" if r.end_to_end else "-")]
+    for name, value in rows:
+        table.add_row(name, *(value(r) for r in report.results))
+    return table
+
+
+def bench_caption(report: BenchReport) -> str:
+    m, first = report.machine, report.results[0]
+    return (f"{m.cpu_model}, {m.cores} cores, {m.machine}, {m.os}, Python {m.python}; {first.runtime}, "
+            f"{first.threads} threads, delegate {first.delegate}; {first.runs} runs after {first.warmup} warm-up")
+
+
+def info_lines(info: ModelInfo) -> list[str]:
+    lines = [f"model     {info.path} ({info.file_size_bytes / 1e6:.2f} MB)",
+             f"runtime   {info.runtime}, delegate {info.delegate}, "
+             f"Edge TPU compiled: {'yes' if info.edgetpu_compiled else 'no'}"]
+    for role, tensors in (("input", info.inputs), ("output", info.outputs)):
+        for t in tensors:
+            quant = f"scale {t.scale:g}, zero point {t.zero_point}" if t.scale else "not quantized"
+            lines.append(f"{role:<9} {t.name}  shape {list(t.shape)}  {t.dtype}  {quant}")
+    lines.append(f"labels    {', '.join(info.labels) if info.labels else '(none: pass --labels or add labels.txt)'}")
+    if info.op_counts is not None:
+        lines.append("ops       " + ", ".join(f"{name} x{count}" for name, count in info.op_counts.items()))
+    for key, value in info.manifest.items():
+        lines.append(f"{key:<9} {value}")
+    if info.check:
+        lines.append("check     " + ", ".join(f"{k}={v}" for k, v in info.check.items() if not isinstance(v, (dict, list))))
+    return lines
