@@ -17,6 +17,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, classe
     classes = list(classes)
     indices = list(range(len(classes)))
     probabilities = np.asarray(probabilities, dtype=np.float64)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)  # float32 softmax rounding
     labels = np.asarray(labels, dtype=np.int64)
     predicted = probabilities.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(

@@ -137,9 +137,13 @@ def prepare_split(config: TrainConfig, run_dir: Path):
         raise DataError(f"need at least 2 classes, got {len(split.classes)}: {list(split.classes)}")
     if not split.subset("train"):
         raise DataError("the split has no training images")
+    from train.charts import save_split_charts
+
     meta = {**split.meta, "data_dir": str(Path(config.data_dir).resolve())}
-    write_split(type(split)(split.classes, split.train, split.val, split.test, meta), run_dir / "split.json")
-    return split
+    saved = type(split)(split.classes, split.train, split.val, split.test, meta)
+    write_split(saved, run_dir / "split.json")
+    save_split_charts(saved, run_dir / "split.json")
+    return saved
 
 
 def cached_features(config, extractor, split, subset, size, weights, progress):

@@ -1,0 +1,118 @@
+"""`allx train` / `allx evaluate` end to end on small generated images (tiny input size, few epochs)."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from allx.cli.main import app
+from allx.images import load_image
+
+runner = CliRunner()
+TINY = dict(backbone="efficientnet-lite0", image_size=48, epochs=4, batch_size=16, head="gap")
+
+
+@pytest.fixture(scope="module")
+def trained_run(synthetic_dir, tmp_path_factory):
+    from train.trainer import TrainConfig, train_model
+
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(data_dir=synthetic_dir, out_dir=out, cache_dir=out / "cache", **TINY)
+    return train_model(config), config
+
+
+def test_run_folder_has_every_artifact(trained_run):
+    result, _ = trained_run
+    for name in ("model.keras", "labels.txt", "split.json", "history.json", "curves.png", "metrics.json",
+                 "confusion_matrix.png", "MODEL_CARD.md", "train_config.json"):
+        assert (result.run_dir / name).is_file(), name
+    assert (result.run_dir / "labels.txt").read_text().split() == ["Benign", "Early", "Pre", "Pro"]
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert {"accuracy", "loss", "per_class", "confusion_matrix", "malignant_sensitivity",
+            "benign_specificity", "n"} <= metrics.keys()
+    assert "decision support only" in (result.run_dir / "MODEL_CARD.md").read_text()
+    assert not list(result.run_dir.glob("*.tmp*")), "no temporary files are left behind"
+
+
+def test_saved_model_takes_raw_pixels_and_learned_the_classes(trained_run, synthetic_dir):
+    from train.model_io import load_keras_model
+
+    result, _ = trained_run
+    model = load_keras_model(result.model_path)
+    assert tuple(model.input_shape) == (None, 48, 48, 3)
+    split = json.loads((result.run_dir / "split.json").read_text())
+    test_paths = split["test"]
+    pixels = np.stack([load_image(synthetic_dir / p, (48, 48)) for p in test_paths]).astype(np.float32)
+    probabilities = model.predict(pixels, verbose=0)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    truth = [split["classes"].index(p.split("/")[0]) for p in test_paths]
+    accuracy = float(np.mean(probabilities.argmax(1) == truth))
+    assert accuracy == pytest.approx(result.metrics["accuracy"], abs=1e-6), \
+        "the head on cached features must compute what the full model computes on images"
+    assert accuracy > 0.5  # 4 classes: chance is 0.25
+
+
+def test_features_are_cached_between_runs(trained_run, tmp_path):
+    from train.trainer import train_model
+
+    result, config = trained_run
+    cached = sorted(p.name for p in config.cache_dir.glob("*.npy"))
+    assert len(cached) == 3  # train, val, test
+    stamps = {p: p.stat().st_mtime_ns for p in config.cache_dir.glob("*.npy")}
+    again = train_model(type(config)(**{**config.__dict__, "out_dir": tmp_path / "again", "epochs": 1}))
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps, "a second run must reuse the features"
+    assert again.model_path.is_file()
+
+
+def test_evaluate_command_reports_json(trained_run, synthetic_dir):
+    result, _ = trained_run
+    outcome = runner.invoke(app, ["evaluate", str(result.model_path), str(synthetic_dir),
+                                  "--split", str(result.run_dir / "split.json"), "--json"])
+    assert outcome.exit_code == 0, outcome.output
+    metrics = json.loads(outcome.stdout)
+    assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"], abs=1e-6)
+    assert metrics["n"] == result.metrics["n"]
+
+
+def test_ctrl_c_keeps_the_last_good_checkpoint(synthetic_dir, tmp_path, monkeypatch):
+    import train.callbacks
+    from train.model_io import load_keras_model
+    from train.trainer import TrainConfig, TrainingInterrupted, train_model
+
+    class InterruptAtEpoch2(train.callbacks.EpochProgress):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.callbacks, "EpochProgress", InterruptAtEpoch2)
+    config = TrainConfig(data_dir=synthetic_dir, out_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
+                         **{**TINY, "epochs": 5})
+    with pytest.raises(TrainingInterrupted, match="last good checkpoint"):
+        train_model(config)
+    assert load_keras_model(tmp_path / "run" / "model.keras").output_shape == (None, 4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/no/such/dir"], "data directory not found"),
+    (["{data}", "--backbone", "resnet5O"], "resnet50"),
+    (["{data}", "--weights", "/no/such/weights.h5"], "/no/such/weights.h5"),
+    (["{data}", "--epochs", "0"], "--epochs"),
+    (["{data}", "--head", "mlp"], "--head"),
+])
+def test_bad_input_is_one_line_and_exit_2(synthetic_dir, tmp_path, args, message):
+    args = [a.replace("{data}", str(synthetic_dir)) for a in args]
+    outcome = runner.invoke(app, ["train", *args, "--out", str(tmp_path / "run"), "--image-size", "48"])
+    assert outcome.exit_code == 2, outcome.output
+    assert "Traceback" not in outcome.output
+    assert message in outcome.output
+    assert len(outcome.stderr.strip().splitlines()) == 1
+
+
+def test_a_split_naming_missing_files_is_refused(synthetic_dir, tmp_path):
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"classes": ["Benign", "Early", "Pre", "Pro"], "train": ["Benign/nope.jpg"],
+                                 "val": [], "test": []}))
+    outcome = runner.invoke(app, ["train", str(synthetic_dir), "--out", str(tmp_path / "run"), "--split", str(split)])
+    assert outcome.exit_code == 2
+    assert "nope.jpg" in outcome.output and "Traceback" not in outcome.output
