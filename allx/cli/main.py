@@ -4,10 +4,14 @@ Each verb group is a small module under allx/cli; heavy libraries (TensorFlow, m
 imported inside the commands so `allx --help` starts fast.
 """
 
+import os
+
 import typer
 
 from allx import __version__
 from allx.cli import convert, data, demo, report, train
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
 app = typer.Typer(
     name="allx",
