@@ -148,6 +148,7 @@ def split_meta(root: Path, split: Split, duplicates: Duplicates, groups, fractio
                unreadable) -> dict:
     """What a reader needs to trust or reproduce the split."""
     all_paths = [p for s in SUBSETS for p in split.subset(s)]
+    kept_paths = set(all_paths)
     return {
         "created_by": f"allx data split (allx {__version__})",
         "split_kind": SPLIT_KIND,
@@ -158,7 +159,8 @@ def split_meta(root: Path, split: Split, duplicates: Duplicates, groups, fractio
         "counts": split.counts(),
         "near_duplicate": duplicates.method(),
         "near_duplicate_groups": [list(g) for g in groups if len(g) > 1],
-        "dropped_duplicates": [{"path": p, "copy_of": kept} for p, kept in sorted(duplicates.copies().items())],
+        "dropped_duplicates": [{"path": p, "copy_of": kept} for p, kept in sorted(duplicates.copies().items())
+                               if kept in kept_paths],  # copies inside a label conflict are listed there
         "label_conflicts": [c.to_json() for c in duplicates.conflicts],
         "unreadable": [{"path": p, "reason": r} for p, r in unreadable],
     }

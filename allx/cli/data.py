@@ -72,7 +72,8 @@ def split(
 ):
     """Split into train/val/test by class, keeping near-duplicate groups whole.
 
-    Stratified by class; exact and near-duplicate groups never straddle subsets. One copy of each exact duplicate is kept; groups spanning two classes (label conflicts) are dropped.
+    Stratified by class; exact and near-duplicate groups never straddle subsets. One copy of each exact
+    duplicate is kept; groups spanning two classes (label conflicts) are dropped.
     Writes SPLIT.json and <stem>_sizes.png, <stem>_proportions.png, <stem>_classes.png beside it."""
     from train.charts import save_split_charts
     from train.split import make_split, write_split
@@ -86,8 +87,9 @@ def split(
     render_split(result, out, charts)
     conflicts = result.meta["label_conflicts"]
     if conflicts:
-        stderr.print(f"[bold red]warning:[/] dropped {len(conflicts)} label-conflict group(s) "
-                     f"({sum(len(c['paths']) for c in conflicts)} images): see meta.label_conflicts in {escape(str(out))}")
+        images = sum(len(c["paths"]) for c in conflicts)
+        stderr.print(f"[bold red]warning:[/] dropped {len(conflicts)} label-conflict group(s) ({images} images): "
+                     f"see meta.label_conflicts in {escape(str(out))}", soft_wrap=True)
 
 
 def render_inspect(report) -> None:
@@ -115,7 +117,7 @@ def render_inspect(report) -> None:
                      + ", ".join(escape(p) for p in conflict.paths), soft_wrap=True)
     method = dup.method()
     stdout.print(f"near-duplicate groups (phash within {method['distance']} bits, chained): {method['groups']} "
-                 f"group(s), {method['images_in_groups']} images, largest {method['largest_group']}")
+                 f"group(s), {method['images_in_groups']} images, largest {method['largest_group']}", soft_wrap=True)
     print_groups(sorted(dup.near_groups, key=len, reverse=True))
 
 
@@ -134,7 +136,7 @@ def describe_counts(counts: dict[str, int]) -> str:
 def warn_conflicts(conflicts, where: str) -> None:
     if conflicts:
         stderr.print(f"[bold red]warning: {len(conflicts)} label conflict(s)[/]: the same or a near-identical "
-                     f"image under two classes ({where}); `allx data split` drops them")
+                     f"image under two classes ({where}); `allx data split` drops them", soft_wrap=True)
 
 
 def render_split(result, out: Path, charts: list[Path]) -> None:
@@ -154,6 +156,6 @@ def render_split(result, out: Path, charts: list[Path]) -> None:
     stdout.print(f"near-duplicate groups kept whole: {len(meta['near_duplicate_groups'])} "
                  f"(phash within {near['distance']} bits, largest {near['largest_group']}); "
                  f"exact copies dropped: {len(meta['dropped_duplicates'])}; "
-                 f"unreadable skipped: {len(meta['unreadable'])}")
+                 f"unreadable skipped: {len(meta['unreadable'])}", soft_wrap=True)
     for written in (out, *charts):
         stdout.print(f"wrote {escape(str(written))}", highlight=False, soft_wrap=True)
