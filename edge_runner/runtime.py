@@ -103,6 +103,18 @@ def load_edgetpu_delegate(runtime: Runtime):
         raise ModelError(f"Edge TPU delegate {library} could not be loaded ({reason}): {EDGETPU_HINT}") from None
 
 
+def plan_delegate(delegate: str, compiled: bool, path: Path) -> tuple[str, tuple[str, ...]]:
+    """("cpu" or "edgetpu", warnings) for the delegate asked and whether the model was compiled for the TPU."""
+    check_delegate(delegate)
+    if delegate == "cpu" and compiled:
+        raise ModelError(f"{path}: compiled for the Edge TPU, expected --delegate auto or edgetpu "
+                         "(or the model file from before edgetpu_compiler)")
+    if delegate == "edgetpu" and not compiled:
+        return "edgetpu", (f"{path.name} was not compiled for the Edge TPU (no {EDGETPU_OP.decode()}): "
+                           "it will run on the CPU; compile it with edgetpu_compiler",)
+    return ("edgetpu" if compiled else "cpu"), ()
+
+
 def make_interpreter(path: str | Path, threads: int | None = None, delegate: str = "auto"):
     """An allocated interpreter for `path`, the delegate actually used, and warnings for the user.
 
@@ -116,15 +128,7 @@ def make_interpreter(path: str | Path, threads: int | None = None, delegate: str
     threads = default_threads() if threads is None else threads
     if threads < 1:
         raise ModelError(f"got threads={threads}, expected a positive number")
-    compiled = is_edgetpu_model(path)
-    warnings = []
-    used = "edgetpu" if delegate == "edgetpu" or (delegate == "auto" and compiled) else "cpu"
-    if delegate == "cpu" and compiled:
-        raise ModelError(f"{path}: compiled for the Edge TPU, expected --delegate auto or edgetpu "
-                         "(or the model file from before edgetpu_compiler)")
-    if used == "edgetpu" and not compiled:
-        warnings.append(f"{path.name} was not compiled for the Edge TPU (no {EDGETPU_OP.decode()}): "
-                        "it will run on the CPU; compile it with edgetpu_compiler")
+    used, warnings = plan_delegate(delegate, is_edgetpu_model(path), path)
     delegates = [load_edgetpu_delegate(runtime)] if used == "edgetpu" else None
     try:
         interpreter = runtime.module.Interpreter(model_path=str(path), num_threads=threads,
@@ -133,4 +137,4 @@ def make_interpreter(path: str | Path, threads: int | None = None, delegate: str
     except (ValueError, RuntimeError) as err:
         message = " ".join(str(err).split())[:200]
         raise ModelError(f"{path}: the interpreter refused the model ({message})") from None
-    return interpreter, used, threads, tuple(warnings)
+    return interpreter, used, threads, warnings

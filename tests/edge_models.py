@@ -26,7 +26,9 @@ class TinyModels:
     float32: Path
     int8: Path
     vector: Path
+    two_outputs: Path  # float32, outputs: an 8-wide embedding and the 4 class probabilities
     labels_file: Path
+    reference: Path  # .npz: pixels (N, 32, 32, 3) uint8 and the Keras model's probabilities for them
 
 
 @functools.cache
@@ -41,9 +43,14 @@ def tiny_models() -> TinyModels:
     int8_path.write_bytes(convert_int8(keras_model))
     vector_path = folder / "vector.tflite"
     vector_path.write_bytes(convert_float32(build_vector_model()))
+    two_outputs = folder / "two_outputs.tflite"
+    two_outputs.write_bytes(convert_float32(build_two_output_model(keras_model)))
     labels_file = folder / "labels.txt"
     labels_file.write_text("\n".join(LABELS) + "\n")
-    return TinyModels(folder, float_path, int8_path, vector_path, labels_file)
+    reference = folder / "reference.npz"
+    pixels = reference_pixels()
+    np.savez(reference, pixels=pixels, probabilities=keras_model.predict(pixels.astype(np.float32), verbose=0))
+    return TinyModels(folder, float_path, int8_path, vector_path, two_outputs, labels_file, reference)
 
 
 def build_keras_model():
@@ -55,8 +62,10 @@ def build_keras_model():
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
     x = keras.layers.Conv2D(8, 3, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(len(LABELS), activation="softmax")(x)
-    return keras.Model(inputs, outputs)
+    # Large output weights so that different images get clearly different probabilities.
+    dense = keras.layers.Dense(len(LABELS), activation="softmax",
+                               kernel_initializer=keras.initializers.RandomNormal(stddev=8.0, seed=1))
+    return keras.Model(inputs, dense(x))
 
 
 def build_vector_model():
@@ -65,6 +74,14 @@ def build_vector_model():
     inputs = keras.Input((10,), dtype="float32")
     outputs = keras.layers.Dense(len(LABELS), activation="softmax")(inputs)
     return keras.Model(inputs, outputs)
+
+
+def build_two_output_model(keras_model):
+    """The classifier plus its pooled features as a second output (as the OOD issue will add)."""
+    import keras
+
+    pooled = keras_model.layers[-2].output
+    return keras.Model(keras_model.input, [pooled, keras_model.output])
 
 
 def convert_float32(keras_model) -> bytes:
@@ -85,11 +102,20 @@ def convert_int8(keras_model) -> bytes:
     return converter.convert()
 
 
+def reference_pixels() -> np.ndarray:
+    """Flat colours and noise: images the tiny model tells apart."""
+    rng = np.random.default_rng(1)
+    flat = [np.full((SIZE, SIZE, 3), colour, np.uint8) for colour in
+            ((0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255), (236, 206, 214))]
+    noise = [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(4)]
+    return np.stack(flat + noise)
+
+
 def representative_pixels():
     """Samples spanning 0..255, so the uint8 input is exactly the image bytes (scale 1, zero point 0)."""
     rng = np.random.default_rng(0)
-    yield [np.zeros((1, SIZE, SIZE, 3), np.float32)]
-    yield [np.full((1, SIZE, SIZE, 3), 255.0, np.float32)]
+    for pixels in reference_pixels()[:6]:
+        yield [pixels[np.newaxis].astype(np.float32)]
     for _ in range(16):
         pixels = rng.integers(0, 256, (1, SIZE, SIZE, 3)).astype(np.float32)
         pixels[0, 0, 0] = (0, 255, 0)
