@@ -65,6 +65,8 @@ def test_bad_input_gives_one_error_line_and_exit_2(synthetic_dir, tmp_path):
         (["split", str(synthetic_dir), "--out", out, "--val", "0.9"], "expected less than 1"),
         (["split", str(synthetic_dir), "--out", out, "--test", "-0.2"], "expected a number in [0, 1)"),
         (["split", str(synthetic_dir), "--out", str(tmp_path)], "is a directory"),
+        (["split", str(synthetic_dir), "--out", out, "--seed", "-1"], "expected a non-negative integer"),
+        (["inspect", str(synthetic_dir), "--distance", "65"], "expected 0..64 bits"),
     ]
     for args, expected in cases:
         outcome = runner.invoke(app, ["data", *args])

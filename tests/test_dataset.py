@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,24 @@ def test_scan_rejects_bad_data_dirs(tmp_path, make, expected):
     with pytest.raises(DataError, match=expected) as err:
         scan_dataset(make(tmp_path))
     assert "\n" not in str(err.value)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG declaring width x height with almost no pixel data: enough for Pillow to read its size."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def test_decompression_bombs_are_listed_not_opened(synthetic_dir, tmp_path):
+    root = Path(shutil.copytree(synthetic_dir, tmp_path / "data"))
+    (root / "Pro" / "huge.png").write_bytes(png_header(30_000, 30_000))  # refused by Pillow on open
+    (root / "Pro" / "large.png").write_bytes(png_header(8_000, 8_000))  # refused by the allx loader
+    assert "Pro/huge.png" in dict(scan_dataset(root).unreadable)
+    unreadable = dict(inspect_dataset(root).unreadable)
+    assert "decompression bomb" in unreadable["Pro/huge.png"] and "too large" in unreadable["Pro/large.png"]
 
 
 def test_fingerprint_follows_content_and_order(synthetic_dir, tmp_path):

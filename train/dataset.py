@@ -128,7 +128,7 @@ def check_image_header(path: Path) -> str | None:
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         return f"not a readable image ({first_line(err)})"
     if width == 0 or height == 0:
         return f"empty image ({width}x{height})"

@@ -22,8 +22,8 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from allx.errors import ImageError
-from allx.images import decode_image_bytes
+from allx.errors import DataError, ImageError
+from allx.images import decode_image_bytes, first_line
 
 NEAR_DISTANCE = 10
 HASH_BITS = 64
@@ -99,7 +99,7 @@ def find_duplicates(root: Path, relpaths: list[str], distance: int = NEAR_DISTAN
                     progress: Callable[[int, int], None] | None = None) -> Duplicates:
     """Hash every image (unreadable ones are listed, never fatal) and group exact and near-duplicates."""
     if not 0 <= distance <= HASH_BITS:
-        raise ValueError(f"distance must be 0..{HASH_BITS}, got {distance}")
+        raise DataError(f"got near-duplicate distance {distance}, expected 0..{HASH_BITS} bits")
     records, unreadable = [], []
     for done, relpath in enumerate(relpaths, 1):
         try:
@@ -121,9 +121,9 @@ def hash_image(root: Path, relpath: str) -> ImageRecord:
         data = (root / relpath).read_bytes()
         with Image.open(io.BytesIO(data)) as image:
             width, height, mode = *image.size, image.mode
-    except OSError as err:
-        raise ImageError(f"{relpath}: unreadable ({err.__class__.__name__}: {err})") from None
-    pixels = decode_image_bytes(data, relpath)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageError(f"{relpath}: not a readable image ({first_line(err)})") from None
+    pixels = decode_image_bytes(data, relpath)  # the one loader's rules: size limit, EXIF, modes -> RGB
     phash = imagehash.phash(Image.fromarray(pixels))
     bits = np.packbits(phash.hash.flatten())
     return ImageRecord(relpath, hashlib.sha256(data).hexdigest(), int.from_bytes(bits.tobytes(), "big"),

@@ -61,11 +61,11 @@ def make_split(data_dir: str | Path, val: float = 0.15, test: float = 0.15, seed
     target count, so subsets match the fractions up to the size of the last groups.
     """
     fractions = check_fractions(val, test)
+    if not isinstance(seed, int) or seed < 0:
+        raise DataError(f"got seed {seed!r}, expected a non-negative integer")
     dataset = scan_dataset(data_dir)
     if len(dataset.classes) < 2:
         raise DataError(f"{dataset.root}: got 1 class folder {list(dataset.classes)}, expected at least 2 to split")
-    if not 0 <= distance <= 64:
-        raise DataError(f"got near-duplicate distance {distance}, expected 0..64 bits")
     duplicates = find_duplicates(dataset.root, dataset.paths(), distance, progress)
     groups = kept_groups(duplicates)
     by_class = {c: [g for g in groups if class_of(g[0]) == c] for c in dataset.classes}
