@@ -1,8 +1,139 @@
-"""`allx convert` (not yet implemented: see the open issue)."""
+"""`allx convert`: Keras model -> TFLite (float32, float16, dynamic or int8), with an accuracy check and gate."""
 
-from allx.cli.common import fail
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.errors import CheckFailed, ConversionError
 
 
-def convert():
-    """Not implemented yet."""
-    raise fail("allx convert is not implemented yet")
+@handle_errors
+def convert(
+    model: Annotated[Path, typer.Argument(help="MODEL.keras (from `allx train`: its run folder's split.json "
+                                               "and labels.txt are used without flags).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).", show_default=False)],
+    int8: Annotated[bool, typer.Option("--int8", help="Full-integer int8 (the default): int8 weights and "
+                                                      "activations, TFLITE_BUILTINS_INT8 only.")] = False,
+    float16: Annotated[bool, typer.Option("--float16", help="float16 weights.")] = False,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic range: int8 weights, float activations.")] = False,
+    float32: Annotated[bool, typer.Option("--float32", help="No quantization (reference).")] = False,
+    data: Annotated[Optional[Path], typer.Option("--data", help="DATA_DIR with one folder per class "
+                                                 "(default: meta.data_dir of the split).")] = None,
+    split: Annotated[Optional[Path], typer.Option("--split", help="SPLIT.json (default: split.json beside "
+                                                  "MODEL, else a split made now).")] = None,
+    representative_count: Annotated[Optional[int], typer.Option(
+        "--representative-count", help="int8 only: calibration images, drawn stratified from the TRAIN "
+        "subset [default: 200].", show_default=False)] = None,
+    check_subset: Annotated[Optional[str], typer.Option(
+        "--check-subset", help="val or test [default: val if the split has one, else test].")] = None,
+    max_drop: Annotated[float, typer.Option("--max-drop", help="Max overall accuracy drop, percentage points.")] = 1.0,
+    max_class_drop: Annotated[float, typer.Option("--max-class-drop", help="Max recall drop of any class, "
+                                                  "percentage points.")] = 2.0,
+    min_agreement: Annotated[float, typer.Option("--min-agreement", help="Min fraction of images with the "
+                                                 "same top-1 label as the float model.")] = 0.98,
+    io: Annotated[Optional[str], typer.Option("--io", help="int8 only: input/output type uint8, int8 or float "
+                                              "[default: uint8].", show_default=False)] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="int8 only: per-layer quantization error "
+                                        "(report + layer_errors_int8.csv).")] = False,
+    float_layers: Annotated[int, typer.Option("--float-layers", help="int8 only: keep the N worst layers "
+                                              "(per --debug) in float, check again, report the trade-off.")] = 0,
+    edgetpu: Annotated[bool, typer.Option("--edgetpu", help="int8 only: check Edge TPU readiness; run "
+                                          "edgetpu_compiler when installed.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the check results as JSON.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the representative draw.")] = 0,
+):
+    """Convert MODEL.keras to TFLite and prove the accuracy holds.
+
+    The converted model is run through the allx-edge inference code on the check subset next to the
+    float Keras model. Exit codes: 0 passed; 3 failed the accuracy check (saved as
+    model_<precision>.rejected.tflite, a model that passed before is kept); 2 bad input or conversion error.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter; details go to convert.log
+    from convert.modes import UsageError, resolve_options
+    from convert.pipeline import convert_keras
+
+    chosen = [name for name, flag in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
+                                      ("float32", float32)) if flag]
+    if len(chosen) > 1:
+        raise UsageError(f"got {' and '.join('--' + c for c in chosen)}, expected one precision")
+    options = resolve_options(chosen[0] if chosen else "int8", io, representative_count, check_subset, max_drop,
+                              max_class_drop, min_agreement, debug, float_layers, edgetpu, seed)
+    with progress_callback() as progress:
+        result = convert_keras(model, out, options, data, split, progress)
+    if json_output:
+        print(json.dumps(result_json(result), indent=2))
+    else:
+        render(result)
+    if not result.passed:
+        raise CheckFailed(f"{result.check.precision} failed the accuracy check: {'; '.join(result.check.failures)}; "
+                          f"saved as {result.files['model'].name}, see {result.files['report']}")
+    if result.edgetpu is not None and not result.edgetpu.ready:
+        raise ConversionError(f"{result.files['model'].name} passed the check but is not Edge TPU-ready: "
+                              f"{'; '.join(result.edgetpu.problems)}")
+
+
+def result_json(result) -> dict:
+    document = result.check.to_dict()
+    document["files"] = {role: str(path) for role, path in result.files.items()}
+    document["input"] = result.manifest["input"]
+    if result.edgetpu is not None:
+        document["edgetpu"] = result.edgetpu.to_dict()
+    if result.tradeoff:
+        document["tradeoff"] = list(result.tradeoff)
+    return document
+
+
+@contextlib.contextmanager
+def progress_callback():
+    """A progress(stage, done, total) callback drawing one rich bar per stage (nothing when not a terminal)."""
+    if not show_progress():
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, transient=True) as bars:
+        tasks = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def render(result) -> None:
+    check = result.check
+    verdict = "[green]PASSED[/green]" if check.passed else "[red]REJECTED[/red]"
+    stdout.print(f"{check.precision}: {verdict} on {check.images} {check.subset} images "
+                 f"(drop {check.drop_pp:.2f} pp, agreement {check.agreement:.4f})")
+    table = Table("class", "images", "float recall", f"{check.precision} recall", "drop (pp)")
+    for row in check.per_class:
+        table.add_row(row.label, str(row.support), fmt(row.float_recall), fmt(row.quantized_recall),
+                      "n/a" if row.drop_pp is None else f"{row.drop_pp:+.2f}")
+    table.add_row("all", str(check.images), fmt(check.float.accuracy), fmt(check.quantized.accuracy),
+                  f"{check.drop_pp:+.2f}", style="bold")
+    stdout.print(table)
+    spec = result.manifest["input"]
+    stdout.print(f"input {spec['dtype']} scale {spec['scale']:g} zero point {spec['zero_point']}; "
+                 f"malignant sensitivity float {fmt(check.float.malignant_sensitivity)} -> "
+                 f"{fmt(check.quantized.malignant_sensitivity)}", highlight=False)
+    for failure in check.failures:
+        stdout.print(f"[red]limit broken:[/red] {failure}", highlight=False)
+    if result.edgetpu is not None:
+        stdout.print(f"Edge TPU: {'ready' if result.edgetpu.ready else 'not ready'}; {result.edgetpu.note}",
+                     highlight=False, markup=False)
+    stdout.print(f"wrote {', '.join(path.name for path in result.files.values())} in {result.files['model'].parent}",
+                 highlight=False)
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"

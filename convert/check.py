@@ -1,0 +1,196 @@
+"""The accuracy check: the float Keras model vs the converted model through edge_runner, and the gate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from allx.errors import DataError, ImageError
+from allx.images import load_image
+from convert.modes import Thresholds
+
+BENIGN = "Benign"  # every other class is a malignant ALL subtype
+BATCH = 32
+EPSILON = 1e-9  # a drop exactly at the limit passes despite float round-off
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """How one model (float or converted) did on the check subset."""
+
+    accuracy: float
+    recall: tuple[float | None, ...]  # per class (= per-class accuracy); None for a class with no images
+    malignant_sensitivity: float | None  # malignant images called malignant (any subtype); None without Benign
+    benign_specificity: float | None  # benign images called benign
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "recall": list(self.recall),
+                "malignant_sensitivity": self.malignant_sensitivity, "benign_specificity": self.benign_specificity}
+
+
+@dataclass(frozen=True)
+class ClassCheck:
+    label: str
+    support: int
+    float_recall: float | None
+    quantized_recall: float | None
+
+    @property
+    def drop_pp(self) -> float | None:
+        if self.float_recall is None or self.quantized_recall is None:
+            return None
+        return (self.float_recall - self.quantized_recall) * 100.0
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "support": self.support, "float_recall": self.float_recall,
+                "quantized_recall": self.quantized_recall, "drop_pp": self.drop_pp}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Float vs converted model on one subset, and what the gate said."""
+
+    precision: str
+    subset: str
+    images: int
+    labels: tuple[str, ...]
+    float: ModelMetrics
+    quantized: ModelMetrics
+    per_class: tuple[ClassCheck, ...]
+    agreement: float
+    mean_abs_prob_diff: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    thresholds: Thresholds
+    failures: tuple[str, ...]
+    skipped: tuple[str, ...] = ()  # "path: reason" for images that could not be read
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def drop_pp(self) -> float:
+        return (self.float.accuracy - self.quantized.accuracy) * 100.0
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "precision": self.precision, "subset": self.subset, "images": self.images,
+                "labels": list(self.labels), "float": self.float.to_dict(), "quantized": self.quantized.to_dict(),
+                "drop_pp": self.drop_pp, "agreement": self.agreement, "mean_abs_prob_diff": self.mean_abs_prob_diff,
+                "per_class": [c.to_dict() for c in self.per_class],
+                "latency_ms": {"p50": self.latency_ms_p50, "p95": self.latency_ms_p95},
+                "thresholds": self.thresholds.to_dict(), "failures": list(self.failures),
+                "skipped": list(self.skipped)}
+
+
+@dataclass(frozen=True)
+class CheckPredictions:
+    """Per-image results behind a CheckReport (written as check_predictions.csv)."""
+
+    paths: tuple[str, ...]
+    truth: np.ndarray
+    float_probabilities: np.ndarray
+    quantized_probabilities: np.ndarray
+
+
+def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str, ...], truth: list[int],
+              labels: tuple[str, ...], precision: str, subset: str, thresholds: Thresholds,
+              on_progress: Callable[[int, int], None] | None = None) -> tuple[CheckReport, CheckPredictions]:
+    """Score every image with both models (pixels read once, by allx.images.load_image) and apply the gate.
+
+    `edge_model` is an edge_runner.model.EdgeModel: the converted model is run by the same code as
+    `allx-edge`, never by a separate interpreter loop here.
+    """
+    size = edge_model.input_size
+    kept, kept_truth, skipped, float_probs, quant_probs, latencies = [], [], [], [], [], []
+    for start in range(0, len(relpaths), BATCH):
+        batch, batch_paths = [], []
+        for relpath, label in zip(relpaths[start:start + BATCH], truth[start:start + BATCH]):
+            try:
+                batch.append(load_image(Path(data_dir) / relpath, size))
+            except ImageError as err:
+                skipped.append(str(err))
+                continue
+            batch_paths.append(relpath)
+            kept_truth.append(label)
+        if batch:
+            pixels = np.stack(batch)
+            float_probs.append(keras_probabilities(keras_model, pixels, len(labels)))
+            for image in pixels:
+                began = time.perf_counter()
+                quant_probs.append(edge_model.predict(image))
+                latencies.append((time.perf_counter() - began) * 1000.0)
+            kept.extend(batch_paths)
+        if on_progress:
+            on_progress(min(start + BATCH, len(relpaths)), len(relpaths))
+    if not kept:
+        raise DataError(f"no readable images in the {subset} subset ({len(skipped)} unreadable), expected some to check")
+    predictions = CheckPredictions(tuple(kept), np.asarray(kept_truth), np.concatenate(float_probs),
+                                   np.stack(quant_probs))
+    return summarize(predictions, labels, precision, subset, thresholds, latencies, tuple(skipped)), predictions
+
+
+def keras_probabilities(model, pixels: np.ndarray, classes: int) -> np.ndarray:
+    """The float model's class probabilities for uint8 pixels (the output with `classes` columns)."""
+    outputs = model.predict_on_batch(pixels.astype(np.float32))
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    if isinstance(outputs, (list, tuple)):
+        matches = [np.asarray(o) for o in outputs if np.asarray(o).shape[-1] == classes]
+        if len(matches) != 1:
+            raise DataError(f"the Keras model has {len(outputs)} outputs, expected exactly one with {classes} classes")
+        outputs = matches[0]
+    return np.asarray(outputs, dtype=np.float32)
+
+
+def summarize(predictions: CheckPredictions, labels: tuple[str, ...], precision: str, subset: str,
+              thresholds: Thresholds, latencies: list[float], skipped: tuple[str, ...]) -> CheckReport:
+    truth = predictions.truth
+    float_top = predictions.float_probabilities.argmax(axis=1)
+    quant_top = predictions.quantized_probabilities.argmax(axis=1)
+    float_metrics, quant_metrics = metrics_of(truth, float_top, labels), metrics_of(truth, quant_top, labels)
+    supports = np.bincount(truth, minlength=len(labels))
+    per_class = tuple(ClassCheck(label, int(supports[i]), float_metrics.recall[i], quant_metrics.recall[i])
+                      for i, label in enumerate(labels))
+    agreement = float(np.mean(float_top == quant_top))
+    mean_abs = float(np.mean(np.abs(predictions.float_probabilities - predictions.quantized_probabilities)))
+    report = CheckReport(precision, subset, len(truth), tuple(labels), float_metrics, quant_metrics, per_class,
+                         agreement, mean_abs, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95)),
+                         thresholds, (), skipped)
+    return gate(report)
+
+
+def metrics_of(truth: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...]) -> ModelMetrics:
+    from sklearn.metrics import accuracy_score, recall_score
+
+    present = set(truth.tolist())
+    recalls = recall_score(truth, predicted, labels=list(range(len(labels))), average=None, zero_division=0)
+    recall = tuple(float(r) if i in present else None for i, r in enumerate(recalls))
+    sensitivity = specificity = None
+    if BENIGN in labels:
+        benign = labels.index(BENIGN)
+        true_malignant, called_malignant = truth != benign, predicted != benign
+        sensitivity = float(called_malignant[true_malignant].mean()) if true_malignant.any() else None
+        specificity = float((~called_malignant)[~true_malignant].mean()) if (~true_malignant).any() else None
+    return ModelMetrics(float(accuracy_score(truth, predicted)), recall, sensitivity, specificity)
+
+
+def gate(report: CheckReport) -> CheckReport:
+    """The same report with `failures` filled: one sentence per limit broken."""
+    limits = report.thresholds
+    failures = []
+    if report.drop_pp > limits.max_drop + EPSILON:
+        failures.append(f"overall accuracy dropped {report.drop_pp:.2f} pp (float {report.float.accuracy:.2%} -> "
+                        f"{report.precision} {report.quantized.accuracy:.2%}), limit --max-drop {limits.max_drop:g} pp")
+    for check in report.per_class:
+        if check.drop_pp is not None and check.drop_pp > limits.max_class_drop + EPSILON:
+            failures.append(f"class {check.label} recall dropped {check.drop_pp:.2f} pp ({check.float_recall:.2%} -> "
+                            f"{check.quantized_recall:.2%}), limit --max-class-drop {limits.max_class_drop:g} pp")
+    if report.agreement < limits.min_agreement - EPSILON:
+        failures.append(f"top-1 agreement {report.agreement:.4f} with the float model, limit --min-agreement "
+                        f"{limits.min_agreement:g}")
+    return replace(report, failures=tuple(failures))

@@ -1,0 +1,116 @@
+"""--debug and --float-layers: per-layer int8 error (TensorFlow's QuantizationDebugger) and selective quantization."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convert.tflite import run_converter
+
+WORST_SHOWN = 10
+# Uniform rounding noise alone gives rmse = scale / sqrt(12) ~ 0.29 scale; TensorFlow's debugger guide
+# calls layers above ~0.7 suspicious. The ratio compares layers whose value ranges differ by orders.
+SUSPICIOUS_RMSE_OVER_SCALE = 0.7
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """How far one quantized layer's output is from the float layer, fed the same quantized input."""
+
+    op_name: str
+    tensor_name: str
+    elements: int
+    rmse: float
+    max_abs_error: float
+    mean_error: float
+    scale: float
+    rmse_over_scale: float
+
+
+def make_debugger(saved_model_dir: str, representative: Callable[[], Iterator[list[np.ndarray]]],
+                  denylisted: tuple[str, ...] = ()):
+    import tensorflow as tf
+
+    from convert.modes import MODES
+    from convert.tflite import make_converter
+
+    converter = make_converter(saved_model_dir, MODES["int8"], "float", representative)
+    if denylisted:
+        # float kernels are needed for the layers left in float
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylisted)) if denylisted else None
+    return tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
+                                                     debug_options=options)
+
+
+def measure_layer_errors(saved_model_dir: str, representative, log_path: Path) -> tuple[LayerError, ...]:
+    """Every quantized layer's error on the representative set, worst (largest rmse/scale) first."""
+
+    def run() -> str:
+        debugger = make_debugger(saved_model_dir, representative)
+        debugger.run()
+        buffer = io.StringIO()
+        debugger.layer_statistics_dump(buffer)
+        return buffer.getvalue()
+
+    dump = run_converter(run, log_path, "QuantizationDebugger")
+    layers = [layer_from_row(row) for row in csv.DictReader(io.StringIO(dump))]
+    return tuple(sorted(layers, key=lambda layer: -layer.rmse_over_scale if math.isfinite(layer.rmse_over_scale)
+                        else -math.inf))
+
+
+def layer_from_row(row: dict) -> LayerError:
+    rmse = math.sqrt(max(float(row["mean_squared_error"]), 0.0))
+    scale = float(row["scale"])
+    return LayerError(row["op_name"], row["tensor_name"], int(float(row["num_elements"])), rmse,
+                      float(row["max_abs_error"]), float(row["mean_error"]), scale,
+                      rmse / scale if scale > 0 else math.inf)
+
+
+def selective_model(saved_model_dir: str, representative, denylisted: tuple[str, ...], log_path: Path) -> bytes:
+    """int8 everywhere except the `denylisted` layers, which stay float (input and output are float32)."""
+
+    def run() -> bytes:
+        return make_debugger(saved_model_dir, representative, denylisted).get_nondebug_quantized_model()
+
+    return run_converter(run, log_path, f"selective quantization ({len(denylisted)} float layers)")
+
+
+def layers_csv(layers: tuple[LayerError, ...]) -> str:
+    buffer = io.StringIO()
+    fields = list(LayerError.__dataclass_fields__)
+    writer = csv.DictWriter(buffer, fieldnames=["rank", *fields], lineterminator="\n")
+    writer.writeheader()
+    for rank, layer in enumerate(layers, start=1):
+        writer.writerow({"rank": rank, **asdict(layer)})
+    return buffer.getvalue()
+
+
+def layers_markdown(layers: tuple[LayerError, ...], csv_name: str) -> str:
+    lines = ["## Per-layer quantization error (QuantizationDebugger)", "",
+             f"Worst {min(WORST_SHOWN, len(layers))} of {len(layers)} layers by rmse/scale (error in quantization "
+             f"steps; rounding alone gives ~0.29, above {SUSPICIOUS_RMSE_OVER_SCALE} is suspicious). "
+             f"All layers: `{csv_name}`.", "",
+             "| rank | op | tensor | rmse/scale | rmse | max abs error |", "|---|---|---|---|---|---|"]
+    for rank, layer in enumerate(layers[:WORST_SHOWN], start=1):
+        name = layer.tensor_name if len(layer.tensor_name) <= 60 else layer.tensor_name[:57] + "..."
+        lines.append(f"| {rank} | {layer.op_name} | `{name}` | {layer.rmse_over_scale:.3f} | {layer.rmse:.4g} | "
+                     f"{layer.max_abs_error:.4g} |")
+    return "\n".join(lines)
+
+
+def tradeoff_markdown(rows: list[dict]) -> str:
+    """rows: {"model", "accuracy", "agreement", "size_bytes", "latency_ms_p50", "passed"} per variant."""
+    lines = ["## Selective quantization trade-off", "",
+             "| model | accuracy | agreement | size (MB) | latency p50 (ms) | gate |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['model']} | {row['accuracy']:.2%} | {row['agreement']:.4f} | "
+                     f"{row['size_bytes'] / 1e6:.3f} | {row['latency_ms_p50']:.2f} | "
+                     f"{'pass' if row['passed'] else 'fail'} |")
+    return "\n".join(lines)

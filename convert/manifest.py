@@ -1,0 +1,76 @@
+"""What `allx convert` leaves in OUT_DIR: model.json (the manifest allx-edge reads), labels.txt, report.md."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+from pathlib import Path
+
+from convert.check import CheckPredictions, CheckReport
+from convert.files import write_atomic
+
+FORMAT = "allx-tflite/1"
+
+
+def versions() -> dict:
+    import tensorflow as tf
+
+    import allx
+    from edge_runner.runtime import find_runtime
+
+    return {"tensorflow": tf.__version__, "allx": allx.__version__, "runtime": str(find_runtime())}
+
+
+def build_manifest(model_file: str, check: CheckReport, tensors, source: dict, extra: dict) -> dict:
+    """The model.json contract of the brief; `tensors` = (input TensorSpec, probabilities, embedding or None)."""
+    input_spec, probabilities, embedding = tensors
+    height, width = input_spec.shape[1:3]
+    outputs = {"probabilities": probabilities.to_dict()}
+    if embedding is not None:
+        outputs["embedding"] = embedding.to_dict()
+    return {
+        "format": FORMAT, "model_file": model_file, "precision": check.precision, "status":
+        "passed" if check.passed else "rejected", "labels": list(check.labels), "input": input_spec.to_dict(),
+        "outputs": outputs,
+        "preprocessing": f"raw RGB uint8 0..255, resized bilinear to {height}x{width} (allx.images); "
+                         "scaling inside the model",
+        **extra, "check": check.to_dict(), "thresholds": check.thresholds.to_dict(), **source,
+        "versions": versions(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def predictions_csv(predictions: CheckPredictions, labels: tuple[str, ...]) -> str:
+    """One row per checked image: truth, both top-1 labels, and the converted model's probabilities."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "truth", "float_label", "quantized_label", *[f"p_{label}" for label in labels]])
+    float_top = predictions.float_probabilities.argmax(axis=1)
+    quant_top = predictions.quantized_probabilities.argmax(axis=1)
+    for i, path in enumerate(predictions.paths):
+        writer.writerow([path, labels[predictions.truth[i]], labels[float_top[i]], labels[quant_top[i]],
+                         *[f"{p:.6f}" for p in predictions.quantized_probabilities[i]]])
+    return buffer.getvalue()
+
+
+def output_names(precision: str, passed: bool) -> dict[str, str]:
+    """File names for a result: a rejected model gets names that can never overwrite a passed one."""
+    if passed:
+        return {"model": f"model_{precision}.tflite", "manifest": "model.json", "labels": "labels.txt",
+                "report": "report.md", "predictions": f"check_predictions_{precision}.csv"}
+    stem = f"model_{precision}.rejected"
+    return {"model": f"{stem}.tflite", "manifest": f"{stem}.json", "labels": f"{stem}.labels.txt",
+            "report": f"{stem}.report.md", "predictions": f"{stem}.predictions.csv"}
+
+
+def publish(out_dir: Path, tflite: bytes, manifest: dict, report_md: str, predictions_text: str,
+            names: dict[str, str]) -> dict[str, Path]:
+    """Write every file atomically, the manifest last so it never names a model that is not there yet."""
+    written = {}
+    written["model"] = write_atomic(out_dir / names["model"], tflite)
+    written["labels"] = write_atomic(out_dir / names["labels"], "\n".join(manifest["labels"]) + "\n")
+    written["predictions"] = write_atomic(out_dir / names["predictions"], predictions_text)
+    written["report"] = write_atomic(out_dir / names["report"], report_md)
+    written["manifest"] = write_atomic(out_dir / names["manifest"], json.dumps(manifest, indent=2) + "\n")
+    return written

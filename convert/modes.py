@@ -1,0 +1,125 @@
+"""Conversion modes as data, the options each allows, and validation of a request before any work."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from allx.errors import AllxError
+
+DEFAULT_REPRESENTATIVE_COUNT = 200  # see README "Representative set size": accuracy flat from ~100 images up
+CHECK_SUBSETS = ("val", "test")
+
+
+class UsageError(AllxError):
+    """Options that do not fit together or are out of range (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One TFLite precision: what the converter does and which options make sense with it."""
+
+    name: str
+    summary: str
+    io_choices: tuple[str, ...]  # allowed --io values; the first is the default
+    needs_representative: bool  # calibration data for activations
+    fully_integer: bool  # every op int8: the only kind the Edge TPU can run
+
+    @property
+    def default_io(self) -> str:
+        return self.io_choices[0]
+
+    @property
+    def file_name(self) -> str:
+        return f"model_{self.name}.tflite"
+
+
+MODES: dict[str, Mode] = {
+    "float32": Mode("float32", "no quantization (reference)", ("float",), False, False),
+    "float16": Mode("float16", "float16 weights, float32 compute", ("float",), False, False),
+    "dynamic": Mode("dynamic", "int8 weights, float activations (dynamic range)", ("float",), False, False),
+    "int8": Mode("int8", "int8 weights and activations, TFLITE_BUILTINS_INT8 only", ("uint8", "int8", "float"),
+                 True, True),
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The accuracy gate: limits on what quantization may cost."""
+
+    max_drop: float = 1.0  # percentage points of overall accuracy
+    max_class_drop: float = 2.0  # percentage points of any one class's recall
+    min_agreement: float = 0.98  # fraction of images with the same top-1 label
+
+    def to_dict(self) -> dict:
+        return {"max_drop_pp": self.max_drop, "max_class_drop_pp": self.max_class_drop,
+                "min_agreement": self.min_agreement}
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """A validated conversion request: every field already checked and resolved."""
+
+    mode: Mode
+    io: str
+    representative_count: int | None  # None for modes without calibration
+    check_subset: str | None  # None: val if the split has one, else test
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    debug: bool = False
+    float_layers: int = 0
+    edgetpu: bool = False
+    seed: int = 0
+
+
+def get_mode(name: str) -> Mode:
+    if name not in MODES:
+        raise UsageError(f"unknown precision {name!r}, expected one of {', '.join(MODES)}")
+    return MODES[name]
+
+
+def resolve_options(mode: str, io: str | None = None, representative_count: int | None = None,
+                    check_subset: str | None = None, max_drop: float = 1.0, max_class_drop: float = 2.0,
+                    min_agreement: float = 0.98, debug: bool = False, float_layers: int = 0,
+                    edgetpu: bool = False, seed: int = 0) -> ConvertOptions:
+    """Check a request against its mode; None means "not given" so a default is never mistaken for a choice."""
+    chosen = get_mode(mode)
+    calibration_only = {"--representative-count": representative_count is not None, "--debug": debug,
+                        "--float-layers": float_layers != 0, "--edgetpu": edgetpu}
+    if not chosen.needs_representative:
+        given = [name for name, is_given in calibration_only.items() if is_given]
+        if given:
+            raise UsageError(f"got {', '.join(given)} with --{chosen.name}, expected it only with --int8 "
+                             "(it needs calibrated int8 activations)")
+    if io is not None and io not in chosen.io_choices:
+        raise UsageError(f"got --io {io} with --{chosen.name}, expected "
+                         f"{' or '.join(chosen.io_choices)}" + ("" if chosen.fully_integer else " (only --int8 has integer IO)"))
+    if float_layers > 0 and io not in (None, "float"):
+        raise UsageError(f"got --io {io} with --float-layers {float_layers}, expected --io float or no --io "
+                         "(a model with float layers keeps float32 input and output)")
+    io = io or ("float" if float_layers > 0 else chosen.default_io)
+    if edgetpu and io == "float":
+        raise UsageError("got --edgetpu with --io float, expected --io uint8 or int8 (the Edge TPU needs integer IO)")
+    if edgetpu and float_layers:
+        raise UsageError(f"got --edgetpu with --float-layers {float_layers}, expected one of them: "
+                         "float layers cannot run on the Edge TPU")
+    if chosen.needs_representative:
+        representative_count = DEFAULT_REPRESENTATIVE_COUNT if representative_count is None else representative_count
+        if representative_count < 1:
+            raise UsageError(f"got --representative-count {representative_count}, expected at least 1 image")
+    if float_layers < 0:
+        raise UsageError(f"got --float-layers {float_layers}, expected 0 or more layers")
+    if check_subset is not None and check_subset not in CHECK_SUBSETS:
+        raise UsageError(f"got --check-subset {check_subset}, expected one of {', '.join(CHECK_SUBSETS)} "
+                         "(never train: the calibration images come from there)")
+    thresholds = validate_thresholds(max_drop, max_class_drop, min_agreement)
+    return ConvertOptions(chosen, io, representative_count, check_subset, thresholds, debug or float_layers > 0,
+                          float_layers, edgetpu, seed)
+
+
+def validate_thresholds(max_drop: float, max_class_drop: float, min_agreement: float) -> Thresholds:
+    for name, value, high, unit in (("--max-drop", max_drop, 100.0, "percentage points"),
+                                    ("--max-class-drop", max_class_drop, 100.0, "percentage points"),
+                                    ("--min-agreement", min_agreement, 1.0, "a fraction")):
+        if not math.isfinite(value) or not 0.0 <= value <= high:
+            raise UsageError(f"got {name} {value}, expected {unit} between 0 and {high:g}")
+    return Thresholds(float(max_drop), float(max_class_drop), float(min_agreement))

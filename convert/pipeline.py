@@ -1,0 +1,168 @@
+"""`allx convert` as one library call: validate, convert, check through edge_runner, gate, write OUT_DIR."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from allx.errors import DataError
+from convert import debug, edgetpu
+from convert.check import CheckPredictions, CheckReport, run_check
+from convert.files import check_writable, sha256_of, write_atomic
+from convert.manifest import build_manifest, output_names, predictions_csv, publish
+from convert.modes import ConvertOptions
+from convert.report import render_report
+from convert.representative import calibration_batches, draw_representative, load_representative
+from convert.source import Source, load_source
+from convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors,
+                            saved_model_of)
+
+Progress = Callable[[str, int, int], None]  # progress(stage, done, total)
+LOG_NAME = "convert.log"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One converted model and its check."""
+
+    name: str
+    tflite: bytes
+    check: CheckReport
+    predictions: CheckPredictions
+    tensors: tuple
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    check: CheckReport
+    files: dict[str, Path]
+    manifest: dict
+    edgetpu: edgetpu.EdgeTpuReadiness | None = None
+    tradeoff: tuple[dict, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return self.check.passed
+
+
+def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertOptions,
+                  data_dir: str | Path | None = None, split_path: str | Path | None = None,
+                  progress: Progress | None = None) -> ConvertResult:
+    """Everything `allx convert` does; raises AllxError for bad input, returns the result (passed or not)."""
+    out_dir = check_writable(Path(out_dir))
+    log_path = out_dir / LOG_NAME
+    write_atomic(log_path, f"allx convert {model_path} -> {out_dir} ({options.mode.name})\n")
+    step = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
+    source = load_source(model_path, data_dir, split_path, step("scanning data for a split"))
+    subset = check_subset(source.split, options.check_subset)
+    pixels = calibration_pixels(source, options, step("loading representative images"))
+    representative = calibration_batches(pixels) if pixels is not None else None
+    sections, tradeoff, layer_csv, float_layers = [], [], None, ()
+    with saved_model_of(source.model, source.input_size) as saved_model_dir:
+        tflite = convert_model(saved_model_dir, options.mode, options.io, log_path, representative)
+        chosen = checked_candidate(options.mode.name, tflite, source, subset, options, out_dir,
+                                   step(f"checking {options.mode.name}"))
+        if options.debug:
+            layers = debug.measure_layer_errors(saved_model_dir, representative, log_path)
+            layer_csv = debug.layers_csv(layers)
+            sections.append(debug.layers_markdown(layers, f"layer_errors_{options.mode.name}.csv"))
+        if options.float_layers:
+            float_layers = tuple(layer.tensor_name for layer in layers[:options.float_layers])
+            mixed = debug.selective_model(saved_model_dir, representative, float_layers, log_path)
+            full, chosen = chosen, checked_candidate(f"int8 + {len(float_layers)} float layers", mixed, source,
+                                                     subset, options, out_dir, step("checking the selective model"))
+            tradeoff = [tradeoff_row(full), tradeoff_row(chosen)]
+            sections.append(debug.tradeoff_markdown(tradeoff))
+    extra = {"io": options.io, "fully_quantized": options.mode.fully_integer and not float_layers,
+             "representative_count": None if pixels is None else len(pixels), "float_layers": list(float_layers),
+             "data_fingerprint": data_fingerprint(source), "origin": source.origin}
+    result = finish(source, options, out_dir, chosen, sections, extra, layer_csv)
+    return replace(result, tradeoff=tuple(tradeoff))
+
+
+def check_subset(split, requested: str | None) -> str:
+    """The subset the check runs on: as asked, else val when the split has one, else test."""
+    name = requested or ("val" if split.val else "test")
+    if not split.subset(name):
+        other = "" if requested else " and val is empty too"
+        raise DataError(f"the {name} subset of the split is empty{other}, expected images to check on")
+    return name
+
+
+def calibration_pixels(source: Source, options: ConvertOptions, progress) -> np.ndarray | None:
+    if not options.mode.needs_representative:
+        return None
+    relpaths = draw_representative(source.split, options.representative_count, options.seed)
+    return load_representative(source.data_dir, relpaths, source.input_size, progress)
+
+
+def checked_candidate(name: str, tflite: bytes, source: Source, subset: str, options: ConvertOptions,
+                      out_dir: Path, progress) -> Candidate:
+    """Run the accuracy check on `tflite` through edge_runner.EdgeModel (the allx-edge code path)."""
+    from edge_runner.model import EdgeModel
+
+    input_spec, outputs = describe_tensors(tflite)
+    if options.mode.fully_integer and not options.float_layers:
+        check_input_quantization(input_spec, options.io)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".candidate-") as scratch:
+        path = Path(scratch) / options.mode.file_name
+        path.write_bytes(tflite)
+        edge_model = EdgeModel.load(path, labels=source.labels)
+        tensors = (input_spec, *split_outputs(outputs, edge_model.output["name"]))
+        report, predictions = run_check(source.model, edge_model, source.data_dir, source.split.subset(subset),
+                                        source.split.labels(subset), source.labels, options.mode.name, subset,
+                                        options.thresholds, progress)
+    return Candidate(name, tflite, report, predictions, tensors)
+
+
+def split_outputs(outputs: tuple[TensorSpec, ...], probabilities_name: str) -> tuple[TensorSpec, TensorSpec | None]:
+    """(probabilities, embedding or None): the edge runner chose the probabilities; any other output is the embedding."""
+    probabilities = next(o for o in outputs if o.name == probabilities_name)
+    others = [o for o in outputs if o.name != probabilities_name]
+    return probabilities, (others[0] if len(others) == 1 else None)
+
+
+def tradeoff_row(candidate: Candidate) -> dict:
+    return {"model": candidate.name, "accuracy": candidate.check.quantized.accuracy,
+            "agreement": candidate.check.agreement, "size_bytes": len(candidate.tflite),
+            "latency_ms_p50": candidate.check.latency_ms_p50, "passed": candidate.check.passed}
+
+
+def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candidate, sections: list[str],
+           extra: dict, layer_csv: str | None) -> ConvertResult:
+    """Edge TPU assessment, manifest, report, and the atomic writes under passed or rejected names."""
+    names = output_names(options.mode.name, chosen.check.passed)
+    readiness = None
+    if options.edgetpu:
+        readiness = assess_edgetpu(chosen.tflite, out_dir, names["model"])
+        sections.append(edgetpu.readiness_markdown(readiness))
+        extra = {**extra, "edgetpu": readiness.to_dict()}
+    source_info = {"source_model": str(source.model_path.resolve()), "source_model_sha256": sha256_of(source.model_path),
+                   "data_dir": str(source.data_dir.resolve())}
+    manifest = build_manifest(names["model"], chosen.check, chosen.tensors, source_info, extra)
+    report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
+                              tuple(sections))
+    files = publish(out_dir, chosen.tflite, manifest, report_md, predictions_csv(chosen.predictions, source.labels),
+                    names)
+    if layer_csv is not None:
+        files["layers"] = write_atomic(out_dir / f"layer_errors_{options.mode.name}.csv", layer_csv)
+    return ConvertResult(chosen.check, files, manifest, readiness)
+
+
+def assess_edgetpu(tflite: bytes, out_dir: Path, model_name: str) -> edgetpu.EdgeTpuReadiness:
+    """The compiler reads a file: give it the model under its final name in a scratch folder."""
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".edgetpu-input-") as scratch:
+        path = Path(scratch) / model_name
+        path.write_bytes(tflite)
+        return edgetpu.assess(tflite, path, out_dir)
+
+
+def data_fingerprint(source: Source) -> str:
+    from train.dataset import data_fingerprint as fingerprint
+
+    split = source.split
+    return fingerprint(source.data_dir, [*split.train, *split.val, *split.test])

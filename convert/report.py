@@ -1,0 +1,61 @@
+"""report.md: the human-readable account of one conversion (verdict, per-class table, diagnosis)."""
+
+from __future__ import annotations
+
+from convert.check import CheckReport
+
+
+def size_text(size: int) -> str:
+    return f"{size / 1e6:.2f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def render_report(manifest: dict, check: CheckReport, model_bytes: int, source_bytes: int,
+                  sections: tuple[str, ...] = ()) -> str:
+    """Markdown: verdict and failed limits first, then the numbers, then any extra sections (debug, Edge TPU)."""
+    verdict = "PASSED" if check.passed else "REJECTED"
+    lines = [f"# allx convert: {check.precision} {verdict}", ""]
+    if check.failures:
+        lines += ["Limits broken (the model was saved as rejected; any model that passed before is untouched):", ""]
+        lines += [f"- {failure}" for failure in check.failures] + [""]
+    spec = manifest["input"]
+    lines += [
+        f"- Model file: `{manifest['model_file']}` ({size_text(model_bytes)}; source Keras file "
+        f"{size_text(source_bytes)}, {source_bytes / max(model_bytes, 1):.2f}x larger)",
+        f"- Source: `{manifest.get('source_model', '?')}` (sha256 {manifest.get('source_model_sha256', '?')[:16]}...)",
+        f"- Input: {spec['shape']} {spec['dtype']}, scale {spec['scale']:g}, zero point {spec['zero_point']}",
+        f"- Preprocessing: {manifest['preprocessing']}",
+        f"- Check subset: {check.subset} ({check.images} images); representative set: "
+        f"{manifest.get('representative_count') or 'none (no calibration in this mode)'} train images",
+        "",
+        "| | float (Keras) | " + check.precision + " (allx-edge path) |",
+        "|---|---|---|",
+        f"| accuracy | {percent(check.float.accuracy)} | {percent(check.quantized.accuracy)} |",
+        f"| malignant sensitivity | {percent(check.float.malignant_sensitivity)} | "
+        f"{percent(check.quantized.malignant_sensitivity)} |",
+        f"| benign specificity | {percent(check.float.benign_specificity)} | "
+        f"{percent(check.quantized.benign_specificity)} |",
+        "",
+        f"Agreement (same top-1): {check.agreement:.4f} · mean |p_float - p_{check.precision}|: "
+        f"{check.mean_abs_prob_diff:.5f} · accuracy drop: {check.drop_pp:.2f} pp · "
+        f"latency p50/p95 through edge_runner: {check.latency_ms_p50:.2f}/{check.latency_ms_p95:.2f} ms",
+        "",
+        "| class | images | float recall | " + check.precision + " recall | drop (pp) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in check.per_class:
+        drop = "n/a" if row.drop_pp is None else f"{row.drop_pp:+.2f}"
+        lines.append(f"| {row.label} | {row.support} | {percent(row.float_recall)} | "
+                     f"{percent(row.quantized_recall)} | {drop} |")
+    limits = check.thresholds
+    lines += ["", f"Gate: overall drop <= {limits.max_drop:g} pp, any class drop <= {limits.max_class_drop:g} pp, "
+              f"agreement >= {limits.min_agreement:g}. Malignant = every class except Benign."]
+    if check.skipped:
+        lines += ["", f"Skipped {len(check.skipped)} unreadable image(s):", ""]
+        lines += [f"- {reason}" for reason in check.skipped[:20]]
+    for section in sections:
+        lines += ["", section.rstrip()]
+    return "\n".join(lines) + "\n"
