@@ -1,0 +1,78 @@
+"""`allx report`: one site report (HTML + Markdown twin) from bench, conversion-check and evaluation JSON files."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from allx.errors import AllxError
+from allx.report.document import render_html, render_markdown
+from allx.report.inputs import KIND_RULES, ReportInputError, read_inputs
+from allx.report.verdict import Verdict, make_verdicts
+
+DEFAULT_TITLE = "allx site report: speed and accuracy on the device"
+__all__ = ["DEFAULT_TITLE", "KIND_RULES", "ReportInputError", "ReportResult", "write_report"]
+
+
+class ReportOutputError(AllxError):
+    """The report cannot be written where asked."""
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    html: Path
+    markdown: Path | None
+    figures: tuple[Path, ...]  # PNG files written beside the Markdown
+    verdicts: tuple[Verdict, ...]
+    sections: tuple[str, ...]
+
+
+def write_report(inputs, out: str | Path, markdown: str | Path | None = None, title: str | None = None,
+                 created: str | None = None) -> ReportResult:
+    """Read the inputs, write the self-contained HTML to `out` and, if asked, the Markdown twin and its PNGs."""
+    from allx.report.sections import build_document
+
+    out = Path(out)
+    markdown = Path(markdown) if markdown is not None else None
+    if markdown is not None and markdown.resolve() == out.resolve():
+        raise ReportOutputError(f"--markdown {markdown}: got the same path as --out, expected a different file")
+    data = read_inputs(inputs)
+    created = created or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    document = build_document(data, title or DEFAULT_TITLE, created)
+    write_atomic(out, render_html(document).encode("utf-8"))
+    figures = []
+    if markdown is not None:
+        names = {}
+        for figure in document.figures():
+            path = markdown.with_name(f"{markdown.stem}_{safe_name(figure.name)}.png")
+            figures.append(write_atomic(path, figure.png))
+            names[figure.name] = path.name
+        write_atomic(markdown, render_markdown(document, names).encode("utf-8"))
+    return ReportResult(out, markdown, tuple(figures), tuple(make_verdicts(data)),
+                        tuple(section.title for section in document.sections))
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def write_atomic(path: Path, payload: bytes) -> Path:
+    """Temp file in the same folder, then os.replace: a reader never sees half a report."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(payload)
+            os.chmod(temp, 0o644)  # mkstemp makes it private; a report is meant to be shared
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        raise ReportOutputError(f"{path}: cannot write ({err.strerror or err}), expected a writable path") from None
+    return path

@@ -1,0 +1,368 @@
+"""Read the report's JSON inputs, tell their kinds apart by their keys, and check the fields the report uses."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from allx.errors import AllxError
+
+# How a file's kind is recognised, tried in this order (the first rule that matches wins).
+KIND_RULES = (
+    ("benchmark", 'a "benchmark" key (written by benchmarks/*.py)'),
+    ("bench", '"machine" and "results" (allx-edge bench --json)'),
+    ("check", '"passed", "float", "quantized", "agreement", "per_class" (allx convert --json), '
+              'or such an object under "check" (model.json)'),
+    ("evaluation", '"accuracy", "per_class", "confusion_matrix", "classes" (allx evaluate --json, metrics.json)'),
+)
+CHECK_KEYS = ("passed", "float", "quantized", "agreement", "per_class")
+EVALUATION_KEYS = ("accuracy", "per_class", "confusion_matrix", "classes")
+
+
+class ReportInputError(AllxError):
+    """An input file that is missing, not JSON, of unknown kind, or lacks a field the report needs."""
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One model benchmarked on one device (a row of `allx-edge bench --json` results)."""
+
+    source: str
+    device: str
+    machine: str  # "Linux 6.1, aarch64, 4 cores, Python 3.11"
+    model: str
+    precision: str | None
+    runtime: str
+    threads: int | None
+    delegate: str
+    p50_ms: float
+    p95_ms: float
+    p95_from: str  # "p95", "samples" or "p99" (a conservative stand-in when the file has no p95)
+    latency_ms: dict  # mean, std, min, p50, p90, p99, max as given
+    samples_ms: tuple[float, ...]
+    throughput_ips: float | None
+    peak_rss_mb: float | None
+    file_size_bytes: int | None
+    load_ms: float | None
+    end_to_end_ips: float | None  # decode + resize + invoke on real images, when the bench had --images
+
+
+@dataclass(frozen=True)
+class ClassAccuracy:
+    label: str
+    support: int | None
+    float_recall: float | None
+    quantized_recall: float | None
+
+
+@dataclass(frozen=True)
+class AccuracyCheck:
+    """`allx convert`'s float-vs-converted check on one subset."""
+
+    source: str
+    precision: str
+    subset: str
+    images: int | None
+    passed: bool
+    float_accuracy: float
+    quantized_accuracy: float
+    agreement: float
+    mean_abs_prob_diff: float | None
+    per_class: tuple[ClassAccuracy, ...]
+    sensitivity: tuple[float | None, float | None]  # malignant sensitivity: float, quantized
+    specificity: tuple[float | None, float | None]  # benign specificity: float, quantized
+    failures: tuple[str, ...]
+    max_drop_pp: float | None
+    split_kind: str | None
+
+    @property
+    def drop_pp(self) -> float:
+        return (self.float_accuracy - self.quantized_accuracy) * 100.0
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """`allx evaluate --json`: one model on one subset of a split."""
+
+    source: str
+    model: str
+    subset: str
+    split_kind: str | None
+    n: int
+    accuracy: float
+    classes: tuple[str, ...]
+    per_class: dict  # class -> {precision, recall, f1, support}
+    confusion_matrix: tuple[tuple[int, ...], ...]
+    malignant_sensitivity: float | None
+    benign_specificity: float | None
+
+
+@dataclass(frozen=True)
+class BenchmarkScript:
+    """A benchmarks/*.py result, shown as a key/value table plus one table per list of objects."""
+
+    source: str
+    name: str
+    fields: tuple[tuple[str, str], ...]
+    tables: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, ...], ...]], ...] = ()  # (key, header, rows)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    sources: tuple[tuple[str, str], ...]  # (file name, kind)
+    bench: tuple[BenchRow, ...] = ()
+    checks: tuple[AccuracyCheck, ...] = ()
+    evaluations: tuple[Evaluation, ...] = ()
+    benchmarks: tuple[BenchmarkScript, ...] = ()
+
+
+class Fields:
+    """Typed access to a JSON object; a wrong or missing field raises with the file and the field's path."""
+
+    def __init__(self, data: dict, source: str, where: str = ""):
+        self.data, self.source, self.where = data, source, where
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def value(self, key: str, expected: str, types, optional: bool = False):
+        value = self.data.get(key)
+        if value is None and optional:
+            return None
+        wrong_type = not isinstance(value, types) or (isinstance(value, bool) and types is not bool)
+        if wrong_type:
+            got = "nothing" if value is None else f"{type(value).__name__} {json.dumps(value)[:40]}"
+            raise ReportInputError(f"{self.source}: field {self.where}{key} is {got}, expected {expected}")
+        return value
+
+    def number(self, key: str, optional: bool = False) -> float | None:
+        value = self.value(key, "a number", (int, float), optional)
+        if value is not None and not math.isfinite(value):
+            raise ReportInputError(f"{self.source}: field {self.where}{key} is {value}, expected a finite number")
+        return None if value is None else float(value)
+
+    def integer(self, key: str, optional: bool = False) -> int | None:
+        return self.value(key, "an integer", int, optional)
+
+    def text(self, key: str, optional: bool = False) -> str | None:
+        return self.value(key, "a string", str, optional)
+
+    def flag(self, key: str) -> bool:
+        return self.value(key, "true or false", bool)
+
+    def child(self, key: str, optional: bool = False) -> Fields | None:
+        value = self.value(key, "an object", dict, optional)
+        return None if value is None else Fields(value, self.source, f"{self.where}{key}.")
+
+    def children(self, key: str) -> list[Fields]:
+        items = self.value(key, "a list of objects", list)
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ReportInputError(f"{self.source}: field {self.where}{key}[{i}] is {type(item).__name__}, "
+                                       "expected an object")
+        return [Fields(item, self.source, f"{self.where}{key}[{i}].") for i, item in enumerate(items)]
+
+    def numbers(self, key: str) -> tuple[float, ...]:
+        items = self.value(key, "a list of numbers", list)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items):
+            raise ReportInputError(f"{self.source}: field {self.where}{key} holds non-numbers, expected numbers")
+        return tuple(float(v) for v in items)
+
+
+def read_inputs(paths) -> Inputs:
+    """Every file read and checked; all unusable files are named together in one ReportInputError."""
+    found = {"bench": [], "check": [], "evaluation": [], "benchmark": []}
+    sources, problems = [], []
+    for path in dict.fromkeys(Path(p) for p in paths):
+        try:
+            kind, items = read_input(path)
+        except ReportInputError as err:
+            problems.append(str(err))
+            continue
+        found[kind].extend(items)
+        sources.append((path.name, kind))
+    if problems:
+        count = f"{len(problems)} input files are" if len(problems) > 1 else "an input file is"
+        raise ReportInputError(f"{count} unusable: " + "; ".join(problems))
+    return Inputs(tuple(sources), tuple(found["bench"]), tuple(found["check"]), tuple(found["evaluation"]),
+                  tuple(found["benchmark"]))
+
+
+def read_input(path: Path) -> tuple[str, list]:
+    """(kind, parsed items) of one file; a convert OUT_DIR stands for its model.json."""
+    if path.is_dir() and (path / "model.json").is_file():
+        path = path / "model.json"
+    data = read_json(path)
+    fields = Fields(data, str(path))
+    kind = kind_of(data)
+    if kind is None:
+        rules = "; ".join(f"{name}: {rule}" for name, rule in KIND_RULES)
+        raise ReportInputError(f"{path}: unknown kind of JSON (keys {sorted(data)[:8]}), expected one of "
+                               f"[{rules}]")
+    if kind == "bench":
+        return kind, parse_bench(fields, path.name)
+    if kind == "check":
+        check = fields if has_keys(data, CHECK_KEYS) else fields.child("check")
+        return kind, [parse_check(check, path.name, fields.text("split_kind", optional=True))]
+    if kind == "evaluation":
+        return kind, [parse_evaluation(fields, path.name)]
+    return kind, [parse_benchmark(data, path.name)]
+
+
+def read_json(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportInputError(f"{path}: no such file, expected a JSON result file") from None
+    except IsADirectoryError:
+        raise ReportInputError(f"{path}: is a folder, expected a JSON file (or a convert OUT_DIR with model.json)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReportInputError(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err}), "
+                               "expected a UTF-8 JSON file") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ReportInputError(f"{path}: not JSON ({err.msg} at line {err.lineno}), expected a JSON object") from None
+    if not isinstance(data, dict):
+        raise ReportInputError(f"{path}: got a JSON {type(data).__name__}, expected a JSON object")
+    return data
+
+
+def has_keys(data: dict, keys) -> bool:
+    return all(key in data for key in keys)
+
+
+def kind_of(data: dict) -> str | None:
+    """The first matching rule of KIND_RULES, or None."""
+    if isinstance(data.get("benchmark"), str):
+        return "benchmark"
+    if "machine" in data and "results" in data:
+        return "bench"
+    if has_keys(data, CHECK_KEYS) or (isinstance(data.get("check"), dict) and has_keys(data["check"], CHECK_KEYS)):
+        return "check"
+    if has_keys(data, EVALUATION_KEYS):
+        return "evaluation"
+    return None
+
+
+def parse_bench(fields: Fields, source: str) -> list[BenchRow]:
+    machine = fields.child("machine")
+    device = (machine.text("device", optional=True) or machine.text("board", optional=True)
+              or machine.text("cpu_model", optional=True) or "unknown device")
+    facts = [machine.text(key, optional=True) for key in ("os", "machine")]
+    cores = machine.integer("cores", optional=True)
+    python = machine.text("python", optional=True)
+    facts += [f"{cores} cores" if cores else None, f"Python {python}" if python else None]
+    described = ", ".join(fact for fact in facts if fact)
+    results = fields.children("results")
+    if not results:
+        raise ReportInputError(f"{fields.source}: field results is empty, expected at least one benchmarked model")
+    return [parse_bench_row(row, source, device, described) for row in results]
+
+
+def parse_bench_row(row: Fields, source: str, device: str, machine: str) -> BenchRow:
+    latency = row.child("latency_ms")
+    stats = {key: latency.number(key) for key in ("mean", "min", "p50", "p99", "max")}
+    stats.update({key: latency.number(key, optional=True) for key in ("std", "p90", "p95")})
+    samples = (row.numbers("samples_ms") if row.has("samples_ms")
+               else latency.numbers("samples") if latency.has("samples") else ())
+    if samples:
+        p95, p95_from = percentile(samples, 95), "samples"
+    elif stats["p95"] is not None:
+        p95, p95_from = stats["p95"], "p95"
+    else:
+        p95, p95_from = stats["p99"], "p99"
+    end_to_end = row.child("end_to_end", optional=True)
+    return BenchRow(
+        source=source, device=device, machine=machine, model=Path(row.text("model")).name,
+        precision=row.text("precision", optional=True), runtime=row.text("runtime"),
+        threads=row.integer("threads", optional=True), delegate=row.text("delegate", optional=True) or "cpu",
+        p50_ms=stats["p50"], p95_ms=p95, p95_from=p95_from, latency_ms=stats, samples_ms=samples,
+        throughput_ips=row.number("throughput_ips", optional=True), peak_rss_mb=row.number("peak_rss_mb", optional=True),
+        file_size_bytes=row.integer("file_size_bytes", optional=True), load_ms=row.number("load_ms", optional=True),
+        end_to_end_ips=end_to_end.number("images_per_s", optional=True) if end_to_end else None)
+
+
+def percentile(values, q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def parse_check(check: Fields, source: str, split_kind: str | None) -> AccuracyCheck:
+    floats, quantized = check.child("float"), check.child("quantized")
+    thresholds = check.child("thresholds", optional=True)
+    return AccuracyCheck(
+        source=source, precision=check.text("precision", optional=True) or "quantized",
+        subset=check.text("subset", optional=True) or "unknown subset", images=check.integer("images", optional=True),
+        passed=check.flag("passed"), float_accuracy=floats.number("accuracy"),
+        quantized_accuracy=quantized.number("accuracy"), agreement=check.number("agreement"),
+        mean_abs_prob_diff=check.number("mean_abs_prob_diff", optional=True), per_class=parse_class_checks(check),
+        sensitivity=(floats.number("malignant_sensitivity", optional=True),
+                     quantized.number("malignant_sensitivity", optional=True)),
+        specificity=(floats.number("benign_specificity", optional=True),
+                     quantized.number("benign_specificity", optional=True)),
+        failures=tuple(str(f) for f in check.data.get("failures") or ()),
+        max_drop_pp=thresholds.number("max_drop_pp", optional=True) if thresholds else None,
+        split_kind=check.text("split_kind", optional=True) or split_kind)
+
+
+def parse_class_checks(check: Fields) -> tuple[ClassAccuracy, ...]:
+    """per_class as convert writes it (a list of objects with "label"), or keyed by label."""
+    per_class = check.data["per_class"]
+    if isinstance(per_class, dict):
+        rows = [(label, check.child("per_class").child(label)) for label in per_class]
+    else:
+        rows = [(row.text("label"), row) for row in check.children("per_class")]
+    return tuple(ClassAccuracy(label, row.integer("support", optional=True), row.number("float_recall", optional=True),
+                               row.number("quantized_recall", optional=True)) for label, row in rows)
+
+
+def parse_evaluation(fields: Fields, source: str) -> Evaluation:
+    classes = fields.value("classes", "a list of class names", list)
+    if not classes or not all(isinstance(c, str) for c in classes):
+        raise ReportInputError(f"{source}: field classes is {json.dumps(classes)[:40]}, expected class names")
+    per_class = fields.child("per_class")
+    metrics = {name: {key: per_class.child(name).number(key) for key in ("precision", "recall", "f1", "support")}
+               for name in classes}
+    matrix = fields.value("confusion_matrix", "a list of rows", list)
+    square = len(matrix) == len(classes) and all(
+        isinstance(r, list) and len(r) == len(classes) and all(isinstance(v, int) for v in r) for r in matrix)
+    if not square:
+        raise ReportInputError(f"{source}: field confusion_matrix is not {len(classes)}x{len(classes)} integers, "
+                               "expected one row and one column per class")
+    return Evaluation(
+        source=source, model=Path(fields.text("model", optional=True) or "model").name,
+        subset=fields.text("subset", optional=True) or "unknown subset",
+        split_kind=fields.text("split_kind", optional=True), n=fields.integer("n", optional=True) or sum(map(sum, matrix)),
+        accuracy=fields.number("accuracy"), classes=tuple(classes), per_class=metrics,
+        confusion_matrix=tuple(tuple(r) for r in matrix),
+        malignant_sensitivity=fields.number("malignant_sensitivity", optional=True),
+        benign_specificity=fields.number("benign_specificity", optional=True))
+
+
+def parse_benchmark(data: dict, source: str) -> BenchmarkScript:
+    """Scalars at the top level and one level down ("machine.cpu"); each list of objects as its own table."""
+    rows, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            rows += [(f"{key}.{k}", v) for k, v in value.items() if not isinstance(v, (dict, list))]
+        elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            tables.append(object_table(key, value))
+        elif not isinstance(value, list) and key != "benchmark":
+            rows.append((key, value))
+    return BenchmarkScript(source, data["benchmark"], tuple((k, format_scalar(v)) for k, v in rows), tuple(tables))
+
+
+def object_table(key: str, items: list[dict]) -> tuple[str, tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """A list of objects as (key, header, rows): the union of their scalar fields, in first-seen order."""
+    header = tuple(dict.fromkeys(k for item in items for k, v in item.items() if not isinstance(v, (dict, list))))
+    return key, header, tuple(tuple(format_scalar(item.get(k)) for k in header) for item in items)
+
+
+def format_scalar(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)

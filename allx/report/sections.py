@@ -1,0 +1,157 @@
+"""The report's sections, built from the inputs: verdict, devices, accuracy, other benchmarks, limits, inputs."""
+
+from __future__ import annotations
+
+from allx import __version__
+from allx.report import plots
+from allx.report.document import Bullets, Document, Figure, Paragraph, Section, Table
+from allx.report.inputs import KIND_RULES, AccuracyCheck, BenchRow, Evaluation, Inputs
+from allx.report.text import (accuracy_with_interval, images_per_hour, megabytes, millis,
+                              near_duplicates_kept_together, number, percent, points)
+from allx.report.verdict import device_names, evidence_limits, make_verdicts
+
+NO_ACCURACY = ("No accuracy file was given (allx convert's model.json or --json output, or allx evaluate --json), "
+               "so this report says nothing about how accurate the model is.")
+NO_BENCH = "No device benchmark was given (allx-edge bench --json), so this report says nothing about speed or memory."
+
+
+def build_document(inputs: Inputs, title: str, created: str) -> Document:
+    sections = [verdict_section(inputs), device_section(inputs.bench), *accuracy_sections(inputs),
+                *benchmark_sections(inputs), Section("Limits of the evidence", (Bullets(tuple(evidence_limits(inputs))),)),
+                inputs_section(inputs)]
+    subtitle = (f"Generated {created} by allx {__version__} from {len(inputs.sources)} input file(s). "
+                "Decision support only: not a diagnosis.")
+    return Document(title, subtitle, tuple(sections))
+
+
+def verdict_section(inputs: Inputs) -> Section:
+    blocks = [Paragraph(f"{v.subject}: {v.text}", "verdict" if v.ok else "warning") for v in make_verdicts(inputs)]
+    if not inputs.bench:
+        blocks.append(Paragraph(NO_BENCH, "note"))
+    if not inputs.checks and not inputs.evaluations:
+        blocks.append(Paragraph(NO_ACCURACY, "note"))
+    return Section("Verdict", tuple(blocks))
+
+
+def device_section(rows: tuple[BenchRow, ...]) -> Section:
+    if not rows:
+        return Section("Devices", (Paragraph(NO_BENCH),))
+    names = device_names(rows)
+    header = ("device", "model", "precision", "runtime", "threads", "delegate", "p50 ms", "p95 ms",
+              "images/hour (p95)", "throughput img/s (mean)", "peak RAM MB", "model size MB", "load ms", "system")
+    table_rows = [device_row(row, names[(row.source, row.device)]) for row in rows]
+    note = ("images/hour = 3,600,000 / p95 ms: images one after another, each as slow as the 95th-percentile run "
+            "(a rate 95% of runs beat; invoke() only). Throughput = 1000 / mean latency, as the bench reports it. "
+            "Model size in MB of 10^6 bytes.")
+    if any(row.p95_from == "p99" for row in rows):
+        note += (" <= / >=: the file has neither p95 nor raw latency samples, so its p99 stands in for p95 "
+                 "(an upper bound on latency, a lower bound on images/hour).")
+    blocks = [Table(header, tuple(table_rows), note)]
+    end_to_end = [row for row in rows if row.end_to_end_ips is not None]
+    if end_to_end:
+        blocks.append(Table(("device", "model", "end-to-end images/hour (mean)"), tuple(
+            (names[(r.source, r.device)], r.model, number(r.end_to_end_ips * 3600, 0)) for r in end_to_end),
+            "Decode + resize + invoke on the site's own images (bench --images), one after another."))
+    labels = [f"{names[(r.source, r.device)]}\n{r.model}" for r in rows]
+    blocks.append(Figure("latency", plots.plot_latency(list(rows), labels),
+                         "Latency per device and model: raw samples (shaded) where the file has them, else the "
+                         "percentiles it reports."))
+    return Section("Devices", tuple(blocks))
+
+
+def device_row(row: BenchRow, name: str) -> tuple[str, ...]:
+    bound = row.p95_from == "p99"
+    size = megabytes(row.file_size_bytes / 1e6) if row.file_size_bytes is not None else "-"
+    return (name, row.model, row.precision or "-", row.runtime, str(row.threads or "-"), row.delegate,
+            millis(row.p50_ms), ("<= " if bound else "") + millis(row.p95_ms),
+            (">= " if bound else "") + number(images_per_hour(row.p95_ms), 0), number(row.throughput_ips),
+            megabytes(row.peak_rss_mb), size, millis(row.load_ms), row.machine)
+
+
+def accuracy_sections(inputs: Inputs) -> list[Section]:
+    if not inputs.checks and not inputs.evaluations:
+        return [Section("Accuracy", (Paragraph(NO_ACCURACY),))]
+    intro = []
+    if not inputs.checks:
+        intro.append(Paragraph("No conversion check was given (allx convert's model.json or --json), so there "
+                               "is no float-vs-quantized comparison.", "note"))
+    if not inputs.evaluations:
+        intro.append(Paragraph("No evaluation was given (allx evaluate --json), so there is no confusion matrix "
+                               "nor per-class precision and F1.", "note"))
+    sections = [Section("Accuracy", tuple(intro))]
+    sections += [check_section(check) for check in inputs.checks]
+    sections += [evaluation_section(evaluation, i) for i, evaluation in enumerate(inputs.evaluations, 1)]
+    return sections
+
+
+def split_sentence(subset: str, split_kind: str | None) -> str:
+    grouped = near_duplicates_kept_together(split_kind)
+    if grouped:
+        return f"Subset: {subset}; the split kept near-duplicate images together ({split_kind})."
+    if grouped is None:
+        return f"Subset: {subset}; the file does not say how the split was made, nor whether near-duplicates were kept together."
+    return f"Subset: {subset}; split: {split_kind}, so near-duplicates were not kept together."
+
+
+def check_section(check: AccuracyCheck) -> Section:
+    status = "passed" if check.passed else "FAILED"
+    intro = (f"The {check.precision} model against the float Keras model on the same {check.images or '?'} images, "
+             f"run through the device runner's own inference code. Accuracy check {status}"
+             f"{f' (limit: at most {check.max_drop_pp:g} pp lost)' if check.max_drop_pp is not None else ''}. "
+             + split_sentence(check.subset, check.split_kind))
+    overall = Table(("", "float (Keras)", check.precision, "change"), (
+        ("accuracy", accuracy_with_interval(check.float_accuracy, check.images),
+         accuracy_with_interval(check.quantized_accuracy, check.images), points(-check.drop_pp)),
+        change_row("malignant sensitivity", *check.sensitivity),
+        change_row("benign specificity", *check.specificity),
+        ("agreement (same top-1)", "", percent(check.agreement), ""),
+        ("mean |probability difference|", "", number(check.mean_abs_prob_diff, 4), "")),
+        "Malignant = Early, Pre or Pro (any B-ALL subtype) called malignant; benign = Benign called benign.")
+    per_class = Table(("class", "images", "float accuracy", f"{check.precision} accuracy", "change"), tuple(
+        (c.label, str(c.support) if c.support is not None else "-", percent(c.float_recall), percent(c.quantized_recall),
+         points(None if None in (c.float_recall, c.quantized_recall) else (c.quantized_recall - c.float_recall) * 100))
+        for c in check.per_class), "Per-class accuracy is the recall of that class.")
+    blocks = [Paragraph(intro), overall, per_class,
+              Figure(f"class_accuracy_{check.precision}", plots.plot_class_accuracy(check),
+                     f"Accuracy per class, float vs {check.precision} ({check.subset} subset).")]
+    if check.failures:
+        blocks.insert(1, Bullets(check.failures, "warning"))
+    return Section(f"Float vs {check.precision} ({check.source})", tuple(blocks), level=3)
+
+
+def change_row(name: str, before: float | None, after: float | None) -> tuple[str, ...]:
+    change = None if before is None or after is None else (after - before) * 100
+    return name, percent(before), percent(after), points(change)
+
+
+def evaluation_section(evaluation: Evaluation, index: int) -> Section:
+    intro = f"{evaluation.model} on {evaluation.n} images. " + split_sentence(evaluation.subset, evaluation.split_kind)
+    overall = Table(("", "value"), (
+        ("accuracy", accuracy_with_interval(evaluation.accuracy, evaluation.n)),
+        ("malignant sensitivity", percent(evaluation.malignant_sensitivity)),
+        ("benign specificity", percent(evaluation.benign_specificity))))
+    per_class = Table(("class", "precision", "recall", "F1", "support"), tuple(
+        (name, percent(m["precision"]), percent(m["recall"]), percent(m["f1"]), number(m["support"], 0))
+        for name, m in evaluation.per_class.items()))
+    figure = Figure(f"confusion_{index}", plots.plot_confusion(evaluation),
+                    f"Confusion matrix of {evaluation.model}, {evaluation.subset} subset: true class on rows, "
+                    "predicted on columns.")
+    return Section(f"Evaluation: {evaluation.model}, {evaluation.subset} subset ({evaluation.source})",
+                   (Paragraph(intro), overall, per_class, figure), level=3)
+
+
+def benchmark_sections(inputs: Inputs) -> list[Section]:
+    if not inputs.benchmarks:
+        return []
+    sections = [Section("Other benchmarks", (Paragraph("Results of the benchmarks/ scripts, as written.", "note"),))]
+    for script in inputs.benchmarks:
+        blocks = [Table(("field", "value"), script.fields)] if script.fields else []
+        blocks += [Table(header, rows, f"{key}") for key, header, rows in script.tables]
+        sections.append(Section(f"{script.name} ({script.source})", tuple(blocks), level=3))
+    return sections
+
+
+def inputs_section(inputs: Inputs) -> Section:
+    rules = dict(KIND_RULES)
+    return Section("Inputs", (Table(("file", "kind", "recognised by"),
+                                    tuple((name, kind, rules[kind]) for name, kind in inputs.sources)),))

@@ -1,0 +1,70 @@
+"""How the report writes numbers (%, ms, MB, images per hour) and the few facts it derives from them."""
+
+from __future__ import annotations
+
+import math
+
+
+def images_per_hour(latency_ms: float) -> float:
+    """Images classified one after another in an hour if each takes `latency_ms`."""
+    return 3_600_000.0 / latency_ms if latency_ms > 0 else math.inf
+
+
+def about(count: float) -> str:
+    """A count rounded to two significant figures, with thousands separators: 97,297 -> "97,000"."""
+    if not math.isfinite(count):
+        return "unlimited"
+    digits = max(0, len(str(int(round(count)))) - 2)
+    return f"{round(count, -digits):,.0f}"
+
+
+def percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{fraction * 100:.1f}%"
+
+
+def points(pp: float | None, sign: bool = True) -> str:
+    """Percentage points; two decimals below 0.1 so a tiny change does not read as 0.0."""
+    if pp is None:
+        return "-"
+    digits = 1 if abs(pp) >= 0.1 or pp == 0 else 2
+    return f"{pp:+.{digits}f} pp" if sign else f"{pp:.{digits}f} pp"
+
+
+def millis(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def megabytes(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def number(value: float | int | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def wilson_interval(fraction: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion measured on n items (sound near 0% and 100%, unlike p +- 2 SE)."""
+    if n <= 0:
+        return 0.0, 1.0
+    denominator = 1 + z * z / n
+    centre = (fraction + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(fraction * (1 - fraction) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy_with_interval(fraction: float, n: int | None) -> str:
+    if not n:
+        return percent(fraction)
+    low, high = wilson_interval(fraction, n)
+    return f"{percent(fraction)} (95% CI {low * 100:.1f}-{high * 100:.1f}%, n={n})"
+
+
+def near_duplicates_kept_together(split_kind: str | None) -> bool | None:
+    """True when the split says near-duplicate groups were kept whole (train.split.SPLIT_KIND); None if unsaid."""
+    from train.split import SPLIT_KIND
+
+    if not split_kind:
+        return None
+    return SPLIT_KIND.lower() in split_kind.lower()

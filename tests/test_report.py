@@ -1,0 +1,218 @@
+"""`allx report`: inputs made by the real writers (edge_runner.bench, convert.check, train.metrics), HTML + Markdown out."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from allx.cli.main import app
+from allx.report.inputs import kind_of
+
+LABELS = ("Benign", "Early", "Pre", "Pro")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+runner = CliRunner()
+
+
+def bench_json(path: Path, device: str, models: dict[str, list[float]], samples: bool = False) -> Path:
+    """An `allx-edge bench --json` file: BenchReport.to_dict() of the given per-model latencies (ms)."""
+    from edge_runner.bench import BenchReport, BenchResult, LatencyStats, MachineInfo
+
+    results = []
+    for name, latencies in models.items():
+        stats = LatencyStats.from_ms(latencies)
+        results.append(BenchResult(
+            model=f"/models/{name}.tflite", precision=name.split("_")[-1], file_size_bytes=4_200_000,
+            input_shape=(1, 224, 224, 3), input_dtype="uint8", runtime="ai-edge-litert 2.3.0", threads=4,
+            delegate="cpu", load_ms=35.0, warmup=10, runs=len(latencies), latency_ms=stats,
+            throughput_ips=1000.0 / stats.mean, peak_rss_mb=180.0))
+    data = BenchReport(MachineInfo(device, 4, "aarch64", "Linux 6.6", "3.11.2"), tuple(results),
+                       "2025-01-01T00:00:00+00:00").to_dict()
+    if samples:
+        for row, latencies in zip(data["results"], models.values()):
+            row["samples_ms"] = latencies
+    path.write_text(json.dumps(data))
+    return path
+
+
+def check_dict(quantized_errors: int, seed: int = 0) -> dict:
+    """A CheckReport.to_dict() from convert.check.summarize: 40 val images, the int8 model wrong on `quantized_errors`."""
+    from convert.check import CheckPredictions, summarize
+    from convert.modes import Thresholds
+
+    truth = np.repeat(np.arange(4), 10)
+    float_probs = np.eye(4, dtype=np.float32)[truth] * 0.9 + 0.025
+    quant_probs = float_probs.copy()
+    wrong = np.random.default_rng(seed).choice(np.flatnonzero(truth != 0), quantized_errors, replace=False)
+    quant_probs[wrong] = np.roll(quant_probs[wrong], 1, axis=1)
+    predictions = CheckPredictions(tuple(f"x/{i}.jpg" for i in range(40)), truth, float_probs, quant_probs)
+    report, = [summarize(predictions, LABELS, "int8", "val", Thresholds(), [5.0] * 40, ())]
+    return report.to_dict()
+
+
+def manifest_json(path: Path, quantized_errors: int = 0) -> Path:
+    """A model.json as convert.manifest.build_manifest lays it out (its TensorFlow version lookup left out)."""
+    from convert.manifest import FORMAT
+
+    check = check_dict(quantized_errors)
+    manifest = {"format": FORMAT, "model_file": "model_int8.tflite", "precision": "int8",
+                "status": "passed" if check["passed"] else "rejected", "labels": list(LABELS),
+                "check": check, "thresholds": check["thresholds"], "created": "2025-01-01T00:00:00+00:00"}
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+def evaluation_json(path: Path, split_kind: str | None = None) -> Path:
+    """`allx evaluate --json`: train.metrics.classification_metrics plus the keys evaluate_model adds."""
+    from train.metrics import classification_metrics
+    from train.split import SPLIT_KIND
+
+    truth = np.repeat(np.arange(4), 12)
+    probabilities = np.eye(4)[truth] * 0.7 + 0.075
+    probabilities[[13, 30]] = np.eye(4)[[0, 1]] * 0.7 + 0.075  # two malignant images called something else
+    metrics = classification_metrics(probabilities, truth, LABELS)
+    metrics.update(subset="test", model="/runs/r1/model.keras", skipped=[], split_kind=split_kind or SPLIT_KIND)
+    path.write_text(json.dumps(metrics))
+    return path
+
+
+def run_report(tmp_path: Path, *inputs: Path, markdown: bool = True):
+    args = ["report", *map(str, inputs), "--out", str(tmp_path / "out" / "site.html")]
+    if markdown:
+        args += ["--markdown", str(tmp_path / "out" / "site.md")]
+    return runner.invoke(app, args)
+
+
+def test_full_report_is_self_contained_with_images_numbers_and_markdown_twin(tmp_path):
+    bench = bench_json(tmp_path / "pi4.json", "Raspberry Pi 4 Model B", {
+        "model_int8": list(np.linspace(40.0, 60.0, 50)), "model_float32": list(np.linspace(150.0, 190.0, 50))})
+    result = run_report(tmp_path, bench, manifest_json(tmp_path / "model.json", 1), evaluation_json(tmp_path / "e.json"))
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "site.html").read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    assert 'name="viewport"' in page and "overflow-x:auto" in page
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 3  # latency, per-class float vs int8, confusion matrix
+    import base64
+
+    assert all(base64.b64decode(image).startswith(PNG_MAGIC) for image in images)
+    data = json.loads(bench.read_text())
+    for row in data["results"]:  # p50 and model size of each model, as written in the table
+        assert f"{row['latency_ms']['p50']:.1f}" in page
+    check = json.loads((tmp_path / "model.json").read_text())["check"]
+    assert f"{check['quantized']['accuracy'] * 100:.1f}%" in page and f"{check['agreement'] * 100:.1f}%" in page
+    assert "4.2" in page and "Raspberry Pi 4 Model B" in page
+    markdown = (tmp_path / "out" / "site.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", markdown)
+    assert len(linked) == 3
+    assert all((tmp_path / "out" / name).read_bytes().startswith(PNG_MAGIC) for name in linked)
+    assert "| device |" in markdown and "Limits of the evidence" in markdown
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_verdict_reflects_speed_and_what_int8_cost(tmp_path):
+    slow = bench_json(tmp_path / "pi4.json", "Pi 4", {"model_int8": [100.0] * 40}, samples=True)
+    fast = bench_json(tmp_path / "pi5.json", "Pi 5", {"model_int8": [40.0] * 40}, samples=True)
+    manifest = manifest_json(tmp_path / "model.json", quantized_errors=0)
+    result = run_report(tmp_path, slow, fast, manifest, markdown=False)
+    assert result.exit_code == 0, result.output
+    verdicts = {line.split(":")[0]: line for line in result.output.splitlines() if line.startswith("Pi ")}
+    assert "about 36,000 images per hour at p95 100.0 ms" in verdicts["Pi 4"]  # 3,600,000 / 100 ms
+    assert "about 90,000 images per hour at p95 40.0 ms" in verdicts["Pi 5"]
+    assert "int8 matches or beats the float model" in verdicts["Pi 4"]
+    page = (tmp_path / "out" / "site.html").read_text()
+    assert "36,000" in page and "90,000" in page
+
+
+def test_failed_int8_check_is_a_warning_in_the_verdict(tmp_path):
+    check = check_dict(quantized_errors=4)
+    assert not check["passed"]
+    (tmp_path / "check.json").write_text(json.dumps(check))  # the `allx convert --json` shape
+    bench = bench_json(tmp_path / "pi.json", "Pi 4", {"model_int8": [50.0] * 20})
+    result = run_report(tmp_path, bench, tmp_path / "check.json", markdown=False)
+    assert result.exit_code == 0, result.output
+    assert f"int8 FAILED its accuracy check ({-check['drop_pp']:+.1f} pp accuracy" in result.output
+    page = (tmp_path / "out" / "site.html").read_text()
+    assert 'class="warning"' in page and "do not deploy it" in page
+    # no p95 or samples in the file: p99 stands in, and the rate is a lower bound
+    assert "at least 72,000 images per hour at p95 &lt;= 50.0 ms" in page
+
+
+def test_bench_only_report_says_accuracy_is_missing(tmp_path):
+    bench = bench_json(tmp_path / "pi.json", "Pi 4", {"model_int8": [30.0, 31.0, 35.0]})
+    result = run_report(tmp_path, bench)
+    assert result.exit_code == 0, result.output
+    for text in ((tmp_path / "out" / "site.html").read_text(), (tmp_path / "out" / "site.md").read_text()):
+        assert "No accuracy file was given" in text
+        assert "Float vs int8" not in text and "Confusion matrix" not in text
+    assert len(list((tmp_path / "out").glob("site_*.png"))) == 1
+
+
+def test_accuracy_only_report_says_speed_is_missing_and_states_the_split(tmp_path):
+    grouped = evaluation_json(tmp_path / "grouped.json")
+    image_level = evaluation_json(tmp_path / "plain.json", "image-level (split without near-duplicate grouping)")
+    result = run_report(tmp_path, grouped, markdown=False)
+    page = (tmp_path / "out" / "site.html").read_text()
+    assert result.exit_code == 0 and "No device benchmark was given" in page
+    assert "the split kept near-duplicate images together" in page and "Image-level evaluation" not in page
+    assert "No conversion check was given" in page
+    metrics = json.loads(grouped.read_text())
+    assert f"{metrics['malignant_sensitivity'] * 100:.1f}%" in page
+    run_report(tmp_path, image_level, markdown=False)
+    page = (tmp_path / "out" / "site.html").read_text()
+    assert "near-duplicates were not kept together" in page and "Image-level evaluation" in page
+
+
+def test_benchmark_script_results_get_a_table(tmp_path):
+    script = {"benchmark": "training_speed", "date": "2025-01-01", "epochs": 10, "cached_s": 12.5, "naive_s": 80.25,
+              "speedup": 6.42, "machine": {"cpu": "x86_64", "python": "3.12"},
+              "rows": [{"precision": "int8", "p50_ms": 4.5}, {"precision": "float32", "p50_ms": 15.0}]}
+    (tmp_path / "speed.json").write_text(json.dumps(script))
+    result = run_report(tmp_path, tmp_path / "speed.json")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "site.html").read_text()
+    assert "training_speed" in page and "6.42" in page and "machine.cpu" in page and "float32" in page
+
+
+def test_unusable_files_are_named_in_one_line_with_exit_2(tmp_path):
+    good = bench_json(tmp_path / "good.json", "Pi 4", {"model_int8": [30.0] * 5})
+    (tmp_path / "broken.json").write_text('{"machine": {"cpu_model"')
+    (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
+    bad_field = json.loads(good.read_text())
+    bad_field["results"][0]["latency_ms"]["p50"] = "fast"
+    (tmp_path / "field.json").write_text(json.dumps(bad_field))
+    result = run_report(tmp_path, good, tmp_path / "broken.json", tmp_path / "other.json", tmp_path / "field.json",
+                        tmp_path / "absent.json")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: 4 input files are unusable")
+    for name in ("broken.json", "other.json", "field.json", "absent.json"):
+        assert name in lines[0]
+    assert "latency_ms.p50" in lines[0] and "good.json" not in lines[0]
+    assert "Traceback" not in result.output and not (tmp_path / "out" / "site.html").exists()
+
+
+def test_unwritable_output_is_one_error_line(tmp_path):
+    bench = bench_json(tmp_path / "pi.json", "Pi 4", {"model_int8": [30.0] * 5})
+    (tmp_path / "taken").mkdir()
+    result = runner.invoke(app, ["report", str(bench), "--out", str(tmp_path / "taken")])
+    assert result.exit_code == 2 and "taken" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("data, kind", [
+    ({"benchmark": "x", "machine": {}, "results": []}, "benchmark"),
+    ({"machine": {}, "results": []}, "bench"),
+    ({"format": "allx-tflite/1", "check": {"passed": 1, "float": 1, "quantized": 1, "agreement": 1, "per_class": 1}},
+     "check"),
+    ({"passed": 1, "float": 1, "quantized": 1, "agreement": 1, "per_class": 1}, "check"),
+    ({"accuracy": 1, "per_class": {}, "confusion_matrix": [], "classes": []}, "evaluation"),
+    ({"format": "allx-tflite/1"}, None),  # a manifest of an unchecked model has nothing to report
+    ({"accuracy": 0.9}, None),
+])
+def test_kind_is_told_by_keys(data, kind):
+    assert kind_of(data) == kind
