@@ -58,6 +58,8 @@ def test_bad_input_gives_one_error_line_and_exit_2(synthetic_dir, tmp_path):
     one_class = tmp_path / "one"
     shutil.copytree(synthetic_dir / "Pro", one_class / "Pro")
     out = str(tmp_path / "s.json")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where a folder is expected")
     cases = [
         (["inspect", str(tmp_path / "missing")], "no such directory"),
         (["split", str(tmp_path / "missing"), "--out", out], "no such directory"),
@@ -67,6 +69,7 @@ def test_bad_input_gives_one_error_line_and_exit_2(synthetic_dir, tmp_path):
         (["split", str(synthetic_dir), "--out", str(tmp_path)], "is a directory"),
         (["split", str(synthetic_dir), "--out", out, "--seed", "-1"], "expected a non-negative integer"),
         (["inspect", str(synthetic_dir), "--distance", "65"], "expected 0..64 bits"),
+        (["split", str(synthetic_dir), "--out", str(blocker / "s.json")], "cannot write split file"),
     ]
     for args, expected in cases:
         outcome = runner.invoke(app, ["data", *args])

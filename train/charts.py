@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from allx.errors import DataError
 from train.split import SUBSETS, Split
 
 COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
@@ -29,7 +30,10 @@ def save_split_charts(split: Split, split_path: str | Path) -> list[Path]:
             plot(axes, split, subsets, sizes)
             figure.tight_layout()
             out = split_path.with_name(f"{split_path.stem}_{suffix}.png")
-            save_figure_atomic(figure, out)
+            try:
+                save_figure_atomic(figure, out)
+            except OSError as err:
+                raise DataError(f"cannot write chart {out}: {err.strerror or err}") from None
             written.append(out)
         finally:
             plt.close(figure)

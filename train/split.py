@@ -56,7 +56,8 @@ def make_split(data_dir: str | Path, val: float = 0.15, test: float = 0.15, seed
                distance: int = NEAR_DISTANCE, progress: Progress | None = None) -> Split:
     """Stratified split in which exact and near-duplicate groups never straddle subsets.
 
-    One copy of each exact duplicate is kept; a group spanning classes (label conflict) is dropped.
+    One copy of each exact duplicate is kept (the first path in sorted order); a group spanning classes
+    (label conflict) is dropped whole. Unreadable files are left out and listed in meta.
     Per class, groups are shuffled with `seed` and each goes whole to the subset furthest below its
     target count, so subsets match the fractions up to the size of the last groups.
     """
@@ -73,9 +74,8 @@ def make_split(data_dir: str | Path, val: float = 0.15, test: float = 0.15, seed
     rng = np.random.default_rng(seed)
     subsets: dict[str, list[str]] = {s: [] for s in SUBSETS}
     for name, class_groups in by_class.items():
-        order = rng.permutation(len(class_groups))
-        for subset, group in zip(assign_groups([class_groups[k] for k in order], fractions, name),
-                                 (class_groups[k] for k in order)):
+        shuffled = [class_groups[k] for k in rng.permutation(len(class_groups))]
+        for subset, group in zip(assign_groups(shuffled, fractions, name), shuffled):
             subsets[subset].extend(group)
     split = Split(dataset.classes, *(tuple(sorted(subsets[s])) for s in SUBSETS))
     unreadable = dataset.unreadable + duplicates.unreadable
@@ -166,23 +166,25 @@ def split_meta(root: Path, split: Split, duplicates: Duplicates, groups, fractio
     }
 
 
-
 def write_split(split: Split, path: str | Path) -> Path:
-    """Write SPLIT.json atomically (temp file in the same folder, then rename)."""
+    """Write SPLIT.json atomically (temp file in the same folder, then rename); parents are created."""
     path = Path(path)
-    write_text_atomic(path, json.dumps(split.to_json(), indent=1) + "\n")
+    try:
+        write_text_atomic(path, json.dumps(split.to_json(), indent=1) + "\n")
+    except OSError as err:
+        raise DataError(f"cannot write split file {path}: {err.strerror or err}") from None
     return path
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                     delete=False, encoding="utf-8") as tmp:
-        tmp.write(text)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.replace(tmp.name, path)
-    except OSError:
-        os.unlink(tmp.name)
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
         raise
 
 
