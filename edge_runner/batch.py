@@ -42,7 +42,8 @@ def expand_paths(patterns: Sequence[str], recursive: bool = False) -> list[tuple
     """(path, None) per image to classify and (pattern, error) per argument that names nothing.
 
     A file is taken as given (a non-image then fails on its own); a folder gives its image files
-    (with `recursive`, those of its sub-folders too); a glob gives its matches, folders expanded.
+    (with `recursive`, those of its sub-folders too); a glob gives its image matches, folders expanded
+    (`**` spans folders with `recursive`).
     """
     items: list[tuple[str, str | None]] = []
     for pattern in patterns:
@@ -54,7 +55,7 @@ def expand_paths(patterns: Sequence[str], recursive: bool = False) -> list[tuple
                 items.extend(expand_one(Path(match), recursive, from_glob=True))
         else:
             items.extend(expand_one(Path(pattern), recursive, from_glob=False))
-    return items
+    return list(dict.fromkeys(items))  # an image named twice (a folder and a glob of it) is classified once
 
 
 def expand_one(path: Path, recursive: bool, from_glob: bool) -> list[tuple[str, str | None]]:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.cli.common import handle_errors, stderr, stdout
+from allx.cli.common import handle_errors, show_progress, stderr, stdout
 
 EXIT_CODES = "Exit codes: 0 ok; 1 some image failed (the batch went on); 2 usage or model error; 130 interrupted."
 
@@ -133,7 +133,7 @@ def bench(
     from edge_runner.views import bench_caption, bench_table
 
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
-                          labels=labels, on_model=lambda path: echo(f"benchmarking {path} ...", err=True))
+                          labels=labels, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
     stdout.print(bench_table(report))
     echo(bench_caption(report))
     if json_out is not None:

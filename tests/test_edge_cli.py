@@ -1,0 +1,227 @@
+"""`allx-edge` commands through Typer's CliRunner: outputs, exit codes, and one-line errors for bad input."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from edge_models import LABELS, tiny_models
+from PIL import Image
+from test_images import png_header_only
+from typer.testing import CliRunner
+
+from edge_runner.cli import app
+from edge_runner.model import EdgeModel
+from edge_runner.runtime import EDGETPU_OP
+
+runner = CliRunner()
+GOOD = ("plain.png", "cmyk.jpg", "grey16.png", "rgba.png", "palette.png")
+BAD = ("zero.jpg", "truncated.jpg", "notes.jpg", "huge.png")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_models()
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory):
+    """Readable images in every awkward mode, plus broken files."""
+    folder = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "plain.png")
+    Image.fromarray(pixels).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((rng.integers(0, 65536, (30, 30))).astype(np.uint16)).save(folder / "grey16.png")
+    Image.fromarray(np.dstack([pixels, np.full((40, 50), 128, np.uint8)]), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(pixels).convert("P").save(folder / "palette.png")
+    (folder / "zero.jpg").write_bytes(b"")
+    Image.fromarray(pixels).resize((200, 200)).save(folder / "full.jpg", quality=95)
+    data = (folder / "full.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "full.jpg").unlink()
+    (folder / "notes.jpg").write_text("a note, not a picture\n")
+    (folder / "huge.png").write_bytes(png_header_only(8_000, 6_000))  # over allx's 40 Mpx limit
+    return folder
+
+
+def good_dir(source, tmp_path):
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for name in GOOD:
+        shutil.copy(source / name, folder / name)
+    return folder
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_help_documents_exit_codes():
+    for args in ([], ["classify"]):
+        result = invoke(*args, "--help")
+        assert result.exit_code == 0
+        assert "0" in result.output and "1 some image failed" in result.output and "2 usage or model error" in result.output
+
+
+def test_classify_json_lines_match_edge_model(tiny, mixed_dir, tmp_path):
+    folder = good_dir(mixed_dir, tmp_path)
+    result = invoke("classify", folder, "--model", tiny.int8, "--json", "--top-k", "2")
+    assert result.exit_code == 0
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in records] == [str(folder / n) for n in sorted(GOOD)]
+    model = EdgeModel.load(tiny.int8)
+    for record in records:
+        assert set(record) == {"path", "label", "score", "top_k", "latency_ms"}
+        probabilities = model.predict(model.load_pixels(record["path"]))
+        assert record["label"] == LABELS[int(probabilities.argmax())]
+        assert record["score"] == pytest.approx(float(probabilities.max()), abs=1e-6)
+        assert [t["label"] for t in record["top_k"]][0] == record["label"] and len(record["top_k"]) == 2
+    assert "5 classified, 0 failed" in result.stderr  # the summary stays off stdout in --json mode
+
+
+def test_bad_images_never_stop_the_batch(tiny, mixed_dir, tmp_path):
+    result = invoke("classify", mixed_dir, "--model", tiny.float32, "--json", "--csv", tmp_path / "out.csv")
+    assert result.exit_code == 1
+    records = {json.loads(line)["path"].rsplit("/", 1)[-1]: json.loads(line) for line in result.stdout.splitlines()}
+    assert set(records) == set(GOOD) | set(BAD)
+    for name in BAD:
+        assert set(records[name]) == {"path", "error"} and name in records[name]["error"]
+    assert "too large" in records["huge.png"]["error"]
+    for name in GOOD:
+        assert records[name]["label"] in LABELS
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert len(rows) == 9 and sum(1 for row in rows if row["error"]) == 4
+
+
+def test_table_and_summary(tiny, mixed_dir):
+    result = invoke("classify", mixed_dir / "plain.png", mixed_dir / "zero.jpg", "-m", tiny.int8)
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["path", "label", "confidence", "ms"]
+    assert "plain.png" in lines[1] and "%" in lines[1]
+    assert "zero.jpg" in lines[2] and "FAILED" in lines[2]
+    assert "2 images: 1 classified, 1 failed" in lines[-1] and "images/s" in lines[-1]
+
+
+def test_globs_and_recursive_folders(tiny, mixed_dir, tmp_path):
+    nested = tmp_path / "top" / "sub"
+    nested.mkdir(parents=True)
+    shutil.copy(mixed_dir / "plain.png", tmp_path / "top" / "a.png")
+    shutil.copy(mixed_dir / "rgba.png", nested / "b.png")
+    (nested / "readme.txt").write_text("not an image")
+    flat = invoke("classify", tmp_path / "top", "-m", tiny.int8, "--json")
+    assert flat.exit_code == 0 and len(flat.stdout.splitlines()) == 1
+    deep = invoke("classify", tmp_path / "top", "-m", tiny.int8, "--json", "--recursive")
+    assert deep.exit_code == 0 and len(deep.stdout.splitlines()) == 2
+    globbed = invoke("classify", f"{tmp_path}/top/**/*", "-m", tiny.int8, "--json", "-r")
+    assert globbed.exit_code == 0 and len(globbed.stdout.splitlines()) == 2  # readme.txt skipped
+    nothing = invoke("classify", f"{tmp_path}/*.webp", "-m", tiny.int8, "--json")
+    assert nothing.exit_code == 1 and "no files match" in json.loads(nothing.stdout)["error"]
+
+
+def test_missing_labels_is_a_usage_error(tiny, mixed_dir, tmp_path):
+    shutil.copy(tiny.int8, tmp_path / "bare.tflite")
+    result = invoke("classify", mixed_dir / "plain.png", "-m", tmp_path / "bare.tflite")
+    assert result.exit_code == 2 and "no labels" in result.stderr
+    labelled = invoke("classify", mixed_dir / "plain.png", "-m", tmp_path / "bare.tflite", "--labels", tiny.labels_file)
+    assert labelled.exit_code == 0
+
+
+def bad_model(kind, tiny, tmp_path):
+    path = tmp_path / f"{kind}.tflite"
+    if kind == "truncated":
+        path.write_bytes(tiny.int8.read_bytes()[:1000])
+    elif kind == "not-tflite":
+        Image.new("RGB", (4, 4)).save(path, format="PNG")
+    elif kind == "vector-input":
+        shutil.copy(tiny.vector, path)
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "no such model file"), ("truncated", "interpreter refused the model"),
+    ("not-tflite", "not a TFLite model"), ("vector-input", "not an image tensor"),
+])
+def test_bad_model_is_one_line_exit_2(tiny, mixed_dir, tmp_path, kind, message):
+    path = bad_model(kind, tiny, tmp_path)
+    for args in (["classify", mixed_dir / "plain.png", "-m", path], ["bench", "-m", path, "--runs", "2"]):
+        result = invoke(*args)
+        assert result.exit_code == 2
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+        assert result.stdout == ""
+
+
+def test_unknown_delegate_and_missing_edgetpu(tiny, mixed_dir, tmp_path):
+    result = invoke("classify", mixed_dir / "plain.png", "-m", tiny.int8, "--delegate", "npu")
+    assert result.exit_code == 2 and "unknown delegate 'npu', expected one of auto, cpu, edgetpu" in result.stderr
+    compiled = tmp_path / "m_edgetpu.tflite"
+    compiled.write_bytes(tiny.int8.read_bytes() + EDGETPU_OP)
+    for args in (["-m", tiny.int8, "--delegate", "edgetpu"], ["-m", compiled]):
+        result = invoke("classify", mixed_dir / "plain.png", *args)
+        if "could not be loaded" not in result.stderr:
+            pytest.skip("an Edge TPU runtime is installed here")
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "apt-get install" in result.stderr
+
+
+def test_top_k_must_be_positive(tiny, mixed_dir):
+    result = invoke("classify", mixed_dir / "plain.png", "-m", tiny.int8, "--top-k", "0")
+    assert result.exit_code == 2 and "expected a number >= 1" in result.stderr
+
+
+def test_ood_keys_appear_when_the_manifest_has_ood(tiny, mixed_dir, tmp_path):
+    folder = tmp_path / "conv"
+    folder.mkdir()
+    shutil.copy(tiny.int8, folder / "model_int8.tflite")
+    (folder / "model.json").write_text(json.dumps({
+        "model_file": "model_int8.tflite", "labels": list(LABELS), "ood": {"method": "max_softmax", "threshold": 0.0}}))
+    result = invoke("classify", mixed_dir / "plain.png", "-m", folder, "--json")
+    record = json.loads(result.stdout)
+    assert record["ood"] is True and 0 < record["ood_score"] < 1  # threshold 0 flags everything
+    table = invoke("classify", mixed_dir / "plain.png", "-m", folder)
+    assert "uncertain: unlike training images" in table.stdout and "1 flagged" in table.stdout
+
+
+def test_info_describes_tensors_ops_and_manifest(tiny, tmp_path):
+    result = invoke("info", tiny.int8)
+    assert result.exit_code == 0
+    assert "uint8  scale 1, zero point 0" in result.stdout and "CONV_2D x2" in result.stdout
+    assert "ai-edge-litert" in result.stdout and "Benign, Early, Pre, Pro" in result.stdout
+    folder = tmp_path / "conv"
+    folder.mkdir()
+    shutil.copy(tiny.int8, folder / "model_int8.tflite")
+    (folder / "model.json").write_text(json.dumps({
+        "model_file": "model_int8.tflite", "labels": list(LABELS), "precision": "int8",
+        "check": {"passed": True, "agreement": 0.99}}))
+    described = json.loads(invoke("info", folder, "--json").stdout)
+    assert described["manifest"]["precision"] == "int8" and described["check"]["passed"] is True
+    assert described["inputs"][0]["shape"] == [1, 32, 32, 3] and described["op_counts"]["CONV_2D"] == 2
+    vector = invoke("info", tiny.vector)  # info describes any .tflite, even one classify refuses
+    assert vector.exit_code == 0 and "[1, 10]" in vector.stdout
+
+
+def test_bench_two_models_side_by_side(tiny, mixed_dir, tmp_path):
+    result = invoke("bench", "-m", tiny.float32, "-m", tiny.int8, "--runs", "5", "--warmup", "1",
+                    "--images", mixed_dir, "--json", tmp_path / "b.json", "--markdown", tmp_path / "b.md", "-t", "1")
+    assert result.exit_code == 0
+    report = json.loads((tmp_path / "b.json").read_text())
+    first, second = report["results"]
+    assert first["speed_ratio"] == 1.0
+    assert second["speed_ratio"] == pytest.approx(first["latency_ms"]["mean"] / second["latency_ms"]["mean"])
+    stats = second["latency_ms"]
+    assert stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
+    assert second["precision"] == "int8" and second["threads"] == 1 and second["runs"] == 5
+    assert second["end_to_end"]["images"] == 5 and second["end_to_end"]["failures"] >= 1
+    assert report["machine"]["cores"] >= 1 and report["machine"]["python"]
+    markdown = (tmp_path / "b.md").read_text()
+    assert "| tiny_int8.tflite | int8 |" in markdown and "Machine:" in markdown
+    assert "tiny_float32.tflite" in result.stdout and "speed vs first" in result.stdout
+
+
+def test_bench_bad_options(tiny, tmp_path):
+    assert "expected runs >= 1" in invoke("bench", "-m", tiny.int8, "--runs", "0").stderr
+    result = invoke("bench", "-m", tiny.int8, "--images", tmp_path / "absent")
+    assert result.exit_code == 2 and "no such folder" in result.stderr
