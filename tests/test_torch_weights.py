@@ -2,13 +2,14 @@
 
 import builtins
 import os
+import pickletools
 import pickle
 
 import numpy as np
 import pytest
 
 from allx.errors import ModelError
-from torch_files import write_zip, write_zip_state_dict
+from torch_files import Storage, Tensor, pickle_tree, stand_in_torch, write_zip, write_zip_state_dict
 from train.efficientnet_lite import packaged_weights_path
 from train.torch_weights import load_state_dict, read_torch_file
 
@@ -97,3 +98,42 @@ def test_non_torch_files_are_model_errors(tmp_path, content):
 def test_missing_file_is_a_model_error(tmp_path):
     with pytest.raises(ModelError, match="no such weights file"):
         read_torch_file(tmp_path / "absent.pth")
+
+
+def write_one_tensor(path, tensor: Tensor, raw: bytes) -> None:
+    storages = {}
+    with stand_in_torch():
+        data = pickle_tree({"w": tensor}, storages)
+    write_zip(path, data, {key: raw for key in storages})
+
+
+def test_a_tensor_larger_than_its_storage_is_refused(tmp_path):
+    path = tmp_path / "expanded.pth"
+    one = np.ones(1, np.float32)
+    write_one_tensor(path, Tensor(Storage("0", one), shape=(10**9,), stride=(0,)), one.tobytes())
+    with pytest.raises(ModelError, match="does not fit its storage"):
+        load_state_dict(path)
+
+
+def test_a_storage_entry_of_the_wrong_size_is_refused(tmp_path):
+    path = tmp_path / "short.pth"
+    values = np.arange(6, dtype=np.float32)
+    write_one_tensor(path, Tensor(Storage("0", values), shape=(6,), stride=(1,)), values[:4].tobytes())
+    with pytest.raises(ModelError, match="holds 16 bytes, expected 24"):
+        load_state_dict(path)
+
+
+def test_a_legacy_storage_claiming_more_bytes_than_the_file_is_refused(tmp_path):
+    """Patch the first storage's element count to 2**40: refused before any allocation."""
+    source = packaged_weights_path()
+    with open(source, "rb") as file:
+        for _ in range(5):  # magic, protocol, sys info, the state dict, the storage keys
+            for _ in pickletools.genops(file):  # walks opcodes only: executes nothing
+                pass
+        at = file.tell()
+    original = source.read_bytes()
+    numel = int(np.frombuffer(original[at:at + 8], "<i8")[0])
+    path = tmp_path / "huge.pth"
+    path.write_bytes(original[:at] + np.array([2**40], "<i8").tobytes() + original[at + 8:])
+    with pytest.raises(ModelError, match=f"holds {2**40} elements, expected {numel}"):
+        load_state_dict(path)

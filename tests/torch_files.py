@@ -85,9 +85,8 @@ def write_zip_state_dict(path, arrays: dict[str, np.ndarray], transposed=()) -> 
     """torch.save's zip layout: archive/data.pkl, archive/data/<key>, archive/version."""
     storages: dict[str, Storage] = {}
     with stand_in_torch():
-        tree = collections.OrderedDict(
-            (name, tensor_of(str(index), array, name in transposed)) for index, (name, array) in enumerate(arrays.items())
-        )
+        tree = collections.OrderedDict((name, tensor_of(str(index), array, name in transposed))
+                                       for index, (name, array) in enumerate(arrays.items()))
         data = pickle_tree(tree, storages)
     write_zip(path, data, {key: storage.data.tobytes() for key, storage in storages.items()})
 

@@ -118,5 +118,6 @@ def make_torchvision_mobilenet_v2(weights_path: str | Path | None, input_shape, 
     model = build_torchvision_mobilenet_v2(input_shape, include_top, classes, input_normalization)
     if weights_path is not None:
         state_dict = load_state_dict(weights_path)
-        assign_torch_weights(model, state_dict, torch_mapping(include_top), str(weights_path), "torchvision MobileNetV2")
+        mapping = torch_mapping(include_top)
+        assign_torch_weights(model, state_dict, mapping, str(weights_path), "torchvision MobileNetV2")
     return model

@@ -24,7 +24,8 @@ def load_keras_model(path: str | Path):
         return keras.saving.load_model(path, compile=False)
     # A damaged archive surfaces as any of these, from zipfile, h5py, json or Keras's deserializer.
     except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile, json.JSONDecodeError) as err:
-        raise ModelError(f"{path}: not a loadable Keras model ({err.__class__.__name__}: {first_line(err)[:200]})") from None
+        reason = f"{err.__class__.__name__}: {first_line(err)[:200]}"
+        raise ModelError(f"{path}: not a loadable Keras model ({reason})") from None
 
 
 def check_keras_file(path: Path) -> Path:

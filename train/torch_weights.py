@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ STORAGE_DTYPES = {
     "BoolStorage": np.bool_,
 }
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+MAX_EXPANSION = 1000  # torch.save stores entries uncompressed; a huge ratio means a zip bomb
 
 
 @dataclass(frozen=True)
@@ -154,9 +156,22 @@ def read_zip_file(path: Path):
         tree = RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), str(path), storages).load()
         big_endian = f"{root}byteorder" in archive.namelist() and archive.read(f"{root}byteorder") == b"big"
         for key, storage in storages.items():
+            data = read_zip_storage(archive, f"{root}data/{key}", storage, str(path))
             dtype = storage.dtype.newbyteorder(">") if big_endian else storage.dtype
-            storage.array = np.frombuffer(archive.read(f"{root}data/{key}"), dtype=dtype).astype(storage.dtype)
+            storage.array = np.frombuffer(data, dtype=dtype).astype(storage.dtype)
     return resolve_tensors(tree, str(path))
+
+
+def read_zip_storage(archive: zipfile.ZipFile, name: str, storage: Storage, source: str) -> bytes:
+    """One storage's bytes, after checking its size so a hostile entry cannot exhaust memory."""
+    info = archive.getinfo(name)
+    expected = storage.numel * storage.dtype.itemsize
+    if info.file_size != expected:
+        raise ModelError(f"{source}: storage {name} holds {info.file_size} bytes, expected {expected}")
+    if info.file_size > MAX_EXPANSION * max(info.compress_size, 1):
+        raise ModelError(f"{source}: storage {name} expands {info.file_size / max(info.compress_size, 1):.0f}x, "
+                         f"expected at most {MAX_EXPANSION}x (a zip bomb?)")
+    return archive.read(info)
 
 
 def read_legacy_file(file, source: str):
@@ -167,19 +182,22 @@ def read_legacy_file(file, source: str):
     if not isinstance(header[2], dict) or not header[2].get("little_endian", False):
         raise ModelError(f"{source}: got a big-endian or unknown legacy file, expected little-endian")
     tree = RestrictedUnpickler(file, source, storages).load()
+    file_size = os.fstat(file.fileno()).st_size
     for key in RestrictedUnpickler(file, source, storages).load():
         storage = storages[str(key)]
-        numel = int(np.frombuffer(read_exactly(file, 8, source), dtype="<i8")[0])
-        data = read_exactly(file, numel * storage.dtype.itemsize, source)
+        numel = int(np.frombuffer(read_exactly(file, 8, file_size, source), dtype="<i8")[0])
+        if numel != storage.numel:
+            raise ModelError(f"{source}: storage {key} holds {numel} elements, expected {storage.numel}")
+        data = read_exactly(file, numel * storage.dtype.itemsize, file_size, source)
         storage.array = np.frombuffer(data, dtype=storage.dtype)
     return resolve_tensors(tree, source)
 
 
-def read_exactly(file, count: int, source: str) -> bytes:
-    data = file.read(count)
-    if len(data) != count:
-        raise ModelError(f"{source}: truncated file, got {len(data)} bytes of a storage, expected {count}")
-    return data
+def read_exactly(file, count: int, file_size: int, source: str) -> bytes:
+    left = file_size - file.tell()
+    if count > left:  # checked before reading: a hostile size must not allocate gigabytes
+        raise ModelError(f"{source}: truncated file, got {left} bytes left for a storage, expected {count}")
+    return file.read(count)
 
 
 def resolve_tensors(tree, source: str):
@@ -204,7 +222,9 @@ def tensor_array(ref: TensorRef, source: str) -> np.ndarray:
     if any(size == 0 for size in ref.shape):
         return np.zeros(ref.shape, dtype=storage.dtype)
     last = sum((size - 1) * step for size, step in zip(ref.shape, ref.stride))
-    if len(ref.shape) != len(ref.stride) or min(ref.stride, default=0) < 0 or last >= len(flat):
+    # A state dict tensor never repeats storage elements; refusing that bounds the copy below.
+    if (len(ref.shape) != len(ref.stride) or min(ref.stride, default=0) < 0 or last >= len(flat)
+            or int(np.prod(ref.shape)) > len(flat)):
         raise ModelError(f"{source}: a tensor of shape {ref.shape} does not fit its storage")
     strides = tuple(step * storage.dtype.itemsize for step in ref.stride)
     return np.lib.stride_tricks.as_strided(flat, shape=ref.shape, strides=strides).copy()
