@@ -55,13 +55,16 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>", size: tuple[int, int]
     import io
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            check_pixel_count(image.size, name)
-            image.load()
-            rgb = to_rgb(ImageOps.exif_transpose(image))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                check_pixel_count(image.size, name)
+                image.load()
+                rgb = to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+            ValueError, SyntaxError) as err:
         raise ImageError(f"{name}: unreadable image ({first_line(err)})") from None
     if size is not None:
         rgb = resize_rgb(rgb, size)
