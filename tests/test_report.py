@@ -61,6 +61,7 @@ def manifest_json(path: Path, quantized_errors: int = 0) -> Path:
     check = check_dict(quantized_errors)
     manifest = {"format": FORMAT, "model_file": "model_int8.tflite", "precision": "int8",
                 "status": "passed" if check["passed"] else "rejected", "labels": list(LABELS),
+                "origin": {"split": "split.json beside the model", "data": "meta.data_dir of the split"},
                 "check": check, "thresholds": check["thresholds"], "created": "2025-01-01T00:00:00+00:00"}
     path.write_text(json.dumps(manifest))
     return path
@@ -112,6 +113,10 @@ def test_full_report_is_self_contained_with_images_numbers_and_markdown_twin(tmp
     assert len(linked) == 3
     assert all((tmp_path / "out" / name).read_bytes().startswith(PNG_MAGIC) for name in linked)
     assert "| device |" in markdown and "Limits of the evidence" in markdown
+    for text in (page, markdown):
+        assert "Decision support only" in text and "One hospital" in text
+        assert "Split taken from: split.json beside the model" in text
+        assert "model.json: not stated" in text  # the check's split kind is unknown, the evaluation's grouped
     assert not list((tmp_path / "out").glob(".*.tmp"))
 
 

@@ -76,6 +76,7 @@ class AccuracyCheck:
     failures: tuple[str, ...]
     max_drop_pp: float | None
     split_kind: str | None
+    split_origin: str | None  # where convert took the split from (model.json "origin.split")
 
     @property
     def drop_pp(self) -> float:
@@ -205,7 +206,7 @@ def read_input(path: Path) -> tuple[str, list]:
         return kind, parse_bench(fields, path.name)
     if kind == "check":
         check = fields if has_keys(data, CHECK_KEYS) else fields.child("check")
-        return kind, [parse_check(check, path.name, fields.text("split_kind", optional=True))]
+        return kind, [parse_check(check, path.name, fields)]
     if kind == "evaluation":
         return kind, [parse_evaluation(fields, path.name)]
     return kind, [parse_benchmark(data, path.name)]
@@ -291,9 +292,13 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
-def parse_check(check: Fields, source: str, split_kind: str | None) -> AccuracyCheck:
+def parse_check(check: Fields, source: str, document: Fields) -> AccuracyCheck:
+    """`check` is the check object; `document` the whole file (a model.json adds where the split came from)."""
     floats, quantized = check.child("float"), check.child("quantized")
     thresholds = check.child("thresholds", optional=True)
+    origin = document.child("origin", optional=True) or Fields({}, source)
+    split_kind = (check.text("split_kind", optional=True) or document.text("split_kind", optional=True)
+                  or origin.text("split_kind", optional=True))
     return AccuracyCheck(
         source=source, precision=check.text("precision", optional=True) or "quantized",
         subset=check.text("subset", optional=True) or "unknown subset", images=check.integer("images", optional=True),
@@ -306,7 +311,7 @@ def parse_check(check: Fields, source: str, split_kind: str | None) -> AccuracyC
                      quantized.number("benign_specificity", optional=True)),
         failures=tuple(str(f) for f in check.data.get("failures") or ()),
         max_drop_pp=thresholds.number("max_drop_pp", optional=True) if thresholds else None,
-        split_kind=check.text("split_kind", optional=True) or split_kind)
+        split_kind=split_kind, split_origin=origin.text("split", optional=True))
 
 
 def parse_class_checks(check: Fields) -> tuple[ClassAccuracy, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 
@@ -69,11 +70,12 @@ def plot_class_accuracy(check: AccuracyCheck) -> bytes:
         bars = ax.bar(x + offset, values, width=0.4, label=name, color=colour)
         ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
     low = np.nanmin([*floats, *quants, 100.0])
-    ax.set_ylim(max(0.0, low - 10), 104)  # zoomed in: differences of a point or two must be visible
+    bottom = max(0.0, 10 * math.floor((low - 5) / 10))
+    ax.set_ylim(bottom, 104)  # zoomed in, so a difference of a point or two is visible
     ax.set_xticks(x, labels)
-    ax.set(ylabel="per-class accuracy (recall), %", title=f"Accuracy per class on the {check.subset} subset: "
-           f"float vs {check.precision}")
-    ax.legend(loc="lower right")
+    ax.set(ylabel=f"per-class accuracy (recall), %{f' (axis from {bottom:.0f})' if bottom else ''}",
+           title=f"Accuracy per class on the {check.subset} subset: float vs {check.precision}")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return png_bytes(figure)
 

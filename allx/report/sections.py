@@ -98,7 +98,8 @@ def check_section(check: AccuracyCheck) -> Section:
     intro = (f"The {check.precision} model against the float Keras model on the same {check.images or '?'} images, "
              f"run through the device runner's own inference code. Accuracy check {status}"
              f"{f' (limit: at most {check.max_drop_pp:g} pp lost)' if check.max_drop_pp is not None else ''}. "
-             + split_sentence(check.subset, check.split_kind))
+             + split_sentence(check.subset, check.split_kind)
+             + (f" Split taken from: {check.split_origin}." if check.split_origin else ""))
     overall = Table(("", "float (Keras)", check.precision, "change"), (
         ("accuracy", accuracy_with_interval(check.float_accuracy, check.images),
          accuracy_with_interval(check.quantized_accuracy, check.images), points(-check.drop_pp)),

@@ -10,12 +10,13 @@ def images_per_hour(latency_ms: float) -> float:
     return 3_600_000.0 / latency_ms if latency_ms > 0 else math.inf
 
 
-def about(count: float) -> str:
-    """A count rounded to two significant figures, with thousands separators: 97,297 -> "97,000"."""
+def about(count: float, down: bool = False) -> str:
+    """A count to two significant figures, with thousands separators: 97,297 -> "97,000" (down: a lower bound stays one)."""
     if not math.isfinite(count):
         return "unlimited"
-    digits = max(0, len(str(int(round(count)))) - 2)
-    return f"{round(count, -digits):,.0f}"
+    step = 10 ** max(0, len(str(int(round(count)))) - 2)
+    rounded = math.floor(count / step) * step if down else round(count / step) * step
+    return f"{rounded:,.0f}"
 
 
 def percent(fraction: float | None) -> str:
