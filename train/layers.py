@@ -25,7 +25,9 @@ class PixelNormalization(keras.layers.Layer):
     def call(self, inputs):
         pixels = ops.cast(inputs, self.compute_dtype)
         if self.reverse_channels:
-            pixels = ops.flip(pixels, axis=-1)
+            # Slices + concatenation, not flip: TFLite's REVERSE_V2 is not an Edge TPU op and, as the
+            # model's first op, would keep the whole graph off the Coral.
+            pixels = ops.concatenate([pixels[..., 2:3], pixels[..., 1:2], pixels[..., 0:1]], axis=-1)
         scale = ops.convert_to_tensor([1.0 / s for s in self.std], dtype=self.compute_dtype)
         offset = ops.convert_to_tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=self.compute_dtype)
         return pixels * scale + offset
