@@ -54,15 +54,16 @@ def check_dict(quantized_errors: int, seed: int = 0) -> dict:
     return report.to_dict()
 
 
-def manifest_json(path: Path, quantized_errors: int = 0) -> Path:
+def manifest_json(path: Path, quantized_errors: int = 0, model_file: str = "model_int8.tflite") -> Path:
     """A model.json as convert.manifest.build_manifest lays it out (its TensorFlow version lookup left out)."""
     from convert.manifest import FORMAT
 
     check = check_dict(quantized_errors)
-    manifest = {"format": FORMAT, "model_file": "model_int8.tflite", "precision": "int8",
+    manifest = {"format": FORMAT, "model_file": model_file, "precision": "int8",
                 "status": "passed" if check["passed"] else "rejected", "labels": list(LABELS),
                 "origin": {"split": "split.json beside the model", "data": "meta.data_dir of the split"},
                 "check": check, "thresholds": check["thresholds"], "created": "2025-01-01T00:00:00+00:00"}
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest))
     return path
 
@@ -146,6 +147,18 @@ def test_failed_int8_check_is_a_warning_in_the_verdict(tmp_path):
     assert 'class="warning"' in page and "do not deploy it" in page
     # no p95 or samples in the file: p99 stands in, and the rate is a lower bound
     assert "at least 72,000 images per hour at p95 &lt;= 50.0 ms" in page
+
+
+def test_each_benchmarked_model_is_paired_with_its_own_check(tmp_path):
+    manifest_json(tmp_path / "a" / "model.json", 0, "a_int8.tflite")
+    manifest_json(tmp_path / "b" / "model.json", 4, "b_int8.tflite")
+    bench = bench_json(tmp_path / "pi.json", "Pi 4", {"a_int8": [20.0] * 10, "b_int8": [25.0] * 10})
+    result = run_report(tmp_path, bench, tmp_path / "a", tmp_path / "b", markdown=False)  # convert OUT_DIRs
+    assert result.exit_code == 0, result.output
+    verdict = next(line for line in result.output.splitlines() if line.startswith("Pi 4:"))
+    first, second = verdict.split("b_int8.tflite (", 1)
+    assert "int8 matches or beats" in first and "FAILED" not in first
+    assert "int8 FAILED its accuracy check" in second
 
 
 def test_bench_only_report_says_accuracy_is_missing(tmp_path):

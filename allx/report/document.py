@@ -19,6 +19,7 @@ table{border-collapse:collapse;font-size:.9rem}
 th,td{padding:.35rem .6rem;border:1px solid #d0d7de;text-align:left;white-space:nowrap;vertical-align:top}
 th{background:#f6f8fa}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.wrap{white-space:normal;min-width:14rem}
 figure{margin:1rem 0}
 img{max-width:100%;height:auto}
 figcaption,.note{font-size:.88rem;color:#57606a}
@@ -102,8 +103,9 @@ def html_block(block) -> str:
 
 
 def html_cell(cell: str) -> str:
-    numeric = ' class="num"' if NUMERIC.match(cell) else ""
-    return f"<td{numeric}>{escape(cell)}</td>"
+    """Numbers right-aligned; long text may wrap (short cells never do, so a row stays one line on a phone)."""
+    style = ' class="num"' if NUMERIC.match(cell) else ' class="wrap"' if len(cell) > 40 else ""
+    return f"<td{style}>{escape(cell)}</td>"
 
 
 def escape(text: str) -> str:

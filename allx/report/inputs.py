@@ -63,6 +63,7 @@ class AccuracyCheck:
 
     source: str
     precision: str
+    model_file: str | None  # the converted model's file name, to pair the check with a benchmarked model
     subset: str
     images: int | None
     passed: bool
@@ -252,7 +253,8 @@ def parse_bench(fields: Fields, source: str) -> list[BenchRow]:
     machine = fields.child("machine")
     device = (machine.text("device", optional=True) or machine.text("board", optional=True)
               or machine.text("cpu_model", optional=True) or "unknown device")
-    facts = [machine.text(key, optional=True) for key in ("os", "machine")]
+    cpu = machine.text("cpu_model", optional=True)
+    facts = [cpu if cpu != device else None] + [machine.text(key, optional=True) for key in ("os", "machine")]
     cores = machine.integer("cores", optional=True)
     python = machine.text("python", optional=True)
     facts += [f"{cores} cores" if cores else None, f"Python {python}" if python else None]
@@ -300,7 +302,7 @@ def parse_check(check: Fields, source: str, document: Fields) -> AccuracyCheck:
     split_kind = (check.text("split_kind", optional=True) or document.text("split_kind", optional=True)
                   or origin.text("split_kind", optional=True))
     return AccuracyCheck(
-        source=source, precision=check.text("precision", optional=True) or "quantized",
+        source=source, precision=check.text("precision", optional=True) or "quantized", model_file=model_file_of(document),
         subset=check.text("subset", optional=True) or "unknown subset", images=check.integer("images", optional=True),
         passed=check.flag("passed"), float_accuracy=floats.number("accuracy"),
         quantized_accuracy=quantized.number("accuracy"), agreement=check.number("agreement"),
@@ -312,6 +314,13 @@ def parse_check(check: Fields, source: str, document: Fields) -> AccuracyCheck:
         failures=tuple(str(f) for f in check.data.get("failures") or ()),
         max_drop_pp=thresholds.number("max_drop_pp", optional=True) if thresholds else None,
         split_kind=split_kind, split_origin=origin.text("split", optional=True))
+
+
+def model_file_of(document: Fields) -> str | None:
+    """model.json's "model_file", or the file name under "files"."model" in `allx convert --json` output."""
+    files = document.child("files", optional=True)
+    path = document.text("model_file", optional=True) or (files.text("model", optional=True) if files else None)
+    return Path(path).name if path else None
 
 
 def parse_class_checks(check: Fields) -> tuple[ClassAccuracy, ...]:

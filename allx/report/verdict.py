@@ -25,8 +25,12 @@ def device_names(rows) -> dict[tuple[str, str], str]:
 
 
 def matching_check(row: BenchRow, checks: tuple[AccuracyCheck, ...]) -> AccuracyCheck | None:
-    """The conversion check of this row's precision (int8 row -> int8 check), if one was given."""
-    return next((check for check in checks if row.precision and check.precision == row.precision), None)
+    """The check of this very model file, else the only check of the row's precision; None when unsure."""
+    same_file = [check for check in checks if check.model_file == row.model]
+    same_precision = [check for check in checks if row.precision and check.precision == row.precision]
+    if len(same_file) == 1:
+        return same_file[0]
+    return same_precision[0] if len(same_precision) == 1 and not same_file else None
 
 
 def make_verdicts(inputs: Inputs) -> list[Verdict]:
