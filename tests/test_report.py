@@ -1,4 +1,4 @@
-"""`allx report`: inputs made by the real writers (edge_runner.bench, convert.check, train.metrics), HTML + Markdown out."""
+"""`allx report`: inputs made by their real writers (edge_runner.bench, convert.check, train.metrics)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def bench_json(path: Path, device: str, models: dict[str, list[float]], samples:
 
 
 def check_dict(quantized_errors: int, seed: int = 0) -> dict:
-    """A CheckReport.to_dict() from convert.check.summarize: 40 val images, the int8 model wrong on `quantized_errors`."""
+    """CheckReport.to_dict() from convert.check.summarize: 40 val images, int8 wrong on `quantized_errors` of them."""
     from convert.check import CheckPredictions, summarize
     from convert.modes import Thresholds
 
@@ -92,7 +92,8 @@ def run_report(tmp_path: Path, *inputs: Path, markdown: bool = True):
 def test_full_report_is_self_contained_with_images_numbers_and_markdown_twin(tmp_path):
     bench = bench_json(tmp_path / "pi4.json", "Raspberry Pi 4 Model B", {
         "model_int8": list(np.linspace(40.0, 60.0, 50)), "model_float32": list(np.linspace(150.0, 190.0, 50))})
-    result = run_report(tmp_path, bench, manifest_json(tmp_path / "model.json", 1), evaluation_json(tmp_path / "e.json"))
+    manifest, evaluation = manifest_json(tmp_path / "model.json", 1), evaluation_json(tmp_path / "e.json")
+    result = run_report(tmp_path, bench, manifest, evaluation)
     assert result.exit_code == 0, result.output
     page = (tmp_path / "out" / "site.html").read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)

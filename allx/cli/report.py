@@ -12,9 +12,9 @@ from allx.cli.common import handle_errors, stderr, stdout
 
 @handle_errors
 def report(
-    inputs: Annotated[list[Path], typer.Argument(metavar="INPUT", help="JSON results: allx-edge bench --json, allx convert's model.json "
-                                                       "or --json output (or its OUT_DIR), allx evaluate --json, "
-                                                       "benchmarks/*.py results.", show_default=False)],
+    inputs: Annotated[list[Path], typer.Argument(
+        metavar="INPUT", show_default=False, help="JSON results: allx-edge bench --json, allx convert's model.json or "
+        "--json output (or its OUT_DIR), allx evaluate --json, benchmarks/*.py results.")],
     out: Annotated[Path, typer.Option("--out", help="The HTML report to write (self-contained: plots embedded).")],
     markdown: Annotated[Optional[Path], typer.Option(help="Also write a Markdown twin here, its plots as PNG files "
                                                           "beside it.")] = None,
@@ -38,7 +38,8 @@ def report(
 
     result = write_report(inputs, out, markdown, title)
     for verdict in result.verdicts:
-        (stdout if verdict.ok else stderr).print(f"{verdict.subject}: {verdict.text}", markup=False, highlight=False, soft_wrap=True)
+        console = stdout if verdict.ok else stderr  # a failed check must be seen even when stdout is piped away
+        console.print(f"{verdict.subject}: {verdict.text}", markup=False, highlight=False, soft_wrap=True)
     written = [str(result.html)] + ([str(result.markdown)] if result.markdown else [])
     stdout.print(f"wrote {', '.join(written)}" + (f" and {len(result.figures)} PNG plot(s)" if result.figures else ""),
                  markup=False, highlight=False, soft_wrap=True)

@@ -1,4 +1,4 @@
-"""A report as plain data (sections of paragraphs, lists, tables, figures) rendered to self-contained HTML or Markdown."""
+"""A report as plain data (paragraphs, lists, tables, figures) rendered as self-contained HTML or Markdown."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 # Inline CSS only (no fonts or scripts fetched): readable on a phone, wide tables scroll sideways.
 CSS = """
-body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:0 1rem;color:#1b1f24;background:#fff}
+body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:0 1rem;
+     color:#1b1f24;background:#fff}
 main{max-width:56rem;margin:0 auto;padding:1rem 0 3rem}
 h1{font-size:1.6rem;line-height:1.25;margin-bottom:.25rem}
 h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}

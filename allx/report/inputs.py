@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from allx.errors import AllxError
+from allx.report.fields import Fields, ReportInputError
 
 # How a file's kind is recognised, tried in this order (the first rule that matches wins).
 KIND_RULES = (
@@ -19,10 +18,6 @@ KIND_RULES = (
 )
 CHECK_KEYS = ("passed", "float", "quantized", "agreement", "per_class")
 EVALUATION_KEYS = ("accuracy", "per_class", "confusion_matrix", "classes")
-
-
-class ReportInputError(AllxError):
-    """An input file that is missing, not JSON, of unknown kind, or lacks a field the report needs."""
 
 
 @dataclass(frozen=True)
@@ -120,59 +115,6 @@ class Inputs:
     benchmarks: tuple[BenchmarkScript, ...] = ()
 
 
-class Fields:
-    """Typed access to a JSON object; a wrong or missing field raises with the file and the field's path."""
-
-    def __init__(self, data: dict, source: str, where: str = ""):
-        self.data, self.source, self.where = data, source, where
-
-    def has(self, key: str) -> bool:
-        return self.data.get(key) is not None
-
-    def value(self, key: str, expected: str, types, optional: bool = False):
-        value = self.data.get(key)
-        if value is None and optional:
-            return None
-        wrong_type = not isinstance(value, types) or (isinstance(value, bool) and types is not bool)
-        if wrong_type:
-            got = "nothing" if value is None else f"{type(value).__name__} {json.dumps(value)[:40]}"
-            raise ReportInputError(f"{self.source}: field {self.where}{key} is {got}, expected {expected}")
-        return value
-
-    def number(self, key: str, optional: bool = False) -> float | None:
-        value = self.value(key, "a number", (int, float), optional)
-        if value is not None and not math.isfinite(value):
-            raise ReportInputError(f"{self.source}: field {self.where}{key} is {value}, expected a finite number")
-        return None if value is None else float(value)
-
-    def integer(self, key: str, optional: bool = False) -> int | None:
-        return self.value(key, "an integer", int, optional)
-
-    def text(self, key: str, optional: bool = False) -> str | None:
-        return self.value(key, "a string", str, optional)
-
-    def flag(self, key: str) -> bool:
-        return self.value(key, "true or false", bool)
-
-    def child(self, key: str, optional: bool = False) -> Fields | None:
-        value = self.value(key, "an object", dict, optional)
-        return None if value is None else Fields(value, self.source, f"{self.where}{key}.")
-
-    def children(self, key: str) -> list[Fields]:
-        items = self.value(key, "a list of objects", list)
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise ReportInputError(f"{self.source}: field {self.where}{key}[{i}] is {type(item).__name__}, "
-                                       "expected an object")
-        return [Fields(item, self.source, f"{self.where}{key}[{i}].") for i, item in enumerate(items)]
-
-    def numbers(self, key: str) -> tuple[float, ...]:
-        items = self.value(key, "a list of numbers", list)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items):
-            raise ReportInputError(f"{self.source}: field {self.where}{key} holds non-numbers, expected numbers")
-        return tuple(float(v) for v in items)
-
-
 def read_inputs(paths) -> Inputs:
     """Every file read and checked; all unusable files are named together in one ReportInputError."""
     found = {"bench": [], "check": [], "evaluation": [], "benchmark": []}
@@ -219,7 +161,8 @@ def read_json(path: Path) -> dict:
     except FileNotFoundError:
         raise ReportInputError(f"{path}: no such file, expected a JSON result file") from None
     except IsADirectoryError:
-        raise ReportInputError(f"{path}: is a folder, expected a JSON file (or a convert OUT_DIR with model.json)") from None
+        raise ReportInputError(f"{path}: is a folder, expected a JSON file (or a convert OUT_DIR with "
+                               "model.json)") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ReportInputError(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err}), "
                                "expected a UTF-8 JSON file") from None
@@ -283,7 +226,8 @@ def parse_bench_row(row: Fields, source: str, device: str, machine: str) -> Benc
         precision=row.text("precision", optional=True), runtime=row.text("runtime"),
         threads=row.integer("threads", optional=True), delegate=row.text("delegate", optional=True) or "cpu",
         p50_ms=stats["p50"], p95_ms=p95, p95_from=p95_from, latency_ms=stats, samples_ms=samples,
-        throughput_ips=row.number("throughput_ips", optional=True), peak_rss_mb=row.number("peak_rss_mb", optional=True),
+        throughput_ips=row.number("throughput_ips", optional=True),
+        peak_rss_mb=row.number("peak_rss_mb", optional=True),
         file_size_bytes=row.integer("file_size_bytes", optional=True), load_ms=row.number("load_ms", optional=True),
         end_to_end_ips=end_to_end.number("images_per_s", optional=True) if end_to_end else None)
 
@@ -302,7 +246,8 @@ def parse_check(check: Fields, source: str, document: Fields) -> AccuracyCheck:
     split_kind = (check.text("split_kind", optional=True) or document.text("split_kind", optional=True)
                   or origin.text("split_kind", optional=True))
     return AccuracyCheck(
-        source=source, precision=check.text("precision", optional=True) or "quantized", model_file=model_file_of(document),
+        source=source, precision=check.text("precision", optional=True) or "quantized",
+        model_file=model_file_of(document),
         subset=check.text("subset", optional=True) or "unknown subset", images=check.integer("images", optional=True),
         passed=check.flag("passed"), float_accuracy=floats.number("accuracy"),
         quantized_accuracy=quantized.number("accuracy"), agreement=check.number("agreement"),
@@ -350,7 +295,8 @@ def parse_evaluation(fields: Fields, source: str) -> Evaluation:
     return Evaluation(
         source=source, model=Path(fields.text("model", optional=True) or "model").name,
         subset=fields.text("subset", optional=True) or "unknown subset",
-        split_kind=fields.text("split_kind", optional=True), n=fields.integer("n", optional=True) or sum(map(sum, matrix)),
+        split_kind=fields.text("split_kind", optional=True),
+        n=fields.integer("n", optional=True) or sum(map(sum, matrix)),
         accuracy=fields.number("accuracy"), classes=tuple(classes), per_class=metrics,
         confusion_matrix=tuple(tuple(r) for r in matrix),
         malignant_sensitivity=fields.number("malignant_sensitivity", optional=True),

@@ -16,9 +16,9 @@ NO_BENCH = "No device benchmark was given (allx-edge bench --json), so this repo
 
 
 def build_document(inputs: Inputs, title: str, created: str) -> Document:
+    limits = Section("Limits of the evidence", (Bullets(tuple(evidence_limits(inputs))),))
     sections = [verdict_section(inputs), device_section(inputs.bench), *accuracy_sections(inputs),
-                *benchmark_sections(inputs), Section("Limits of the evidence", (Bullets(tuple(evidence_limits(inputs))),)),
-                inputs_section(inputs)]
+                *benchmark_sections(inputs), limits, inputs_section(inputs)]
     subtitle = (f"Generated {created} by allx {__version__} from {len(inputs.sources)} input file(s). "
                 "Decision support only: not a diagnosis.")
     return Document(title, subtitle, tuple(sections))
@@ -89,7 +89,8 @@ def split_sentence(subset: str, split_kind: str | None) -> str:
     if grouped:
         return f"Subset: {subset}; the split kept near-duplicate images together ({split_kind})."
     if grouped is None:
-        return f"Subset: {subset}; the file does not say how the split was made, nor whether near-duplicates were kept together."
+        return (f"Subset: {subset}; the file does not say how the split was made, nor whether near-duplicates "
+                "were kept together.")
     return f"Subset: {subset}; split: {split_kind}, so near-duplicates were not kept together."
 
 
@@ -109,7 +110,7 @@ def check_section(check: AccuracyCheck) -> Section:
         ("mean |probability difference|", "", number(check.mean_abs_prob_diff, 4), "")),
         "Malignant = Early, Pre or Pro (any B-ALL subtype) called malignant; benign = Benign called benign.")
     per_class = Table(("class", "images", "float accuracy", f"{check.precision} accuracy", "change"), tuple(
-        (c.label, str(c.support) if c.support is not None else "-", percent(c.float_recall), percent(c.quantized_recall),
+        (c.label, number(c.support, 0), percent(c.float_recall), percent(c.quantized_recall),
          points(None if None in (c.float_recall, c.quantized_recall) else (c.quantized_recall - c.float_recall) * 100))
         for c in check.per_class), "Per-class accuracy is the recall of that class.")
     blocks = [Paragraph(intro), overall, per_class,

@@ -11,7 +11,9 @@ def images_per_hour(latency_ms: float) -> float:
 
 
 def about(count: float, down: bool = False) -> str:
-    """A count to two significant figures, with thousands separators: 97,297 -> "97,000" (down: a lower bound stays one)."""
+    """A count to two significant figures with thousands separators: 97,297 -> "97,000".
+
+    down=True rounds down, so a lower bound stays a lower bound."""
     if not math.isfinite(count):
         return "unlimited"
     step = 10 ** max(0, len(str(int(round(count)))) - 2)

@@ -51,7 +51,8 @@ def device_verdict(name: str, rows: list[BenchRow], checks: tuple[AccuracyCheck,
     for row in rows:
         bounded = row.p95_from == "p99"  # p99 stands in for p95: latency an upper bound, the rate a lower one
         rate = about(images_per_hour(row.p95_ms), down=bounded)
-        sentence = (f"{row.model} ({row.precision or 'unknown precision'}, {row.delegate}, {row.threads or '?'} threads): "
+        setup = f"{row.precision or 'unknown precision'}, {row.delegate}, {row.threads or '?'} threads"
+        sentence = (f"{row.model} ({setup}): "
                     f"{'at least' if bounded else 'about'} {rate} images per hour at p95 "
                     f"{'<= ' if bounded else ''}{millis(row.p95_ms)} ms (p50 {millis(row.p50_ms)} ms)")
         if row.peak_rss_mb is not None:
@@ -76,7 +77,8 @@ def check_sentence(check: AccuracyCheck) -> str:
                 "do not deploy it")
     if check.drop_pp <= 0:
         return f"{check.precision} matches or beats the float model's accuracy ({evidence})"
-    return f"{check.precision} keeps accuracy within {points(check.drop_pp, sign=False)} of the float model ({evidence})"
+    within = points(check.drop_pp, sign=False)
+    return f"{check.precision} keeps accuracy within {within} of the float model ({evidence})"
 
 
 def evidence_limits(inputs: Inputs) -> list[str]:
