@@ -19,7 +19,7 @@ from allx.errors import ModelError
 CANDIDATES = (
     ("ai-edge-litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
     ("tflite-runtime", "tflite_runtime.interpreter", "tflite-runtime"),
-    ("tensorflow.lite", "tensorflow.lite", "tensorflow"),
+    ("tensorflow.lite", "tensorflow.lite.python.interpreter", "tensorflow"),
 )
 DELEGATES = ("auto", "cpu", "edgetpu")
 EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}

@@ -11,6 +11,7 @@ import atexit
 import functools
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,13 @@ def convert_float32(keras_model) -> bytes:
     return tf.lite.TFLiteConverter.from_keras_model(keras_model).convert()
 
 
+def quiet_convert(converter) -> bytes:
+    # TF warns that uint8 input statistics were not given: they come from the representative data.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        return converter.convert()
+
+
 def convert_int8(keras_model) -> bytes:
     import tensorflow as tf
 
@@ -99,7 +107,7 @@ def convert_int8(keras_model) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
-    return converter.convert()
+    return quiet_convert(converter)
 
 
 def reference_pixels() -> np.ndarray:

@@ -1,0 +1,92 @@
+"""Batch classification: which paths a pattern names, input order kept, decoding ahead but bounded."""
+
+import threading
+
+import numpy as np
+import pytest
+from edge_models import tiny_models
+from PIL import Image
+
+from allx.errors import DataError
+from edge_runner.batch import classify_paths, expand_paths
+from edge_runner.model import EdgeModel
+
+
+@pytest.fixture
+def tree(tmp_path):
+    (tmp_path / "a" / "deep").mkdir(parents=True)
+    for i, path in enumerate(["a/1.png", "a/2.jpg", "a/deep/3.png", "top.png"]):
+        Image.new("RGB", (20, 20), (20 * i, 100, 200)).save(tmp_path / path)
+    (tmp_path / "a" / "notes.txt").write_text("x")
+    (tmp_path / "a" / ".hidden.png").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    return tmp_path
+
+
+def names(items, root):
+    return [(path.replace(str(root) + "/", ""), error is not None) for path, error in items]
+
+
+def test_expand_folder_flat_and_recursive(tree):
+    assert names(expand_paths([str(tree / "a")]), tree) == [("a/1.png", False), ("a/2.jpg", False)]
+    assert names(expand_paths([str(tree / "a")], recursive=True), tree) == [
+        ("a/1.png", False), ("a/2.jpg", False), ("a/deep/3.png", False)]
+
+
+def test_expand_globs_files_and_problems(tree):
+    # as the shell would: a/* names a/deep too, a folder, which gives its images
+    assert names(expand_paths([f"{tree}/a/*"]), tree) == [("a/1.png", False), ("a/2.jpg", False),
+                                                        ("a/deep/3.png", False)]
+    assert names(expand_paths([f"{tree}/**/*.png"], recursive=True), tree) == [
+        ("a/1.png", False), ("a/deep/3.png", False), ("top.png", False)]
+    given = expand_paths([str(tree / "a" / "notes.txt"), str(tree / "missing.png"), str(tree / "empty"),
+                          f"{tree}/*.gif"])
+    assert names(given, tree)[:2] == [("a/notes.txt", False), ("missing.png", False)]  # fail when read
+    assert "no image files in folder (use --recursive" in given[2][1] and "no files match" in given[3][1]
+    assert len(expand_paths([str(tree / "top.png"), str(tree / "top.png"), str(tree)])) == 1
+
+
+class CountingModel(EdgeModel):
+    """The real model, counting how far decoding runs ahead of inference."""
+
+    def __init__(self, model):
+        self.__dict__.update(model.__dict__)
+        self.lock = threading.Lock()
+        self.decoded = 0
+        self.ahead = []
+
+    def load_pixels(self, path):
+        pixels = super().load_pixels(path)
+        with self.lock:
+            self.decoded += 1
+        return pixels
+
+    def classify(self, pixels, top_k=1):
+        with self.lock:
+            self.ahead.append(self.decoded)
+        return super().classify(pixels, top_k)
+
+
+def test_order_kept_and_prefetch_bounded(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / f"{i:02d}.png")
+    (tmp_path / "05.png").write_bytes(b"broken")
+    model = CountingModel(EdgeModel.load(tiny_models().int8))
+    results, summary = classify_paths(model, [str(tmp_path)], workers=2, prefetch=3)
+    assert [r.path for r in results] == [str(tmp_path / f"{i:02d}.png") for i in range(24)]
+    assert results[5].error and all(r.prediction for i, r in enumerate(results) if i != 5)
+    assert (summary.images, summary.classified, summary.failures) == (24, 23, 1)
+    # when image k is classified, at most k + 1 (itself) + 3 (prefetch) images have been decoded
+    for k, decoded in enumerate(model.ahead):
+        index = k if k < 5 else k + 1
+        assert decoded <= index + 1 + 3
+    reference = EdgeModel.load(tiny_models().int8)
+    first = reference.predict(reference.load_pixels(tmp_path / "00.png"))
+    assert results[0].prediction.probabilities == pytest.approx(tuple(first))
+
+
+def test_nothing_to_classify(tmp_path):
+    model = EdgeModel.load(tiny_models().int8)
+    with pytest.raises(DataError, match="got no paths"):
+        classify_paths(model, [])
