@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,9 +15,10 @@ import numpy as np
 from convert.tflite import run_converter
 
 WORST_SHOWN = 10
-# Uniform rounding noise alone gives rmse = scale / sqrt(12) ~ 0.29 scale; TensorFlow's debugger guide
-# calls layers above ~0.7 suspicious. The ratio compares layers whose value ranges differ by orders.
-SUSPICIOUS_RMSE_OVER_SCALE = 0.7
+# Ranking: rmse relative to the float layer's own RMS ("noise-to-signal"). TensorFlow's guide ranks by
+# rmse/scale, but that is blind to the commonest failure, a scale made too coarse by an outlier range:
+# a layer whose values all round to zero has a small rmse/scale and a noise-to-signal near 1. Both are kept.
+SUSPICIOUS_NOISE_TO_SIGNAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,18 @@ class LayerError:
     op_name: str
     tensor_name: str
     elements: int
+    noise_to_signal: float  # rmse / RMS of the float output
     rmse: float
+    float_rms: float
     max_abs_error: float
     mean_error: float
     scale: float
-    rmse_over_scale: float
+    rmse_over_scale: float  # in quantization steps: rounding alone gives ~0.29
+
+
+def float_rms(float_values, quantized_values, scale, zero_point) -> float:
+    """Debugger "direct compare" metric: RMS of the float layer output (the signal)."""
+    return float(np.sqrt(np.mean(np.square(np.asarray(float_values, dtype=np.float64)))))
 
 
 def make_debugger(saved_model_dir: str, representative: Callable[[], Iterator[list[np.ndarray]]],
@@ -44,31 +53,34 @@ def make_debugger(saved_model_dir: str, representative: Callable[[], Iterator[li
     if denylisted:
         # float kernels are needed for the layers left in float
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylisted)) if denylisted else None
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        layer_direct_compare_metrics={"float_rms": float_rms}, denylisted_nodes=list(denylisted) or None)
     return tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
                                                      debug_options=options)
 
 
 def measure_layer_errors(saved_model_dir: str, representative, log_path: Path) -> tuple[LayerError, ...]:
-    """Every quantized layer's error on the representative set, worst (largest rmse/scale) first."""
+    """Every quantized layer's error on the representative set, worst (largest noise-to-signal) first."""
 
     def run() -> str:
-        debugger = make_debugger(saved_model_dir, representative)
-        debugger.run()
+        with warnings.catch_warnings():  # the debugger uses tf.lite.Interpreter internally: not ours to fix
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            debugger = make_debugger(saved_model_dir, representative)
+            debugger.run()
         buffer = io.StringIO()
         debugger.layer_statistics_dump(buffer)
         return buffer.getvalue()
 
     dump = run_converter(run, log_path, "QuantizationDebugger")
     layers = [layer_from_row(row) for row in csv.DictReader(io.StringIO(dump))]
-    return tuple(sorted(layers, key=lambda layer: -layer.rmse_over_scale if math.isfinite(layer.rmse_over_scale)
-                        else -math.inf))
+    return tuple(sorted(layers, key=lambda layer: -layer.noise_to_signal))
 
 
 def layer_from_row(row: dict) -> LayerError:
     rmse = math.sqrt(max(float(row["mean_squared_error"]), 0.0))
-    scale = float(row["scale"])
-    return LayerError(row["op_name"], row["tensor_name"], int(float(row["num_elements"])), rmse,
+    scale, signal = float(row["scale"]), float(row["float_rms"])
+    return LayerError(row["op_name"], row["tensor_name"], int(float(row["num_elements"])),
+                      rmse / signal if signal > 0 else (0.0 if rmse == 0 else math.inf), rmse, signal,
                       float(row["max_abs_error"]), float(row["mean_error"]), scale,
                       rmse / scale if scale > 0 else math.inf)
 
@@ -77,7 +89,9 @@ def selective_model(saved_model_dir: str, representative, denylisted: tuple[str,
     """int8 everywhere except the `denylisted` layers, which stay float (input and output are float32)."""
 
     def run() -> bytes:
-        return make_debugger(saved_model_dir, representative, denylisted).get_nondebug_quantized_model()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            return make_debugger(saved_model_dir, representative, denylisted).get_nondebug_quantized_model()
 
     return run_converter(run, log_path, f"selective quantization ({len(denylisted)} float layers)")
 
@@ -94,14 +108,15 @@ def layers_csv(layers: tuple[LayerError, ...]) -> str:
 
 def layers_markdown(layers: tuple[LayerError, ...], csv_name: str) -> str:
     lines = ["## Per-layer quantization error (QuantizationDebugger)", "",
-             f"Worst {min(WORST_SHOWN, len(layers))} of {len(layers)} layers by rmse/scale (error in quantization "
-             f"steps; rounding alone gives ~0.29, above {SUSPICIOUS_RMSE_OVER_SCALE} is suspicious). "
+             f"Worst {min(WORST_SHOWN, len(layers))} of {len(layers)} quantized layers by noise-to-signal "
+             f"(rmse / RMS of the float output; above {SUSPICIOUS_NOISE_TO_SIGNAL} deserves a look). "
+             "rmse/scale is the error in quantization steps (rounding alone gives ~0.29). "
              f"All layers: `{csv_name}`.", "",
-             "| rank | op | tensor | rmse/scale | rmse | max abs error |", "|---|---|---|---|---|---|"]
+             "| rank | op | tensor | noise/signal | rmse/scale | rmse | scale |", "|---|---|---|---|---|---|---|"]
     for rank, layer in enumerate(layers[:WORST_SHOWN], start=1):
         name = layer.tensor_name if len(layer.tensor_name) <= 60 else layer.tensor_name[:57] + "..."
-        lines.append(f"| {rank} | {layer.op_name} | `{name}` | {layer.rmse_over_scale:.3f} | {layer.rmse:.4g} | "
-                     f"{layer.max_abs_error:.4g} |")
+        lines.append(f"| {rank} | {layer.op_name} | `{name}` | {layer.noise_to_signal:.3f} | "
+                     f"{layer.rmse_over_scale:.3f} | {layer.rmse:.4g} | {layer.scale:.4g} |")
     return "\n".join(lines)
 
 

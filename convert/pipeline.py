@@ -14,7 +14,7 @@ from convert import debug, edgetpu
 from convert.check import CheckPredictions, CheckReport, run_check
 from convert.files import check_writable, sha256_of, write_atomic
 from convert.manifest import build_manifest, output_names, predictions_csv, publish
-from convert.modes import ConvertOptions
+from convert.modes import ConvertOptions, UsageError
 from convert.report import render_report
 from convert.representative import calibration_batches, draw_representative, load_representative
 from convert.source import Source, load_source
@@ -71,6 +71,9 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
             layer_csv = debug.layers_csv(layers)
             sections.append(debug.layers_markdown(layers, f"layer_errors_{options.mode.name}.csv"))
         if options.float_layers:
+            if options.float_layers >= len(layers):
+                raise UsageError(f"got --float-layers {options.float_layers}, expected at most {len(layers) - 1} "
+                                 f"(this model has {len(layers)} quantized layers; all in float is --float32)")
             float_layers = tuple(layer.tensor_name for layer in layers[:options.float_layers])
             mixed = debug.selective_model(saved_model_dir, representative, float_layers, log_path)
             full, chosen = chosen, checked_candidate(f"int8 + {len(float_layers)} float layers", mixed, source,

@@ -1,0 +1,241 @@
+"""`allx convert` end to end on tiny trained models: outputs, the gate, rejected models, bad input."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from allx.cli.main import app
+from tests.convert_models import CLASSES, SIZE, make_run_folder
+
+runner = CliRunner()
+# With 24 check images one flipped image is 4.2 pp overall and 17 pp of a class: the tests that are not
+# about the gate allow a couple of flips (the gate's arithmetic is tested in test_convert_check.py).
+TOLERANT = ("--max-drop", "10", "--max-class-drop", "40", "--min-agreement", "0.85")
+
+
+@pytest.fixture(scope="module")
+def run_folder(synthetic_dir, tmp_path_factory):
+    return make_run_folder(synthetic_dir, tmp_path_factory.mktemp("convert"))
+
+
+@pytest.fixture(scope="module")
+def int8_out(run_folder, tmp_path_factory):
+    """One default conversion (int8, run folder found without flags), shared by the read-only tests."""
+    out = tmp_path_factory.mktemp("int8_out")
+    result = convert(run_folder.model, "--out", out, "--json", "--representative-count", "20", *TOLERANT)
+    assert result.exit_code == 0, result.output
+    return out, json.loads(result.stdout)
+
+
+def convert(*args):
+    return runner.invoke(app, ["convert", *map(str, args)])
+
+
+def test_int8_writes_the_manifest_contract(int8_out):
+    out, _ = int8_out
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["format"] == "allx-tflite/1"
+    assert manifest["model_file"] == "model_int8.tflite" and (out / "model_int8.tflite").is_file()
+    assert manifest["labels"] == list(CLASSES)
+    assert (out / "labels.txt").read_text().split() == list(CLASSES)
+    assert manifest["input"]["shape"] == [1, SIZE, SIZE, 3]
+    # the uint8 input is the image bytes themselves
+    assert (manifest["input"]["dtype"], manifest["input"]["scale"], manifest["input"]["zero_point"]) == ("uint8", 1.0, 0)
+    assert manifest["outputs"]["probabilities"]["dtype"] == "uint8"
+    assert manifest["representative_count"] == 20 and manifest["fully_quantized"] is True
+    assert len(manifest["source_model_sha256"]) == 64 and manifest["data_fingerprint"]
+    assert manifest["check"]["passed"] is True and manifest["thresholds"]["max_drop_pp"] == 10.0
+    assert {"tensorflow", "allx"} <= set(manifest["versions"]) and manifest["created"]
+    assert manifest["origin"]["split"] == "split.json beside the model"
+
+
+def test_int8_json_output_and_report(int8_out):
+    out, document = int8_out
+    assert document["passed"] is True
+    assert document["float"]["accuracy"] >= 0.6  # the tiny model learned something: the check means something
+    assert abs(document["quantized"]["accuracy"] - document["float"]["accuracy"]) <= 0.1
+    assert document["agreement"] >= 0.85
+    assert [row["label"] for row in document["per_class"]] == list(CLASSES)
+    assert sum(row["support"] for row in document["per_class"]) == document["images"] == 24  # the val subset
+    report = (out / "report.md").read_text()
+    assert "int8 PASSED" in report and "| Pro | 6 |" in report and "malignant sensitivity" in report
+
+
+def test_check_used_the_edge_runner_path(int8_out, run_folder):
+    """The probabilities convert recorded are what allx-edge's EdgeModel gives for the same images."""
+    from allx.images import load_image
+    from edge_runner.model import EdgeModel
+
+    out, _ = int8_out
+    model = EdgeModel.load(out)
+    with open(out / "check_predictions_int8.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 24
+    for row in rows[:6]:
+        probabilities = model.predict(load_image(run_folder.data / row["path"], model.input_size))
+        recorded = [float(row[f"p_{label}"]) for label in CLASSES]
+        np.testing.assert_allclose(probabilities, recorded, atol=1e-6)
+        assert CLASSES[int(np.argmax(probabilities))] == row["quantized_label"]
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16", "dynamic"])
+def test_float_modes_pass_with_float_io(run_folder, tmp_path, precision):
+    result = convert(run_folder.model, "--out", tmp_path, f"--{precision}", "--json", *TOLERANT)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["precision"] == precision and document["passed"]
+    assert document["input"]["dtype"] == "float32"
+    manifest = json.loads((tmp_path / "model.json").read_text())
+    assert manifest["model_file"] == f"model_{precision}.tflite" and manifest["representative_count"] is None
+    if precision == "float32":
+        assert document["agreement"] == 1.0
+
+
+def test_int8_io_int8(run_folder, tmp_path):
+    result = convert(run_folder.model, "--out", tmp_path, "--io", "int8", "--representative-count", "12", "--json", *TOLERANT)
+    assert result.exit_code == 0, result.output
+    assert (json.loads(result.stdout)["input"]["scale"], json.loads(result.stdout)["input"]["zero_point"]) == (1.0, -128)
+
+
+def test_failed_check_is_rejected_and_keeps_the_passed_model(run_folder, int8_out, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(int8_out[0], out)
+    before = {name: (out / name).read_bytes() for name in ("model_int8.tflite", "model.json", "report.md", "labels.txt")}
+    result = convert(run_folder.fragile, "--out", out, "--representative-count", "20")
+    assert result.exit_code == 3, result.output
+    assert "failed the accuracy check" in result.stderr and "Traceback" not in result.output
+    assert {name: (out / name).read_bytes() for name in before} == before
+    rejected = json.loads((out / "model_int8.rejected.json").read_text())
+    assert rejected["status"] == "rejected" and rejected["model_file"] == "model_int8.rejected.tflite"
+    assert (out / "model_int8.rejected.tflite").is_file()
+    report = (out / "model_int8.rejected.report.md").read_text()
+    assert "REJECTED" in report and "limit --max-drop" in report
+
+
+def test_debug_ranks_the_crushed_layer_first(run_folder, tmp_path):
+    result = convert(run_folder.fragile, "--out", tmp_path, "--representative-count", "20", "--debug")
+    assert result.exit_code == 3, result.output
+    layers = list(csv.DictReader(open(tmp_path / "layer_errors_int8.csv")))
+    # the pooled features share the 10,000 channel's scale in the concatenation: they round to zero
+    assert "features" in layers[0]["tensor_name"] and float(layers[0]["noise_to_signal"]) > 0.5
+    assert [float(row["noise_to_signal"]) for row in layers] == sorted((float(row["noise_to_signal"]) for row in layers),
+                                                                      reverse=True)
+    assert "Per-layer quantization error" in (tmp_path / "model_int8.rejected.report.md").read_text()
+
+
+def test_float_layers_report_the_tradeoff(run_folder, tmp_path):
+    first = convert(run_folder.fragile, "--out", tmp_path / "debug", "--representative-count", "20", "--debug")
+    count = len(list(csv.DictReader(open(tmp_path / "debug" / "layer_errors_int8.csv")))) - 1  # all but one
+    result = convert(run_folder.fragile, "--out", tmp_path, "--representative-count", "20", "--float-layers", count,
+                     "--json", *TOLERANT)
+    assert first.exit_code == 3 and result.exit_code == 0, result.output
+    full, mixed = json.loads(result.stdout)["tradeoff"]
+    assert mixed["accuracy"] > full["accuracy"] + 0.3 and not full["passed"] and mixed["passed"]
+    assert mixed["size_bytes"] > full["size_bytes"]  # float weights cost space
+    manifest = json.loads((tmp_path / "model.json").read_text())
+    assert len(manifest["float_layers"]) == count and manifest["fully_quantized"] is False
+    assert manifest["input"]["dtype"] == "float32"
+    assert "Selective quantization trade-off" in (tmp_path / "report.md").read_text()
+    too_many = convert(run_folder.fragile, "--out", tmp_path, "--representative-count", "20", "--float-layers", count + 1)
+    assert_one_line_error(too_many, f"expected at most {count}")
+
+
+def test_edgetpu_readiness_without_compiler(run_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    result = convert(run_folder.model, "--out", tmp_path / "out", "--representative-count", "8", "--edgetpu", "--json",
+                     *TOLERANT)
+    assert result.exit_code == 0, result.output
+    readiness = json.loads(result.stdout)["edgetpu"]
+    assert readiness["ready"] is True and readiness["compiled"] is None
+    assert "edgetpu_compiler is not on PATH" in readiness["note"] and "apt-get install edgetpu-compiler" in readiness["note"]
+    assert readiness["op_counts"].get("CONV_2D") == 2
+
+
+# ---- bad input: one line on stderr, exit 2, no traceback ----
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_model(tmp_path):
+    assert_one_line_error(convert(tmp_path / "nope.keras", "--out", tmp_path / "out"), "no such model file")
+
+
+def test_corrupt_and_non_keras_model(run_folder, tmp_path):
+    corrupt = tmp_path / "model.keras"
+    corrupt.write_bytes(run_folder.model.read_bytes()[:200])
+    assert_one_line_error(convert(corrupt, "--out", tmp_path / "out"), "corrupt or not a .keras file")
+    text = tmp_path / "model.h5"
+    text.write_text("hello")
+    assert_one_line_error(convert(text, "--out", tmp_path / "out"), "expected a .keras model file")
+
+
+def test_data_classes_differ_from_labels(run_folder, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(run_folder.model.parent, run)
+    (run / "labels.txt").write_text("Benign\nEarly\nPro\nPre\n")
+    assert_one_line_error(convert(run / "model.keras", "--out", tmp_path / "out"), "differ from the model's labels",
+                          "different order")
+
+
+def test_empty_representative_set(run_folder, tmp_path):
+    assert_one_line_error(convert(run_folder.model, "--out", tmp_path, "--representative-count", "0"),
+                          "expected at least 1 image")
+    split = json.loads((run_folder.model.parent / "split.json").read_text())
+    split["val"], split["train"] = split["train"] + split["val"], []
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    assert_one_line_error(convert(run_folder.model, "--out", tmp_path / "out", "--split", tmp_path / "split.json"),
+                          "train subset of the split is empty")
+
+
+def test_too_many_representative_images(run_folder, tmp_path):
+    assert_one_line_error(convert(run_folder.model, "--out", tmp_path, "--representative-count", "41"),
+                          "expected at most 40")
+
+
+@pytest.mark.parametrize("option, value", [("--max-drop", "-1"), ("--max-class-drop", "101"),
+                                           ("--min-agreement", "1.5"), ("--min-agreement", "nan")])
+def test_thresholds_out_of_range(run_folder, tmp_path, option, value):
+    assert_one_line_error(convert(run_folder.model, "--out", tmp_path, option, value), option)
+
+
+def test_out_dir_not_writable(run_folder, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert_one_line_error(convert(run_folder.model, "--out", blocker / "out"), "cannot write there")
+
+
+def test_options_that_do_not_fit_the_mode(run_folder, tmp_path):
+    assert_one_line_error(convert(run_folder.model, "--out", tmp_path, "--float16", "--io", "uint8"), "--io uint8")
+    assert_one_line_error(convert(run_folder.model, "--out", tmp_path, "--int8", "--dynamic"), "expected one precision")
+
+
+def test_tensorflow_conversion_error_is_one_line(tmp_path, run_folder):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="allx_tests")
+    class Erf(keras.layers.Layer):
+        """An op TFLite has no builtin for (needs TF Select)."""
+
+        def call(self, inputs):
+            return keras.ops.erf(inputs)
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Flatten()(Erf()(keras.layers.Rescaling(1 / 255)(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    run = tmp_path / "run"
+    shutil.copytree(run_folder.model.parent, run)
+    model.save(run / "model.keras")
+    result = convert(run / "model.keras", "--out", tmp_path / "out", "--float32")
+    assert_one_line_error(result, "TFLite conversion to float32 failed", "Erf", "full log:")
+    assert "Erf" in (tmp_path / "out" / "convert.log").read_text()
