@@ -34,13 +34,16 @@ def points(pp: float | None, sign: bool = True) -> str:
 
 
 def millis(value: float | None) -> str:
+    """Milliseconds: one decimal from 10 ms, two from 1 ms, three significant digits below (an accelerator)."""
     if value is None:
         return "-"
-    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 1 else f"{value:.3g}"
 
 
 def megabytes(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value >= 1 else f"{value:.3g}"
 
 
 def number(value: float | int | None, digits: int = 1) -> str:
