@@ -235,3 +235,24 @@ def test_unwritable_output_is_one_error_line(tmp_path):
 ])
 def test_kind_is_told_by_keys(data, kind):
     assert kind_of(data) == kind
+
+
+def test_text_from_a_site_file_is_escaped_not_run(tmp_path):
+    name = 'Pi | <script>alert(1)</script><img src="http://x/y.png">'
+    bench = bench_json(tmp_path / "pi.json", name, {"m_int8": [9.0] * 5})
+    result = run_report(tmp_path, bench)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "site.html").read_text()
+    assert "<script>" not in page and 'src="http://' not in page and "&lt;script&gt;" in page
+    markdown = (tmp_path / "out" / "site.md").read_text()
+    assert "| Pi \\| \\<script>" in markdown  # the pipe does not split the row, the tag is text
+
+
+def test_rates_round_to_two_figures_and_lower_bounds_round_down():
+    from allx.report.text import about, wilson_interval
+
+    assert about(97_297) == "97,000" and about(36_000) == "36,000" and about(49_875, down=True) == "49,000"
+    low, high = wilson_interval(1.0, 40)  # 40 of 40 right still leaves room below 100%
+    assert 0.90 < low < 0.92 and high == 1.0
+    low, high = wilson_interval(0.5, 100)
+    assert low < 0.5 < high and abs((0.5 - low) - (high - 0.5)) < 1e-9

@@ -27,6 +27,7 @@ figcaption,.note{font-size:.88rem;color:#57606a}
 .verdict{border-left:4px solid #1a7f37;background:#f0fff4;padding:.5rem .75rem;margin:.5rem 0}
 .warning{border-left:4px solid #cf222e;background:#fff5f5;padding:.5rem .75rem;margin:.5rem 0}
 """.strip()
+TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # what a Markdown renderer could take for raw HTML
 NUMERIC = re.compile(r"^[≤≥~+\-−]?\s*[\d.,]+\s*(%|ms|MB|KB|x|pp|/h)?$")
 
 
@@ -115,9 +116,9 @@ def escape(text: str) -> str:
 
 def render_markdown(document: Document, figure_files: dict[str, str]) -> str:
     """Markdown twin: the same blocks; figures link to the PNG files named in figure_files (name -> file)."""
-    lines = [f"# {document.title}", "", f"*{document.subtitle}*", ""]
+    lines = [f"# {markdown_text(document.title)}", "", f"*{markdown_text(document.subtitle)}*", ""]
     for section in document.sections:
-        lines += ["#" * section.level + f" {section.title}", ""]
+        lines += ["#" * section.level + f" {markdown_text(section.title)}", ""]
         for block in section.blocks:
             lines += markdown_block(block, figure_files) + [""]
     return "\n".join(lines).rstrip() + "\n"
@@ -126,17 +127,23 @@ def render_markdown(document: Document, figure_files: dict[str, str]) -> str:
 def markdown_block(block, figure_files: dict[str, str]) -> list[str]:
     if isinstance(block, Paragraph):
         prefix = {"verdict": "> ", "warning": "> **Warning:** "}.get(block.style, "")
-        return [prefix + block.text]
+        return [prefix + markdown_text(block.text)]
     if isinstance(block, Bullets):
-        return [f"- {item}" for item in block.items]
+        return [f"- {markdown_text(item)}" for item in block.items]
     if isinstance(block, Table):
         lines = [markdown_row(block.header), "|" + "|".join("---" for _ in block.header) + "|"]
         lines += [markdown_row(row) for row in block.rows]
-        return lines + (["", f"*{block.note}*"] if block.note else [])
+        return lines + (["", f"*{markdown_text(block.note)}*"] if block.note else [])
     if isinstance(block, Figure):
-        return [f"![{block.caption}]({figure_files[block.name]})", "", f"*{block.caption}*"]
+        caption = markdown_text(block.caption)
+        return [f"![{caption}]({figure_files[block.name]})", "", f"*{caption}*"]
     raise TypeError(f"got a {type(block).__name__} block, expected Paragraph, Bullets, Table or Figure")
 
 
 def markdown_row(cells) -> str:
-    return "| " + " | ".join(str(cell).replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
+    return "| " + " | ".join(markdown_text(cell).replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
+
+
+def markdown_text(text: str) -> str:
+    """Text from input files shown as text: a "<tag" is backslash-escaped so no renderer runs it as HTML."""
+    return TAG_START.sub(r"\\<", str(text))
