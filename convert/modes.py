@@ -93,15 +93,15 @@ def resolve_options(mode: str, io: str | None = None, representative_count: int 
     if io is not None and io not in chosen.io_choices:
         raise UsageError(f"got --io {io} with --{chosen.name}, expected "
                          f"{' or '.join(chosen.io_choices)}" + ("" if chosen.fully_integer else " (only --int8 has integer IO)"))
+    if edgetpu and float_layers:
+        raise UsageError(f"got --edgetpu with --float-layers {float_layers}, expected one of them: "
+                         "float layers cannot run on the Edge TPU")
     if float_layers > 0 and io not in (None, "float"):
         raise UsageError(f"got --io {io} with --float-layers {float_layers}, expected --io float or no --io "
                          "(a model with float layers keeps float32 input and output)")
     io = io or ("float" if float_layers > 0 else chosen.default_io)
     if edgetpu and io == "float":
         raise UsageError("got --edgetpu with --io float, expected --io uint8 or int8 (the Edge TPU needs integer IO)")
-    if edgetpu and float_layers:
-        raise UsageError(f"got --edgetpu with --float-layers {float_layers}, expected one of them: "
-                         "float layers cannot run on the Edge TPU")
     if chosen.needs_representative:
         representative_count = DEFAULT_REPRESENTATIVE_COUNT if representative_count is None else representative_count
         if representative_count < 1:

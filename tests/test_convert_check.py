@@ -1,0 +1,83 @@
+"""The check's arithmetic and gate on hand-made predictions (no model needed)."""
+
+import numpy as np
+import pytest
+
+from convert.check import CheckPredictions, metrics_of, summarize
+from convert.modes import Thresholds
+
+LABELS = ("Benign", "Early", "Pre", "Pro")
+
+
+def one_hot(indices, classes=4, confidence=0.9):
+    probabilities = np.full((len(indices), classes), (1 - confidence) / (classes - 1), np.float32)
+    probabilities[np.arange(len(indices)), indices] = confidence
+    return probabilities
+
+
+def report_for(truth, float_top, quant_top, thresholds=Thresholds()):
+    predictions = CheckPredictions(tuple(f"img{i}" for i in range(len(truth))), np.asarray(truth),
+                                   one_hot(float_top), one_hot(quant_top))
+    return summarize(predictions, LABELS, "int8", "val", thresholds, [1.0, 2.0, 3.0], ())
+
+
+def test_identical_predictions_pass():
+    truth = [0, 1, 2, 3] * 25
+    report = report_for(truth, truth, truth)
+    assert report.passed and report.agreement == 1.0 and report.mean_abs_prob_diff == 0.0
+    assert report.float.accuracy == report.quantized.accuracy == 1.0
+    assert report.to_dict()["per_class"][2] == {"label": "Pre", "support": 25, "float_recall": 1.0,
+                                                "quantized_recall": 1.0, "drop_pp": 0.0}
+
+
+def test_each_limit_is_named_when_broken():
+    truth = np.array([0, 1, 2, 3] * 25)
+    quant = truth.copy()
+    quant[truth == 3] = 2  # class Pro collapses into Pre
+    report = report_for(truth, truth, quant)
+    assert not report.passed and len(report.failures) == 3
+    assert "overall accuracy dropped 25.00 pp" in report.failures[0] and "--max-drop 1 pp" in report.failures[0]
+    assert "class Pro recall dropped 100.00 pp" in report.failures[1]
+    assert "agreement 0.7500" in report.failures[2]
+    assert report.to_dict()["passed"] is False
+
+
+def test_a_drop_exactly_at_the_limit_passes():
+    truth = np.array([0, 1, 2, 3] * 25)
+    quant = truth.copy()
+    quant[0] = 1  # one Benign image of 100: 1.00 pp overall, 4 pp of Benign
+    assert report_for(truth, truth, quant, Thresholds(1.0, 4.0, 0.99)).passed
+    assert not report_for(truth, truth, quant, Thresholds(0.99, 4.0, 0.99)).passed
+
+
+def test_a_better_quantized_model_is_not_a_drop():
+    truth = np.array([0, 1, 2, 3] * 5)
+    worse = truth.copy()
+    worse[:4] = (truth[:4] + 1) % 4
+    report = report_for(truth, worse, truth, Thresholds(1.0, 2.0, 0.0))
+    assert report.passed and report.drop_pp < 0
+
+
+def test_malignant_sensitivity_ignores_confusion_between_subtypes():
+    truth = np.array([0, 0, 1, 2, 3, 3])
+    predicted = np.array([0, 1, 2, 3, 1, 0])  # subtypes swapped: still malignant; one Pro called Benign
+    metrics = metrics_of(truth, predicted, LABELS)
+    assert metrics.malignant_sensitivity == pytest.approx(3 / 4)
+    assert metrics.benign_specificity == pytest.approx(1 / 2)
+    assert metrics.accuracy == pytest.approx(1 / 6)
+
+
+def test_classes_without_images_and_labels_without_benign():
+    truth = np.array([1, 1, 2])
+    metrics = metrics_of(truth, truth, LABELS)
+    assert metrics.recall == (None, 1.0, 1.0, None) and metrics.benign_specificity is None
+    assert metrics_of(truth, truth, ("a", "b", "c", "d")).malignant_sensitivity is None
+
+
+def test_latency_percentiles_and_probability_difference():
+    truth = [0, 1, 2, 3]
+    predictions = CheckPredictions(("a", "b", "c", "d"), np.array(truth), one_hot(truth, confidence=0.9),
+                                   one_hot(truth, confidence=0.6))
+    report = summarize(predictions, LABELS, "int8", "val", Thresholds(), [1.0, 2.0, 3.0, 4.0], ("x: unreadable",))
+    assert report.mean_abs_prob_diff == pytest.approx(np.mean([0.3, 0.1, 0.1, 0.1]))
+    assert report.latency_ms_p50 == pytest.approx(2.5) and report.skipped == ("x: unreadable",)
