@@ -202,17 +202,18 @@ def test_unusable_files_are_named_in_one_line_with_exit_2(tmp_path):
     good = bench_json(tmp_path / "good.json", "Pi 4", {"model_int8": [30.0] * 5})
     (tmp_path / "broken.json").write_text('{"machine": {"cpu_model"')
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
+    (tmp_path / "unchecked.json").write_text(json.dumps({"format": "allx-tflite/1", "model_file": "m.tflite"}))
     bad_field = json.loads(good.read_text())
     bad_field["results"][0]["latency_ms"]["p50"] = "fast"
     (tmp_path / "field.json").write_text(json.dumps(bad_field))
-    result = run_report(tmp_path, good, tmp_path / "broken.json", tmp_path / "other.json", tmp_path / "field.json",
-                        tmp_path / "absent.json")
+    bad = ("broken.json", "other.json", "field.json", "absent.json", "unchecked.json")
+    result = run_report(tmp_path, good, *(tmp_path / name for name in bad))
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: 4 input files are unusable")
-    for name in ("broken.json", "other.json", "field.json", "absent.json"):
+    assert len(lines) == 1 and lines[0].startswith("error: 5 input files are unusable")
+    for name in bad:
         assert name in lines[0]
-    assert "latency_ms.p50" in lines[0] and "good.json" not in lines[0]
+    assert "latency_ms.p50" in lines[0] and "without an accuracy check" in lines[0] and "good.json" not in lines[0]
     assert "Traceback" not in result.output and not (tmp_path / "out" / "site.html").exists()
 
 

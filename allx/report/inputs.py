@@ -141,6 +141,9 @@ def read_input(path: Path) -> tuple[str, list]:
     data = read_json(path)
     fields = Fields(data, str(path))
     kind = kind_of(data)
+    if kind is None and str(data.get("format", "")).startswith("allx-tflite/"):
+        raise ReportInputError(f'{path}: a model manifest without an accuracy check ("check"), expected one written '
+                               "by allx convert, which checks every model it converts")
     if kind is None:
         rules = "; ".join(f"{name}: {rule}" for name, rule in KIND_RULES)
         raise ReportInputError(f"{path}: unknown kind of JSON (keys {sorted(data)[:8]}), expected one of "
