@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib
 import mmap
 import os
 import platform
-from dataclasses import dataclass
+import sys
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -130,11 +133,45 @@ def make_interpreter(path: str | Path, threads: int | None = None, delegate: str
         raise ModelError(f"got threads={threads}, expected a positive number")
     used, warnings = plan_delegate(delegate, is_edgetpu_model(path), path)
     delegates = [load_edgetpu_delegate(runtime)] if used == "edgetpu" else None
-    try:
-        interpreter = runtime.module.Interpreter(model_path=str(path), num_threads=threads,
-                                                 experimental_delegates=delegates)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as err:
-        message = " ".join(str(err).split())[:200]
+    with native_stderr() as log:
+        try:
+            interpreter = runtime.module.Interpreter(model_path=str(path), num_threads=threads,
+                                                     experimental_delegates=delegates)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            failure = err
+        else:
+            failure = None
+    if failure is not None:
+        details = [line for line in log.lines if not line.startswith("INFO:")][:2]
+        message = " ".join(" ".join([str(failure)] + details).split())[:240]
         raise ModelError(f"{path}: the interpreter refused the model ({message})") from None
-    return interpreter, used, threads, warnings
+    return interpreter, used, threads, warnings + tuple(
+        line.partition(":")[2].strip() for line in log.lines if line.startswith("WARNING:"))
+
+
+@dataclass
+class NativeLog:
+    lines: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def native_stderr():
+    """Collect what the C++ runtime writes on file descriptor 2 while a model loads: its "INFO:
+    Created XNNPACK delegate" is noise for a technician, its errors belong in our one-line message."""
+    log = NativeLog()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded, some test runners): nothing to collect
+        yield log
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield log
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            log.lines = [line.strip() for line in capture.read().decode(errors="replace").splitlines() if line.strip()]
