@@ -1,0 +1,175 @@
+"""One trained model as float32, float16, dynamic-range and int8: size, latency, accuracy, agreement.
+
+Each precision is made by `allx convert`'s library call (so each gets the same accuracy check, through
+the edge runner, on the same check subset); the latencies are then measured in the same run, one model
+after the other, with edge_runner.bench.time_invoke (bare invoke(), input set once, after a warm-up).
+
+Usage:
+    python benchmarks/precision.py --quick
+        generated 4-class images and a small CNN trained here for a few seconds (tests the script;
+        32 representative images unless given)
+    python benchmarks/precision.py RUN/model.keras --out models/precision [--data DIR] [--split SPLIT.json]
+        [--representative-count 200] [--runs 100] [--threads N]
+        a model from `allx train` (its run folder's split and labels are found without flags)
+Writes OUT/precision.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from allx.errors import AllxError  # noqa: E402
+from convert.files import write_atomic  # noqa: E402
+
+PRECISIONS = ("float32", "float16", "dynamic", "int8")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", type=Path, help="MODEL.keras (omit with --quick)")
+    parser.add_argument("--quick", action="store_true", help="generated data and a tiny model trained here")
+    parser.add_argument("--out", type=Path, default=REPO / "models" / "precision", help="output folder")
+    parser.add_argument("--data", type=Path, help="DATA_DIR (default: from the run folder's split.json)")
+    parser.add_argument("--split", type=Path, help="SPLIT.json (default: split.json beside the model)")
+    parser.add_argument("--representative-count", type=int, default=None, help="int8 calibration images")
+    parser.add_argument("--runs", type=int, default=100, help="timed invokes per model")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed invokes first")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: all cores)")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if (args.model is None) == (not args.quick):
+        parser.error("give MODEL.keras or --quick (one of them)")
+    if args.quick and args.representative_count is None:
+        args.representative_count = 32  # the generated train subset has 64 images
+    return args
+
+
+def make_quick_run(folder: Path) -> Path:
+    """A run folder like `allx train` writes: 4 x 24 generated 64x64 images, split.json, labels.txt, model.keras."""
+    import keras
+
+    from allx.images import load_image
+    from allx.synthetic import CLASSES, make_dataset
+    from train.split import Split, write_split
+
+    data = make_dataset(folder / "data", per_class=24, size=64, seed=1)
+    paths = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.jpg"))
+    train = tuple(p for i, p in enumerate(paths) if i % 24 < 16)
+    val = tuple(p for i, p in enumerate(paths) if i % 24 >= 16)
+    run = folder / "run"
+    run.mkdir()
+    write_split(Split(CLASSES, train, val, (), {"data_dir": str(data.resolve())}), run / "split.json")
+    (run / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    pixels = np.stack([load_image(data / p, (64, 64)) for p in train]).astype(np.float32)
+    labels = np.array([CLASSES.index(p.split("/")[0]) for p in train])
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(inputs)
+    for filters in (16, 32):
+        x = keras.layers.MaxPooling2D()(keras.layers.Conv2D(filters, 3, activation="relu")(x))
+    outputs = keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(pixels, labels, epochs=30, batch_size=16, verbose=0)
+    model.save(run / "model.keras")
+    return run / "model.keras"
+
+
+def convert_all(model: Path, out: Path, args) -> dict:
+    """precision -> ConvertResult, each in OUT/<precision>/ (a rejected model is measured all the same)."""
+    from convert.modes import resolve_options
+    from convert.pipeline import convert_keras
+
+    results = {}
+    for precision in PRECISIONS:
+        count = args.representative_count if precision == "int8" else None
+        print(f"converting {precision} ...", file=sys.stderr)
+        options = resolve_options(precision, representative_count=count)
+        results[precision] = convert_keras(model, out / precision, options, args.data, args.split)
+    return results
+
+
+def time_models(results: dict, runs: int, warmup: int, threads: int | None) -> dict:
+    """precision -> (p50, p95, mean) ms of bare invoke() through edge_runner, one model after the other."""
+    from edge_runner.bench import time_invoke
+    from edge_runner.model import EdgeModel
+
+    timings = {}
+    for precision, result in results.items():
+        model = EdgeModel.load(result.files["model"], threads=threads)
+        pixels = np.random.default_rng(0).integers(0, 256, (*model.input_size, 3), dtype=np.uint8)
+        latencies = np.asarray(time_invoke(model, pixels, runs, warmup))
+        timings[precision] = (float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95)),
+                              float(latencies.mean()), model.threads, model.runtime)
+    return timings
+
+
+def rows_of(results: dict, timings: dict) -> list[dict]:
+    reference_size = results["float32"].files["model"].stat().st_size
+    reference_p50 = timings["float32"][0]
+    rows = []
+    for precision, result in results.items():
+        check, size = result.check, result.files["model"].stat().st_size
+        p50, p95, mean, threads, runtime = timings[precision]
+        rows.append({"precision": precision, "size_bytes": size, "size_ratio_vs_float32": reference_size / size,
+                     "latency_ms_p50": p50, "latency_ms_p95": p95, "latency_ms_mean": mean,
+                     "speedup_vs_float32": reference_p50 / p50, "float_accuracy": check.float.accuracy,
+                     "accuracy": check.quantized.accuracy, "drop_pp": check.drop_pp, "agreement": check.agreement,
+                     "malignant_sensitivity": check.quantized.malignant_sensitivity, "passed": check.passed,
+                     "check_subset": check.subset, "check_images": check.images, "threads": threads,
+                     "runtime": runtime, "model_file": str(result.files["model"])})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| precision | size (MB) | smaller | p50 (ms) | p95 (ms) | faster | accuracy | drop (pp) | agreement | gate |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['precision']} | {r['size_bytes'] / 1e6:.3f} | {r['size_ratio_vs_float32']:.2f}x | "
+                     f"{r['latency_ms_p50']:.2f} | {r['latency_ms_p95']:.2f} | {r['speedup_vs_float32']:.2f}x | "
+                     f"{r['accuracy']:.2%} | {r['drop_pp']:+.2f} | {r['agreement']:.4f} | "
+                     f"{'pass' if r['passed'] else 'REJECTED'} |")
+    return "\n".join(lines)
+
+
+def run(args) -> dict:
+    from edge_runner.bench import machine_info
+
+    with tempfile.TemporaryDirectory(prefix="allx-precision-") as scratch:
+        model = make_quick_run(Path(scratch)) if args.quick else args.model
+        results = convert_all(model, args.out, args)
+        timings = time_models(results, args.runs, args.warmup, args.threads)
+    rows = rows_of(results, timings)
+    document = {"command": " ".join(["python", "benchmarks/precision.py", *args.argv]),
+                "model": "generated (--quick)" if args.quick else str(args.model),
+                "machine": vars(machine_info()), "runs": args.runs, "warmup": args.warmup, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_atomic(args.out / "precision.json", json.dumps(document, indent=2) + "\n")
+    return document
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        document = run(args)
+    except AllxError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    print(markdown(document["rows"]))
+    print(f"\nwrote {args.out / 'precision.json'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
