@@ -1,0 +1,1 @@
+"""allx-edge: the device runner (LiteRT interpreter, no TensorFlow) for Raspberry Pi / Coral."""

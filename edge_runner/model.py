@@ -106,8 +106,10 @@ class EdgeModel:
         """uint8 (H, W, 3) -> float32 (classes,); a batch (N, H, W, 3) -> (N, classes)."""
         pixels = np.asarray(pixels)
         if pixels.ndim == 4:
-            return np.stack([self.predict(one) for one in pixels]) if len(pixels) else (
-                np.zeros((0, self.num_classes), np.float32))
+            batch = np.zeros((len(pixels), self.num_classes), np.float32)
+            for i, one in enumerate(pixels):
+                batch[i] = self.predict(one)
+            return batch
         self.set_input(pixels)
         self.invoke()
         return self.read_probabilities().copy()
