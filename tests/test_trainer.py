@@ -10,7 +10,7 @@ from allx.cli.main import app
 from allx.images import load_image
 
 runner = CliRunner()
-TINY = dict(backbone="efficientnet-lite0", image_size=48, epochs=4, batch_size=16, head="gap")
+TINY = dict(backbone="efficientnet-lite0", image_size=48, epochs=4, batch_size=16, head="gap", learning_rate=1e-3)
 
 
 @pytest.fixture(scope="module")

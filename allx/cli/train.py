@@ -41,7 +41,7 @@ def train(
     head: Annotated[str, typer.Option(help="flatten (the seed's Flatten->Dropout->Dense) or gap (global average pooling).")] = "flatten",
     epochs: Annotated[int, typer.Option(help="Maximum head epochs (early stopping on validation loss).")] = 20,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate for the head.")] = 1e-3,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate for the head.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation and shuffling.")] = 42,
     fine_tune_layers: Annotated[int, typer.Option(help="Unfreeze the top N backbone layers for a second, low-learning-rate phase on images (0 = off).")] = 0,
     fine_tune_epochs: Annotated[int, typer.Option(help="Epochs of the fine-tuning phase.")] = 5,
