@@ -11,7 +11,9 @@ Usage:
     python benchmarks/precision.py RUN/model.keras --out models/precision [--data DIR] [--split SPLIT.json]
         [--representative-count 200] [--runs 100] [--threads N]
         a model from `allx train` (its run folder's split and labels are found without flags)
-Writes OUT/precision.json and prints a Markdown table.
+    python benchmarks/precision.py RUN/model.keras --sweep-representative 10,25,50,100,200,400 --seeds 3
+        int8 accuracy vs representative-set size (the measurement behind the default of 200)
+Writes OUT/precision.json (or OUT/representative_sweep.json) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=100, help="timed invokes per model")
     parser.add_argument("--warmup", type=int, default=10, help="untimed invokes first")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: all cores)")
+    parser.add_argument("--sweep-representative", type=str, default=None, metavar="N,N,...",
+                        help="instead: int8 only, at each representative-set size (and --seeds), to choose the default")
+    parser.add_argument("--seeds", type=int, default=2, help="representative draws per size in the sweep")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if (args.model is None) == (not args.quick):
@@ -159,15 +164,56 @@ def run(args) -> dict:
     return document
 
 
+def sweep(args) -> dict:
+    """int8 at each representative-set size and seed: how much calibration data the accuracy needs."""
+    import time
+
+    from convert.modes import resolve_options
+    from convert.pipeline import convert_keras
+
+    sizes = [int(n) for n in args.sweep_representative.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="allx-sweep-") as scratch:
+        model = make_quick_run(Path(scratch)) if args.quick else args.model
+        for size in sizes:
+            for seed in range(args.seeds):
+                print(f"int8 with {size} representative images, seed {seed} ...", file=sys.stderr)
+                options = resolve_options("int8", representative_count=size, seed=seed)
+                began = time.perf_counter()
+                result = convert_keras(model, args.out / "sweep" / f"n{size}_s{seed}", options, args.data, args.split)
+                check = result.check
+                rows.append({"representative_count": size, "seed": seed, "accuracy": check.quantized.accuracy,
+                             "float_accuracy": check.float.accuracy, "drop_pp": check.drop_pp,
+                             "agreement": check.agreement, "mean_abs_prob_diff": check.mean_abs_prob_diff,
+                             "worst_class_drop_pp": max(c.drop_pp for c in check.per_class if c.drop_pp is not None),
+                             "passed": check.passed, "seconds": time.perf_counter() - began,
+                             "check_images": check.images})
+    document = {"command": " ".join(["python", "benchmarks/precision.py", *args.argv]),
+                "model": "generated (--quick)" if args.quick else str(args.model), "rows": rows}
+    write_atomic(args.out / "representative_sweep.json", json.dumps(document, indent=2) + "\n")
+    return document
+
+
+def sweep_markdown(rows: list[dict]) -> str:
+    lines = ["| representative images | seed | int8 accuracy | drop (pp) | worst class drop (pp) | agreement | "
+             "mean abs prob diff | seconds |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['representative_count']} | {r['seed']} | {r['accuracy']:.2%} | {r['drop_pp']:+.2f} | "
+                     f"{r['worst_class_drop_pp']:+.2f} | {r['agreement']:.4f} | {r['mean_abs_prob_diff']:.4f} | "
+                     f"{r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        document = run(args)
+        document = sweep(args) if args.sweep_representative else run(args)
     except AllxError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    print(markdown(document["rows"]))
-    print(f"\nwrote {args.out / 'precision.json'}", file=sys.stderr)
+    print(sweep_markdown(document["rows"]) if args.sweep_representative else markdown(document["rows"]))
+    name = "representative_sweep.json" if args.sweep_representative else "precision.json"
+    print(f"\nwrote {args.out / name}", file=sys.stderr)
     return 0
 
 

@@ -136,11 +136,12 @@ def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str
 
 def keras_probabilities(model, pixels: np.ndarray, classes: int) -> np.ndarray:
     """The float model's class probabilities for uint8 pixels (the output with `classes` columns)."""
-    outputs = model.predict_on_batch(pixels.astype(np.float32))
+    # A plain call, not predict_on_batch: that traces a new graph per batch shape and per loaded model.
+    outputs = model(pixels.astype(np.float32), training=False)
     if isinstance(outputs, dict):
         outputs = list(outputs.values())
     if isinstance(outputs, (list, tuple)):
-        matches = [np.asarray(o) for o in outputs if np.asarray(o).shape[-1] == classes]
+        matches = [np.asarray(o) for o in outputs if tuple(o.shape)[-1] == classes]
         if len(matches) != 1:
             raise DataError(f"the Keras model has {len(outputs)} outputs, expected exactly one with {classes} classes")
         outputs = matches[0]
