@@ -25,7 +25,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, classe
     result = {
         "n": int(len(labels)),
         "accuracy": float(accuracy_score(labels, predicted)),
-        "loss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1.0), labels=indices)),
+        "loss": float(log_loss(labels, probabilities, labels=indices)),
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                    "support": int(support[i])}
