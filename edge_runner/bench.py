@@ -26,15 +26,17 @@ class LatencyStats:
     min: float
     p50: float
     p90: float
+    p95: float
     p99: float
     max: float
+    samples_ms: tuple[float, ...] = ()  # every measured latency, in run order (for distribution plots)
 
     @classmethod
     def from_ms(cls, values_ms: Sequence[float]) -> "LatencyStats":
         v = np.asarray(values_ms, np.float64)
-        p50, p90, p99 = np.percentile(v, [50, 90, 99])
-        return cls(float(v.mean()), float(v.std()), float(v.min()), float(p50), float(p90), float(p99),
-                   float(v.max()))
+        p50, p90, p95, p99 = np.percentile(v, [50, 90, 95, 99])
+        return cls(float(v.mean()), float(v.std()), float(v.min()), float(p50), float(p90), float(p95),
+                   float(p99), float(v.max()), tuple(round(float(x), 4) for x in v))
 
 
 @dataclass(frozen=True)
@@ -200,15 +202,15 @@ def report_markdown(report: BenchReport) -> str:
     lines = [f"### allx-edge bench ({report.created})", "",
              f"Machine: {m.cpu_model}, {m.cores} cores, {m.machine}, {m.os}, Python {m.python}.", "",
              "| model | precision | size MB | runtime | threads | delegate | load ms | mean ms | std | min | "
-             "p50 | p90 | p99 | max | img/s | speed vs first | peak RSS MB | end-to-end ms |",
-             "|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "p50 | p90 | p95 | p99 | max | img/s | speed vs first | peak RSS MB | end-to-end ms |",
+             "|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report.results:
         s = r.latency_ms
         e2e = f"{r.end_to_end.latency_ms.mean:.2f} ({r.end_to_end.images} img)" if r.end_to_end else "-"
         rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
         lines.append(f"| {Path(r.model).name} | {r.precision} | {r.file_size_bytes / 1e6:.2f} | {r.runtime} | "
                      f"{r.threads} | {r.delegate} | {r.load_ms:.1f} | {s.mean:.2f} | {s.std:.2f} | {s.min:.2f} | "
-                     f"{s.p50:.2f} | {s.p90:.2f} | {s.p99:.2f} | {s.max:.2f} | {r.throughput_ips:.1f} | "
+                     f"{s.p50:.2f} | {s.p90:.2f} | {s.p95:.2f} | {s.p99:.2f} | {s.max:.2f} | {r.throughput_ips:.1f} | "
                      f"{r.speed_ratio:.2f}x | {rss} | {e2e} |")
     lines += ["", f"Latency: bare invoke() over {report.results[0].runs} runs after "
               f"{report.results[0].warmup} warm-up runs. Peak RSS is the process's peak so far (cumulative). "

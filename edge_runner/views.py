@@ -59,7 +59,7 @@ def bench_table(report: BenchReport) -> Table:
     rows = [("precision", lambda r: str(r.precision)), ("size MB", lambda r: f"{r.file_size_bytes / 1e6:.2f}"),
             ("load ms", lambda r: f"{r.load_ms:.1f}")]
     rows += [(name, lambda r, name=name: f"{getattr(r.latency_ms, name):.2f}")
-             for name in ("mean", "std", "min", "p50", "p90", "p99", "max")]
+             for name in ("mean", "std", "min", "p50", "p90", "p95", "p99", "max")]
     rows += [("images/s", lambda r: f"{r.throughput_ips:.1f}"), ("speed vs first", lambda r: f"{r.speed_ratio:.2f}x"),
              ("peak RSS MB", lambda r: "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"),
              ("end-to-end ms", lambda r: f"{r.end_to_end.latency_ms.mean:.2f}" if r.end_to_end else "-"),
