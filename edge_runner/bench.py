@@ -29,7 +29,7 @@ class LatencyStats:
     p95: float
     p99: float
     max: float
-    samples_ms: tuple[float, ...] = ()  # every measured latency, in run order (for distribution plots)
+    samples: tuple[float, ...] = ()  # every measured latency, in run order (for distribution plots)
 
     @classmethod
     def from_ms(cls, values_ms: Sequence[float]) -> "LatencyStats":

@@ -32,9 +32,11 @@ def bench_json(path: Path, device: str, models: dict[str, list[float]], samples:
             throughput_ips=1000.0 / stats.mean, peak_rss_mb=180.0))
     data = BenchReport(MachineInfo(device, 4, "aarch64", "Linux 6.6", "3.11.2"), tuple(results),
                        "2025-01-01T00:00:00+00:00").to_dict()
-    if samples:
-        for row, latencies in zip(data["results"], models.values()):
+    for row, latencies in zip(data["results"], models.values()):
+        if samples:
             row["samples_ms"] = latencies
+        else:  # a file from an older allx-edge: no p95, no raw samples
+            del row["latency_ms"]["p95"], row["latency_ms"]["samples"]
     path.write_text(json.dumps(data))
     return path
 
