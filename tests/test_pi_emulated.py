@@ -60,6 +60,16 @@ def test_cpuinfo_rejects_unknown_cores_and_counts(core, cpus):
         pi_setup.make_cpuinfo(core, cpus)
 
 
+def test_hwcaps_decode_to_cpuinfo_feature_names():
+    assert pi_setup.decode_hwcaps(0) == []
+    assert pi_setup.decode_hwcaps(1 << 0 | 1 << 1 | 1 << 20) == ["fp", "asimd", "asimddp"]
+    assert pi_setup.decode_hwcaps(1 << 8 | 1 << 40) == ["atomics", "bit40"]
+    # Every feature the generated cpuinfo claims is one the kernel can report through AT_HWCAP.
+    for core in pi_setup.CORES:
+        features = cpuinfo_fields(pi_setup.make_cpuinfo(core, 1))[0]["Features"].split()
+        assert set(features) <= set(pi_setup.HWCAP_NAMES)
+
+
 DEB822 = """Types: deb
 URIs: https://deb.nodesource.com/node_20.x
 Suites: nodistro

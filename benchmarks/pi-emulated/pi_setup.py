@@ -5,7 +5,8 @@ Usage (run.sh calls these; each prints its result on stdout):
     python pi_setup.py mirror /etc/apt/sources.list /etc/apt/sources.list.d/*
     pip config list | python pi_setup.py pip-conf --root /path/to/rootfs > rootfs/etc/pip.conf
     python pi_setup.py pick-images IMAGES_DIR --count 8
-    python pi_setup.py wheel-tags ai-edge-litert numpy      (also inside the rootfs: stdlib only)
+    python pi_setup.py wheel-tags ai-edge-litert numpy      (inside the rootfs: stdlib only)
+    python pi_setup.py hwcaps                               (inside the rootfs: the emulated CPU's features)
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ CORES = {
     ),
 }
 
+# Bit order of AT_HWCAP on arm64 (linux/arch/arm64/include/uapi/asm/hwcap.h), as /proc/cpuinfo names them.
+HWCAP_NAMES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc "
+               "dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg").split()
+AT_HWCAP = 16
+
 # pip settings that name a file or folder on the host; the rootfs gets the CA bundle copied to the same
 # path, so `cert` stays, while local indexes, wheel folders and constraint files do not exist there.
 PATH_KEYS = {"find-links", "constraint", "requirement", "build-constraint"}
@@ -64,6 +70,24 @@ def make_cpuinfo(core_name: str, cpus: int) -> str:
         for index in range(cpus)
     ]
     return "\n".join(blocks) + f"\nModel\t\t: {core.board} (emulated by qemu-user)\n"
+
+
+def decode_hwcaps(bits: int) -> list[str]:
+    """Feature names of the set bits of an arm64 AT_HWCAP value (unknown high bits as bitN)."""
+    return [HWCAP_NAMES[index] if index < len(HWCAP_NAMES) else f"bit{index}"
+            for index in range(bits.bit_length()) if bits >> index & 1]
+
+
+def read_hwcaps() -> int:
+    """AT_HWCAP of this process: what the (emulated) CPU tells programs it supports."""
+    import ctypes
+    import platform
+
+    if platform.machine() != "aarch64":
+        raise ValueError(f"got machine {platform.machine()}, expected aarch64 (AT_HWCAP bits differ per architecture)")
+    libc = ctypes.CDLL(None)
+    libc.getauxval.restype = ctypes.c_ulong
+    return int(libc.getauxval(AT_HWCAP))
 
 
 def find_debian_mirror(sources: dict[str, str]) -> str:
@@ -189,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     pick = commands.add_parser("pick-images", help="print up to COUNT image paths under a folder, relative")
     pick.add_argument("folder", type=Path)
     pick.add_argument("--count", type=int, default=8)
+    commands.add_parser("hwcaps", help="print the CPU features this process is told about (arm64 AT_HWCAP)")
     wheels = commands.add_parser("wheel-tags", help="print name, version and wheel tags of distributions")
     wheels.add_argument("names", nargs="+")
     return parser
@@ -204,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             print(find_debian_mirror(sources))
         elif args.command == "pick-images":
             sys.stdout.write("".join(f"{name}\n" for name in pick_evenly(list_images(args.folder), args.count)))
+        elif args.command == "hwcaps":
+            print(" ".join(decode_hwcaps(read_hwcaps())))
         elif args.command == "wheel-tags":
             print("\n".join(describe_wheels(args.names)))
         else:

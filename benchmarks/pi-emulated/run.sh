@@ -3,7 +3,7 @@
 #
 # Usage (as root, on an x86-64 Debian host):  benchmarks/pi-emulated/run.sh MODEL IMAGES_DIR
 #   MODEL       an int8 .tflite (labels.txt beside it) or a folder written by `allx convert`
-#   IMAGES_DIR  a folder of images; up to ALLX_PI_IMAGES (default 8) are picked, spread over it
+#   IMAGES_DIR  a folder of images; up to ALLX_PI_IMAGES (default 24) are picked, spread over it
 # Environment: ALLX_PI_CACHE (rootfs cache, default ~/.cache/allx/pi-rootfs), ALLX_PI_OUT (results,
 #   default ~/.cache/allx/pi-proof), ALLX_HOST_VENV (x86 venv with allx[edge], default REPO/.venv),
 #   ALLX_DEBIAN_MIRROR (default: the Debian mirror of this host's apt sources).
@@ -20,7 +20,7 @@ CACHE=${ALLX_PI_CACHE:-$HOME/.cache/allx/pi-rootfs}
 ROOTFS=$CACHE/bookworm-arm64
 OUT=${ALLX_PI_OUT:-$HOME/.cache/allx/pi-proof}
 HOST_VENV=${ALLX_HOST_VENV:-$REPO/.venv}
-MAX_IMAGES=${ALLX_PI_IMAGES:-8}
+MAX_IMAGES=${ALLX_PI_IMAGES:-24}
 CORES=(cortex-a72 cortex-a76)
 GUEST=/opt/allx-proof            # model, images and helper scripts inside the rootfs
 GUEST_VENV=/opt/allx-venv
@@ -230,6 +230,7 @@ check_core() {
     use_core "$core"
     part=$(guest "$core" grep -m1 'CPU part' /proc/cpuinfo | awk '{print $NF}')
     say "    guest /proc/cpuinfo: CPU part $part; python sees machine $(guest "$core" python -c 'import platform; print(platform.machine())')"
+    say "    guest CPU features (AT_HWCAP): $(guest "$core" python "$GUEST/pi_setup.py" hwcaps)"
     run_logged "$log" "$OUT/$core.info.txt" guest "$core" allx-edge info "$GUEST_MODEL" || fail "$core: allx-edge info failed"
     sed -n '1,12p' "$OUT/$core.info.txt" | sed 's/^/      /'
     run_logged "$log" "$OUT/$core.classify.jsonl" guest "$core" allx-edge classify "${GUEST_IMAGES[@]}" --model "$GUEST_MODEL" --json \
@@ -265,7 +266,9 @@ main() {
     trap 'echo "FAIL: run.sh line $LINENO: $BASH_COMMAND" >&2' ERR
     trap 'exit 130' INT TERM
     WORK=$(mktemp -d)
-    mkdir -p "$OUT"
+    mkdir -p "$OUT" "$CACHE"
+    exec 9> "$CACHE/.lock"
+    flock -n 9 || fail "another run.sh is using $CACHE"
     rm -f "$OUT"/x86.* "$OUT"/cortex-a7?.* "$OUT/images.txt" "$OUT/wheels.txt"
     step_qemu
     step_rootfs
