@@ -18,7 +18,7 @@ from convert.modes import ConvertOptions, UsageError
 from convert.report import render_report
 from convert.representative import calibration_batches, draw_representative, load_representative
 from convert.source import Source, load_source
-from convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors,
+from convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors, output_to_log,
                             saved_model_of)
 
 Progress = Callable[[str, int, int], None]  # progress(stage, done, total)
@@ -56,35 +56,55 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
     out_dir = check_writable(Path(out_dir))
     log_path = out_dir / LOG_NAME
     write_atomic(log_path, f"allx convert {model_path} -> {out_dir} ({options.mode.name})\n")
+    with output_to_log(log_path):
+        import tensorflow  # noqa: F401  (imported here so its start-up lines go to the log, not the terminal)
     step = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
     source = load_source(model_path, data_dir, split_path, step("scanning data for a split"))
     subset = check_subset(source.split, options.check_subset)
     pixels = calibration_pixels(source, options, step("loading representative images"))
     representative = calibration_batches(pixels) if pixels is not None else None
-    sections, tradeoff, layer_csv, float_layers = [], [], None, ()
     with saved_model_of(source.model, source.input_size) as saved_model_dir:
         tflite = convert_model(saved_model_dir, options.mode, options.io, log_path, representative)
         chosen = checked_candidate(options.mode.name, tflite, source, subset, options, out_dir,
                                    step(f"checking {options.mode.name}"))
-        if options.debug:
-            layers = debug.measure_layer_errors(saved_model_dir, representative, log_path)
-            layer_csv = debug.layers_csv(layers)
-            sections.append(debug.layers_markdown(layers, f"layer_errors_{options.mode.name}.csv"))
-        if options.float_layers:
-            if options.float_layers >= len(layers):
-                raise UsageError(f"got --float-layers {options.float_layers}, expected at most {len(layers) - 1} "
-                                 f"(this model has {len(layers)} quantized layers; all in float is --float32)")
-            float_layers = tuple(layer.tensor_name for layer in layers[:options.float_layers])
-            mixed = debug.selective_model(saved_model_dir, representative, float_layers, log_path)
-            full, chosen = chosen, checked_candidate(f"int8 + {len(float_layers)} float layers", mixed, source,
-                                                     subset, options, out_dir, step("checking the selective model"))
-            tradeoff = [tradeoff_row(full), tradeoff_row(chosen)]
-            sections.append(debug.tradeoff_markdown(tradeoff))
-    extra = {"io": options.io, "fully_quantized": options.mode.fully_integer and not float_layers,
-             "representative_count": None if pixels is None else len(pixels), "float_layers": list(float_layers),
-             "data_fingerprint": data_fingerprint(source), "origin": source.origin}
-    result = finish(source, options, out_dir, chosen, sections, extra, layer_csv)
-    return replace(result, tradeoff=tuple(tradeoff))
+        found = diagnose(saved_model_dir, representative, chosen, source, subset, options, out_dir, log_path,
+                         step("checking the selective model")) if options.debug else Diagnosis(chosen)
+    extra = {"io": options.io, "fully_quantized": options.mode.fully_integer and not found.float_layers,
+             "representative_count": None if pixels is None else len(pixels),
+             "float_layers": list(found.float_layers), "data_fingerprint": data_fingerprint(source),
+             "origin": source.origin}
+    result = finish(source, options, out_dir, found.chosen, list(found.sections), extra, found.layer_csv)
+    return replace(result, tradeoff=found.tradeoff)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What --debug / --float-layers found, and the model to keep (the selective one with --float-layers)."""
+
+    chosen: Candidate
+    sections: tuple[str, ...] = ()
+    layer_csv: str | None = None
+    float_layers: tuple[str, ...] = ()
+    tradeoff: tuple[dict, ...] = ()
+
+
+def diagnose(saved_model_dir: str, representative, full: Candidate, source: Source, subset: str,
+             options: ConvertOptions, out_dir: Path, log_path: Path, progress) -> Diagnosis:
+    """Per-layer errors; with --float-layers N, the N worst layers kept in float and the check run again."""
+    layers = debug.measure_layer_errors(saved_model_dir, representative, log_path)
+    sections = (debug.layers_markdown(layers, f"layer_errors_{options.mode.name}.csv"),)
+    if not options.float_layers:
+        return Diagnosis(full, sections, debug.layers_csv(layers))
+    if options.float_layers >= len(layers):
+        raise UsageError(f"got --float-layers {options.float_layers}, expected at most {len(layers) - 1} "
+                         f"(this model has {len(layers)} quantized layers; all in float is --float32)")
+    float_layers = tuple(layer.tensor_name for layer in layers[:options.float_layers])
+    mixed = debug.selective_model(saved_model_dir, representative, float_layers, log_path)
+    chosen = checked_candidate(f"int8 + {len(float_layers)} float layers", mixed, source, subset, options, out_dir,
+                               progress)
+    tradeoff = (tradeoff_row(full), tradeoff_row(chosen))
+    return Diagnosis(chosen, (*sections, debug.tradeoff_markdown(list(tradeoff))), debug.layers_csv(layers),
+                     float_layers, tradeoff)
 
 
 def check_subset(split, requested: str | None) -> str:
