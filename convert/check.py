@@ -105,26 +105,19 @@ def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str
     `edge_model` is an edge_runner.model.EdgeModel: the converted model is run by the same code as
     `allx-edge`, never by a separate interpreter loop here.
     """
-    size = edge_model.input_size
     kept, kept_truth, skipped, float_probs, quant_probs, latencies = [], [], [], [], [], []
     for start in range(0, len(relpaths), BATCH):
-        batch, batch_paths = [], []
-        for relpath, label in zip(relpaths[start:start + BATCH], truth[start:start + BATCH]):
-            try:
-                batch.append(load_image(Path(data_dir) / relpath, size))
-            except ImageError as err:
-                skipped.append(str(err))
-                continue
-            batch_paths.append(relpath)
-            kept_truth.append(label)
-        if batch:
-            pixels = np.stack(batch)
+        pixels, paths, labels_read, unreadable = load_batch(data_dir, relpaths[start:start + BATCH],
+                                                            truth[start:start + BATCH], edge_model.input_size)
+        skipped.extend(unreadable)
+        if len(pixels):
             float_probs.append(keras_probabilities(keras_model, pixels, len(labels)))
             for image in pixels:
                 began = time.perf_counter()
                 quant_probs.append(edge_model.predict(image))
                 latencies.append((time.perf_counter() - began) * 1000.0)
-            kept.extend(batch_paths)
+            kept.extend(paths)
+            kept_truth.extend(labels_read)
         if on_progress:
             on_progress(min(start + BATCH, len(relpaths)), len(relpaths))
     if not kept:
@@ -132,6 +125,21 @@ def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str
     predictions = CheckPredictions(tuple(kept), np.asarray(kept_truth), np.concatenate(float_probs),
                                    np.stack(quant_probs))
     return summarize(predictions, labels, precision, subset, thresholds, latencies, tuple(skipped)), predictions
+
+
+def load_batch(data_dir, relpaths, truth, size: tuple[int, int]):
+    """(uint8 pixels, their paths, their labels, "path: reason" of the unreadable) via allx.images.load_image."""
+    images, paths, labels, unreadable = [], [], [], []
+    for relpath, label in zip(relpaths, truth):
+        try:
+            images.append(load_image(Path(data_dir) / relpath, size))
+        except ImageError as err:
+            unreadable.append(str(err))
+            continue
+        paths.append(relpath)
+        labels.append(label)
+    pixels = np.stack(images) if images else np.zeros((0, *size, 3), np.uint8)
+    return pixels, paths, labels, unreadable
 
 
 def keras_probabilities(model, pixels: np.ndarray, classes: int) -> np.ndarray:

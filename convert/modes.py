@@ -83,25 +83,8 @@ def resolve_options(mode: str, io: str | None = None, representative_count: int 
                     edgetpu: bool = False, seed: int = 0) -> ConvertOptions:
     """Check a request against its mode; None means "not given" so a default is never mistaken for a choice."""
     chosen = get_mode(mode)
-    calibration_only = {"--representative-count": representative_count is not None, "--debug": debug,
-                        "--float-layers": float_layers != 0, "--edgetpu": edgetpu}
-    if not chosen.needs_representative:
-        given = [name for name, is_given in calibration_only.items() if is_given]
-        if given:
-            raise UsageError(f"got {', '.join(given)} with --{chosen.name}, expected it only with --int8 "
-                             "(it needs calibrated int8 activations)")
-    if io is not None and io not in chosen.io_choices:
-        raise UsageError(f"got --io {io} with --{chosen.name}, expected "
-                         f"{' or '.join(chosen.io_choices)}" + ("" if chosen.fully_integer else " (only --int8 has integer IO)"))
-    if edgetpu and float_layers:
-        raise UsageError(f"got --edgetpu with --float-layers {float_layers}, expected one of them: "
-                         "float layers cannot run on the Edge TPU")
-    if float_layers > 0 and io not in (None, "float"):
-        raise UsageError(f"got --io {io} with --float-layers {float_layers}, expected --io float or no --io "
-                         "(a model with float layers keeps float32 input and output)")
-    io = io or ("float" if float_layers > 0 else chosen.default_io)
-    if edgetpu and io == "float":
-        raise UsageError("got --edgetpu with --io float, expected --io uint8 or int8 (the Edge TPU needs integer IO)")
+    refuse_calibration_options(chosen, representative_count, debug, float_layers, edgetpu)
+    io = resolve_io(chosen, io, float_layers, edgetpu)
     if chosen.needs_representative:
         representative_count = DEFAULT_REPRESENTATIVE_COUNT if representative_count is None else representative_count
         if representative_count < 1:
@@ -114,6 +97,34 @@ def resolve_options(mode: str, io: str | None = None, representative_count: int 
     thresholds = validate_thresholds(max_drop, max_class_drop, min_agreement)
     return ConvertOptions(chosen, io, representative_count, check_subset, thresholds, debug or float_layers > 0,
                           float_layers, edgetpu, seed)
+
+
+def refuse_calibration_options(mode: Mode, representative_count, debug: bool, float_layers: int,
+                               edgetpu: bool) -> None:
+    """Options that only make sense with calibrated int8 activations."""
+    given = {"--representative-count": representative_count is not None, "--debug": debug,
+             "--float-layers": float_layers != 0, "--edgetpu": edgetpu}
+    named = [name for name, is_given in given.items() if is_given]
+    if named and not mode.needs_representative:
+        raise UsageError(f"got {', '.join(named)} with --{mode.name}, expected it only with --int8 "
+                         "(it needs calibrated int8 activations)")
+
+
+def resolve_io(mode: Mode, io: str | None, float_layers: int, edgetpu: bool) -> str:
+    """The input/output type: as given when the mode allows it; float with --float-layers; else the mode's default."""
+    if io is not None and io not in mode.io_choices:
+        hint = "" if mode.fully_integer else " (only --int8 has integer IO)"
+        raise UsageError(f"got --io {io} with --{mode.name}, expected {' or '.join(mode.io_choices)}{hint}")
+    if edgetpu and float_layers:
+        raise UsageError(f"got --edgetpu with --float-layers {float_layers}, expected one of them: "
+                         "float layers cannot run on the Edge TPU")
+    if float_layers > 0 and io not in (None, "float"):
+        raise UsageError(f"got --io {io} with --float-layers {float_layers}, expected --io float or no --io "
+                         "(a model with float layers keeps float32 input and output)")
+    io = io or ("float" if float_layers > 0 else mode.default_io)
+    if edgetpu and io == "float":
+        raise UsageError("got --edgetpu with --io float, expected --io uint8 or int8 (the Edge TPU needs integer IO)")
+    return io
 
 
 def validate_thresholds(max_drop: float, max_class_drop: float, min_agreement: float) -> Thresholds:

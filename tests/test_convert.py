@@ -239,3 +239,25 @@ def test_tensorflow_conversion_error_is_one_line(tmp_path, run_folder):
     result = convert(run / "model.keras", "--out", tmp_path / "out", "--float32")
     assert_one_line_error(result, "TFLite conversion to float32 failed", "Erf", "full log:")
     assert "Erf" in (tmp_path / "out" / "convert.log").read_text()
+
+
+def test_unreadable_check_image_is_skipped_and_reported(run_folder, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(run_folder.data, data)
+    split = json.loads((run_folder.model.parent / "split.json").read_text())
+    (data / split["val"][0]).write_bytes(b"truncated")
+    result = convert(run_folder.model, "--out", tmp_path / "out", "--data", data, "--float32", "--json", *TOLERANT)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["images"] == 23 and len(document["skipped"]) == 1 and split["val"][0] in document["skipped"][0]
+    assert "Skipped 1 unreadable image" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_empty_check_subset(run_folder, tmp_path):
+    assert_one_line_error(convert(run_folder.model, "--out", tmp_path, "--float32", "--check-subset", "test"),
+                          "the test subset of the split is empty")
+
+
+def test_no_data_anywhere(run_folder, tmp_path):
+    shutil.copy(run_folder.model, tmp_path / "model.keras")
+    assert_one_line_error(convert(tmp_path / "model.keras", "--out", tmp_path / "out"), "expected --data DATA_DIR")
