@@ -40,7 +40,7 @@ def main():
     import keras
 
     from train.backbones import get_backbone
-    from train.batches import FeatureBatches, ImageBatches
+    from train.batches import ImageBatches, feature_batches
     from train.features import extract_features
     from train.head import build_head
     from train.split import make_split
@@ -74,7 +74,7 @@ def main():
     start = time.perf_counter()
     cached = extract_features(extractor, data, relpaths, labels, size, work / "features.npy")
     extract_s = time.perf_counter() - start
-    head.fit(FeatureBatches(cached.features, cached.labels, n, args.batch_size, shuffle=True),
+    head.fit(feature_batches(cached.features, cached.labels, n, args.batch_size, shuffle=True),
              epochs=args.epochs, verbose=0)
     cached_s = time.perf_counter() - start
 

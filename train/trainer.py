@@ -178,14 +178,14 @@ def fit_head(config, head, model, features, n_classes, run_dir, progress) -> dic
     """Adam + categorical cross-entropy on cached features; early stopping on val loss, best weights kept."""
     import keras
 
-    from train.batches import FeatureBatches
+    from train.batches import feature_batches
     from train.callbacks import CheckpointFullModel, EpochProgress
 
     weights = balanced_class_weights(features["train"].labels, n_classes) if config.class_weights else None
-    train_batches = FeatureBatches(features["train"].features, features["train"].labels, n_classes,
+    train_batches = feature_batches(features["train"].features, features["train"].labels, n_classes,
                                    config.batch_size, shuffle=True, seed=config.seed, class_weights=weights)
     val = features.get("val")
-    val_batches = FeatureBatches(val.features, val.labels, n_classes, config.batch_size, False) if val else None
+    val_batches = feature_batches(val.features, val.labels, n_classes, config.batch_size, False) if val else None
     head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="categorical_crossentropy",
                  metrics=["accuracy"])
     monitor = "val_loss" if val_batches else "loss"
