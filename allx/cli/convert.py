@@ -14,6 +14,7 @@ from rich.table import Table
 
 from allx.cli.common import handle_errors, show_progress, stderr, stdout
 from allx.errors import CheckFailed, ConversionError
+from convert.modes import DEFAULT_REPRESENTATIVE_COUNT  # light: no TensorFlow
 
 
 @handle_errors
@@ -32,16 +33,16 @@ def convert(
                                                   "MODEL, else a split made now).")] = None,
     representative_count: Annotated[Optional[int], typer.Option(
         "--representative-count", help="int8 only: calibration images, drawn stratified from the TRAIN "
-        "subset [default: 200].", show_default=False)] = None,
+        f"subset (default {DEFAULT_REPRESENTATIVE_COUNT}).", show_default=False)] = None,
     check_subset: Annotated[Optional[str], typer.Option(
-        "--check-subset", help="val or test [default: val if the split has one, else test].")] = None,
+        "--check-subset", help="val or test (default: val if the split has one, else test).")] = None,
     max_drop: Annotated[float, typer.Option("--max-drop", help="Max overall accuracy drop, percentage points.")] = 1.0,
     max_class_drop: Annotated[float, typer.Option("--max-class-drop", help="Max recall drop of any class, "
                                                   "percentage points.")] = 2.0,
     min_agreement: Annotated[float, typer.Option("--min-agreement", help="Min fraction of images with the "
                                                  "same top-1 label as the float model.")] = 0.98,
     io: Annotated[Optional[str], typer.Option("--io", help="int8 only: input/output type uint8, int8 or float "
-                                              "[default: uint8].", show_default=False)] = None,
+                                              "(default uint8).", show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="int8 only: per-layer quantization error "
                                         "(report + layer_errors_int8.csv).")] = False,
     float_layers: Annotated[int, typer.Option("--float-layers", help="int8 only: keep the N worst layers "
