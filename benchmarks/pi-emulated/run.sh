@@ -46,7 +46,12 @@ guest() {
         QEMU_CPU="$core" PYTHONDONTWRITEBYTECODE=1 "${PROXY_ENV[@]}" "$CHROOT" "$ROOTFS" "$@"
 }
 
-remember_mount() { MOUNTS+=("$1"); }
+# guest_mount TARGET MOUNT_ARGS...: mount onto TARGET and remember it for the undo step.
+guest_mount() {
+    local target=$1; shift
+    mount "$@" "$target" || fail "could not mount $target"
+    MOUNTS+=("$target")
+}
 
 entry_state() {
     if [[ ! -e $ENTRY ]]; then echo absent; elif head -n1 "$ENTRY" | grep -qx enabled; then echo enabled; else echo disabled; fi
@@ -73,7 +78,7 @@ undo_changes() {
 cleanup() {
     local status=$?
     undo_changes
-    [[ -n $WORK ]] && rm -rf "$WORK"
+    if [[ -n $WORK ]]; then rm -rf "$WORK"; fi
     exit "$status"
 }
 
@@ -145,14 +150,14 @@ step_rootfs() {
 
 mount_guest_filesystems() {
     unmount_under "$ROOTFS"
-    mount -t proc proc "$ROOTFS/proc" && remember_mount "$ROOTFS/proc"
-    mount --bind /sys "$ROOTFS/sys" && remember_mount "$ROOTFS/sys"
-    mount -o remount,bind,ro "$ROOTFS/sys"
-    mount --bind /dev "$ROOTFS/dev" && remember_mount "$ROOTFS/dev"
+    guest_mount "$ROOTFS/proc" -t proc proc
+    guest_mount "$ROOTFS/sys" --bind /sys
+    mount -o remount,bind,ro "$ROOTFS/sys" || fail "could not make $ROOTFS/sys read-only"
+    guest_mount "$ROOTFS/dev" --bind /dev
     # qemu-user shows the guest the host's x86 /proc/cpuinfo, on which LiteRT's CPU detection crashes:
     # cover it with an ARM one, rewritten in place (same inode) for each emulated core.
     : > "$WORK/cpuinfo"
-    mount --bind "$WORK/cpuinfo" "$ROOTFS/proc/cpuinfo" && remember_mount "$ROOTFS/proc/cpuinfo"
+    guest_mount "$ROOTFS/proc/cpuinfo" --bind "$WORK/cpuinfo"
 }
 
 use_core() {
@@ -166,14 +171,14 @@ step_venv() {
     use_core "${CORES[0]}"
     cp -L /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
     for cert in /etc/ssl/certs/ca-certificates.crt "${PIP_CERT:-}" "$(host_py -m pip config get global.cert 2>/dev/null || true)"; do
-        [[ -n $cert && -f $cert ]] && install -D -m 0644 "$cert" "$ROOTFS$cert"
+        if [[ -n $cert && -f $cert ]]; then install -D -m 0644 "$cert" "$ROOTFS$cert"; fi
     done
     host_py -m pip config list 2>/dev/null | host_py "$HERE/pi_setup.py" pip-conf --root "$ROOTFS" > "$WORK/pip.conf"
     install -m 0644 "$WORK/pip.conf" "$ROOTFS/etc/pip.conf"
     grep '^# dropped' "$WORK/pip.conf" | sed 's/^/    /' || true
     PROXY_ENV=()
     for var in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
-        [[ -n ${!var:-} ]] && PROXY_ENV+=("$var=${!var}")
+        if [[ -n ${!var:-} ]]; then PROXY_ENV+=("$var=${!var}"); fi
     done
     host_py -m pip wheel --quiet --no-deps -w "$WORK/wheel" "$REPO" || fail "could not build the project's wheel"
     wheel=$(basename "$(ls "$WORK"/wheel/allx-*.whl)")
@@ -189,27 +194,35 @@ step_venv() {
     say "    venv ready in $(elapsed "$start")"
 }
 
-stage_inputs() {
+pick_images() {
     # The same files, in the same order, on both sides: host paths under IMAGES, guest under GUEST/images.
     host_py "$HERE/pi_setup.py" pick-images "$IMAGES" --count "$MAX_IMAGES" > "$OUT/images.txt"
     [[ -s $OUT/images.txt ]] || fail "got no images in $IMAGES, expected at least one image file"
     HOST_IMAGES=() GUEST_IMAGES=()
     while IFS= read -r rel; do
-        install -D -m 0644 "$IMAGES/$rel" "$ROOTFS$GUEST/images/$rel"
         HOST_IMAGES+=("$IMAGES/$rel") GUEST_IMAGES+=("$GUEST/images/$rel")
+    done < "$OUT/images.txt"
+}
+
+stage_inputs() {
+    local rel
+    while IFS= read -r rel; do
+        install -D -m 0644 "$IMAGES/$rel" "$ROOTFS$GUEST/images/$rel"
     done < "$OUT/images.txt"
     if [[ -d $MODEL ]]; then
         cp -a "$MODEL" "$ROOTFS$GUEST/model"; GUEST_MODEL=$GUEST/model
     else
         install -D -m 0644 "$MODEL" "$ROOTFS$GUEST/model/$(basename "$MODEL")"
-        [[ -f $(dirname "$MODEL")/labels.txt ]] && cp "$(dirname "$MODEL")/labels.txt" "$ROOTFS$GUEST/model/"
+        if [[ -f $(dirname "$MODEL")/labels.txt ]]; then cp "$(dirname "$MODEL")/labels.txt" "$ROOTFS$GUEST/model/"; fi
         GUEST_MODEL=$GUEST/model/$(basename "$MODEL")
     fi
 }
 
+# Before any system change, so a bad model or image folder fails in seconds.
 run_host_reference() {
     local log=$OUT/x86.log
-    say "    x86 reference: allx-edge classify --json on ${#HOST_IMAGES[@]} images ($(host_py -V))"
+    pick_images
+    say "x86 reference (host venv, $(host_py -V)): allx-edge classify --json and probe_outputs.py on ${#HOST_IMAGES[@]} images"
     run_logged "$log" "$OUT/x86.classify.jsonl" "$HOST_VENV/bin/allx-edge" classify "${HOST_IMAGES[@]}" --model "$MODEL" --json \
         || fail "x86 allx-edge classify failed"
     run_logged "$log" "$OUT/x86.probe.jsonl" host_py "$HERE/probe_outputs.py" "$MODEL" "${HOST_IMAGES[@]}" \
@@ -255,7 +268,6 @@ compare() {
 step_check() {
     say "[4/5] allx-edge info / classify --json / bench --runs 3 on emulated Pi 4 and Pi 5 cores"
     stage_inputs
-    run_host_reference
     local core
     for core in "${CORES[@]}"; do check_core "$core"; done
 }
@@ -264,12 +276,13 @@ main() {
     check_arguments "$@"
     trap cleanup EXIT
     trap 'echo "FAIL: run.sh line $LINENO: $BASH_COMMAND" >&2' ERR
-    trap 'exit 130' INT TERM
+    trap 'echo "FAIL: interrupted" >&2; exit 130' INT TERM
     WORK=$(mktemp -d)
     mkdir -p "$OUT" "$CACHE"
     exec 9> "$CACHE/.lock"
     flock -n 9 || fail "another run.sh is using $CACHE"
     rm -f "$OUT"/x86.* "$OUT"/cortex-a7?.* "$OUT/images.txt" "$OUT/wheels.txt"
+    run_host_reference
     step_qemu
     step_rootfs
     step_venv
