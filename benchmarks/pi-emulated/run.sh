@@ -180,7 +180,12 @@ step_venv() {
     for var in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
         if [[ -n ${!var:-} ]]; then PROXY_ENV+=("$var=${!var}"); fi
     done
-    host_py -m pip wheel --quiet --no-deps -w "$WORK/wheel" "$REPO" || fail "could not build the project's wheel"
+    # Build from a copy of the work tree (tracked and new files, not ignored ones): an in-place build
+    # would leave build/ in the repository, and a stale build/lib can carry deleted modules into the wheel.
+    # (Files deleted from the work tree but still in the index are skipped.)
+    mkdir -p "$WORK/src"
+    git -C "$REPO" ls-files -z --cached --others --exclude-standard | (cd "$REPO" && xargs -0 cp --parents -t "$WORK/src" 2>/dev/null || true)
+    host_py -m pip wheel --quiet --no-deps -w "$WORK/wheel" "$WORK/src" || fail "could not build the project's wheel"
     wheel=$(basename "$(ls "$WORK"/wheel/allx-*.whl)")
     rm -rf --one-file-system "${ROOTFS:?}$GUEST" "${ROOTFS:?}$GUEST_VENV"
     install -D -m 0644 "$WORK/wheel/$wheel" "$ROOTFS$GUEST/wheel/$wheel"
