@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from allx.errors import AllxError  # noqa: E402
+from allx.errors import AllxError, ConversionError  # noqa: E402
 from convert.files import write_atomic  # noqa: E402
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
@@ -101,7 +101,11 @@ def convert_all(model: Path, out: Path, args) -> dict:
         count = args.representative_count if precision == "int8" else None
         print(f"converting {precision} ...", file=sys.stderr)
         options = resolve_options(precision, representative_count=count)
-        results[precision] = convert_keras(model, out / precision, options, args.data, args.split)
+        try:
+            results[precision] = convert_keras(model, out / precision, options, args.data, args.split)
+        except ConversionError as err:  # one precision failing must not hide the others' numbers
+            print(f"error: {precision}: {err}", file=sys.stderr)
+            results[precision] = str(err)
     return results
 
 
@@ -111,7 +115,7 @@ def time_models(results: dict, runs: int, warmup: int, threads: int | None) -> d
     from edge_runner.model import EdgeModel
 
     timings = {}
-    for precision, result in results.items():
+    for precision, result in converted(results).items():
         model = EdgeModel.load(result.files["model"], threads=threads)
         pixels = np.random.default_rng(0).integers(0, 256, (*model.input_size, 3), dtype=np.uint8)
         latencies = np.asarray(time_invoke(model, pixels, runs, warmup))
@@ -120,11 +124,20 @@ def time_models(results: dict, runs: int, warmup: int, threads: int | None) -> d
     return timings
 
 
+def converted(results: dict) -> dict:
+    return {precision: result for precision, result in results.items() if not isinstance(result, str)}
+
+
 def rows_of(results: dict, timings: dict) -> list[dict]:
+    if "float32" not in converted(results):
+        raise ConversionError(f"float32 conversion failed, expected it as the reference: {results['float32']}")
     reference_size = results["float32"].files["model"].stat().st_size
     reference_p50 = timings["float32"][0]
     rows = []
     for precision, result in results.items():
+        if isinstance(result, str):
+            rows.append({"precision": precision, "error": result})
+            continue
         check, size = result.check, result.files["model"].stat().st_size
         p50, p95, mean, threads, runtime = timings[precision]
         rows.append({"precision": precision, "size_bytes": size, "size_ratio_vs_float32": reference_size / size,
@@ -141,6 +154,9 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| precision | size (MB) | smaller | p50 (ms) | p95 (ms) | faster | accuracy | drop (pp) | agreement | gate |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['precision']} | conversion failed: {r['error']} |||||||||")
+            continue
         lines.append(f"| {r['precision']} | {r['size_bytes'] / 1e6:.3f} | {r['size_ratio_vs_float32']:.2f}x | "
                      f"{r['latency_ms_p50']:.2f} | {r['latency_ms_p95']:.2f} | {r['speedup_vs_float32']:.2f}x | "
                      f"{r['accuracy']:.2%} | {r['drop_pp']:+.2f} | {r['agreement']:.4f} | "
