@@ -24,12 +24,16 @@ ThreadsOption = Annotated[Optional[int], typer.Option(
     "--threads", "-t", help="Interpreter threads (default: all cores).")]
 DelegateOption = Annotated[str, typer.Option(
     "--delegate", help="auto (Edge TPU for a model compiled for it), cpu, or edgetpu.")]
+OodThresholdOption = Annotated[Optional[float], typer.Option(
+    "--ood-threshold", help="Flag an image 'uncertain: unlike training images' when its out-of-distribution score "
+    "is above this (default: the threshold allx convert calibrated, in model.json ood.threshold; higher flags "
+    "fewer images).", show_default=False)]
 
 
-def load_model(model: Path, threads, delegate: str, labels):
+def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None):
     from edge_runner.model import EdgeModel
 
-    edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels)
+    edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold)
     for warning in edge_model.warnings:
         stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     return edge_model
@@ -51,17 +55,20 @@ def classify(
     labels: LabelsOption = None,
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
+    ood_threshold: OodThresholdOption = None,
 ):
     """Classify images: a table of path, label, confidence and ms, then a summary.
 
     --json prints {"path","label","score","top_k":[{"label","score"}],"latency_ms"} per image, or
     {"path","error"} for an image that could not be read. A bad image never stops the batch.
+    With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
+    unlike training images) and "ood_score", and the summary counts the flagged images.
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error.
     """
     from edge_runner.batch import classify_paths, result_record, write_results_csv
     from edge_runner.views import batch_summary_line, result_header, result_line
 
-    edge_model = load_model(model, threads, delegate, labels)
+    edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
 
     def show(result) -> None:
@@ -91,6 +98,7 @@ def camera(
     labels: LabelsOption = None,
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
+    ood_threshold: OodThresholdOption = None,
 ):
     """Classify a camera feed or a video file.
 
@@ -101,13 +109,13 @@ def camera(
     from edge_runner.camera import has_display, run_camera
     from edge_runner.views import camera_summary_line, frame_line
 
-    edge_model = load_model(model, threads, delegate, labels)
+    edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     display = not headless and has_display()
     summary = run_camera(edge_model, source, every=every, max_frames=max_frames, log_path=log, display=display,
                          on_frame=None if display else (lambda result: echo(frame_line(result))))
     for warning in summary.warnings:
         echo(f"warning: {warning}", err=True)
-    echo(camera_summary_line(summary))
+    echo(camera_summary_line(summary, edge_model.has_ood))
 
 
 @app.command()

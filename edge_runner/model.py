@@ -38,7 +38,8 @@ class EdgeModel:
     """A loaded classifier: `predict` gives float32 class probabilities, `classify` a Prediction."""
 
     def __init__(self, interpreter, model_path: Path, labels: tuple[str, ...], manifest: dict,
-                 runtime: str, delegate: str, threads: int, warnings: tuple[str, ...] = ()):
+                 runtime: str, delegate: str, threads: int, warnings: tuple[str, ...] = (),
+                 ood_threshold: float | None = None):
         self.interpreter = interpreter
         self.model_path = model_path
         self.manifest = manifest
@@ -55,24 +56,29 @@ class EdgeModel:
         self.embedding_output = named_output(outputs, manifest, "embedding", model_path)
         self.labels = check_labels(labels, self.num_classes, model_path)
         check_manifest_input(manifest, self.input, model_path)
-        self.ood_scorer, ood_warnings = ood.make_scorer(manifest)
+        embedding_size = None if self.embedding_output is None else int(np.prod(self.embedding_output["shape"]))
+        self.ood_scorer, ood_warnings = ood.make_scorer(manifest, model_path.parent, embedding_size, ood_threshold)
         self.warnings = tuple(warnings) + ood_warnings
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, delegate: str = "auto",
-             labels: str | Path | Sequence[str] | None = None) -> "EdgeModel":
+             labels: str | Path | Sequence[str] | None = None, ood_threshold: float | None = None) -> "EdgeModel":
         """Load a .tflite file, a model.json, or a folder written by `allx convert`.
 
         Labels: `labels` (a file or a list) if given, else the manifest's, else labels.txt beside the
-        model, else none (predict and bench work; classify asks for them).
+        model, else none (predict and bench work; classify asks for them). `ood_threshold` replaces the
+        calibrated out-of-distribution threshold of the manifest.
         """
         model_path, manifest = resolve_model(Path(path))
         label_names = resolve_labels(labels, manifest, model_path)
         interpreter, used, threads, warnings = make_interpreter(model_path, threads, delegate)
-        return cls(interpreter, model_path, label_names, manifest, str(find_runtime()), used, threads, warnings)
+        return cls(interpreter, model_path, label_names, manifest, str(find_runtime()), used, threads, warnings,
+                   ood_threshold)
 
     @property
     def has_ood(self) -> bool:
+        """Whether the manifest has an out-of-distribution calibration (results carry "ood", null when this
+        runner does not know the method: it warned at load)."""
         return "ood" in self.manifest
 
     def load_pixels(self, path: str | Path) -> np.ndarray:

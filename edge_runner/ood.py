@@ -1,35 +1,119 @@
-"""Hook for the out-of-distribution score: reads the manifest's "ood" section (methods come with issue 7)."""
+"""The out-of-distribution score on the device: numpy only, from the model's outputs and model.json's "ood" section.
+
+Scores grow with strangeness; an image whose score is above the threshold is flagged "unlike training
+images". `allx convert` (convert/ood.py) fits the statistics and chooses the threshold with these very
+functions, on the converted model's own outputs.
+"""
 
 from __future__ import annotations
 
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-Scorer = Callable[[np.ndarray, "np.ndarray | None"], tuple[bool, float]]
+from allx.errors import ModelError
+
+STATS_KEYS = ("mean", "projection", "class_means")
 
 
-def score_max_softmax(threshold: float) -> Scorer:
-    """1 - max probability: high when the model spreads its belief over classes."""
+@dataclass(frozen=True)
+class MahalanobisStats:
+    """Everything the distance needs: whitened PCA projection (D, k) and the class means in that space (C, k)."""
 
-    def score(probabilities: np.ndarray, embedding: np.ndarray | None) -> tuple[bool, float]:
-        value = float(1.0 - np.max(probabilities))
-        return value > threshold, value
+    mean: np.ndarray  # (D,) mean embedding of the fit images
+    projection: np.ndarray  # (D, k): top-k principal axes, scaled so the shared within-class covariance is identity
+    class_means: np.ndarray  # (C, k) class centres, projected
 
-    return score
+    @property
+    def dimensions(self) -> int:
+        return int(self.mean.shape[0])
 
 
-METHODS = {"max_softmax": score_max_softmax}
+def max_softmax_scores(probabilities: np.ndarray) -> np.ndarray:
+    """1 - max probability per row: high when the model spreads its belief over classes."""
+    return 1.0 - np.max(np.atleast_2d(probabilities), axis=1)
 
 
-def make_scorer(manifest: dict) -> tuple[Scorer | None, tuple[str, ...]]:
-    """(scorer or None, warnings); None when the manifest has no usable "ood" section."""
+def mahalanobis_scores(embeddings: np.ndarray, stats: MahalanobisStats) -> np.ndarray:
+    """Squared Mahalanobis distance to the nearest class centre (shared covariance, k principal axes)."""
+    projected = (np.atleast_2d(embeddings).astype(np.float32) - stats.mean) @ stats.projection
+    distances = ((projected[:, np.newaxis, :] - stats.class_means[np.newaxis]) ** 2).sum(axis=2)
+    return distances.min(axis=1)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Called with one image's (probabilities, embedding): returns (flagged, score)."""
+
+    method: str
+    threshold: float
+    score_one: Callable[[np.ndarray, "np.ndarray | None"], float]
+
+    def __call__(self, probabilities: np.ndarray, embedding: np.ndarray | None) -> tuple[bool, float]:
+        value = self.score_one(probabilities, embedding)
+        return value > self.threshold, value
+
+
+def max_softmax_scorer(section: dict, folder: Path, embedding_size: int | None) -> Callable:
+    return lambda probabilities, embedding: float(max_softmax_scores(probabilities)[0])
+
+
+def mahalanobis_scorer(section: dict, folder: Path, embedding_size: int | None) -> Callable:
+    if embedding_size is None:
+        raise ModelError(f"{folder}: model.json asks for the mahalanobis out-of-distribution score but names no "
+                         "embedding output, expected outputs.embedding (convert again with allx convert)")
+    stats = read_stats(folder / str(section.get("stats_file", "")), embedding_size)
+    return lambda probabilities, embedding: float(mahalanobis_scores(embedding, stats)[0])
+
+
+METHODS = {"max_softmax": max_softmax_scorer, "mahalanobis": mahalanobis_scorer}
+
+
+def read_stats(path: Path, embedding_size: int) -> MahalanobisStats:
+    """The side file named by ood.stats_file, checked against the model's embedding width."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in STATS_KEYS if key not in archive.files]
+            if missing:
+                raise ModelError(f"{path}: statistics file without {', '.join(missing)}, expected {', '.join(STATS_KEYS)}")
+            arrays = {key: np.asarray(archive[key], dtype=np.float32) for key in STATS_KEYS}
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such file, expected the out-of-distribution statistics that allx convert "
+                         "writes beside the model") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ModelError(f"{path}: unreadable statistics file ({err.__class__.__name__}), expected a .npz") from None
+    stats = MahalanobisStats(**arrays)
+    mean, projection, class_means = stats.mean.shape, stats.projection.shape, stats.class_means.shape
+    if (len(mean) != 1 or mean[0] != embedding_size or len(projection) != 2 or projection[0] != embedding_size
+            or len(class_means) != 2 or class_means[1] != projection[1]):
+        raise ModelError(f"{path}: got mean {mean}, projection {projection}, class_means {class_means}; expected "
+                         f"({embedding_size},), ({embedding_size}, k), (classes, k) for this model's embedding")
+    return stats
+
+
+def make_scorer(manifest: dict, folder: Path, embedding_size: int | None = None,
+                threshold: float | None = None) -> tuple[Scorer | None, tuple[str, ...]]:
+    """(scorer or None, warnings); None when the manifest has no "ood" section or a method this runner lacks.
+
+    `threshold` (from --ood-threshold) replaces the calibrated one. Damaged statistics raise ModelError:
+    a model folder that lost its out-of-distribution check must not quietly classify without it.
+    """
     section = manifest.get("ood")
+    if threshold is not None and (not math.isfinite(threshold) or threshold < 0):
+        raise ModelError(f"got --ood-threshold {threshold}, expected a number >= 0")
     if not section:
+        if threshold is not None:
+            raise ModelError(f"got --ood-threshold {threshold:g}, expected a model whose model.json has an "
+                             "out-of-distribution calibration (convert it with allx convert --ood)")
         return None, ()
     method = str(section.get("method", ""))
-    threshold = section.get("threshold")
-    if method not in METHODS or not isinstance(threshold, (int, float)):
-        return None, (f"out-of-distribution method {method!r} (threshold {threshold!r}) is not supported by "
+    calibrated = section.get("threshold")
+    if method not in METHODS or not isinstance(calibrated, (int, float)) or not math.isfinite(calibrated):
+        return None, (f"out-of-distribution method {method!r} (threshold {calibrated!r}) is not supported by "
                       f"this allx-edge, expected one of {', '.join(METHODS)}: results are not marked",)
-    return METHODS[method](float(threshold)), ()
+    score_one = METHODS[method](section, Path(folder), embedding_size)
+    return Scorer(method, float(calibrated if threshold is None else threshold), score_one), ()

@@ -43,11 +43,12 @@ def frame_line(result: FrameResult) -> str:
     return line + (f"  {OOD_NOTE}" if p.ood else "")
 
 
-def camera_summary_line(s: CameraSummary) -> str:
+def camera_summary_line(s: CameraSummary, with_ood: bool = False) -> str:
     latency = (f"latency mean {s.mean_latency_ms:.2f} ms, p95 {s.p95_latency_ms:.2f} ms"
                if s.mean_latency_ms is not None else "no frame classified")
+    flagged = with_ood or s.flagged_ood
     return (f"{s.ended_by}: {s.frames_read} frames read, {s.classified} classified, {latency}, "
-            f"{s.fps:.1f} FPS over {s.seconds:.1f} s" + (f", {s.flagged_ood} flagged {OOD_NOTE}" if s.flagged_ood else ""))
+            f"{s.fps:.1f} FPS over {s.seconds:.1f} s" + (f", {s.flagged_ood} flagged {OOD_NOTE}" if flagged else ""))
 
 
 def bench_table(report: BenchReport) -> Table:

@@ -1,0 +1,217 @@
+"""The out-of-distribution warning: the numpy score, its statistics file, allx-edge's marking, and calibration."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from edge_models import LABELS, tiny_models
+from typer.testing import CliRunner
+
+from allx.errors import ModelError
+from convert.ood import fit_mahalanobis, stats_bytes, threshold_for
+from edge_runner.cli import app
+from edge_runner.model import EdgeModel
+from edge_runner.ood import MahalanobisStats, mahalanobis_scores, make_scorer, read_stats
+
+runner = CliRunner()
+NOTE = "uncertain: unlike training images"
+
+
+def clusters(rng, per_class=60, dims=6, classes=3):
+    """Gaussian classes sharing one (anisotropic, correlated) covariance."""
+    mixing = rng.normal(size=(dims, dims))
+    centres = rng.normal(scale=4.0, size=(classes, dims))
+    labels = np.repeat(np.arange(classes), per_class)
+    return centres[labels] + rng.normal(size=(len(labels), dims)) @ mixing, labels, mixing
+
+
+def test_score_is_the_mahalanobis_distance_to_the_nearest_class():
+    rng = np.random.default_rng(0)
+    data, labels, _ = clusters(rng)
+    stats = fit_mahalanobis(data, labels, components=data.shape[1])  # all axes kept: the classic distance
+    centres = np.stack([data[labels == c].mean(axis=0) for c in range(3)])
+    residuals = data - centres[labels]
+    inverse = np.linalg.inv(residuals.T @ residuals / (len(data) - 3))
+    queries = rng.normal(scale=6.0, size=(20, data.shape[1]))
+    expected = np.min([np.einsum("nd,de,ne->n", queries - c, inverse, queries - c) for c in centres], axis=0)
+    np.testing.assert_allclose(mahalanobis_scores(queries, stats), expected, rtol=1e-3)
+
+
+def test_fewer_axes_whiten_the_fit_data_and_still_flag_far_points():
+    rng = np.random.default_rng(1)
+    data, labels, mixing = clusters(rng, dims=12)
+    stats = fit_mahalanobis(data, labels, components=5)
+    assert stats.projection.shape == (12, 5) and stats.class_means.shape == (3, 5)
+    projected = (data - stats.mean) @ stats.projection
+    residuals = projected - stats.class_means[labels]
+    np.testing.assert_allclose(residuals.T @ residuals / (len(data) - 3), np.eye(5), atol=1e-3)
+    inside = mahalanobis_scores(data, stats)
+    far = mahalanobis_scores(data[:10] + 25.0 * mixing[0], stats)
+    assert np.median(far) > 10 * np.median(inside)
+
+
+def test_components_are_capped_by_the_data():
+    rng = np.random.default_rng(2)
+    data, labels, _ = clusters(rng, per_class=4, dims=30)  # 12 images: at most 12 - 3 usable axes
+    assert fit_mahalanobis(data, labels, components=128).projection.shape[1] == 9
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.04, 0.05, 0.2])
+def test_threshold_flags_at_most_the_asked_fraction(rate):
+    scores = np.random.default_rng(3).gamma(2.0, size=484)
+    flagged = np.mean(scores > threshold_for(scores, rate))
+    assert flagged <= rate and flagged > rate - 2 / len(scores)
+
+
+def write_stats(path, stats):
+    path.write_bytes(stats_bytes(stats))
+    return path
+
+
+def test_stats_file_round_trip_and_bad_files(tmp_path):
+    rng = np.random.default_rng(4)
+    data, labels, _ = clusters(rng, dims=8)
+    stats = write_stats(tmp_path / "ood_stats.npz", fit_mahalanobis(data, labels, 4))
+    loaded = read_stats(stats, 8)
+    np.testing.assert_array_equal(mahalanobis_scores(data, loaded), mahalanobis_scores(data, fit_mahalanobis(data, labels, 4)))
+    with pytest.raises(ModelError, match="expected \\(9,\\)"):
+        read_stats(stats, 9)
+    with pytest.raises(ModelError, match="no such file"):
+        read_stats(tmp_path / "absent.npz", 8)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="unreadable statistics file"):
+        read_stats(tmp_path / "junk.npz", 8)
+    np.savez(tmp_path / "partial.npz", mean=np.zeros(8))
+    with pytest.raises(ModelError, match="without projection, class_means"):
+        read_stats(tmp_path / "partial.npz", 8)
+
+
+def test_scorer_threshold_override_and_bad_requests(tmp_path):
+    section = {"method": "max_softmax", "threshold": 0.5}
+    scorer, _ = make_scorer({"ood": section}, tmp_path)
+    assert scorer(np.array([0.4, 0.3, 0.3]), None) == (True, pytest.approx(0.6))
+    scorer, _ = make_scorer({"ood": section}, tmp_path, threshold=0.7)
+    assert scorer(np.array([0.4, 0.3, 0.3]), None)[0] is False
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ModelError, match="expected a number >= 0"):
+            make_scorer({"ood": section}, tmp_path, threshold=bad)
+    with pytest.raises(ModelError, match="has an out-of-distribution calibration"):
+        make_scorer({}, tmp_path, threshold=1.0)
+    with pytest.raises(ModelError, match="names no embedding output"):
+        make_scorer({"ood": {"method": "mahalanobis", "threshold": 1.0, "stats_file": "s.npz"}}, tmp_path)
+
+
+# --- allx-edge on a tiny two-output model (8-wide embedding) with fitted statistics ---
+
+@pytest.fixture(scope="module")
+def in_distribution():
+    """Images like a pink smear background with darker 'cells': what the tiny model is calibrated on."""
+    rng = np.random.default_rng(5)
+    images = np.clip(rng.normal((230, 190, 210), 12, (60, 32, 32, 3)), 0, 255)
+    for image in images:
+        top, left = rng.integers(4, 20, 2)
+        image[top:top + 8, left:left + 8] = rng.normal((110, 60, 150), 10, 3)
+    return images.astype(np.uint8), np.repeat(np.arange(4), 15)
+
+
+@pytest.fixture(scope="module")
+def ood_folder(tmp_path_factory, in_distribution):
+    """A folder like `allx convert --ood` writes: model, labels, model.json naming both outputs, ood_stats.npz."""
+    tiny = tiny_models()
+    folder = tmp_path_factory.mktemp("ood_model")
+    shutil.copy(tiny.two_outputs, folder / "model.tflite")
+    bare = EdgeModel.load(folder / "model.tflite", labels=list(LABELS))
+    embedding = next(o["name"] for o in bare.interpreter.get_output_details() if o["name"] != bare.output["name"])
+    manifest = {"format": "allx-tflite/1", "model_file": "model.tflite", "labels": list(LABELS),
+                "outputs": {"probabilities": {"name": bare.output["name"]}, "embedding": {"name": embedding}}}
+    (folder / "model.json").write_text(json.dumps(manifest))
+    from convert.ood import model_outputs
+
+    pixels, labels = in_distribution
+    embeddings = model_outputs(EdgeModel.load(folder), pixels)[1]
+    stats = fit_mahalanobis(embeddings[::2], labels[::2], components=6)
+    threshold = threshold_for(mahalanobis_scores(embeddings[1::2], stats), 0.05)
+    write_stats(folder / "ood_stats.npz", stats)
+    manifest["ood"] = {"method": "mahalanobis", "threshold": threshold, "stats_file": "ood_stats.npz"}
+    (folder / "model.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory, in_distribution):
+    """Two smear-like images (held-out draws) and two noise images."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("ood_images")
+    pixels, _ = in_distribution
+    Image.fromarray(pixels[1]).save(folder / "a_smear.png")
+    Image.fromarray(pixels[3]).save(folder / "b_smear.png")
+    rng = np.random.default_rng(6)
+    for name in ("c_noise.png", "d_noise.png"):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def classify(*args):
+    result = runner.invoke(app, ["classify", *map(str, args)])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_edge_model_marks_noise_not_smears(ood_folder, in_distribution):
+    model = EdgeModel.load(ood_folder)
+    assert model.has_ood and model.ood_scorer.method == "mahalanobis"
+    pixels, _ = in_distribution
+    held_out = [model.classify(image) for image in pixels[1::2]]
+    assert np.mean([p.ood for p in held_out]) <= 0.05
+    noise = np.random.default_rng(7).integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    flagged = [model.classify(image) for image in noise]
+    assert all(p.ood for p in flagged)
+    assert min(p.ood_score for p in flagged) > max(p.ood_score for p in held_out)
+
+
+def test_classify_json_table_summary_and_override(ood_folder, image_dir):
+    result = classify(image_dir, "-m", ood_folder, "--json")
+    assert result.exit_code == 0
+    records = {json.loads(line)["path"].split("/")[-1]: json.loads(line) for line in result.stdout.splitlines()}
+    assert [records[name]["ood"] for name in sorted(records)] == [False, False, True, True]
+    assert all(record["ood_score"] >= 0 for record in records.values())
+    assert "2 flagged uncertain: unlike training images" in result.stderr
+    table = classify(image_dir, "-m", ood_folder).stdout
+    noise_rows = [line for line in table.splitlines() if "noise" in line]
+    assert len(noise_rows) == 2 and all(NOTE in line for line in noise_rows)
+    assert not any(NOTE in line for line in table.splitlines() if "smear" in line)
+    high = max(record["ood_score"] for record in records.values()) + 1
+    relaxed = classify(image_dir, "-m", ood_folder, "--ood-threshold", high)
+    assert NOTE not in relaxed.stdout.split("images:")[0] and "0 flagged" in relaxed.stdout
+
+
+def test_ood_threshold_errors_are_one_line(ood_folder, image_dir, tmp_path):
+    result = classify(image_dir, "-m", ood_folder, "--ood-threshold", "-1")
+    assert result.exit_code == 2 and "expected a number >= 0" in result.stderr
+    result = classify(image_dir, "-m", tiny_models().int8, "--labels", tiny_models().labels_file, "--ood-threshold", 3)
+    assert result.exit_code == 2 and "out-of-distribution calibration" in result.stderr
+    broken = tmp_path / "broken"
+    shutil.copytree(ood_folder, broken)
+    (broken / "ood_stats.npz").unlink()
+    result = classify(image_dir, "-m", broken)
+    assert result.exit_code == 2 and "ood_stats.npz: no such file" in result.stderr
+
+
+def test_camera_lines_and_summary_count_flagged_frames(ood_folder, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "noise.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
+    rng = np.random.default_rng(8)
+    for _ in range(4):
+        writer.write(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    writer.release()
+    result = runner.invoke(app, ["camera", "-m", str(ood_folder), "--source", str(path), "--headless"])
+    assert result.exit_code == 0, result.output
+    frames = [line for line in result.stdout.splitlines() if line.startswith("frame")]
+    assert len(frames) == 4 and all(NOTE in line for line in frames)
+    assert "4 flagged uncertain" in result.stdout
+    quiet = runner.invoke(app, ["camera", "-m", str(ood_folder), "--source", str(path), "--headless",
+                                "--ood-threshold", "1e12"])
+    assert "0 flagged uncertain" in quiet.stdout and NOTE not in quiet.stdout.split("source ended")[0]
