@@ -75,7 +75,7 @@ def with_embedding(model):
     if feature_map is None or len(model.outputs) != 1 or feature_map.shape[-1] == model.outputs[0].shape[-1]:
         return None
     pooled = keras.layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(feature_map)
-    return keras.Model(model.inputs, [model.outputs[0], pooled], name=model.name)
+    return keras.Model(model.input, [model.outputs[0], pooled], name=model.name)
 
 
 def fit_mahalanobis(embeddings: np.ndarray, labels: np.ndarray, components: int) -> MahalanobisStats:
@@ -171,6 +171,25 @@ def calibrate(edge_model, data_dir: str | Path, split, flag_rate: float = DEFAUL
     tradeoff = tuple((rate, threshold_for(scores, rate)) for rate in TRADEOFF_RATES)
     return OodCalibration(int(stats.projection.shape[1]), threshold, flag_rate, held_out,
                           float(np.mean(scores > threshold)), len(embeddings), len(scores), tradeoff, generated, stats)
+
+
+def calibrate_tflite(tflite: bytes, tensors, labels: tuple[str, ...], data_dir: str | Path, split, scratch_parent: Path,
+                     flag_rate: float = DEFAULT_FLAG_RATE, seed: int = 0, progress: Progress | None = None) -> OodCalibration:
+    """`calibrate` for converted bytes: `tensors` = (input, probabilities, embedding) TensorSpecs as the manifest has them."""
+    import json
+    import tempfile
+
+    from edge_runner.model import EdgeModel
+
+    _, probabilities, embedding = tensors
+    if embedding is None:
+        raise DataError("the converted model has no embedding output, expected one for the out-of-distribution score")
+    with tempfile.TemporaryDirectory(dir=scratch_parent, prefix=".ood-") as scratch:
+        (Path(scratch) / "model.tflite").write_bytes(tflite)
+        manifest = {"model_file": "model.tflite", "labels": list(labels),
+                    "outputs": {"probabilities": probabilities.to_dict(), "embedding": embedding.to_dict()}}
+        (Path(scratch) / "model.json").write_text(json.dumps(manifest), encoding="utf-8")
+        return calibrate(EdgeModel.load(scratch), data_dir, split, flag_rate, seed=seed, progress=progress)
 
 
 def stats_bytes(stats: MahalanobisStats) -> bytes:

@@ -215,3 +215,95 @@ def test_camera_lines_and_summary_count_flagged_frames(ood_folder, tmp_path):
     quiet = runner.invoke(app, ["camera", "-m", str(ood_folder), "--source", str(path), "--headless",
                                 "--ood-threshold", "1e12"])
     assert "0 flagged uncertain" in quiet.stdout and NOTE not in quiet.stdout.split("source ended")[0]
+
+
+# --- conversion side: the two-output model and calibration through the converted int8 model ---
+
+def allx_layout_model(size=32, classes=4):
+    """The `allx train` layout in miniature: pixels -> scaling -> nested backbone -> nested "head" (Flatten first)."""
+    import keras
+
+    from train.head import build_head
+
+    keras.utils.set_random_seed(0)
+    base_input = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(base_input)
+    x = keras.layers.Conv2D(12, 3, activation="relu")(x)
+    backbone = keras.Model(base_input, x, name="backbone")
+    pixels = keras.Input((size, size, 3), name="pixels")
+    feature_map = backbone(keras.layers.Rescaling(1 / 127.5, offset=-1.0)(pixels))
+    head = build_head(backbone.output_shape[1:], classes, "flatten")
+    return keras.Model(pixels, head(feature_map))
+
+
+@pytest.fixture(scope="module")
+def converted(synthetic_dir, tmp_path_factory):
+    """The tiny allx-layout model converted to int8 with and without the embedding output, and a split."""
+    from convert.modes import MODES
+    from convert.ood import with_embedding
+    from convert.representative import calibration_batches, load_representative
+    from convert.tflite import convert_model, describe_tensors, saved_model_of
+    from train.split import Split
+
+    root = tmp_path_factory.mktemp("ood_convert")
+    paths = sorted(p.relative_to(synthetic_dir).as_posix() for p in synthetic_dir.rglob("*.jpg"))
+    by_class = [[p for p in paths if p.startswith(c + "/")] for c in LABELS]
+    split = Split(LABELS, tuple(p for ps in by_class for p in ps[:10]), tuple(p for ps in by_class for p in ps[10:]),
+                  (), {})
+    model = allx_layout_model()
+    two = with_embedding(model)
+    pixels = load_representative(synthetic_dir, split.train, (32, 32))
+    tflite = {}
+    for name, keras_model in (("single", model), ("two", two)):
+        with saved_model_of(keras_model, (32, 32)) as saved:
+            tflite[name] = convert_model(saved, MODES["int8"], "uint8", root / "log.txt", calibration_batches(pixels))
+    input_spec, outputs = describe_tensors(tflite["two"])
+    probabilities = next(o for o in outputs if o.shape[-1] == len(LABELS))
+    embedding = next(o for o in outputs if o is not probabilities)
+    return model, two, tflite, (input_spec, probabilities, embedding), split, root
+
+
+def test_with_embedding_adds_the_pooled_feature_map(converted):
+    import keras
+
+    model, two, _, _, _, _ = converted
+    pixels = np.random.default_rng(9).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    probabilities, embedding = (np.asarray(o) for o in two(pixels))
+    np.testing.assert_allclose(probabilities, np.asarray(model(pixels)), atol=1e-6)
+    feature_map = np.asarray(model.get_layer("backbone")(model.layers[1](pixels)))
+    np.testing.assert_allclose(embedding, feature_map.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    inputs = keras.Input((32, 32, 3))
+    plain = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(8, 3)(inputs))))
+    from convert.ood import with_embedding
+
+    assert with_embedding(plain) is None  # no "head" on a feature map: the converter leaves the model alone
+
+
+def test_embedding_output_leaves_int8_probabilities_unchanged(converted, synthetic_dir, tmp_path):
+    from convert.representative import load_representative
+
+    _, _, tflite, _, split, _ = converted
+    for name, data in tflite.items():
+        (tmp_path / f"{name}.tflite").write_bytes(data)
+    single = EdgeModel.load(tmp_path / "single.tflite", labels=list(LABELS))
+    two = EdgeModel.load(tmp_path / "two.tflite", labels=list(LABELS))
+    pixels = load_representative(synthetic_dir, split.val, (32, 32))
+    np.testing.assert_array_equal(single.predict(pixels), two.predict(pixels))
+
+
+def test_calibration_through_the_converted_model(converted, synthetic_dir):
+    from convert.ood import calibrate_tflite, report_section
+
+    _, _, tflite, tensors, split, root = converted
+    calibration = calibrate_tflite(tflite["two"], tensors, LABELS, synthetic_dir, split, root, flag_rate=0.1)
+    assert calibration.fit_images == 40 and calibration.held_out_subset == "val" and calibration.held_out_images == 24
+    assert calibration.components <= 40 - 4 and calibration.stats.dimensions == 12
+    assert calibration.held_out_flagged <= 0.1
+    assert set(calibration.generated_flagged) == {"noise", "flat", "photo", "other_medical"}
+    thresholds = [value for _, value in calibration.tradeoff]
+    assert thresholds == sorted(thresholds, reverse=True)  # flagging more images needs a lower threshold
+    section = calibration.to_manifest("ood_stats.npz")
+    assert section["method"] == "mahalanobis" and section["threshold"] == calibration.threshold
+    assert "Out-of-distribution warning" in report_section(calibration)
+    assert "Off: no head" in report_section(None, "no head")
