@@ -261,3 +261,27 @@ def test_empty_check_subset(run_folder, tmp_path):
 def test_no_data_anywhere(run_folder, tmp_path):
     shutil.copy(run_folder.model, tmp_path / "model.keras")
     assert_one_line_error(convert(tmp_path / "model.keras", "--out", tmp_path / "out"), "expected --data DATA_DIR")
+
+
+def test_int8_input_that_is_not_the_image_bytes_fails_loudly(run_folder, tmp_path):
+    """RGB->BGR by slices + concatenation on the input (int8 CONCATENATION shares one scale with its
+    inputs) gives the uint8 input the range of the mean-subtracted pixels (scale ~1.49 instead of 1):
+    the image bytes would no longer be the input, so convert refuses."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="allx_tests")
+    class SlicesToBgrMinusMean(keras.layers.Layer):
+        def call(self, inputs):
+            bgr = keras.ops.concatenate([inputs[..., 2:3], inputs[..., 1:2], inputs[..., 0:1]], axis=-1)
+            return bgr * keras.ops.convert_to_tensor([1.0, 1.0, 1.0]) + keras.ops.convert_to_tensor(
+                [-103.939, -116.779, -123.68])
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(SlicesToBgrMinusMean()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+    run = tmp_path / "run"
+    shutil.copytree(run_folder.model.parent, run)
+    model.save(run / "model.keras")
+    result = convert(run / "model.keras", "--out", tmp_path / "out", "--representative-count", "8")
+    assert_one_line_error(result, "input quantization got dtype uint8", "expected uint8, scale 1, zero point 0")
+    assert not list((tmp_path / "out").glob("*.tflite"))
