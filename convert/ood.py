@@ -3,7 +3,7 @@
 Everything is measured on the CONVERTED model through edge_runner.EdgeModel (the device's numbers, int8
 effects included): class means and a shared covariance of the train embeddings, in the top principal
 axes, and the threshold that flags a chosen fraction of the held-out (val) images. Why Mahalanobis and
-why these defaults: README "Out-of-distribution warning" (benchmarks/ood.py measures the alternatives).
+why these defaults: benchmarks/ood.py measures the alternatives (max-softmax, energy, other k) on real data.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from allx.errors import DataError, ImageError
+from allx.errors import DataError, ImageError, ModelError
 from allx.images import load_image
 from edge_runner.ood import MahalanobisStats, mahalanobis_scores
 
@@ -76,6 +76,44 @@ def with_embedding(model):
         return None
     pooled = keras.layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(feature_map)
     return keras.Model(model.input, [model.outputs[0], pooled], name=model.name)
+
+
+@dataclass(frozen=True)
+class OodOutcome:
+    """What a conversion adds for the warning: the manifest section (None when off), report text, the side file."""
+
+    section: dict | None
+    report: str
+    stats: bytes | None = None
+    note: str | None = None  # why the warning is off
+
+
+def plan_model(model, requested: bool | None):
+    """(the Keras model to convert, None) with the embedding output, or (model, why not) without it.
+
+    `requested` None means "on when the structure allows it"; True insists (an error when it cannot).
+    """
+    if requested is False:
+        return model, "off (--no-ood)"
+    two = with_embedding(model)
+    if two is None:
+        reason = ("the model has no nested 'head' on a 4-D feature map (the `allx train` layout) to pool an "
+                  "embedding from")
+        if requested:
+            raise ModelError(f"got --ood, but {reason}; expected a model from allx train (or use --no-ood)")
+        return model, f"off: {reason}"
+    return two, None
+
+
+def outcome_for(candidate_tflite: bytes, tensors, passed: bool, source, out_dir: Path, flag_rate: float, seed: int,
+                progress: Progress | None = None) -> OodOutcome:
+    """Calibrate a converted model that passed its check (a rejected one is not worth the time)."""
+    if not passed:
+        note = "not calibrated: the model failed the accuracy check"
+        return OodOutcome(None, report_section(None, note), None, note)
+    calibration = calibrate_tflite(candidate_tflite, tensors, source.labels, source.data_dir, source.split, out_dir,
+                                   flag_rate, seed, progress)
+    return OodOutcome(calibration.to_manifest(STATS_NAME), report_section(calibration), stats_bytes(calibration.stats))
 
 
 def fit_mahalanobis(embeddings: np.ndarray, labels: np.ndarray, components: int) -> MahalanobisStats:

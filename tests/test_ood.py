@@ -307,3 +307,20 @@ def test_calibration_through_the_converted_model(converted, synthetic_dir):
     assert section["method"] == "mahalanobis" and section["threshold"] == calibration.threshold
     assert "Out-of-distribution warning" in report_section(calibration)
     assert "Off: no head" in report_section(None, "no head")
+
+
+def test_plan_model_on_when_the_structure_allows_it(converted):
+    import keras
+
+    from convert.ood import plan_model
+
+    model = converted[0]
+    two, note = plan_model(model, None)
+    assert len(two.outputs) == 2 and note is None
+    assert plan_model(model, False) == (model, "off (--no-ood)")
+    inputs = keras.Input((32, 32, 3))
+    plain = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.Flatten()(inputs)))
+    kept, note = plan_model(plain, None)
+    assert kept is plain and note.startswith("off: the model has no nested 'head'")
+    with pytest.raises(ModelError, match="got --ood, but the model has no nested 'head'"):
+        plan_model(plain, True)
