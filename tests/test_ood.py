@@ -324,3 +324,34 @@ def test_plan_model_on_when_the_structure_allows_it(converted):
     assert kept is plain and note.startswith("off: the model has no nested 'head'")
     with pytest.raises(ModelError, match="got --ood, but the model has no nested 'head'"):
         plan_model(plain, True)
+
+
+@pytest.mark.realdata
+def test_real_smears_pass_and_another_lab_is_flagged(converted, real_data_dir, ood_data_dir):
+    """Even the tiny (untrained) model's pooled features tell the other lab's lymphocytes from Taleqani smears:
+    the mechanism on real pixels (the trained models' rates come from benchmarks/ood.py)."""
+    from allx.images import load_image
+    from convert.ood import calibrate_tflite, stats_bytes
+    from train.split import Split
+
+    _, _, tflite, tensors, _, root = converted
+    rng = np.random.default_rng(0)
+    by_class = [sorted(p.relative_to(real_data_dir).as_posix() for p in (real_data_dir / c).glob("*.jpg")) for c in LABELS]
+    drawn = [rng.permutation(paths)[:80] for paths in by_class]
+    split = Split(LABELS, tuple(p for ps in drawn for p in ps[:40]), tuple(p for ps in drawn for p in ps[40:60]),
+                  tuple(p for ps in drawn for p in ps[60:]), {})
+    calibration = calibrate_tflite(tflite["two"], tensors, LABELS, real_data_dir, split, root, flag_rate=0.05)
+    folder = root / "real"
+    folder.mkdir()
+    (folder / "model.tflite").write_bytes(tflite["two"])
+    (folder / "ood_stats.npz").write_bytes(stats_bytes(calibration.stats))
+    _, probabilities, embedding = tensors
+    (folder / "model.json").write_text(json.dumps({
+        "model_file": "model.tflite", "labels": list(LABELS),
+        "outputs": {"probabilities": probabilities.to_dict(), "embedding": embedding.to_dict()},
+        "ood": calibration.to_manifest("ood_stats.npz")}))
+    model = EdgeModel.load(folder)
+    test = [model.classify(load_image(real_data_dir / p, (32, 32))).ood for p in split.test]
+    other_lab = sorted(ood_data_dir.rglob("*.jpg"))[::40]
+    flagged = [model.classify(load_image(p, (32, 32))).ood for p in other_lab]
+    assert np.mean(test) <= 0.15 and np.mean(flagged) >= 0.9
