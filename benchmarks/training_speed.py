@@ -75,13 +75,13 @@ def main():
     cached = extract_features(extractor, data, relpaths, labels, size, work / "features.npy")
     extract_s = time.perf_counter() - start
     head.fit(feature_batches(cached.features, cached.labels, n, args.batch_size, shuffle=True),
-             epochs=args.epochs, verbose=0)
+             epochs=args.epochs, shuffle=False, verbose=0)
     cached_s = time.perf_counter() - start
 
     _, _, naive_model = build()
     start = time.perf_counter()
     naive_model.fit(ImageBatches(data, relpaths, labels, n, size, args.batch_size, shuffle=True),
-                    epochs=args.epochs, verbose=0)
+                    epochs=args.epochs, shuffle=False, verbose=0)
     naive_s = time.perf_counter() - start
 
     result = {

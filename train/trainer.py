@@ -194,7 +194,7 @@ def fit_head(config, head, model, features, n_classes, run_dir, progress) -> dic
                  CheckpointFullModel(model, run_dir / "model.keras", monitor),
                  EpochProgress("head", config.epochs, progress)]
     try:
-        fitted = head.fit(train_batches, validation_data=val_batches, epochs=config.epochs,
+        fitted = head.fit(train_batches, validation_data=val_batches, epochs=config.epochs, shuffle=False,
                           callbacks=callbacks, verbose=0)
     except KeyboardInterrupt:
         raise TrainingInterrupted(interrupted_message(run_dir)) from None

@@ -15,9 +15,13 @@ from allx.cli.common import handle_errors, show_progress, stderr, stdout
 
 @contextmanager
 def stage_progress():
-    """A rich progress bar per stage ("features train", "head", ...); silent when not on a terminal."""
+    """A rich progress bar per stage ("features train", "head", ...); plain lines when not on a terminal."""
     if not show_progress():
-        yield None
+        def report_lines(stage: str, done: int, total: int):
+            if done == total or stage in ("head", "fine-tune"):  # one line per epoch, or a stage's end
+                stderr.print(f"{stage}: {done}/{total}", markup=False, highlight=False)
+
+        yield report_lines
         return
     with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=stderr, transient=False) as bars:
