@@ -11,26 +11,25 @@ import numpy as np
 
 from allx.images import load_image
 
-# Cached features up to this size (float16 bytes) are read into memory once and fed by tf.data, which
-# is several times faster per step than a Python feeder; larger sets stream from the memmap.
+# Cached features up to this size (as float32) are read into memory once and fed by tf.data, which is
+# several times faster per step than a Python feeder; larger sets stream from the float16 memmap.
 IN_MEMORY_BYTES = 1_500_000_000
 
 
 def feature_batches(features: np.ndarray, labels: np.ndarray, n_classes: int, batch_size: int, shuffle: bool,
                     seed: int = 0, class_weights: dict[int, float] | None = None):
     """Training/validation input over cached features: in memory (tf.data) when small enough, else streamed."""
-    if features.nbytes > IN_MEMORY_BYTES:
+    if features.size * 4 > IN_MEMORY_BYTES:
         return FeatureBatches(features, labels, n_classes, batch_size, shuffle, seed, class_weights)
     import tensorflow as tf
 
-    columns = [np.asarray(features), keras.utils.to_categorical(labels, n_classes)]
+    columns = [np.asarray(features, dtype=np.float32), keras.utils.to_categorical(labels, n_classes)]
     if class_weights:
         columns.append(np.array([class_weights[int(c)] for c in labels], np.float32))
     data = tf.data.Dataset.from_tensor_slices(tuple(columns))
     if shuffle:
         data = data.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    as_float32 = lambda x, *rest: (tf.cast(x, tf.float32), *rest)  # noqa: E731 (stored as float16)
-    return data.batch(batch_size).map(as_float32).prefetch(tf.data.AUTOTUNE)
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 class FeatureBatches(keras.utils.PyDataset):
