@@ -68,6 +68,10 @@ class CheckReport:
     thresholds: Thresholds
     failures: tuple[str, ...]
     skipped: tuple[str, ...] = ()  # "path: reason" for images that could not be read
+    # float top-1 minus top-2 probability, median over the images whose label changed / over all images:
+    # near-ties flipping is rounding; confident labels flipping is a damaged model
+    flip_margin_median: float | None = None
+    margin_median: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -84,7 +88,12 @@ class CheckReport:
                 "per_class": [c.to_dict() for c in self.per_class],
                 "latency_ms": {"p50": self.latency_ms_p50, "p95": self.latency_ms_p95},
                 "thresholds": self.thresholds.to_dict(), "failures": list(self.failures),
-                "skipped": list(self.skipped)}
+                "skipped": list(self.skipped), "disagreements": self.disagreements,
+                "flip_margin_median": self.flip_margin_median, "margin_median": self.margin_median}
+
+    @property
+    def disagreements(self) -> int:
+        return int(round((1.0 - self.agreement) * self.images))
 
 
 @dataclass(frozen=True)
@@ -167,9 +176,13 @@ def summarize(predictions: CheckPredictions, labels: tuple[str, ...], precision:
                       for i, label in enumerate(labels))
     agreement = float(np.mean(float_top == quant_top))
     mean_abs = float(np.mean(np.abs(predictions.float_probabilities - predictions.quantized_probabilities)))
+    top_two = np.sort(predictions.float_probabilities, axis=1)[:, -2:]
+    margins = top_two[:, -1] - top_two[:, 0]
+    flipped = margins[float_top != quant_top]
     report = CheckReport(precision, subset, len(truth), tuple(labels), float_metrics, quant_metrics, per_class,
                          agreement, mean_abs, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95)),
-                         thresholds, (), skipped)
+                         thresholds, (), skipped, float(np.median(flipped)) if len(flipped) else None,
+                         float(np.median(margins)))
     return gate(report)
 
 

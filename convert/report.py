@@ -13,6 +13,14 @@ def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2%}"
 
 
+def flip_lines(check: CheckReport) -> list[str]:
+    """Whether the changed labels were near-ties of the float model (rounding) or confident ones (damage)."""
+    if not check.disagreements:
+        return []
+    return [f"{check.disagreements} image(s) changed label; median float margin (top-1 minus top-2 probability) "
+            f"of those: {check.flip_margin_median:.3f}, of all images: {check.margin_median:.3f}.", ""]
+
+
 def render_report(manifest: dict, check: CheckReport, model_bytes: int, source_bytes: int,
                   sections: tuple[str, ...] = ()) -> str:
     """Markdown: verdict and failed limits first, then the numbers, then any extra sections (debug, Edge TPU)."""
@@ -43,6 +51,7 @@ def render_report(manifest: dict, check: CheckReport, model_bytes: int, source_b
         f"{check.mean_abs_prob_diff:.5f} · accuracy drop: {check.drop_pp:.2f} pp · "
         f"latency p50/p95 through edge_runner: {check.latency_ms_p50:.2f}/{check.latency_ms_p95:.2f} ms",
         "",
+        *flip_lines(check),
         "| class | images | float recall | " + check.precision + " recall | drop (pp) |",
         "|---|---|---|---|---|",
     ]

@@ -81,3 +81,15 @@ def test_latency_percentiles_and_probability_difference():
     report = summarize(predictions, LABELS, "int8", "val", Thresholds(), [1.0, 2.0, 3.0, 4.0], ("x: unreadable",))
     assert report.mean_abs_prob_diff == pytest.approx(np.mean([0.3, 0.1, 0.1, 0.1]))
     assert report.latency_ms_p50 == pytest.approx(2.5) and report.skipped == ("x: unreadable",)
+
+
+def test_flip_margins_tell_near_ties_from_confident_flips():
+    truth = np.array([0, 1, 2, 3])
+    float_probs = np.array([[0.9, 0.1, 0, 0], [0.05, 0.5, 0.45, 0], [0, 0, 1.0, 0], [0, 0, 0.2, 0.8]], np.float32)
+    quant_probs = np.array([[0.9, 0.1, 0, 0], [0.05, 0.45, 0.5, 0], [0, 0, 1.0, 0], [0, 0, 0.6, 0.4]], np.float32)
+    report = summarize(CheckPredictions(("a", "b", "c", "d"), truth, float_probs, quant_probs), LABELS, "int8",
+                       "val", Thresholds(), [1.0], ())
+    assert report.disagreements == 2
+    assert report.flip_margin_median == pytest.approx(np.median([0.05, 0.6]))
+    assert report.margin_median == pytest.approx(np.median([0.8, 0.05, 1.0, 0.6]))
+    assert report_for([0, 1], [0, 1], [0, 1]).flip_margin_median is None
