@@ -24,13 +24,19 @@ class PixelNormalization(keras.layers.Layer):
 
     def call(self, inputs):
         pixels = ops.cast(inputs, self.compute_dtype)
-        if self.reverse_channels:
-            # Slices + concatenation, not flip: TFLite's REVERSE_V2 is not an Edge TPU op and, as the
-            # model's first op, would keep the whole graph off the Coral.
-            pixels = ops.concatenate([pixels[..., 2:3], pixels[..., 1:2], pixels[..., 0:1]], axis=-1)
-        scale = ops.convert_to_tensor([1.0 / s for s in self.std], dtype=self.compute_dtype)
-        offset = ops.convert_to_tensor([-m / s for m, s in zip(self.mean, self.std)], dtype=self.compute_dtype)
-        return pixels * scale + offset
+        # The multiply-add comes first, in the input's channel order: an int8 CONCATENATION forces one
+        # scale on its inputs and output, and on the raw input that would make the uint8 model input
+        # something other than the image bytes (scale 1, zero point 0).
+        order = (2, 1, 0) if self.reverse_channels else (0, 1, 2)  # output channel j reads input order[j]
+        in_input_order = [order.index(i) for i in range(3)]
+        scale = ops.convert_to_tensor([1.0 / self.std[j] for j in in_input_order], dtype=self.compute_dtype)
+        offset = ops.convert_to_tensor([-self.mean[j] / self.std[j] for j in in_input_order], dtype=self.compute_dtype)
+        normalized = pixels * scale + offset
+        if not self.reverse_channels:
+            return normalized
+        # Slices + concatenation, not flip: TFLite's REVERSE_V2 is not an Edge TPU op and, as the
+        # model's first op, would keep the whole graph off the Coral.
+        return ops.concatenate([normalized[..., 2:3], normalized[..., 1:2], normalized[..., 0:1]], axis=-1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
