@@ -3,6 +3,8 @@
 Each precision is made by `allx convert`'s library call (so each gets the same accuracy check, through
 the edge runner, on the same check subset); the latencies are then measured in the same run, one model
 after the other, with edge_runner.bench.time_invoke (bare invoke(), input set once, after a warm-up).
+The out-of-distribution warning is off here (--no-ood): it adds a second output and a calibration pass
+per model, and benchmarks/ood.py measures it; the class probabilities are the same either way.
 
 Usage:
     python benchmarks/precision.py --quick
@@ -100,7 +102,7 @@ def convert_all(model: Path, out: Path, args) -> dict:
     for precision in PRECISIONS:
         count = args.representative_count if precision == "int8" else None
         print(f"converting {precision} ...", file=sys.stderr)
-        options = resolve_options(precision, representative_count=count)
+        options = resolve_options(precision, representative_count=count, ood=False)  # see the module docstring
         try:
             results[precision] = convert_keras(model, out / precision, options, args.data, args.split)
         except ConversionError as err:  # one precision failing must not hide the others' numbers
@@ -194,7 +196,7 @@ def sweep(args) -> dict:
         for size in sizes:
             for seed in range(args.seeds):
                 print(f"int8 with {size} representative images, seed {seed} ...", file=sys.stderr)
-                options = resolve_options("int8", representative_count=size, seed=seed)
+                options = resolve_options("int8", representative_count=size, seed=seed, ood=False)
                 began = time.perf_counter()
                 result = convert_keras(model, args.out / "sweep" / f"n{size}_s{seed}", options, args.data, args.split)
                 check = result.check

@@ -69,6 +69,8 @@ class ConvertOptions:
     float_layers: int = 0
     edgetpu: bool = False
     seed: int = 0
+    ood: bool | None = None  # out-of-distribution warning: None = on when the model's layout allows it
+    ood_flag_rate: float | None = None  # held-out fraction the OOD threshold flags; None: convert.ood's default
 
 
 def get_mode(name: str) -> Mode:
@@ -80,7 +82,8 @@ def get_mode(name: str) -> Mode:
 def resolve_options(mode: str, io: str | None = None, representative_count: int | None = None,
                     check_subset: str | None = None, max_drop: float = 1.0, max_class_drop: float = 2.0,
                     min_agreement: float = 0.98, debug: bool = False, float_layers: int = 0,
-                    edgetpu: bool = False, seed: int = 0) -> ConvertOptions:
+                    edgetpu: bool = False, seed: int = 0, ood: bool | None = None,
+                    ood_flag_rate: float | None = None) -> ConvertOptions:
     """Check a request against its mode; None means "not given" so a default is never mistaken for a choice."""
     chosen = get_mode(mode)
     refuse_calibration_options(chosen, representative_count, debug, float_layers, edgetpu)
@@ -95,8 +98,13 @@ def resolve_options(mode: str, io: str | None = None, representative_count: int 
         raise UsageError(f"got --check-subset {check_subset}, expected one of {', '.join(CHECK_SUBSETS)} "
                          "(never train: the calibration images come from there)")
     thresholds = validate_thresholds(max_drop, max_class_drop, min_agreement)
+    if ood_flag_rate is not None:
+        if ood is False:
+            raise UsageError("got --ood-flag-rate with --no-ood, expected one of them")
+        if not math.isfinite(ood_flag_rate) or not 0.0 < ood_flag_rate < 0.5:
+            raise UsageError(f"got --ood-flag-rate {ood_flag_rate}, expected a fraction between 0 and 0.5")
     return ConvertOptions(chosen, io, representative_count, check_subset, thresholds, debug or float_layers > 0,
-                          float_layers, edgetpu, seed)
+                          float_layers, edgetpu, seed, ood, ood_flag_rate)
 
 
 def refuse_calibration_options(mode: Mode, representative_count, debug: bool, float_layers: int,

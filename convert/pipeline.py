@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from allx.errors import DataError
-from convert import debug, edgetpu
+from convert import debug, edgetpu, ood
 from convert.check import CheckPredictions, CheckReport, run_check
 from convert.files import check_writable, sha256_of, write_atomic
 from convert.manifest import build_manifest, output_names, predictions_csv, publish
@@ -60,6 +60,8 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
         import tensorflow  # noqa: F401  (imported here so its start-up lines go to the log, not the terminal)
     step = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
     source = load_source(model_path, data_dir, split_path, step("scanning data for a split"))
+    model, ood_note = ood.plan_model(source.model, options.ood)  # adds the pooled-embedding output when it can
+    source = replace(source, model=model)
     subset = check_subset(source.split, options.check_subset)
     pixels = calibration_pixels(source, options, step("loading representative images"))
     representative = calibration_batches(pixels) if pixels is not None else None
@@ -73,8 +75,22 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
              "representative_count": None if pixels is None else len(pixels),
              "float_layers": list(found.float_layers), "data_fingerprint": data_fingerprint(source),
              "origin": source.origin}
-    result = finish(source, options, out_dir, found.chosen, list(found.sections), extra, found.layer_csv)
+    warning = ood_outcome(found.chosen, ood_note, source, options, out_dir, progress)
+    if warning.section is not None:
+        extra["ood"] = warning.section
+    sections = [*found.sections, warning.report]
+    result = finish(source, options, out_dir, found.chosen, sections, extra, found.layer_csv, warning.stats)
     return replace(result, tradeoff=found.tradeoff)
+
+
+def ood_outcome(chosen: Candidate, note: str | None, source: Source, options: ConvertOptions, out_dir: Path,
+                progress: Progress | None) -> ood.OodOutcome:
+    """The out-of-distribution warning (convert.ood): calibrated on the converted model when it passed."""
+    if note is not None:
+        return ood.OodOutcome(None, ood.report_section(None, note), None, note)
+    flag_rate = ood.DEFAULT_FLAG_RATE if options.ood_flag_rate is None else options.ood_flag_rate
+    return ood.outcome_for(chosen.tflite, chosen.tensors, chosen.check.passed, source, out_dir, flag_rate,
+                           options.seed, progress)
 
 
 @dataclass(frozen=True)
@@ -156,7 +172,7 @@ def tradeoff_row(candidate: Candidate) -> dict:
 
 
 def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candidate, sections: list[str],
-           extra: dict, layer_csv: str | None) -> ConvertResult:
+           extra: dict, layer_csv: str | None, ood_stats: bytes | None = None) -> ConvertResult:
     """Edge TPU assessment, manifest, report, and the atomic writes under passed or rejected names."""
     names = output_names(options.mode.name, chosen.check.passed)
     readiness = None
@@ -169,8 +185,12 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
     manifest = build_manifest(names["model"], chosen.check, chosen.tensors, source_info, extra)
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
                               tuple(sections))
+    if ood_stats is not None:  # before publish: the manifest (written last) names this file
+        ood_stats_path = write_atomic(out_dir / ood.STATS_NAME, ood_stats)
     files = publish(out_dir, chosen.tflite, manifest, report_md, predictions_csv(chosen.predictions, source.labels),
                     names)
+    if ood_stats is not None:
+        files["ood_stats"] = ood_stats_path
     if layer_csv is not None:
         files["layers"] = write_atomic(out_dir / f"layer_errors_{options.mode.name}.csv", layer_csv)
     return ConvertResult(chosen.check, files, manifest, readiness)

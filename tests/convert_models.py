@@ -25,6 +25,7 @@ class RunFolder:
     model: Path
     fragile: Path
     data: Path
+    layout: Path  # same function in the `allx train` layout (a nested "head"), so the OOD warning turns on
 
 
 def make_run_folder(synthetic_dir: Path, root: Path) -> RunFolder:
@@ -48,7 +49,12 @@ def make_run_folder(synthetic_dir: Path, root: Path) -> RunFolder:
     shutil.copy(run / "split.json", fragile_dir / "split.json")
     shutil.copy(run / "labels.txt", fragile_dir / "labels.txt")
     fragile(model).save(fragile_dir / "model.keras")
-    return RunFolder(root, run / "model.keras", fragile_dir / "model.keras", data)
+    layout_dir = root / "layout"
+    layout_dir.mkdir()
+    for name in ("split.json", "labels.txt"):
+        shutil.copy(run / name, layout_dir / name)
+    train_layout(model).save(layout_dir / "model.keras")
+    return RunFolder(root, run / "model.keras", fragile_dir / "model.keras", data, layout_dir / "model.keras")
 
 
 def train_model(data: Path, relpaths: tuple[str, ...]):
@@ -85,3 +91,15 @@ def fragile(model):
     kernel, bias = model.get_layer("probabilities").get_weights()
     head.set_weights([np.vstack([kernel, np.zeros((1, len(CLASSES)), np.float32)]), bias])
     return keras.Model(model.inputs[0], outputs)
+
+
+def train_layout(model):
+    """The trained model rebuilt as `allx train` lays it out: feature map -> nested "head" (train.head)."""
+    import keras
+
+    from train.head import build_head
+
+    feature_map = model.get_layer("features").input
+    head = build_head(tuple(feature_map.shape[1:]), len(CLASSES), "gap")
+    head.get_layer("head_dense").set_weights(model.get_layer("probabilities").get_weights())
+    return keras.Model(model.inputs[0], head(feature_map))

@@ -285,3 +285,31 @@ def test_int8_input_that_is_not_the_image_bytes_fails_loudly(run_folder, tmp_pat
     result = convert(run / "model.keras", "--out", tmp_path / "out", "--representative-count", "8")
     assert_one_line_error(result, "input quantization got dtype uint8", "expected uint8, scale 1, zero point 0")
     assert not list((tmp_path / "out").glob("*.tflite"))
+
+
+def test_ood_warning_is_calibrated_for_the_train_layout(run_folder, tmp_path):
+    """A model in the `allx train` layout gets the pooled-embedding output and a calibrated threshold
+    (convert.ood); its int8 class probabilities are those of the model without the warning."""
+    on = convert(run_folder.layout, "--out", tmp_path / "on", "--representative-count", "20", "--json", *TOLERANT)
+    off = convert(run_folder.layout, "--out", tmp_path / "off", "--representative-count", "20", "--json", "--no-ood",
+                  *TOLERANT)
+    assert on.exit_code == 0 and off.exit_code == 0, on.output + off.output
+    manifest = json.loads((tmp_path / "on" / "model.json").read_text())
+    assert manifest["ood"]["method"] == "mahalanobis" and (tmp_path / "on" / manifest["ood"]["stats_file"]).is_file()
+    assert manifest["outputs"]["embedding"]["shape"] == [1, 16]
+    assert "Out-of-distribution warning" in (tmp_path / "on" / "report.md").read_text()
+    assert json.loads(on.stdout)["ood"]["threshold"] == manifest["ood"]["threshold"]
+    plain = json.loads((tmp_path / "off" / "model.json").read_text())
+    assert "ood" not in plain and "embedding" not in plain["outputs"]
+    probabilities = [np.loadtxt(tmp_path / name / "check_predictions_int8.csv", delimiter=",", skiprows=1,
+                                usecols=(4, 5, 6, 7)) for name in ("on", "off")]
+    np.testing.assert_array_equal(*probabilities)
+
+
+def test_ood_options(run_folder, tmp_path):
+    assert_one_line_error(convert(run_folder.model, "--out", tmp_path, "--ood"), "got --ood, but the model has no "
+                          "nested 'head'")
+    assert_one_line_error(convert(run_folder.layout, "--out", tmp_path, "--no-ood", "--ood-flag-rate", "0.1"),
+                          "expected one of them")
+    assert_one_line_error(convert(run_folder.layout, "--out", tmp_path, "--ood-flag-rate", "0.7"),
+                          "expected a fraction between 0 and 0.5")

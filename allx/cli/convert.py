@@ -49,6 +49,12 @@ def convert(
                                               "(per --debug) in float, check again, report the trade-off.")] = 0,
     edgetpu: Annotated[bool, typer.Option("--edgetpu", help="int8 only: check Edge TPU readiness; run "
                                           "edgetpu_compiler when installed.")] = False,
+    ood: Annotated[Optional[bool], typer.Option("--ood/--no-ood", help="Out-of-distribution warning: add the "
+                                                "pooled-embedding output and calibrate its threshold (default: on "
+                                                "when the model has the allx train layout).", show_default=False)] = None,
+    ood_flag_rate: Annotated[Optional[float], typer.Option(
+        "--ood-flag-rate", help="Fraction of held-out (val) images the OOD threshold flags (default 0.04).",
+        show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the check results as JSON.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the representative draw.")] = 0,
 ):
@@ -67,7 +73,7 @@ def convert(
     if len(chosen) > 1:
         raise UsageError(f"got {' and '.join('--' + c for c in chosen)}, expected one precision")
     options = resolve_options(chosen[0] if chosen else "int8", io, representative_count, check_subset, max_drop,
-                              max_class_drop, min_agreement, debug, float_layers, edgetpu, seed)
+                              max_class_drop, min_agreement, debug, float_layers, edgetpu, seed, ood, ood_flag_rate)
     with progress_callback() as progress:
         result = convert_keras(model, out, options, data, split, progress)
     if json_output:
@@ -90,6 +96,8 @@ def result_json(result) -> dict:
         document["edgetpu"] = result.edgetpu.to_dict()
     if result.tradeoff:
         document["tradeoff"] = list(result.tradeoff)
+    if "ood" in result.manifest:
+        document["ood"] = result.manifest["ood"]
     return document
 
 
