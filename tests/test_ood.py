@@ -355,3 +355,29 @@ def test_real_smears_pass_and_another_lab_is_flagged(converted, real_data_dir, o
     other_lab = sorted(ood_data_dir.rglob("*.jpg"))[::40]
     flagged = [model.classify(load_image(p, (32, 32))).ood for p in other_lab]
     assert np.mean(test) <= 0.15 and np.mean(flagged) >= 0.9
+
+
+def test_benchmark_quick_run(tmp_path, capsys):
+    """benchmarks/ood.py --quick: every method's rates, and the shipped path reproduces its Mahalanobis row."""
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("ood_benchmark", REPO / "benchmarks" / "ood.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    # 128 axes (the shipped default) are capped by the tiny model's embedding, in the comparison as in convert
+    assert benchmark.main(["--quick", "--out", str(tmp_path), "--models-dir", str(tmp_path / "models"),
+                           "--components", "4,128"]) == 0
+    document = json.loads((tmp_path / "ood.json").read_text())
+    (measured,) = document["models"]
+    shipped = measured["shipped"]
+    k = shipped["ood"]["components"]
+    assert set(measured["methods"]) == {"max_softmax", "energy", "mahalanobis_k4", f"mahalanobis_k{k}"}
+    assert shipped["check_passed"] and (tmp_path / "models" / "run" / "ood_stats.npz").is_file()
+    assert shipped["rates"] == measured["methods"][f"mahalanobis_k{k}"]["rates"]  # device marks = comparison
+    assert set(shipped["rates"]) >= {"val", "test", "other_lab", "generated_noise", "generated_photo"}
+    unchanged = measured["accuracy_shipped"]
+    assert unchanged["max_abs_probability_difference"] == 0.0 and unchanged["top1_agreement"] == 1.0
+    assert "shipped: mahalanobis via allx-edge" in capsys.readouterr().out
+    assert "shipped: mahalanobis via allx-edge" in document["markdown"]
