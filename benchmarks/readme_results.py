@@ -1,0 +1,125 @@
+"""Write the README's Results section from the benchmark JSON in benchmarks/results/ (no hand-typed numbers).
+
+    python benchmarks/readme_results.py            # rewrites README.md between the results markers
+
+Each table says which command produced it and when; a missing JSON is listed as "not run".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def provenance(doc: dict) -> str:
+    return f"_`{doc.get('command', '?')}`, {doc.get('date') or doc.get('created', '?')}_"
+
+
+def training_section() -> list[str]:
+    rows = [d for d in (load("training_speed_resnet50.json"), load("training_speed.json")) if d]
+    if not rows:
+        return ["Training speed: not run (`python benchmarks/training_speed.py`)."]
+    lines = ["### Training: cached features vs naive `model.fit`, 10 epochs (this 2-core machine)", "",
+             "| backbone | images | naive s | cached s (incl. extraction) | speed-up | command |", "|---|---|---|---|---|---|"]
+    for d in rows:
+        lines.append(f"| {d['backbone']} ({d['weights']}) | {d['images']} | {d['naive_s']:.1f} | "
+                     f"{d['cached_s']:.1f} ({d['feature_extraction_s']:.1f}) | **{d['speedup']:.1f}x** | {provenance(d)} |")
+    lines += ["", "The target is 8x. The seed's ResNet50 clears it; EfficientNet-Lite0's backbone is so cheap that the"
+              " head's own Keras step overhead (~3 s for 10 epochs) caps its ratio below 8x."]
+    return lines
+
+
+def accuracy_section() -> list[str]:
+    lines = []
+    for run, label in (("lite0", "EfficientNet-Lite0 (ImageNet, offline)"), ("resnet50", "ResNet50 (`--weights none`)")):
+        metrics_path = REPO / "benchmarks" / "results" / f"metrics_{run}.json"
+        if metrics_path.is_file():
+            m = json.loads(metrics_path.read_text())
+            lines.append(f"| {label} | {m['accuracy']:.4f} | {m['malignant_sensitivity']:.4f} | "
+                         f"{m['benign_specificity']:.4f} | {m['n']} | {m.get('split_kind', '?')} |")
+    if not lines:
+        return ["Test accuracy: not run."]
+    return ["### Test accuracy on the real data (float Keras model, test subset, per image)", "",
+            "| model | accuracy | malignant sensitivity | benign specificity | n | split |", "|---|---|---|---|---|---|",
+            *lines, "", "_`allx train ../shared/data/all-taleqani/Original --out runs/<run> --split runs/split.json "
+            "--backbone <b> --weights <w>`; the metrics.json of each run is copied to benchmarks/results/._"]
+
+
+def backbones_section() -> list[str]:
+    d = load("backbones.json")
+    if not d:
+        return ["Backbones: not run (`python benchmarks/backbones.py`)."]
+    lines = [f"### Which backbone for a Pi? int8, same split, measured in one run ({provenance(d)})", "",
+             "| backbone | weights | test acc (float) | check: float | int8 | agreement | int8 MB | p50 ms | p95 ms |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        if "skipped" in r:
+            lines.append(f"| {r['backbone']} | skipped: {r['skipped']} |||||||| ")
+            continue
+        lines.append(f"| {r['backbone']} | {Path(str(r['weights'])).name} | {r['test_accuracy_float']:.4f} | "
+                     f"{r['float_accuracy']:.4f} | {r['int8_accuracy']:.4f} | {r['agreement']:.4f} | "
+                     f"{r['int8_size_mb']:.2f} | {r['p50_ms']:.2f} | {r['p95_ms']:.2f} |")
+    return lines
+
+
+def precision_section() -> list[str]:
+    sections = []
+    for name, title in (("precision_resnet50.json", "ResNet50 (the seed's)"),
+                        ("precision_lite0.json", "EfficientNet-Lite0")):
+        d = load(name)
+        if not d:
+            continue
+        sections += [f"### Precision: {title}, float32 vs float16 vs dynamic vs int8 ({provenance(d)})", "",
+                     "| precision | size MB | smaller | p50 ms | p95 ms | faster | accuracy | drop pp | agreement | gate |",
+                     "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in d["rows"]:
+            sections.append(f"| {r['precision']} | {r['size_bytes'] / 1e6:.2f} | {r['size_ratio_vs_float32']:.2f}x | "
+                            f"{r['latency_ms_p50']:.2f} | {r['latency_ms_p95']:.2f} | {r['speedup_vs_float32']:.2f}x | "
+                            f"{r['accuracy']:.4f} | {r['drop_pp']:+.2f} | {r['agreement']:.4f} | "
+                            f"{'pass' if r['passed'] else 'REJECTED'} |")
+        sections.append("")
+    return sections or ["Precision: not run (`python benchmarks/precision.py`)."]
+
+
+def edge_section() -> list[str]:
+    d = load("edge_throughput.json")
+    if not d:
+        return ["Edge throughput: not run (`python benchmarks/edge_throughput.py`)."]
+    return [f"### `allx-edge classify` vs bare `invoke()` ({provenance(d)})", "", "```", json.dumps(
+        {k: v for k, v in d.items() if not isinstance(v, (list, dict))}, indent=1), "```"]
+
+
+def ood_section() -> list[str]:
+    d = load("ood.json")
+    if not d:
+        return ["Out-of-distribution flag: not run (`python benchmarks/ood.py`)."]
+    return [f"### Out-of-distribution flag ({provenance(d)})", "", d.get("markdown", "```\n" + json.dumps(d, indent=1)[:3000] + "\n```")]
+
+
+def main():
+    parts = ["_Generated by `python benchmarks/readme_results.py` from `benchmarks/results/*.json`; every number "
+             "was measured on this project's 2-core x86-64 CI-size machine (no GPU) unless a row says otherwise._", ""]
+    for section in (accuracy_section, precision_section, backbones_section, training_section, edge_section, ood_section):
+        parts += section() + [""]
+    readme = (REPO / "README.md").read_text()
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    text = head + START + "\n" + "\n".join(parts).rstrip() + "\n" + END + tail
+    tmp = REPO / "README.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, REPO / "README.md")
+    print("README.md results section rewritten")
+
+
+if __name__ == "__main__":
+    main()
