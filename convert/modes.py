@@ -62,7 +62,7 @@ class ConvertOptions:
 
     mode: Mode
     io: str
-    representative_count: int | None  # None for modes without calibration
+    representative_count: int | None  # None: the default (DEFAULT_REPRESENTATIVE_COUNT, at most the train subset)
     check_subset: str | None  # None: val if the split has one, else test
     thresholds: Thresholds = field(default_factory=Thresholds)
     debug: bool = False
@@ -88,8 +88,7 @@ def resolve_options(mode: str, io: str | None = None, representative_count: int 
     chosen = get_mode(mode)
     refuse_calibration_options(chosen, representative_count, debug, float_layers, edgetpu)
     io = resolve_io(chosen, io, float_layers, edgetpu)
-    if chosen.needs_representative:
-        representative_count = DEFAULT_REPRESENTATIVE_COUNT if representative_count is None else representative_count
+    if chosen.needs_representative and representative_count is not None:  # None: the default, capped later
         if representative_count < 1:
             raise UsageError(f"got --representative-count {representative_count}, expected at least 1 image")
     if float_layers < 0:

@@ -11,15 +11,20 @@ from allx.errors import DataError, ImageError
 from allx.images import load_image
 
 
-def draw_representative(split, count: int, seed: int = 0) -> tuple[str, ...]:
+def draw_representative(split, count: int | None, seed: int = 0) -> tuple[str, ...]:
     """`count` train paths, each class represented in proportion to its share of the train subset.
 
     Val and test are never touched: calibrating on the images the check uses would flatter the check.
-    Asking for more images than the train subset holds is an error, not a silent cap.
+    Asking for more images than the train subset holds is an error, not a silent cap; the default
+    (count None) is DEFAULT_REPRESENTATIVE_COUNT or the whole train subset when that is smaller.
     """
+    from convert.modes import DEFAULT_REPRESENTATIVE_COUNT
+
     paths, labels = list(split.subset("train")), np.asarray(split.labels("train"), dtype=int)
     if not paths:
         raise DataError("the train subset of the split is empty, expected images to calibrate int8 with")
+    if count is None:
+        count = min(DEFAULT_REPRESENTATIVE_COUNT, len(paths))
     if count > len(paths):
         raise DataError(f"got --representative-count {count}, expected at most {len(paths)} "
                         "(the number of train images)")

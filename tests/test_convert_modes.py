@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from convert.modes import DEFAULT_REPRESENTATIVE_COUNT, MODES, UsageError, resolve_options, validate_thresholds
+from convert.modes import MODES, UsageError, resolve_options, validate_thresholds
 
 
 def test_every_mode_has_a_default_io_among_its_choices():
@@ -17,7 +17,7 @@ def test_every_mode_has_a_default_io_among_its_choices():
 
 def test_int8_defaults():
     options = resolve_options("int8")
-    assert options.io == "uint8" and options.representative_count == DEFAULT_REPRESENTATIVE_COUNT
+    assert options.io == "uint8" and options.representative_count is None  # the default, capped by the train subset
     assert options.thresholds.max_drop == 1.0 and options.thresholds.max_class_drop == 2.0
     assert options.thresholds.min_agreement == 0.98
 

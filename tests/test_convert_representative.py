@@ -36,6 +36,15 @@ def test_draw_is_stratified_train_only_and_seeded():
     assert draw_representative(split, 50, seed=4) != drawn
 
 
+def test_default_count_is_capped_by_a_small_train_subset_but_an_explicit_one_is_not():
+    from convert.modes import DEFAULT_REPRESENTATIVE_COUNT
+
+    split = make_split()  # 100 train images
+    assert len(draw_representative(split, None)) == min(DEFAULT_REPRESENTATIVE_COUNT, 100)
+    with pytest.raises(DataError, match="expected at most 100"):
+        draw_representative(split, DEFAULT_REPRESENTATIVE_COUNT)
+
+
 def test_draw_refuses_more_than_train_or_an_empty_train():
     with pytest.raises(DataError, match="expected at most 100"):
         draw_representative(make_split(), 101)
