@@ -56,9 +56,10 @@ def predictions_csv(predictions: CheckPredictions, labels: tuple[str, ...]) -> s
 
 def output_names(precision: str, passed: bool) -> dict[str, str]:
     """File names for a result: a rejected model gets names that can never overwrite a passed one."""
-    if passed:
+    if passed:  # model.json: the latest passed model (what a folder means); model_<p>.json: this one for good
         return {"model": f"model_{precision}.tflite", "manifest": "model.json", "labels": "labels.txt",
-                "report": "report.md", "predictions": f"check_predictions_{precision}.csv"}
+                "report": "report.md", "predictions": f"check_predictions_{precision}.csv",
+                "precision_manifest": f"model_{precision}.json"}
     stem = f"model_{precision}.rejected"
     return {"model": f"{stem}.tflite", "manifest": f"{stem}.json", "labels": f"{stem}.labels.txt",
             "report": f"{stem}.report.md", "predictions": f"{stem}.predictions.csv"}
@@ -72,5 +73,8 @@ def publish(out_dir: Path, tflite: bytes, manifest: dict, report_md: str, predic
     written["labels"] = write_atomic(out_dir / names["labels"], "\n".join(manifest["labels"]) + "\n")
     written["predictions"] = write_atomic(out_dir / names["predictions"], predictions_text)
     written["report"] = write_atomic(out_dir / names["report"], report_md)
+    if "precision_manifest" in names:
+        written["precision_manifest"] = write_atomic(out_dir / names["precision_manifest"],
+                                                     json.dumps(manifest, indent=2) + "\n")
     written["manifest"] = write_atomic(out_dir / names["manifest"], json.dumps(manifest, indent=2) + "\n")
     return written

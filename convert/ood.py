@@ -22,7 +22,6 @@ METHOD = "mahalanobis"
 DEFAULT_COMPONENTS = 128  # principal axes kept; measured: 64..256 flag all OOD sets, fewer miss the other lab
 DEFAULT_FLAG_RATE = 0.04  # val images flagged; 0.05 let ResNet50's test rate reach 5.2 % (sampling noise)
 MAX_FIT_IMAGES = 5000  # train images the statistics are fit on (stratified draw beyond that)
-STATS_NAME = "ood_stats.npz"
 EMBEDDING_LAYER = "ood_embedding"
 TRADEOFF_RATES = (0.01, 0.02, 0.04, 0.05, 0.10)
 Progress = Callable[[str, int, int], None]  # progress(stage, done, total)
@@ -105,15 +104,20 @@ def plan_model(model, requested: bool | None):
     return two, None
 
 
+def stats_name(precision: str) -> str:
+    """One statistics file per precision: float32 and int8 in one folder each keep their own."""
+    return f"ood_stats_{precision}.npz"
+
+
 def outcome_for(candidate_tflite: bytes, tensors, passed: bool, source, out_dir: Path, flag_rate: float, seed: int,
-                progress: Progress | None = None) -> OodOutcome:
+                progress: Progress | None = None, stats_name: str = "ood_stats.npz") -> OodOutcome:
     """Calibrate a converted model that passed its check (a rejected one is not worth the time)."""
     if not passed:
         note = "not calibrated: the model failed the accuracy check"
         return OodOutcome(None, report_section(None, note), None, note)
     calibration = calibrate_tflite(candidate_tflite, tensors, source.labels, source.data_dir, source.split, out_dir,
                                    flag_rate, seed, progress)
-    return OodOutcome(calibration.to_manifest(STATS_NAME), report_section(calibration), stats_bytes(calibration.stats))
+    return OodOutcome(calibration.to_manifest(stats_name), report_section(calibration), stats_bytes(calibration.stats))
 
 
 def fit_mahalanobis(embeddings: np.ndarray, labels: np.ndarray, components: int) -> MahalanobisStats:

@@ -90,7 +90,7 @@ def ood_outcome(chosen: Candidate, note: str | None, source: Source, options: Co
         return ood.OodOutcome(None, ood.report_section(None, note), None, note)
     flag_rate = ood.DEFAULT_FLAG_RATE if options.ood_flag_rate is None else options.ood_flag_rate
     return ood.outcome_for(chosen.tflite, chosen.tensors, chosen.check.passed, source, out_dir, flag_rate,
-                           options.seed, progress)
+                           options.seed, progress, stats_name=ood.stats_name(options.mode.name))
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
                               tuple(sections))
     if ood_stats is not None:  # before publish: the manifest (written last) names this file
-        ood_stats_path = write_atomic(out_dir / ood.STATS_NAME, ood_stats)
+        ood_stats_path = write_atomic(out_dir / ood.stats_name(options.mode.name), ood_stats)
     files = publish(out_dir, chosen.tflite, manifest, report_md, predictions_csv(chosen.predictions, source.labels),
                     names)
     if ood_stats is not None:

@@ -153,6 +153,11 @@ def resolve_model(path: Path) -> tuple[Path, dict]:
         return model_from_manifest(manifest_path)
     if path.name == MANIFEST_NAME or path.suffix == ".json":
         return model_from_manifest(path)
+    own = path.with_suffix(".json")  # model_int8.json / model_int8.rejected.json written by allx convert
+    if own.is_file() and own.name != MANIFEST_NAME:
+        manifest = read_manifest(own)
+        if manifest.get("model_file") == path.name:
+            return path, manifest
     beside = path.parent / MANIFEST_NAME
     if beside.is_file():
         manifest = read_manifest(beside)

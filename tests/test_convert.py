@@ -313,3 +313,22 @@ def test_ood_options(run_folder, tmp_path):
                           "expected one of them")
     assert_one_line_error(convert(run_folder.layout, "--out", tmp_path, "--ood-flag-rate", "0.7"),
                           "expected a fraction between 0 and 0.5")
+
+
+def test_two_precisions_in_one_folder_each_keep_their_own_manifest(run_folder, tmp_path):
+    """float32 then int8 into one OUT_DIR (the demo does this): allx-edge reads each .tflite with its own
+    manifest and OOD statistics, and the folder itself means the latest passed model."""
+    from edge_runner.model import EdgeModel
+
+    out = tmp_path / "both"
+    for precision in ("--float32", "--int8"):
+        result = convert(run_folder.layout, "--out", out, precision, "--data", run_folder.data, *TOLERANT)
+        assert result.exit_code == 0, result.output
+    float_manifest = json.loads((out / "model_float32.json").read_text())
+    int8_manifest = json.loads((out / "model_int8.json").read_text())
+    assert float_manifest["model_file"] == "model_float32.tflite" and int8_manifest["model_file"] == "model_int8.tflite"
+    assert json.loads((out / "model.json").read_text()) == int8_manifest
+    assert float_manifest["ood"]["stats_file"] != int8_manifest["ood"]["stats_file"]
+    float_model = EdgeModel.load(out / "model_float32.tflite")
+    assert float_model.manifest == float_manifest and float_model.has_ood
+    assert EdgeModel.load(out).manifest == int8_manifest
