@@ -34,6 +34,7 @@ def load_source(model_path: str | Path, data_dir: str | Path | None = None, spli
     split = read_or_make_split(split_path, data_dir, progress)
     if split_path is None:
         origin["split"] = "made now by train.split.make_split (seed 42): check images may include ones the model saw"
+    origin["split_kind"] = split.meta.get("split_kind", "image-level (split without near-duplicate grouping)")
     labels, origin["labels"] = model_labels(model_path, split)
     check_classes(labels, split.classes, class_count(model, len(labels), model_path))
     return Source(model_path, model, input_size, labels, Path(data_dir), split, origin)

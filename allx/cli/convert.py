@@ -92,6 +92,7 @@ def result_json(result) -> dict:
     document = result.check.to_dict()
     document["files"] = {role: str(path) for role, path in result.files.items()}
     document["input"] = result.manifest["input"]
+    document["split_kind"] = result.manifest.get("origin", {}).get("split_kind")
     if result.edgetpu is not None:
         document["edgetpu"] = result.edgetpu.to_dict()
     if result.tradeoff:
