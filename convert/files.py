@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from pathlib import Path
 
 from allx.errors import AllxError
+from allx.files import write_atomic  # noqa: F401  (convert modules import it from here)
 
 
 class OutputError(AllxError):
@@ -26,23 +26,6 @@ def check_writable(out_dir: Path) -> Path:
     return out_dir
 
 
-def write_atomic(path: Path, data: bytes | str) -> Path:
-    """Write a temp file beside `path`, then os.replace: readers see the old file or the new, never half."""
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
@@ -51,7 +34,3 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

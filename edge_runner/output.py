@@ -6,25 +6,19 @@ import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from allx.errors import AllxError
+from allx.files import write_atomic
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write to a temporary file in the same folder, then rename over `path` (never a half-written file)."""
-    path = Path(path)
+    """allx.files.write_atomic, with an unwritable path as one clear AllxError."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(temp, path)
+        return write_atomic(path, text)
     except OSError as err:
         raise AllxError(f"{path}: cannot write ({err.strerror or err}), expected a writable path") from None
-    return path
 
 
 def write_json(path: str | Path, data) -> Path:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from allx.errors import DataError
+from allx.files import save_figure_atomic
 from train.split import SUBSETS, Split
 
 COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
@@ -67,12 +66,3 @@ def plot_classes(axes, split: Split, subsets: list[str], sizes: list[int]) -> No
     axes.legend()
 
 
-def save_figure_atomic(figure, path: Path) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

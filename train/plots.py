@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -11,15 +10,15 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from allx.files import save_figure_atomic  # noqa: E402
+
 
 def save_figure(figure, path: Path) -> Path:
     """Write a PNG atomically and close the figure."""
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    os.replace(tmp, path)
-    return path
+    try:
+        return save_figure_atomic(figure, path, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(figure)
 
 
 def plot_curves(history: dict, path: Path) -> Path:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -18,6 +16,7 @@ import numpy as np
 
 from allx import __version__
 from allx.errors import DataError
+from allx.files import write_atomic as write_text_atomic
 from train.dataset import Progress, data_fingerprint, scan_dataset
 from train.duplicates import NEAR_DISTANCE, Duplicates, class_of, find_duplicates
 
@@ -174,18 +173,6 @@ def write_split(split: Split, path: str | Path) -> Path:
     except OSError as err:
         raise DataError(f"cannot write split file {path}: {err.strerror or err}") from None
     return path
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def read_split(path: str | Path, data_dir: str | Path) -> Split:

@@ -6,13 +6,12 @@ Keras model (raw RGB 0..255 in, probabilities out) even though the head was trai
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from allx.errors import AllxError, DataError, ModelError
+from allx.files import write_atomic, write_json_atomic
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -279,13 +278,11 @@ def write_labels(classes, path: Path) -> None:
 
 
 def write_json(data, path: Path) -> None:
-    write_text(json.dumps(data, indent=2) + "\n", path)
+    write_json_atomic(path, data)
 
 
 def write_text(text: str, path: Path) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from allx import files
 from allx.errors import AllxError
 from allx.report.document import render_html, render_markdown
 from allx.report.inputs import KIND_RULES, ReportInputError, read_inputs
@@ -61,18 +60,9 @@ def safe_name(name: str) -> str:
 
 
 def write_atomic(path: Path, payload: bytes) -> Path:
-    """Temp file in the same folder, then os.replace: a reader never sees half a report."""
+    """allx.files.write_atomic, with an unwritable path as one clear ReportOutputError."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(payload)
-            os.chmod(temp, 0o644)  # mkstemp makes it private; a report is meant to be shared
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        return files.write_atomic(path, payload)
     except OSError as err:
         raise ReportOutputError(f"{path}: cannot write ({err.strerror or err}), expected a writable path") from None
-    return path
+
