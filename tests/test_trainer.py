@@ -116,3 +116,34 @@ def test_a_split_naming_missing_files_is_refused(synthetic_dir, tmp_path):
     outcome = runner.invoke(app, ["train", str(synthetic_dir), "--out", str(tmp_path / "run"), "--split", str(split)])
     assert outcome.exit_code == 2
     assert "nope.jpg" in outcome.output and "Traceback" not in outcome.output
+
+
+def test_fine_tuning_unfreezes_the_top_layers_and_keeps_batchnorm_frozen(synthetic_dir, tmp_path, monkeypatch):
+    import keras
+
+    import train.trainer
+    from train.model_io import load_keras_model
+    from train.trainer import TrainConfig, train_model
+
+    seen = {}
+    original = train.trainer.fine_tune
+
+    def spy(config, model, base, *args):
+        history = original(config, model, base, *args)
+        seen["trainable"] = [layer.name for layer in base.layers if layer.trainable]
+        seen["top3"] = [layer.name for layer in base.layers[-3:]]
+        seen["batchnorm"] = [layer.name for layer in base.layers
+                             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+        seen["frozen_top"] = [layer.name for layer in base.layers[-3:] if not layer.trainable
+                              and not isinstance(layer, keras.layers.BatchNormalization)]
+        return history
+
+    monkeypatch.setattr(train.trainer, "fine_tune", spy)
+    config = TrainConfig(data_dir=synthetic_dir, out_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
+                         **{**TINY, "epochs": 2}, fine_tune_layers=3, fine_tune_epochs=1)
+    result = train_model(config)
+    assert result.history["fine_tune"]["loss"], "the fine-tuning phase ran"
+    assert seen["trainable"] and set(seen["trainable"]) <= set(seen["top3"]), "only the top 3 layers train"
+    assert seen["batchnorm"] == [] and seen["frozen_top"] == []
+    assert load_keras_model(result.model_path).output_shape == (None, 4)
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0
