@@ -78,6 +78,8 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
     warning = ood_outcome(found.chosen, ood_note, source, options, out_dir, progress)
     if warning.section is not None:
         extra["ood"] = warning.section
+    else:
+        extra["ood_note"] = warning.note  # why the model carries no warning (say so, never silently)
     sections = [*found.sections, warning.report]
     result = finish(source, options, out_dir, found.chosen, sections, extra, found.layer_csv, warning.stats)
     return replace(result, tradeoff=found.tradeoff)

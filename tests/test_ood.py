@@ -306,7 +306,7 @@ def test_calibration_through_the_converted_model(converted, synthetic_dir):
     section = calibration.to_manifest("ood_stats.npz")
     assert section["method"] == "mahalanobis" and section["threshold"] == calibration.threshold
     assert "Out-of-distribution warning" in report_section(calibration)
-    assert "Off: no head" in report_section(None, "no head")
+    assert "Off: no head." in report_section(None, "off: no head")
 
 
 def test_plan_model_on_when_the_structure_allows_it(converted):
@@ -381,3 +381,21 @@ def test_benchmark_quick_run(tmp_path, capsys):
     assert unchanged["max_abs_probability_difference"] == 0.0 and unchanged["top1_agreement"] == 1.0
     assert "shipped: mahalanobis via allx-edge" in capsys.readouterr().out
     assert "shipped: mahalanobis via allx-edge" in document["markdown"]
+
+
+def test_allx_convert_says_whether_the_warning_is_on(synthetic_dir, tmp_path):
+    """`allx convert` prints the warning's threshold when on, and why it is off (terminal, --json, report.md)."""
+    from allx.cli.main import app as allx_app
+    from tests.convert_models import make_run_folder
+
+    run = make_run_folder(synthetic_dir, tmp_path / "run")
+    tolerant = ["--representative-count", "20", "--max-drop", "10", "--max-class-drop", "40", "--min-agreement", "0.85"]
+    on = runner.invoke(allx_app, ["convert", str(run.layout), "--out", str(tmp_path / "on"), *tolerant])
+    assert on.exit_code == 0, on.output
+    assert "out-of-distribution warning: mahalanobis" in on.stdout and "generated non-smear images flagged" in on.stdout
+    off = runner.invoke(allx_app, ["convert", str(run.model), "--out", str(tmp_path / "off"), "--json", *tolerant])
+    assert off.exit_code == 0, off.output
+    document = json.loads(off.stdout)
+    assert document["ood"] is None and "no nested 'head'" in document["ood_note"]
+    assert "Off: the model has no nested 'head'" in (tmp_path / "off" / "report.md").read_text()
+    assert "ood" not in json.loads((tmp_path / "off" / "model.json").read_text())

@@ -97,8 +97,9 @@ def result_json(result) -> dict:
         document["edgetpu"] = result.edgetpu.to_dict()
     if result.tradeoff:
         document["tradeoff"] = list(result.tradeoff)
-    if "ood" in result.manifest:
-        document["ood"] = result.manifest["ood"]
+    document["ood"] = result.manifest.get("ood")  # null: no warning, "ood_note" says why
+    if document["ood"] is None:
+        document["ood_note"] = result.manifest.get("ood_note")
     return document
 
 
@@ -121,6 +122,8 @@ def progress_callback():
 
 
 def render(result) -> None:
+    from convert.ood import summary_line
+
     check = result.check
     verdict = "[green]PASSED[/green]" if check.passed else "[red]REJECTED[/red]"
     stdout.print(f"{check.precision}: {verdict} on {check.images} {check.subset} images "
@@ -138,6 +141,8 @@ def render(result) -> None:
                  f"{fmt(check.quantized.malignant_sensitivity)}", highlight=False)
     for failure in check.failures:
         stdout.print(f"[red]limit broken:[/red] {failure}", highlight=False)
+    stdout.print(summary_line(result.manifest.get("ood"), result.manifest.get("ood_note")), highlight=False,
+                 markup=False)
     if result.edgetpu is not None:
         stdout.print(f"Edge TPU: {'ready' if result.edgetpu.ready else 'not ready'}; {result.edgetpu.note}",
                      highlight=False, markup=False)
