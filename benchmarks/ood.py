@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 from allx.errors import AllxError  # noqa: E402
 from convert.files import write_atomic  # noqa: E402
-from convert.ood import DEFAULT_COMPONENTS, DEFAULT_FLAG_RATE  # noqa: E402
+from convert.ood import DEFAULT_FLAG_RATE  # noqa: E402
 
 PBC = REPO.parent / "shared" / "data" / "pbc-lymphocytes"
 
@@ -324,9 +324,10 @@ def markdown(document: dict) -> str:
             out.append(f"| {name} | " + " | ".join(f"{rates[c]:.1%}" for c in columns) + " |")
         if "shipped" in m:
             sh, section = m["shipped"], m["shipped"]["ood"]
-            out.append(f"\nshipped: threshold {section.get('threshold', float('nan')):.4g} on {section.get('components')} "
-                       f"axes flags {section.get('held_out_flagged', float('nan')):.1%} of {section.get('held_out_images')} "
-                       f"{section.get('held_out_subset')} images; int8 check accuracy {sh['check_accuracy']:.2%} (float "
+            out.append(f"\nshipped: threshold {section.get('threshold', float('nan')):.4g} on "
+                       f"{section.get('components')} axes flags {section.get('held_out_flagged', float('nan')):.1%} of "
+                       f"{section.get('held_out_images')} {section.get('held_out_subset')} images; int8 check accuracy "
+                       f"{sh['check_accuracy']:.2%} (float "
                        f"{sh['check_float_accuracy']:.2%}, agreement {sh['check_agreement']:.4f}: "
                        f"{'passes' if sh['check_passed'] else 'FAILS'} the default gate); "
                        f"score {sh['ood_score_ms']:.3f} ms per image")

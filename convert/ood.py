@@ -215,9 +215,10 @@ def calibrate(edge_model, data_dir: str | Path, split, flag_rate: float = DEFAUL
                           float(np.mean(scores > threshold)), len(embeddings), len(scores), tradeoff, generated, stats)
 
 
-def calibrate_tflite(tflite: bytes, tensors, labels: tuple[str, ...], data_dir: str | Path, split, scratch_parent: Path,
-                     flag_rate: float = DEFAULT_FLAG_RATE, seed: int = 0, progress: Progress | None = None) -> OodCalibration:
-    """`calibrate` for converted bytes: `tensors` = (input, probabilities, embedding) TensorSpecs as the manifest has them."""
+def calibrate_tflite(tflite: bytes, tensors, labels: tuple[str, ...], data_dir: str | Path, split,
+                     scratch_parent: Path, flag_rate: float = DEFAULT_FLAG_RATE, seed: int = 0,
+                     progress: Progress | None = None) -> OodCalibration:
+    """`calibrate` for converted bytes; `tensors` = (input, probabilities, embedding) TensorSpecs."""
     import json
     import tempfile
 

@@ -1,4 +1,4 @@
-"""Generated images that are not blood smears (noise, flat colour, natural photos): the far out-of-distribution check."""
+"""Generated images that are not blood smears (noise, flat colour, natural photos): the far out-of-distribution set."""
 
 from __future__ import annotations
 

@@ -79,7 +79,8 @@ def read_stats(path: Path, embedding_size: int) -> MahalanobisStats:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in STATS_KEYS if key not in archive.files]
             if missing:
-                raise ModelError(f"{path}: statistics file without {', '.join(missing)}, expected {', '.join(STATS_KEYS)}")
+                raise ModelError(f"{path}: statistics file without {', '.join(missing)}, "
+                                 f"expected {', '.join(STATS_KEYS)}")
             arrays = {key: np.asarray(archive[key], dtype=np.float32) for key in STATS_KEYS}
     except FileNotFoundError:
         raise ModelError(f"{path}: no such file, expected the out-of-distribution statistics that allx convert "

@@ -12,7 +12,7 @@ from allx.errors import ModelError
 from convert.ood import fit_mahalanobis, stats_bytes, threshold_for
 from edge_runner.cli import app
 from edge_runner.model import EdgeModel
-from edge_runner.ood import MahalanobisStats, mahalanobis_scores, make_scorer, read_stats
+from edge_runner.ood import mahalanobis_scores, make_scorer, read_stats
 
 runner = CliRunner()
 NOTE = "uncertain: unlike training images"
@@ -74,7 +74,8 @@ def test_stats_file_round_trip_and_bad_files(tmp_path):
     data, labels, _ = clusters(rng, dims=8)
     stats = write_stats(tmp_path / "ood_stats.npz", fit_mahalanobis(data, labels, 4))
     loaded = read_stats(stats, 8)
-    np.testing.assert_array_equal(mahalanobis_scores(data, loaded), mahalanobis_scores(data, fit_mahalanobis(data, labels, 4)))
+    fitted = fit_mahalanobis(data, labels, 4)
+    np.testing.assert_array_equal(mahalanobis_scores(data, loaded), mahalanobis_scores(data, fitted))
     with pytest.raises(ModelError, match="expected \\(9,\\)"):
         read_stats(stats, 9)
     with pytest.raises(ModelError, match="no such file"):
@@ -336,7 +337,8 @@ def test_real_smears_pass_and_another_lab_is_flagged(converted, real_data_dir, o
 
     _, _, tflite, tensors, _, root = converted
     rng = np.random.default_rng(0)
-    by_class = [sorted(p.relative_to(real_data_dir).as_posix() for p in (real_data_dir / c).glob("*.jpg")) for c in LABELS]
+    by_class = [sorted(p.relative_to(real_data_dir).as_posix() for p in (real_data_dir / c).glob("*.jpg"))
+                for c in LABELS]
     drawn = [rng.permutation(paths)[:80] for paths in by_class]
     split = Split(LABELS, tuple(p for ps in drawn for p in ps[:40]), tuple(p for ps in drawn for p in ps[40:60]),
                   tuple(p for ps in drawn for p in ps[60:]), {})
