@@ -7,31 +7,16 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from allx.errors import ConversionError
 from convert.modes import Mode
+from edge_runner.info import TensorInfo as TensorSpec  # one tensor description for convert and allx-edge
 
 # The uint8/int8 input must hold the image bytes themselves: (scale, zero_point) per IO type.
 EXPECTED_INPUT_QUANTIZATION = {"uint8": (1.0, 0), "int8": (1.0, -128)}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of a .tflite model, as the manifest records it."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    scale: float
-    zero_point: int
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "scale": self.scale,
-                "zero_point": self.zero_point}
 
 
 @contextlib.contextmanager

@@ -16,11 +16,17 @@ MANIFEST_FIELDS = ("format", "precision", "preprocessing", "representative_count
 
 @dataclass(frozen=True)
 class TensorInfo:
+    """One input or output of a .tflite model with its quantization (also what model.json records)."""
+
     name: str
     shape: tuple[int, ...]
     dtype: str
     scale: float
     zero_point: int
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "scale": self.scale,
+                "zero_point": self.zero_point}
 
 
 @dataclass(frozen=True)
