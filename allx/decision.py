@@ -1,0 +1,129 @@
+"""The clinical decision: malignant (B-ALL) vs benign from class probabilities, at a chosen operating point.
+
+Malignant = every class except "Benign" (Early, Pre and Pro are malignant B-ALL subtypes). The malignant
+score of an image is 1 - p(Benign); "B-ALL suspected" when it reaches the operating point's threshold,
+then the subtype is the most probable malignant class. The threshold is chosen on validation data as the
+highest one whose malignant sensitivity still reaches the target, which gives the best benign specificity
+at that sensitivity. numpy only: train, convert and allx-edge all use this one module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from allx.errors import ModelError, UsageError
+
+BENIGN = "Benign"
+DEFAULT_TARGET_SENSITIVITY = 0.99
+ARGMAX_THRESHOLD = 0.5  # without a chosen point: malignant when 1 - p(Benign) >= 0.5 (close to argmax)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Where "B-ALL suspected" starts, and what it reached on the data it was chosen on."""
+
+    threshold: float  # malignant score 1 - p(Benign) at or above which the answer is "B-ALL suspected"
+    target_sensitivity: float | None = None
+    sensitivity: float | None = None  # malignant sensitivity reached on the choosing data
+    specificity: float | None = None  # benign specificity reached there
+    n_malignant: int = 0
+    n_benign: int = 0
+    chosen_on: str = ""  # e.g. "val"; empty for the default
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data, source: str = "model.json") -> "OperatingPoint":
+        """Read back a stored point; a wrong type or a threshold outside [0, 1] is a ModelError."""
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: operating_point: got {type(data).__name__}, expected an object")
+        threshold = data.get("threshold")
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
+            raise ModelError(f"{source}: operating_point.threshold: got {threshold!r}, expected a number in [0, 1]")
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**{**known, "threshold": float(threshold)})
+
+
+@dataclass(frozen=True)
+class Decision:
+    malignant: bool  # True: "B-ALL suspected"
+    label: str  # the subtype when malignant, else Benign
+    score: float  # malignant score 1 - p(Benign)
+    confidence: float  # p(label) renormalised within the side the decision took
+
+    @property
+    def words(self) -> str:
+        return f"B-ALL suspected ({self.label}, {self.confidence:.2f})" if self.malignant else "no B-ALL seen"
+
+
+def check_target(target: float) -> float:
+    if not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise UsageError(f"--target-sensitivity: got {target!r}, expected a number in (0, 1]")
+    return float(target)
+
+
+def benign_index(classes) -> int:
+    classes = list(classes)
+    if BENIGN not in classes:
+        raise ModelError(f"got classes {classes}, expected one named {BENIGN!r} for the malignant/benign decision")
+    return classes.index(BENIGN)
+
+
+def malignant_scores(probabilities: np.ndarray, classes) -> np.ndarray:
+    """1 - p(Benign) for each row of (N, classes) probabilities (or one row)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    return 1.0 - probabilities[..., benign_index(classes)]
+
+
+def choose_operating_point(probabilities: np.ndarray, truth: np.ndarray, classes,
+                           target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+                           chosen_on: str = "val") -> OperatingPoint:
+    """The highest threshold whose malignant sensitivity on (probabilities, truth) reaches the target."""
+    check_target(target_sensitivity)
+    scores = malignant_scores(probabilities, classes)
+    truth = np.asarray(truth)
+    malignant = truth != benign_index(classes)
+    if not malignant.any() or malignant.all():
+        raise UsageError(f"choosing an operating point needs both benign and malignant images in {chosen_on}, got "
+                         f"{int(malignant.sum())} malignant of {len(truth)}")
+    ordered = np.sort(scores[malignant])[::-1]  # malignant scores, highest first
+    needed = int(np.ceil(target_sensitivity * len(ordered) - 1e-9))  # malignant images that must be caught
+    threshold = float(ordered[max(needed, 1) - 1])
+    return point_at(threshold, scores, malignant, target_sensitivity, chosen_on)
+
+
+def point_at(threshold: float, scores: np.ndarray, malignant: np.ndarray, target: float | None,
+             chosen_on: str) -> OperatingPoint:
+    called = scores >= threshold
+    return OperatingPoint(threshold=threshold, target_sensitivity=target,
+                          sensitivity=float(called[malignant].mean()), specificity=float((~called)[~malignant].mean()),
+                          n_malignant=int(malignant.sum()), n_benign=int((~malignant).sum()), chosen_on=chosen_on)
+
+
+def decide(probabilities: np.ndarray, classes, point: OperatingPoint | None = None) -> Decision:
+    """One image's (or one sample's) class probabilities -> the clinical answer at `point`."""
+    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    benign = benign_index(classes)
+    threshold = ARGMAX_THRESHOLD if point is None else point.threshold
+    score = float(1.0 - probabilities[benign])
+    if score >= threshold and len(probabilities) > 1:
+        malignant = probabilities.copy()
+        malignant[benign] = -1.0
+        top = int(malignant.argmax())
+        confidence = float(probabilities[top] / score) if score > 0 else 0.0
+        return Decision(True, list(classes)[top], score, confidence)
+    return Decision(False, BENIGN, score, float(probabilities[benign]))
+
+
+def sensitivity_specificity(probabilities: np.ndarray, truth: np.ndarray, classes,
+                            point: OperatingPoint | None = None) -> dict:
+    """Malignant sensitivity and benign specificity at `point` (None where a side has no images)."""
+    scores = malignant_scores(probabilities, classes)
+    malignant = np.asarray(truth) != benign_index(classes)
+    called = scores >= (ARGMAX_THRESHOLD if point is None else point.threshold)
+    return {"malignant_sensitivity": float(called[malignant].mean()) if malignant.any() else None,
+            "benign_specificity": float((~called)[~malignant].mean()) if (~malignant).any() else None,
+            "threshold": ARGMAX_THRESHOLD if point is None else point.threshold}
