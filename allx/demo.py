@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from allx import layout
 from allx.errors import AllxError
 
 DEMO_SIZE = 64  # generated images' side; the model still runs at the backbone's 224x224
@@ -40,28 +41,28 @@ def plan_stages(out: Path, data: Path, epochs: int = 8) -> list[Stage]:
     held_out = f"{out}/held_out"
     return [
         Stage("inspect data", ((*allx, "data", "inspect", str(data), "--json"),), ("inspect.json",), "inspect.json"),
-        Stage("split data", ((*allx, "data", "split", str(data), "--out", str(out / "split.json")),),
-              ("split.json", "split_sizes.png", "split_proportions.png", "split_classes.png")),
-        Stage("train", ((*allx, "train", str(data), "--out", str(run), "--split", str(out / "split.json"),
+        Stage("split data", ((*allx, "data", "split", str(data), "--out", str(out / layout.SPLIT)),),
+              (layout.SPLIT, "split_sizes.png", "split_proportions.png", "split_classes.png")),
+        Stage("train", ((*allx, "train", str(data), "--out", str(run), "--split", str(out / layout.SPLIT),
                          "--backbone", "efficientnet-lite0", "--weights", "imagenet", "--epochs", str(epochs)),),
               ("run/model.keras", "run/curves.png", "run/confusion_matrix.png", "run/MODEL_CARD.md")),
-        Stage("evaluate", ((*allx, "evaluate", str(run / "model.keras"), str(data), "--split",
-                            str(out / "split.json"), "--json"),), ("evaluate.json",), "evaluate.json"),
+        Stage("evaluate", ((*allx, "evaluate", str(run / layout.MODEL_KERAS), str(data), "--split",
+                            str(out / layout.SPLIT), "--json"),), ("evaluate.json",), "evaluate.json"),
         Stage("convert float32 + int8", (
-            (*allx, "convert", str(run / "model.keras"), "--out", str(tflite), "--float32"),
-            (*allx, "convert", str(run / "model.keras"), "--out", str(tflite), "--int8", "--json")),
+            (*allx, "convert", str(run / layout.MODEL_KERAS), "--out", str(tflite), "--float32"),
+            (*allx, "convert", str(run / layout.MODEL_KERAS), "--out", str(tflite), "--int8", "--json")),
             ("run/tflite/model_float32.tflite", "run/tflite/model_int8.tflite", "run/tflite/model.json",
              "run/tflite/report.md"), "convert.json"),
         Stage("allx-edge classify", ((*edge, "classify", held_out, "--model", str(tflite), "--json"),),
               ("classify.jsonl",), "classify.jsonl"),
         Stage("allx-edge bench", ((*edge, "bench", "--model", str(tflite / "model_float32.tflite"), "--model",
                                    str(tflite / "model_int8.tflite"), "--runs", "30", "--warmup", "3",
-                                   "--json", str(out / "bench.json"), "--markdown", str(out / "bench.md")),),
-              ("bench.json", "bench.md")),
-        Stage("report", ((*allx, "report", str(out / "bench.json"), str(out / "convert.json"),
+                                   "--json", str(out / layout.BENCH), "--markdown", str(out / "bench.md")),),
+              (layout.BENCH, "bench.md")),
+        Stage("report", ((*allx, "report", str(out / layout.BENCH), str(out / "convert.json"),
                           str(out / "evaluate.json"), "--out", str(out / "report.html"),
-                          "--markdown", str(out / "report.md"), "--title", "allx demo"),),
-              ("report.html", "report.md")),
+                          "--markdown", str(out / layout.REPORT), "--title", "allx demo"),),
+              ("report.html", layout.REPORT)),
     ]
 
 
@@ -113,7 +114,7 @@ def copy_held_out(out: Path, data: Path, count: int = 8) -> None:
     """A few test-subset images into OUT/held_out for the classify stage (one per class first)."""
     import shutil
 
-    split = json.loads((out / "split.json").read_text())
+    split = json.loads((out / layout.SPLIT).read_text())
     held_out = out / "held_out"
     held_out.mkdir(exist_ok=True)
     by_class = {c: [p for p in split["test"] if p.split("/")[0] == c] for c in split["classes"]}

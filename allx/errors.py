@@ -11,6 +11,10 @@ class AllxError(Exception):
     exit_code = 2
 
 
+class UsageError(AllxError):
+    """Options that do not fit together or are out of range."""
+
+
 class DataError(AllxError):
     """Bad data directory, split file or image set."""
 

@@ -21,6 +21,7 @@ import platform
 import sys
 import tempfile
 from datetime import datetime, timezone
+from allx import layout
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,11 +40,11 @@ def main():
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "backbones.json")
     args = parser.parse_args()
 
-    from convert.modes import resolve_options
-    from convert.pipeline import convert_keras
-    from edge_runner.bench import bench_models
-    from train.split import make_split, write_split
-    from train.trainer import TrainConfig, train_model
+    from allx.convert.modes import resolve_options
+    from allx.convert.pipeline import convert_keras
+    from allx.edge_runner.bench import bench_models
+    from allx.train.split import make_split, write_split
+    from allx.train.trainer import TrainConfig, train_model
 
     work = args.work or Path(tempfile.mkdtemp(prefix="allx-backbones-"))
     data = args.data
@@ -51,7 +52,7 @@ def main():
         from allx.synthetic import make_dataset
 
         data = make_dataset(work / "data", per_class=40, size=64)
-    split_path = write_split(make_split(data, seed=42), work / "split.json")
+    split_path = write_split(make_split(data, seed=42), work / layout.SPLIT)
     candidates = {"resnet50": args.resnet50_weights, "efficientnet-lite0": "imagenet",
                   "mobilenetv2": str(MOBILENETV2_PTH) if MOBILENETV2_PTH.is_file() else None}
     rows = []
@@ -64,7 +65,7 @@ def main():
         trained = train_model(TrainConfig(data_dir=data, out_dir=run, split_path=split_path, backbone=name,
                                           weights=weights, epochs=args.epochs,
                                           image_size=64 if args.quick else None))
-        converted = convert_keras(run / "model.keras", run / "tflite", resolve_options("int8"))
+        converted = convert_keras(run / layout.MODEL_KERAS, run / "tflite", resolve_options("int8"))
         model_file = converted.files.get("model") or next((run / "tflite").glob("model_int8*.tflite"))
         bench = bench_models([model_file], runs=args.runs, warmup=5).results[0]
         check = converted.check.to_dict()

@@ -27,11 +27,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from allx import layout
 from allx.images import is_image_file  # noqa: E402
-from edge_runner.batch import classify_paths  # noqa: E402
-from edge_runner.bench import bench_model, machine_info, time_end_to_end  # noqa: E402
-from edge_runner.model import EdgeModel  # noqa: E402
-from edge_runner.output import write_json  # noqa: E402
+from allx.edge_runner.batch import classify_paths  # noqa: E402
+from allx.edge_runner.bench import bench_model, machine_info, time_end_to_end  # noqa: E402
+from allx.edge_runner.model import EdgeModel  # noqa: E402
+from allx.edge_runner.output import write_json  # noqa: E402
 
 DEFAULT_MODEL = REPO / "models" / "bench" / "mobilenetv2_int8.tflite"
 DEFAULT_OUT = REPO / "models" / "bench" / "edge_throughput.json"
@@ -66,7 +67,7 @@ def build_default_model(path: Path, size: int = 224) -> Path:
     converter.inference_input_type = converter.inference_output_type = tf.uint8
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(converter.convert())
-    path.with_name("labels.txt").write_text("Benign\nEarly\nPre\nPro\n")
+    path.with_name(layout.LABELS).write_text("Benign\nEarly\nPre\nPro\n")
     return path
 
 
@@ -87,7 +88,7 @@ def image_list(folder: Path, limit: int) -> list[Path]:
 
 def cold_start_ms(model: Path, image: Path, repeats: int) -> list[float]:
     """Wall time from spawning `allx-edge classify` to its first JSON line on stdout."""
-    command = [sys.executable, "-c", "import sys; from edge_runner.cli import app; sys.argv[0] = 'allx-edge'; app()",
+    command = [sys.executable, "-c", "import sys; from allx.edge_runner.cli import app; sys.argv[0] = 'allx-edge'; app()",
                "classify", str(image), "--model", str(model), "--json"]
     times = []
     for _ in range(repeats):

@@ -36,9 +36,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from allx import layout
 from allx.errors import AllxError  # noqa: E402
-from convert.files import write_atomic  # noqa: E402
-from convert.ood import DEFAULT_FLAG_RATE  # noqa: E402
+from allx.convert.files import write_atomic  # noqa: E402
+from allx.convert.ood import DEFAULT_FLAG_RATE  # noqa: E402
 
 PBC = REPO.parent / "shared" / "data" / "pbc-lymphocytes"
 
@@ -69,8 +70,8 @@ def make_quick_run(folder: Path) -> tuple[Path, Path]:
 
     from allx.images import load_image
     from allx.synthetic import CLASSES, make_dataset
-    from train.head import build_head
-    from train.split import Split, write_split
+    from allx.train.head import build_head
+    from allx.train.split import Split, write_split
 
     data = make_dataset(folder / "data", per_class=24, size=48, seed=1)
     paths = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.jpg"))
@@ -78,8 +79,8 @@ def make_quick_run(folder: Path) -> tuple[Path, Path]:
                for name, rows in (("train", range(0, 14)), ("val", range(14, 19)), ("test", range(19, 24)))}
     run = folder / "run"
     run.mkdir()
-    write_split(Split(CLASSES, *subsets.values(), {"data_dir": str(data.resolve())}), run / "split.json")
-    (run / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    write_split(Split(CLASSES, *subsets.values(), {"data_dir": str(data.resolve())}), run / layout.SPLIT)
+    (run / layout.LABELS).write_text("\n".join(CLASSES) + "\n")
     other_lab = folder / "other_lab"
     other_lab.mkdir()
     for path in subsets["test"]:  # a different stain: colour channels swapped
@@ -94,15 +95,15 @@ def make_quick_run(folder: Path) -> tuple[Path, Path]:
     train = np.stack([load_image(data / p, (48, 48)) for p in subsets["train"]]).astype(np.float32)
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     model.fit(train, np.array([CLASSES.index(p.split("/")[0]) for p in subsets["train"]]), epochs=30, verbose=0)
-    model.save(run / "model.keras")
-    return run / "model.keras", other_lab
+    model.save(run / layout.MODEL_KERAS)
+    return run / layout.MODEL_KERAS, other_lab
 
 
 def measurement_model(model):
     """The classifier with the pooled embedding (as shipped) and the head's logits (for the energy score)."""
     import keras
 
-    from convert.ood import with_embedding
+    from allx.convert.ood import with_embedding
 
     two = with_embedding(model)
     if two is None:
@@ -120,9 +121,9 @@ def measurement_model(model):
 
 def convert_int8(keras_model, source, log: Path) -> bytes:
     """int8 with uint8 IO and the representative draw of `allx convert`'s defaults."""
-    from convert.modes import DEFAULT_REPRESENTATIVE_COUNT, MODES
-    from convert.representative import calibration_batches, draw_representative, load_representative
-    from convert.tflite import convert_model, saved_model_of
+    from allx.convert.modes import DEFAULT_REPRESENTATIVE_COUNT, MODES
+    from allx.convert.representative import calibration_batches, draw_representative, load_representative
+    from allx.convert.tflite import convert_model, saved_model_of
 
     relpaths = draw_representative(source.split, min(DEFAULT_REPRESENTATIVE_COUNT, len(source.split.train)))
     pixels = load_representative(source.data_dir, relpaths, source.input_size)
@@ -132,15 +133,15 @@ def convert_int8(keras_model, source, log: Path) -> bytes:
 
 def load_measured(tflite: bytes, labels, folder: Path, threads):
     """EdgeModel of the three-output model (probabilities, embedding named in a manifest) and the logits tensor."""
-    from edge_runner.model import EdgeModel
-    from edge_runner.runtime import find_runtime
+    from allx.edge_runner.model import EdgeModel
+    from allx.edge_runner.runtime import find_runtime
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "measure.tflite").write_bytes(tflite)
     interpreter = find_runtime().module.Interpreter(model_content=tflite)
     by_index = {d["index"]: d["name"] for d in interpreter.get_output_details()}
     names = {key: by_index[d["index"]] for key, d in interpreter.get_signature_runner().get_output_details().items()}
-    (folder / "model.json").write_text(json.dumps({"model_file": "measure.tflite", "labels": list(labels), "outputs": {
+    (folder / layout.MANIFEST).write_text(json.dumps({"model_file": "measure.tflite", "labels": list(labels), "outputs": {
         "probabilities": {"name": names["output_0"]}, "embedding": {"name": names["output_1"]}}}))
     model = EdgeModel.load(folder, threads=threads)
     logits = next(d for d in model.interpreter.get_output_details() if d["name"] == names["output_2"])
@@ -148,7 +149,7 @@ def load_measured(tflite: bytes, labels, folder: Path, threads):
 
 
 def outputs_of(model, logits_detail, images) -> dict[str, np.ndarray]:
-    from edge_runner.quant import dequantize, tensor_quantization
+    from allx.edge_runner.quant import dequantize, tensor_quantization
 
     scale, zero_point = tensor_quantization(logits_detail)
     rows = {"p": [], "e": [], "l": []}
@@ -166,7 +167,7 @@ def image_sets(source, ood_dir: Path | None, seed: int = 0) -> dict:
     from PIL import Image, ImageFilter
 
     from allx.images import load_image, resize_rgb
-    from convert.ood_images import make_non_smear_images
+    from allx.convert.ood_images import make_non_smear_images
 
     size = source.input_size
     from_data = lambda relpath: load_image(source.data_dir / relpath, size)  # noqa: E731
@@ -197,8 +198,8 @@ def measure_sets(model, logits_detail, sets: dict) -> dict[str, dict[str, np.nda
 
 def method_scores(measured: dict, train_labels, components: list[int]) -> dict[str, dict[str, np.ndarray]]:
     """method -> set -> scores (higher = stranger), all from the int8 model's outputs."""
-    from convert.ood import fit_mahalanobis
-    from edge_runner.ood import mahalanobis_scores, max_softmax_scores
+    from allx.convert.ood import fit_mahalanobis
+    from allx.edge_runner.ood import mahalanobis_scores, max_softmax_scores
 
     def energy(logits):
         top = logits.max(axis=1)
@@ -215,7 +216,7 @@ def method_scores(measured: dict, train_labels, components: list[int]) -> dict[s
 
 def rates_of(methods: dict, flag_rate: float) -> dict[str, dict]:
     """method -> threshold (flags flag_rate of val) and the fraction flagged in every set but train."""
-    from convert.ood import threshold_for
+    from allx.convert.ood import threshold_for
 
     rows = {}
     for method, scores in methods.items():
@@ -234,8 +235,8 @@ def agreement(reference: np.ndarray, other: np.ndarray, truth: np.ndarray) -> di
 
 def measure_model(model_path: Path, args, scratch: Path) -> dict:
     """Every method's rates for one model, the shipped path's rates, and the accuracy comparison."""
-    from convert.source import load_source
-    from edge_runner.model import EdgeModel
+    from allx.convert.source import load_source
+    from allx.edge_runner.model import EdgeModel
 
     source = load_source(model_path)
     scratch.mkdir(parents=True, exist_ok=True)
@@ -267,10 +268,10 @@ def shipped(model_path: Path, source, args, sets: dict, plain_probabilities: np.
     """`allx convert` with --ood (library call), then EdgeModel.classify on every set: the device's own marks."""
     from dataclasses import replace
 
-    from convert.check import gate
-    from convert.modes import DEFAULT_REPRESENTATIVE_COUNT, Thresholds, resolve_options
-    from convert.pipeline import convert_keras
-    from edge_runner.model import EdgeModel
+    from allx.convert.check import gate
+    from allx.convert.modes import DEFAULT_REPRESENTATIVE_COUNT, Thresholds, resolve_options
+    from allx.convert.pipeline import convert_keras
+    from allx.edge_runner.model import EdgeModel
 
     folder = args.models_dir / model_path.parent.name
     print(f"{model_path}: allx convert --int8 --ood -> {folder} ...", file=sys.stderr)
@@ -342,7 +343,7 @@ def markdown(document: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from edge_runner.bench import machine_info
+    from allx.edge_runner.bench import machine_info
 
     args = parse_args(argv)
     try:

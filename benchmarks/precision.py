@@ -33,8 +33,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from allx import layout
 from allx.errors import AllxError, ConversionError  # noqa: E402
-from convert.files import write_atomic  # noqa: E402
+from allx.convert.files import write_atomic  # noqa: E402
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 
@@ -68,7 +69,7 @@ def make_quick_run(folder: Path) -> Path:
 
     from allx.images import load_image
     from allx.synthetic import CLASSES, make_dataset
-    from train.split import Split, write_split
+    from allx.train.split import Split, write_split
 
     data = make_dataset(folder / "data", per_class=24, size=64, seed=1)
     paths = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.jpg"))
@@ -76,8 +77,8 @@ def make_quick_run(folder: Path) -> Path:
     val = tuple(p for i, p in enumerate(paths) if i % 24 >= 16)
     run = folder / "run"
     run.mkdir()
-    write_split(Split(CLASSES, train, val, (), {"data_dir": str(data.resolve())}), run / "split.json")
-    (run / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    write_split(Split(CLASSES, train, val, (), {"data_dir": str(data.resolve())}), run / layout.SPLIT)
+    (run / layout.LABELS).write_text("\n".join(CLASSES) + "\n")
     pixels = np.stack([load_image(data / p, (64, 64)) for p in train]).astype(np.float32)
     labels = np.array([CLASSES.index(p.split("/")[0]) for p in train])
     keras.utils.set_random_seed(0)
@@ -89,14 +90,14 @@ def make_quick_run(folder: Path) -> Path:
     model = keras.Model(inputs, outputs)
     model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     model.fit(pixels, labels, epochs=30, batch_size=16, verbose=0)
-    model.save(run / "model.keras")
-    return run / "model.keras"
+    model.save(run / layout.MODEL_KERAS)
+    return run / layout.MODEL_KERAS
 
 
 def convert_all(model: Path, out: Path, args) -> dict:
     """precision -> ConvertResult, each in OUT/<precision>/ (a rejected model is measured all the same)."""
-    from convert.modes import resolve_options
-    from convert.pipeline import convert_keras
+    from allx.convert.modes import resolve_options
+    from allx.convert.pipeline import convert_keras
 
     results = {}
     for precision in PRECISIONS:
@@ -113,8 +114,8 @@ def convert_all(model: Path, out: Path, args) -> dict:
 
 def time_models(results: dict, runs: int, warmup: int, threads: int | None) -> dict:
     """precision -> (p50, p95, mean) ms of bare invoke() through edge_runner, one model after the other."""
-    from edge_runner.bench import time_invoke
-    from edge_runner.model import EdgeModel
+    from allx.edge_runner.bench import time_invoke
+    from allx.edge_runner.model import EdgeModel
 
     timings = {}
     for precision, result in converted(results).items():
@@ -167,7 +168,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def run(args) -> dict:
-    from edge_runner.bench import machine_info
+    from allx.edge_runner.bench import machine_info
 
     with tempfile.TemporaryDirectory(prefix="allx-precision-") as scratch:
         model = make_quick_run(Path(scratch)) if args.quick else args.model
@@ -186,8 +187,8 @@ def sweep(args) -> dict:
     """int8 at each representative-set size and seed: how much calibration data the accuracy needs."""
     import time
 
-    from convert.modes import resolve_options
-    from convert.pipeline import convert_keras
+    from allx.convert.modes import resolve_options
+    from allx.convert.pipeline import convert_keras
 
     sizes = [int(n) for n in args.sweep_representative.split(",")]
     rows = []

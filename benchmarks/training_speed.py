@@ -39,11 +39,11 @@ def main():
 
     import keras
 
-    from train.backbones import get_backbone
-    from train.batches import ImageBatches, feature_batches
-    from train.features import extract_features
-    from train.head import build_head
-    from train.split import make_split
+    from allx.train.backbones import get_backbone
+    from allx.train.batches import ImageBatches, feature_batches
+    from allx.train.features import extract_features
+    from allx.train.head import build_head
+    from allx.train.split import make_split
 
     work = Path(tempfile.mkdtemp(prefix="allx-bench-"))
     data = args.data

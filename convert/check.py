@@ -11,7 +11,7 @@ import numpy as np
 
 from allx.errors import DataError, ImageError
 from allx.images import load_image
-from convert.modes import Thresholds
+from allx.convert.modes import Thresholds
 
 BENIGN = "Benign"  # every other class is a malignant ALL subtype
 BATCH = 32

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.tflite import run_converter
+from allx.convert.tflite import run_converter
 
 WORST_SHOWN = 10
 # Ranking: rmse relative to the float layer's own RMS ("noise-to-signal"). TensorFlow's guide ranks by
@@ -46,8 +46,8 @@ def make_debugger(saved_model_dir: str, representative: Callable[[], Iterator[li
                   denylisted: tuple[str, ...] = ()):
     import tensorflow as tf
 
-    from convert.modes import MODES
-    from convert.tflite import make_converter
+    from allx.convert.modes import MODES
+    from allx.convert.tflite import make_converter
 
     converter = make_converter(saved_model_dir, MODES["int8"], "float", representative)
     if denylisted:

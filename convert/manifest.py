@@ -8,8 +8,9 @@ import io
 import json
 from pathlib import Path
 
-from convert.check import CheckPredictions, CheckReport
-from convert.files import write_atomic
+from allx import layout
+from allx.convert.check import CheckPredictions, CheckReport
+from allx.convert.files import write_atomic
 
 FORMAT = "allx-tflite/1"
 
@@ -18,7 +19,7 @@ def versions() -> dict:
     import tensorflow as tf
 
     import allx
-    from edge_runner.runtime import find_runtime
+    from allx.edge_runner.runtime import find_runtime
 
     return {"tensorflow": tf.__version__, "allx": allx.__version__, "runtime": str(find_runtime())}
 
@@ -55,14 +56,8 @@ def predictions_csv(predictions: CheckPredictions, labels: tuple[str, ...]) -> s
 
 
 def output_names(precision: str, passed: bool) -> dict[str, str]:
-    """File names for a result: a rejected model gets names that can never overwrite a passed one."""
-    if passed:  # model.json: the latest passed model (what a folder means); model_<p>.json: this one for good
-        return {"model": f"model_{precision}.tflite", "manifest": "model.json", "labels": "labels.txt",
-                "report": "report.md", "predictions": f"check_predictions_{precision}.csv",
-                "precision_manifest": f"model_{precision}.json"}
-    stem = f"model_{precision}.rejected"
-    return {"model": f"{stem}.tflite", "manifest": f"{stem}.json", "labels": f"{stem}.labels.txt",
-            "report": f"{stem}.report.md", "predictions": f"{stem}.predictions.csv"}
+    """File names for a result (allx.layout): a rejected model's names never overwrite a passed one's."""
+    return layout.passed_names(precision) if passed else layout.rejected_names(precision)
 
 
 def publish(out_dir: Path, tflite: bytes, manifest: dict, report_md: str, predictions_text: str,

@@ -5,14 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from allx.errors import AllxError
+from allx.errors import UsageError
 
 DEFAULT_REPRESENTATIVE_COUNT = 200  # see README "Representative set size": accuracy flat from ~100 images up
 CHECK_SUBSETS = ("val", "test")
-
-
-class UsageError(AllxError):
-    """Options that do not fit together or are out of range (exit 2)."""
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from allx import layout
 from allx.errors import DataError, ImageError, ModelError
 from allx.images import load_image
-from edge_runner.ood import MahalanobisStats, mahalanobis_scores
+from allx.edge_runner.ood import MahalanobisStats, mahalanobis_scores
 
 METHOD = "mahalanobis"
 DEFAULT_COMPONENTS = 128  # principal axes kept; measured: 64..256 flag all OOD sets, fewer miss the other lab
@@ -104,13 +105,8 @@ def plan_model(model, requested: bool | None):
     return two, None
 
 
-def stats_name(precision: str) -> str:
-    """One statistics file per precision: float32 and int8 in one folder each keep their own."""
-    return f"ood_stats_{precision}.npz"
-
-
 def outcome_for(candidate_tflite: bytes, tensors, passed: bool, source, out_dir: Path, flag_rate: float, seed: int,
-                progress: Progress | None = None, stats_name: str = "ood_stats.npz") -> OodOutcome:
+                progress: Progress | None = None, stats_name: str = layout.ood_stats_name("float32")) -> OodOutcome:
     """Calibrate a converted model that passed its check (a rejected one is not worth the time)."""
     if not passed:
         note = "not calibrated: the model failed the accuracy check"
@@ -190,8 +186,8 @@ def subset_embeddings(edge_model, data_dir: Path, split, relpaths, progress) -> 
 def calibrate(edge_model, data_dir: str | Path, split, flag_rate: float = DEFAULT_FLAG_RATE,
               components: int = DEFAULT_COMPONENTS, seed: int = 0, progress: Progress | None = None) -> OodCalibration:
     """Fit on train embeddings, threshold on val (else test), and measure the generated non-smear images."""
-    from convert.ood_images import make_non_smear_images
-    from convert.representative import draw_representative
+    from allx.convert.ood_images import make_non_smear_images
+    from allx.convert.representative import draw_representative
 
     if edge_model.embedding_output is None:
         raise DataError("the converted model has no embedding output, expected one for the out-of-distribution score")
@@ -222,7 +218,7 @@ def calibrate_tflite(tflite: bytes, tensors, labels: tuple[str, ...], data_dir: 
     import json
     import tempfile
 
-    from edge_runner.model import EdgeModel
+    from allx.edge_runner.model import EdgeModel
 
     _, probabilities, embedding = tensors
     if embedding is None:
@@ -231,7 +227,7 @@ def calibrate_tflite(tflite: bytes, tensors, labels: tuple[str, ...], data_dir: 
         (Path(scratch) / "model.tflite").write_bytes(tflite)
         manifest = {"model_file": "model.tflite", "labels": list(labels),
                     "outputs": {"probabilities": probabilities.to_dict(), "embedding": embedding.to_dict()}}
-        (Path(scratch) / "model.json").write_text(json.dumps(manifest), encoding="utf-8")
+        (Path(scratch) / layout.MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
         return calibrate(EdgeModel.load(scratch), data_dir, split, flag_rate, seed=seed, progress=progress)
 
 

@@ -9,20 +9,21 @@ from pathlib import Path
 
 import numpy as np
 
+from allx import layout
 from allx.errors import DataError
-from convert import debug, edgetpu, ood
-from convert.check import CheckPredictions, CheckReport, run_check
-from convert.files import check_writable, sha256_of, write_atomic
-from convert.manifest import build_manifest, output_names, predictions_csv, publish
-from convert.modes import ConvertOptions, UsageError
-from convert.report import render_report
-from convert.representative import calibration_batches, draw_representative, load_representative
-from convert.source import Source, load_source
-from convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors, output_to_log,
+from allx.convert import debug, edgetpu, ood
+from allx.convert.check import CheckPredictions, CheckReport, run_check
+from allx.convert.files import check_writable, sha256_of, write_atomic
+from allx.convert.manifest import build_manifest, output_names, predictions_csv, publish
+from allx.convert.modes import ConvertOptions
+from allx.errors import UsageError
+from allx.convert.report import render_report
+from allx.convert.representative import calibration_batches, draw_representative, load_representative
+from allx.convert.source import Source, load_source
+from allx.convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors, output_to_log,
                             saved_model_of)
 
 Progress = Callable[[str, int, int], None]  # progress(stage, done, total)
-LOG_NAME = "convert.log"
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
                   progress: Progress | None = None) -> ConvertResult:
     """Everything `allx convert` does; raises AllxError for bad input, returns the result (passed or not)."""
     out_dir = check_writable(Path(out_dir))
-    log_path = out_dir / LOG_NAME
+    log_path = out_dir / layout.CONVERT_LOG
     write_atomic(log_path, f"allx convert {model_path} -> {out_dir} ({options.mode.name})\n")
     with output_to_log(log_path):
         import tensorflow  # noqa: F401  (imported here so its start-up lines go to the log, not the terminal)
@@ -92,7 +93,7 @@ def ood_outcome(chosen: Candidate, note: str | None, source: Source, options: Co
         return ood.OodOutcome(None, ood.report_section(None, note), None, note)
     flag_rate = ood.DEFAULT_FLAG_RATE if options.ood_flag_rate is None else options.ood_flag_rate
     return ood.outcome_for(chosen.tflite, chosen.tensors, chosen.check.passed, source, out_dir, flag_rate,
-                           options.seed, progress, stats_name=ood.stats_name(options.mode.name))
+                           options.seed, progress, stats_name=layout.ood_stats_name(options.mode.name))
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def calibration_pixels(source: Source, options: ConvertOptions, progress) -> np.
 def checked_candidate(name: str, tflite: bytes, source: Source, subset: str, options: ConvertOptions,
                       out_dir: Path, progress) -> Candidate:
     """Run the accuracy check on `tflite` through edge_runner.EdgeModel (the allx-edge code path)."""
-    from edge_runner.model import EdgeModel
+    from allx.edge_runner.model import EdgeModel
 
     input_spec, outputs = describe_tensors(tflite)
     if options.mode.fully_integer and not options.float_layers:
@@ -188,7 +189,7 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
                               tuple(sections))
     if ood_stats is not None:  # before publish: the manifest (written last) names this file
-        ood_stats_path = write_atomic(out_dir / ood.stats_name(options.mode.name), ood_stats)
+        ood_stats_path = write_atomic(out_dir / layout.ood_stats_name(options.mode.name), ood_stats)
     files = publish(out_dir, chosen.tflite, manifest, report_md, predictions_csv(chosen.predictions, source.labels),
                     names)
     if ood_stats is not None:
@@ -207,7 +208,7 @@ def assess_edgetpu(tflite: bytes, out_dir: Path, model_name: str) -> edgetpu.Edg
 
 
 def data_fingerprint(source: Source) -> str:
-    from train.dataset import data_fingerprint as fingerprint
+    from allx.train.dataset import data_fingerprint as fingerprint
 
     split = source.split
     return fingerprint(source.data_dir, [*split.train, *split.val, *split.test])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convert.check import CheckReport
+from allx.convert.check import CheckReport
 
 
 def size_text(size: int) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from allx import layout
 from allx.errors import DataError, ModelError
 
-RUN_SPLIT = "split.json"
-RUN_LABELS = "labels.txt"
+RUN_SPLIT = layout.SPLIT
+RUN_LABELS = layout.LABELS
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Source:
 def load_source(model_path: str | Path, data_dir: str | Path | None = None, split_path: str | Path | None = None,
                 progress=None) -> Source:
     """Load MODEL.keras and resolve data/split/labels: flags first, else the `allx train` run folder."""
-    from train.model_io import load_keras_model
+    from allx.train.model_io import load_keras_model
 
     model_path = Path(model_path)
     model = load_keras_model(model_path)
@@ -34,7 +35,7 @@ def load_source(model_path: str | Path, data_dir: str | Path | None = None, spli
     split = read_or_make_split(split_path, data_dir, progress)
     if split_path is None:
         origin["split"] = "made now by train.split.make_split (seed 42): check images may include ones the model saw"
-    origin["split_kind"] = split.meta.get("split_kind", "image-level (split without near-duplicate grouping)")
+    origin["split_kind"] = split.kind.value
     labels, origin["labels"] = model_labels(model_path, split)
     check_classes(labels, split.classes, class_count(model, len(labels), model_path))
     return Source(model_path, model, input_size, labels, Path(data_dir), split, origin)
@@ -58,7 +59,7 @@ def class_count(model, label_count: int, model_path: Path) -> int:
 
 def locate_data(model_path: Path, data_dir, split_path) -> tuple[Path | None, Path, dict]:
     """(split file or None, data dir, origin notes): --split/--data win over the run folder's split.json."""
-    from train.split import load_json
+    from allx.train.split import load_json
 
     origin = {}
     run_split = model_path.parent / RUN_SPLIT
@@ -78,7 +79,7 @@ def locate_data(model_path: Path, data_dir, split_path) -> tuple[Path | None, Pa
 
 
 def read_or_make_split(split_path: Path | None, data_dir: Path, progress):
-    from train.split import make_split, read_split
+    from allx.train.split import make_split, read_split
 
     if split_path is not None:
         return read_split(split_path, data_dir)
@@ -86,7 +87,7 @@ def read_or_make_split(split_path: Path | None, data_dir: Path, progress):
 
 
 def model_labels(model_path: Path, split) -> tuple[tuple[str, ...], str]:
-    from edge_runner.model import read_labels
+    from allx.edge_runner.model import read_labels
 
     beside = model_path.parent / RUN_LABELS
     if beside.is_file():

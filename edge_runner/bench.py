@@ -16,7 +16,7 @@ import numpy as np
 
 from allx.errors import AllxError, DataError, ImageError
 from allx.images import is_image_file
-from edge_runner.model import EdgeModel
+from allx.edge_runner.model import EdgeModel
 
 
 @dataclass(frozen=True)

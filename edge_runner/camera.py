@@ -14,8 +14,8 @@ from PIL import Image
 
 from allx.errors import AllxError, DataError
 from allx.images import resize_rgb
-from edge_runner.model import EdgeModel, Prediction
-from edge_runner.output import StreamedCsv
+from allx.edge_runner.model import EdgeModel, Prediction
+from allx.edge_runner.output import StreamedCsv
 
 LOG_HEADER = ["frame", "time_s", "label", "score", "latency_ms", "ood", "ood_score"]
 

@@ -6,9 +6,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runner.model import resolve_labels, resolve_model
-from edge_runner.quant import tensor_quantization
-from edge_runner.runtime import find_runtime, is_edgetpu_model, make_interpreter
+from allx.edge_runner.model import resolve_labels, resolve_model
+from allx.edge_runner.quant import tensor_quantization
+from allx.edge_runner.runtime import find_runtime, is_edgetpu_model, make_interpreter
 
 MANIFEST_FIELDS = ("format", "precision", "preprocessing", "representative_count", "source_model_sha256",
                    "data_fingerprint", "versions", "created")

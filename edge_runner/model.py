@@ -13,14 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
+from allx import layout
 from allx.errors import ImageError, ModelError
 from allx.images import load_image
-from edge_runner import ood
-from edge_runner.quant import dequantize, quantize, tensor_quantization
-from edge_runner.runtime import find_runtime, make_interpreter
+from allx.edge_runner import ood
+from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
+from allx.edge_runner.runtime import find_runtime, make_interpreter
 
-MANIFEST_NAME = "model.json"
-LABELS_NAME = "labels.txt"
 
 
 @dataclass(frozen=True)
@@ -139,26 +138,26 @@ class EdgeModel:
     def require_labels(self) -> None:
         if not self.labels:
             raise ModelError(f"{self.model_path}: no labels, expected --labels FILE, "
-                             f"a {LABELS_NAME} beside the model, or a {MANIFEST_NAME} with labels")
+                             f"a {layout.LABELS} beside the model, or a {layout.MANIFEST} with labels")
 
 
 def resolve_model(path: Path) -> tuple[Path, dict]:
     """(the .tflite file, its manifest or {}) for a .tflite path, a model.json, or a convert folder."""
     if path.is_dir():
-        manifest_path = path / MANIFEST_NAME
+        manifest_path = path / layout.MANIFEST
         if not manifest_path.is_file():
             found = sorted(p.name for p in path.glob("*.tflite"))
-            raise ModelError(f"{path}: folder without {MANIFEST_NAME} (found {found or 'no .tflite files'}), "
+            raise ModelError(f"{path}: folder without {layout.MANIFEST} (found {found or 'no .tflite files'}), "
                              "expected a .tflite file or a folder written by `allx convert`")
         return model_from_manifest(manifest_path)
-    if path.name == MANIFEST_NAME or path.suffix == ".json":
+    if path.name == layout.MANIFEST or path.suffix == ".json":
         return model_from_manifest(path)
     own = path.with_suffix(".json")  # model_int8.json / model_int8.rejected.json written by allx convert
-    if own.is_file() and own.name != MANIFEST_NAME:
+    if own.is_file() and own.name != layout.MANIFEST:
         manifest = read_manifest(own)
         if manifest.get("model_file") == path.name:
             return path, manifest
-    beside = path.parent / MANIFEST_NAME
+    beside = path.parent / layout.MANIFEST
     if beside.is_file():
         manifest = read_manifest(beside)
         if manifest.get("model_file") == path.name:
@@ -196,7 +195,7 @@ def resolve_labels(labels, manifest: dict, model_path: Path) -> tuple[str, ...]:
         return read_labels(Path(labels))
     if manifest.get("labels"):
         return tuple(str(label) for label in manifest["labels"])
-    beside = model_path.parent / LABELS_NAME
+    beside = model_path.parent / layout.LABELS
     return read_labels(beside) if beside.is_file() else ()
 
 

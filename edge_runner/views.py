@@ -6,10 +6,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from edge_runner.batch import BatchSummary, ImageResult
-from edge_runner.bench import BenchReport
-from edge_runner.camera import CameraSummary, FrameResult
-from edge_runner.info import ModelInfo
+from allx.edge_runner.batch import BatchSummary, ImageResult
+from allx.edge_runner.bench import BenchReport
+from allx.edge_runner.camera import CameraSummary, FrameResult
+from allx.edge_runner.info import ModelInfo
 
 PATH_WIDTH = 40
 OOD_NOTE = "uncertain: unlike training images"

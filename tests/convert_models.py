@@ -30,7 +30,7 @@ class RunFolder:
 
 def make_run_folder(synthetic_dir: Path, root: Path) -> RunFolder:
     """Copy the images, write split.json (train/val) and labels.txt, train and save both models."""
-    from train.split import Split, write_split
+    from allx.train.split import Split, write_split
 
     data = root / "data"
     shutil.copytree(synthetic_dir, data)
@@ -97,7 +97,7 @@ def train_layout(model):
     """The trained model rebuilt as `allx train` lays it out: feature map -> nested "head" (train.head)."""
     import keras
 
-    from train.head import build_head
+    from allx.train.head import build_head
 
     feature_map = model.get_layer("features").input
     head = build_head(tuple(feature_map.shape[1:]), len(CLASSES), "gap")

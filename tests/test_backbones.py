@@ -8,11 +8,11 @@ import pytest
 
 from allx.errors import ModelError
 from torch_files import write_zip_state_dict
-from train.backbones import BACKBONES, get_backbone, list_backbones
-from train.efficientnet_lite import make_lite0, packaged_weights_path
-from train.layers import PixelNormalization
-from train.mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD, make_torchvision_mobilenet_v2
-from train.torch_weights import load_state_dict
+from allx.train.backbones import BACKBONES, get_backbone, list_backbones
+from allx.train.efficientnet_lite import make_lite0, packaged_weights_path
+from allx.train.layers import PixelNormalization
+from allx.train.mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD, make_torchvision_mobilenet_v2
+from allx.train.torch_weights import load_state_dict
 
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
@@ -71,7 +71,7 @@ def test_base_accepts_small_inputs_and_outputs_a_feature_map(name):
 def test_model_with_preprocessing_and_base_round_trips_through_keras_file(name, tmp_path):
     import keras
 
-    from train.model_io import load_keras_model, save_keras_model
+    from allx.train.model_io import load_keras_model, save_keras_model
 
     backbone = get_backbone(name)
     pixels = keras.Input(shape=(32, 32, 3))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import train.batches
-from train.batches import FeatureBatches, feature_batches
+import allx.train.batches
+from allx.train.batches import FeatureBatches, feature_batches
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def test_in_memory_and_streamed_batches_are_the_same(cached, monkeypatch):
     features, labels = cached
     in_memory = feature_batches(features, labels, 4, batch_size=4, shuffle=False, class_weights={0: 2.0, 1: 1, 2: 1, 3: 1})
     assert not isinstance(in_memory, FeatureBatches)
-    monkeypatch.setattr(train.batches, "IN_MEMORY_BYTES", 0)
+    monkeypatch.setattr(allx.train.batches, "IN_MEMORY_BYTES", 0)
     streamed = feature_batches(features, labels, 4, batch_size=4, shuffle=False, class_weights={0: 2.0, 1: 1, 2: 1, 3: 1})
     assert isinstance(streamed, FeatureBatches)
     got, expected = batches_of(in_memory), [streamed[i] for i in range(len(streamed))]

@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from allx.cli.main import app
-from train.split import read_split
+from allx.train.split import read_split
 
 from messy_data import CONFLICT, EXACT, make_messy_copy
 

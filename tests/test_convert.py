@@ -69,7 +69,7 @@ def test_int8_json_output_and_report(int8_out):
 def test_check_used_the_edge_runner_path(int8_out, run_folder):
     """The probabilities convert recorded are what allx-edge's EdgeModel gives for the same images."""
     from allx.images import load_image
-    from edge_runner.model import EdgeModel
+    from allx.edge_runner.model import EdgeModel
 
     out, _ = int8_out
     model = EdgeModel.load(out)
@@ -318,7 +318,7 @@ def test_ood_options(run_folder, tmp_path):
 def test_two_precisions_in_one_folder_each_keep_their_own_manifest(run_folder, tmp_path):
     """float32 then int8 into one OUT_DIR (the demo does this): allx-edge reads each .tflite with its own
     manifest and OOD statistics, and the folder itself means the latest passed model."""
-    from edge_runner.model import EdgeModel
+    from allx.edge_runner.model import EdgeModel
 
     out = tmp_path / "both"
     for precision in ("--float32", "--int8"):

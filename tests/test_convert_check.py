@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from convert.check import CheckPredictions, metrics_of, summarize
-from convert.modes import Thresholds
+from allx.convert.check import CheckPredictions, metrics_of, summarize
+from allx.convert.modes import Thresholds
 
 LABELS = ("Benign", "Early", "Pre", "Pro")
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from allx.errors import ConversionError
-from convert import edgetpu
-from convert.modes import MODES
-from convert.tflite import TensorSpec, check_input_quantization, summarize_error
+from allx.convert import edgetpu
+from allx.convert.modes import MODES
+from allx.convert.tflite import TensorSpec, check_input_quantization, summarize_error
 
 SIZE = 16
 
@@ -28,8 +28,8 @@ def tiny_keras(activation=None):
 
 
 def convert(model, mode="int8", io="uint8", tmp_path=Path(".")) -> bytes:
-    from convert.representative import calibration_batches
-    from convert.tflite import convert_model, saved_model_of
+    from allx.convert.representative import calibration_batches
+    from allx.convert.tflite import convert_model, saved_model_of
 
     pixels = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
     with saved_model_of(model, (SIZE, SIZE)) as saved_model_dir:

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from convert.modes import MODES, UsageError, resolve_options, validate_thresholds
+from allx.convert.modes import MODES, resolve_options, validate_thresholds
+from allx.errors import UsageError
 
 
 def test_every_mode_has_a_default_io_among_its_choices():

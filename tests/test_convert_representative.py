@@ -5,8 +5,8 @@ import pytest
 
 from allx.errors import DataError
 from allx.images import load_image
-from convert.representative import calibration_batches, class_quotas, draw_representative, load_representative
-from train.split import Split
+from allx.convert.representative import calibration_batches, class_quotas, draw_representative, load_representative
+from allx.train.split import Split
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")
 
@@ -37,7 +37,7 @@ def test_draw_is_stratified_train_only_and_seeded():
 
 
 def test_default_count_is_capped_by_a_small_train_subset_but_an_explicit_one_is_not():
-    from convert.modes import DEFAULT_REPRESENTATIVE_COUNT
+    from allx.convert.modes import DEFAULT_REPRESENTATIVE_COUNT
 
     split = make_split()  # 100 train images
     assert len(draw_representative(split, None)) == min(DEFAULT_REPRESENTATIVE_COUNT, 100)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from allx.errors import DataError
-from train import duplicates as dup
-from train.dataset import data_fingerprint, inspect_dataset, scan_dataset
-from train.duplicates import ImageRecord, close_pairs, group_records
+from allx.train import duplicates as dup
+from allx.train.dataset import data_fingerprint, inspect_dataset, scan_dataset
+from allx.train.duplicates import ImageRecord, close_pairs, group_records
 
 from messy_data import CONFLICT, EXACT, NEAR, make_messy_copy
 

@@ -8,8 +8,8 @@ from edge_models import tiny_models
 from PIL import Image
 
 from allx.errors import DataError
-from edge_runner.batch import classify_paths, expand_paths
-from edge_runner.model import EdgeModel
+from allx.edge_runner.batch import classify_paths, expand_paths
+from allx.edge_runner.model import EdgeModel
 
 
 @pytest.fixture

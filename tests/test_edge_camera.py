@@ -8,9 +8,9 @@ from edge_models import tiny_models
 from typer.testing import CliRunner
 
 from allx.errors import AllxError, DataError
-from edge_runner.camera import frame_pixels, run_camera
-from edge_runner.cli import app
-from edge_runner.model import EdgeModel
+from allx.edge_runner.camera import frame_pixels, run_camera
+from allx.edge_runner.cli import app
+from allx.edge_runner.model import EdgeModel
 
 cv2 = pytest.importorskip("cv2")
 runner = CliRunner()

@@ -11,9 +11,9 @@ from PIL import Image
 from test_images import png_header_only
 from typer.testing import CliRunner
 
-from edge_runner.cli import app
-from edge_runner.model import EdgeModel
-from edge_runner.runtime import EDGETPU_OP
+from allx.edge_runner.cli import app
+from allx.edge_runner.model import EdgeModel
+from allx.edge_runner.runtime import EDGETPU_OP
 
 runner = CliRunner()
 GOOD = ("plain.png", "cmyk.jpg", "grey16.png", "rgba.png", "palette.png")

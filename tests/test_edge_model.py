@@ -9,8 +9,8 @@ import pytest
 from edge_models import LABELS, tiny_models
 
 from allx.errors import ImageError, ModelError
-from edge_runner.model import EdgeModel
-from edge_runner.runtime import EDGETPU_OP, plan_delegate
+from allx.edge_runner.model import EdgeModel
+from allx.edge_runner.runtime import EDGETPU_OP, plan_delegate
 
 
 @pytest.fixture(scope="module")

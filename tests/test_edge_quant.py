@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edge_runner.quant import dequantize, quantize, tensor_quantization
+from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
 
 
 @pytest.mark.parametrize("dtype, zero_point", [(np.uint8, 0), (np.uint8, 128), (np.int8, -128), (np.int8, 0)])

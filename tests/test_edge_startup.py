@@ -10,7 +10,7 @@ from edge_models import tiny_models
 from PIL import Image
 
 HEAVY = ("tensorflow", "keras", "matplotlib", "sklearn", "cv2", "torch")
-RUN_CLI = "import sys; from edge_runner.cli import app; sys.argv[0] = 'allx-edge'; app()"
+RUN_CLI = "import sys; from allx.edge_runner.cli import app; sys.argv[0] = 'allx-edge'; app()"
 
 
 def blocker_dir(tmp_path, *packages):
@@ -38,8 +38,8 @@ def image(tmp_path_factory):
 
 
 def test_start_up_imports_nothing_heavy():
-    code = ("import sys, json, edge_runner.cli, edge_runner.model, edge_runner.batch, edge_runner.bench, "
-            "edge_runner.info; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (HEAVY,))
+    code = ("import sys, json, allx.edge_runner.cli, allx.edge_runner.model, allx.edge_runner.batch, allx.edge_runner.bench, "
+            "allx.edge_runner.info; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (HEAVY,))
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert loaded.returncode == 0, loaded.stderr
     assert json.loads(loaded.stdout) == []

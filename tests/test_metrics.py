@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from train.metrics import classification_metrics
+from allx.train.metrics import classification_metrics
 
 CLASSES = ["Benign", "Early", "Pre", "Pro"]
 

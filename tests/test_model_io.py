@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from allx.errors import ModelError
-from train.layers import PixelNormalization
-from train.model_io import load_keras_model, save_keras_model
+from allx.train.layers import PixelNormalization
+from allx.train.model_io import load_keras_model, save_keras_model
 
 
 def tiny_model():

@@ -9,10 +9,10 @@ from edge_models import LABELS, tiny_models
 from typer.testing import CliRunner
 
 from allx.errors import ModelError
-from convert.ood import fit_mahalanobis, stats_bytes, threshold_for
-from edge_runner.cli import app
-from edge_runner.model import EdgeModel
-from edge_runner.ood import mahalanobis_scores, make_scorer, read_stats
+from allx.convert.ood import fit_mahalanobis, stats_bytes, threshold_for
+from allx.edge_runner.cli import app
+from allx.edge_runner.model import EdgeModel
+from allx.edge_runner.ood import mahalanobis_scores, make_scorer, read_stats
 
 runner = CliRunner()
 NOTE = "uncertain: unlike training images"
@@ -127,7 +127,7 @@ def ood_folder(tmp_path_factory, in_distribution):
     manifest = {"format": "allx-tflite/1", "model_file": "model.tflite", "labels": list(LABELS),
                 "outputs": {"probabilities": {"name": bare.output["name"]}, "embedding": {"name": embedding}}}
     (folder / "model.json").write_text(json.dumps(manifest))
-    from convert.ood import model_outputs
+    from allx.convert.ood import model_outputs
 
     pixels, labels = in_distribution
     embeddings = model_outputs(EdgeModel.load(folder), pixels)[1]
@@ -224,7 +224,7 @@ def allx_layout_model(size=32, classes=4):
     """The `allx train` layout in miniature: pixels -> scaling -> nested backbone -> nested "head" (Flatten first)."""
     import keras
 
-    from train.head import build_head
+    from allx.train.head import build_head
 
     keras.utils.set_random_seed(0)
     base_input = keras.Input((size, size, 3))
@@ -240,11 +240,11 @@ def allx_layout_model(size=32, classes=4):
 @pytest.fixture(scope="module")
 def converted(synthetic_dir, tmp_path_factory):
     """The tiny allx-layout model converted to int8 with and without the embedding output, and a split."""
-    from convert.modes import MODES
-    from convert.ood import with_embedding
-    from convert.representative import calibration_batches, load_representative
-    from convert.tflite import convert_model, describe_tensors, saved_model_of
-    from train.split import Split
+    from allx.convert.modes import MODES
+    from allx.convert.ood import with_embedding
+    from allx.convert.representative import calibration_batches, load_representative
+    from allx.convert.tflite import convert_model, describe_tensors, saved_model_of
+    from allx.train.split import Split
 
     root = tmp_path_factory.mktemp("ood_convert")
     paths = sorted(p.relative_to(synthetic_dir).as_posix() for p in synthetic_dir.rglob("*.jpg"))
@@ -276,13 +276,13 @@ def test_with_embedding_adds_the_pooled_feature_map(converted):
     inputs = keras.Input((32, 32, 3))
     plain = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(
         keras.layers.Conv2D(8, 3)(inputs))))
-    from convert.ood import with_embedding
+    from allx.convert.ood import with_embedding
 
     assert with_embedding(plain) is None  # no "head" on a feature map: the converter leaves the model alone
 
 
 def test_embedding_output_leaves_int8_probabilities_unchanged(converted, synthetic_dir, tmp_path):
-    from convert.representative import load_representative
+    from allx.convert.representative import load_representative
 
     _, _, tflite, _, split, _ = converted
     for name, data in tflite.items():
@@ -294,7 +294,7 @@ def test_embedding_output_leaves_int8_probabilities_unchanged(converted, synthet
 
 
 def test_calibration_through_the_converted_model(converted, synthetic_dir):
-    from convert.ood import calibrate_tflite, report_section
+    from allx.convert.ood import calibrate_tflite, report_section
 
     _, _, tflite, tensors, split, root = converted
     calibration = calibrate_tflite(tflite["two"], tensors, LABELS, synthetic_dir, split, root, flag_rate=0.1)
@@ -313,7 +313,7 @@ def test_calibration_through_the_converted_model(converted, synthetic_dir):
 def test_plan_model_on_when_the_structure_allows_it(converted):
     import keras
 
-    from convert.ood import plan_model
+    from allx.convert.ood import plan_model
 
     model = converted[0]
     two, note = plan_model(model, None)
@@ -332,8 +332,8 @@ def test_real_smears_pass_and_another_lab_is_flagged(converted, real_data_dir, o
     """Even the tiny (untrained) model's pooled features tell the other lab's lymphocytes from Taleqani smears:
     the mechanism on real pixels (the trained models' rates come from benchmarks/ood.py)."""
     from allx.images import load_image
-    from convert.ood import calibrate_tflite, stats_bytes
-    from train.split import Split
+    from allx.convert.ood import calibrate_tflite, stats_bytes
+    from allx.train.split import Split
 
     _, _, tflite, tensors, _, root = converted
     rng = np.random.default_rng(0)

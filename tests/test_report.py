@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from allx.cli.main import app
+from allx.layout import SplitKind
 from allx.report.inputs import kind_of
 
 LABELS = ("Benign", "Early", "Pre", "Pro")
@@ -20,7 +21,7 @@ runner = CliRunner()
 
 def bench_json(path: Path, device: str, models: dict[str, list[float]], samples: bool = False) -> Path:
     """An `allx-edge bench --json` file: BenchReport.to_dict() of the given per-model latencies (ms)."""
-    from edge_runner.bench import BenchReport, BenchResult, LatencyStats, MachineInfo
+    from allx.edge_runner.bench import BenchReport, BenchResult, LatencyStats, MachineInfo
 
     results = []
     for name, latencies in models.items():
@@ -43,8 +44,8 @@ def bench_json(path: Path, device: str, models: dict[str, list[float]], samples:
 
 def check_dict(quantized_errors: int, seed: int = 0) -> dict:
     """CheckReport.to_dict() from convert.check.summarize: 40 val images, int8 wrong on `quantized_errors` of them."""
-    from convert.check import CheckPredictions, summarize
-    from convert.modes import Thresholds
+    from allx.convert.check import CheckPredictions, summarize
+    from allx.convert.modes import Thresholds
 
     truth = np.repeat(np.arange(4), 10)
     float_probs = np.eye(4, dtype=np.float32)[truth] * 0.9 + 0.025
@@ -58,7 +59,7 @@ def check_dict(quantized_errors: int, seed: int = 0) -> dict:
 
 def manifest_json(path: Path, quantized_errors: int = 0, model_file: str = "model_int8.tflite") -> Path:
     """A model.json as convert.manifest.build_manifest lays it out (its TensorFlow version lookup left out)."""
-    from convert.manifest import FORMAT
+    from allx.convert.manifest import FORMAT
 
     check = check_dict(quantized_errors)
     manifest = {"format": FORMAT, "model_file": model_file, "precision": "int8",
@@ -72,14 +73,13 @@ def manifest_json(path: Path, quantized_errors: int = 0, model_file: str = "mode
 
 def evaluation_json(path: Path, split_kind: str | None = None) -> Path:
     """`allx evaluate --json`: train.metrics.classification_metrics plus the keys evaluate_model adds."""
-    from train.metrics import classification_metrics
-    from train.split import SPLIT_KIND
+    from allx.train.metrics import classification_metrics
 
     truth = np.repeat(np.arange(4), 12)
     probabilities = np.eye(4)[truth] * 0.7 + 0.075
     probabilities[[13, 30]] = np.eye(4)[[0, 1]] * 0.7 + 0.075  # two malignant images called something else
     metrics = classification_metrics(probabilities, truth, LABELS)
-    metrics.update(subset="test", model="/runs/r1/model.keras", skipped=[], split_kind=split_kind or SPLIT_KIND)
+    metrics.update(subset="test", model="/runs/r1/model.keras", skipped=[], split_kind=split_kind or SplitKind.NEAR_DUPLICATE.value)
     path.write_text(json.dumps(metrics))
     return path
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from allx.errors import DataError
-from train.split import SUBSETS, Split, make_split, read_split, target_counts, write_split
+from allx.train.split import SUBSETS, Split, make_split, read_split, target_counts, write_split
 
 from messy_data import CONFLICT, EXACT, NEAR, make_messy_copy
 
@@ -135,7 +135,7 @@ def test_written_split_reads_back_equal(messy_dir, tmp_path):
     assert read_split(path, messy_dir) == split
     assert [p.name for p in path.parent.iterdir()] == ["split.json"]  # no temp file left behind
     meta = split.meta
-    assert meta["split_kind"] == "near-duplicate groups kept together" and meta["seed"] == 5
+    assert meta["split_kind"] == "near-duplicate" and meta["seed"] == 5
     assert meta["data_dir"] == str(messy_dir.resolve()) and len(meta["data_fingerprint"]) == 16
 
 

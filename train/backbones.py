@@ -112,7 +112,7 @@ def load_keras_weights(model, path: Path, backbone: str) -> None:
 
 
 def caffe_preprocessing():
-    from train.layers import PixelNormalization
+    from allx.train.layers import PixelNormalization
 
     return PixelNormalization(mean=CAFFE_BGR_MEAN, std=1.0, reverse_channels=True, name="resnet50_preprocessing")
 
@@ -130,14 +130,14 @@ def make_resnet50(weights: str | Path, input_shape):
 
 
 def lite0_preprocessing():
-    from train.efficientnet_lite import INPUT_MEAN, INPUT_STD
-    from train.layers import PixelNormalization
+    from allx.train.efficientnet_lite import INPUT_MEAN, INPUT_STD
+    from allx.train.layers import PixelNormalization
 
     return PixelNormalization(mean=INPUT_MEAN, std=INPUT_STD, name="efficientnet_lite0_preprocessing")
 
 
 def make_efficientnet_lite0(weights: str | Path, input_shape):
-    from train.efficientnet_lite import make_lite0, packaged_weights_path
+    from allx.train.efficientnet_lite import make_lite0, packaged_weights_path
 
     weights, shape = parse_weights(weights), check_input_shape(input_shape)
     if weights == "imagenet":
@@ -148,7 +148,7 @@ def make_efficientnet_lite0(weights: str | Path, input_shape):
 
 
 def mobilenet_v2_preprocessing():
-    from train.layers import PixelNormalization
+    from allx.train.layers import PixelNormalization
 
     # keras.applications.MobileNetV2's range [-1, 1]; the torchvision port converts from it inside its base.
     return PixelNormalization(mean=127.5, std=127.5, name="mobilenetv2_preprocessing")
@@ -172,7 +172,7 @@ def make_mobilenet_v2(weights: str | Path, input_shape):
 
 def make_torchvision_base(weights: Path, shape):
     """torchvision's MobileNetV2 whose first layer maps [-1, 1] to ImageNet mean/std of 0..1 pixels."""
-    from train.mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD, make_torchvision_mobilenet_v2
+    from allx.train.mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD, make_torchvision_mobilenet_v2
 
     # y = x/127.5 - 1 and x/255 = (y + 1)/2, so (x/255 - m)/s = (y - (2m - 1)) / (2s).
     normalization = ([2 * m - 1 for m in IMAGENET_MEAN], [2 * s for s in IMAGENET_STD])

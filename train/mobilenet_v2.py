@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from train.torch_weights import assign_torch_weights, load_state_dict
+from allx.train.torch_weights import assign_torch_weights, load_state_dict
 
 BN_EPSILON = 1e-5
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,7 +40,7 @@ def build_torchvision_mobilenet_v2(input_shape, include_top: bool = False, class
     import keras
     from keras import layers
 
-    from train.layers import PixelNormalization
+    from allx.train.layers import PixelNormalization
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = inputs

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def write_model_card(path: Path, config, backbone, weights, size, split, metrics, skipped) -> None:
-    from train.trainer import write_text
+    from allx.train.trainer import write_text
 
     counts = {name: len(split.subset(name)) for name in ("train", "val", "test")}
     lines = [
@@ -19,7 +19,7 @@ def write_model_card(path: Path, config, backbone, weights, size, split, metrics
         f"- Data directory: `{config.data_dir}`",
         f"- Classes: {', '.join(split.classes)}",
         f"- Split: train {counts['train']}, val {counts['val']}, test {counts['test']} images;"
-        f" {split.meta.get('split_kind', 'hand-written split (image-level; near-duplicates may straddle subsets)')}",
+        f" {split.kind.words}",
         f"- Images skipped as unreadable: {len(skipped)}",
         "",
         "## Model",

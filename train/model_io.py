@@ -17,7 +17,7 @@ def load_keras_model(path: str | Path):
     """The model saved at `path` (a .keras file), with allx's custom layers registered."""
     import keras
 
-    import train.layers  # noqa: F401  (registers PixelNormalization before deserializing)
+    import allx.train.layers  # noqa: F401  (registers PixelNormalization before deserializing)
 
     path = check_keras_file(Path(path))
     try:

@@ -16,12 +16,12 @@ import numpy as np
 
 from allx import __version__
 from allx.errors import DataError
+from allx.layout import SplitKind
 from allx.files import write_atomic as write_text_atomic
-from train.dataset import Progress, data_fingerprint, scan_dataset
-from train.duplicates import NEAR_DISTANCE, Duplicates, class_of, find_duplicates
+from allx.train.dataset import Progress, data_fingerprint, scan_dataset
+from allx.train.duplicates import NEAR_DISTANCE, Duplicates, class_of, find_duplicates
 
 SUBSETS = ("train", "val", "test")
-SPLIT_KIND = "near-duplicate groups kept together"
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,11 @@ class Split:
     def counts(self) -> dict[str, dict[str, int]]:
         """subset -> class -> number of images."""
         return {s: {c: sum(class_of(p) == c for p in self.subset(s)) for c in self.classes} for s in SUBSETS}
+
+    @property
+    def kind(self) -> SplitKind:
+        """How related images were kept together (meta["split_kind"]; hand-written splits are image-level)."""
+        return SplitKind.parse(self.meta.get("split_kind"))
 
     def to_json(self) -> dict:
         return {"classes": list(self.classes), **{s: list(self.subset(s)) for s in SUBSETS}, "meta": self.meta}
@@ -150,7 +155,7 @@ def split_meta(root: Path, split: Split, duplicates: Duplicates, groups, fractio
     kept_paths = set(all_paths)
     return {
         "created_by": f"allx data split (allx {__version__})",
-        "split_kind": SPLIT_KIND,
+        "split_kind": SplitKind.NEAR_DUPLICATE.value,
         "seed": seed,
         "fractions": fractions,
         "data_dir": str(root),

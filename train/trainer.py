@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from allx import layout
 from allx.errors import AllxError, DataError, ModelError
 from allx.files import write_atomic, write_json_atomic
 
@@ -54,7 +55,7 @@ class TrainResult:
 
 def validate_config(config: TrainConfig) -> None:
     """Reject impossible options before any work starts ("got X, expected Y")."""
-    from train.head import HEADS
+    from allx.train.head import HEADS
 
     checks = [
         (config.epochs >= 1, f"--epochs: got {config.epochs}, expected >= 1"),
@@ -78,7 +79,7 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
     validate_config(config)
     import keras
 
-    from train.backbones import get_backbone
+    from allx.train.backbones import get_backbone
 
     keras.utils.set_random_seed(config.seed)
     backbone = get_backbone(config.backbone)  # unknown names fail before the data is read
@@ -103,11 +104,11 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
         raise DataError("no readable training images: every image in the train subset failed to load")
 
     # 3. The head, trained on the cached features; the full model is checkpointed on each improvement.
-    from train.head import build_head
+    from allx.train.head import build_head
 
     head = build_head(extractor.output_shape[1:], len(split.classes), config.head)
     model = keras.Model(pixels, head(feature_map), name=f"allx_{backbone.name.replace('-', '_')}")
-    write_labels(split.classes, run_dir / "labels.txt")
+    write_labels(split.classes, run_dir / layout.LABELS)
     history = fit_head(config, head, model, features, len(split.classes), run_dir, progress)
 
     # 4. Optional second phase: unfreeze the top layers and fine-tune on images at a low learning rate.
@@ -115,18 +116,18 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
         history["fine_tune"] = fine_tune(config, model, base, split, size, run_dir, progress)
 
     # 5. Save, evaluate on the test subset, and describe the run.
-    from train.model_io import save_keras_model
+    from allx.train.model_io import save_keras_model
 
-    save_keras_model(model, run_dir / "model.keras")
+    save_keras_model(model, run_dir / layout.MODEL_KERAS)
     metrics = evaluate_run(config, model, head, features, split, size, run_dir)
     skipped = tuple(s for fs in features.values() for s in fs.skipped)
     write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir)
-    return TrainResult(run_dir, run_dir / "model.keras", metrics, history, skipped)
+    return TrainResult(run_dir, run_dir / layout.MODEL_KERAS, metrics, history, skipped)
 
 
 def prepare_split(config: TrainConfig, run_dir: Path):
     """The given split (checked against the data), or a new near-duplicate-aware one saved in the run."""
-    from train.split import make_split, read_split, write_split
+    from allx.train.split import make_split, read_split, write_split
 
     if config.split_path:
         split = read_split(config.split_path, config.data_dir)
@@ -136,18 +137,18 @@ def prepare_split(config: TrainConfig, run_dir: Path):
         raise DataError(f"need at least 2 classes, got {len(split.classes)}: {list(split.classes)}")
     if not split.subset("train"):
         raise DataError("the split has no training images")
-    from train.charts import save_split_charts
+    from allx.train.charts import save_split_charts
 
     meta = {**split.meta, "data_dir": str(Path(config.data_dir).resolve())}
     saved = type(split)(split.classes, split.train, split.val, split.test, meta)
-    write_split(saved, run_dir / "split.json")
-    save_split_charts(saved, run_dir / "split.json")
+    write_split(saved, run_dir / layout.SPLIT)
+    save_split_charts(saved, run_dir / layout.SPLIT)
     return saved
 
 
 def cached_features(config, extractor, split, subset, size, weights, progress):
-    from train.dataset import data_fingerprint
-    from train.features import cache_key, default_cache_dir, extract_features
+    from allx.train.dataset import data_fingerprint
+    from allx.train.features import cache_key, default_cache_dir, extract_features
 
     relpaths = list(split.subset(subset))
     weights_id = weights if weights in ("imagenet", "none") else file_identity(weights)
@@ -177,8 +178,8 @@ def fit_head(config, head, model, features, n_classes, run_dir, progress) -> dic
     """Adam + categorical cross-entropy on cached features; early stopping on val loss, best weights kept."""
     import keras
 
-    from train.batches import feature_batches
-    from train.callbacks import CheckpointFullModel, EpochProgress
+    from allx.train.batches import feature_batches
+    from allx.train.callbacks import CheckpointFullModel, EpochProgress
 
     weights = balanced_class_weights(features["train"].labels, n_classes) if config.class_weights else None
     train_batches = feature_batches(features["train"].features, features["train"].labels, n_classes,
@@ -190,7 +191,7 @@ def fit_head(config, head, model, features, n_classes, run_dir, progress) -> dic
     monitor = "val_loss" if val_batches else "loss"
     callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience,
                                                restore_best_weights=True),
-                 CheckpointFullModel(model, run_dir / "model.keras", monitor),
+                 CheckpointFullModel(model, run_dir / layout.MODEL_KERAS, monitor),
                  EpochProgress("head", config.epochs, progress)]
     try:
         fitted = head.fit(train_batches, validation_data=val_batches, epochs=config.epochs, shuffle=False,
@@ -211,7 +212,7 @@ def balanced_class_weights(labels, n_classes) -> dict[int, float]:
 
 
 def interrupted_message(run_dir: Path) -> str:
-    checkpoint = run_dir / "model.keras"
+    checkpoint = run_dir / layout.MODEL_KERAS
     if checkpoint.exists():
         return f"interrupted; the last good checkpoint is kept at {checkpoint}"
     return "interrupted before the first epoch finished; no model was written"
@@ -221,8 +222,8 @@ def fine_tune(config, model, base, split, size, run_dir, progress) -> dict:
     """Unfreeze the top N backbone layers (BatchNorm stays frozen) and train end to end on images."""
     import keras
 
-    from train.batches import ImageBatches
-    from train.callbacks import CheckpointFullModel, EpochProgress
+    from allx.train.batches import ImageBatches
+    from allx.train.callbacks import CheckpointFullModel, EpochProgress
 
     base.trainable = True
     for layer in base.layers[:-config.fine_tune_layers]:
@@ -239,7 +240,7 @@ def fine_tune(config, model, base, split, size, run_dir, progress) -> dict:
         if split.val else None
     monitor = "val_loss" if val else "loss"
     callbacks = [keras.callbacks.EarlyStopping(monitor=monitor, patience=2, restore_best_weights=True),
-                 CheckpointFullModel(model, run_dir / "model.keras", monitor),
+                 CheckpointFullModel(model, run_dir / layout.MODEL_KERAS, monitor),
                  EpochProgress("fine-tune", config.fine_tune_epochs, progress)]
     try:
         fitted = model.fit(train, validation_data=val, epochs=config.fine_tune_epochs, callbacks=callbacks,
@@ -252,23 +253,23 @@ def fine_tune(config, model, base, split, size, run_dir, progress) -> dict:
 def evaluate_run(config, model, head, features, split, size, run_dir) -> dict:
     """Test-subset metrics. With the base untouched, the head on cached test features computes exactly
     what the full model computes on the images, so that path is used; after fine-tuning, the images."""
-    from train.metrics import classification_metrics
-    from train.plots import plot_confusion_matrix
+    from allx.train.metrics import classification_metrics
+    from allx.train.plots import plot_confusion_matrix
 
     test = features.get("test")
     if test is None:
         return {"note": "the split has no test subset; nothing evaluated"}
     if config.fine_tune_layers:
-        from train.evaluate import predict_images
+        from allx.train.evaluate import predict_images
 
         probabilities, labels, _ = predict_images(model, config.data_dir, test.paths, test.labels, size)
     else:
         probabilities, labels = head.predict(test.features, batch_size=config.batch_size, verbose=0), test.labels
     metrics = classification_metrics(probabilities, labels, split.classes)
     metrics["subset"] = "test"
-    metrics["split_kind"] = split.meta.get("split_kind", "image-level (hand-written split: near-duplicates may straddle subsets)")
-    write_json(metrics, run_dir / "metrics.json")
-    plot_confusion_matrix(metrics["confusion_matrix"], split.classes, run_dir / "confusion_matrix.png",
+    metrics["split_kind"] = split.kind.value
+    write_json(metrics, run_dir / layout.METRICS)
+    plot_confusion_matrix(metrics["confusion_matrix"], split.classes, run_dir / layout.CONFUSION_MATRIX,
                           title=f"Test subset (n={metrics['n']})")
     return metrics
 
@@ -286,13 +287,13 @@ def write_text(text: str, path: Path) -> None:
 
 
 def write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir) -> None:
-    from train.model_card import write_model_card
-    from train.plots import plot_curves
+    from allx.train.model_card import write_model_card
+    from allx.train.plots import plot_curves
 
-    write_json(history, run_dir / "history.json")
-    plot_curves(history, run_dir / "curves.png")
+    write_json(history, run_dir / layout.HISTORY)
+    plot_curves(history, run_dir / layout.CURVES)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     write_json({**settings, "weights": weights, "image_size": list(size),
                 "weights_source": backbone.weights_source, "skipped_images": [list(s) for s in skipped]},
-               run_dir / "train_config.json")
-    write_model_card(run_dir / "MODEL_CARD.md", config, backbone, weights, size, split, metrics, skipped)
+               run_dir / layout.TRAIN_CONFIG)
+    write_model_card(run_dir / layout.MODEL_CARD, config, backbone, weights, size, split, metrics, skipped)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from allx.cli.common import handle_errors, show_progress, stderr, stdout
 from allx.errors import CheckFailed, ConversionError
-from convert.modes import DEFAULT_REPRESENTATIVE_COUNT  # light: no TensorFlow
+from allx.convert.modes import DEFAULT_REPRESENTATIVE_COUNT  # light: no TensorFlow
 
 
 @handle_errors
@@ -65,8 +65,9 @@ def convert(
     model_<precision>.rejected.tflite, a model that passed before is kept); 2 bad input or conversion error.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter; details go to convert.log
-    from convert.modes import UsageError, resolve_options
-    from convert.pipeline import convert_keras
+    from allx.convert.modes import resolve_options
+    from allx.errors import UsageError
+    from allx.convert.pipeline import convert_keras
 
     chosen = [name for name, flag in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
                                       ("float32", float32)) if flag]
@@ -122,7 +123,7 @@ def progress_callback():
 
 
 def render(result) -> None:
-    from convert.ood import summary_line
+    from allx.convert.ood import summary_line
 
     check = result.check
     verdict = "[green]PASSED[/green]" if check.passed else "[red]REJECTED[/red]"

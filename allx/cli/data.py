@@ -11,9 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from allx.layout import SplitKind
 from allx.cli.common import handle_errors, show_progress, stderr, stdout
 from allx.errors import DataError
-from train.duplicates import NEAR_DISTANCE
+from allx.train.duplicates import NEAR_DISTANCE
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Inspect and split a directory-labelled image set (DATA_DIR/<class>/<image files>).")
@@ -48,7 +49,7 @@ def inspect(
     Lists per-class counts and balance, image sizes and modes, unreadable or non-image files (never
     fatal), exact duplicates (same bytes), label conflicts (the same image under two classes) and
     near-duplicate groups (connected components of phash pairs within --distance: chains can merge)."""
-    from train.dataset import inspect_dataset
+    from allx.train.dataset import inspect_dataset
 
     with hashing_progress() as progress:
         report = inspect_dataset(data_dir, distance, progress)
@@ -75,8 +76,8 @@ def split(
     Stratified by class; exact and near-duplicate groups never straddle subsets. One copy of each exact
     duplicate is kept; groups spanning two classes (label conflicts) are dropped.
     Writes SPLIT.json and <stem>_sizes.png, <stem>_proportions.png, <stem>_classes.png beside it."""
-    from train.charts import save_split_charts
-    from train.split import make_split, write_split
+    from allx.train.charts import save_split_charts
+    from allx.train.split import make_split, write_split
 
     if out.is_dir():
         raise DataError(f"--out {out}: is a directory, expected a file name such as {out / 'split.json'}")
@@ -141,7 +142,7 @@ def warn_conflicts(conflicts, where: str) -> None:
 
 def render_split(result, out: Path, charts: list[Path]) -> None:
     counts, meta = result.counts(), result.meta
-    stdout.print(f"split of {escape(meta['data_dir'])} (seed {meta['seed']}, {meta['split_kind']})", soft_wrap=True)
+    stdout.print(f"split of {escape(meta['data_dir'])} (seed {meta['seed']}, {SplitKind.parse(meta['split_kind']).words})", soft_wrap=True)
     table = Table()
     table.add_column("class")
     for name in (*counts, "total"):

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from allx.layout import SplitKind
 from allx.cli.common import handle_errors, show_progress, stderr, stdout
 
 
@@ -60,7 +61,7 @@ def train(
     Writes OUT/model.keras (raw RGB 0..255 in, probabilities out), labels.txt, split.json, history.json,
     curves.png, metrics.json, confusion_matrix.png, MODEL_CARD.md. Ctrl-C keeps the last good checkpoint.
     """
-    from train.trainer import TrainConfig, train_model
+    from allx.train.trainer import TrainConfig, train_model
 
     config = TrainConfig(data_dir=data_dir, out_dir=out, split_path=split, backbone=backbone, weights=weights,
                          head=head, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
@@ -72,7 +73,7 @@ def train(
         stderr.print(f"skipped {len(result.skipped)} unreadable image(s): see {out / 'train_config.json'}")
     metrics = result.metrics
     if "accuracy" in metrics:
-        stdout.print(f"test accuracy {metrics['accuracy']:.4f} (n={metrics['n']}, {metrics['split_kind']})")
+        stdout.print(f"test accuracy {metrics['accuracy']:.4f} (n={metrics['n']}, {SplitKind.parse(metrics['split_kind']).words})")
     stdout.print(f"model: {result.model_path}")
 
 
@@ -85,7 +86,7 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON document.")] = False,
 ):
     """Evaluate a model: accuracy, loss, per-class precision/recall/F1, confusion matrix, malignant sensitivity."""
-    from train.evaluate import evaluate_model
+    from allx.train.evaluate import evaluate_model
 
     with stage_progress() as report:
         metrics = evaluate_model(model, data_dir, split, subset, progress=report)
@@ -107,4 +108,4 @@ def render_metrics(metrics: dict) -> None:
     sens, spec = metrics["malignant_sensitivity"], metrics["benign_specificity"]
     if sens is not None:
         stdout.print(f"malignant sensitivity {sens:.4f}, benign specificity {spec:.4f}")
-    stdout.print(f"split: {metrics['split_kind']}")
+    stdout.print(f"split: {SplitKind.parse(metrics['split_kind']).words}")

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from allx import layout
 from allx.report.fields import Fields, ReportInputError
 
 # How a file's kind is recognised, tried in this order (the first rule that matches wins).
@@ -136,8 +137,8 @@ def read_inputs(paths) -> Inputs:
 
 def read_input(path: Path) -> tuple[str, list]:
     """(kind, parsed items) of one file; a convert OUT_DIR stands for its model.json."""
-    if path.is_dir() and (path / "model.json").is_file():
-        path = path / "model.json"
+    if path.is_dir() and (path / layout.MANIFEST).is_file():
+        path = path / layout.MANIFEST
     data = read_json(path)
     fields = Fields(data, str(path))
     kind = kind_of(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from allx import __version__
+from allx.layout import SplitKind
 from allx.report import plots
 from allx.report.document import Bullets, Document, Figure, Paragraph, Section, Table
 from allx.report.inputs import KIND_RULES, AccuracyCheck, BenchRow, Evaluation, Inputs
@@ -87,11 +88,11 @@ def accuracy_sections(inputs: Inputs) -> list[Section]:
 def split_sentence(subset: str, split_kind: str | None) -> str:
     grouped = near_duplicates_kept_together(split_kind)
     if grouped:
-        return f"Subset: {subset}; the split kept near-duplicate images together ({split_kind})."
+        return f"Subset: {subset}; the split kept near-duplicate images together ({SplitKind.parse(split_kind).words})."
     if grouped is None:
         return (f"Subset: {subset}; the file does not say how the split was made, nor whether near-duplicates "
                 "were kept together.")
-    return f"Subset: {subset}; split: {split_kind}, so near-duplicates were not kept together."
+    return f"Subset: {subset}; split: {SplitKind.parse(split_kind).words}, so near-duplicates were not kept together."
 
 
 def check_section(check: AccuracyCheck) -> Section:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from allx.layout import SplitKind
+
 
 def images_per_hour(latency_ms: float) -> float:
     """Images classified one after another in an hour if each takes `latency_ms`."""
@@ -68,9 +70,7 @@ def accuracy_with_interval(fraction: float, n: int | None) -> str:
 
 
 def near_duplicates_kept_together(split_kind: str | None) -> bool | None:
-    """True when the split says near-duplicate groups were kept whole (train.split.SPLIT_KIND); None if unsaid."""
-    from train.split import SPLIT_KIND
-
+    """True when the split kept related images whole (any grouped SplitKind); None if unsaid."""
     if not split_kind:
         return None
-    return SPLIT_KIND.lower() in split_kind.lower()
+    return SplitKind.parse(split_kind).grouped

@@ -15,7 +15,7 @@ import json
 import sys
 
 from allx.errors import AllxError
-from edge_runner.model import EdgeModel
+from allx.edge_runner.model import EdgeModel
 
 
 def probe_image(model: EdgeModel, path: str) -> dict:
