@@ -1,31 +1,51 @@
-"""Atomic writes for every allx output: a temp file beside the target, then os.replace.
+"""Every allx output is written here: atomically for files, directly for streams, under a lock for shared logs.
 
-A reader (or a Ctrl-C) sees the old file or the new one, never half of one.
+- A regular file is written to a temp file beside it (created with O_CREAT|O_EXCL|O_NOFOLLOW, so a
+  planted symlink or a file of the same name is never written through) and renamed over the target:
+  a reader, or a Ctrl-C, sees the old file or the new one, never half of one.
+- An output that is a symlink updates the file it points to (the link stays a link).
+- A FIFO, a device (/dev/full, /dev/null, a terminal) or a socket is written in place: renaming a file
+  over it would replace the device by a regular file.
+- `StreamedFile` writes a long log row by row to PATH.part under an advisory fcntl lock, so a second
+  process given the same log is refused instead of silently losing one of the two logs.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
+
+TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class LogInUse(OSError):
+    """Another process holds the lock of a streamed log."""
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write `data` (str is UTF-8) to `path` atomically, with the usual (umask) permissions."""
+    """Write `data` (str is UTF-8) to `path`: atomically for a file, in place for a stream or device."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if is_stream(path):
+        write_stream(path, payload)
+        return path
+    target = link_target(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp, handle = create_temp(target)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(payload)
             file.flush()
             os.fsync(file.fileno())
-        os.chmod(temp, 0o666 & ~current_umask())  # mkstemp makes 0600
-        os.replace(temp, path)
+        replace_with(temp, target)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
     return path
 
@@ -37,20 +57,122 @@ def write_json_atomic(path: str | Path, data) -> Path:
 def save_figure_atomic(figure, path: str | Path, **savefig) -> Path:
     """A matplotlib figure as PNG, atomically (the caller closes the figure)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    target = link_target(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp, handle = create_temp(target)
     try:
-        figure.savefig(temp, format="png", **savefig)
-        os.chmod(temp, 0o666 & ~current_umask())
-        os.replace(temp, path)
+        with os.fdopen(handle, "wb") as file:
+            figure.savefig(file, format="png", **savefig)
+        replace_with(temp, target)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
     return path
 
 
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def is_stream(path: Path) -> bool:
+    """Whether `path` (links followed) exists and is a FIFO, device or socket rather than a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def write_stream(path: Path, payload: bytes) -> None:
+    """Write into an existing FIFO or device as it is (never created, truncated or replaced)."""
+    handle = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(handle, "wb") as stream:
+        stream.write(payload)
+        stream.flush()
+
+
+def link_target(path: Path) -> Path:
+    """The file a symlinked output points to (followed to the end), else `path` itself."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def create_temp(target: Path) -> tuple[Path, int]:
+    """(temp path, open fd) beside `target`: a new file, never an existing one or a link; umask permissions."""
+    for _ in range(100):
+        temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return temp, os.open(temp, TEMP_FLAGS, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "could not create a temporary file", str(target.parent))
+
+
+def replace_with(temp: Path, target: Path) -> None:
+    if target.is_dir() and not target.is_symlink():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file path", str(target))
+    os.replace(temp, target)
+
+
+class StreamedFile:
+    """Text written piece by piece to PATH.part and renamed to PATH by `close()` (long camera logs).
+
+    The .part file is opened with O_NOFOLLOW (a planted link is refused) and locked with fcntl.lockf
+    for the whole session: a second writer of the same PATH gets LogInUse. A stream or device PATH is
+    written in place. Writes are flushed, so a crash leaves the rows so far in PATH.part.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file path", str(self.path))
+        self.stream = is_stream(self.path)
+        target = self.path if self.stream else link_target(self.path)
+        self.target = target
+        self.part = target if self.stream else target.with_name(target.name + ".part")
+        if self.stream:
+            self.file = open(self.path, "w", encoding="utf-8", newline="")
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open_locked(self.part)
+
+    def write(self, text: str) -> None:
+        self.file.write(text)
+        self.file.flush()
+
+    def close(self) -> None:
+        """Publish PATH.part as PATH (still under the lock), then release it."""
+        if self.file.closed:
+            return
+        try:
+            self.file.flush()
+            if not self.stream:
+                os.fsync(self.file.fileno())
+                replace_with(self.part, self.target)
+        finally:
+            self.file.close()
+
+    def abandon(self) -> None:
+        """Close without publishing: the rows so far stay in PATH.part."""
+        if not self.file.closed:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+
+
+def open_locked(part: Path):
+    """`part` opened for writing under an exclusive lock, truncated only once the lock is held."""
+    for _ in range(10):
+        handle = os.open(part, PART_FLAGS, 0o666)
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(handle)
+            if err.errno in (errno.EACCES, errno.EAGAIN):
+                raise LogInUse(err.errno, "in use by another process (its log is being written)", str(part)) from None
+            raise
+        try:
+            same = os.fstat(handle).st_ino == os.lstat(part).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # else the holder renamed it away between our open and our lock: open the new one
+            os.ftruncate(handle, 0)
+            return os.fdopen(handle, "w", encoding="utf-8", newline="")
+        os.close(handle)
+    raise LogInUse(errno.EAGAIN, "in use by another process", str(part))

@@ -13,6 +13,7 @@ layer inside the model, so nothing here normalises.
 
 from __future__ import annotations
 
+import stat
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
     """Read `path` as uint8 RGB (H, W, 3); resize to size=(height, width) when given."""
     path = Path(path)
     try:
+        check_regular_file(path)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
@@ -48,6 +50,15 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
     if size is not None:
         rgb = resize_rgb(rgb, size)
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse a FIFO, device or socket before opening it: opening a FIFO blocks until a writer comes."""
+    mode = path.stat().st_mode  # FileNotFoundError / IsADirectoryError are reported by the caller
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(str(path))
+    if not stat.S_ISREG(mode):
+        raise ImageError(f"{path}: not a regular file (a FIFO, device or socket), expected an image file")
 
 
 def decode_image_bytes(data: bytes, name: str = "<bytes>", size: tuple[int, int] | None = None) -> np.ndarray:

@@ -27,6 +27,18 @@ CURVES = "curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
 CV = "cv.json"
 CV_PLOT = "cv.png"
+RUN_FILES = (MODEL_KERAS, LABELS, SPLIT, METRICS, HISTORY, TRAIN_CONFIG, MODEL_CARD, CURVES, CONFUSION_MATRIX, CV,
+             CV_PLOT)
+
+
+def staging_prefix(out_name: str) -> str:
+    """Hidden folder beside OUT where a run is written before it is published as OUT."""
+    return f".{out_name}.staging-"
+
+
+def replaced_prefix(out_name: str) -> str:
+    """Hidden name a previous run folder has for the moment its replacement is published."""
+    return f".{out_name}.replaced-"
 
 # Model folder written by `allx convert`.
 MANIFEST = "model.json"

@@ -11,7 +11,7 @@ import numpy as np
 
 from allx import layout
 from allx.errors import DataError
-from allx.convert import debug, edgetpu, ood
+from allx.convert import debug, edgetpu, ood, sanity
 from allx.convert.check import CheckPredictions, CheckReport, run_check
 from allx.convert.files import check_writable, sha256_of, write_atomic
 from allx.convert.manifest import build_manifest, output_names, predictions_csv, publish
@@ -158,6 +158,7 @@ def checked_candidate(name: str, tflite: bytes, source: Source, subset: str, opt
         report, predictions = run_check(source.model, edge_model, source.data_dir, source.split.subset(subset),
                                         source.split.labels(subset), source.labels, options.mode.name, subset,
                                         options.thresholds, progress)
+        report = sanity.with_sanity_failures(report, predictions, source.model_path)
     return Candidate(name, tflite, report, predictions, tensors)
 
 
@@ -188,15 +189,30 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
     manifest = build_manifest(names["model"], chosen.check, chosen.tensors, source_info, extra)
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
                               tuple(sections))
+    stats_path = out_dir / layout.ood_stats_name(options.mode.name)
+    previous_stats = stats_path.read_bytes() if ood_stats is not None and stats_path.is_file() else None
     if ood_stats is not None:  # before publish: the manifest (written last) names this file
-        ood_stats_path = write_atomic(out_dir / layout.ood_stats_name(options.mode.name), ood_stats)
-    files = publish(out_dir, chosen.tflite, manifest, report_md, predictions_csv(chosen.predictions, source.labels),
-                    names)
+        ood_stats_path = write_atomic(stats_path, ood_stats)
+    try:
+        files = publish(out_dir, chosen.tflite, manifest, report_md,
+                        predictions_csv(chosen.predictions, source.labels), names)
+    except BaseException:  # the old manifest still names the stats file: give it back its own statistics
+        if ood_stats is not None:
+            restore_file(stats_path, previous_stats)
+        raise
     if ood_stats is not None:
         files["ood_stats"] = ood_stats_path
     if layer_csv is not None:
         files["layers"] = write_atomic(out_dir / f"layer_errors_{options.mode.name}.csv", layer_csv)
     return ConvertResult(chosen.check, files, manifest, readiness)
+
+
+def restore_file(path: Path, previous: bytes | None) -> None:
+    """Put back what `path` held before (or remove it when it did not exist)."""
+    if previous is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, previous)
 
 
 def assess_edgetpu(tflite: bytes, out_dir: Path, model_name: str) -> edgetpu.EdgeTpuReadiness:

@@ -141,11 +141,13 @@ def result_record(result: ImageResult, with_ood: bool = False) -> dict:
     return record
 
 
-def write_results_csv(path, results: Sequence[ImageResult], with_ood: bool = False):
-    """One row per image: path, label, score, top_k ("label:score;..."), latency_ms, error [, ood, ood_score]."""
+def write_results_csv(path, results: Sequence[ImageResult], with_ood: bool = False, rejected: bool = False):
+    """One row per image: path, label, score, top_k ("label:score;..."), latency_ms, error [, ood, ood_score]
+    [, model_status: "rejected" on every row when a rejected model was run with --allow-rejected]."""
     from allx.edge_runner.output import write_csv
 
     header = ["path", "label", "score", "top_k", "latency_ms", "error"] + (["ood", "ood_score"] if with_ood else [])
+    header += ["model_status"] if rejected else []
     rows = []
     for result in results:
         p = result.prediction
@@ -154,5 +156,5 @@ def write_results_csv(path, results: Sequence[ImageResult], with_ood: bool = Fal
             f"{p.latency_ms:.3f}", ""]
         if with_ood:
             row += ["", ""] if p is None or p.ood is None else [str(p.ood).lower(), f"{p.ood_score:.6f}"]
-        rows.append(row)
+        rows.append(row + (["rejected"] if rejected else []))
     return write_csv(path, header, rows)

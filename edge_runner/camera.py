@@ -159,14 +159,16 @@ def frame_pixels(frame_rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: int | None = None,
                log_path: str | Path | None = None, display: bool = False,
-               on_frame: Callable[[FrameResult], None] | None = None) -> CameraSummary:
-    """Classify every `every`-th frame until the source ends, `max_frames` frames are read, `q`, or Ctrl-C."""
+               on_frame: Callable[[FrameResult], None] | None = None, rejected: bool = False) -> CameraSummary:
+    """Classify every `every`-th frame until the source ends, `max_frames` frames are read, `q`, or Ctrl-C.
+
+    `rejected`: the model failed its accuracy check and runs by --allow-rejected; every log row says so."""
     if every < 1 or (max_frames is not None and max_frames < 1):
         raise AllxError(f"got every={every}, max_frames={max_frames}, expected positive numbers")
     model.require_labels()
     frames = open_source(source)
     window, warnings = open_window() if display else (None, ())
-    log = StreamedCsv(log_path, LOG_HEADER) if log_path else None
+    log = StreamedCsv(log_path, LOG_HEADER + (["model_status"] if rejected else [])) if log_path else None
     latencies, flagged, read, ended_by, last = [], 0, 0, "max frames", None
     start = time.perf_counter()
     try:
@@ -181,7 +183,7 @@ def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: 
                 latencies.append(last.prediction.latency_ms)
                 flagged += bool(last.prediction.ood)
                 if log is not None:
-                    log.write(log_row(last))
+                    log.write(log_row(last) + (["rejected"] if rejected else []))
                 if on_frame is not None:
                     on_frame(last)
             if window is not None and not window.show(frame, last and last.prediction, read / (time.perf_counter() - start)):

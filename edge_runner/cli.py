@@ -28,15 +28,29 @@ OodThresholdOption = Annotated[Optional[float], typer.Option(
     "--ood-threshold", help="Flag an image 'uncertain: unlike training images' when its out-of-distribution score "
     "is above this (default: the threshold allx convert calibrated, in model.json ood.threshold; higher flags "
     "fewer images).", show_default=False)]
+AllowRejectedOption = Annotated[bool, typer.Option(
+    "--allow-rejected", help="Run a model that failed allx convert's accuracy check (status rejected); every "
+    "result then says so.")]
 
 
-def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None):
-    from allx.edge_runner.model import EdgeModel
+def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None,
+               allow_rejected: bool = False):
+    """The EdgeModel and whether it is a rejected one the user allowed (refused otherwise, exit 2)."""
+    from allx.edge_runner.model import EdgeModel, resolve_model
+    from allx.edge_runner.status import NOTE, admit
 
+    model_path, manifest = resolve_model(Path(model))
+    rejected = admit(manifest, model_path, allow_rejected)
     edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold)
-    for warning in edge_model.warnings:
+    for warning in edge_model.warnings + ((NOTE,) if rejected else ()):
         stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
-    return edge_model
+    return edge_model, rejected
+
+
+def mark_rejected(text: str, rejected: bool) -> str:
+    from allx.edge_runner.status import NOTE
+
+    return f"{text}  [{NOTE}]" if rejected else text
 
 
 def echo(text: str, err: bool = False) -> None:
@@ -56,6 +70,7 @@ def classify(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    allow_rejected: AllowRejectedOption = False,
 ):
     """Classify images: a table of path, label, confidence and ms, then a summary.
 
@@ -68,21 +83,22 @@ def classify(
     from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
     from allx.edge_runner.views import batch_summary_line, result_header, result_line
 
-    edge_model = load_model(model, threads, delegate, labels, ood_threshold)
+    edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, allow_rejected)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
 
     def show(result) -> None:
         if json_lines:
-            typer.echo(json.dumps(result_record(result, edge_model.has_ood)))
+            record = result_record(result, edge_model.has_ood)
+            typer.echo(json.dumps({**record, "model_status": "rejected"} if rejected else record))
         else:
-            echo(result_line(result, label_width))
+            echo(mark_rejected(result_line(result, label_width), rejected))
 
     if not json_lines:
         echo(result_header(label_width))
     results, summary = classify_paths(edge_model, paths, top_k=top_k, recursive=recursive, on_result=show)
-    echo(batch_summary_line(summary, edge_model.has_ood), err=json_lines)
+    echo(mark_rejected(batch_summary_line(summary, edge_model.has_ood), rejected), err=json_lines)
     if csv is not None:
-        write_results_csv(csv, results, edge_model.has_ood)
+        write_results_csv(csv, results, edge_model.has_ood, rejected=rejected)
     raise typer.Exit(1 if summary.failures else 0)
 
 
@@ -99,6 +115,7 @@ def camera(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    allow_rejected: AllowRejectedOption = False,
 ):
     """Classify a camera feed or a video file.
 
@@ -109,13 +126,16 @@ def camera(
     from allx.edge_runner.camera import has_display, run_camera
     from allx.edge_runner.views import camera_summary_line, frame_line
 
-    edge_model = load_model(model, threads, delegate, labels, ood_threshold)
+    edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, allow_rejected)
     display = not headless and has_display()
     summary = run_camera(edge_model, source, every=every, max_frames=max_frames, log_path=log, display=display,
-                         on_frame=None if display else (lambda result: echo(frame_line(result))))
+                         on_frame=None if display else (lambda result: echo(mark_rejected(frame_line(result), rejected))),
+                         rejected=rejected)
     for warning in summary.warnings:
         echo(f"warning: {warning}", err=True)
-    echo(camera_summary_line(summary, edge_model.has_ood))
+    echo(mark_rejected(camera_summary_line(summary, edge_model.has_ood), rejected))
+    if summary.ended_by == "interrupted":
+        raise typer.Exit(130)
 
 
 @app.command()
@@ -130,6 +150,7 @@ def bench(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Write a Markdown table here.")] = None,
     labels: LabelsOption = None,
+    allow_rejected: AllowRejectedOption = False,
 ):
     """Benchmark the latency of one or more models side by side.
 
@@ -137,17 +158,29 @@ def bench(
     delegate, and the machine's facts. Exit codes: 0 ok; 2 usage or model error.
     """
     from allx.edge_runner.bench import bench_models, report_markdown
+    from allx.edge_runner.model import resolve_model
     from allx.edge_runner.output import write_json, write_text_atomic
+    from allx.edge_runner.status import NOTE, admit
     from allx.edge_runner.views import bench_caption, bench_table
 
+    resolved = [resolve_model(Path(path)) for path in model]
+    rejected = [str(path) for path, manifest in resolved if admit(manifest, path, allow_rejected)]
+    for path in rejected:
+        echo(f"warning: {path}: {NOTE}", err=True)
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
                           labels=labels, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
     stdout.print(bench_table(report))
     echo(bench_caption(report))
+    for path in rejected:
+        echo(f"{path}: {NOTE}")
+    document = report.to_dict()
+    for row in document["results"]:
+        row["model_status"] = "rejected" if row["model"] in rejected else "passed"
     if json_out is not None:
-        write_json(json_out, report.to_dict())
+        write_json(json_out, document)
     if markdown is not None:
-        write_text_atomic(markdown, report_markdown(report))
+        notes = "".join(f"\n- {Path(path).name}: {NOTE}\n" for path in rejected)
+        write_text_atomic(markdown, report_markdown(report) + notes)
 
 
 @app.command()

@@ -5,7 +5,6 @@ Used by `allx-edge` and by `allx convert`'s accuracy check alike, so both see th
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,8 @@ from allx import layout
 from allx.errors import ImageError, ModelError
 from allx.images import load_image
 from allx.edge_runner import ood
+from allx.edge_runner.manifest_check import check_manifest
+from allx.jsonio import read_json
 from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
 from allx.edge_runner.runtime import find_runtime, make_interpreter
 
@@ -174,14 +175,8 @@ def model_from_manifest(manifest_path: Path) -> tuple[Path, dict]:
 
 
 def read_manifest(path: Path) -> dict:
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelError(f"{path}: unreadable manifest ({err.__class__.__name__}: {err}), expected JSON") from None
-    if not isinstance(manifest, dict):
-        raise ModelError(f"{path}: got a JSON {type(manifest).__name__}, expected an object")
+    """model.json read with allx.jsonio's limits and checked field by field (edge_runner.manifest_check)."""
+    manifest = check_manifest(read_json(path, "manifest", ModelError), path)
     fmt = manifest.get("format", "allx-tflite/1")
     if not str(fmt).startswith("allx-tflite/"):
         raise ModelError(f"{path}: got format {fmt!r}, expected 'allx-tflite/1'")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from allx.errors import AllxError
-from allx.files import write_atomic
+from allx.files import LogInUse, StreamedFile, write_atomic
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -34,23 +33,37 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence])
 
 
 class StreamedCsv:
-    """A CSV written row by row to PATH.part and renamed to PATH when closed (long camera sessions)."""
+    """A CSV written row by row to PATH.part and renamed to PATH when closed (long camera sessions).
+
+    allx.files.StreamedFile does the writing: no planted link is followed, and a second process given
+    the same PATH is refused (exit 2) instead of one of the two logs being lost.
+    """
 
     def __init__(self, path: str | Path, header: Sequence[str]):
         self.path = Path(path)
-        self.part = self.path.with_name(self.path.name + ".part")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(self.part, "w", encoding="utf-8", newline="")
+            self.file = StreamedFile(self.path)
+        except LogInUse:
+            raise AllxError(f"{self.path}: another process is writing this log, expected a log path of "
+                            "its own") from None
         except OSError as err:
-            raise AllxError(f"{self.path}: cannot write ({err.strerror or err}), expected a writable path") from None
-        self.writer = csv.writer(self.file)
-        self.writer.writerow(header)
+            raise AllxError(f"{self.path}: cannot write ({err.strerror or err}), expected a writable file path") \
+                from None
+        self.write(header)
 
     def write(self, row: Sequence) -> None:
-        self.writer.writerow(row)
+        buffer = io.StringIO()
+        csv.writer(buffer).writerow(row)
+        try:
+            self.file.write(buffer.getvalue())
+        except OSError as err:
+            self.file.abandon()
+            raise AllxError(f"{self.path}: cannot write ({err.strerror or err}); the rows so far are in "
+                            f"{self.file.part}") from None
 
     def close(self) -> None:
-        if not self.file.closed:
+        try:
             self.file.close()
-            os.replace(self.part, self.path)
+        except OSError as err:
+            raise AllxError(f"{self.path}: cannot write ({err.strerror or err}); the rows so far are in "
+                            f"{self.file.part}") from None

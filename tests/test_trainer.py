@@ -88,9 +88,11 @@ def test_ctrl_c_keeps_the_last_good_checkpoint(synthetic_dir, tmp_path, monkeypa
     monkeypatch.setattr(allx.train.callbacks, "EpochProgress", InterruptAtEpoch2)
     config = TrainConfig(data_dir=synthetic_dir, out_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
                          **{**TINY, "epochs": 5})
-    with pytest.raises(TrainingInterrupted, match="last good checkpoint"):
+    with pytest.raises(TrainingInterrupted, match="last good checkpoint") as caught:
         train_model(config)
-    assert load_keras_model(tmp_path / "run" / "model.keras").output_shape == (None, 4)
+    checkpoint = str(caught.value).rsplit(" ", 1)[-1]
+    assert load_keras_model(checkpoint).output_shape == (None, 4)
+    assert not (tmp_path / "run").exists(), "an interrupted run is never published as --out"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -90,6 +90,10 @@ def scan_dataset(data_dir: str | Path) -> Dataset:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"{root}: no class folders, expected DATA_DIR/<class>/<image files>")
+    escaping = [p.name for p in class_dirs if not inside(root, p)]
+    if escaping:
+        raise DataError(f"{root}: class folder {escaping[0]!r} is a symbolic link leading outside DATA_DIR, "
+                        "expected class folders inside it")
     classes = tuple(p.name for p in class_dirs)
     items, unreadable = [], []
     for stray in sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")):
@@ -99,7 +103,8 @@ def scan_dataset(data_dir: str | Path) -> Dataset:
             relpath = path.relative_to(root).as_posix()
             if not path.is_file() or any(part.startswith(".") for part in path.relative_to(root).parts):
                 continue
-            reason = check_image_header(path)
+            reason = None if inside(root, path) else "a symbolic link leading outside DATA_DIR"
+            reason = reason or check_image_header(path)
             if reason:
                 unreadable.append((relpath, reason))
             else:
@@ -108,6 +113,11 @@ def scan_dataset(data_dir: str | Path) -> Dataset:
         raise DataError(f"{root}: no readable images in {len(classes)} class folder(s), "
                         f"expected image files ({', '.join(IMAGE_SUFFIXES)})")
     return Dataset(root, classes, tuple(items), tuple(unreadable))
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether `path`, with every symbolic link followed, is still under DATA_DIR `root`."""
+    return Path(path).resolve().is_relative_to(Path(root).resolve())
 
 
 def check_data_dir(data_dir: str | Path) -> Path:

@@ -18,7 +18,8 @@ from allx import __version__
 from allx.errors import DataError
 from allx.layout import SplitKind
 from allx.files import write_atomic as write_text_atomic
-from allx.train.dataset import Progress, data_fingerprint, scan_dataset
+from allx.jsonio import read_json
+from allx.train.dataset import Progress, data_fingerprint, inside, scan_dataset
 from allx.train.duplicates import NEAR_DISTANCE, Duplicates, class_of, find_duplicates
 
 SUBSETS = ("train", "val", "test")
@@ -194,6 +195,10 @@ def read_split(path: str | Path, data_dir: str | Path) -> Split:
     if not seen:
         raise DataError(f"{path}: names no images, expected paths in train, val or test")
     missing = [p for p in seen if not (root / p).is_file()]
+    outside = [p for p in seen if not inside(root, root / p)]
+    if outside:
+        raise DataError(f"{path}: {outside[0]!r} leads outside {root} through a symbolic link, expected images "
+                        "inside DATA_DIR")
     if missing:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
         raise DataError(f"{path}: {len(missing)} file(s) missing under {root}: {', '.join(missing[:3])}{more}")
@@ -203,16 +208,8 @@ def read_split(path: str | Path, data_dir: str | Path) -> Split:
 
 
 def load_json(path: Path) -> dict:
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"split file {path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"split file {path}: is a directory, expected a JSON file") from None
-    except UnicodeDecodeError:
-        raise DataError(f"split file {path}: not UTF-8 text, expected JSON") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"split file {path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    """The split document (allx.jsonio: size and nesting limits, finite numbers), as a JSON object."""
+    document = read_json(path, "split file")
     if not isinstance(document, dict):
         raise DataError(f"split file {path}: got a JSON {type(document).__name__}, "
                         'expected an object {"classes": [...], "train": [...], "val": [...], "test": [...]}')
@@ -236,12 +233,15 @@ def check_paths(paths, subset: str, path: Path, classes, seen: dict, required: b
         return ()
     if not isinstance(paths, list):
         raise DataError(f"{path}: got {subset} = {paths!r:.60}, expected a list of paths relative to DATA_DIR")
+    normalized = []
     for item in paths:
         if not isinstance(item, str) or not item:
             raise DataError(f"{path}: got {item!r} in {subset}, expected a path string")
-        parts = PurePosixPath(item).parts
+        parts = PurePosixPath(item).parts  # "C/./f" and "C//f" are "C/f": one image, one spelling
         if item.startswith("/") or "\\" in item or ".." in parts or len(parts) < 2:
             raise DataError(f"{path}: got {item!r} in {subset}, expected a relative POSIX path <class>/<file>")
+        item = "/".join(parts)
+        normalized.append(item)
         if parts[0] not in classes:
             raise DataError(f"{path}: {item!r} in {subset} is in folder {parts[0]!r}, "
                             f"expected one of the classes {list(classes)}")
@@ -249,4 +249,4 @@ def check_paths(paths, subset: str, path: Path, classes, seen: dict, required: b
             where = "twice in " + subset if seen[item] == subset else f"in both {seen[item]} and {subset}"
             raise DataError(f"{path}: {item!r} is listed {where}")
         seen[item] = subset
-    return tuple(paths)
+    return tuple(normalized)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
 import zipfile
@@ -35,6 +36,12 @@ STORAGE_DTYPES = {
 }
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 MAX_EXPANSION = 1000  # torch.save stores entries uncompressed; a huge ratio means a zip bomb
+# Bounds checked before anything is allocated. The largest backbone allx reads (ResNet50) holds 25.6M
+# elements (~100 MB); 2 GiB of tensor data and 16 MiB of pickle leave room for any real state dict.
+MAX_TENSOR_BYTES = 2 << 30
+MAX_PICKLE_BYTES = 16 << 20
+MAX_NODES = 1_000_000  # containers and values in the pickled tree, shared references counted each time
+MAX_DEPTH = 32  # a state dict nests 1-3 levels
 
 
 @dataclass(frozen=True)
@@ -108,12 +115,22 @@ class RestrictedUnpickler(pickle.Unpickler):
         storage_type, key, _location, numel = saved_id[1:5]
         if not isinstance(storage_type, StorageType):
             raise ModelError(f"{self.source}: unsupported storage type {storage_type!r}")
+        if str(key) not in self.storages:
+            check_storage_budget(self.storages, storage_type.dtype, int(numel), self.source)
         storage = self.storages.setdefault(str(key), Storage(storage_type.dtype, int(numel)))
         view = saved_id[5] if len(saved_id) > 5 else None
         if view is None:
             return storage
         _view_key, offset, view_numel = view
         return StorageView(storage, int(offset), int(view_numel))
+
+
+def check_storage_budget(storages: dict[str, Storage], dtype, numel: int, source: str) -> None:
+    """Refuse a storage that would take the file's tensor data past MAX_TENSOR_BYTES (or is negative)."""
+    total = sum(s.numel * s.dtype.itemsize for s in storages.values()) + numel * np.dtype(dtype).itemsize
+    if numel < 0 or total > MAX_TENSOR_BYTES:
+        raise ModelError(f"{source}: tensors of {total} bytes (a storage of {numel} elements), expected at most "
+                         f"{MAX_TENSOR_BYTES} bytes of weights")
 
 
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
@@ -142,7 +159,7 @@ def read_torch_file(path: str | Path):
         with open(path, "rb") as file:
             return read_legacy_file(file, str(path))
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError,
-            AttributeError, zipfile.BadZipFile, OSError) as err:
+            AttributeError, zipfile.BadZipFile, OSError, RecursionError, OverflowError) as err:
         raise ModelError(f"{path}: not a readable PyTorch file ({err.__class__.__name__}: {err})") from None
 
 
@@ -152,6 +169,10 @@ def read_zip_file(path: Path):
         if len(pickles) != 1:
             raise ModelError(f"{path}: got {len(pickles)} data.pkl entries in the zip, expected 1")
         root = pickles[0][: -len("data.pkl")]
+        size = archive.getinfo(pickles[0]).file_size
+        if size > MAX_PICKLE_BYTES:
+            raise ModelError(f"{path}: data.pkl expands to {size} bytes, expected at most {MAX_PICKLE_BYTES} "
+                             "(a state dict's pickle is kilobytes)")
         storages: dict[str, Storage] = {}
         tree = RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), str(path), storages).load()
         big_endian = f"{root}byteorder" in archive.namelist() and archive.read(f"{root}byteorder") == b"big"
@@ -201,16 +222,40 @@ def read_exactly(file, count: int, file_size: int, source: str) -> bytes:
 
 
 def resolve_tensors(tree, source: str):
-    """Replace every TensorRef in nested dicts/lists/tuples by its numpy array."""
+    """Replace every TensorRef in nested dicts/lists/tuples by its numpy array.
+
+    The tree is measured first: a pickle can share one list many times over, so a few hundred bytes
+    can describe a tree of billions of nodes; its expanded size and depth are bounded before building.
+    """
+    count_nodes(tree, source)
+    return resolve(tree, source)
+
+
+def count_nodes(tree, source: str) -> None:
+    """Walk without building (iteratively, no recursion limit): fail past MAX_DEPTH or MAX_NODES."""
+    stack, nodes = [(tree, 1)], 1
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, (dict, list, tuple)):
+            continue
+        children = node.values() if isinstance(node, dict) else node
+        nodes += len(children)
+        if depth >= MAX_DEPTH or nodes > MAX_NODES:
+            what = f"nested deeper than {MAX_DEPTH} levels" if depth >= MAX_DEPTH else f"more than {MAX_NODES} values"
+            raise ModelError(f"{source}: the pickled object is {what}, expected a state dict of tensors")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def resolve(tree, source: str):
     if isinstance(tree, TensorRef):
         return tensor_array(tree, source)
     if isinstance(tree, dict):
         resolved = type(tree)() if isinstance(tree, collections.OrderedDict) else {}
         for key, value in tree.items():
-            resolved[key] = resolve_tensors(value, source)
+            resolved[key] = resolve(value, source)
         return resolved
     if isinstance(tree, (list, tuple)):
-        return type(tree)(resolve_tensors(value, source) for value in tree)
+        return type(tree)(resolve(value, source) for value in tree)
     return tree
 
 
@@ -224,7 +269,7 @@ def tensor_array(ref: TensorRef, source: str) -> np.ndarray:
     last = sum((size - 1) * step for size, step in zip(ref.shape, ref.stride))
     # A state dict tensor never repeats storage elements; refusing that bounds the copy below.
     if (len(ref.shape) != len(ref.stride) or min(ref.stride, default=0) < 0 or last >= len(flat)
-            or int(np.prod(ref.shape)) > len(flat)):
+            or math.prod(ref.shape) > len(flat)):
         raise ModelError(f"{source}: a tensor of shape {ref.shape} does not fit its storage")
     strides = tuple(step * storage.dtype.itemsize for step in ref.stride)
     return np.lib.stride_tricks.as_strided(flat, shape=ref.shape, strides=strides).copy()

@@ -13,6 +13,7 @@ from typing import Callable
 from allx import layout
 from allx.errors import AllxError, DataError, ModelError
 from allx.files import write_atomic, write_json_atomic
+from allx.train.publish import check_out_dir, discard_staging, make_staging_dir, publish_run
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -75,16 +76,36 @@ def validate_config(config: TrainConfig) -> None:
 
 
 def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
-    """Run one training end to end and write the run folder (see models/README.md)."""
+    """Run one training end to end and publish the run folder (see models/README.md) as a whole.
+
+    Everything is written into a hidden staging folder beside --out first (train.publish): a failed or
+    interrupted run leaves --out exactly as it was.
+    """
     validate_config(config)
+    out_dir = Path(config.out_dir)
+    check_out_dir(out_dir)
+    staging = make_staging_dir(out_dir)
+    try:
+        result = train_into(config, staging, progress)
+    except (TrainingInterrupted, KeyboardInterrupt):
+        if not (staging / layout.MODEL_KERAS).exists():
+            discard_staging(staging)
+        raise TrainingInterrupted(interrupted_message(staging, out_dir)) from None
+    except BaseException:
+        discard_staging(staging)
+        raise
+    publish_run(staging, out_dir)  # a failure here leaves the finished run in the staging folder it names
+    return TrainResult(out_dir, out_dir / layout.MODEL_KERAS, result.metrics, result.history, result.skipped)
+
+
+def train_into(config: TrainConfig, run_dir: Path, progress: Progress | None) -> TrainResult:
+    """The whole run, written into `run_dir` (the staging folder)."""
     import keras
 
     from allx.train.backbones import get_backbone
 
     keras.utils.set_random_seed(config.seed)
     backbone = get_backbone(config.backbone)  # unknown names fail before the data is read
-    run_dir = Path(config.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     split = prepare_split(config, run_dir)
     size = (config.image_size, config.image_size) if config.image_size else tuple(backbone.input_size)
     weights = config.weights or backbone.default_weights
@@ -146,19 +167,20 @@ def prepare_split(config: TrainConfig, run_dir: Path):
     return saved
 
 
-def cached_features(config, extractor, split, subset, size, weights, progress):
-    from allx.train.dataset import data_fingerprint
-    from allx.train.features import cache_key, default_cache_dir, extract_features
+def cached_features(config, extractor, split, subset, size, weights, progress, augmentation: dict | None = None):
+    """One subset's backbone features, from the cache when an entry with the same key passes its checks.
+    `augmentation`: the settings of any augmentation applied before the extractor (part of the key)."""
+    from allx.train.features import cache_key, default_cache_dir, extract_features, feature_cache_parts
 
-    relpaths = list(split.subset(subset))
+    relpaths, labels = list(split.subset(subset)), split.labels(subset)
     weights_id = weights if weights in ("imagenet", "none") else file_identity(weights)
-    key = cache_key({"data": data_fingerprint(config.data_dir, relpaths), "backbone": config.backbone,
-                     "weights": weights_id, "seed": config.seed if weights == "none" else None,
-                     "size": list(size), "format": 1})
+    key = cache_key(feature_cache_parts(config.data_dir, relpaths, labels, split.classes, config.backbone,
+                                        weights_id, size, augmentation,
+                                        seed=config.seed if weights == "none" else None))
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     report = (lambda done, total: progress(f"features {subset}", done, total)) if progress else None
-    return extract_features(extractor, Path(config.data_dir), relpaths, split.labels(subset), size,
-                            cache_dir / f"{key}.npy", report)
+    return extract_features(extractor, Path(config.data_dir), relpaths, labels, size, cache_dir / f"{key}.npy",
+                            report)
 
 
 def file_identity(path) -> str:
@@ -197,7 +219,7 @@ def fit_head(config, head, model, features, n_classes, run_dir, progress) -> dic
         fitted = head.fit(train_batches, validation_data=val_batches, epochs=config.epochs, shuffle=False,
                           callbacks=callbacks, verbose=0)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(interrupted_message(run_dir)) from None
+        raise TrainingInterrupted("interrupted") from None
     return {key: [float(v) for v in values] for key, values in fitted.history.items()}
 
 
@@ -211,11 +233,12 @@ def balanced_class_weights(labels, n_classes) -> dict[int, float]:
         c: 1.0 for c in range(n_classes) if c not in present}
 
 
-def interrupted_message(run_dir: Path) -> str:
-    checkpoint = run_dir / layout.MODEL_KERAS
+def interrupted_message(staging: Path, out_dir: Path) -> str:
+    kept = f"{out_dir} was left as it was" if out_dir.exists() else f"{out_dir} was not created"
+    checkpoint = staging / layout.MODEL_KERAS
     if checkpoint.exists():
-        return f"interrupted; the last good checkpoint is kept at {checkpoint}"
-    return "interrupted before the first epoch finished; no model was written"
+        return f"interrupted; {kept}; the last good checkpoint of this run is kept at {checkpoint}"
+    return f"interrupted before the first epoch finished; {kept} and no model was written"
 
 
 def fine_tune(config, model, base, split, size, run_dir, progress) -> dict:
@@ -246,7 +269,7 @@ def fine_tune(config, model, base, split, size, run_dir, progress) -> dict:
         fitted = model.fit(train, validation_data=val, epochs=config.fine_tune_epochs, callbacks=callbacks,
                            verbose=0)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(interrupted_message(run_dir)) from None
+        raise TrainingInterrupted("interrupted") from None
     return {key: [float(v) for v in values] for key, values in fitted.history.items()}
 
 

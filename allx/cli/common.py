@@ -38,8 +38,29 @@ def handle_errors(command):
         except ModuleNotFoundError as err:
             hint = 'pip install "allx[train]"' if err.name in ("tensorflow", "keras", "matplotlib", "sklearn") else f"pip install {err.name}"
             raise fail(f"missing dependency {err.name!r}: {hint}", 2) from None
+        except OSError as err:  # disk full, read-only or vanished output, a folder where a file was expected
+            if interrupted_within(err):
+                raise fail("interrupted", 130) from None
+            where = f"{err.filename}: " if err.filename else ""
+            raise fail(f"{where}cannot write or read ({err.strerror or err}), expected a writable path with free "
+                       "space", 2) from None
+        except Exception as err:
+            if interrupted_within(err):  # a library turned Ctrl-C into its own error type
+                raise fail("interrupted", 130) from None
+            raise
 
     return wrapper
+
+
+def interrupted_within(err: BaseException) -> bool:
+    """Whether a Ctrl-C is somewhere in the chain of exceptions that led to `err`."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt) or "KeyboardInterrupt" in str(err)[:2000]:
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def show_progress() -> bool:

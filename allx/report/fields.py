@@ -31,10 +31,12 @@ class Fields:
             raise ReportInputError(f"{self.source}: field {self.where}{key} is {got}, expected {expected}")
         return value
 
-    def number(self, key: str, optional: bool = False) -> float | None:
+    def number(self, key: str, optional: bool = False, minimum: float | None = None) -> float | None:
         value = self.value(key, "a number", (int, float), optional)
         if value is not None and not math.isfinite(value):
             raise ReportInputError(f"{self.source}: field {self.where}{key} is {value}, expected a finite number")
+        if value is not None and minimum is not None and value < minimum:
+            raise ReportInputError(f"{self.source}: field {self.where}{key} is {value}, expected a number >= {minimum:g}")
         return None if value is None else float(value)
 
     def integer(self, key: str, optional: bool = False) -> int | None:
@@ -58,8 +60,11 @@ class Fields:
                                        "expected an object")
         return [Fields(item, self.source, f"{self.where}{key}[{i}].") for i, item in enumerate(items)]
 
-    def numbers(self, key: str) -> tuple[float, ...]:
+    def numbers(self, key: str, minimum: float | None = None) -> tuple[float, ...]:
         items = self.value(key, "a list of numbers", list)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items):
-            raise ReportInputError(f"{self.source}: field {self.where}{key} holds non-numbers, expected numbers")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                   and (minimum is None or v >= minimum) for v in items):
+            bound = f" >= {minimum:g}" if minimum is not None else ""
+            raise ReportInputError(f"{self.source}: field {self.where}{key} holds non-numbers or numbers out of "
+                                   f"range, expected finite numbers{bound}")
         return tuple(float(v) for v in items)

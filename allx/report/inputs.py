@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allx import layout
+from allx.jsonio import read_json as read_json_limited
 from allx.report.fields import Fields, ReportInputError
 
 # How a file's kind is recognised, tried in this order (the first rule that matches wins).
@@ -160,20 +161,11 @@ def read_input(path: Path) -> tuple[str, list]:
 
 
 def read_json(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReportInputError(f"{path}: no such file, expected a JSON result file") from None
-    except IsADirectoryError:
+    """The file as a JSON object (allx.jsonio: size and nesting limits, finite numbers, short integers)."""
+    if path.is_dir():
         raise ReportInputError(f"{path}: is a folder, expected a JSON file (or a convert OUT_DIR with "
-                               "model.json)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ReportInputError(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err}), "
-                               "expected a UTF-8 JSON file") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ReportInputError(f"{path}: not JSON ({err.msg} at line {err.lineno}), expected a JSON object") from None
+                               "model.json)")
+    data = read_json_limited(path, "result file", ReportInputError)
     if not isinstance(data, dict):
         raise ReportInputError(f"{path}: got a JSON {type(data).__name__}, expected a JSON object")
     return data
@@ -213,11 +205,11 @@ def parse_bench(fields: Fields, source: str) -> list[BenchRow]:
 
 
 def parse_bench_row(row: Fields, source: str, device: str, machine: str) -> BenchRow:
-    latency = row.child("latency_ms")
-    stats = {key: latency.number(key) for key in ("mean", "min", "p50", "p99", "max")}
-    stats.update({key: latency.number(key, optional=True) for key in ("std", "p90", "p95")})
-    samples = (row.numbers("samples_ms") if row.has("samples_ms")
-               else latency.numbers("samples") if latency.has("samples") else ())
+    latency = row.child("latency_ms")  # a latency below zero is a damaged or hand-edited file
+    stats = {key: latency.number(key, minimum=0) for key in ("mean", "min", "p50", "p99", "max")}
+    stats.update({key: latency.number(key, optional=True, minimum=0) for key in ("std", "p90", "p95")})
+    samples = (row.numbers("samples_ms", minimum=0) if row.has("samples_ms")
+               else latency.numbers("samples", minimum=0) if latency.has("samples") else ())
     if samples:
         p95, p95_from = percentile(samples, 95), "samples"
     elif stats["p95"] is not None:
@@ -230,9 +222,9 @@ def parse_bench_row(row: Fields, source: str, device: str, machine: str) -> Benc
         precision=row.text("precision", optional=True), runtime=row.text("runtime"),
         threads=row.integer("threads", optional=True), delegate=row.text("delegate", optional=True) or "cpu",
         p50_ms=stats["p50"], p95_ms=p95, p95_from=p95_from, latency_ms=stats, samples_ms=samples,
-        throughput_ips=row.number("throughput_ips", optional=True),
-        peak_rss_mb=row.number("peak_rss_mb", optional=True),
-        file_size_bytes=row.integer("file_size_bytes", optional=True), load_ms=row.number("load_ms", optional=True),
+        throughput_ips=row.number("throughput_ips", optional=True, minimum=0),
+        peak_rss_mb=row.number("peak_rss_mb", optional=True, minimum=0),
+        file_size_bytes=row.integer("file_size_bytes", optional=True), load_ms=row.number("load_ms", optional=True, minimum=0),
         end_to_end_ips=end_to_end.number("images_per_s", optional=True) if end_to_end else None)
 
 
