@@ -7,7 +7,10 @@ Exit codes (both CLIs): 0 ok; 1 some inputs failed (a batch went on); 2 usage, d
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import tempfile
+import warnings
 
 import typer
 from rich.console import Console
@@ -16,6 +19,46 @@ from allx.errors import AllxError
 
 stdout = Console()
 stderr = Console(stderr=True)
+LIBRARY_MODULES = r"(tensorflow|keras|tf_keras|absl|sklearn|h5py|google|ml_dtypes)(\.|$)"
+settings = {"verbose": False}
+
+
+def set_verbose(verbose: bool) -> None:
+    """--verbose shows TensorFlow's start-up lines and library warnings; by default only allx speaks.
+
+    Our own warnings (allx.train.features.CacheRebuilt, ...) are always shown, as `warning: ...` lines.
+    """
+    settings["verbose"] = verbose
+    warnings.showwarning = show_warning
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        warnings.filterwarnings("ignore", module=LIBRARY_MODULES)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    stderr.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines (absl, oneDNN) kept off the terminal unless --verbose.
+
+    TF_CPP_MIN_LOG_LEVEL does not reach the lines written before absl's logging starts, so file
+    descriptor 2 points at a scratch file during the import; Python's own stderr is untouched.
+    """
+    if settings["verbose"] or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                import tensorflow as tf  # noqa: F401  (heavy and optional: imported only by commands needing it)
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    tf.get_logger().setLevel("ERROR")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

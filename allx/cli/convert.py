@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.cli.common import handle_errors, import_tensorflow_quietly, show_progress, stderr, stdout
 from allx.errors import CheckFailed, ConversionError
 from allx.convert.modes import DEFAULT_REPRESENTATIVE_COUNT  # light: no TensorFlow
 
@@ -65,6 +65,7 @@ def convert(
     model_<precision>.rejected.tflite, a model that passed before is kept); 2 bad input or conversion error.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter; details go to convert.log
+    import_tensorflow_quietly()
     from allx.convert.modes import resolve_options
     from allx.errors import UsageError
     from allx.convert.pipeline import convert_keras

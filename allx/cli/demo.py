@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.cli.common import handle_errors, stdout
+from allx.cli.common import handle_errors, import_tensorflow_quietly, stdout
 
 
 @handle_errors
@@ -23,6 +23,7 @@ def demo(
     Without --data the images are generated: SYNTHETIC, NOT MEDICAL. A failing stage exits 1 and is named.
     The full log of every command is in OUT/demo.log.
     """
+    import_tensorflow_quietly()
     from allx.demo import copy_held_out, plan_stages, prepare_data, run_stage, show
 
     out.mkdir(parents=True, exist_ok=True)

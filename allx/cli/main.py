@@ -10,6 +10,7 @@ import typer
 
 from allx import __version__
 from allx.cli import convert, data, demo, report, train
+from allx.cli.common import set_verbose
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
@@ -36,5 +37,8 @@ def version_callback(value: bool):
 
 @app.callback()
 def main(version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True,
-                                      help="Print the version and exit.")):
+                                      help="Print the version and exit."),
+         verbose: bool = typer.Option(False, "--verbose", help="Show TensorFlow's start-up lines and library "
+                                      "warnings (hidden by default).")):
     """allx: ALL blood-smear classifier toolkit."""
+    set_verbose(verbose)

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from allx.layout import SplitKind
-from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.cli.common import handle_errors, import_tensorflow_quietly, show_progress, stderr, stdout
 
 
 @contextmanager
@@ -61,6 +61,7 @@ def train(
     Writes OUT/model.keras (raw RGB 0..255 in, probabilities out), labels.txt, split.json, history.json,
     curves.png, metrics.json, confusion_matrix.png, MODEL_CARD.md. Ctrl-C keeps the last good checkpoint.
     """
+    import_tensorflow_quietly()
     from allx.train.trainer import TrainConfig, train_model
 
     config = TrainConfig(data_dir=data_dir, out_dir=out, split_path=split, backbone=backbone, weights=weights,
@@ -86,6 +87,7 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON document.")] = False,
 ):
     """Evaluate a model: accuracy, loss, per-class precision/recall/F1, confusion matrix, malignant sensitivity."""
+    import_tensorflow_quietly()
     from allx.train.evaluate import evaluate_model
 
     with stage_progress() as report:
