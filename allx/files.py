@@ -6,7 +6,7 @@
 - An output that is a symlink updates the file it points to (the link stays a link).
 - A FIFO, a device (/dev/full, /dev/null, a terminal) or a socket is written in place: renaming a file
   over it would replace the device by a regular file.
-- `StreamedFile` writes a long log row by row to PATH.part under an advisory fcntl lock, so a second
+- `StreamedFile` writes a long log row by row to PATH.part under an advisory lock (fcntl.flock), so a second
   process given the same log is refused instead of silently losing one of the two logs.
 """
 
@@ -112,7 +112,7 @@ def replace_with(temp: Path, target: Path) -> None:
 class StreamedFile:
     """Text written piece by piece to PATH.part and renamed to PATH by `close()` (long camera logs).
 
-    The .part file is opened with O_NOFOLLOW (a planted link is refused) and locked with fcntl.lockf
+    The .part file is opened with O_NOFOLLOW (a planted link is refused) and locked with fcntl.flock
     for the whole session: a second writer of the same PATH gets LogInUse. A stream or device PATH is
     written in place. Writes are flushed, so a crash leaves the rows so far in PATH.part.
     """
@@ -161,7 +161,7 @@ def open_locked(part: Path):
     for _ in range(10):
         handle = os.open(part, PART_FLAGS, 0o666)
         try:
-            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file, so also within one process
         except OSError as err:
             os.close(handle)
             if err.errno in (errno.EACCES, errno.EAGAIN):
