@@ -111,8 +111,9 @@ class Fields:
             return None
         if not math.isfinite(value) or (minimum is not None and value < minimum) or \
                 (maximum is not None and value > maximum):
-            bounds = [f">= {minimum:g}" if minimum is not None else "", f"<= {maximum:g}" if maximum is not None else ""]
-            raise self.fail(key, value, "a finite number " + " and ".join(b for b in bounds if b))
+            bounds = [f">= {minimum:g}"] if minimum is not None else []
+            bounds += [f"<= {maximum:g}"] if maximum is not None else []
+            raise self.fail(key, value, " ".join(["a finite number", " and ".join(bounds)]).strip())
         return float(value)
 
     def integer(self, key: str, optional: bool = False, minimum: int | None = None) -> int | None:

@@ -129,7 +129,8 @@ def camera(
     edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, allow_rejected)
     display = not headless and has_display()
     summary = run_camera(edge_model, source, every=every, max_frames=max_frames, log_path=log, display=display,
-                         on_frame=None if display else (lambda result: echo(mark_rejected(frame_line(result), rejected))),
+                         on_frame=None if display else (lambda result: echo(mark_rejected(frame_line(result),
+                                                                                          rejected))),
                          rejected=rejected)
     for warning in summary.warnings:
         echo(f"warning: {warning}", err=True)

@@ -1,0 +1,163 @@
+"""allx-edge: rejected models, damaged manifests, absurd thresholds, FIFOs, camera exit codes and --log paths."""
+
+import csv
+import json
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from edge_models import LABELS, tiny_models
+from PIL import Image
+from typer.testing import CliRunner
+
+import allx.edge_runner.camera
+from allx.edge_runner.camera import CameraSummary
+from allx.edge_runner.cli import app
+from allx.edge_runner.status import NOTE
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_models()
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "smear.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def model_folder(tiny, tmp_path, **manifest):
+    folder = tmp_path / "conv"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(tiny.int8, folder / "model_int8.tflite")
+    document = {"format": "allx-tflite/1", "model_file": "model_int8.tflite", "labels": list(LABELS), **manifest}
+    (folder / "model.json").write_text(json.dumps(document))
+    return folder
+
+
+def rejected_model(tiny, tmp_path):
+    folder = tmp_path / "conv"
+    folder.mkdir()
+    shutil.copy(tiny.int8, folder / "model_int8.rejected.tflite")
+    (folder / "model_int8.rejected.json").write_text(json.dumps({
+        "format": "allx-tflite/1", "model_file": "model_int8.rejected.tflite", "labels": list(LABELS),
+        "status": "rejected", "check": {"passed": False, "failures": ["float accuracy 0% does not beat chance"]}}))
+    return folder / "model_int8.rejected.tflite"
+
+
+def test_rejected_model_is_refused_by_classify_camera_and_bench(tiny, image, tmp_path):
+    model = rejected_model(tiny, tmp_path)
+    for args in (("classify", image, "-m", model), ("camera", "-m", model, "--headless"),
+                 ("bench", "-m", model, "--runs", "1", "--warmup", "0")):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "status rejected" in result.stderr and "--allow-rejected" in result.stderr
+        assert "does not beat chance" in result.stderr
+
+
+def test_allowed_rejected_model_says_so_in_every_result(tiny, image, tmp_path):
+    model = rejected_model(tiny, tmp_path)
+    lines = invoke("classify", image, image.parent, "-m", model, "--allow-rejected", "--json",
+                   "--csv", tmp_path / "out.csv")
+    assert lines.exit_code == 0, lines.output
+    records = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert records and all(record["model_status"] == "rejected" for record in records)
+    assert all(row["model_status"] == "rejected" for row in csv.DictReader(open(tmp_path / "out.csv")))
+    table = invoke("classify", image, "-m", model, "--allow-rejected")
+    assert table.exit_code == 0 and all(NOTE in line for line in table.stdout.splitlines()[1:] if line.strip())
+    bench = invoke("bench", "-m", model, "--allow-rejected", "--runs", "2", "--warmup", "0",
+                   "--json", tmp_path / "bench.json")
+    assert bench.exit_code == 0 and NOTE in bench.stdout
+    assert json.loads((tmp_path / "bench.json").read_text())["results"][0]["model_status"] == "rejected"
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ({"input": "224x224"}, "field input is str"),
+    ({"labels": "Benign"}, "field labels is str"),
+    ({"status": 1}, "field status is int"),
+    ({"ood": {"method": "max_softmax", "threshold": 1e308}}, "field ood.threshold"),
+    ({"ood": {"method": "max_softmax", "threshold": -0.5}}, "field ood.threshold"),
+    ({"ood": {"method": "mahalanobis", "threshold": 3, "stats_file": "../../etc/passwd"}}, "field ood.stats_file"),
+    ({"input": {"shape": [1, 32, 32]}}, "field input.shape"),
+])
+def test_wrong_manifest_fields_are_one_line_exit_2(tiny, image, tmp_path, manifest, message):
+    folder = model_folder(tiny, tmp_path, **manifest)
+    result = invoke("classify", image, "-m", folder)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 100_000 + "]" * 100_000, "nested 100000 levels deep"),
+    ('{"model_file": "model_int8.tflite", "precision": ' + "9" * 5000 + "}", "integer of 5000 digits"),
+    ('{"model_file": "model_int8.tflite", "ood": {"method": "max_softmax", "threshold": NaN}}', "got NaN"),
+])
+def test_hostile_manifest_json_is_one_line_exit_2(tiny, image, tmp_path, text, message):
+    folder = model_folder(tiny, tmp_path)
+    (folder / "model.json").write_text(text)
+    result = invoke("classify", image, "-m", folder)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_a_fifo_named_jpg_fails_at_once_instead_of_hanging(tiny, image, tmp_path):
+    fifo = tmp_path / "smear.jpg"
+    os.mkfifo(fifo)
+    shutil.copy(image, tmp_path / "good.png")
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=runner.invoke(
+        app, ["classify", str(fifo), str(tmp_path / "good.png"), "-m", str(tiny.int8), "--json"])))
+    worker.daemon = True
+    worker.start()
+    worker.join(timeout=120)
+    if worker.is_alive():
+        with open(fifo, "wb"):  # release the reader so the test process can end
+            pass
+        pytest.fail("classify hung on a FIFO")
+    result = outcome["result"]
+    assert result.exit_code == 1, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert any("not a regular file" in record.get("error", "") for record in records)
+
+
+def summary(ended_by):
+    return CameraSummary("0", 3, 3, 0, 1.0, 1.0, 10.0, 0.3, ended_by)
+
+
+def test_camera_ctrl_c_exits_130_after_its_summary(tiny, monkeypatch):
+    monkeypatch.setattr(allx.edge_runner.camera, "run_camera", lambda *a, **k: summary("interrupted"))
+    result = invoke("camera", "-m", tiny.int8, "--headless")
+    assert result.exit_code == 130 and "interrupted: 3 frames read" in result.stdout
+    monkeypatch.setattr(allx.edge_runner.camera, "run_camera", lambda *a, **k: summary("source ended"))
+    assert invoke("camera", "-m", tiny.int8, "--headless").exit_code == 0
+
+
+def test_camera_log_pointing_at_a_folder_is_exit_2(tiny, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
+    for i in range(3):
+        writer.write(np.full((32, 32, 3), 40 * i, np.uint8))
+    writer.release()
+    result = invoke("camera", "-m", tiny.int8, "--headless", "--source", video, "--log", tmp_path)
+    assert result.exit_code == 2 and "cannot write" in result.stderr
+
+
+def test_classify_csv_to_dev_full_is_exit_2_and_the_device_stays(tiny, image):
+    import stat
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("/dev/full is absent on this machine")
+    result = invoke("classify", image, "-m", tiny.int8, "--csv", "/dev/full")
+    assert result.exit_code == 2 and "No space left on device" in result.stderr
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
