@@ -176,7 +176,7 @@ def model_from_manifest(manifest_path: Path) -> tuple[Path, dict]:
 
 def read_manifest(path: Path) -> dict:
     """model.json read with allx.jsonio's limits and checked field by field (edge_runner.manifest_check)."""
-    manifest = check_manifest(read_json(path, "manifest", ModelError), path)
+    manifest = check_manifest(read_json(path, "unreadable manifest", ModelError), path)
     fmt = manifest.get("format", "allx-tflite/1")
     if not str(fmt).startswith("allx-tflite/"):
         raise ModelError(f"{path}: got format {fmt!r}, expected 'allx-tflite/1'")
