@@ -16,6 +16,7 @@ from allx.errors import AllxError, DataError
 from allx.images import resize_rgb
 from allx.edge_runner.model import EdgeModel, Prediction
 from allx.edge_runner.output import StreamedCsv
+from allx.edge_runner.status import NOTE as REJECTED_NOTE
 
 LOG_HEADER = ["frame", "time_s", "label", "score", "latency_ms", "ood", "ood_score"]
 
@@ -126,10 +127,10 @@ class Window:
         self.cv2 = import_cv2()
         self.cv2.namedWindow(self.NAME, self.cv2.WINDOW_NORMAL)
 
-    def show(self, frame_rgb: np.ndarray, prediction: Prediction | None, fps: float) -> bool:
+    def show(self, frame_rgb: np.ndarray, prediction: Prediction | None, fps: float, note: str | None = None) -> bool:
         cv2 = self.cv2
         frame = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)
-        lines = [f"{fps:.1f} FPS"]
+        lines = [f"{fps:.1f} FPS"] + ([note] if note else [])
         if prediction is not None:
             lines.insert(0, f"{prediction.label} {prediction.score:.0%}")
             if prediction.ood:
@@ -186,7 +187,9 @@ def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: 
                     log.write(log_row(last) + (["rejected"] if rejected else []))
                 if on_frame is not None:
                     on_frame(last)
-            if window is not None and not window.show(frame, last and last.prediction, read / (time.perf_counter() - start)):
+            fps = read / (time.perf_counter() - start)
+            note = REJECTED_NOTE if rejected else None
+            if window is not None and not window.show(frame, last and last.prediction, fps, note):
                 ended_by = "quit"
                 break
     except KeyboardInterrupt:

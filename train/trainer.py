@@ -118,7 +118,7 @@ def train_into(config: TrainConfig, run_dir: Path, progress: Progress | None) ->
     feature_map = base(preprocess(pixels), training=False)
     extractor = keras.Model(pixels, feature_map, name="extractor")
 
-    # 2. Backbone features once per (data, backbone, weights, size), cached on disk.
+    # 2. Backbone features once per (file contents, labels, backbone, weights, size, ...), cached on disk.
     features = {name: cached_features(config, extractor, split, name, size, weights, progress)
                 for name in ("train", "val", "test") if split.subset(name)}
     if len(features["train"].labels) == 0:

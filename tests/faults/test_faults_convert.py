@@ -80,3 +80,33 @@ def test_a_damaged_metrics_json_is_exit_2(run_folder, tmp_path):
     (run / "metrics.json").write_text('{"accuracy": "high", "n": 24}')
     result = convert(run / "model.keras", "--out", tmp_path / "out", "--float32")
     assert result.exit_code == 2 and "field accuracy" in result.output, result.output
+
+
+def test_disk_full_while_publishing_is_exit_2_and_the_good_model_stays_whole(run_folder, tmp_path, monkeypatch):
+    """ENOSPC at the manifest (the campaign filled a tmpfs): exit 2, and the model that passed before keeps
+    its own out-of-distribution statistics (no new ood_stats_*.npz beside the old manifest)."""
+    import errno
+
+    import allx.files
+
+    out = tmp_path / "out"
+    first = convert(run_folder.layout, "--out", out, "--float32", "--max-drop", "10", "--max-class-drop", "40",
+                    "--min-agreement", "0.85")
+    assert first.exit_code == 0, first.output
+    manifest = json.loads((out / "model.json").read_text())
+    (out / manifest["ood"]["stats_file"]).write_bytes(b"the statistics of the model that passed before")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "convert.log"}
+    replace_with = allx.files.replace_with
+
+    def disk_full_at_manifest(temp, target):
+        if target.name == "model.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(target))
+        replace_with(temp, target)
+
+    monkeypatch.setattr(allx.files, "replace_with", disk_full_at_manifest)
+    again = convert(run_folder.layout, "--out", out, "--float32", "--max-drop", "10", "--max-class-drop", "40",
+                    "--min-agreement", "0.85")
+    assert again.exit_code == 2 and "No space left on device" in again.output, again.output
+    assert "Traceback" not in again.output
+    assert (out / manifest["ood"]["stats_file"]).read_bytes() == before[manifest["ood"]["stats_file"]]
+    assert (out / "model.json").read_bytes() == before["model.json"]
