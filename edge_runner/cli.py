@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.console import exit_codes_help, handle_errors, show_progress, stderr, stdout
 
-EXIT_CODES = "Exit codes: 0 ok; 1 some image failed (the batch went on); 2 usage or model error; 130 interrupted."
+EXIT_CODES = exit_codes_help(0, 1, 2, 130)
 
 app = typer.Typer(name="allx-edge", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Classify blood-smear images on a Raspberry Pi / Coral with a .tflite model from "
@@ -160,8 +160,8 @@ def bench(
     """
     from allx.edge_runner.bench import bench_models, report_markdown
     from allx.edge_runner.model import resolve_model
-    from allx.edge_runner.output import write_json, write_text_atomic
     from allx.edge_runner.status import NOTE, admit
+    from allx.files import checked_write, write_json
     from allx.edge_runner.views import bench_caption, bench_table
 
     resolved = [resolve_model(Path(path)) for path in model]
@@ -181,7 +181,7 @@ def bench(
         write_json(json_out, document)
     if markdown is not None:
         notes = "".join(f"\n- {Path(path).name}: {NOTE}\n" for path in rejected)
-        write_text_atomic(markdown, report_markdown(report) + notes)
+        checked_write(markdown, report_markdown(report) + notes)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.cli.common import handle_errors, import_tensorflow_quietly, stdout
+from allx.console import handle_errors, import_tensorflow_quietly, stdout
 
 
 @handle_errors

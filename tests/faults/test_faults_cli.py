@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from allx.cli.common import handle_errors
+from allx.console import handle_errors
 
 REPO = Path(__file__).resolve().parents[2]
 

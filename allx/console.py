@@ -1,0 +1,153 @@
+"""What both CLIs (`allx`, `allx-edge`) share: one line per error, the exit codes, and one progress bar.
+
+Only command-line modules import this (it knows typer); library code raises AllxError and never prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import tempfile
+import warnings
+from typing import Callable, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from allx.errors import EXIT_CODES, AllxError
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+Report = Callable[[str, int, int], None]  # report(stage, done, total)
+LIBRARY_MODULES = r"(tensorflow|keras|tf_keras|absl|sklearn|h5py|google|ml_dtypes)(\.|$)"
+settings = {"verbose": False}
+
+
+def exit_codes_help(*codes: int) -> str:
+    """"Exit codes: 0 ok; 2 ..." for --help, from allx.errors.EXIT_CODES (all of them when none named)."""
+    chosen = codes or tuple(EXIT_CODES)
+    return "Exit codes: " + "; ".join(f"{code} {EXIT_CODES[code]}" for code in chosen) + "."
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print `error: message` on stderr (one line, no markup) and return the Exit to raise."""
+    stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(command):
+    """Decorator for a Typer command: AllxError -> one line + its exit code; Ctrl-C -> 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except AllxError as err:
+            raise fail(str(err), err.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except ModuleNotFoundError as err:
+            heavy = ("tensorflow", "keras", "matplotlib", "sklearn")
+            hint = 'pip install "allx[train]"' if err.name in heavy else f"pip install {err.name}"
+            raise fail(f"missing dependency {err.name!r}: {hint}", 2) from None
+        except OSError as err:  # disk full, read-only or vanished output, a folder where a file was expected
+            if interrupted_within(err):
+                raise fail("interrupted", 130) from None
+            where = f"{err.filename}: " if err.filename else ""
+            raise fail(f"{where}cannot write or read ({err.strerror or err}), expected a writable path with free "
+                       "space", 2) from None
+        except Exception as err:
+            if interrupted_within(err):  # a library turned Ctrl-C into its own error type
+                raise fail("interrupted", 130) from None
+            raise
+
+    return wrapper
+
+
+def interrupted_within(err: BaseException) -> bool:
+    """Whether a Ctrl-C is somewhere in the chain of exceptions that led to `err`."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt) or "KeyboardInterrupt" in str(err)[:2000]:
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def set_verbose(verbose: bool) -> None:
+    """--verbose shows TensorFlow's start-up lines and library warnings; by default only allx speaks.
+
+    Our own warnings (allx.train.features.CacheRebuilt, ...) are always shown, as `warning: ...` lines.
+    """
+    settings["verbose"] = verbose
+    warnings.showwarning = show_warning
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        warnings.filterwarnings("ignore", module=LIBRARY_MODULES)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    stderr.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up lines (absl, oneDNN) kept off the terminal unless --verbose.
+
+    TF_CPP_MIN_LOG_LEVEL does not reach the lines written before absl's logging starts, so file
+    descriptor 2 points at a scratch file during the import; Python's own stderr is untouched.
+    """
+    if settings["verbose"] or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                import tensorflow as tf  # noqa: F401  (heavy and optional: imported only by commands needing it)
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    tf.get_logger().setLevel("ERROR")
+
+
+def show_progress() -> bool:
+    """Progress bars only on a terminal (CI logs and pipes stay clean)."""
+    return sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def progress_bars(transient: bool = True, lines_when_piped: bool = False,
+                  every_step: tuple[str, ...] = ()) -> Iterator[Report | None]:
+    """A report(stage, done, total) callback drawing one rich bar per stage on stderr.
+
+    Not on a terminal: None, or with `lines_when_piped` one plain line when a stage ends (and at every
+    step of the stages in `every_step`, e.g. epochs), so long jobs still show progress in a log.
+    """
+    if not show_progress():
+        if not lines_when_piped:
+            yield None
+            return
+
+        def line_at_end(stage: str, done: int, total: int) -> None:
+            if done == total or stage in every_step:
+                stderr.print(f"{stage}: {done}/{total}", markup=False, highlight=False)
+
+        yield line_at_end
+        return
+    columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, transient=transient) as bars:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield update
