@@ -35,7 +35,9 @@ def train(
     """Train the classifier: frozen pretrained backbone, cached features, Flatten -> Dropout(0.5) -> Dense head.
 
     Writes OUT/model.keras (raw RGB 0..255 in, probabilities out), labels.txt, split.json, history.json,
-    curves.png, metrics.json, confusion_matrix.png, MODEL_CARD.md. Ctrl-C keeps the last good checkpoint.
+    curves.png, metrics.json, confusion_matrix.png, MODEL_CARD.md, published as a whole when the run ends:
+    Ctrl-C or a failure leaves OUT as it was (the interrupted run's last checkpoint is kept in the hidden
+    staging folder the message names).
     """
     import_tensorflow_quietly()
     from allx.train.trainer import TrainConfig, train_model
