@@ -10,7 +10,7 @@ accuracy that `allx train` recorded in metrics.json beside the model.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,15 @@ from allx.jsonio import Fields, read_json
 CHANCE_Z = 1.645  # one-sided 95%: accuracy this many standard errors above chance counts as beating it
 RECORD_Z = 3.0  # two accuracies further apart than this many standard errors do not describe one model
 RECORD_SLACK = 0.05  # the check subset (usually val) and the recorded one (test) are different images
+
+
+@dataclass(frozen=True)
+class RecordedMetrics:
+    """What `allx train` recorded in metrics.json about its test subset (checked where it is read)."""
+
+    accuracy: float
+    images: int
+    classes: tuple[str, ...] | None
 
 
 def with_sanity_failures(report, predictions, model_path: Path):
@@ -53,19 +62,19 @@ def chance_failures(report, truth: np.ndarray) -> list[str]:
             if accuracy <= needed]
 
 
-def read_recorded_metrics(path: Path) -> tuple[float, int, tuple[str, ...] | None] | None:
-    """(accuracy, images, classes) from the run's metrics.json, or None when there is none."""
+def read_recorded_metrics(path: Path) -> RecordedMetrics | None:
+    """The run's metrics.json, or None when there is none (or it records no test accuracy)."""
     if not path.is_file():
         return None
     fields = Fields(read_json(path, "run metrics"), f"run metrics {path}")
     if fields.data.get("accuracy") is None:  # a run without a test subset records a note instead
         return None
-    return (fields.number("accuracy", minimum=0, maximum=1), fields.integer("n", minimum=1),
-            fields.texts("classes", optional=True))
+    return RecordedMetrics(fields.number("accuracy", minimum=0, maximum=1), fields.integer("n", minimum=1),
+                           fields.texts("classes", optional=True))
 
 
-def record_failures(report, recorded: tuple[float, int, tuple[str, ...] | None]) -> list[str]:
-    accuracy, n, classes = recorded
+def record_failures(report, recorded: RecordedMetrics) -> list[str]:
+    accuracy, n, classes = recorded.accuracy, recorded.images, recorded.classes
     failures = []
     if classes is not None and tuple(classes) != tuple(report.labels):
         failures.append(f"the run's {layout.METRICS} lists classes {list(classes)}, the model's labels are "

@@ -10,7 +10,7 @@ from convert_models import CLASSES, make_run_folder
 from typer.testing import CliRunner
 
 from allx.cli.main import app
-from allx.convert.sanity import chance_failures, record_failures
+from allx.convert.sanity import RecordedMetrics, chance_failures, record_failures
 
 runner = CliRunner()
 
@@ -34,10 +34,10 @@ def test_chance_is_the_most_common_class_not_one_over_k():
 
 
 def test_recorded_metrics_must_agree_within_noise():
-    assert record_failures(report(0.85, 0.84), (0.9, 100, CLASSES)) == []
-    failures = record_failures(report(0.0, 0.0), (1.0, 24, CLASSES))
+    assert record_failures(report(0.85, 0.84), RecordedMetrics(0.9, 100, CLASSES)) == []
+    failures = record_failures(report(0.0, 0.0), RecordedMetrics(1.0, 24, CLASSES))
     assert len(failures) == 2 and "recorded in metrics.json" in failures[0]
-    swapped = record_failures(report(0.9, 0.9), (0.9, 100, CLASSES[::-1]))
+    swapped = record_failures(report(0.9, 0.9), RecordedMetrics(0.9, 100, CLASSES[::-1]))
     assert any("same names in the same order" in f for f in swapped)
 
 
