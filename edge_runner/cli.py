@@ -175,8 +175,9 @@ def bench(
     for path in rejected:
         echo(f"{path}: {NOTE}")
     document = report.to_dict()
+    statuses = {str(path): manifest.get("status") for path, manifest in resolved}  # None: no manifest
     for row in document["results"]:
-        row["model_status"] = "rejected" if row["model"] in rejected else "passed"
+        row["model_status"] = "rejected" if row["model"] in rejected else statuses.get(row["model"])
     if json_out is not None:
         write_json(json_out, document)
     if markdown is not None:
