@@ -18,6 +18,7 @@ from pathlib import Path
 
 from allx import layout
 from allx.errors import AllxError
+from allx.synthetic import make_dataset
 
 DEMO_SIZE = 64  # generated images' side; the model still runs at the backbone's 224x224
 
@@ -102,7 +103,6 @@ def prepare_data(out: Path, data: Path | None, per_class: int = 60) -> tuple[Pat
         if not Path(data).is_dir():
             raise AllxError(f"--data: got {data}, expected a folder of class folders")
         return Path(data), False
-    from allx.synthetic import make_dataset
 
     folder = out / "synthetic-data"
     if not folder.is_dir():

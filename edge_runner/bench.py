@@ -14,9 +14,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from allx.edge_runner.model import EdgeModel
 from allx.errors import AllxError, DataError, ImageError
 from allx.images import is_image_file
-from allx.edge_runner.model import EdgeModel
+from allx.layout import RecordKind
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class BenchReport:
     created: str
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"kind": RecordKind.BENCH.value, **dataclasses.asdict(self)}
 
 
 def bench_models(paths: Sequence[str | Path], runs: int = 100, warmup: int = 10, threads: int | None = None,

@@ -38,8 +38,9 @@ def module_sources() -> dict[str, str]:
     return sources
 
 
-def imports_of(name: str, source: str, top_level_only: bool = False) -> set[str]:
-    """Absolute names imported by a module (relative imports resolved against it)."""
+def imports_of(name: str, source: str, top_level_only: bool = False, known: set[str] = frozenset()) -> set[str]:
+    """Absolute names imported by a module (relative imports resolved against it). `from package import
+    submodule` imports the submodule: the package counts too only when some name is not a known module."""
     tree = ast.parse(source)
     nodes = tree.body if top_level_only else ast.walk(tree)
     found = set()
@@ -52,8 +53,10 @@ def imports_of(name: str, source: str, top_level_only: bool = False) -> set[str]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)
+            names = {f"{module}.{alias.name}" for alias in node.names}
+            found.update(names)
+            if not names <= known:
+                found.add(module)
     return found
 
 
@@ -96,7 +99,7 @@ def violations(sources: dict[str, str]) -> list[str]:
 def import_loops(sources: dict[str, str]) -> list[str]:
     """Cycles among module-level project imports (a loop breaks as soon as someone imports in another order)."""
     known = set(sources)
-    graph = {name: {m for m in imports_of(name, src, top_level_only=True) if m in known and m != name}
+    graph = {name: {m for m in imports_of(name, src, True, known) if m in known and m != name}
              for name, src in sources.items()}
     loops, state = [], {}
 

@@ -14,6 +14,9 @@ from allx.layout import SplitKind
 from allx.console import handle_errors, progress_bars, stderr, stdout
 from allx.errors import DataError
 from allx.train.duplicates import NEAR_DISTANCE
+from allx.train.charts import save_split_charts
+from allx.train.dataset import inspect_dataset
+from allx.train.split import make_split, write_split
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Inspect and split a directory-labelled image set (DATA_DIR/<class>/<image files>).")
@@ -43,7 +46,6 @@ def inspect(
     Lists per-class counts and balance, image sizes and modes, unreadable or non-image files (never
     fatal), exact duplicates (same bytes), label conflicts (the same image under two classes) and
     near-duplicate groups (connected components of phash pairs within --distance: chains can merge)."""
-    from allx.train.dataset import inspect_dataset
 
     with progress_bars() as bars:
         report = inspect_dataset(data_dir, distance, hashing(bars))
@@ -70,8 +72,6 @@ def split(
     Stratified by class; exact and near-duplicate groups never straddle subsets. One copy of each exact
     duplicate is kept; groups spanning two classes (label conflicts) are dropped.
     Writes SPLIT.json and <stem>_sizes.png, <stem>_proportions.png, <stem>_classes.png beside it."""
-    from allx.train.charts import save_split_charts
-    from allx.train.split import make_split, write_split
 
     if out.is_dir():
         raise DataError(f"--out {out}: is a directory, expected a file name such as {out / 'split.json'}")
