@@ -136,3 +136,17 @@ def test_a_planted_violation_is_caught(module, planted, expected):
     if expected == "import loop":  # make images import files and files import images
         sources["allx.images"] = "from allx import files\n" + sources["allx.images"]
     assert any(expected in problem for problem in violations(sources))
+
+
+def test_every_package_folder_is_installed_under_allx():
+    """A new subpackage missing from pyproject's package list would be left out of the wheel silently."""
+    import tomllib
+
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setup["packages"])
+    assert all(name == "allx" or name.startswith("allx.") for name in listed)
+    folders = {".".join([package, *init.parent.relative_to(folder).parts])
+               for package, folder in PACKAGE_DIRS.items() for init in folder.rglob("__init__.py")}
+    assert folders - listed == set()
+    assert {k: v for k, v in setup["package-dir"].items()} == {
+        "allx.train": "train", "allx.convert": "convert", "allx.edge_runner": "edge_runner"}
