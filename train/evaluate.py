@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
-from allx.errors import DataError, ModelError
+from allx.errors import DataError, ModelError, UsageError
 from allx.images import read_batches
 from allx.train.metrics import classification_metrics
 from allx.train.model_io import load_keras_model
@@ -54,7 +54,7 @@ def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progr
 
     split = read_split(split_path, data_dir)
     if subset not in ("train", "val", "test"):
-        raise DataError(f"--subset: got {subset!r}, expected train, val or test")
+        raise UsageError(f"--subset: got {subset!r}, expected train, val or test")
     relpaths = split.subset(subset)
     if not relpaths:
         raise DataError(f"the split's {subset!r} subset is empty")

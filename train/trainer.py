@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from allx import layout
-from allx.errors import AllxError, DataError, ModelError
+from allx.errors import AllxError, DataError, ModelError, UsageError
 from allx.files import sha256_file, write_atomic, write_json
 from allx.train.backbones import get_backbone
 from allx.train.charts import save_split_charts
@@ -81,7 +81,7 @@ def validate_config(config: TrainConfig) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise DataError(message)
+            raise UsageError(message)
     if not Path(config.data_dir).is_dir():
         raise DataError(f"data directory not found: got {config.data_dir}, expected a folder of class folders")
 

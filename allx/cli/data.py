@@ -12,7 +12,7 @@ from rich.table import Table
 
 from allx.layout import SplitKind
 from allx.console import handle_errors, progress_bars, stderr, stdout
-from allx.errors import DataError
+from allx.errors import UsageError
 from allx.train.duplicates import NEAR_DISTANCE
 from allx.train.charts import save_split_charts
 from allx.train.dataset import inspect_dataset
@@ -74,7 +74,7 @@ def split(
     Writes SPLIT.json and <stem>_sizes.png, <stem>_proportions.png, <stem>_classes.png beside it."""
 
     if out.is_dir():
-        raise DataError(f"--out {out}: is a directory, expected a file name such as {out / 'split.json'}")
+        raise UsageError(f"--out {out}: is a directory, expected a file name such as {out / 'split.json'}")
     with progress_bars() as bars:
         result = make_split(data_dir, val=val, test=test, seed=seed, distance=distance, progress=hashing(bars))
     write_split(result, out)
