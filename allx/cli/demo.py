@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from allx.console import handle_errors, import_tensorflow_quietly, stdout
+from allx.demo import copy_held_out, plan_stages, prepare_data, run_stage, show
 
 
 @handle_errors
@@ -24,7 +25,6 @@ def demo(
     The full log of every command is in OUT/demo.log.
     """
     import_tensorflow_quietly()
-    from allx.demo import copy_held_out, plan_stages, prepare_data, run_stage, show
 
     out.mkdir(parents=True, exist_ok=True)
     folder, synthetic = prepare_data(out, data)

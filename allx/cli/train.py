@@ -10,6 +10,8 @@ import typer
 
 from allx.console import handle_errors, import_tensorflow_quietly, progress_bars, stderr, stdout
 from allx.layout import SplitKind
+from allx.train.evaluate import evaluate_model
+from allx.train.trainer import TrainConfig, train_model
 
 
 @handle_errors
@@ -40,7 +42,6 @@ def train(
     staging folder the message names).
     """
     import_tensorflow_quietly()
-    from allx.train.trainer import TrainConfig, train_model
 
     config = TrainConfig(data_dir=data_dir, out_dir=out, split_path=split, backbone=backbone, weights=weights,
                          head=head, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
@@ -66,7 +67,6 @@ def evaluate(
 ):
     """Evaluate a model: accuracy, loss, per-class precision/recall/F1, confusion matrix, malignant sensitivity."""
     import_tensorflow_quietly()
-    from allx.train.evaluate import evaluate_model
 
     with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
         metrics = evaluate_model(model, data_dir, split, subset, progress=report)
