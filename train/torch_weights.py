@@ -40,7 +40,7 @@ MAX_EXPANSION = 1000  # torch.save stores entries uncompressed; a huge ratio mea
 # elements (~100 MB); 2 GiB of tensor data and 16 MiB of pickle leave room for any real state dict.
 MAX_TENSOR_BYTES = 2 << 30
 MAX_PICKLE_BYTES = 16 << 20
-MAX_NODES = 1_000_000  # containers and values in the pickled tree, shared references counted each time
+MAX_NODES = 200_000  # values in the pickled tree, shared references counted each time (a state dict: ~1,000)
 MAX_DEPTH = 32  # a state dict nests 1-3 levels
 
 
