@@ -37,6 +37,10 @@ LAYER_ERRORS = "layer_errors_{precision}.csv"
 # Written by `allx-edge bench --json` and read by `allx report`.
 BENCH = "bench.json"
 
+# allx-edge's site files: the site config (user's config folder) and the audit log (user's data folder).
+SITE_CONFIG = "site.json"
+AUDIT_DB = "audit.db"
+
 
 def tflite_name(precision: str, rejected: bool = False) -> str:
     return f"model_{precision}.rejected.tflite" if rejected else f"model_{precision}.tflite"
