@@ -10,8 +10,10 @@ from typing import Annotated, Optional
 import typer
 
 from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.edge_runner.cli_log import LogDbOption, OperatorOption, SiteConfigOption, log_app, review
 
-EXIT_CODES = "Exit codes: 0 ok; 1 some image failed (the batch went on); 2 usage or model error; 130 interrupted."
+EXIT_CODES = ("Exit codes: 0 ok; 1 some image failed (the batch went on); 2 usage, model or audit-log error; "
+              "3 log verify found a tampered row; 130 interrupted.")
 
 app = typer.Typer(name="allx-edge", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Classify blood-smear images on a Raspberry Pi / Coral with a .tflite model from "
@@ -56,6 +58,10 @@ def classify(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    log_db: LogDbOption = None,
+    operator: OperatorOption = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the audit log.")] = False,
+    site_config: SiteConfigOption = None,
 ):
     """Classify images: a table of path, label, confidence and ms, then a summary.
 
@@ -63,15 +69,22 @@ def classify(
     {"path","error"} for an image that could not be read. A bad image never stops the batch.
     With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
     unlike training images) and "ood_score", and the summary counts the flagged images.
-    Exit codes: 0 all classified; 1 some image failed; 2 usage or model error.
+    Every result (a failed image too) is a row of the audit log (--log-db; --no-log for none), written
+    before it is shown, with the operator, the image's and the model's sha256 and the runtime.
+    Exit codes: 0 all classified; 1 some image failed; 2 usage, model or audit-log error.
     """
     from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
+    from allx.edge_runner.cli_log import check_operator, open_run_log
     from allx.edge_runner.views import batch_summary_line, result_header, result_line
 
+    operator = check_operator(operator, site_config)
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
+    audit = open_run_log(edge_model, log_db, operator, site_config, enabled=not no_log)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
 
     def show(result) -> None:
+        if audit is not None:
+            audit.field(result, edge_model.labels)
         if json_lines:
             typer.echo(json.dumps(result_record(result, edge_model.has_ood)))
         else:
@@ -79,11 +92,19 @@ def classify(
 
     if not json_lines:
         echo(result_header(label_width))
-    results, summary = classify_paths(edge_model, paths, top_k=top_k, recursive=recursive, on_result=show)
+    try:
+        results, summary = classify_paths(edge_model, paths, top_k=top_k, recursive=recursive, on_result=show)
+    finally:
+        if audit is not None:
+            audit.close()
     echo(batch_summary_line(summary, edge_model.has_ood), err=json_lines)
     if csv is not None:
         write_results_csv(csv, results, edge_model.has_ood)
     raise typer.Exit(1 if summary.failures else 0)
+
+
+app.command()(review)
+app.add_typer(log_app)
 
 
 @app.command()

@@ -64,3 +64,28 @@ def field_record(result, labels, model: dict, operator: str | None, sample_id: s
         return {**record, "label": None, "error": result.error}
     return {**record, "label": p.label, "score": p.score, "probabilities": dict(zip(labels, p.probabilities)),
             "ood": p.ood, "ood_score": p.ood_score, "quality": None, "latency_ms": p.latency_ms}
+
+
+class RunLog:
+    """An open audit log plus what every row of one run shares (operator, model facts): one append per result."""
+
+    def __init__(self, log, model: dict, operator: str | None):
+        self.log = log
+        self.model = model
+        self.operator = operator
+
+    def field(self, result, labels, sample_id: str | None = None) -> int:
+        return self.log.append(field_record(result, labels, self.model, self.operator, sample_id))
+
+    def record(self, record: dict) -> int:
+        """Any other result dict (a sample verdict, say), with the run's operator and model facts added."""
+        return self.log.append({"operator": self.operator, **self.model, **record})
+
+    def close(self) -> None:
+        self.log.close()
+
+    def __enter__(self) -> "RunLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,201 @@
+"""`allx-edge classify` logging every result, `review`, `log verify|export`, and the log's bad input as one line."""
+
+import csv
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from edge_models import LABELS, tiny_models
+from PIL import Image
+from typer.testing import CliRunner
+
+from allx.edge_runner.audit import SCHEMA_VERSION, AuditLog
+from allx.edge_runner.provenance import file_sha256
+
+runner = CliRunner()
+RUN_CLI = "import sys; from allx.edge_runner.cli import app; sys.argv[0] = 'allx-edge'; app()"
+
+
+def invoke(*args):
+    from allx.edge_runner.cli import app
+
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_models().float32
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fields")
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"field{index}.png")
+    (folder / "broken.png").write_bytes(b"not a png")
+    return folder
+
+
+def classify(images, model, *args):
+    return invoke("classify", images, "-m", model, "--labels", tiny_models().labels_file, "--json", *args)
+
+
+def test_classify_logs_every_result_before_showing_it(images, model, tmp_path):
+    db = tmp_path / "audit.db"
+    result = classify(images, model, "--log-db", db, "--operator", "ana")
+    assert result.exit_code == 1  # the broken image
+    shown = [json.loads(line) for line in result.stdout.splitlines()]
+    with AuditLog.open(db, readonly=True) as log:
+        rows = log.rows()
+        assert log.verify() == []
+    assert [row["image"] for row in rows] == [os.path.basename(line["path"]) for line in shown]
+    good = rows[1]["record"]
+    assert rows[1]["operator"] == "ana" and rows[1]["kind"] == "field" and rows[1]["label"] == shown[1]["label"]
+    assert good["image_sha256"] == file_sha256(images / "field0.png")
+    assert good["model_sha256"] == file_sha256(model) and good["model_file"] == model.name
+    assert set(good["probabilities"]) == set(LABELS) and good["allx_version"] and good["runtime"]
+    assert rows[0]["image"] == "broken.png" and rows[0]["record"]["error"] and rows[0]["label"] is None
+
+
+def test_default_log_is_in_the_user_data_folder_and_no_log_writes_none(images, model, tmp_path):
+    default = tmp_path.parent / "does-not-matter"
+    from allx.edge_runner.site import default_log_db
+
+    assert not default_log_db().exists()
+    classify(images, model)
+    with AuditLog.open(default_log_db(), readonly=True) as log:
+        assert len(log.rows()) == 4
+    classify(images, model, "--no-log", "--log-db", default)
+    assert not default.exists()
+
+
+def logged_sample(tmp_path, images, model):
+    """A log whose S1 sample has field rows and a sample verdict (as the sample aggregation will write)."""
+    db = tmp_path / "audit.db"
+    classify(images, model, "--log-db", db, "--no-log")
+    with AuditLog.open(db) as log:
+        for name in ("field0.png", "field1.png"):
+            log.append({"kind": "field", "sample_id": "S1", "image": name, "label": "Pro",
+                        "probabilities": dict(zip(LABELS, (0.1, 0.1, 0.1, 0.7)))})
+        log.append({"kind": "sample", "sample_id": "S1", "label": "Pro"})
+    return db
+
+
+def test_review_confirm_override_and_bad_requests(images, model, tmp_path):
+    db = logged_sample(tmp_path, images, model)
+    ok = invoke("review", "S1", "--confirm", "--operator", "ben", "--log-db", db)
+    assert ok.exit_code == 0 and "sample S1: confirmed (audit row 4" in ok.stdout
+    over = invoke("review", "S1", "--override", "Pre", "--note", "Pre-B blasts", "--log-db", db)
+    assert over.exit_code == 0 and "overridden to Pre" in over.stdout
+    for args, message in ((("--confirm", "--override", "Pre"), "got both --confirm and --override"),
+                          ((), "got neither --confirm nor --override"),
+                          (("--override", "Pre"), "--override without --note"),
+                          (("--override", "Blast", "--note", "x"), "--override: got 'Blast', expected one of Benign")):
+        bad = invoke("review", "S1", *args, "--log-db", db)
+        assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and message in bad.stderr, bad.stderr
+    unknown = invoke("review", "S7", "--confirm", "--log-db", db)
+    assert unknown.exit_code == 2 and "got sample 'S7'" in unknown.stderr
+    with AuditLog.open(db, readonly=True) as log:
+        reviews = [row for row in log.rows() if row["kind"] == "review"]
+    assert [(row["record"]["action"], row["label"]) for row in reviews] == [("confirm", "Pro"), ("override", "Pre")]
+
+
+def test_log_verify_names_the_edited_row_and_exits_3(images, model, tmp_path):
+    db = tmp_path / "audit.db"
+    classify(images, model, "--log-db", db)
+    ok = invoke("log", "verify", "--log-db", db)
+    assert ok.exit_code == 0 and "4 rows, hash chain intact" in ok.stdout
+    connection = sqlite3.connect(db)
+    connection.execute("DROP TRIGGER entries_no_update")
+    connection.execute("UPDATE entries SET label = 'Benign' WHERE id = 3")
+    connection.commit()
+    connection.close()
+    bad = invoke("log", "verify", "--log-db", db)
+    assert bad.exit_code == 3
+    assert "tampered: row 3: edited" in bad.stdout and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
+
+
+def test_log_export_csv_json_and_since(images, model, tmp_path):
+    db = tmp_path / "audit.db"
+    classify(images, model, "--log-db", db, "--operator", "ana")
+    result = invoke("log", "export", "--csv", "--log-db", db)
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert result.exit_code == 0 and len(rows) == 4 and rows[1]["operator"] == "ana"
+    assert json.loads(rows[1]["record"])["image"] == rows[1]["image"] == "field0.png"
+    assert invoke("log", "export", "--csv", "--since", "2999-01-01", "--log-db", db).stdout.count("\n") == 1
+    lines = invoke("log", "export", "--json", "--log-db", db).stdout.splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["id"] == 1
+    out = tmp_path / "export.csv"
+    assert invoke("log", "export", "--csv", "-o", out, "--log-db", db).exit_code == 0 and out.is_file()
+    for args, message in ((("--since", "yesterday", "--csv"), "--since: got 'yesterday'"),
+                          ((), "got no format, expected --csv or --json")):
+        bad = invoke("log", "export", *args, "--log-db", db)
+        assert bad.exit_code == 2 and message in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_bad_log_files_stop_classify_before_any_result(images, model, tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"\x00garbage" * 200)
+    newer = tmp_path / "newer.db"
+    AuditLog.open(newer).close()
+    connection = sqlite3.connect(newer)
+    connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    connection.commit()
+    connection.close()
+    for db, message in ((garbage, "damaged or not an audit log"), (newer, "written by a newer allx"),
+                        (tmp_path, "got a folder")):
+        result = classify(images, model, "--log-db", db)
+        assert result.exit_code == 2 and result.stdout == "", result.stdout
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    for command in (("log", "verify"), ("log", "export", "--csv")):
+        result = invoke(*command, "--log-db", tmp_path / "missing.db")
+        assert result.exit_code == 2 and "no such audit log" in result.stderr
+
+
+def test_site_config_can_require_the_operator(images, model, tmp_path, monkeypatch):
+    site = tmp_path / "site.json"
+    site.write_text(json.dumps({"require_operator": True, "log_db": str(tmp_path / "site.db")}))
+    monkeypatch.setenv("ALLX_SITE_CONFIG", str(site))
+    missing = classify(images, model)
+    assert missing.exit_code == 2 and missing.stdout == ""
+    assert "--operator missing: the site config" in missing.stderr and missing.stderr.count("\n") == 1
+    assert classify(images, model, "--operator", "ana").exit_code == 1  # the broken image
+    with AuditLog.open(tmp_path / "site.db", readonly=True) as log:
+        assert {row["operator"] for row in log.rows()} == {"ana"}
+    assert invoke("review", "x", "--confirm").stderr.startswith("error: --operator missing")
+    site.write_text('{"require_operator": "yes"}')
+    assert "require_operator: got 'yes'" in classify(images, model, "--operator", "a").stderr
+    site.write_text("{not json")
+    assert "unreadable site config" in classify(images, model).stderr
+    bad = classify(images, model, "--site-config", tmp_path / "nope.json")
+    assert bad.exit_code == 2 and "no such site config" in bad.stderr
+
+
+def test_a_killed_classify_loses_at_most_the_result_being_written(model, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for index in range(300):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"f{index:03}.png")
+    db = tmp_path / "audit.db"
+    args = ["classify", folder, "-m", model, "--labels", tiny_models().labels_file, "--json", "--log-db", db]
+    process = subprocess.Popen([sys.executable, "-c", RUN_CLI, *map(str, args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    shown = [json.loads(process.stdout.readline())["path"] for _ in range(30)]
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    with AuditLog.open(db) as log:
+        assert log.verify() == []
+        logged = [row["record"]["image_path"] for row in log.rows()]
+    assert len(shown) <= len(logged) < 300  # killed mid-batch
+    assert logged[:len(shown)] == shown  # every result shown was logged first, in order
+    assert logged == [str(path) for path in sorted(folder.iterdir())][:len(logged)]
