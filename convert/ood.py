@@ -17,7 +17,7 @@ import numpy as np
 from allx import layout
 from allx.errors import DataError, ImageError, ModelError
 from allx.images import load_image
-from allx.edge_runner.ood import MahalanobisStats, mahalanobis_scores
+from allx.edge_runner.ood import MahalanobisStats, mahalanobis_scores, threshold_for
 
 METHOD = "mahalanobis"
 DEFAULT_COMPONENTS = 128  # principal axes kept; measured: 64..256 flag all OOD sets, fewer miss the other lab
@@ -136,11 +136,6 @@ def fit_mahalanobis(embeddings: np.ndarray, labels: np.ndarray, components: int)
     whitening = vectors / np.sqrt(np.maximum(values, values.max() * 1e-6))  # a flat axis must not blow up
     return MahalanobisStats(mean.astype(np.float32), (axes[:k].T @ whitening).astype(np.float32),
                             (centres @ whitening).astype(np.float32))
-
-
-def threshold_for(scores: np.ndarray, flag_rate: float) -> float:
-    """The smallest score that leaves at most `flag_rate` of `scores` strictly above it."""
-    return float(np.quantile(np.asarray(scores, dtype=np.float64), 1.0 - flag_rate, method="higher"))
 
 
 def model_outputs(edge_model, images) -> tuple[np.ndarray, np.ndarray]:

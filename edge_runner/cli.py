@@ -12,8 +12,8 @@ import typer
 from allx.cli.common import handle_errors, show_progress, stderr, stdout
 from allx.edge_runner.cli_log import LogDbOption, OperatorOption, SiteConfigOption, log_app, review
 
-EXIT_CODES = ("Exit codes: 0 ok; 1 some image failed (the batch went on); 2 usage, model or audit-log error; "
-              "3 log verify found a tampered row; 130 interrupted.")
+EXIT_CODES = ("Exit codes: 0 ok; 1 some image failed (the batch went on); 2 usage or model error (or an unusable "
+              "audit log); 3 log verify found a tampered row; 130 interrupted.")
 
 app = typer.Typer(name="allx-edge", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Classify blood-smear images on a Raspberry Pi / Coral with a .tflite model from "
@@ -71,7 +71,7 @@ def classify(
     unlike training images) and "ood_score", and the summary counts the flagged images.
     Every result (a failed image too) is a row of the audit log (--log-db; --no-log for none), written
     before it is shown, with the operator, the image's and the model's sha256 and the runtime.
-    Exit codes: 0 all classified; 1 some image failed; 2 usage, model or audit-log error.
+    Exit codes: 0 all classified; 1 some image failed; 2 usage or model error (or an unusable audit log).
     """
     from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
     from allx.edge_runner.cli_log import check_operator, open_run_log
