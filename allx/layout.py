@@ -40,6 +40,7 @@ BENCH = "bench.json"
 # allx-edge's site files: the site config (user's config folder) and the audit log (user's data folder).
 SITE_CONFIG = "site.json"
 AUDIT_DB = "audit.db"
+SITE_CALIBRATION = "site_calibration.json"  # beside model.json in a folder `allx-edge calibrate` wrote
 
 
 def tflite_name(precision: str, rejected: bool = False) -> str:
@@ -123,3 +124,4 @@ class RecordKind(str, Enum):
     BENCHMARK = "benchmark"
     PREDICTION = "prediction"
     SAMPLE = "sample"
+    SITE_CALIBRATION = "site-calibration"

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.edge_runner.cli_calibrate import calibrate
 from allx.edge_runner.cli_log import LogDbOption, OperatorOption, SiteConfigOption, log_app, review
 
 EXIT_CODES = ("Exit codes: 0 ok; 1 some image failed (the batch went on); 2 usage or model error (or an unusable "
@@ -105,6 +106,7 @@ def classify(
 
 app.command()(review)
 app.add_typer(log_app)
+app.command()(calibrate)
 
 
 @app.command()
