@@ -24,14 +24,13 @@ import numpy as np
 from allx import __version__, layout
 from allx.decision import ARGMAX_THRESHOLD, OperatingPoint, sensitivity_specificity
 from allx.errors import DataError, ImageError, ModelError, UsageError
-from allx.files import write_atomic, write_json_atomic
+from allx.files import checked_write, sha256_file
 from allx.edge_runner.batch import expand_paths
 from allx.edge_runner.model import EdgeModel, resolve_model
 from allx.edge_runner.ood import threshold_for
-from allx.edge_runner.provenance import file_sha256
 
 MIN_IMAGES = 20  # below this a quantile threshold is mostly noise
-DEFAULT_FLAG_RATE = 0.04  # allx convert's default, used when the manifest does not say
+DEFAULT_FLAG_RATE = 0.04  # allx convert's default (convert.modes), for a manifest that does not record its rate
 LABEL_COLUMNS = ("path", "file", "image", "filename")
 
 
@@ -219,11 +218,11 @@ def write_model_folder(model_dir: Path, out_dir: Path, manifest: dict, calibrati
     for name in sorted(side_files(manifest) | {layout.LABELS}):
         source = model_dir / name
         if source.is_file():
-            write_atomic(out_dir / name, source.read_bytes())
+            checked_write(out_dir / name, source.read_bytes())
         elif name != layout.LABELS:
             raise ModelError(f"{source}: named in {layout.MANIFEST} but missing, expected the folder allx convert wrote")
-    write_json_atomic(out_dir / layout.SITE_CALIBRATION, calibration.to_dict())
-    write_json_atomic(out_dir / layout.MANIFEST, manifest)
+    checked_write(out_dir / layout.SITE_CALIBRATION, json.dumps(calibration.to_dict(), indent=2) + "\n")
+    checked_write(out_dir / layout.MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str | Path,
@@ -248,7 +247,7 @@ def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     manifest = dict(model.manifest)
     if ood is not None:
         manifest["ood"] = {**manifest["ood"], "threshold": ood["threshold"], "flag_rate": ood["flag_rate"]}
-    manifest["site_calibration"] = {"source_model": str(model_dir), "source_model_sha256": file_sha256(model_path),
+    manifest["site_calibration"] = {"source_model": str(model_dir), "source_model_sha256": sha256_file(model_path),
                                     "images_dir": str(images_dir), "images": len(paths), "time_utc": calibration.time_utc,
                                     "allx_version": __version__, "ood": ood,
                                     "accuracy": None if accuracy is None else asdict(accuracy)}

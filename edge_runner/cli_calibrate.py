@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.cli.common import handle_errors, stderr, stdout
+from allx.console import handle_errors, stderr, stdout
 
 DRIFT_FACTOR = 3  # the converted threshold flagging this many times its rate on site images: say so
 

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.cli.common import handle_errors, stderr, stdout
+from allx.console import handle_errors, stderr, stdout
 from allx.errors import CheckFailed, UsageError
 
 LogDbOption = Annotated[Optional[Path], typer.Option(
@@ -103,7 +103,7 @@ def export(
 
     Exit codes: 0 ok; 2 usage error or a missing, damaged or newer log file.
     """
-    from allx.edge_runner.output import write_text_atomic
+    from allx.files import checked_write
 
     if csv == json_lines:
         raise UsageError("got " + ("both --csv and --json" if csv else "no format") + ", expected --csv or --json")
@@ -118,7 +118,7 @@ def export(
     if out is None:
         typer.echo(buffer.getvalue(), nl=False)
     else:
-        write_text_atomic(out, buffer.getvalue())
+        checked_write(out, buffer.getvalue())
         echo(f"{count} rows -> {out}", err=True)
 
 

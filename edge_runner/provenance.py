@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from allx import __version__, layout
 from allx.errors import ModelError
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks (a model can be tens of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from allx.files import sha256_file
 
 
 def image_facts(path: str | Path) -> dict:
     """{"image": file name, "image_path", "image_sha256"}; an unreadable file has a null hash."""
     try:
-        sha = file_sha256(path)
+        sha = sha256_file(path)
     except OSError:
         sha = None
     return {"image": Path(path).name, "image_path": str(path), "image_sha256": sha}
@@ -46,11 +37,11 @@ def model_facts(edge_model) -> dict:
     """The model and runtime behind every result of one run: hashes taken once, at load."""
     manifest_path = manifest_path_of(Path(edge_model.model_path), edge_model.manifest)
     try:
-        model_sha = file_sha256(edge_model.model_path)
+        model_sha = sha256_file(edge_model.model_path)
     except OSError as err:
         raise ModelError(f"{edge_model.model_path}: cannot read the model to hash it ({err.strerror})") from None
     return {"model_file": Path(edge_model.model_path).name, "model_sha256": model_sha,
-            "manifest_sha256": file_sha256(manifest_path) if manifest_path else None,
+            "manifest_sha256": sha256_file(manifest_path) if manifest_path else None,
             "runtime": str(edge_model.runtime), "delegate": edge_model.delegate, "allx_version": __version__,
             "operating_point": edge_model.manifest.get("operating_point"),
             "ood_threshold": None if edge_model.ood_scorer is None else edge_model.ood_scorer.threshold}

@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from allx.edge_runner.audit import SCHEMA_VERSION, AuditLog
-from allx.edge_runner.provenance import file_sha256
+from allx.files import sha256_file
 
 runner = CliRunner()
 RUN_CLI = "import sys; from allx.edge_runner.cli import app; sys.argv[0] = 'allx-edge'; app()"
@@ -60,8 +60,8 @@ def test_classify_logs_every_result_before_showing_it(images, model, tmp_path):
     assert [row["image"] for row in rows] == [os.path.basename(line["path"]) for line in shown]
     good = rows[1]["record"]
     assert rows[1]["operator"] == "ana" and rows[1]["kind"] == "field" and rows[1]["label"] == shown[1]["label"]
-    assert good["image_sha256"] == file_sha256(images / "field0.png")
-    assert good["model_sha256"] == file_sha256(model) and good["model_file"] == model.name
+    assert good["image_sha256"] == sha256_file(images / "field0.png")
+    assert good["model_sha256"] == sha256_file(model) and good["model_file"] == model.name
     assert set(good["probabilities"]) == set(LABELS) and good["allx_version"] and good["runtime"]
     assert rows[0]["image"] == "broken.png" and rows[0]["record"]["error"] and rows[0]["label"] is None
 
