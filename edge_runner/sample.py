@@ -225,6 +225,10 @@ class SampleSession:
             reason = OOD_REASON
         return self._keep(FieldResult(str(name), digest, prediction, quality, reason is None, reason, decision))
 
+    def set_aside(self, name: str, reason: str) -> FieldResult:
+        """A field that could not even be opened (a pattern that matched nothing, a folder without images)."""
+        return self._keep(FieldResult(str(name), "", None, None, False, reason))
+
     def verdict(self) -> SampleVerdict:
         return aggregate(self._fields, self.model.labels, self.rule, self.sample_id)
 
