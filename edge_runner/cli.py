@@ -147,6 +147,9 @@ def camera(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    sample: Annotated[Optional[str], typer.Option(
+        "--sample", help="The frames are fields of this one sample: each is quality-checked, and a running "
+        "sample verdict is shown with every frame and at the end.", show_default=False)] = None,
 ):
     """Classify a camera feed or a video file.
 
@@ -155,12 +158,14 @@ def camera(
     frames read, or on Ctrl-C. Exit codes: 0 ok; 2 source, usage or model error.
     """
     from allx.edge_runner.camera import has_display, run_camera
+    from allx.edge_runner.sample import SampleSession
     from allx.edge_runner.views import camera_summary_line, frame_line
 
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
+    session = None if sample is None else SampleSession(edge_model, sample)
     display = not headless and has_display()
     summary = run_camera(edge_model, source, every=every, max_frames=max_frames, log_path=log, display=display,
-                         on_frame=None if display else (lambda result: echo(frame_line(result))))
+                         on_frame=None if display else (lambda result: echo(frame_line(result))), session=session)
     for warning in summary.warnings:
         echo(f"warning: {warning}", err=True)
     echo(camera_summary_line(summary, edge_model.has_ood))

@@ -77,15 +77,19 @@ def batch_summary_line(summary: BatchSummary, with_ood: bool) -> str:
 def frame_line(result: FrameResult) -> str:
     p = result.prediction
     line = f"frame {result.frame:>6}  {result.time_s:8.2f} s  {p.label}  {p.score:.1%}  {p.latency_ms:.2f} ms"
-    return line + (f"  {OOD_NOTE}" if p.ood else "")
+    if result.field is None:
+        return line + (f"  {OOD_NOTE}" if p.ood else "")
+    aside = "" if result.field.usable else f"  set aside: {result.field.reason}"
+    return line + aside + f"  | sample {result.verdict.sample_id}: {result.verdict.words}"
 
 
 def camera_summary_line(s: CameraSummary, with_ood: bool = False) -> str:
     latency = (f"latency mean {s.mean_latency_ms:.2f} ms, p95 {s.p95_latency_ms:.2f} ms"
                if s.mean_latency_ms is not None else "no frame classified")
     flagged = with_ood or s.flagged_ood
-    return (f"{s.ended_by}: {s.frames_read} frames read, {s.classified} classified, {latency}, "
+    line = (f"{s.ended_by}: {s.frames_read} frames read, {s.classified} classified, {latency}, "
             f"{s.fps:.1f} FPS over {s.seconds:.1f} s" + (f", {s.flagged_ood} flagged {OOD_NOTE}" if flagged else ""))
+    return line if s.verdict is None else line + "\n" + sample_line(s.verdict)
 
 
 def bench_table(report: BenchReport) -> Table:
