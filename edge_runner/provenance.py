@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from allx import __version__, layout
+from allx.decision import BENIGN
 from allx.errors import ModelError
 from allx.files import sha256_file
 
@@ -57,6 +58,28 @@ def field_record(result, labels, model: dict, operator: str | None, sample_id: s
             "ood": p.ood, "ood_score": p.ood_score, "quality": None, "latency_ms": p.latency_ms}
 
 
+
+def sample_field_record(field, labels, model: dict, operator: str | None, sample_id: str) -> dict:
+    """The audit record of one field of a sample (sample.FieldResult -> dict): its result as to_dict() gives it,
+    under the log's names (kind "field", image = file name, image_path, image_sha256), probabilities keyed by label."""
+    result = {key: value for key, value in field.to_dict().items() if key not in ("kind", "path", "sha256")}
+    probabilities = result.get("probabilities")
+    if probabilities is not None:
+        result["probabilities"] = dict(zip(labels, probabilities))
+    return {"kind": "field", "sample_id": sample_id, "operator": operator, "image": Path(field.name).name,
+            "image_path": field.name, "image_sha256": field.sha256 or None, **model, **result}
+
+
+def sample_verdict_record(verdict, labels, model: dict, operator: str | None) -> dict:
+    """The audit record of a sample's verdict (sample.SampleVerdict -> dict); its label is the subtype, the
+    benign class, or null when inconclusive, so a review says which answer it confirms or overrides."""
+    result = {key: value for key, value in verdict.to_dict().items() if key != "kind"}
+    if result.get("probabilities") is not None:
+        result["probabilities"] = dict(zip(labels, result["probabilities"]))
+    label = verdict.subtype if verdict.verdict == "malignant" else BENIGN if verdict.verdict == "benign" else None
+    return {"kind": "sample", "operator": operator, **model, **result, "label": label, "words": verdict.words}
+
+
 class RunLog:
     """An open audit log plus what every row of one run shares (operator, model facts): one append per result."""
 
@@ -67,6 +90,12 @@ class RunLog:
 
     def field(self, result, labels, sample_id: str | None = None) -> int:
         return self.log.append(field_record(result, labels, self.model, self.operator, sample_id))
+
+    def sample_field(self, field, labels, sample_id: str) -> int:
+        return self.log.append(sample_field_record(field, labels, self.model, self.operator, sample_id))
+
+    def sample_verdict(self, verdict, labels) -> int:
+        return self.log.append(sample_verdict_record(verdict, labels, self.model, self.operator))
 
     def record(self, record: dict) -> int:
         """Any other result dict (a sample verdict, say), with the run's operator and model facts added."""

@@ -199,3 +199,48 @@ def test_a_killed_classify_loses_at_most_the_result_being_written(model, tmp_pat
     assert len(shown) <= len(logged) < 300  # killed mid-batch
     assert logged[:len(shown)] == shown  # every result shown was logged first, in order
     assert logged == [str(path) for path in sorted(folder.iterdir())][:len(logged)]
+
+
+def test_sample_fields_and_verdict_are_logged_and_reviewable(tmp_path):
+    from test_edge_cli_sample import sample_folder, write_model_folder
+
+    (tmp_path / "model").mkdir()
+    model_dir = write_model_folder(tmp_path / "model")
+    fields = sample_folder(tmp_path / "P7", good=3, blurred=1, broken=1)
+    db = tmp_path / "audit.db"
+    result = invoke("classify", fields, "-m", model_dir, "--sample", "P7", "--json", "--log-db", db,
+                    "--operator", "ana")
+    assert result.exit_code == 1, result.output  # the broken field
+    shown = [json.loads(line) for line in result.stdout.splitlines()]
+    with AuditLog.open(db, readonly=True) as log:
+        rows = log.rows(sample="P7")
+    assert [row["kind"] for row in rows] == ["field"] * 5 + ["sample"]
+    assert [row["record"]["image_path"] for row in rows[:5]] == [line["path"] for line in shown[:5]]
+    blurred = next(row for row in rows if row["image"] == "blur0.png")["record"]
+    assert blurred["usable"] is False and blurred["reason"].startswith("blurred") and blurred["quality"]["ok"] is False
+    verdict = rows[-1]
+    assert verdict["record"]["verdict"] == shown[-1]["verdict"] and verdict["operator"] == "ana"
+    assert verdict["record"]["fields_set_aside"] and verdict["record"]["model_sha256"]
+    assert invoke("review", "P7", "--confirm", "--log-db", db).exit_code == 0
+    with AuditLog.open(db, readonly=True) as log:
+        review = log.rows(sample="P7")[-1]
+        assert log.verify() == []
+    assert review["record"]["reviewed_row"] == verdict["id"] and review["label"] == verdict["label"]
+
+
+def test_camera_sample_session_logs_its_frames_and_verdict(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for i in range(6):
+        writer.write(np.full((64, 64, 3), 40 + 20 * i, np.uint8))
+    writer.release()
+    db = tmp_path / "audit.db"
+    result = invoke("camera", "-m", tiny_models().int8, "--labels", tiny_models().labels_file, "--source", video,
+                    "--headless", "--max-frames", "4", "--sample", "C1", "--log-db", db)
+    assert result.exit_code == 0, result.output
+    with AuditLog.open(db, readonly=True) as log:
+        assert [row["kind"] for row in log.rows(sample="C1")] == ["field"] * 4 + ["sample"]
+    plain = invoke("camera", "-m", tiny_models().int8, "--labels", tiny_models().labels_file, "--source", video,
+                   "--headless", "--max-frames", "2", "--log-db", tmp_path / "preview.db")
+    assert plain.exit_code == 0 and not (tmp_path / "preview.db").exists()  # a preview is not a result
