@@ -1,4 +1,5 @@
-"""The image-quality limits of model.json "quality", chosen on the training images (edge_runner.quality).
+"""The image-quality limits of model.json "quality", chosen on the training images (edge_runner.quality's
+calibrate_limits, which `allx-edge calibrate` also runs on a site's own images).
 
 Each limit sits well outside what the training images show, so that good fields are almost never
 rejected while a blurred or badly exposed one is: focus must reach half the 1st percentile of the
@@ -17,38 +18,10 @@ import numpy as np
 
 from allx.errors import DataError, ImageError
 from allx.images import load_image
-from allx.edge_runner.quality import QualityLimits, QualityMeasures, colour_distance, judge, measure
+from allx.edge_runner.quality import QualityMeasures, calibrate_limits, measure
 
 MAX_IMAGES = 600  # training images measured: enough for a 1st percentile, a few seconds of decoding
-FOCUS_MARGIN = 0.5
-FOCUS_QUANTILE = 0.01
-TAIL_QUANTILE = 0.995
-TAIL_MARGIN = 1.25
-MIN_CLIPPED = 0.02  # never reject a field for fewer clipped pixels than this
-MIN_COLOUR = 3.0  # never reject a stain closer than 3 standard deviations
 Progress = Callable[[int, int], None]
-
-
-def calibrate_limits(measures: Sequence[QualityMeasures]) -> QualityLimits:
-    """Limits from the measures of good (training) images."""
-    if len(measures) < 20:
-        raise DataError(f"got {len(measures)} readable training images for the quality limits, expected at least 20")
-    focus = np.array([m.focus for m in measures])
-    shadows = np.array([m.shadows for m in measures])
-    highlights = np.array([m.highlights for m in measures])
-    means = np.array([m.channel_means for m in measures])
-    colour_mean, colour_std = means.mean(axis=0), np.maximum(means.std(axis=0), 1e-3)
-    draft = QualityLimits(colour_mean=tuple(float(v) for v in colour_mean), colour_std=tuple(float(v) for v in colour_std))
-    distances = np.array([colour_distance(m.channel_means, draft) for m in measures])
-    limits = QualityLimits(
-        focus_min=float(FOCUS_MARGIN * np.quantile(focus, FOCUS_QUANTILE)),
-        shadows_max=float(max(MIN_CLIPPED, TAIL_MARGIN * np.quantile(shadows, TAIL_QUANTILE))),
-        highlights_max=float(min(1.0, max(MIN_CLIPPED, TAIL_MARGIN * np.quantile(highlights, TAIL_QUANTILE)))),
-        colour_mean=draft.colour_mean, colour_std=draft.colour_std,
-        colour_max=float(max(MIN_COLOUR, TAIL_MARGIN * np.quantile(distances, TAIL_QUANTILE))),
-        images=len(measures))
-    rejected = float(np.mean([not judge(m, limits).ok for m in measures]))
-    return QualityLimits(**{**limits.__dict__, "rejected_share": rejected})
 
 
 def draw_evenly(relpaths: Sequence[str], count: int = MAX_IMAGES) -> list[str]:

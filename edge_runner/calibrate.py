@@ -3,7 +3,8 @@
 `allx-edge calibrate` runs the converted model (no TensorFlow) over the site's images, sets the
 out-of-distribution threshold so it flags the same share of the site's images as `allx convert` chose
 on its held-out images (the statistics in the model folder stay as they are: only the threshold moves),
-and writes a NEW model folder: the .tflite and every side file the manifest names, copied, and a
+re-chooses the image-quality limits from the site's images by the rule `allx convert` applied to the
+training images (edge_runner.quality.calibrate_limits), and writes a NEW model folder: the .tflite and every side file the manifest names, copied, and a
 model.json carrying the new threshold and a `site_calibration` record. With a labels CSV it also
 reports the site's accuracy, malignant sensitivity and benign specificity (allx.decision, at the model's
 operating point) beside the converter's numbers: an acceptance test to run on day one and monthly.
@@ -28,6 +29,7 @@ from allx.files import checked_write, sha256_file
 from allx.edge_runner.batch import expand_paths
 from allx.edge_runner.model import EdgeModel, resolve_model
 from allx.edge_runner.ood import threshold_for
+from allx.edge_runner.quality import calibrate_limits, judge, limits_from_manifest, measure
 
 MIN_IMAGES = 20  # below this a quantile threshold is mostly noise
 DEFAULT_FLAG_RATE = 0.04  # allx convert's default (convert.modes), for a manifest that does not record its rate
@@ -57,7 +59,7 @@ class SiteCalibration:
     images: int  # readable site images
     unreadable: tuple[str, ...]  # "path: reason"
     ood: dict | None  # method, flag_rate, threshold_before/after, flagged_before/after; None when off
-    quality: dict | None  # None until this runner re-calibrates quality thresholds
+    quality: dict | None  # limits_before/limits, rejected_before/after; None when off
     notes: tuple[str, ...]  # what was not re-calibrated, and how to get it
     accuracy: SiteAccuracy | None = None
     time_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -87,8 +89,8 @@ def site_images(images_dir: Path) -> list[str]:
 
 
 def run_images(model: EdgeModel, paths: list[str]):
-    """(kept paths, probabilities (N, C), OOD scores (N,) or None, unreadable "path: reason")."""
-    kept, probabilities, scores, unreadable = [], [], [], []
+    """(kept paths, probabilities (N, C), OOD scores (N,) or None, quality measures, unreadable "path: reason")."""
+    kept, probabilities, scores, measures, unreadable = [], [], [], [], []
     for path in paths:
         try:
             pixels = model.load_pixels(path)
@@ -102,10 +104,11 @@ def run_images(model: EdgeModel, paths: list[str]):
             scores.append(model.ood_scorer.score_one(row, model.read_embedding()))
         kept.append(path)
         probabilities.append(row)
+        measures.append(measure(pixels))
     if len(kept) < MIN_IMAGES:
         raise DataError(f"got {len(kept)} readable site images ({len(unreadable)} unreadable), expected at least "
                         f"{MIN_IMAGES} to calibrate on")
-    return kept, np.stack(probabilities), np.asarray(scores) if scores else None, unreadable
+    return kept, np.stack(probabilities), np.asarray(scores) if scores else None, measures, unreadable
 
 
 def recalibrate_ood(model: EdgeModel, scores: np.ndarray | None, flag_rate: float | None) -> tuple[dict | None, str | None]:
@@ -125,12 +128,15 @@ def recalibrate_ood(model: EdgeModel, scores: np.ndarray | None, flag_rate: floa
             "images": int(len(scores))}, None
 
 
-def quality_note(manifest: dict) -> str:
-    """Quality thresholds are kept as converted: this hook is where their site re-calibration goes."""
-    if "quality" in manifest:
-        return "image-quality thresholds: kept as converted (this allx-edge does not re-calibrate them yet)"
-    return ("image-quality check: off (model.json has no quality section): convert the model with a current "
-            "allx convert to get it")
+def recalibrate_quality(manifest: dict, measures) -> tuple[dict | None, str | None]:
+    """(the new limits with the share of site images rejected before and after, or None and why not)."""
+    before, warnings = limits_from_manifest(manifest)
+    if before is None:
+        return None, warnings[0] if warnings else "image-quality check: off"
+    after = calibrate_limits(measures)  # its rejected_share is of these very site images
+    return {"limits_before": before.to_dict(), "limits": after.to_dict(),
+            "rejected_before": float(np.mean([not judge(m, before).ok for m in measures])),
+            "rejected_after": after.rejected_share, "images": len(measures)}, None
 
 
 def read_labels_csv(path: Path, labels: tuple[str, ...]) -> dict[str, str]:
@@ -236,20 +242,23 @@ def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     model = EdgeModel.load(model_dir)
     model.require_labels()
     mapping = read_labels_csv(Path(labels_csv), model.labels) if labels_csv is not None else None
-    paths, probabilities, scores, unreadable = run_images(model, site_images(images_dir))
+    paths, probabilities, scores, measures, unreadable = run_images(model, site_images(images_dir))
     ood, ood_note = recalibrate_ood(model, scores, flag_rate)
-    notes = tuple(note for note in (ood_note, quality_note(model.manifest)) if note)
+    quality, quality_note = recalibrate_quality(model.manifest, measures)
+    notes = tuple(note for note in (ood_note, quality_note) if note)
     accuracy = site_accuracy(model, paths, probabilities, images_dir, mapping) if mapping is not None else None
-    if ood is None and accuracy is None:
+    if ood is None and quality is None and accuracy is None:
         raise ModelError(f"{model_dir}: nothing to calibrate: {'; '.join(notes)}")
     calibration = SiteCalibration(str(model_dir), str(out_dir), str(images_dir), len(paths), tuple(unreadable),
-                                  ood, None, notes, accuracy)
+                                  ood, quality, notes, accuracy)
     manifest = dict(model.manifest)
     if ood is not None:
         manifest["ood"] = {**manifest["ood"], "threshold": ood["threshold"], "flag_rate": ood["flag_rate"]}
+    if quality is not None:
+        manifest["quality"] = {**quality["limits"], "calibrated_on": "site"}
     manifest["site_calibration"] = {"source_model": str(model_dir), "source_model_sha256": sha256_file(model_path),
                                     "images_dir": str(images_dir), "images": len(paths), "time_utc": calibration.time_utc,
-                                    "allx_version": __version__, "ood": ood,
+                                    "allx_version": __version__, "ood": ood, "quality": quality,
                                     "accuracy": None if accuracy is None else asdict(accuracy)}
     write_model_folder(model_dir, out_dir, manifest, calibration)
     return calibration

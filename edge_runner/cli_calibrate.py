@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -34,7 +33,9 @@ def calibrate(
     """Re-calibrate a model's thresholds on a site's images into a NEW model folder (no TensorFlow).
 
     The out-of-distribution threshold is set to flag the same share of the site's images as allx convert
-    flagged of its held-out images; with --labels-csv the site's accuracy, malignant sensitivity and
+    flagged of its held-out images, and the image-quality limits (focus, exposure, stain colour) are chosen
+    from the site's images by the rule allx convert used on the training images: give good fields the
+    site would accept. With --labels-csv the site's accuracy, malignant sensitivity and
     benign specificity are reported beside the converter's. Run it on day one and monthly.
     Exit codes: 0 ok; 2 usage, data or model error (one line each).
     """
@@ -59,6 +60,13 @@ def calibration_lines(calibration) -> list[str]:
             lines.append("warning: the site's images differ from the training images (the converted threshold "
                          f"flagged {ood['flagged_before']:.0%}); check the site's accuracy with --labels-csv "
                          "before relying on the model here")
+    quality = calibration.quality
+    if quality is not None:
+        before, after = quality["limits_before"], quality["limits"]
+        lines.append(f"image-quality limits: focus >= {before['focus_min'] or 0:.0f} -> {after['focus_min']:.0f}, "
+                     f"stain colour within {before['colour_max'] or 0:.1f} -> {after['colour_max']:.1f} of the site's "
+                     f"mean (rejects {quality['rejected_after']:.1%} of the site's images; the converted limits "
+                     f"rejected {quality['rejected_before']:.1%})")
     lines += [f"note: {note}" for note in calibration.notes]
     if calibration.accuracy is not None:
         lines += accuracy_lines(calibration.accuracy)

@@ -16,13 +16,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import numpy as np
+
+from allx.errors import DataError
 
 FEATURES = ("focus", "exposure", "colour")
 DARK_LEVEL = 5
 BRIGHT_LEVEL = 250
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as Pillow's "L"
+# How far outside the good images' own spread a limit sits (see convert/calibrate_quality.py).
+MIN_IMAGES = 20
+FOCUS_MARGIN = 0.5
+FOCUS_QUANTILE = 0.01
+TAIL_QUANTILE = 0.995
+TAIL_MARGIN = 1.25
+MIN_CLIPPED = 0.02  # never reject a field for fewer clipped pixels than this
+MIN_COLOUR = 3.0  # never reject a stain closer than 3 standard deviations
 
 
 @dataclass(frozen=True)
@@ -140,3 +151,26 @@ def limits_from_manifest(manifest: dict) -> tuple[QualityLimits | None, tuple[st
                       f"({', '.join(FEATURES)}); {how}",)
     return limits, (f"image-quality check incomplete: model.json lacks the {', '.join(missing)} statistics, "
                     f"those features are not checked; {how}",)
+
+
+def calibrate_limits(measures: Sequence[QualityMeasures]) -> QualityLimits:
+    """Limits from the measures of good images: the training images (allx convert), or a site's own
+    (allx-edge calibrate). The margins are explained in convert/calibrate_quality.py."""
+    if len(measures) < MIN_IMAGES:
+        raise DataError(f"got {len(measures)} readable images for the quality limits, expected at least {MIN_IMAGES}")
+    focus = np.array([m.focus for m in measures])
+    shadows = np.array([m.shadows for m in measures])
+    highlights = np.array([m.highlights for m in measures])
+    means = np.array([m.channel_means for m in measures])
+    colour_mean, colour_std = means.mean(axis=0), np.maximum(means.std(axis=0), 1e-3)
+    draft = QualityLimits(colour_mean=tuple(float(v) for v in colour_mean), colour_std=tuple(float(v) for v in colour_std))
+    distances = np.array([colour_distance(m.channel_means, draft) for m in measures])
+    limits = QualityLimits(
+        focus_min=float(FOCUS_MARGIN * np.quantile(focus, FOCUS_QUANTILE)),
+        shadows_max=float(max(MIN_CLIPPED, TAIL_MARGIN * np.quantile(shadows, TAIL_QUANTILE))),
+        highlights_max=float(min(1.0, max(MIN_CLIPPED, TAIL_MARGIN * np.quantile(highlights, TAIL_QUANTILE)))),
+        colour_mean=draft.colour_mean, colour_std=draft.colour_std,
+        colour_max=float(max(MIN_COLOUR, TAIL_MARGIN * np.quantile(distances, TAIL_QUANTILE))),
+        images=len(measures))
+    rejected = float(np.mean([not judge(m, limits).ok for m in measures]))
+    return QualityLimits(**{**limits.__dict__, "rejected_share": rejected})

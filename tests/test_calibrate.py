@@ -97,7 +97,32 @@ def test_calibration_moves_the_threshold_into_a_new_folder(model_dir, site_dir, 
     assert flagged_share(EdgeModel.load(model_dir), site_dir) > 0.5  # the converted threshold flags the site
     assert flagged_share(EdgeModel.load(out), site_dir) <= 0.05  # the site's threshold flags its share
     assert "out-of-distribution threshold:" in result.stdout and "warning: the site's images differ" in result.stdout
-    assert "note: image-quality check: off" in result.stdout
+    assert "note: image-quality check off: model.json has no quality statistics" in result.stdout
+
+
+def test_quality_limits_follow_the_site_camera(model_dir, site_dir, tmp_path):
+    from allx.edge_runner.quality import calibrate_limits, check_quality, measure
+
+    with_quality = tmp_path / "with_quality"
+    shutil.copytree(model_dir, with_quality)
+    manifest = json.loads((with_quality / layout.MANIFEST).read_text())
+    lab = calibrate_limits([measure(pixels) for pixels in smears(np.random.default_rng(5), 40)])
+    manifest["quality"] = {**lab.to_dict(), "calibrated_on": "train"}
+    (with_quality / layout.MANIFEST).write_text(json.dumps(manifest))
+    out = tmp_path / "out"
+    result = invoke("--model", with_quality, "--images", site_dir, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    quality = json.loads(result.stdout)["quality"]
+    assert quality["rejected_before"] > 0.5 and quality["rejected_after"] <= 0.05  # the cast failed the lab's colour
+    written = json.loads((out / layout.MANIFEST).read_text())["quality"]
+    assert written["calibrated_on"] == "site" and written["colour_mean"] == quality["limits"]["colour_mean"]
+    site = EdgeModel.load(out)
+    from allx.edge_runner.quality import limits_from_manifest
+
+    limits = limits_from_manifest(site.manifest)[0]
+    pixels = site.load_pixels(next(site_dir.glob("*.png")))
+    assert check_quality(pixels, limits).ok and not check_quality(pixels, lab).ok
+    assert "image-quality limits: focus >=" in result.stderr
 
 
 def write_labels(path, site_dir, model_dir, header=("path", "label")):
