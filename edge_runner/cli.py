@@ -198,7 +198,7 @@ def camera(
     from allx.edge_runner.sample import SampleSession
     from allx.edge_runner.views import camera_summary_line, frame_line
 
-    operator = check_operator(operator, site_config)
+    operator = check_operator(operator, site_config) if sample is not None else operator  # a preview logs nothing
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     audit = open_run_log(edge_model, log_db, operator, site_config, enabled=sample is not None and not no_log)
     session = None if sample is None else SampleSession(edge_model, sample)
