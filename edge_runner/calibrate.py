@@ -97,11 +97,9 @@ def run_images(model: EdgeModel, paths: list[str]):
         except ImageError as err:
             unreadable.append(str(err))
             continue
-        model.set_input(pixels)
-        model.invoke()
-        row = model.read_probabilities().copy()
+        row, embedding = model.predict_with_embedding(pixels)
         if model.ood_scorer is not None:
-            scores.append(model.ood_scorer.score_one(row, model.read_embedding()))
+            scores.append(model.ood_scorer.score_one(row, embedding))
         kept.append(path)
         probabilities.append(row)
         measures.append(measure(pixels))

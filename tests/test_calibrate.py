@@ -13,7 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from allx import layout
-from allx.convert.ood import fit_mahalanobis, model_outputs, stats_bytes
+from allx.convert.ood import embeddings_of
+from allx.convert.ood_stats import fit_mahalanobis, stats_bytes
 from allx.decision import sensitivity_specificity
 from allx.edge_runner.calibrate import calibrate_site
 from allx.edge_runner.cli import app
@@ -46,7 +47,7 @@ def model_dir(tmp_path_factory):
     (folder / layout.MANIFEST).write_text(json.dumps(manifest))
     (folder / layout.LABELS).write_text("\n".join(LABELS) + "\n")
     pixels = smears(np.random.default_rng(5), 80)
-    embeddings = model_outputs(EdgeModel.load(folder), pixels)[1]
+    embeddings = embeddings_of(EdgeModel.load(folder), pixels)
     stats = fit_mahalanobis(embeddings[::2], np.repeat(np.arange(4), 10), components=6)
     (folder / "ood_stats_float32.npz").write_bytes(stats_bytes(stats))
     manifest["ood"] = {"method": "mahalanobis", "stats_file": "ood_stats_float32.npz", "flag_rate": 0.05,
