@@ -112,6 +112,8 @@ class AuditLog:
                     connection.execute("PRAGMA journal_mode = WAL")
                     connection.execute("PRAGMA synchronous = FULL")  # a committed row survives a power cut
                 log.check_or_create_schema()
+                if not readonly:
+                    log.probe_write()
         except BaseException:
             connection.close()
             raise
@@ -148,12 +150,18 @@ class AuditLog:
             raise DataError(f"{self.path}: audit log schema {version} was written by a newer allx, expected "
                             f"schema <= {SCHEMA_VERSION}: upgrade allx-edge (the log was left untouched)")
 
+    def probe_write(self) -> None:
+        """Write nothing, but as a writer would: SQLite opens a read-only file without a word and fails only
+        at the first INSERT, which would come after the first result was classified."""
+        with self.transaction(commit=False):
+            self.connection.execute("UPDATE meta SET value = value WHERE key = 'head_id'")
+
     def meta(self) -> dict[str, str]:
         with sqlite_errors(self.path):
             return dict(self.connection.execute("SELECT key, value FROM meta").fetchall())
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, commit: bool = True) -> Iterator[None]:
         """BEGIN IMMEDIATE takes the write lock first, so the head read inside is the head written after."""
         self.connection.execute("BEGIN IMMEDIATE")
         try:
@@ -161,7 +169,7 @@ class AuditLog:
         except BaseException:
             self.connection.execute("ROLLBACK")
             raise
-        self.connection.execute("COMMIT")
+        self.connection.execute("COMMIT" if commit else "ROLLBACK")
 
     def append(self, record: dict) -> int:
         """Add one result (kind "field" or "sample") or review (kind "review"); returns its row id."""

@@ -161,6 +161,20 @@ def test_bad_log_files_stop_classify_before_any_result(images, model, tmp_path):
         assert result.exit_code == 2 and "no such audit log" in result.stderr
 
 
+def test_a_read_only_log_stops_classify_before_any_result(images, model, tmp_path):
+    from test_audit import as_unprivileged
+
+    db = tmp_path / "audit.db"
+    AuditLog.open(db).close()
+    os.chmod(db, 0o444)
+    args = ["classify", images, "-m", model, "--labels", tiny_models().labels_file, "--log-db", db]
+    result = subprocess.run(as_unprivileged([sys.executable, "-c", RUN_CLI, *map(str, args)]), capture_output=True,
+                            text=True, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {db}: cannot write the audit log")
+    assert "Traceback" not in result.stderr
+
+
 def test_site_config_can_require_the_operator(images, model, tmp_path, monkeypatch):
     site = tmp_path / "site.json"
     site.write_text(json.dumps({"require_operator": True, "log_db": str(tmp_path / "site.db")}))
