@@ -78,7 +78,7 @@ def classify(
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error.
     """
     from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
-    from allx.edge_runner.sample import point_from_manifest
+    from allx.edge_runner.sample import decision_record, point_from_manifest
     from allx.edge_runner.views import answer_words, batch_summary_line, result_header, result_line
 
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
@@ -91,7 +91,9 @@ def classify(
 
     def show(result) -> None:
         if json_lines:
-            typer.echo(json.dumps(result_record(result, edge_model.has_ood)))
+            probabilities = None if result.prediction is None else result.prediction.probabilities
+            typer.echo(json.dumps({**result_record(result, edge_model.has_ood),
+                                   **decision_record(probabilities, edge_model.labels, point)}))
         else:
             echo(result_line(result, label_width, answer_words(result, edge_model.labels, point)))
 
