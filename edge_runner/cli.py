@@ -87,7 +87,7 @@ def classify(
     """
     from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
     from allx.edge_runner.cli_log import check_operator, open_run_log
-    from allx.edge_runner.sample import point_from_manifest
+    from allx.edge_runner.sample import decision_record, point_from_manifest
     from allx.edge_runner.views import answer_words, batch_summary_line, result_header, result_line
 
     operator = check_operator(operator, site_config)
@@ -105,10 +105,12 @@ def classify(
     point = point_from_manifest(edge_model.manifest)
 
     def show(result) -> None:
+        probabilities = None if result.prediction is None else result.prediction.probabilities
+        decision = decision_record(probabilities, edge_model.labels, point)
         if audit is not None:
-            audit.field(result, edge_model.labels)
+            audit.field(result, edge_model.labels, extra=decision)
         if json_lines:
-            typer.echo(json.dumps(result_record(result, edge_model.has_ood)))
+            typer.echo(json.dumps({**result_record(result, edge_model.has_ood), **decision}))
         else:
             echo(result_line(result, label_width, answer_words(result, edge_model.labels, point)))
 

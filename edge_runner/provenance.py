@@ -88,8 +88,9 @@ class RunLog:
         self.model = model
         self.operator = operator
 
-    def field(self, result, labels, sample_id: str | None = None) -> int:
-        return self.log.append(field_record(result, labels, self.model, self.operator, sample_id))
+    def field(self, result, labels, sample_id: str | None = None, extra: dict | None = None) -> int:
+        """One image of a plain batch; `extra` adds e.g. the decision at the operating point."""
+        return self.log.append({**field_record(result, labels, self.model, self.operator, sample_id), **(extra or {})})
 
     def sample_field(self, field, labels, sample_id: str) -> int:
         return self.log.append(sample_field_record(field, labels, self.model, self.operator, sample_id))

@@ -63,6 +63,7 @@ def test_classify_logs_every_result_before_showing_it(images, model, tmp_path):
     assert good["image_sha256"] == sha256_file(images / "field0.png")
     assert good["model_sha256"] == sha256_file(model) and good["model_file"] == model.name
     assert set(good["probabilities"]) == set(LABELS) and good["allx_version"] and good["runtime"]
+    assert good["decision"] == shown[1]["decision"] and good["malignant_score"] == shown[1]["malignant_score"]
     assert rows[0]["image"] == "broken.png" and rows[0]["record"]["error"] and rows[0]["label"] is None
 
 

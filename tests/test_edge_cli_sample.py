@@ -121,3 +121,11 @@ def test_plain_classify_prints_the_answer_at_the_operating_point(model_dir, tmp_
     result = invoke("classify", fields, "--model", model_dir)
     assert result.exit_code == 0
     assert sum(("B-ALL suspected (" in line or "no B-ALL seen" in line) for line in result.stdout.splitlines()) == 3
+
+
+def test_plain_classify_json_carries_the_decision_codes(model_dir, tmp_path):
+    fields = sample_folder(tmp_path / "s", blurred=0)
+    result = invoke("classify", fields, "--model", model_dir, "--json")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(r["decision"] in ("malignant", "benign") and 0 <= r["malignant_score"] <= 1 for r in records)
+    assert all((r["subtype"] is None) == (r["decision"] == "benign") for r in records)

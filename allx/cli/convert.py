@@ -149,16 +149,16 @@ def operating_lines(manifest: dict) -> list[str]:
     else:
         lines = [f"operating point (chosen on {point['chosen_on']}, target sensitivity {point['target_sensitivity']}): "
                  f"B-ALL suspected when 1 - p(Benign) >= {point['threshold']:.4f}; malignant sensitivity "
-                 f"{fmt(point['sensitivity'])}, benign specificity {fmt(point['specificity'])}"]
+                 f"{percent_or_na(point['sensitivity'])}, benign specificity {percent_or_na(point['specificity'])}"]
     if rule:
         lines.append(f"sample rule ({rule['chosen_on']}, {rule['samples']} samples): sensitivity "
-                     f"{fmt(rule['sensitivity'])}, specificity {fmt(rule['specificity'])}, subtype accuracy "
-                     f"{fmt(rule['subtype_accuracy'])}, inconclusive {fmt(rule['inconclusive'])}")
+                     f"{percent_or_na(rule['sensitivity'])}, specificity {percent_or_na(rule['specificity'])}, subtype accuracy "
+                     f"{percent_or_na(rule['subtype_accuracy'])}, inconclusive {percent_or_na(rule['inconclusive'])}")
     lines.append(f"image-quality limits from {quality['images']} train images: focus >= {quality['focus_min']:.0f}, "
-                 f"rejecting {fmt(quality['rejected_share'])} of them" if quality
+                 f"rejecting {percent_or_na(quality['rejected_share'])} of them" if quality
                  else manifest.get("quality_note") or "no image-quality limits")
     return lines
 
 
-def fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2%}"
+def percent_or_na(value: float | None) -> str:
+    return percent(value, 2, "n/a")
