@@ -11,7 +11,8 @@ held out. Measured with the very functions allx-edge runs (edge_runner.quality; 
   - the lab's own held-back fields rejected by the lab's limits (the baseline)
 
 Usage:
-    python benchmarks/site_calibration.py [--data ../shared/data/all-taleqani/Original] [--out benchmarks/results/site_calibration.json]
+    python benchmarks/site_calibration.py [--data ../shared/data/all-taleqani/Original]
+        [--out benchmarks/results/site_calibration.json]
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ GENESIS = "0" * 64
 KINDS = ("field", "sample", "review")
 COLUMNS = ("id", "time_utc", "kind", "sample_id", "operator", "image", "image_sha256", "label", "record",
            "prev_hash", "row_hash")
+INSERT_ROW = f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 CSV_FIELDS = ("model_file", "model_sha256", "manifest_sha256", "runtime", "allx_version", "ood", "ood_score",
               "quality", "probabilities", "operating_point", "action", "note")
 
@@ -43,8 +44,10 @@ CREATE TABLE IF NOT EXISTS entries (
     image TEXT, image_sha256 TEXT, label TEXT, record TEXT NOT NULL, prev_hash TEXT NOT NULL, row_hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS entries_sample ON entries (sample_id);
 CREATE INDEX IF NOT EXISTS entries_time ON entries (time_utc);
-CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
 
@@ -181,13 +184,12 @@ class AuditLog:
         text = canonical_json(record)
         with sqlite_errors(self.path), self.transaction():
             meta = dict(self.connection.execute("SELECT key, value FROM meta WHERE key LIKE 'head_%'").fetchall())
-            row = {"id": int(meta["head_id"]) + 1, "time_utc": record.get("time_utc") or utc_now(),
+            row = {"id": int(meta["head_id"]) + 1, "time_utc": utc_now(),  # the log's clock, never the caller's
                    "kind": record["kind"], **{name: text_or_none(record.get(name)) for name in
                                               ("sample_id", "operator", "image", "image_sha256", "label")},
                    "record": text, "prev_hash": meta["head_hash"]}
             row["row_hash"] = row_hash(row)
-            self.connection.execute(f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                                    [row[name] for name in COLUMNS])
+            self.connection.execute(INSERT_ROW, [row[name] for name in COLUMNS])
             self.connection.executemany("UPDATE meta SET value = ? WHERE key = ?",
                                         [(str(row["id"]), "head_id"), (row["row_hash"], "head_hash")])
         return row["id"]
@@ -235,7 +237,8 @@ class AuditLog:
         for row in rows:
             record = row["record"]
             writer.writerow([*(csv_cell(row[name]) for name in header),
-                             *(csv_cell(record.get(name)) for name in CSV_FIELDS), canonical_json(record), row["row_hash"]])
+                             *(csv_cell(record.get(name)) for name in CSV_FIELDS), canonical_json(record),
+                             row["row_hash"]])
         return len(rows)
 
     def verify(self) -> list[str]:

@@ -4,7 +4,8 @@
 out-of-distribution threshold so it flags the same share of the site's images as `allx convert` chose
 on its held-out images (the statistics in the model folder stay as they are: only the threshold moves),
 re-chooses the image-quality limits from the site's images by the rule `allx convert` applied to the
-training images (edge_runner.quality.calibrate_limits), and writes a NEW model folder: the .tflite and every side file the manifest names, copied, and a
+training images (edge_runner.quality.calibrate_limits), and writes a NEW model folder: the .tflite and
+every side file the manifest names, copied, and a
 model.json carrying the new threshold and a `site_calibration` record. With a labels CSV it also
 reports the site's accuracy, malignant sensitivity and benign specificity (allx.decision, at the model's
 operating point) beside the converter's numbers: an acceptance test to run on day one and monthly.
@@ -109,7 +110,8 @@ def run_images(model: EdgeModel, paths: list[str]):
     return kept, np.stack(probabilities), np.asarray(scores) if scores else None, measures, unreadable
 
 
-def recalibrate_ood(model: EdgeModel, scores: np.ndarray | None, flag_rate: float | None) -> tuple[dict | None, str | None]:
+def recalibrate_ood(model: EdgeModel, scores: np.ndarray | None,
+                    flag_rate: float | None) -> tuple[dict | None, str | None]:
     """(the new manifest "ood" section's changes with before/after figures, or None and why not)."""
     section = model.manifest.get("ood")
     if not section:
@@ -155,7 +157,8 @@ def read_labels_csv(path: Path, labels: tuple[str, ...]) -> dict[str, str]:
     for line, row in enumerate(rows, start=2):
         name, label = (row.get(name_column) or "").strip(), (row.get("label") or "").strip()
         if label not in labels:
-            raise DataError(f"--labels-csv: {path} line {line}: got label {label!r}, expected one of {', '.join(labels)}")
+            raise DataError(f"--labels-csv: {path} line {line}: got label {label!r}, expected one of "
+                            f"{', '.join(labels)}")
         mapping[name.replace(os.sep, "/")] = label
     return mapping
 
@@ -183,7 +186,8 @@ def site_accuracy(model: EdgeModel, paths: list[str], probabilities: np.ndarray,
                  for i, label in enumerate(labels) if (truth == i).any()}
     return SiteAccuracy(int(keep.sum()), float((probs.argmax(axis=1) == truth).mean()),
                         decided["malignant_sensitivity"], decided["benign_specificity"],
-                        ARGMAX_THRESHOLD if point is None else point.threshold, converter_numbers(model.manifest, point),
+                        ARGMAX_THRESHOLD if point is None else point.threshold,
+                        converter_numbers(model.manifest, point),
                         per_class, int((~keep).sum()), tuple(sorted(name for name in mapping if name not in found)))
 
 
@@ -224,7 +228,8 @@ def write_model_folder(model_dir: Path, out_dir: Path, manifest: dict, calibrati
         if source.is_file():
             checked_write(out_dir / name, source.read_bytes())
         elif name != layout.LABELS:
-            raise ModelError(f"{source}: named in {layout.MANIFEST} but missing, expected the folder allx convert wrote")
+            raise ModelError(f"{source}: named in {layout.MANIFEST} but missing, expected the folder "
+                             "allx convert wrote")
     checked_write(out_dir / layout.SITE_CALIBRATION, json.dumps(calibration.to_dict(), indent=2) + "\n")
     checked_write(out_dir / layout.MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
@@ -255,7 +260,8 @@ def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     if quality is not None:
         manifest["quality"] = {**quality["limits"], "calibrated_on": "site"}
     manifest["site_calibration"] = {"source_model": str(model_dir), "source_model_sha256": sha256_file(model_path),
-                                    "images_dir": str(images_dir), "images": len(paths), "time_utc": calibration.time_utc,
+                                    "images_dir": str(images_dir), "images": len(paths),
+                                    "time_utc": calibration.time_utc,
                                     "allx_version": __version__, "ood": ood, "quality": quality,
                                     "accuracy": None if accuracy is None else asdict(accuracy)}
     write_model_folder(model_dir, out_dir, manifest, calibration)

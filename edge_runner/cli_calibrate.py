@@ -19,9 +19,11 @@ def echo(text: str, err: bool = False) -> None:
 
 @handle_errors
 def calibrate(
-    model: Annotated[Path, typer.Option("--model", "-m", help="The model folder `allx convert` wrote (never changed).")],
+    model: Annotated[Path, typer.Option(
+        "--model", "-m", help="The model folder `allx convert` wrote (never changed).")],
     images: Annotated[Path, typer.Option("--images", help="Folder of the site's own camera images (sub-folders too).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The new model folder to write (must not exist, or be empty).")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="The new model folder to write (must not exist, or be empty).")],
     labels_csv: Annotated[Optional[Path], typer.Option(
         "--labels-csv", help="CSV with columns path (or file) and label: also report the site's accuracy, "
         "sensitivity and specificity beside the converter's.", show_default=False)] = None,
@@ -87,8 +89,10 @@ def accuracy_lines(accuracy) -> list[str]:
              "  " + "; ".join([pair("accuracy", accuracy.accuracy, converter["accuracy"]),
                                pair("malignant sensitivity", accuracy.malignant_sensitivity,
                                     converter["malignant_sensitivity"]),
-                               pair("benign specificity", accuracy.benign_specificity, converter["benign_specificity"])]),
-             "  per class: " + ", ".join(f"{label} {recall:.3f} (n={n})" for label, (n, recall) in accuracy.per_class.items())]
+                               pair("benign specificity", accuracy.benign_specificity,
+                                    converter["benign_specificity"])]),
+             "  per class: " + ", ".join(f"{label} {recall:.3f} (n={n})"
+                                         for label, (n, recall) in accuracy.per_class.items())]
     if accuracy.unlabelled or accuracy.missing:
         lines.append(f"  {accuracy.unlabelled} site images without a label; {len(accuracy.missing)} labels naming no "
                      "readable image" + (f" (e.g. {accuracy.missing[0]})" if accuracy.missing else ""))

@@ -1,4 +1,4 @@
-"""`allx-edge review` and `allx-edge log verify|export`: the technologist's word on a sample, and the audit log's checks.
+"""`allx-edge review` and `allx-edge log verify|export`: a technologist's word on a sample; the audit log's checks.
 
 Exit codes: 0 ok; 2 usage error, or a log that is missing, read-only, damaged or of a newer schema;
 3 `log verify` found an edited or deleted row.
@@ -89,7 +89,8 @@ def verify(log_db: LogDbOption = None, site_config: SiteConfigOption = None):
 @log_app.command()
 @handle_errors
 def export(
-    csv: Annotated[bool, typer.Option("--csv", help="CSV: one line per row, the whole record as JSON at the end.")] = False,
+    csv: Annotated[bool, typer.Option(
+        "--csv", help="CSV: one line per row, the whole record as JSON at the end.")] = False,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per row.")] = False,
     since: Annotated[Optional[str], typer.Option(
         "--since", help="Only rows from this UTC date or date-time on (2026-12-01, 2026-12-01T08:00).",

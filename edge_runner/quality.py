@@ -174,7 +174,8 @@ def calibrate_limits(measures: Sequence[QualityMeasures]) -> QualityLimits:
     highlights = np.array([m.highlights for m in measures])
     means = np.array([m.channel_means for m in measures])
     colour_mean, colour_std = means.mean(axis=0), np.maximum(means.std(axis=0), 1e-3)
-    draft = QualityLimits(colour_mean=tuple(float(v) for v in colour_mean), colour_std=tuple(float(v) for v in colour_std))
+    draft = QualityLimits(colour_mean=tuple(float(v) for v in colour_mean),
+                          colour_std=tuple(float(v) for v in colour_std))
     distances = np.array([colour_distance(m.channel_means, draft) for m in measures])
     limits = QualityLimits(
         focus_min=float(FOCUS_MARGIN * np.quantile(focus, FOCUS_QUANTILE)),
