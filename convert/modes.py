@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from allx import layout
 from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
 from allx.errors import UsageError
 
@@ -29,7 +30,7 @@ class Mode:
 
     @property
     def file_name(self) -> str:
-        return f"model_{self.name}.tflite"
+        return layout.tflite_name(self.name)
 
 
 MODES: dict[str, Mode] = {

@@ -9,11 +9,26 @@ from typing import Annotated, Optional
 
 import typer
 
+from allx import __version__
 from allx.console import exit_codes_help, handle_errors, show_progress, stderr, stdout
+from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
+from allx.edge_runner.bench import bench_models, report_markdown
+from allx.edge_runner.camera import has_display, run_camera
 from allx.edge_runner.cli_calibrate import calibrate
-from allx.edge_runner.cli_log import LogDbOption, OperatorOption, SiteConfigOption, log_app, review
+from allx.edge_runner.cli_log import (LogDbOption, OperatorOption, SiteConfigOption, check_operator, log_app,
+                                      open_run_log, review)
+from allx.edge_runner.info import describe_model
+from allx.edge_runner.model import EdgeModel
+from allx.edge_runner.quality import limits_from_manifest
+from allx.edge_runner.runtime import find_runtime
+from allx.edge_runner.sample import SampleSession, decision_record, point_from_manifest
+from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
+from allx.edge_runner.views import (answer_words, batch_summary_line, bench_caption, bench_table, camera_summary_line,
+                                    field_line, frame_line, info_lines, result_header, result_line, sample_line,
+                                    samples_summary_line)
+from allx.files import checked_write, write_csv, write_json
 
-EXIT_CODES = exit_codes_help(0, 1, 2, 130) + " `log verify`: 3 an edited or deleted row."
+EXIT_CODES = exit_codes_help(0, 1, 2, 3, 130)
 
 app = typer.Typer(name="allx-edge", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Classify blood-smear images on a Raspberry Pi / Coral with a .tflite model from "
@@ -33,8 +48,6 @@ OodThresholdOption = Annotated[Optional[float], typer.Option(
 
 
 def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None):
-    from allx.edge_runner.model import EdgeModel
-
     edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold)
     for warning in edge_model.warnings:
         stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
@@ -85,11 +98,6 @@ def classify(
     none), written before it is shown, with the operator, the image's and the model's sha256 and the runtime.
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error (or an unusable audit log).
     """
-    from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
-    from allx.edge_runner.cli_log import check_operator, open_run_log
-    from allx.edge_runner.sample import decision_record, point_from_manifest
-    from allx.edge_runner.views import answer_words, batch_summary_line, result_header, result_line
-
     operator = check_operator(operator, site_config)
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     audit = open_run_log(edge_model, log_db, operator, site_config, enabled=not no_log)
@@ -130,10 +138,6 @@ def classify(
 def classify_as_samples(edge_model, paths, sample_id, from_folders: bool, recursive: bool, json_lines: bool,
                         csv: Path | None, label_width: int, audit=None) -> int:
     """The sample mode of classify: per-field lines, one verdict per sample, a summary; returns failed fields."""
-    from allx.files import write_csv
-    from allx.edge_runner.quality import limits_from_manifest
-    from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
-    from allx.edge_runner.views import field_line, result_header, sample_line, samples_summary_line
 
     samples = samples_from_arguments(paths, sample_id, from_folders, recursive)
     for warning in limits_from_manifest(edge_model.manifest)[1]:
@@ -195,11 +199,6 @@ def camera(
     the final verdict a sample row (--no-log for none); without it, a live preview, nothing is logged.
     Exit codes: 0 ok; 2 source, usage or model error (or an unusable audit log).
     """
-    from allx.edge_runner.camera import has_display, run_camera
-    from allx.edge_runner.cli_log import check_operator, open_run_log
-    from allx.edge_runner.sample import SampleSession
-    from allx.edge_runner.views import camera_summary_line, frame_line
-
     operator = check_operator(operator, site_config) if sample is not None else operator  # a preview logs nothing
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     audit = open_run_log(edge_model, log_db, operator, site_config, enabled=sample is not None and not no_log)
@@ -243,10 +242,6 @@ def bench(
     Load time, mean/std/min/p50/p90/p99/max, throughput, peak memory, size, runtime, threads,
     delegate, and the machine's facts. Exit codes: 0 ok; 2 usage or model error.
     """
-    from allx.edge_runner.bench import bench_models, report_markdown
-    from allx.files import checked_write, write_json
-    from allx.edge_runner.views import bench_caption, bench_table
-
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
                           labels=labels, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
     stdout.print(bench_table(report))
@@ -270,9 +265,6 @@ def info(
     Inputs/outputs (shape, dtype, scale/zero point), op counts, labels, manifest fields, the
     conversion check results. Exit codes: 0 ok; 2 model error.
     """
-    from allx.edge_runner.info import describe_model
-    from allx.edge_runner.views import info_lines
-
     description = describe_model(model, labels=labels, delegate=delegate)
     for warning in description.warnings:
         echo(f"warning: {warning}", err=True)
@@ -285,8 +277,6 @@ def info(
 
 def version_callback(value: bool):
     if value:
-        from allx import __version__
-        from allx.edge_runner.runtime import find_runtime
 
         typer.echo(f"allx-edge {__version__} ({find_runtime()})")
         raise typer.Exit()

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from allx.console import handle_errors, stderr, stdout
+from allx.edge_runner.calibrate import calibrate_site
 
 DRIFT_FACTOR = 3  # the converted threshold flagging this many times its rate on site images: say so
 
@@ -41,8 +42,6 @@ def calibrate(
     benign specificity are reported beside the converter's. Run it on day one and monthly.
     Exit codes: 0 ok; 2 usage, data or model error (one line each).
     """
-    from allx.edge_runner.calibrate import calibrate_site
-
     calibration = calibrate_site(model, images, out, labels_csv=labels_csv, flag_rate=flag_rate)
     if json_out:
         typer.echo(json.dumps(calibration.to_dict(), indent=2))

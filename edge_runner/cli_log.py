@@ -14,7 +14,11 @@ from typing import Annotated, Optional
 import typer
 
 from allx.console import handle_errors, stderr, stdout
+from allx.edge_runner.audit import AuditLog
+from allx.edge_runner.provenance import RunLog, model_facts
+from allx.edge_runner.site import load_site_config, resolve_log_db, resolve_operator
 from allx.errors import CheckFailed, UsageError
+from allx.files import checked_write
 
 LogDbOption = Annotated[Optional[Path], typer.Option(
     "--log-db", help="The audit log (SQLite). Default: site.json's log_db, else the user's data folder "
@@ -34,10 +38,8 @@ def echo(text: str, err: bool = False) -> None:
     (stderr if err else stdout).print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def open_log(log_db: Path | None, site_config: Path | None, readonly: bool):
-    from allx.edge_runner.audit import AuditLog
-    from allx.edge_runner.site import load_site_config, resolve_log_db
-
+def open_log(log_db: Path | None, site_config: Path | None, readonly: bool) -> AuditLog:
+    """The log --log-db names, else the site config's, else the user's data folder's."""
     return AuditLog.open(resolve_log_db(load_site_config(site_config), log_db), readonly=readonly)
 
 
@@ -56,8 +58,6 @@ def review(
 
     Exit codes: 0 recorded; 2 usage error, unknown sample, or a bad log file.
     """
-    from allx.edge_runner.site import load_site_config, resolve_operator
-
     if confirm == (override is not None):
         raise UsageError("got " + ("both --confirm and --override" if confirm else "neither --confirm nor --override")
                          + ", expected exactly one")
@@ -104,8 +104,6 @@ def export(
 
     Exit codes: 0 ok; 2 usage error or a missing, damaged or newer log file.
     """
-    from allx.files import checked_write
-
     if csv == json_lines:
         raise UsageError("got " + ("both --csv and --json" if csv else "no format") + ", expected --csv or --json")
     buffer = io.StringIO()
@@ -125,15 +123,11 @@ def export(
 
 def check_operator(operator: str | None, site_config: Path | None) -> str | None:
     """Before any work: the operator to log, or a UsageError when the site requires one."""
-    from allx.edge_runner.site import load_site_config, resolve_operator
-
     return resolve_operator(load_site_config(site_config), operator)
 
 
 def open_run_log(edge_model, log_db: Path | None, operator: str | None, site_config: Path | None, enabled: bool):
     """The run's audit log (None with --no-log), opened before the first image so a bad log loses no result."""
-    from allx.edge_runner.provenance import RunLog, model_facts
-
     if not enabled:
         return None
     return RunLog(open_log(log_db, site_config, readonly=False), model_facts(edge_model), operator)
