@@ -246,6 +246,8 @@ class AuditLog:
         problems: list[str] = []
         previous_id, previous_hash = 0, GENESIS
         with sqlite_errors(self.path):
+            damage = [text for (text,) in self.connection.execute("PRAGMA quick_check") if text != "ok"]
+            problems += [f"file: damaged ({text})" for text in damage[:5]]
             cursor = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM entries ORDER BY id")
             for values in cursor:
                 row = dict(zip(COLUMNS, values))
