@@ -7,8 +7,8 @@ Field level: allx.decision.choose_operating_point, the highest malignant-score t
 sensitivity reaches the target. Sample level: the check images grouped into pseudo-samples (patient
 groups when the split records them, else runs of consecutive file numbers within a class: neighbouring
 captures come from one slide), aggregated by edge_runner.sample.aggregate; the sample threshold is
-chosen the same way on the aggregated probabilities, then the strictest agreement requirement that
-leaves at most MAX_INCONCLUSIVE of the pseudo-samples inconclusive.
+chosen the same way on the aggregated probabilities (never above the field threshold), then the
+strictest agreement requirement that leaves at most MAX_INCONCLUSIVE of the pseudo-samples inconclusive.
 """
 
 from __future__ import annotations
@@ -88,11 +88,15 @@ def choose_sample_rule(relpaths: Sequence[str], truth: Sequence[int], probabilit
                          f"{len(samples)} samples ({int((sample_truth != benign).sum())} malignant)")
     fields = field_results(probabilities, labels, point)
     merged = np.stack([aggregate_probabilities([probabilities[i] for i in members]) for members in samples])
+    # With few pseudo-samples whose malignant scores all sit near 1, the highest threshold reaching the target
+    # is the lowest of those scores (0.96 on the real data): it would call a sample benign on evidence that
+    # makes every single field "B-ALL suspected". The sample never asks for more than one field does.
     sample_point = choose_operating_point(merged, sample_truth, labels, target, chosen_on=subset)
+    threshold = min(sample_point.threshold, point.threshold)
     where = f"{subset} pseudo-samples" + (" (patient groups)" if groups else f" of {size} consecutive fields")
     rule = None
     for agreement in AGREEMENT_CHOICES:
-        rule = SampleRule(threshold=sample_point.threshold, min_fields=MIN_FIELDS, min_agreement=agreement,
+        rule = SampleRule(threshold=threshold, min_fields=MIN_FIELDS, min_agreement=agreement,
                           chosen_on=where, fields_per_sample=None if groups else size, target_sensitivity=target)
         verdicts = [aggregate([fields[i] for i in members], labels, rule) for members in samples]
         scored = score_verdicts(verdicts, sample_truth, labels)
