@@ -33,6 +33,7 @@ from allx.edge_runner.ood import threshold_for
 from allx.edge_runner.quality import calibrate_limits, judge, limits_from_manifest, measure
 
 MIN_IMAGES = 20  # below this a quantile threshold is mostly noise
+DRIFT_FACTOR = 3  # the shipped threshold flagging this many times its rate of the site's images: a different camera
 DEFAULT_MAX_DROP = 0.05  # site accuracy or sensitivity this far below the converter's fails the acceptance
 DEFAULT_FLAG_RATE = 0.04  # allx convert's default (convert.modes), for a manifest that does not record its rate
 LABEL_COLUMNS = ("path", "file", "image", "filename")
@@ -205,9 +206,19 @@ def converter_numbers(manifest: dict, point: OperatingPoint | None) -> dict:
     return numbers
 
 
-def acceptance_failures(accuracy: SiteAccuracy | None, max_drop: float) -> tuple[str, ...]:
-    """The site's labelled numbers that fall more than `max_drop` below the converter's (none without labels)."""
+def drifted(ood: dict | None) -> bool:
+    """Whether the shipped threshold flagged far more of the site's images than it was set to."""
+    return ood is not None and ood["flagged_before"] > DRIFT_FACTOR * max(ood["flag_rate"], 0.01)
+
+
+def acceptance_failures(accuracy: SiteAccuracy | None, max_drop: float, ood: dict | None = None,
+                        force: bool = False) -> tuple[str, ...]:
+    """The site's labelled numbers that fall more than `max_drop` below the converter's; without labels, a
+    shipped threshold that flagged most site images (re-thresholding would silence that warning) unless forced."""
     if accuracy is None:
+        if drifted(ood) and not force:
+            return (f"the shipped out-of-distribution threshold flagged {ood['flagged_before']:.0%} of the site's "
+                    "images: expected --labels-csv to show the model still works on them (or --force)",)
         return ()
     failures = []
     for name in ("accuracy", "malignant_sensitivity", "benign_specificity"):
@@ -250,12 +261,13 @@ def write_model_folder(model_dir: Path, out_dir: Path, manifest: dict, calibrati
 
 def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str | Path,
                    labels_csv: str | Path | None = None, flag_rate: float | None = None,
-                   max_drop: float = DEFAULT_MAX_DROP) -> SiteCalibration:
+                   max_drop: float = DEFAULT_MAX_DROP, force: bool = False) -> SiteCalibration:
     """Re-calibrate a convert folder's thresholds on a site's images into `out_dir`; see the module docstring.
 
     With labels, a site accuracy, sensitivity or specificity more than `max_drop` below the converter's
     fails the acceptance: the record says why and NO model folder is written (new thresholds would only
-    hide that the model does not work on this site's images)."""
+    hide that the model does not work on this site's images). Without labels, the same holds when the shipped
+    out-of-distribution threshold flagged most of the site's images, unless `force`."""
     model_dir, images_dir, out_dir = Path(model_dir), Path(images_dir), Path(out_dir)
     if flag_rate is not None and not (math.isfinite(flag_rate) and 0 <= flag_rate < 1):
         raise UsageError(f"--flag-rate: got {flag_rate}, expected a fraction in [0, 1)")
@@ -274,7 +286,8 @@ def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     if ood is None and quality is None and accuracy is None:
         raise ModelError(f"{model_dir}: nothing to calibrate: {'; '.join(notes)}")
     calibration = SiteCalibration(str(model_dir), str(out_dir), str(images_dir), len(paths), tuple(unreadable),
-                                  ood, quality, notes, accuracy, acceptance_failures(accuracy, max_drop))
+                                  ood, quality, notes, accuracy,
+                                  acceptance_failures(accuracy, max_drop, ood, force))
     if calibration.failures:
         return calibration
     manifest = dict(model.manifest)

@@ -84,7 +84,10 @@ def flagged_share(model, folder):
 def test_calibration_moves_the_threshold_into_a_new_folder(model_dir, site_dir, tmp_path):
     before = folder_digest(model_dir)
     out = tmp_path / "site_model"
-    result = invoke("--model", model_dir, "--images", site_dir, "--out", out)
+    refused = invoke("--model", model_dir, "--images", site_dir, "--out", out)
+    assert refused.exit_code == 3 and not out.exists()  # the shipped flag marked them all: labels or --force
+    assert "flagged 100% of the site's images: expected --labels-csv" in refused.stderr
+    result = invoke("--model", model_dir, "--images", site_dir, "--out", out, "--force")
     assert result.exit_code == 0, result.output
     assert folder_digest(model_dir) == before  # the original is never touched
     assert {p.name for p in out.iterdir()} == {"model.tflite", "ood_stats_float32.npz", layout.LABELS,
@@ -111,7 +114,7 @@ def test_quality_limits_follow_the_site_camera(model_dir, site_dir, tmp_path):
     manifest["quality"] = {**lab.to_dict(), "calibrated_on": "train"}
     (with_quality / layout.MANIFEST).write_text(json.dumps(manifest))
     out = tmp_path / "out"
-    result = invoke("--model", with_quality, "--images", site_dir, "--out", out, "--json")
+    result = invoke("--model", with_quality, "--images", site_dir, "--out", out, "--json", "--force")
     assert result.exit_code == 0, result.output
     quality = json.loads(result.stdout)["quality"]
     assert quality["rejected_before"] > 0.5 and quality["rejected_after"] <= 0.05  # the cast failed the lab's colour
@@ -235,6 +238,6 @@ def test_bad_input_is_one_line_and_exit_2(model_dir, site_dir, tmp_path):
 
 
 def test_library_call_returns_the_record(model_dir, site_dir, tmp_path):
-    calibration = calibrate_site(model_dir, site_dir, tmp_path / "lib", flag_rate=0.1)
+    calibration = calibrate_site(model_dir, site_dir, tmp_path / "lib", flag_rate=0.1, force=True)
     assert calibration.ood["flag_rate"] == 0.1 and calibration.ood["flagged_after"] <= 0.1
     assert calibration.to_dict()["kind"] == "site-calibration" and calibration.accuracy is None
