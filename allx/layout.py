@@ -34,8 +34,11 @@ REPORT = "report.md"
 CONVERT_LOG = "convert.log"
 LAYER_ERRORS = "layer_errors_{precision}.csv"
 
-# Written by `allx-edge bench --json` and read by `allx report`.
+# Written by `allx-edge bench --json` and read by `allx report` (and by `allx-edge serve` beside the model).
 BENCH = "bench.json"
+
+# `allx-edge serve`'s access token, in the user's config folder (mode 0600).
+SERVE_TOKEN = "serve_token"
 
 
 def tflite_name(precision: str, rejected: bool = False) -> str:

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.errors import UsageError
 
 EXIT_CODES = "Exit codes: 0 ok; 1 some image failed (the batch went on); 2 usage or model error; 130 interrupted."
 
@@ -174,6 +175,52 @@ def info(
     else:
         for line in info_lines(description):
             echo(line)
+
+
+@app.command()
+@handle_errors
+def serve(
+    model: ModelOption,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on: 127.0.0.1 (this device only), or "
+                                      "0.0.0.0 for phones and laptops on the clinic's network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8080,
+    log_db: Annotated[Optional[Path], typer.Option("--log-db", help="Audit log (SQLite); default under the "
+                                                   "user's data folder.")] = None,
+    new_token: Annotated[bool, typer.Option("--new-token", help="Replace the access token (old links and "
+                                            "sessions stop working).")] = False,
+    camera: Annotated[str, typer.Option("--camera", help="Camera for stills: an index, /dev/videoN, "
+                                        "picamera2, or none.")] = "0",
+    max_files: Annotated[int, typer.Option("--max-files", help="Most images in one upload.")] = 20,
+    max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Largest image file accepted, in MB.")] = 20.0,
+    threads: ThreadsOption = None,
+    delegate: DelegateOption = "auto",
+):
+    """Serve the sample workflow as a web page and a JSON API (/api/...), for a phone or laptop at the bench.
+
+    Prints http://HOST:PORT/?token=... : open it once, the page then keeps the session in a cookie.
+    The token is made on first start and kept (mode 0600) in the user's config folder; every request but
+    /health needs it. Exit codes: 0 stopped with Ctrl-C; 2 usage or model error.
+    """
+    from allx.edge_runner.serve.server import ServeOptions, build_app, is_local, lan_addresses, qr_text, run, terminal, url_for
+    from allx.edge_runner.serve.uploads import UploadLimits
+
+    if not 0 < port < 65536 or max_files < 1 or max_file_mb <= 0:
+        raise UsageError(f"got --port {port}, --max-files {max_files}, --max-file-mb {max_file_mb}, "
+                         "expected a port in 1..65535 and positive limits")
+    limits = UploadLimits(max_file_bytes=int(max_file_mb * 1024 * 1024), max_files=max_files)
+    options = ServeOptions(model, host, port, log_db, None if camera.lower() == "none" else camera,
+                           new_token=new_token, limits=limits)
+    edge_model = load_model(model, threads, delegate, None)
+    edge_model.require_labels()
+    web_app, token = build_app(options, edge_model)
+    urls = [url_for(address, port, token) for address in lan_addresses(host)]
+    echo(f"allx-edge serve: {edge_model.model_path} on {'this device only' if is_local(host) else 'the network'}")
+    for url in urls:
+        echo(f"open: {url}")
+    qr = qr_text(urls[0]) if terminal() and not is_local(host) else None
+    if qr:
+        echo(qr)
+    run(web_app, options)
 
 
 def version_callback(value: bool):
