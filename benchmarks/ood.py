@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 
 from allx import layout
 from allx.errors import AllxError  # noqa: E402
-from allx.convert.files import write_atomic  # noqa: E402
-from allx.convert.ood import DEFAULT_FLAG_RATE  # noqa: E402
+from allx.files import write_atomic  # noqa: E402
+from allx.convert.modes import DEFAULT_FLAG_RATE  # noqa: E402
 
 PBC = REPO.parent / "shared" / "data" / "pbc-lymphocytes"
 

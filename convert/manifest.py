@@ -10,7 +10,7 @@ from pathlib import Path
 
 from allx import layout
 from allx.convert.check import CheckPredictions, CheckReport
-from allx.convert.files import write_atomic
+from allx.files import write_atomic
 
 FORMAT = "allx-tflite/1"
 

@@ -17,11 +17,11 @@ import numpy as np
 from allx import layout
 from allx.errors import DataError, ImageError, ModelError
 from allx.images import load_image
+from allx.convert.modes import DEFAULT_FLAG_RATE
 from allx.edge_runner.ood import MahalanobisStats, mahalanobis_scores
 
 METHOD = "mahalanobis"
 DEFAULT_COMPONENTS = 128  # principal axes kept; measured: 64..256 flag all OOD sets, fewer miss the other lab
-DEFAULT_FLAG_RATE = 0.04  # val images flagged; 0.05 let ResNet50's test rate reach 5.2 % (sampling noise)
 MAX_FIT_IMAGES = 5000  # train images the statistics are fit on (stratified draw beyond that)
 EMBEDDING_LAYER = "ood_embedding"
 TRADEOFF_RATES = (0.01, 0.02, 0.04, 0.05, 0.10)

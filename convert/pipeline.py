@@ -13,7 +13,8 @@ from allx import layout
 from allx.errors import DataError
 from allx.convert import debug, edgetpu, ood
 from allx.convert.check import CheckPredictions, CheckReport, run_check
-from allx.convert.files import check_writable, sha256_of, write_atomic
+from allx.convert.files import check_writable
+from allx.files import sha256_file, write_atomic
 from allx.convert.manifest import build_manifest, output_names, predictions_csv, publish
 from allx.convert.modes import ConvertOptions
 from allx.errors import UsageError
@@ -183,7 +184,7 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
         readiness = assess_edgetpu(chosen.tflite, out_dir, names["model"])
         sections.append(edgetpu.readiness_markdown(readiness))
         extra = {**extra, "edgetpu": readiness.to_dict()}
-    source_info = {"source_model": str(source.model_path.resolve()), "source_model_sha256": sha256_of(source.model_path),
+    source_info = {"source_model": str(source.model_path.resolve()), "source_model_sha256": sha256_file(source.model_path),
                    "data_dir": str(source.data_dir.resolve())}
     manifest = build_manifest(names["model"], chosen.check, chosen.tensors, source_info, extra)
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
