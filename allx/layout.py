@@ -37,6 +37,10 @@ LAYER_ERRORS = "layer_errors_{precision}.csv"
 # Written by `allx-edge bench --json` and read by `allx report` (and by `allx-edge serve` beside the model).
 BENCH = "bench.json"
 
+# allx-edge's site files: the site config (user's config folder) and the audit log (user's data folder).
+SITE_CONFIG = "site.json"
+AUDIT_DB = "audit.db"
+
 # `allx-edge serve`'s access token, in the user's config folder (mode 0600).
 SERVE_TOKEN = "serve_token"
 

@@ -1,0 +1,66 @@
+"""What an audit row says about where a result came from: the image's and the model's sha256, runtime, version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from allx import __version__, layout
+from allx.errors import ModelError
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks (a model can be tens of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def image_facts(path: str | Path) -> dict:
+    """{"image": file name, "image_path", "image_sha256"}; an unreadable file has a null hash."""
+    try:
+        sha = file_sha256(path)
+    except OSError:
+        sha = None
+    return {"image": Path(path).name, "image_path": str(path), "image_sha256": sha}
+
+
+def manifest_path_of(model_path: Path, manifest: dict) -> Path | None:
+    """The manifest file EdgeModel.load read for `model_path` (model.json or model_<precision>.json), if any."""
+    if not manifest:
+        return None
+    for candidate in (model_path.parent / layout.MANIFEST, model_path.with_suffix(".json")):
+        if candidate.is_file() and candidate != model_path:
+            try:
+                if json.loads(candidate.read_text(encoding="utf-8")) == manifest:
+                    return candidate
+            except (OSError, ValueError):
+                continue
+    return None
+
+
+def model_facts(edge_model) -> dict:
+    """The model and runtime behind every result of one run: hashes taken once, at load."""
+    manifest_path = manifest_path_of(Path(edge_model.model_path), edge_model.manifest)
+    try:
+        model_sha = file_sha256(edge_model.model_path)
+    except OSError as err:
+        raise ModelError(f"{edge_model.model_path}: cannot read the model to hash it ({err.strerror})") from None
+    return {"model_file": Path(edge_model.model_path).name, "model_sha256": model_sha,
+            "manifest_sha256": file_sha256(manifest_path) if manifest_path else None,
+            "runtime": str(edge_model.runtime), "delegate": edge_model.delegate, "allx_version": __version__,
+            "operating_point": edge_model.manifest.get("operating_point"),
+            "ood_threshold": None if edge_model.ood_scorer is None else edge_model.ood_scorer.threshold}
+
+
+def field_record(result, labels, model: dict, operator: str | None, sample_id: str | None = None) -> dict:
+    """The audit record of one classified (or failed) image of a batch: batch.ImageResult -> dict."""
+    record = {"kind": "field", "sample_id": sample_id, "operator": operator, **image_facts(result.path), **model}
+    p = result.prediction
+    if p is None:
+        return {**record, "label": None, "error": result.error}
+    return {**record, "label": p.label, "score": p.score, "probabilities": dict(zip(labels, p.probabilities)),
+            "ood": p.ood, "ood_score": p.ood_score, "quality": None, "latency_ms": p.latency_ms}
