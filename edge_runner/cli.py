@@ -212,9 +212,10 @@ def serve(
                            new_token=new_token, limits=limits)
     edge_model = load_model(model, threads, delegate, None)
     edge_model.require_labels()
-    web_app, token = build_app(options, edge_model)
+    web_app, token, log_db = build_app(options, edge_model)
     urls = [url_for(address, port, token) for address in lan_addresses(host)]
-    echo(f"allx-edge serve: {edge_model.model_path} on {'this device only' if is_local(host) else 'the network'}")
+    echo(f"allx-edge serve: {edge_model.model_path} on {'this device only' if is_local(host) else 'the network'}; "
+         f"audit log {log_db}")
     for url in urls:
         echo(f"open: {url}")
     qr = qr_text(urls[0]) if terminal() and not is_local(host) else None

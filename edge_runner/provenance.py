@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from allx import __version__, layout
+from allx.decision import BENIGN
 from allx.errors import ModelError
 
 
@@ -64,3 +65,24 @@ def field_record(result, labels, model: dict, operator: str | None, sample_id: s
         return {**record, "label": None, "error": result.error}
     return {**record, "label": p.label, "score": p.score, "probabilities": dict(zip(labels, p.probabilities)),
             "ood": p.ood, "ood_score": p.ood_score, "quality": None, "latency_ms": p.latency_ms}
+
+
+def sample_field_record(field, labels, model: dict, operator: str | None, sample_id: str) -> dict:
+    """The audit record of one field of a sample (sample.FieldResult -> dict): its result as to_dict() gives it,
+    under the log's names (kind "field", image, image_sha256), probabilities keyed by label."""
+    result = {key: value for key, value in field.to_dict().items() if key not in ("kind", "path", "sha256")}
+    probabilities = result.get("probabilities")
+    if probabilities is not None:
+        result["probabilities"] = dict(zip(labels, probabilities))
+    return {"kind": "field", "sample_id": sample_id, "operator": operator, "image": field.name,
+            "image_sha256": field.sha256 or None, **model, **result}
+
+
+def sample_verdict_record(verdict, labels, model: dict, operator: str | None) -> dict:
+    """The audit record of a sample's verdict (sample.SampleVerdict -> dict); its label is the subtype, the
+    benign class, or null when inconclusive, so a review says which answer it confirms or overrides."""
+    result = {key: value for key, value in verdict.to_dict().items() if key != "kind"}
+    if result.get("probabilities") is not None:
+        result["probabilities"] = dict(zip(labels, result["probabilities"]))
+    label = verdict.subtype if verdict.verdict == "malignant" else BENIGN if verdict.verdict == "benign" else None
+    return {"kind": "sample", "operator": operator, **model, **result, "label": label, "words": verdict.words}

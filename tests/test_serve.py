@@ -16,14 +16,16 @@ from PIL import Image
 pytest.importorskip("fastapi", reason='allx-edge serve needs the serve extra: pip install "allx[serve]"')
 from fastapi.testclient import TestClient  # noqa: E402
 
+from allx.edge_runner import provenance  # noqa: E402
+from allx.edge_runner.audit import AuditLog  # noqa: E402
 from allx.edge_runner.model import EdgeModel  # noqa: E402
+from allx.edge_runner.sample import SampleSession  # noqa: E402
 from allx.edge_runner.serve.access import COOKIE, load_or_create_token  # noqa: E402
 from allx.edge_runner.serve.app import create_app  # noqa: E402
 from allx.edge_runner.serve.card import describe_loaded  # noqa: E402
 from allx.edge_runner.serve.uploads import UploadLimits, display_name  # noqa: E402
 from allx.edge_runner.serve.workbench import Workbench  # noqa: E402
 from edge_models import LABELS, tiny_models  # noqa: E402
-from serve_fakes import FakeLog, FakeSession, fake_record  # noqa: E402
 
 TOKEN = "test-token-123"
 
@@ -54,8 +56,7 @@ def model_dir(tmp_path_factory):
 
 def make_client(model_path, log_path, limits=UploadLimits(), capture=None):
     model = EdgeModel.load(model_path)
-    bench = Workbench(model, open_log=lambda: FakeLog.open(log_path), new_session=lambda sid: FakeSession(model, sid),
-                      make_record=fake_record, limits=limits, capture=capture)
+    bench = Workbench(model, log_path, limits, capture, log_busy_s=0.2)
     client = TestClient(create_app(bench, describe_loaded(model), TOKEN))
     client.headers["Authorization"] = f"Bearer {TOKEN}"
     return client, bench
@@ -114,13 +115,41 @@ def test_sample_workflow_through_the_api(client):
     body = response.json()
     assert len(body["added"]) == 3 and body["refused"] == []
     assert all(field["label"] in LABELS for field in body["added"])
-    assert body["verdict"]["fields_used"] == 3
+    assert body["verdict"]["fields_used"] == ["field0.png", "field1.png", "field2.png"]
+    assert body["verdict"]["verdict"] in ("malignant", "benign", "inconclusive") and body["verdict"]["words"]
+    no_note = client.post(f"/api/samples/{key}/review", json={"action": "override", "label": "Pre"})
+    assert no_note.status_code == 400 and "note" in no_note.json()["error"]
     review = client.post(f"/api/samples/{key}/review", json={"action": "override", "label": "Pre", "note": "<b>x</b>"})
     assert review.status_code == 200 and review.json()["label"] == "Pre"
     rows = client.get("/api/log", params={"sample": "S-1"}).json()["rows"]
-    assert [r["kind"] for r in rows] == ["field"] * 3 + ["review"]
+    assert [r["kind"] for r in rows] == ["field"] * 3 + ["sample", "review"]
+    assert rows[-1]["record"]["action"] == "override" and rows[-1]["operator"] == "ana"
     csv_text = client.get("/api/log.csv").text
-    assert csv_text.count("S-1") == 4
+    assert csv_text.count("S-1") >= 5 and csv_text.startswith("id,time_utc,kind")
+
+
+def test_log_rows_are_those_of_the_sample_module(client, model_dir, tmp_path):
+    """The server adds nothing of its own: the same files through SampleSession and provenance give the same records."""
+    key = start(client, "S-2", "bo")
+    files = [(f"f{i}.png", png_bytes(10 + i)) for i in range(3)]
+    upload(client, key, files)
+    served = [r["record"] for r in client.get("/api/log", params={"sample": "S-2"}).json()["rows"]]
+    model = EdgeModel.load(model_dir / "model.tflite")
+    session, facts = SampleSession(model, "S-2"), provenance.model_facts(model)
+    expected = [provenance.sample_field_record(session.add_field(name, data), model.labels, facts, "bo", "S-2")
+                for name, data in files]
+    expected.append(provenance.sample_verdict_record(session.verdict(), model.labels, facts, "bo"))
+    drop = ("latency_ms", "time_utc")
+    for record in [*served, *expected]:
+        for key_name in drop:
+            record.pop(key_name, None)
+    assert served == json_round_trip(expected)
+
+
+def json_round_trip(data):
+    import json
+
+    return json.loads(json.dumps(data))
 
 
 def test_pages_escape_html_in_sample_id_and_note(client):
@@ -129,7 +158,9 @@ def test_pages_escape_html_in_sample_id_and_note(client):
     assert response.status_code == 200
     assert "<script>alert(1)</script>" not in response.text and "&lt;script&gt;" in response.text
     key = str(response.url).rsplit("/", 1)[-1]
+    client.post(f"/samples/{key}/fields", files=[("files", ("<b>f</b>.png", png_bytes(5), "image/png"))])
     page = client.post(f"/samples/{key}/review", data={"action": "confirm", "note": "<img src=x onerror=alert(1)>"})
+    assert page.status_code == 200, page.text
     assert "<img src=x" not in page.text and "&lt;img src=x" in page.text
     log_page = client.get("/log")
     assert "<script>alert" not in log_page.text and "&lt;script&gt;" in log_page.text
@@ -141,7 +172,7 @@ def test_bad_uploads_are_refused_before_decoding_and_the_rest_is_kept(client):
                                     ("bomb.png", bomb_png()), ("../../etc/passwd", png_bytes(2)), ("empty.png", b"")])
     body = response.json()
     assert response.status_code == 200
-    assert [f["name"] for f in body["added"]] == ["ok.png", "passwd"]  # the name is a label, never a path
+    assert [f["path"] for f in body["added"]] == ["ok.png", "passwd"]  # the name is a label, never a path
     errors = " ".join(r["error"] for r in body["refused"])
     assert "not an image" in errors and "decompression bomb" in errors and "empty file" in errors
     only_bad = upload(client, key, [("bomb.png", bomb_png())])
@@ -181,7 +212,10 @@ def test_display_name_strips_paths_and_control_characters():
 def test_unknown_sample_and_bad_review_are_clear_errors(client):
     assert client.get("/api/samples/nope").status_code == 404
     key = start(client)
-    bad = client.post(f"/api/samples/{key}/review", json={"action": "override", "label": "Cat"})
+    empty = client.post(f"/api/samples/{key}/review", json={"action": "confirm"})
+    assert empty.status_code == 400 and "no field yet" in empty.json()["error"]
+    upload(client, key, [("a.png", png_bytes(1))])
+    bad = client.post(f"/api/samples/{key}/review", json={"action": "override", "label": "Cat", "note": "n"})
     assert bad.status_code == 400 and "expected one of" in bad.json()["error"]
     assert client.post("/api/samples", json={"sample_id": "", "operator": "x"}).status_code == 400
     assert client.post("/api/samples", json={"operator": "x"}).status_code == 422
@@ -206,7 +240,7 @@ def test_camera_still_is_a_field(model_dir, tmp_path):
     client, bench = make_client(model_dir / "model.tflite", tmp_path / "log.db", capture=lambda: frame)
     key = start(client)
     response = client.post(f"/api/samples/{key}/camera")
-    assert response.status_code == 200 and response.json()["added"][0]["name"].startswith("camera-")
+    assert response.status_code == 200 and response.json()["added"][0]["path"].startswith("camera-")
     bench.close()
 
 
@@ -222,14 +256,15 @@ def test_locked_log_keeps_results_in_memory_and_writes_them_later(client, tmp_pa
     locker.rollback()
     locker.close()
     rows = client.get("/api/log").json()["rows"]
-    assert [r["name"] for r in rows] == ["a.png", "b.png"]  # written once, in order
+    assert [(r["kind"], r["image"]) for r in rows] == [("field", "a.png"), ("field", "b.png"), ("sample", None)]
+    assert client.post(f"/api/samples/{key}/review", json={"action": "confirm"}).status_code == 200
 
 
 def test_read_only_log_is_a_clear_message(model_dir, tmp_path):
     client, bench = make_client(model_dir / "model.tflite", tmp_path / "log.db")
     key = start(client)
-    bench.on_log_thread(bench.log.db.close)  # as if the disk went read-only under the server (root ignores chmod)
-    bench.log = bench.on_log_thread(lambda: FakeLog.open(f"file:{tmp_path / 'log.db'}?mode=ro"))
+    bench.on_log_thread(bench.log.close)  # as if the disk went read-only under the server (root ignores chmod)
+    bench.log = bench.on_log_thread(lambda: AuditLog.open(tmp_path / "log.db", readonly=True))
     response = upload(client, key, [("a.png", png_bytes(1))])
     assert response.status_code == 200 and response.json()["log_warning"]
     assert client.post(f"/api/samples/{key}/review", json={"action": "confirm"}).status_code == 503

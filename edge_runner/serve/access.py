@@ -11,6 +11,8 @@ import secrets
 import tempfile
 from pathlib import Path
 
+import platformdirs
+
 from allx import layout
 from allx.errors import UsageError
 
@@ -19,9 +21,8 @@ TOKEN_BYTES = 24
 
 
 def default_token_path() -> Path:
-    """$XDG_CONFIG_HOME/allx/serve_token (~/.config/allx/... when unset)."""
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "allx" / layout.SERVE_TOKEN
+    """In the user's config folder, beside site.json (~/.config/allx/serve_token on Linux)."""
+    return platformdirs.user_config_path("allx") / layout.SERVE_TOKEN
 
 
 def load_or_create_token(path: str | Path | None = None, rotate: bool = False) -> str:

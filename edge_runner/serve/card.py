@@ -6,12 +6,13 @@ folder is changed or removed while the server runs (`on_disk` says whether the f
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from allx import layout
+from allx.files import sha256_file
+from allx.edge_runner.provenance import manifest_path_of
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,7 @@ class ModelCard:
 
 def describe_loaded(model) -> ModelCard:
     """The card of a loaded EdgeModel."""
-    manifest_path = model.model_path.parent / layout.MANIFEST
-    manifest_path = manifest_path if manifest_path.is_file() else None
+    manifest_path = manifest_path_of(model.model_path, model.manifest)
     return ModelCard(
         model_path=str(model.model_path), model_sha256=sha256_file(model.model_path),
         manifest_path=None if manifest_path is None else str(manifest_path),
@@ -51,14 +51,6 @@ def describe_loaded(model) -> ModelCard:
         delegate=model.delegate, threads=model.threads, input_size=model.input_size,
         check=model.manifest.get("check"), operating_point=model.manifest.get("operating_point"),
         bench=read_bench(model.model_path.parent / layout.BENCH), warnings=tuple(model.warnings))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_bench(path: Path) -> dict | None:

@@ -31,21 +31,19 @@ class ServeOptions:
 
 
 def build_app(options: ServeOptions, model):
-    """The app for a loaded EdgeModel: the sample module for results, the audit log for every row."""
-    from allx.edge_runner import audit, sample
+    """The app for a loaded EdgeModel and its token (made, kept or rotated as the options say)."""
     from allx.edge_runner.camera import capture_still
     from allx.edge_runner.serve.access import load_or_create_token
     from allx.edge_runner.serve.app import create_app
     from allx.edge_runner.serve.card import describe_loaded
     from allx.edge_runner.serve.workbench import Workbench
+    from allx.edge_runner.site import load_site_config, resolve_log_db
 
+    log_db = resolve_log_db(load_site_config(), options.log_db)
     token = load_or_create_token(options.token_path, rotate=options.new_token)
-    bench = Workbench(
-        model, open_log=functools.partial(audit.AuditLog.open, options.log_db),
-        new_session=functools.partial(sample.new_session, model), make_record=sample.log_record,
-        limits=options.limits,
-        capture=None if options.camera is None else functools.partial(capture_still, options.camera))
-    return create_app(bench, describe_loaded(model), token), token
+    capture = None if options.camera is None else functools.partial(capture_still, options.camera)
+    bench = Workbench(model, log_db, options.limits, capture)
+    return create_app(bench, describe_loaded(model), token), token, log_db
 
 
 def lan_addresses(host: str) -> list[str]:

@@ -1,11 +1,14 @@
 """The technician's workbench behind the page and the API: open samples, fields, reviews and the audit log.
 
-Results come only from the sample module (SampleSession: the same per-field and per-sample code as
-`allx-edge classify --sample`) and every row goes to the audit log (AuditLog), so the page and the CLI
-give identical results and identical log rows. Two single-thread executors keep the non-thread-safe
-parts in one thread each: the interpreter (one inference at a time) and the SQLite connection (which
-belongs to the thread that opened it). A row the log refuses (locked or read-only database) is kept in
-memory in order and written before anything else, so nothing is lost while the server runs.
+Results come only from the sample module (SampleSession: the per-field and per-sample code of
+`allx-edge classify --sample`) and every row goes to the audit log (AuditLog) as provenance's records,
+so the page and the CLI give identical results and identical log rows. A batch of fields adds one row
+per field and then one row with the sample's verdict as it stands, as a CLI run on those files does.
+
+Two single-thread executors keep the non-thread-safe parts in one thread each: the interpreter (one
+inference at a time) and the SQLite connection (which belongs to the thread that opened it). A row the
+log refuses (locked or read-only database) is kept in memory in order, stamped with its time, and
+written before anything else on the next request, so nothing is lost while the server runs.
 """
 
 from __future__ import annotations
@@ -17,17 +20,21 @@ import threading
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from allx.errors import AllxError, UsageError
+from allx.edge_runner import provenance
+from allx.edge_runner.audit import AuditLog, utc_now
+from allx.edge_runner.camera import frame_pixels
+from allx.edge_runner.sample import SampleSession
 from allx.edge_runner.serve.uploads import UploadLimits, UploadRejected, check_upload
 
 ID_CHARS = 64
 ACTIONS = ("confirm", "override")
+LOG_BUSY_S = 5.0  # a page waits this long for a log another process holds, then keeps the row for later
 
 
 class NotFound(UsageError):
@@ -45,13 +52,14 @@ class OpenSample:
     key: str
     sample_id: str
     operator: str
-    session: object
+    session: SampleSession
     started: str
     fields: list[dict] = field(default_factory=list)
     review: dict | None = None
 
     def verdict(self) -> dict:
-        return self.session.verdict().to_dict()
+        verdict = self.session.verdict()
+        return {**verdict.to_dict(), "words": verdict.words}
 
     def to_dict(self) -> dict:
         return {"key": self.key, "sample_id": self.sample_id, "operator": self.operator, "started": self.started,
@@ -69,20 +77,19 @@ def clean_text(value: str | None, what: str, required: bool, limit: int = ID_CHA
 
 
 class Workbench:
-    def __init__(self, model, open_log: Callable[[], object], new_session: Callable[[str], object],
-                 make_record: Callable[[OpenSample, object], dict], limits: UploadLimits = UploadLimits(),
-                 capture: Callable[[], np.ndarray] | None = None):
+    def __init__(self, model, log_db: str | Path, limits: UploadLimits = UploadLimits(),
+                 capture: Callable[[], np.ndarray] | None = None, log_busy_s: float = LOG_BUSY_S):
         self.model = model
         self.limits = limits
-        self.new_session = new_session
-        self.make_record = make_record
         self.capture_frame = capture
+        self.facts = provenance.model_facts(model)  # hashes taken once, at load, like a CLI run
         self.samples: dict[str, OpenSample] = {}
         self.pending: list[dict] = []
+        self.last_log_error = ""
         self.lock = threading.Lock()
         self.inference = ThreadPoolExecutor(1, thread_name_prefix="allx-inference")
         self.log_thread = ThreadPoolExecutor(1, thread_name_prefix="allx-log")
-        self.log = self.on_log_thread(open_log)
+        self.log = self.on_log_thread(open_log, Path(log_db), log_busy_s)
 
     def on_log_thread(self, function, *args):
         return self.log_thread.submit(function, *args).result()
@@ -96,7 +103,7 @@ class Workbench:
                 if sample.sample_id == sample_id and sample.operator == operator:
                     return sample
             key = secrets.token_hex(6)
-            session = self.inference.submit(self.new_session, sample_id).result()
+            session = SampleSession(self.model, sample_id)
             sample = OpenSample(key, sample_id, operator, session, utc_now())
             self.samples[key] = sample
             return sample
@@ -120,9 +127,12 @@ class Workbench:
         for name, data in uploads:
             try:
                 check_upload(name, data, self.limits)
-                added.append(self.add_field(sample, name, data))
             except AllxError as err:  # one bad file never stops the others (like a CLI batch)
                 refused.append({"name": name, "error": str(err)})
+                continue
+            added.append(self.keep(sample, self.inference.submit(sample.session.add_field, name, data).result()))
+        if added:
+            self.log_verdict(sample)
         return added, refused
 
     def capture(self, key: str) -> dict:
@@ -131,31 +141,38 @@ class Workbench:
         if self.capture_frame is None:
             raise UsageError("no camera configured, expected `allx-edge serve --camera SOURCE`")
         frame = self.inference.submit(self.capture_frame).result()
-        buffer = io.BytesIO()
-        Image.fromarray(frame).save(buffer, format="PNG")
-        name = f"camera-{utc_now().replace(':', '')}.png"
-        return self.add_field(sample, name, buffer.getvalue())
+        pixels = frame_pixels(frame, self.model.input_size)
+        name = f"camera-{utc_now()[:19].replace(':', '')}"
+        added = self.keep(sample, self.inference.submit(sample.session.add_pixels, name, pixels).result())
+        self.log_verdict(sample)
+        return added
 
-    def add_field(self, sample: OpenSample, name: str, data: bytes) -> dict:
-        result = self.inference.submit(sample.session.add_field, name, data).result()
-        record = result.to_dict()
-        sample.fields.append(record)
-        self.write_log(self.make_record(sample, result))
-        return record
+    def keep(self, sample: OpenSample, result) -> dict:
+        """Show the field and log it as `classify --sample` does."""
+        sample.fields.append(result.to_dict())
+        self.write_log(provenance.sample_field_record(result, self.model.labels, self.facts, sample.operator,
+                                                      sample.sample_id))
+        return sample.fields[-1]
+
+    def log_verdict(self, sample: OpenSample) -> None:
+        verdict = self.inference.submit(sample.session.verdict).result()
+        self.write_log(provenance.sample_verdict_record(verdict, self.model.labels, self.facts, sample.operator))
 
     def review(self, key: str, action: str, label: str | None, note: str | None, operator: str | None) -> dict:
         """Confirm or override the sample's verdict; only a review the log accepted counts."""
         sample = self.sample(key)
         if action not in ACTIONS:
             raise UsageError(f"review: got {action!r}, expected one of {', '.join(ACTIONS)}")
-        label = clean_text(label, "label", required=action == "override") or None
+        label = clean_text(label, "label", required=action == "override") if action == "override" else None
         if label is not None and label not in self.model.labels:
             raise UsageError(f"label: got {label!r}, expected one of {', '.join(self.model.labels)}")
-        note = clean_text(note, "note", required=False, limit=1000)
+        note = clean_text(note, "note", required=action == "override", limit=1000)
         operator = clean_text(operator, "operator", required=False) or sample.operator
+        if not sample.fields:
+            raise UsageError("review: the sample has no field yet, expected fields to review")
         try:
             self.flush_pending()
-            self.on_log_thread(self.log.review, sample.sample_id, action, label, note, operator)
+            self.on_log_thread(self.log.review, sample.sample_id, label, note, operator)
         except (AllxError, sqlite3.Error, OSError) as err:
             raise LogUnavailable(f"review not saved: the audit log refused it ({err}); try again") from None
         sample.review = {"action": action, "label": label, "note": note, "operator": operator, "time": utc_now()}
@@ -165,6 +182,9 @@ class Workbench:
         with self.lock:
             self.pending.append(record)
         self.flush_pending(quiet=True)
+        with self.lock:  # a row that waits keeps the time it was made, not the time it is finally written
+            for waiting in self.pending:
+                waiting.setdefault("time_utc", utc_now())
 
     def flush_pending(self, quiet: bool = False) -> None:
         """Write waiting rows in order; on failure they stay (raise LogUnavailable unless quiet)."""
@@ -182,7 +202,7 @@ class Workbench:
     def log_warning(self) -> str | None:
         if not self.pending:
             return None
-        return (f"{len(self.pending)} result(s) not yet in the audit log ({getattr(self, 'last_log_error', '')}); "
+        return (f"{len(self.pending)} result(s) not yet in the audit log ({self.last_log_error}); "
                 "kept in memory and retried on every request")
 
     def rows(self, since: str | None = None, sample: str | None = None) -> list[dict]:
@@ -203,12 +223,13 @@ class Workbench:
 
     def close(self) -> None:
         self.flush_pending(quiet=True)
-        close = getattr(self.log, "close", None)
-        if close is not None:
-            self.on_log_thread(close)
+        self.on_log_thread(self.log.close)
         self.inference.shutdown()
         self.log_thread.shutdown()
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def open_log(path: Path, busy_s: float) -> AuditLog:
+    """The audit log, waiting at most `busy_s` for another writer (a page should not hang for the CLI's 30 s)."""
+    log = AuditLog.open(path)
+    log.connection.execute(f"PRAGMA busy_timeout = {int(busy_s * 1000)}")
+    return log
