@@ -58,12 +58,14 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     app = FastAPI(title="allx-edge serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.bench, app.state.card = bench, card
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on: every value is HTML-escaped
+    templates.env.filters["when"] = lambda text: (text or "")[:19].replace("T", " ")  # ISO UTC to the second
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(BodyLimit, max_bytes=bench.limits.max_request_bytes)
     app.add_middleware(TokenGuard, token=token)
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
-        context = {"card": card, "log_warning": bench.log_warning, "labels": bench.model.labels, **context}
+        context = {"card": card, "log_warning": bench.log_warning, "labels": bench.model.labels,
+                   "has_camera": bench.capture_frame is not None, **context}
         return templates.TemplateResponse(request, name, context, status_code=status)
 
     def error_response(request: Request, err: Exception, status: int):

@@ -13,6 +13,8 @@ from pathlib import Path
 from allx import layout
 from allx.files import sha256_file
 from allx.edge_runner.provenance import manifest_path_of
+from allx.edge_runner.quality import limits_from_manifest
+from allx.edge_runner.sample import point_from_manifest, rule_from_manifest
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,9 @@ class ModelCard:
     input_size: tuple[int, int]
     check: dict | None
     operating_point: dict | None
+    sample_rule: dict
+    sample_rule_stored: bool
+    quality_check: str
     bench: dict | None  # the device's `allx-edge bench --json` report found beside the model, if any
     warnings: tuple[str, ...]
 
@@ -50,7 +55,16 @@ def describe_loaded(model) -> ModelCard:
         labels=tuple(model.labels), precision=model.manifest.get("precision"), runtime=model.runtime,
         delegate=model.delegate, threads=model.threads, input_size=model.input_size,
         check=model.manifest.get("check"), operating_point=model.manifest.get("operating_point"),
+        sample_rule=rule_from_manifest(model.manifest, point_from_manifest(model.manifest)).to_dict(),
+        sample_rule_stored="sample_rule" in model.manifest, quality_check=quality_words(model.manifest),
         bench=read_bench(model.model_path.parent / layout.BENCH), warnings=tuple(model.warnings))
+
+
+def quality_words(manifest: dict) -> str:
+    limits, notes = limits_from_manifest(manifest)
+    if notes:
+        return "; ".join(notes)
+    return "on (thresholds from model.json)" if limits is not None else "off"
 
 
 def read_bench(path: Path) -> dict | None:
