@@ -302,3 +302,22 @@ def test_sample_page_upload_through_the_form(client):
                                                             ("files", ("x.txt", b"hello", "text/plain"))])
     assert response.status_code == 200
     assert "f.png" in response.text and "not an image" in response.text and "Sample verdict" in response.text
+
+
+def test_addresses_printed_for_the_network():
+    from allx.edge_runner.serve.server import is_local, lan_addresses, url_for
+
+    assert lan_addresses("127.0.0.1") == ["127.0.0.1"] and is_local("127.0.0.1") and not is_local("0.0.0.0")
+    assert all(not address.startswith("127.") for address in lan_addresses("0.0.0.0"))
+    assert url_for("::1", 8080, "t") == "http://[::1]:8080/?token=t"
+
+
+def test_serve_command_refuses_bad_options(model_dir):
+    from typer.testing import CliRunner
+
+    from allx.edge_runner.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--model", str(model_dir / "model.tflite"), "--port", "0"])
+    assert result.exit_code == 2 and "expected a port in 1..65535" in result.output
+    missing = CliRunner().invoke(app, ["serve", "--model", str(model_dir / "nope.tflite")])
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
