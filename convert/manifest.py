@@ -25,7 +25,7 @@ def versions() -> dict:
 
 
 def build_manifest(model_file: str, check: CheckReport, tensors, source: dict, extra: dict) -> dict:
-    """The model.json contract of the brief; `tensors` = (input TensorSpec, probabilities, embedding or None)."""
+    """model.json, the manifest allx-edge reads; `tensors` = (input TensorSpec, probabilities, embedding or None)."""
     input_spec, probabilities, embedding = tensors
     height, width = input_spec.shape[1:3]
     outputs = {"probabilities": probabilities.to_dict()}

@@ -105,7 +105,7 @@ def result_json(result) -> dict:
 
 
 def render(result) -> None:
-    from allx.convert.ood import summary_line
+    from allx.convert.ood_report import summary_line
 
     check = result.check
     verdict = "[green]PASSED[/green]" if check.passed else "[red]REJECTED[/red]"
