@@ -134,12 +134,13 @@ def serve_section() -> list[str]:
         return ["`allx-edge serve` under load: not run (`python benchmarks/serve_load.py --quick`)."]
     lat, log = d["upload_latency_s"], d["log"]
     return [f"### `allx-edge serve` under load, loopback ({provenance(d)})", "",
-            "| clients x fields | model | upload p50 | upload p95 | max | fields/s | log: rows / lost / duplicated / chain |",
-            "|---|---|---|---|---|---|---|",
+            "| clients x fields | model | upload p50 | upload p95 | max | fields/s | server peak RSS | log: rows / lost / duplicated / chain |",
+            "|---|---|---|---|---|---|---|---|",
             f"| {d['clients']} x {d['fields_per_client']} at once | {Path(d['model']).name} | {lat['p50']:.2f} s | "
-            f"**{lat['p95']:.2f} s** | {lat['max']:.2f} s | {d['fields_per_s']:.0f} | {log['field_rows']} / {log['lost']} / "
+            f"**{lat['p95']:.2f} s** | {lat['max']:.2f} s | {d['fields_per_s']:.0f} | "
+            f"{d.get('server_peak_rss_mb') or '?'} MB | {log['field_rows']} / {log['lost']} / "
             f"{log['duplicated']} / {'intact' if not log['chain_problems'] else 'BROKEN'} |", "",
-            "One request per client carries all its fields (real 224x224 JPEGs); a field is decoded, quality-checked, "
+            "One request per client carries all its fields (real 224x224 JPEGs); a field is decoded, quality-checked when model.json has the statistics (this model has none), "
             "classified and logged (WAL, synchronous=FULL) before the next. One interpreter serves every request in "
             "turn, so latency grows with the queue: p95 is the time a technician waits when 20 upload at once."]
 

@@ -114,6 +114,7 @@ def measure(model: Path, images: list[Path], clients: int, fields: int) -> dict:
                 results = list(pool.map(lambda c: run_client(base, token, c, payloads[c], barrier), range(clients)))
             # From the first upload sent to the last answer (sample creation and client setup not counted).
             wall = max(r["ended"] for r in results) - min(r["began"] for r in results)
+            peak_rss_mb = peak_rss(process.pid)
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -125,7 +126,19 @@ def measure(model: Path, images: list[Path], clients: int, fields: int) -> dict:
             "log_warnings": sum(bool(r["log_warning"]) for r in results),
             "upload_latency_s": {"p50": round(float(p50), 3), "p95": round(float(p95), 3),
                                  "max": round(float(seconds.max()), 3), "mean": round(float(seconds.mean()), 3)},
-            "wall_s": round(wall, 3), "fields_per_s": round(clients * fields / wall, 2), "log": log}
+            "wall_s": round(wall, 3), "fields_per_s": round(clients * fields / wall, 2),
+            "server_peak_rss_mb": peak_rss_mb, "log": log}
+
+
+def peak_rss(pid: int) -> float | None:
+    """The server's peak resident memory (Linux VmHWM), to judge whether it fits a 2 GB Pi."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def main():
@@ -154,7 +167,8 @@ def main():
     write_json(args.out, report)
     latency = result["upload_latency_s"]
     print(f"{args.clients} concurrent uploads x {args.fields} fields: p50 {latency['p50']} s, p95 {latency['p95']} s, "
-          f"max {latency['max']} s; {result['fields_per_s']} fields/s; log: {result['log']['field_rows']} field rows, "
+          f"max {latency['max']} s; {result['fields_per_s']} fields/s; server peak RSS "
+          f"{result['server_peak_rss_mb']} MB; log: {result['log']['field_rows']} field rows, "
           f"lost {result['log']['lost']}, duplicated {result['log']['duplicated']}, chain problems "
           f"{len(result['log']['chain_problems'])} -> {args.out}")
     sys.exit(0 if ok else 1)

@@ -88,6 +88,8 @@ def test_health_is_open_and_everything_else_needs_the_token(client):
     wrong = anonymous.get("/api/samples", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and wrong.json() == {"error": "unauthorized"}
     assert TOKEN not in anonymous.get("/").text
+    headers = anonymous.get("/").headers
+    assert headers["content-security-policy"].startswith("default-src 'self'") and headers["referrer-policy"] == "no-referrer"
 
 
 def test_token_in_url_becomes_an_httponly_strict_cookie(client):

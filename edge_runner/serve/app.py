@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 
 from allx.errors import AllxError, DataError, ImageError, ModelError
 from allx.edge_runner.serve.card import ModelCard
-from allx.edge_runner.serve.guard import BodyLimit, BodyTooLarge, TokenGuard, wants_json
+from allx.edge_runner.serve.guard import BodyLimit, BodyTooLarge, SecurityHeaders, TokenGuard, wants_json
 from allx.edge_runner.serve.uploads import UploadRejected, display_name
 from allx.edge_runner.serve.workbench import LogUnavailable, NotFound, Workbench
 
@@ -62,6 +62,7 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(BodyLimit, max_bytes=bench.limits.max_request_bytes)
     app.add_middleware(TokenGuard, token=token)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, a 401 included
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
         context = {"card": card, "log_warning": bench.log_warning, "labels": bench.model.labels,
