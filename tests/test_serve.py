@@ -237,6 +237,28 @@ def test_camera_missing_or_unplugged_is_a_clear_503(model_dir, tmp_path):
     bench.close()
 
 
+def test_camera_unplugged_mid_session_and_back(model_dir, tmp_path):
+    """A video file stands for the camera: a still, then the file is gone (unplugged), then back."""
+    cv2 = pytest.importorskip("cv2", reason="OpenCV (edge extra) reads the camera")
+    from allx.edge_runner.camera import capture_still
+
+    video = tmp_path / "camera.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    client, bench = make_client(model_dir / "model.tflite", tmp_path / "log.db", capture=lambda: capture_still(str(video)))
+    key = start(client)
+    assert client.post(f"/api/samples/{key}/camera").status_code == 200
+    kept = video.rename(tmp_path / "unplugged.avi")
+    gone = client.post(f"/api/samples/{key}/camera")
+    assert gone.status_code == 503 and "cannot open video source" in gone.json()["error"]
+    kept.rename(video)
+    assert client.post(f"/api/samples/{key}/camera").status_code == 200
+    assert len(client.get(f"/api/samples/{key}").json()["fields"]) == 2  # nothing lost, nothing added twice
+    bench.close()
+
+
 def test_camera_still_is_a_field(model_dir, tmp_path):
     frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     client, bench = make_client(model_dir / "model.tflite", tmp_path / "log.db", capture=lambda: frame)
