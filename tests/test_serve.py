@@ -221,6 +221,8 @@ def test_unknown_sample_and_bad_review_are_clear_errors(client):
     assert bad.status_code == 400 and "expected one of" in bad.json()["error"]
     assert client.post("/api/samples", json={"sample_id": "", "operator": "x"}).status_code == 400
     assert client.post("/api/samples", json={"operator": "x"}).status_code == 422
+    since = client.get("/api/log", params={"since": "yesterday"})
+    assert since.status_code == 400 and "expected a date" in since.json()["error"]
 
 
 def test_camera_missing_or_unplugged_is_a_clear_503(model_dir, tmp_path):

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from allx.errors import AllxError, DataError, ImageError, ModelError
+from allx.errors import AllxError, DataError, ModelError
 from allx.edge_runner.serve.card import ModelCard
 from allx.edge_runner.serve.guard import BodyLimit, BodyTooLarge, SecurityHeaders, TokenGuard, wants_json
 from allx.edge_runner.serve.uploads import UploadRejected, display_name
@@ -49,8 +49,6 @@ def status_of(err: Exception) -> int:
         return 404
     if isinstance(err, (LogUnavailable, DataError, ModelError)):
         return 503  # camera unplugged, log locked or read-only, model gone: retry later
-    if isinstance(err, ImageError):
-        return 400
     return 400
 
 
@@ -124,10 +122,10 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     async def upload_page(request: Request, key: str):
         sample = bench.sample(key)
         uploads = await read_uploads(request, bench.limits.max_files)
+        if not uploads:
+            return page(request, "sample.html", 400, sample=sample, message="no file chosen, expected one or more images")
         added, refused = bench.add_fields(key, uploads)
-        status = 200 if added or not refused else 400
-        return page(request, "sample.html", status, sample=sample, refused=refused, added=added,
-                    message=None if uploads else "no file chosen, expected one or more images")
+        return page(request, "sample.html", 200 if added else 400, sample=sample, refused=refused, added=added)
 
     @app.post("/samples/{key}/camera", response_class=HTMLResponse)
     def camera_page(request: Request, key: str):

@@ -130,7 +130,7 @@ class Workbench:
             except AllxError as err:  # one bad file never stops the others (like a CLI batch)
                 refused.append({"name": name, "error": str(err)})
                 continue
-            added.append(self.keep(sample, self.inference.submit(sample.session.add_field, name, data).result()))
+            added.append(self.keep(sample, sample.session.add_field, name, data))
         if added:
             self.log_verdict(sample)
         return added, refused
@@ -143,16 +143,22 @@ class Workbench:
         frame = self.inference.submit(self.capture_frame).result()
         pixels = frame_pixels(frame, self.model.input_size)
         name = f"camera-{utc_now()[:19].replace(':', '')}"
-        added = self.keep(sample, self.inference.submit(sample.session.add_pixels, name, pixels).result())
+        added = self.keep(sample, sample.session.add_pixels, name, pixels)
         self.log_verdict(sample)
         return added
 
-    def keep(self, sample: OpenSample, result) -> dict:
-        """Show the field and log it as `classify --sample` does."""
-        sample.fields.append(result.to_dict())
+    def keep(self, sample: OpenSample, add, name: str, image) -> dict:
+        """Add one field through the session (on the inference thread, so the page lists fields in the
+        session's order even when two uploads to one sample overlap), then log it as `classify --sample` does."""
+        def add_and_list():
+            result = add(name, image)
+            sample.fields.append(result.to_dict())
+            return result, sample.fields[-1]
+
+        result, shown = self.inference.submit(add_and_list).result()
         self.write_log(provenance.sample_field_record(result, self.model.labels, self.facts, sample.operator,
                                                       sample.sample_id))
-        return sample.fields[-1]
+        return shown
 
     def log_verdict(self, sample: OpenSample) -> None:
         verdict = self.inference.submit(sample.session.verdict).result()
@@ -173,6 +179,8 @@ class Workbench:
         try:
             self.flush_pending()
             self.on_log_thread(self.log.review, sample.sample_id, label, note, operator)
+        except UsageError:
+            raise
         except (AllxError, sqlite3.Error, OSError) as err:
             raise LogUnavailable(f"review not saved: the audit log refused it ({err}); try again") from None
         sample.review = {"action": action, "label": label, "note": note, "operator": operator, "time": utc_now()}
@@ -209,6 +217,8 @@ class Workbench:
         self.flush_pending(quiet=True)
         try:
             return list(self.on_log_thread(self.log.rows, since, sample))
+        except UsageError:  # a bad --since: the caller's to fix
+            raise
         except (AllxError, sqlite3.Error, OSError) as err:
             raise LogUnavailable(f"cannot read the audit log: {err}") from None
 
@@ -217,6 +227,8 @@ class Workbench:
         stream = io.StringIO()
         try:
             self.on_log_thread(self.log.export_csv, stream, since)
+        except UsageError:
+            raise
         except (AllxError, sqlite3.Error, OSError) as err:
             raise LogUnavailable(f"cannot read the audit log: {err}") from None
         return stream.getvalue()
