@@ -81,10 +81,12 @@ def run_client(base: str, token: str, number: int, files: list[tuple[str, bytes]
         key = http.post("/api/samples", json={"sample_id": f"load-{number:02d}", "operator": "load"}).json()["key"]
         start.wait()
         began = time.perf_counter()
-        response = http.post(f"/api/samples/{key}/fields", files=[("files", (name, data, "image/jpeg")) for name, data in files])
+        parts = [("files", (name, data, "image/jpeg")) for name, data in files]
+        response = http.post(f"/api/samples/{key}/fields", files=parts)
         ended = time.perf_counter()
     body = response.json()
-    return {"status": response.status_code, "seconds": ended - began, "began": began, "ended": ended, "added": len(body.get("added", [])),
+    return {"status": response.status_code, "seconds": ended - began, "began": began, "ended": ended,
+            "added": len(body.get("added", [])),
             "refused": len(body.get("refused", [])), "log_warning": body.get("log_warning")}
 
 

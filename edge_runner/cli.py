@@ -201,27 +201,21 @@ def serve(
     The token is made on first start and kept (mode 0600) in the user's config folder; every request but
     /health needs it. Exit codes: 0 stopped with Ctrl-C; 2 usage or model error.
     """
-    from allx.edge_runner.serve.server import ServeOptions, build_app, is_local, lan_addresses, qr_text, run, terminal, url_for
+    from allx.edge_runner.serve import server  # FastAPI and uvicorn load only for this command
     from allx.edge_runner.serve.uploads import UploadLimits
 
     if not 0 < port < 65536 or max_files < 1 or max_file_mb <= 0:
         raise UsageError(f"got --port {port}, --max-files {max_files}, --max-file-mb {max_file_mb}, "
                          "expected a port in 1..65535 and positive limits")
     limits = UploadLimits(max_file_bytes=int(max_file_mb * 1024 * 1024), max_files=max_files)
-    options = ServeOptions(model, host, port, log_db, None if camera.lower() == "none" else camera,
-                           new_token=new_token, limits=limits)
+    options = server.ServeOptions(model, host, port, log_db, None if camera.lower() == "none" else camera,
+                                  new_token=new_token, limits=limits)
     edge_model = load_model(model, threads, delegate, None)
     edge_model.require_labels()
-    web_app, token, log_db = build_app(options, edge_model)
-    urls = [url_for(address, port, token) for address in lan_addresses(host)]
-    echo(f"allx-edge serve: {edge_model.model_path} on {'this device only' if is_local(host) else 'the network'}; "
-         f"audit log {log_db}")
-    for url in urls:
-        echo(f"open: {url}")
-    qr = qr_text(urls[0]) if terminal() and not is_local(host) else None
-    if qr:
-        echo(qr)
-    run(web_app, options)
+    web_app, token, log_db = server.build_app(options, edge_model)
+    for line in server.banner(options, token, edge_model.model_path, log_db):
+        echo(line)
+    server.run(web_app, options)
 
 
 def version_callback(value: bool):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
+import re
 import sqlite3
 import stat
 import struct
@@ -42,7 +42,8 @@ def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,8 @@ def start(client, sample_id="S-1", operator="ana") -> str:
 
 
 def upload(client, key, files):
-    return client.post(f"/api/samples/{key}/fields", files=[("files", (name, data, "image/png")) for name, data in files])
+    parts = [("files", (name, data, "image/png")) for name, data in files]
+    return client.post(f"/api/samples/{key}/fields", files=parts)
 
 
 def test_health_is_open_and_everything_else_needs_the_token(client):
@@ -89,7 +91,8 @@ def test_health_is_open_and_everything_else_needs_the_token(client):
     assert wrong.status_code == 401 and wrong.json() == {"error": "unauthorized"}
     assert TOKEN not in anonymous.get("/").text
     headers = anonymous.get("/").headers
-    assert headers["content-security-policy"].startswith("default-src 'self'") and headers["referrer-policy"] == "no-referrer"
+    assert headers["content-security-policy"].startswith("default-src 'self'")
+    assert headers["referrer-policy"] == "no-referrer"
 
 
 def test_token_in_url_becomes_an_httponly_strict_cookie(client):
@@ -249,7 +252,8 @@ def test_camera_unplugged_mid_session_and_back(model_dir, tmp_path):
     for i in range(5):
         writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
     writer.release()
-    client, bench = make_client(model_dir / "model.tflite", tmp_path / "log.db", capture=lambda: capture_still(str(video)))
+    client, bench = make_client(model_dir / "model.tflite", tmp_path / "log.db",
+                                capture=lambda: capture_still(str(video)))
     key = start(client)
     assert client.post(f"/api/samples/{key}/camera").status_code == 200
     kept = video.rename(tmp_path / "unplugged.avi")
@@ -347,3 +351,31 @@ def test_serve_command_refuses_bad_options(model_dir):
     assert result.exit_code == 2 and "expected a port in 1..65535" in result.output
     missing = CliRunner().invoke(app, ["serve", "--model", str(model_dir / "nope.tflite")])
     assert missing.exit_code == 2 and "Traceback" not in missing.output
+
+
+def test_serve_command_prints_the_link_and_rotates_the_token(model_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from allx.edge_runner.cli import app
+    from allx.edge_runner.serve import server
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("ALLX_SITE_CONFIG", raising=False)
+    served = []
+    monkeypatch.setattr(server, "run", lambda web_app, options: served.append(options))
+    base = ["serve", "--model", str(model_dir / "model.tflite"), "--log-db", str(tmp_path / "log.db"),
+            "--camera", "none"]
+
+    def token_of(output: str) -> str:
+        return re.search(r"open: http://127\.0\.0\.1:8080/\?token=(\S+)", output).group(1)
+
+    first = CliRunner().invoke(app, base)
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(app, base)
+    rotated = CliRunner().invoke(app, [*base, "--new-token"])
+    assert token_of(first.output) == token_of(again.output) != token_of(rotated.output)
+    stored = tmp_path / "config" / "allx" / "serve_token"
+    assert stored.read_text().strip() == token_of(rotated.output) and stat.S_IMODE(stored.stat().st_mode) == 0o600
+    network = CliRunner().invoke(app, [*base, "--host", "0.0.0.0", "--port", "9000"])
+    assert "on the network" in network.output and ":9000/?token=" in network.output
+    assert [o.host for o in served] == ["127.0.0.1"] * 3 + ["0.0.0.0"]

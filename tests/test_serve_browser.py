@@ -60,7 +60,8 @@ def server(tmp_path_factory):
     env = {**os.environ, "XDG_CONFIG_HOME": str(folder / "config"), "XDG_DATA_HOME": str(folder / "data")}
     env.pop("ALLX_SITE_CONFIG", None)
     command = [sys.executable, "-c", "from allx.edge_runner.cli import app; app()", "serve", "--model",
-               str(model_dir / "model.tflite"), "--port", str(port), "--log-db", str(folder / "audit.db"), "--camera", "none"]
+               str(model_dir / "model.tflite"), "--port", str(port), "--log-db", str(folder / "audit.db"),
+               "--camera", "none"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = wait_for_url(process, port)
     yield url, folder
@@ -135,7 +136,7 @@ def run_workflow(page, url: str, tmp_path: Path) -> None:
         page.click("#export")
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
     assert [row["kind"] for row in rows] == ["field", "field", "field", "sample", "review"]
-    assert rows[-1]["action"] == "override" and rows[-1]["label"] == "Pre" and rows[-1]["note"] == "blasts seen <by eye>"
+    assert (rows[-1]["action"], rows[-1]["label"], rows[-1]["note"]) == ("override", "Pre", "blasts seen <by eye>")
     page.screenshot(path=str(tmp_path / "serve_log_page.png"), full_page=True)
     page.goto(url.split("?")[0] + "model")
     assert "This device's bench" in page.content() and "images/s" in page.inner_text("#bench")

@@ -123,7 +123,8 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
         sample = bench.sample(key)
         uploads = await read_uploads(request, bench.limits.max_files)
         if not uploads:
-            return page(request, "sample.html", 400, sample=sample, message="no file chosen, expected one or more images")
+            return page(request, "sample.html", 400, sample=sample,
+                        message="no file chosen, expected one or more images")
         added, refused = bench.add_fields(key, uploads)
         return page(request, "sample.html", 200 if added else 400, sample=sample, refused=refused, added=added)
 

@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from allx.errors import UsageError
 from allx.edge_runner.serve.uploads import UploadLimits
 
 ANY_HOSTS = ("0.0.0.0", "::", "")
@@ -32,6 +33,11 @@ class ServeOptions:
 
 def build_app(options: ServeOptions, model):
     """The app for a loaded EdgeModel and its token (made, kept or rotated as the options say)."""
+    try:
+        import fastapi  # noqa: F401  (the serve extra; checked here for a clear line instead of a traceback)
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        raise UsageError(f'allx-edge serve needs {err.name}: pip install "allx[serve]"') from None
     from allx.edge_runner.camera import capture_still
     from allx.edge_runner.serve.access import load_or_create_token
     from allx.edge_runner.serve.app import create_app
@@ -44,6 +50,15 @@ def build_app(options: ServeOptions, model):
     capture = None if options.camera is None else functools.partial(capture_still, options.camera)
     bench = Workbench(model, log_db, options.limits, capture)
     return create_app(bench, describe_loaded(model), token), token, log_db
+
+
+def banner(options: ServeOptions, token: str, model_path, log_db) -> list[str]:
+    """What the terminal shows at start: where it serves, the link(s) with the token, a QR code for a phone."""
+    urls = [url_for(address, options.port, token) for address in lan_addresses(options.host)]
+    where = "this device only" if is_local(options.host) else "the network"
+    lines = [f"allx-edge serve: {model_path} on {where}; audit log {log_db}", *(f"open: {url}" for url in urls)]
+    qr = qr_text(urls[0]) if terminal() and not is_local(options.host) else None
+    return lines + ([qr] if qr else [])
 
 
 def lan_addresses(host: str) -> list[str]:
