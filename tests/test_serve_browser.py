@@ -114,8 +114,14 @@ def test_technician_workflow_in_chromium(server, tmp_path):
 def run_workflow(page, url: str, tmp_path: Path) -> None:
     page.goto(url)
     assert "token=" not in page.url  # the token moved into the cookie
-    page.fill("input[name=sample_id]", "S-<b>7</b>")
+    page.fill("input[name=sample_id]", "x" * 64)
+    page.evaluate("document.querySelector('input[name=sample_id]').removeAttribute('maxlength')")
+    page.fill("input[name=sample_id]", "x" * 65)  # past the limit: the server says so and keeps the form
     page.fill("input[name=operator]", "ana")
+    page.click("#start button")
+    assert "expected at most 64" in page.inner_text("#message")
+    page.screenshot(path=str(tmp_path / "serve_start_error.png"), full_page=True)
+    page.fill("input[name=sample_id]", "S-<b>7</b>")
     page.click("#start button")
     page.wait_for_selector("#upload")
     assert page.inner_text("#sample-id") == "S-<b>7</b>"  # shown as text, never as markup
