@@ -129,6 +129,8 @@ def test_sample_workflow_through_the_api(client):
     rows = client.get("/api/log", params={"sample": "S-1"}).json()["rows"]
     assert [r["kind"] for r in rows] == ["field"] * 3 + ["sample", "review"]
     assert rows[-1]["record"]["action"] == "override" and rows[-1]["operator"] == "ana"
+    summary = client.get("/api/log/samples").json()["samples"]
+    assert summary[0]["sample_id"] == "S-1" and summary[0]["fields"] == 3 and summary[0]["review"] == "override Pre"
     csv_text = client.get("/api/log.csv").text
     assert csv_text.count("S-1") >= 5 and csv_text.startswith("id,time_utc,kind")
 

@@ -23,7 +23,7 @@ from allx.errors import AllxError, DataError, ModelError
 from allx.edge_runner.serve.card import ModelCard
 from allx.edge_runner.serve.guard import BodyLimit, BodyTooLarge, SecurityHeaders, TokenGuard, wants_json
 from allx.edge_runner.serve.uploads import UploadRejected, display_name
-from allx.edge_runner.serve.workbench import LogUnavailable, NotFound, Workbench
+from allx.edge_runner.serve.workbench import LogUnavailable, NotFound, Workbench, recent_samples
 
 HERE = Path(__file__).parent
 log = logging.getLogger("allx.serve")
@@ -149,7 +149,8 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
 
     @app.get("/log", response_class=HTMLResponse)
     def log_page(request: Request, since: str | None = None, sample: str | None = None):
-        return page(request, "log.html", rows=bench.rows(since or None, sample or None), since=since or "",
+        rows = bench.rows(since or None, sample or None)
+        return page(request, "log.html", rows=rows[-200:], samples=recent_samples(rows), since=since or "",
                     sample_filter=sample or "")
 
     @app.get("/log.csv")
@@ -198,6 +199,10 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     @app.get("/api/log")
     def api_log(since: str | None = None, sample: str | None = None):
         return {"rows": bench.rows(since or None, sample or None)}
+
+    @app.get("/api/log/samples")
+    def api_log_samples(since: str | None = None):
+        return {"samples": recent_samples(bench.rows(since or None))}
 
     @app.get("/api/model")
     def api_model():

@@ -240,6 +240,25 @@ class Workbench:
         self.log_thread.shutdown()
 
 
+def recent_samples(rows: list[dict], limit: int = 50) -> list[dict]:
+    """One line per logged sample, newest first: its last verdict, how many field rows, its last review."""
+    samples: dict[str, dict] = {}
+    for row in rows:
+        if not row.get("sample_id"):
+            continue
+        entry = samples.setdefault(row["sample_id"], {"sample_id": row["sample_id"], "fields": 0, "verdict": None,
+                                                      "review": None})
+        entry.update(time_utc=row["time_utc"], operator=row["operator"] or entry.get("operator"))
+        if row["kind"] == "field":
+            entry["fields"] += 1
+        elif row["kind"] == "sample":
+            entry["verdict"] = row["record"].get("words") or row["label"]
+        elif row["kind"] == "review":
+            record = row["record"]
+            entry["review"] = f"{record.get('action')} {row['label'] or ''}".strip()
+    return sorted(samples.values(), key=lambda s: s["time_utc"], reverse=True)[:limit]
+
+
 def open_log(path: Path, busy_s: float) -> AuditLog:
     """The audit log, waiting at most `busy_s` for another writer (a page should not hang for the CLI's 30 s)."""
     log = AuditLog.open(path)
