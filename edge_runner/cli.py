@@ -10,7 +10,21 @@ from typing import Annotated, Optional
 import typer
 
 from allx.console import exit_codes_help, handle_errors, show_progress, stderr, stdout
+from allx import __version__
+from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
+from allx.edge_runner.bench import bench_models, report_markdown
+from allx.edge_runner.camera import has_display, run_camera
+from allx.edge_runner.info import describe_model
+from allx.edge_runner.model import EdgeModel
+from allx.edge_runner.runtime import find_runtime
+from allx.edge_runner.serve import server  # light: FastAPI and uvicorn load inside server.build_app / run
+from allx.edge_runner.serve.uploads import UploadLimits
+from allx.edge_runner.views import batch_summary_line, result_header, result_line
+from allx.edge_runner.views import bench_caption, bench_table
+from allx.edge_runner.views import camera_summary_line, frame_line
+from allx.edge_runner.views import info_lines
 from allx.errors import UsageError
+from allx.files import checked_write, write_json
 
 EXIT_CODES = exit_codes_help(0, 1, 2, 130)
 
@@ -32,8 +46,6 @@ OodThresholdOption = Annotated[Optional[float], typer.Option(
 
 
 def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None):
-    from allx.edge_runner.model import EdgeModel
-
     edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold)
     for warning in edge_model.warnings:
         stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
@@ -66,8 +78,6 @@ def classify(
     unlike training images) and "ood_score", and the summary counts the flagged images.
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error.
     """
-    from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
-    from allx.edge_runner.views import batch_summary_line, result_header, result_line
 
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
@@ -107,8 +117,6 @@ def camera(
     classified frame. Ends with a summary when the source ends or disconnects, after --max-frames
     frames read, or on Ctrl-C. Exit codes: 0 ok; 2 source, usage or model error.
     """
-    from allx.edge_runner.camera import has_display, run_camera
-    from allx.edge_runner.views import camera_summary_line, frame_line
 
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     display = not headless and has_display()
@@ -137,9 +145,6 @@ def bench(
     Load time, mean/std/min/p50/p90/p99/max, throughput, peak memory, size, runtime, threads,
     delegate, and the machine's facts. Exit codes: 0 ok; 2 usage or model error.
     """
-    from allx.edge_runner.bench import bench_models, report_markdown
-    from allx.files import checked_write, write_json
-    from allx.edge_runner.views import bench_caption, bench_table
 
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
                           labels=labels, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
@@ -164,8 +169,6 @@ def info(
     Inputs/outputs (shape, dtype, scale/zero point), op counts, labels, manifest fields, the
     conversion check results. Exit codes: 0 ok; 2 model error.
     """
-    from allx.edge_runner.info import describe_model
-    from allx.edge_runner.views import info_lines
 
     description = describe_model(model, labels=labels, delegate=delegate)
     for warning in description.warnings:
@@ -201,9 +204,6 @@ def serve(
     The token is made on first start and kept (mode 0600) in the user's config folder; every request but
     /health needs it. Exit codes: 0 stopped with Ctrl-C; 2 usage or model error.
     """
-    from allx.edge_runner.serve import server  # FastAPI and uvicorn load only for this command
-    from allx.edge_runner.serve.uploads import UploadLimits
-
     if not 0 < port < 65536 or max_files < 1 or max_file_mb <= 0:
         raise UsageError(f"got --port {port}, --max-files {max_files}, --max-file-mb {max_file_mb}, "
                          "expected a port in 1..65535 and positive limits")
@@ -220,8 +220,6 @@ def serve(
 
 def version_callback(value: bool):
     if value:
-        from allx import __version__
-        from allx.edge_runner.runtime import find_runtime
 
         typer.echo(f"allx-edge {__version__} ({find_runtime()})")
         raise typer.Exit()

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from allx.errors import UsageError
+from allx.errors import MissingDependency
 from allx.edge_runner.serve.uploads import UploadLimits
 
 ANY_HOSTS = ("0.0.0.0", "::", "")
@@ -37,7 +37,7 @@ def build_app(options: ServeOptions, model):
         import fastapi  # noqa: F401  (the serve extra; checked here for a clear line instead of a traceback)
         import uvicorn  # noqa: F401
     except ImportError as err:
-        raise UsageError(f'allx-edge serve needs {err.name}: pip install "allx[serve]"') from None
+        raise MissingDependency(f'allx-edge serve needs {err.name}: pip install "allx[serve]"') from None
     from allx.edge_runner.camera import capture_still
     from allx.edge_runner.serve.access import load_or_create_token
     from allx.edge_runner.serve.app import create_app
