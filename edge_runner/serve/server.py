@@ -7,6 +7,7 @@ phone on the clinic's network can open, and a QR code of it when the output is a
 from __future__ import annotations
 
 import functools
+import io
 import ipaddress
 import socket
 import sys
@@ -14,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allx.errors import MissingDependency
+from allx.edge_runner.camera import capture_still
+from allx.edge_runner.serve.access import load_or_create_token
+from allx.edge_runner.serve.card import describe_loaded
 from allx.edge_runner.serve.uploads import UploadLimits
+from allx.edge_runner.serve.workbench import Workbench
+from allx.edge_runner.site import load_site_config, resolve_log_db
 
 ANY_HOSTS = ("0.0.0.0", "::", "")
 
@@ -38,12 +44,7 @@ def build_app(options: ServeOptions, model):
         import uvicorn  # noqa: F401
     except ImportError as err:
         raise MissingDependency(f'allx-edge serve needs {err.name}: pip install "allx[serve]"') from None
-    from allx.edge_runner.camera import capture_still
-    from allx.edge_runner.serve.access import load_or_create_token
-    from allx.edge_runner.serve.app import create_app
-    from allx.edge_runner.serve.card import describe_loaded
-    from allx.edge_runner.serve.workbench import Workbench
-    from allx.edge_runner.site import load_site_config, resolve_log_db
+    from allx.edge_runner.serve.app import create_app  # FastAPI: the serve extra, only when serving
 
     log_db = resolve_log_db(load_site_config(), options.log_db)
     token = load_or_create_token(options.token_path, rotate=options.new_token)
@@ -83,9 +84,7 @@ def url_for(host: str, port: int, token: str) -> str:
 def qr_text(url: str) -> str | None:
     """The URL as a QR code in text (the qrcode package, when installed)."""
     try:
-        import io
-
-        import qrcode
+        import qrcode  # optional: the serve extra brings it
     except ImportError:
         return None
     code = qrcode.QRCode(border=1)
@@ -96,7 +95,7 @@ def qr_text(url: str) -> str | None:
 
 
 def run(app, options: ServeOptions) -> None:
-    import uvicorn
+    import uvicorn  # the serve extra, only when serving
 
     # No access log: a first request's line would carry ?token=...; the audit log is the record.
     uvicorn.run(app, host=options.host or "0.0.0.0", port=options.port, access_log=False, log_level="warning",
