@@ -33,6 +33,7 @@ GENESIS = "0" * 64
 KINDS = ("field", "sample", "review")
 COLUMNS = ("id", "time_utc", "kind", "sample_id", "operator", "image", "image_sha256", "label", "record",
            "prev_hash", "row_hash")
+INSERT_ROW = f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 CSV_FIELDS = ("model_file", "model_sha256", "manifest_sha256", "runtime", "allx_version", "ood", "ood_score",
               "quality", "probabilities", "operating_point", "action", "note")
 
@@ -43,8 +44,10 @@ CREATE TABLE IF NOT EXISTS entries (
     image TEXT, image_sha256 TEXT, label TEXT, record TEXT NOT NULL, prev_hash TEXT NOT NULL, row_hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS entries_sample ON entries (sample_id);
 CREATE INDEX IF NOT EXISTS entries_time ON entries (time_utc);
-CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
 
 
@@ -112,6 +115,8 @@ class AuditLog:
                     connection.execute("PRAGMA journal_mode = WAL")
                     connection.execute("PRAGMA synchronous = FULL")  # a committed row survives a power cut
                 log.check_or_create_schema()
+                if not readonly:
+                    log.probe_write()
         except BaseException:
             connection.close()
             raise
@@ -148,12 +153,18 @@ class AuditLog:
             raise DataError(f"{self.path}: audit log schema {version} was written by a newer allx, expected "
                             f"schema <= {SCHEMA_VERSION}: upgrade allx-edge (the log was left untouched)")
 
+    def probe_write(self) -> None:
+        """Write nothing, but as a writer would: SQLite opens a read-only file without a word and fails only
+        at the first INSERT, which would come after the first result was classified."""
+        with self.transaction(commit=False):
+            self.connection.execute("UPDATE meta SET value = value WHERE key = 'head_id'")
+
     def meta(self) -> dict[str, str]:
         with sqlite_errors(self.path):
             return dict(self.connection.execute("SELECT key, value FROM meta").fetchall())
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, commit: bool = True) -> Iterator[None]:
         """BEGIN IMMEDIATE takes the write lock first, so the head read inside is the head written after."""
         self.connection.execute("BEGIN IMMEDIATE")
         try:
@@ -161,7 +172,7 @@ class AuditLog:
         except BaseException:
             self.connection.execute("ROLLBACK")
             raise
-        self.connection.execute("COMMIT")
+        self.connection.execute("COMMIT" if commit else "ROLLBACK")
 
     def append(self, record: dict) -> int:
         """Add one result (kind "field" or "sample") or review (kind "review"); returns its row id."""
@@ -173,13 +184,12 @@ class AuditLog:
         text = canonical_json(record)
         with sqlite_errors(self.path), self.transaction():
             meta = dict(self.connection.execute("SELECT key, value FROM meta WHERE key LIKE 'head_%'").fetchall())
-            row = {"id": int(meta["head_id"]) + 1, "time_utc": record.get("time_utc") or utc_now(),
+            row = {"id": int(meta["head_id"]) + 1, "time_utc": utc_now(),  # the log's clock, never the caller's
                    "kind": record["kind"], **{name: text_or_none(record.get(name)) for name in
                                               ("sample_id", "operator", "image", "image_sha256", "label")},
                    "record": text, "prev_hash": meta["head_hash"]}
             row["row_hash"] = row_hash(row)
-            self.connection.execute(f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                                    [row[name] for name in COLUMNS])
+            self.connection.execute(INSERT_ROW, [row[name] for name in COLUMNS])
             self.connection.executemany("UPDATE meta SET value = ? WHERE key = ?",
                                         [(str(row["id"]), "head_id"), (row["row_hash"], "head_hash")])
         return row["id"]
@@ -227,7 +237,8 @@ class AuditLog:
         for row in rows:
             record = row["record"]
             writer.writerow([*(csv_cell(row[name]) for name in header),
-                             *(csv_cell(record.get(name)) for name in CSV_FIELDS), canonical_json(record), row["row_hash"]])
+                             *(csv_cell(record.get(name)) for name in CSV_FIELDS), canonical_json(record),
+                             row["row_hash"]])
         return len(rows)
 
     def verify(self) -> list[str]:
@@ -235,6 +246,8 @@ class AuditLog:
         problems: list[str] = []
         previous_id, previous_hash = 0, GENESIS
         with sqlite_errors(self.path):
+            damage = [text for (text,) in self.connection.execute("PRAGMA quick_check") if text != "ok"]
+            problems += [f"file: damaged ({text})" for text in damage[:5]]
             cursor = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM entries ORDER BY id")
             for values in cursor:
                 row = dict(zip(COLUMNS, values))

@@ -7,8 +7,8 @@ but meaningless answer; the check sets it aside with a reason a technician can a
 very functions, storing them in model.json "quality".
 
   focus       variance of the 4-neighbour Laplacian of the grey image (low: blurred)
-  shadows     share of pixels with every channel <= 5 (clipped black: under-exposed)
-  highlights  share of pixels with every channel >= 250 (clipped white: over-exposed)
+  shadows     share of pixels whose luma is <= 5 (clipped black: under-exposed)
+  highlights  share of pixels whose luma is >= 250 (clipped white: over-exposed)
   colour      largest |z-score| of the mean R, G, B against the training images (stain, white balance)
 """
 
@@ -16,13 +16,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import numpy as np
+
+from allx.errors import DataError
 
 FEATURES = ("focus", "exposure", "colour")
 DARK_LEVEL = 5
 BRIGHT_LEVEL = 250
 GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma, as Pillow's "L"
+# How far outside the good images' own spread a limit sits (see convert/calibrate_quality.py).
+MIN_IMAGES = 20
+FOCUS_MARGIN = 0.5
+FOCUS_QUANTILE = 0.01
+TAIL_QUANTILE = 0.995
+TAIL_MARGIN = 1.25
+MIN_CLIPPED = 0.02  # never reject a field for fewer clipped pixels than this
+MIN_COLOUR = 3.0  # never reject a stain closer than 3 standard deviations
 
 
 @dataclass(frozen=True)
@@ -91,14 +102,25 @@ class QualityLimits:
 
 
 def measure(pixels: np.ndarray) -> QualityMeasures:
-    """The quality measures of uint8 RGB pixels (H, W, 3)."""
-    pixels = np.asarray(pixels)
-    grey = pixels.astype(np.float32) @ GREY_WEIGHTS
-    laplacian = (grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4.0 * grey[1:-1, 1:-1])
-    shadows = float(np.mean(np.all(pixels <= DARK_LEVEL, axis=2)))
-    highlights = float(np.mean(np.all(pixels >= BRIGHT_LEVEL, axis=2)))
-    means = pixels.reshape(-1, 3).mean(axis=0)
-    return QualityMeasures(float(laplacian.var()), shadows, highlights, tuple(float(v) for v in means))
+    """The quality measures of uint8 RGB pixels (H, W, 3).
+
+    Written as matrix products and in-place sums: numpy's reductions along the short channel axis cost
+    more than the whole check should (it must stay a few per cent of one classification).
+    """
+    values = np.asarray(pixels, dtype=np.float32).reshape(-1, 3)
+    grey = (values @ GREY_WEIGHTS).reshape(np.shape(pixels)[:2])
+    laplacian = grey[:-2, 1:-1] + grey[2:, 1:-1]
+    laplacian += grey[1:-1, :-2]
+    laplacian += grey[1:-1, 2:]
+    laplacian -= 4.0 * grey[1:-1, 1:-1]
+    flat = laplacian.ravel()
+    focus = float(np.dot(flat, flat) / flat.size - flat.mean() ** 2)
+    shadows = np.count_nonzero(grey <= DARK_LEVEL) / grey.size
+    highlights = np.count_nonzero(grey >= BRIGHT_LEVEL) / grey.size
+    height, width = grey.shape
+    row_sums = np.ones(width, np.float32) @ values.reshape(height, width, 3)  # (H, 3): short float32 sums
+    means = row_sums.sum(axis=0, dtype=np.float64) / len(values)
+    return QualityMeasures(focus, float(shadows), float(highlights), tuple(float(v) for v in means))
 
 
 def colour_distance(means, limits: QualityLimits) -> float:
@@ -140,3 +162,27 @@ def limits_from_manifest(manifest: dict) -> tuple[QualityLimits | None, tuple[st
                       f"({', '.join(FEATURES)}); {how}",)
     return limits, (f"image-quality check incomplete: model.json lacks the {', '.join(missing)} statistics, "
                     f"those features are not checked; {how}",)
+
+
+def calibrate_limits(measures: Sequence[QualityMeasures]) -> QualityLimits:
+    """Limits from the measures of good images: the training images (allx convert), or a site's own
+    (allx-edge calibrate). The margins are explained in convert/calibrate_quality.py."""
+    if len(measures) < MIN_IMAGES:
+        raise DataError(f"got {len(measures)} readable images for the quality limits, expected at least {MIN_IMAGES}")
+    focus = np.array([m.focus for m in measures])
+    shadows = np.array([m.shadows for m in measures])
+    highlights = np.array([m.highlights for m in measures])
+    means = np.array([m.channel_means for m in measures])
+    colour_mean, colour_std = means.mean(axis=0), np.maximum(means.std(axis=0), 1e-3)
+    draft = QualityLimits(colour_mean=tuple(float(v) for v in colour_mean),
+                          colour_std=tuple(float(v) for v in colour_std))
+    distances = np.array([colour_distance(m.channel_means, draft) for m in measures])
+    limits = QualityLimits(
+        focus_min=float(FOCUS_MARGIN * np.quantile(focus, FOCUS_QUANTILE)),
+        shadows_max=float(max(MIN_CLIPPED, TAIL_MARGIN * np.quantile(shadows, TAIL_QUANTILE))),
+        highlights_max=float(min(1.0, max(MIN_CLIPPED, TAIL_MARGIN * np.quantile(highlights, TAIL_QUANTILE)))),
+        colour_mean=draft.colour_mean, colour_std=draft.colour_std,
+        colour_max=float(max(MIN_COLOUR, TAIL_MARGIN * np.quantile(distances, TAIL_QUANTILE))),
+        images=len(measures))
+    rejected = float(np.mean([not judge(m, limits).ok for m in measures]))
+    return QualityLimits(**{**limits.__dict__, "rejected_share": rejected})

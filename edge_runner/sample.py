@@ -166,6 +166,15 @@ def aggregate(fields: Sequence[FieldResult], classes: Sequence[str], rule: Sampl
                          threshold=rule.threshold, **extra)
 
 
+def decision_record(probabilities, classes, point: OperatingPoint | None) -> dict:
+    """The clinical answer as JSON codes ({} for a model without a Benign class): decision, subtype, score."""
+    if "Benign" not in classes or probabilities is None:
+        return {}
+    d = decide(probabilities, classes, point)
+    return {"decision": MALIGNANT if d.malignant else BENIGN, "subtype": d.label if d.malignant else None,
+            "malignant_score": round(d.score, 6)}
+
+
 def point_from_manifest(manifest: dict) -> OperatingPoint | None:
     """The field-level operating point `allx convert` chose; None (close to argmax) for older models."""
     data = manifest.get("operating_point")
@@ -224,6 +233,10 @@ class SampleSession:
         if reason is None and prediction.ood:
             reason = OOD_REASON
         return self._keep(FieldResult(str(name), digest, prediction, quality, reason is None, reason, decision))
+
+    def set_aside(self, name: str, reason: str) -> FieldResult:
+        """A field that could not even be opened (a pattern that matched nothing, a folder without images)."""
+        return self._keep(FieldResult(str(name), "", None, None, False, reason))
 
     def verdict(self) -> SampleVerdict:
         return aggregate(self._fields, self.model.labels, self.rule, self.sample_id)

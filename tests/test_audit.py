@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -168,11 +169,26 @@ def test_a_truncated_file_is_one_data_error(tmp_path, log_path):
             log.rows(), log.verify()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files anyway")
-def test_a_read_only_file_is_refused_before_any_result(log_path):
+def as_unprivileged(args) -> list[str]:
+    """Root writes read-only files anyway; in a fresh user namespace (`unshare -U`) it no longer can."""
+    if os.geteuid() != 0:
+        return list(args)
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-U", "true"]).returncode != 0:
+        pytest.skip("running as root without user namespaces: a read-only file cannot be simulated")
+    return ["unshare", "-U", *args]
+
+
+def test_a_read_only_file_is_refused_at_open(log_path):
     os.chmod(log_path, 0o444)
-    with pytest.raises(DataError, match="cannot write the audit log"):
-        AuditLog.open(log_path)
+    opener = "import sys; from allx.edge_runner.audit import AuditLog; AuditLog.open(sys.argv[1])"
+    result = subprocess.run(as_unprivileged([sys.executable, "-c", opener, str(log_path)]), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0 and "DataError" in result.stderr
+    assert "cannot write the audit log (attempt to write a readonly database)" in result.stderr
+    reader = "import sys; from allx.edge_runner.audit import AuditLog; AuditLog.open(sys.argv[1], readonly=True)"
+    readable = subprocess.run(as_unprivileged([sys.executable, "-c", reader, str(log_path)]), capture_output=True,
+                              text=True, timeout=60)
+    assert readable.returncode == 0, readable.stderr  # verify and export still read it
 
 
 WRITER = textwrap.dedent("""

@@ -110,7 +110,7 @@ def test_a_session_reads_checks_classifies_and_sets_aside(model_folder, tmp_path
     results = [session.add_field(tmp_path / name) for name in ("good0.png", "good1.png", "good2.png", "blur.png",
                                                               "broken.jpg")]
     assert [r.usable for r in results] == [True, True, True, False, False]
-    assert results[3].reason.startswith("blurred: focus ") and "unreadable image" in results[4].reason
+    assert results[3].reason.startswith("blurred: focus ") and "not a readable image" in results[4].reason
     assert len(results[0].sha256) == 64 and results[0].decision is not None and results[0].quality.ok
     verdict = session.verdict()
     assert verdict.sample_id == "P-7" and verdict.verdict in (MALIGNANT, BENIGN)
