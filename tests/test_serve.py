@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +17,8 @@ from PIL import Image
 pytest.importorskip("fastapi", reason='allx-edge serve needs the serve extra: pip install "allx[serve]"')
 from fastapi.testclient import TestClient  # noqa: E402
 
-from allx.edge_runner import provenance  # noqa: E402
 from allx.edge_runner.audit import AuditLog  # noqa: E402
 from allx.edge_runner.model import EdgeModel  # noqa: E402
-from allx.edge_runner.sample import SampleSession  # noqa: E402
 from allx.edge_runner.serve.access import COOKIE, load_or_create_token  # noqa: E402
 from allx.edge_runner.serve.app import create_app  # noqa: E402
 from allx.edge_runner.serve.card import describe_loaded  # noqa: E402
@@ -135,22 +134,35 @@ def test_sample_workflow_through_the_api(client):
     assert csv_text.count("S-1") >= 5 and csv_text.startswith("id,time_utc,kind")
 
 
-def test_log_rows_are_those_of_the_sample_module(client, model_dir, tmp_path):
-    """The server adds nothing of its own: the same files through SampleSession and provenance give the same records."""
+def test_log_rows_are_those_of_classify_sample(client, model_dir, tmp_path, monkeypatch):
+    """The same files through the page's API and through `allx-edge classify --sample` give the same rows."""
+    from typer.testing import CliRunner
+
+    from allx.edge_runner.cli import app
+
     key = start(client, "S-2", "bo")
     files = [(f"f{i}.png", png_bytes(10 + i)) for i in range(3)]
     upload(client, key, files)
     served = [r["record"] for r in client.get("/api/log", params={"sample": "S-2"}).json()["rows"]]
-    model = EdgeModel.load(model_dir / "model.tflite")
-    session, facts = SampleSession(model, "S-2"), provenance.model_facts(model)
-    expected = [provenance.sample_field_record(session.add_field(name, data), model.labels, facts, "bo", "S-2")
-                for name, data in files]
-    expected.append(provenance.sample_verdict_record(session.verdict(), model.labels, facts, "bo"))
-    drop = ("latency_ms", "time_utc")
-    for record in [*served, *expected]:
-        for key_name in drop:
-            record.pop(key_name, None)
-    assert served == json_round_trip(expected)
+    folder = tmp_path / "fields"
+    folder.mkdir()
+    for name, data in files:
+        (folder / name).write_bytes(data)
+    monkeypatch.delenv("ALLX_SITE_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    result = CliRunner().invoke(app, ["classify", *(str(folder / name) for name, _ in files), "--model",
+                                      str(model_dir / "model.tflite"), "--sample", "S-2", "--operator", "bo",
+                                      "--log-db", str(tmp_path / "cli.db")])
+    assert result.exit_code == 0, result.output
+    with AuditLog.open(tmp_path / "cli.db", readonly=True) as log:
+        logged = [row["record"] for row in log.rows(sample="S-2")]
+    assert [r["kind"] for r in served] == [r["kind"] for r in logged] == ["field"] * 3 + ["sample"]
+    for record in [*served, *logged]:
+        for varies in ("latency_ms", "time_utc", "image_path"):
+            record.pop(varies, None)
+        if record["kind"] == "sample":  # a field is named by the path given: a file for the CLI, a name here
+            record["fields_used"] = [Path(name).name for name in record["fields_used"]]
+    assert served == logged
 
 
 def json_round_trip(data):
