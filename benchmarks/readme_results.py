@@ -169,9 +169,13 @@ def samples_section() -> list[str]:
         lines.append(f"| {r['fields_per_sample']} | {r['samples']} | {pct(r['accuracy'])} | {pct(r['sensitivity'])} | "
                      f"{pct(r['specificity'])} | {pct(r['subtype_accuracy'])} | {pct(r['inconclusive'])} | "
                      f"{pct(r['majority_vote_accuracy'])} / {pct(r['majority_vote_benign_accuracy'])} |")
+    benign = ", ".join(f"{r['samples'] - r['malignant_samples']} benign of {r['samples']}" for r in d["rows"])
     lines += ["", "Targets (5 fields): accuracy >= 99%, specificity >= 95% at sensitivity >= 99%, subtype accuracy "
               ">= 98%, inconclusive <= 5%. Accuracy, sensitivity, specificity and subtype accuracy are over the "
-              "conclusive samples."]
+              f"conclusive samples ({benign} samples: a small benign count, so 100% is a point estimate with a wide "
+              "interval). Inconclusive with 3 fields is mostly \"too few usable fields\" after a field was flagged."]
+    if d.get("recipe"):
+        lines += ["", f"Model: {d['recipe']}."]
     return lines
 
 
