@@ -10,6 +10,22 @@ from typing import Annotated, Optional
 import typer
 
 from allx.console import exit_codes_help, handle_errors, show_progress, stderr, stdout
+from allx import __version__
+from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
+from allx.edge_runner.bench import bench_models, report_markdown
+from allx.edge_runner.camera import has_display, run_camera
+from allx.edge_runner.info import describe_model
+from allx.edge_runner.model import EdgeModel
+from allx.edge_runner.runtime import find_runtime
+from allx.edge_runner.quality import limits_from_manifest
+from allx.edge_runner.sample import SampleSession, decision_record, point_from_manifest
+from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
+from allx.edge_runner.views import answer_words, batch_summary_line, result_header, result_line
+from allx.edge_runner.views import field_line, sample_line, samples_summary_line
+from allx.edge_runner.views import bench_caption, bench_table
+from allx.edge_runner.views import camera_summary_line, frame_line
+from allx.edge_runner.views import info_lines
+from allx.files import checked_write, write_csv, write_json
 
 EXIT_CODES = exit_codes_help(0, 1, 2, 130)
 
@@ -31,8 +47,6 @@ OodThresholdOption = Annotated[Optional[float], typer.Option(
 
 
 def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None):
-    from allx.edge_runner.model import EdgeModel
-
     edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold)
     for warning in edge_model.warnings:
         stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
@@ -67,8 +81,9 @@ def classify(
     ("B-ALL suspected (Pre, 0.93)" or "no B-ALL seen"), then a summary.
 
     --json prints {"path","label","score","top_k":[{"label","score"}],"latency_ms"} per image, or
-    {"path","error"} for an image that could not be read. A bad image never stops the batch.
-    With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
+    {"path","error"} for an image that could not be read. A bad image never stops the batch. With labels that
+    include Benign, each result also carries "decision" (malignant or benign at the model's operating point),
+    "subtype" and "malignant_score" (1 - p(Benign)). With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
     unlike training images) and "ood_score", and the summary counts the flagged images.
     With --sample ID or --samples-from-folders, each field is first checked for focus, exposure and stain
     colour; a field that fails, is flagged or cannot be read is set aside (with why) and the usable ones give
@@ -77,9 +92,6 @@ def classify(
     has a "kind" column (field or sample).
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error.
     """
-    from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
-    from allx.edge_runner.sample import decision_record, point_from_manifest
-    from allx.edge_runner.views import answer_words, batch_summary_line, result_header, result_line
 
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
@@ -109,11 +121,6 @@ def classify(
 def classify_as_samples(edge_model, paths, sample_id, from_folders: bool, recursive: bool, json_lines: bool,
                         csv: Path | None, label_width: int) -> int:
     """The sample mode of classify: per-field lines, one verdict per sample, a summary; returns failed fields."""
-    from allx.files import write_csv
-    from allx.edge_runner.quality import limits_from_manifest
-    from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
-    from allx.edge_runner.views import field_line, result_header, sample_line, samples_summary_line
-
     samples = samples_from_arguments(paths, sample_id, from_folders, recursive)
     for warning in limits_from_manifest(edge_model.manifest)[1]:
         echo(f"warning: {warning}", err=True)
@@ -159,9 +166,6 @@ def camera(
     classified frame. Ends with a summary when the source ends or disconnects, after --max-frames
     frames read, or on Ctrl-C. Exit codes: 0 ok; 2 source, usage or model error.
     """
-    from allx.edge_runner.camera import has_display, run_camera
-    from allx.edge_runner.sample import SampleSession
-    from allx.edge_runner.views import camera_summary_line, frame_line
 
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     session = None if sample is None else SampleSession(edge_model, sample)
@@ -191,9 +195,6 @@ def bench(
     Load time, mean/std/min/p50/p90/p99/max, throughput, peak memory, size, runtime, threads,
     delegate, and the machine's facts. Exit codes: 0 ok; 2 usage or model error.
     """
-    from allx.edge_runner.bench import bench_models, report_markdown
-    from allx.files import checked_write, write_json
-    from allx.edge_runner.views import bench_caption, bench_table
 
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
                           labels=labels, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
@@ -218,8 +219,6 @@ def info(
     Inputs/outputs (shape, dtype, scale/zero point), op counts, labels, manifest fields, the
     conversion check results. Exit codes: 0 ok; 2 model error.
     """
-    from allx.edge_runner.info import describe_model
-    from allx.edge_runner.views import info_lines
 
     description = describe_model(model, labels=labels, delegate=delegate)
     for warning in description.warnings:
@@ -233,8 +232,6 @@ def info(
 
 def version_callback(value: bool):
     if value:
-        from allx import __version__
-        from allx.edge_runner.runtime import find_runtime
 
         typer.echo(f"allx-edge {__version__} ({find_runtime()})")
         raise typer.Exit()

@@ -9,8 +9,11 @@ import numpy as np
 
 from allx import layout
 from allx.decision import check_target, choose_operating_point, sensitivity_specificity
-from allx.errors import DataError, ModelError
+from allx.errors import DataError, ModelError, UsageError
 from allx.images import read_batches
+from allx.train.metrics import classification_metrics
+from allx.train.model_io import load_keras_model
+from allx.train.split import read_split
 
 BATCH = 32
 
@@ -54,15 +57,12 @@ def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progr
     With `target_sensitivity`, the malignant/benign operating point is chosen on the val subset
     (allx.decision) and sensitivity and specificity at it are reported on `subset` ("at_operating_point").
     """
-    from allx.train.metrics import classification_metrics
-    from allx.train.model_io import load_keras_model
-    from allx.train.split import read_split
 
     if target_sensitivity is not None:
         check_target(target_sensitivity)
     split = read_split(split_path, data_dir)
     if subset not in ("train", "val", "test"):
-        raise DataError(f"--subset: got {subset!r}, expected train, val or test")
+        raise UsageError(f"--subset: got {subset!r}, expected train, val or test")
     relpaths = split.subset(subset)
     if not relpaths:
         raise DataError(f"the split's {subset!r} subset is empty")
@@ -73,7 +73,7 @@ def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progr
     if len(labels) == 0:
         raise DataError(f"no readable images in the {subset!r} subset")
     metrics = classification_metrics(probabilities, labels, split.classes)
-    metrics.update(subset=subset, model=str(model_path), skipped=[list(s) for s in skipped],
+    metrics.update(kind=layout.RecordKind.EVALUATION.value, subset=subset, model=str(model_path), skipped=[list(s) for s in skipped],
                    split_kind=split.kind.value)
     if target_sensitivity is not None:
         metrics["at_operating_point"] = at_operating_point(model, data_dir, split, size, probabilities, labels,
