@@ -89,8 +89,9 @@ def classify(
     ("B-ALL suspected (Pre, 0.93)" or "no B-ALL seen"), then a summary.
 
     --json prints {"path","label","score","top_k":[{"label","score"}],"latency_ms"} per image, or
-    {"path","error"} for an image that could not be read. A bad image never stops the batch.
-    With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
+    {"path","error"} for an image that could not be read. A bad image never stops the batch. With labels that
+    include Benign, each result also carries "decision" (malignant or benign at the model's operating point),
+    "subtype" and "malignant_score" (1 - p(Benign)). With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
     unlike training images) and "ood_score", and the summary counts the flagged images.
     With --sample ID or --samples-from-folders, each field is first checked for focus, exposure and stain
     colour; a field that fails, is flagged or cannot be read is set aside (with why) and the usable ones give
