@@ -42,6 +42,10 @@ class TrainConfig:
     val: float = 0.15
     test: float = 0.15
     cache_dir: Path | None = None
+    group_by: str = "near-duplicate"  # a SplitKind code: how a split made here keeps images together
+    groups_file: Path | None = None
+    block_size: int = 32
+    similarity: float | None = None  # join embedding near-neighbours at this cosine similarity (None: not)
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,9 @@ def prepare_split(config: TrainConfig, run_dir: Path):
     if config.split_path:
         split = read_split(config.split_path, config.data_dir)
     else:
-        split = make_split(config.data_dir, val=config.val, test=config.test, seed=config.seed)
+        split = make_split(config.data_dir, val=config.val, test=config.test, seed=config.seed,
+                           group_by=config.group_by, groups_file=config.groups_file, block_size=config.block_size,
+                           similarity=config.similarity)
     if len(split.classes) < 2:
         raise DataError(f"need at least 2 classes, got {len(split.classes)}: {list(split.classes)}")
     if not split.subset("train"):

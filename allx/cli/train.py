@@ -12,6 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from allx.layout import SplitKind
 from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.cli.data import BlockSize, GroupBy, GroupsFile, Neighbours, Similarity
+from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
+from allx.train.embeddings import SIMILARITY
+from allx.train.groups import DEFAULT_BLOCK_SIZE
 
 
 @contextmanager
@@ -55,18 +59,37 @@ def train(
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
     val: Annotated[float, typer.Option(help="Validation fraction when making a split.")] = 0.15,
     test: Annotated[float, typer.Option(help="Test fraction when making a split.")] = 0.15,
+    cv: Annotated[Optional[int], typer.Option("--cv", help="K-fold cross-validation instead of one model: K heads on "
+                                              "grouped, stratified folds; writes OUT/cv.json and OUT/cv.png.",
+                                              show_default=False)] = None,
+    groups: GroupsFile = None,
+    group_by: GroupBy = None,
+    block_size: BlockSize = DEFAULT_BLOCK_SIZE,
+    neighbours: Neighbours = None,
+    similarity: Similarity = SIMILARITY,
+    target_sensitivity: Annotated[float, typer.Option(help="With --cv: each fold's operating point is chosen on "
+                                                      "its validation part to reach this malignant sensitivity.")]
+    = DEFAULT_TARGET_SENSITIVITY,
 ):
     """Train the classifier: frozen pretrained backbone, cached features, Flatten -> Dropout(0.5) -> Dense head.
 
     Writes OUT/model.keras (raw RGB 0..255 in, probabilities out), labels.txt, split.json, history.json,
     curves.png, metrics.json, confusion_matrix.png, MODEL_CARD.md. Ctrl-C keeps the last good checkpoint.
+    With --cv K: K models on grouped folds (--groups / --group-by as in `allx data split`); writes
+    OUT/cv.json and OUT/cv.png; Ctrl-C keeps the folds finished so far.
     """
+    from allx.train.groups import grouping_options
     from allx.train.trainer import TrainConfig, train_model
 
+    check_target(target_sensitivity)
+    kind, threshold = grouping_options(group_by, groups, neighbours, similarity)
     config = TrainConfig(data_dir=data_dir, out_dir=out, split_path=split, backbone=backbone, weights=weights,
                          head=head, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                          fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
-                         class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test)
+                         class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test,
+                         group_by=kind.value, groups_file=groups, block_size=block_size, similarity=threshold)
+    if cv is not None:
+        return cross_validate_command(config, cv, target_sensitivity)
     with stage_progress() as report:
         result = train_model(config, progress=report)
     if result.skipped:
@@ -75,6 +98,33 @@ def train(
     if "accuracy" in metrics:
         stdout.print(f"test accuracy {metrics['accuracy']:.4f} (n={metrics['n']}, {SplitKind.parse(metrics['split_kind']).words})")
     stdout.print(f"model: {result.model_path}")
+
+
+def cross_validate_command(config, folds: int, target_sensitivity: float) -> None:
+    from allx.train.cv import CVConfig, cross_validate
+
+    cv_config = CVConfig(train=config, folds=folds, group_by=SplitKind(config.group_by), groups_file=config.groups_file,
+                         block_size=config.block_size, similarity=config.similarity,
+                         target_sensitivity=target_sensitivity)
+    with stage_progress() as report:
+        result = cross_validate(cv_config, progress=report)
+    render_cv(result)
+
+
+def render_cv(result) -> None:
+    from rich.table import Table
+
+    summary = result.summary
+    table = Table(title=f"{result.folds_done}-fold cross-validation (mean, 95% interval over groups, worst fold)")
+    for column in ("metric", "mean", "95% interval", "worst fold"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, entry in summary.items():
+        if entry["mean"] is None:
+            continue
+        interval = f"{entry['low']:.3f}-{entry['high']:.3f}" if entry["low"] is not None else "n/a"
+        table.add_row(name.replace("_", " "), f"{entry['mean']:.4f}", interval, f"{entry['min']:.4f}")
+    stdout.print(table)
+    stdout.print(f"wrote {result.path}" + (f" and {result.plot}" if result.plot else ""), highlight=False)
 
 
 @handle_errors
