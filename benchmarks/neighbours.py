@@ -24,13 +24,13 @@ import numpy as np
 
 from allx.train.dataset import scan_dataset
 from allx.train.duplicates import class_of
-from allx.train.embeddings import image_embeddings, similar_pairs
+from allx.train.embeddings import SIMILARITY, image_embeddings, similar_pairs
 from allx.train.groups import file_number
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "all-taleqani" / "Original"
-BANDS = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.99, 1.0001)
-BLOCKS = (8, 16, 24, 32, 48, 64)
+BANDS = (0.50, 0.60, 0.70, 0.80, 0.85, 0.90, 0.95, 1.0001)
+BLOCKS = (8, 16, 24, 32, 48, 64, 100)
 MAX_LAG = 120
 
 
@@ -46,7 +46,7 @@ def lag_curve(paths, vectors, rng) -> dict:
             sims = np.sum(v[:-lag] * v[lag:], axis=1)
             sums[lag] += sims.sum()
             counts[lag] += len(sims)
-        a, b = rng.integers(0, len(index), 4000), rng.integers(0, len(index), 4000)
+        a, b = rng.integers(0, len(index), 20000), rng.integers(0, len(index), 20000)
         keep = np.abs(a - b) > MAX_LAG
         baseline += np.sum(v[a[keep]] * v[b[keep]], axis=1).tolist()
     for lag in range(1, MAX_LAG + 1):
@@ -63,6 +63,8 @@ def band_table(paths, pairs) -> list[dict]:
         lags = [abs(file_number(paths[i]) - file_number(paths[j])) for i, j in same]
         rows.append({"band": [low, min(high, 1.0)], "pairs": len(inside), "same_class": len(same),
                      "median_lag": float(np.median(lags)) if lags else None,
+                     "lag_le_3": round(float(np.mean(np.array(lags) <= 3)), 3) if lags else None,
+                     "lag_le_10": round(float(np.mean(np.array(lags) <= 10)), 3) if lags else None,
                      "lag_le_32": round(float(np.mean(np.array(lags) <= 32)), 3) if lags else None})
     return rows
 
@@ -106,7 +108,7 @@ def main() -> None:
     parser.add_argument("data_dir", nargs="?", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--examples", type=Path, help="folder for side-by-side PNGs of pairs per band")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "neighbours.json")
-    parser.add_argument("--threshold", type=float, default=0.95, help="similarity for the block table")
+    parser.add_argument("--threshold", type=float, default=SIMILARITY, help="similarity for the block table")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     dataset = scan_dataset(args.data_dir)
@@ -117,7 +119,7 @@ def main() -> None:
     pairs = similar_pairs(vectors, BANDS[0])
     result = {"kind": "benchmark", "benchmark": "neighbours", "data_dir": str(args.data_dir),
               "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "images": len(paths),
-              "embedding": "efficientnet-lite0 ImageNet, global average of the last feature map, cosine",
+              "embedding": "efficientnet-lite0 ImageNet, global average of the last feature map, centred, cosine",
               "bands": band_table(paths, pairs), "lag": lag_curve(paths, vectors, rng),
               "blocks": block_table(paths, pairs, args.threshold), "block_threshold": args.threshold}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +127,7 @@ def main() -> None:
     if args.examples:
         save_examples(dataset.root, paths, pairs, args.examples, rng)
     print(json.dumps({k: result[k] for k in ("bands", "blocks")}, indent=1))
-    print("lag:", {k: v for k, v in result["lag"]["mean_cosine_by_lag"].items() if k in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 120)},
+    print("lag:", {k: v for k, v in result["lag"]["mean_cosine_by_lag"].items() if k in (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 120)},
           "unrelated", result["lag"]["unrelated_same_class"], "p95", result["lag"]["unrelated_p95"])
     print(f"wrote {args.out}")
 

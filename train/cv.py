@@ -9,6 +9,7 @@ probabilities; cv.png draws them. Ctrl-C keeps the folds finished so far.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -164,7 +165,7 @@ def fit_fold_head(settings: TrainConfig, head, x, y, n_classes, fold, progress) 
                  metrics=["accuracy"])
     monitor = "val_loss" if val is not None else "loss"
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True)
-    fitted = head.fit(train, validation_data=val, epochs=settings.epochs, verbose=0,
+    fitted = head.fit(train, validation_data=val, epochs=settings.epochs, verbose=0, shuffle=False,
                       callbacks=[stopper, EpochProgress(f"fold {fold + 1} head", settings.epochs, progress)])
     ran = len(fitted.history["loss"])
     best = int(np.argmin(fitted.history[monitor])) + 1
@@ -206,8 +207,11 @@ def summarise(folds: list[dict], classes, samples: int, seed: int) -> dict:
     for name in names:
         values = [fold_value(f, name) for f in folds]
         known = [v for v in values if v is not None]
-        means = np.nanmean(np.stack(draws[name]), axis=0) if draws[name] else np.array([np.nan])
-        low, high = (np.nanpercentile(means, [2.5, 97.5]) if np.isfinite(means).any() else (np.nan, np.nan))
+        stacked = np.stack(draws[name])
+        with warnings.catch_warnings():  # a metric no fold could measure (e.g. no Benign class) stays None
+            warnings.simplefilter("ignore", RuntimeWarning)
+            means = np.nanmean(stacked, axis=0)
+        low, high = np.nanpercentile(means, [2.5, 97.5]) if np.isfinite(means).any() else (np.nan, np.nan)
         summary[name] = {"folds": values, "mean": float(np.mean(known)) if known else None,
                          "low": none_if_nan(low), "high": none_if_nan(high), "min": min(known) if known else None}
     return summary

@@ -3,8 +3,11 @@
 A perceptual hash catches re-captures of one field shot without moving the stage; a field shot again
 after the stage moved a little (a shifted view) has a different hash but nearly the same backbone
 embedding. Embeddings are the global average of EfficientNet-Lite0's last feature map (ImageNet
-weights ship with the package, so this works offline), L2-normalised so that a dot product is the
-cosine similarity. They are computed once per data set and cached on disk like training features.
+weights ship with the package, so this works offline), computed once per data set and cached on disk
+like training features. They are centred on the data set's mean before L2 normalisation: every smear
+shares a look (pale background, red cells), which puts any two raw embeddings of this data at cosine
+~0.8 and different fields of one stain at 0.95+; centring removes that shared part so the cosine
+measures what differs between fields.
 """
 
 from __future__ import annotations
@@ -18,16 +21,18 @@ import numpy as np
 from allx.errors import DataError
 
 EMBEDDING_BACKBONE = "efficientnet-lite0"
-# Measured on the ALL data (benchmarks/results/neighbours.json, pairs looked at as images): pairs at
-# cosine >= 0.95 are shifted or refocused views of one field; between 0.90 and 0.95 they are mostly
-# different cells of one smear, below 0.90 different fields. See README "Patient-like splits".
-SIMILARITY = 0.95
+# Measured on the ALL data (benchmarks/results/neighbours.json; pairs looked at as images): at centred
+# cosine >= 0.95 every pair is a shifted re-capture 1-3 file numbers apart; from 0.90 they are
+# re-captures or other fields of the same smear (92% within 10 file numbers: one patient either way);
+# below 0.90 pairs are mostly fields of different slides that share a stain (median 33+ files apart),
+# and joining them chains whole classes together. See README "Patient-like splits".
+SIMILARITY = 0.90
 MAX_BLOCK = 1 << 22  # similarities computed per numpy step: bounds memory to ~16 MB for any data set size
 
 
 @dataclass(frozen=True)
 class Embeddings:
-    """`vectors[i]` (unit length, float32) belongs to `paths[i]`; `skipped` could not be read."""
+    """`vectors[i]` (centred, unit length, float32) belongs to `paths[i]`; `skipped` could not be read."""
 
     paths: tuple[str, ...]
     vectors: np.ndarray
@@ -37,7 +42,7 @@ class Embeddings:
 def neighbour_method(similarity: float) -> dict:
     """How embedding neighbours were found, as split meta records it."""
     return {"embedding": f"{EMBEDDING_BACKBONE} (ImageNet) global average of the last feature map",
-            "similarity": "cosine", "threshold": similarity,
+            "similarity": "cosine of embeddings centred on the data set's mean", "threshold": similarity,
             "grouping": "connected components of pairs at or above the threshold, within one class"}
 
 
@@ -63,6 +68,7 @@ def image_embeddings(data_dir: str | Path, relpaths, cache_dir: Path | None = No
     labels = np.zeros(len(relpaths), dtype=np.int64)  # unused: embeddings carry no class
     found = extract_features(extractor, Path(data_dir), relpaths, labels, size, cache, progress)
     vectors = np.asarray(found.features, dtype=np.float32)
+    vectors -= vectors.mean(axis=0)  # the shared smear look (see the module docstring)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return Embeddings(found.paths, vectors, found.skipped)
 

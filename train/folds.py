@@ -60,6 +60,8 @@ def make_fold(grouping: Grouping, by_class, fold_of, fold: int, k: int, seed: in
         rest = [rest[i] for i in rng.permutation(len(rest))]
         chosen = ["train"] * len(rest) if len(rest) < 2 or val == 0 else \
             assign_groups(rest, {"train": 1 - val, "val": val}, name, strict=False)
+        if val and len(rest) >= 2 and "val" not in chosen:  # few groups: rounding gave val none, so one goes
+            chosen[min(range(len(rest)), key=lambda i: len(rest[i]))] = "val"
         for part, group in zip(chosen, rest):
             parts[part] += group
     meta = {"split_kind": grouping.kind.value, "fold": fold, "folds": k, "seed": seed, "val_fraction": val,

@@ -25,11 +25,13 @@ from allx.train.dataset import Dataset, scan_dataset
 from allx.train.duplicates import NEAR_DISTANCE, Duplicates, class_of, find_duplicates
 from allx.train.embeddings import check_similarity, neighbour_method
 
-# Measured on the ALL data (benchmarks/results/neighbours.json): the cosine similarity of two files'
-# embeddings stays above the unrelated-pair level up to about 30 file numbers apart within a class, and
-# the data set averages 37 images per patient (3,256 images, 89 patients). Blocks of 32 keep most runs
-# of related fields whole while leaving every class >= 15 blocks, enough for 5 folds with validation.
-DEFAULT_BLOCK_SIZE = 32
+# Measured on the ALL data (benchmarks/results/neighbours.json): the mean centred cosine similarity of
+# two files of one class is 0.42-0.47 up to 12 file numbers apart, 0.39 at 16-24, 0.33 at 32-48 and
+# levels off at 0.28-0.29 from 64 on (acquisition runs fade out by ~48-64 files); the data set averages
+# 37 images per patient (3,256 images, 89 patients). Blocks of 48 put 92% of the embedding near-neighbour
+# pairs inside one block and still leave the smallest class (Benign, 504) 11 blocks: two or more per
+# fold for 5 folds, plus validation blocks inside each fold.
+DEFAULT_BLOCK_SIZE = 48
 SHOWN = 3  # paths or groups named in one error line
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

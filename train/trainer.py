@@ -13,6 +13,7 @@ from typing import Callable
 from allx import layout
 from allx.errors import AllxError, DataError, ModelError
 from allx.files import write_atomic, write_json_atomic
+from allx.train.groups import DEFAULT_BLOCK_SIZE
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -44,7 +45,7 @@ class TrainConfig:
     cache_dir: Path | None = None
     group_by: str = "near-duplicate"  # a SplitKind code: how a split made here keeps images together
     groups_file: Path | None = None
-    block_size: int = 32
+    block_size: int = DEFAULT_BLOCK_SIZE
     similarity: float | None = None  # join embedding near-neighbours at this cosine similarity (None: not)
 
 

@@ -35,7 +35,7 @@ GroupBy = Annotated[Optional[str], typer.Option(
     "acquisition order).", show_default=False)]
 BlockSize = Annotated[int, typer.Option(
     "--block-size", help="Files per block for --group-by sequence. The default was measured on the ALL data: "
-    "related captures stay similar up to ~30 file numbers apart (README, 'Patient-like splits').")]
+    "related captures stay similar up to ~48 file numbers apart (README, 'Patient-like splits').")]
 Neighbours = Annotated[Optional[bool], typer.Option(
     "--neighbours/--no-neighbours", help="Also join images whose backbone embeddings are near-identical "
     "(shifted views of one field; needs allx\\[train]). Default: on with --group-by sequence or --groups.",
