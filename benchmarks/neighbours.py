@@ -87,6 +87,26 @@ def block_table(paths, pairs, threshold) -> list[dict]:
     return rows
 
 
+def split_leakage_table(root: Path, threshold: float) -> list[dict]:
+    """Near-neighbour pairs crossing the subsets of a seed-42 70/15/15 split, per grouping kind."""
+    from allx.layout import SplitKind
+    from allx.train.groups import make_groups
+    from allx.train.leakage import split_leakage
+    from allx.train.split import split_groups
+
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    rows = []
+    for kind, similarity in ((SplitKind.NEAR_DUPLICATE, None), (SplitKind.NEAR_DUPLICATE, threshold),
+                             (SplitKind.SEQUENCE, threshold)):
+        grouping = make_groups(root, kind, similarity=similarity)
+        split = split_groups(grouping, fractions, 42)
+        leakage = split_leakage(root, split, grouping.duplicates, threshold)
+        rows.append({"split_kind": kind.value, "neighbours_joined": similarity is not None,
+                     "groups": len(grouping.groups), "largest_group": grouping.method["largest_group"],
+                     "test": len(split.test), **{k: v.to_json() for k, v in leakage.items()}})
+    return rows
+
+
 def save_examples(root: Path, paths, pairs, out: Path, rng) -> None:
     from PIL import Image
 
@@ -122,11 +142,16 @@ def main() -> None:
               "embedding": "efficientnet-lite0 ImageNet, global average of the last feature map, centred, cosine",
               "bands": band_table(paths, pairs), "lag": lag_curve(paths, vectors, rng),
               "blocks": block_table(paths, pairs, args.threshold), "block_threshold": args.threshold}
+    result["split_leakage"] = split_leakage_table(dataset.root, args.threshold)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     if args.examples:
         save_examples(dataset.root, paths, pairs, args.examples, rng)
     print(json.dumps({k: result[k] for k in ("bands", "blocks")}, indent=1))
+    for row in result["split_leakage"]:
+        print(row["split_kind"], "neighbours joined" if row["neighbours_joined"] else "", "groups", row["groups"],
+              "largest", row["largest_group"], "crossing: phash", row["phash"]["crossing"], "embedding",
+              row["embedding"]["crossing"], row["embedding"]["by_subsets"])
     print("lag:", {k: v for k, v in result["lag"]["mean_cosine_by_lag"].items() if k in (1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 120)},
           "unrelated", result["lag"]["unrelated_same_class"], "p95", result["lag"]["unrelated_p95"])
     print(f"wrote {args.out}")

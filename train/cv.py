@@ -124,8 +124,7 @@ def run_fold(config: CVConfig, fold: Split, features, row_of, group_of, progress
     n_classes = len(fold.classes)
     head = build_head(x["train"].shape[1:], n_classes, settings.head)
     epochs = fit_fold_head(settings, head, x, y, n_classes, index, progress)
-    probabilities = {name: head.predict(x[name], batch_size=settings.batch_size, verbose=0)
-                     for name in ("val", "test") if len(parts[name])}
+    probabilities = {name: predict(head, x[name], settings.batch_size) for name in ("val", "test") if len(parts[name])}
     metrics = classification_metrics(probabilities["test"], y["test"], fold.classes)
     point = fold_operating_point(probabilities.get("val"), y["val"], fold.classes, config.target_sensitivity)
     at_point = sensitivity_specificity(probabilities["test"], y["test"], fold.classes, point) if point else {}
@@ -142,6 +141,12 @@ def run_fold(config: CVConfig, fold: Split, features, row_of, group_of, progress
         "test": {"paths": test_paths, "labels": y["test"].tolist(), "groups": [group_of[p] for p in test_paths],
                  "probabilities": np.round(probabilities["test"], 5).tolist()},
     }
+
+
+def predict(head, features: np.ndarray, batch_size: int) -> np.ndarray:
+    """Probabilities by calling the head eagerly: a fresh head per fold would retrace predict()'s graph."""
+    return np.concatenate([np.asarray(head(features[k:k + 8 * batch_size], training=False))
+                           for k in range(0, len(features), 8 * batch_size)])
 
 
 def rows(paths, row_of) -> np.ndarray:

@@ -83,7 +83,7 @@ def make_groups(data_dir: str | Path, kind: SplitKind = SplitKind.NEAR_DUPLICATE
     if kind is SplitKind.GROUPS:
         method["groups_file"] = str(groups_file)
     if similarity is not None:
-        pairs = neighbour_links(dataset.root, paths, similarity, progress)
+        pairs = neighbour_links(dataset.root, dataset.paths(), set(paths), similarity, progress)
         links += pairs
         method["neighbours"] = {**neighbour_method(similarity), "pairs_joined": len(pairs)}
     groups = connected_groups(paths, links)
@@ -242,15 +242,16 @@ def listing(items) -> str:
 
 # --- embedding neighbours ---------------------------------------------------------------------------
 
-def neighbour_links(root: Path, paths: list[str], similarity: float, progress: Progress | None):
-    """Pairs within one class whose backbone embeddings are at least `similarity` cosine-similar."""
+def neighbour_links(root: Path, scanned: list[str], kept: set[str], similarity: float, progress: Progress | None):
+    """Pairs of kept images within one class whose embeddings are at least `similarity` cosine-similar.
+    Every scanned image is embedded (one cache entry per data set, shared with `allx data inspect`)."""
     from allx.train.embeddings import image_embeddings, similar_pairs
 
     report = (lambda done, total: progress("embeddings", done, total)) if progress else None
-    embeddings = image_embeddings(root, paths, progress=report)
-    found = similar_pairs(embeddings.vectors, similarity)
+    embeddings = image_embeddings(root, scanned, progress=report)
     names = embeddings.paths
-    return [(names[i], names[j]) for i, j, _ in found if class_of(names[i]) == class_of(names[j])]
+    return [(names[i], names[j]) for i, j, _ in similar_pairs(embeddings.vectors, similarity)
+            if names[i] in kept and names[j] in kept and class_of(names[i]) == class_of(names[j])]
 
 
 def grouping_options(group_by: str | None, groups_file, neighbours: bool | None,

@@ -60,8 +60,9 @@ def split_leakage(root: Path, split: Split, duplicates: Duplicates, similarity: 
     if similarity is not None:
         from allx.train.embeddings import image_embeddings, similar_pairs
 
-        paths = sorted(p for s in SUBSETS for p in split.subset(s))
-        embeddings = image_embeddings(root, paths, progress=progress)
+        from allx.train.dataset import scan_dataset
+
+        embeddings = image_embeddings(root, scan_dataset(root).paths(), progress=progress)  # the cached set
         names = embeddings.paths
         pairs = [(names[i], names[j]) for i, j, _ in similar_pairs(embeddings.vectors, similarity)]
         found["embedding"] = count_crossing(pairs, split, f"embedding cosine >= {similarity:g}")
