@@ -19,7 +19,7 @@ import numpy as np
 from allx import __version__, layout
 from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target, choose_operating_point, sensitivity_specificity
 from allx.errors import DataError
-from allx.files import write_json_atomic
+from allx.files import write_json
 from allx.layout import RecordKind, SplitKind
 from allx.train.folds import check_folds, grouped_folds
 from allx.train.groups import DEFAULT_BLOCK_SIZE, make_groups
@@ -262,7 +262,7 @@ def write_cv(config: CVConfig, grouping, folds, done: list[dict], run_dir: Path,
         "settings": {**settings, "weights": config.train.weights or "default"},
         "summary": summary, "results": done,
     }
-    path = write_json_atomic(run_dir / layout.CV, document)
+    path = write_json(run_dir / layout.CV, document)
     plot = None
     if done:
         from allx.train.plots import plot_cv

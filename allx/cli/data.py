@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from allx.layout import SplitKind
-from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.console import handle_errors, progress_bars, stderr, stdout
 from allx.errors import DataError
 from allx.train.duplicates import NEAR_DISTANCE
 from allx.train.embeddings import SIMILARITY
@@ -46,20 +45,14 @@ Similarity = Annotated[float, typer.Option(
 SHOWN = 10  # groups listed in the table view; --json lists them all
 
 
-@contextmanager
-def stage_progress():
-    """A progress(stage, done, total) callback: one rich bar per stage on stderr, only on a terminal."""
-    from rich.progress import Progress
+def hashing(bars):
+    """The progress(done, total) that image hashing reports, drawn as a "hashing images" bar."""
+    return (lambda done, total: bars("hashing images", done, total)) if bars else None
 
-    with Progress(console=stderr, transient=True, disable=not show_progress()) as bar:
-        tasks = {}
 
-        def report(stage: str, done: int, total: int):
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
-
-        yield report
+def embedding(bars):
+    """The progress(done, total) of computing embeddings, drawn as an "embeddings" bar."""
+    return (lambda done, total: bars("embeddings", done, total)) if bars else None
 
 
 @app.command()
@@ -89,14 +82,13 @@ def inspect(
 
         split_doc = read_split(split_file, data_dir)
         similarity = check_similarity(similarity) if neighbours is not False else None
-    with stage_progress() as progress:
-        report = inspect_dataset(data_dir, distance, lambda done, total: progress("hashing images", done, total))
+    with progress_bars() as bars:
+        report = inspect_dataset(data_dir, distance, hashing(bars))
         leakage = None
         if split_doc is not None:
             from allx.train.leakage import split_leakage
 
-            leakage = split_leakage(report.data_dir, split_doc, report.duplicates, similarity,
-                                    lambda done, total: progress("embeddings", done, total))
+            leakage = split_leakage(report.data_dir, split_doc, report.duplicates, similarity, embedding(bars))
     if as_json:
         document = report.to_json()
         if leakage is not None:
@@ -140,8 +132,8 @@ def split(
     if out.is_dir():
         raise DataError(f"--out {out}: is a directory, expected a file name such as {out / 'split.json'}")
     kind, threshold = grouping_options(group_by, groups, neighbours, similarity)
-    with stage_progress() as progress:
-        result = make_split(data_dir, val=val, test=test, seed=seed, distance=distance, progress=progress,
+    with progress_bars() as bars:
+        result = make_split(data_dir, val=val, test=test, seed=seed, distance=distance, progress=bars,
                             group_by=kind, groups_file=groups, block_size=block_size, similarity=threshold)
     write_split(result, out)
     charts = save_split_charts(result, out)
