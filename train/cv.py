@@ -9,6 +9,7 @@ probabilities; cv.png draws them. Ctrl-C keeps the folds finished so far.
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,7 +106,8 @@ def all_features(config: TrainConfig, classes, paths, progress):
     base.trainable = False
     extractor = keras.Model(pixels, base(backbone.make_preprocessing()(pixels), training=False), name="extractor")
     everything = Split(tuple(classes), tuple(sorted(paths)))
-    return cached_features(config, extractor, everything, "train", size, weights, progress)
+    report = (lambda stage, done, total: progress("features", done, total)) if progress else None
+    return cached_features(config, extractor, everything, "train", size, weights, report)
 
 
 def run_fold(config: CVConfig, fold: Split, features, row_of, group_of, progress) -> dict:
@@ -117,6 +119,7 @@ def run_fold(config: CVConfig, fold: Split, features, row_of, group_of, progress
     from allx.train.metrics import classification_metrics
 
     settings, index = config.train, fold.meta["fold"]
+    started = time.perf_counter()
     keras.utils.set_random_seed(settings.seed + index)
     parts = {name: rows(fold.subset(name), row_of) for name in ("train", "val", "test")}
     x = {name: np.asarray(features.features[r], dtype=np.float32) for name, r in parts.items()}
@@ -132,6 +135,7 @@ def run_fold(config: CVConfig, fold: Split, features, row_of, group_of, progress
     return {
         "fold": index, "n_train": len(parts["train"]), "n_val": len(parts["val"]), "n_test": len(parts["test"]),
         "test_groups": len({group_of[p] for p in test_paths}), "epochs": epochs,
+        "seconds": round(time.perf_counter() - started, 1),
         "accuracy": metrics["accuracy"], "loss": metrics["loss"],
         "malignant_sensitivity": metrics["malignant_sensitivity"], "benign_specificity": metrics["benign_specificity"],
         "recall": {name: m["recall"] for name, m in metrics["per_class"].items()},
