@@ -41,13 +41,20 @@ def run_backbone(data_dir: Path, work: Path, backbone: str, weights: str, folds:
     started = time.perf_counter()
     result = cross_validate(config, progress=lambda stage, done, total: print(
         f"\r{backbone}: {stage} {done}/{total}   ", end="", flush=True))
-    seconds = time.perf_counter() - started
     print()
-    document = json.loads(result.path.read_text())
-    return {"backbone": backbone, "weights": weights, "recipe": "default", "head": settings.head,
+    return entry_from(result.path, backbone, weights, settings.head, time.perf_counter() - started)
+
+
+def entry_from(path: Path, backbone: str, weights: str, head: str, seconds: float | None) -> dict:
+    """One table row from a run's cv.json."""
+    document = json.loads(path.read_text())
+    if not document["complete"]:
+        raise SystemExit(f"{path}: only {document['folds_done']} of {document['folds']} folds finished")
+    return {"backbone": backbone, "weights": weights, "recipe": "default", "head": head,
             "folds": document["folds"], "split_kind": document["split_kind"], "grouping": document["grouping"],
-            "seconds_total": round(seconds, 1), "summary": document["summary"], "cv_json": str(result.path),
-            "per_fold_n_test": [f["n_test"] for f in document["results"]]}
+            "seconds_total": None if seconds is None else round(seconds, 1), "summary": document["summary"],
+            "cv_json": str(path), "per_fold_n_test": [f["n_test"] for f in document["results"]],
+            "per_fold_seconds": [f.get("seconds") for f in document["results"]]}
 
 
 def table(entries: list[dict]) -> str:
@@ -60,8 +67,12 @@ def table(entries: list[dict]) -> str:
             cells.append("n/a" if m.get("mean") is None else f"{m['mean']:.3f} ({m['low']:.3f}-{m['high']:.3f})")
         worst = (entry["summary"].get("op_specificity") or {}).get("min")
         lines.append(f"| {entry['backbone']} | {entry['weights']} | " + " | ".join(cells)
-                     + f" | {'n/a' if worst is None else f'{worst:.3f}'} | {entry['seconds_total'] / 60:.1f} min |")
+                     + f" | {'n/a' if worst is None else f'{worst:.3f}'} | {minutes(entry['seconds_total'])} |")
     return "\n".join(lines)
+
+
+def minutes(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds / 60:.1f} min"
 
 
 def parse_backbone(text: str) -> tuple[str, str]:
@@ -78,6 +89,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--backbone", action="append", help="name[:weights]; default: Lite0 and ResNet50")
     parser.add_argument("--quick", action="store_true", help="generated images, tiny settings (a smoke test)")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: tabulate the cv.json already in --work/<backbone>/ (runs done apart)")
     args = parser.parse_args()
     if args.quick:
         from allx.synthetic import make_dataset
@@ -85,7 +98,10 @@ def main() -> None:
         args.data_dir = make_dataset(args.work / "data", per_class=12, size=32, seed=0)
         args.folds = 3
     chosen = [parse_backbone(b) for b in args.backbone] if args.backbone else list(BACKBONES)
-    entries = [run_backbone(args.data_dir, args.work, b, w, args.folds, args.quick) for b, w in chosen]
+    if args.collect:
+        entries = [entry_from(args.work / b / "cv.json", b, w, TrainConfig.head, None) for b, w in chosen]
+    else:
+        entries = [run_backbone(args.data_dir, args.work, b, w, args.folds, args.quick) for b, w in chosen]
     document = {"kind": "benchmark", "benchmark": "cv", "data_dir": str(args.data_dir), "quick": args.quick,
                 "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "command": "nice -n 10 python benchmarks/cv.py", "entries": entries}
