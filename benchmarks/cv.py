@@ -59,7 +59,7 @@ def entry_from(path: Path, backbone: str, weights: str, head: str, seconds: floa
 
 def table(entries: list[dict]) -> str:
     head = "| backbone | weights | " + " | ".join(label for _, label in COLUMNS) + " | worst-fold specificity @ op | time |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 5)]
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
     for entry in entries:
         cells = []
         for key, _ in COLUMNS:
