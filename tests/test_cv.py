@@ -139,6 +139,8 @@ def test_bad_grouping_input_gives_one_line_exit_2_and_writes_nothing(numbered_di
          "--target-sensitivity: got 1.5"),
         (["train", str(numbered_dir), "--out", str(out), "--target-sensitivity", "1.5", *TINY],
          "--target-sensitivity: got 1.5"),
+        (["train", str(numbered_dir), "--out", str(out), "--split", unknown, "--group-by", "sequence", *TINY],
+         "expected one or the other"),
     ]
     for args, expected in cases:
         outcome = runner.invoke(app, args)

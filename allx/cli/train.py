@@ -12,6 +12,7 @@ from allx.console import handle_errors, progress_bars, stderr, stdout
 from allx.layout import SplitKind
 from allx.cli.data import BlockSize, GroupBy, GroupsFile, Neighbours, Similarity
 from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
+from allx.errors import UsageError
 from allx.train.embeddings import SIMILARITY
 from allx.train.groups import DEFAULT_BLOCK_SIZE
 
@@ -58,6 +59,9 @@ def train(
     from allx.train.trainer import TrainConfig, train_model
 
     check_target(target_sensitivity)
+    if split is not None and (groups is not None or group_by is not None):
+        raise UsageError("--split names a finished split: got --groups/--group-by too, expected one or the other "
+                         "(make a grouped split with `allx data split --group-by ...`)")
     kind, threshold = grouping_options(group_by, groups, neighbours, similarity)
     config = TrainConfig(data_dir=data_dir, out_dir=out, split_path=split, backbone=backbone, weights=weights,
                          head=head, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
