@@ -156,3 +156,8 @@ def test_folds_need_enough_groups(numbered_dir):
         grouped_folds(grouping, k=4)
     with pytest.raises(DataError, match="expected a whole number from 2"):
         grouped_folds(grouping, k=1)
+
+
+def test_an_unknown_grouping_kind_is_a_data_error(numbered_dir):
+    with pytest.raises(DataError, match="got grouping 'patients'"):
+        make_split(numbered_dir, group_by="patients")

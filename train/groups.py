@@ -94,7 +94,10 @@ def make_groups(data_dir: str | Path, kind: SplitKind = SplitKind.NEAR_DUPLICATE
 
 
 def check_kind(kind, groups_file, block_size) -> SplitKind:
-    kind = SplitKind(kind)
+    try:
+        kind = SplitKind(kind)
+    except ValueError:
+        raise DataError(f"got grouping {kind!r}, expected one of {', '.join(k.value for k in SplitKind)}") from None
     if kind is SplitKind.IMAGE:
         raise DataError("got grouping 'image', expected near-duplicate, sequence or groups (allx never splits "
                         "near-duplicates apart)")

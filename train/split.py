@@ -69,7 +69,7 @@ def make_split(data_dir: str | Path, val: float = 0.15, test: float = 0.15, seed
     """
     fractions = check_fractions(val, test)
     check_seed(seed)
-    grouping = make_groups(data_dir, SplitKind(group_by), groups_file, block_size, similarity, distance, progress)
+    grouping = make_groups(data_dir, group_by, groups_file, block_size, similarity, distance, progress)
     return split_groups(grouping, fractions, seed)
 
 
