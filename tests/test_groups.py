@@ -9,7 +9,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from allx.cli.main import app
-from allx.errors import DataError
+from allx.errors import DataError, UsageError
 from allx.layout import SplitKind
 from allx.synthetic import make_image
 from allx.train import groups as groups_module
@@ -108,7 +108,7 @@ def test_embedding_neighbours_join_groups_within_a_class(numbered_dir, monkeypat
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         return Embeddings(tuple(paths), vectors.astype(np.float32))
 
-    monkeypatch.setattr("allx.train.embeddings.image_embeddings", fake_embeddings)
+    monkeypatch.setattr("allx.train.groups.image_embeddings", fake_embeddings)
     grouping = make_groups(numbered_dir, SplitKind.SEQUENCE, block_size=2, similarity=0.95)
     group_of = grouping.group_of()
     assert group_of[twins[0]] == group_of[twins[1]]
@@ -127,7 +127,7 @@ def test_grouping_options_default_neighbours_on_only_for_patient_like_groupings(
     assert grouping_options(None, None, None, 0.95) == (SplitKind.NEAR_DUPLICATE, None)
     assert grouping_options("sequence", None, None, 0.95) == (SplitKind.SEQUENCE, 0.95)
     assert grouping_options(None, tmp_path / "g.csv", False, 0.95) == (SplitKind.GROUPS, None)
-    with pytest.raises(DataError, match="expected near-duplicate or sequence"):
+    with pytest.raises(UsageError, match="expected near-duplicate or sequence"):
         grouping_options("patients", None, None, 0.95)
 
 
@@ -154,10 +154,10 @@ def test_folds_need_enough_groups(numbered_dir):
     grouping = make_groups(numbered_dir, SplitKind.SEQUENCE, block_size=5)  # 3 blocks per class
     with pytest.raises(DataError, match="at least 4 groups in every class"):
         grouped_folds(grouping, k=4)
-    with pytest.raises(DataError, match="expected a whole number from 2"):
+    with pytest.raises(UsageError, match="expected a whole number from 2"):
         grouped_folds(grouping, k=1)
 
 
 def test_an_unknown_grouping_kind_is_a_data_error(numbered_dir):
-    with pytest.raises(DataError, match="got grouping 'patients'"):
+    with pytest.raises(UsageError, match="got grouping 'patients'"):
         make_split(numbered_dir, group_by="patients")

@@ -19,13 +19,15 @@ import numpy as np
 
 from allx import __version__, layout
 from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target, choose_operating_point, sensitivity_specificity
-from allx.errors import DataError
+from allx.errors import UsageError
 from allx.files import write_json
 from allx.layout import RecordKind, SplitKind
+from allx.train.backbones import get_backbone
 from allx.train.folds import check_folds, grouped_folds
 from allx.train.groups import DEFAULT_BLOCK_SIZE, make_groups
+from allx.train.metrics import classification_metrics
 from allx.train.split import Split
-from allx.train.trainer import TrainConfig, TrainingInterrupted, validate_config
+from allx.train.trainer import TrainConfig, TrainingInterrupted, balanced_class_weights, cached_features, validate_config
 
 Progress = Callable[[str, int, int], None]
 BOOTSTRAP = 1000
@@ -82,20 +84,17 @@ def check_cv_config(config: CVConfig) -> None:
     check_folds(config.folds)
     check_target(config.target_sensitivity)
     if config.train.split_path:
-        raise DataError("--cv makes its own grouped folds: got --split too, expected one or the other")
+        raise UsageError("--cv makes its own grouped folds: got --split too, expected one or the other")
     if config.train.fine_tune_layers:
-        raise DataError("--cv trains heads on cached features: got --fine-tune-layers "
+        raise UsageError("--cv trains heads on cached features: got --fine-tune-layers "
                         f"{config.train.fine_tune_layers}, expected 0")
     if not isinstance(config.bootstrap, int) or config.bootstrap < 100:
-        raise DataError(f"got {config.bootstrap!r} bootstrap samples, expected a whole number >= 100")
+        raise UsageError(f"got {config.bootstrap!r} bootstrap samples, expected a whole number >= 100")
 
 
 def all_features(config: TrainConfig, classes, paths, progress):
     """Backbone features of every grouped image, extracted once into the training cache."""
     import keras
-
-    from allx.train.backbones import get_backbone
-    from allx.train.trainer import cached_features
 
     keras.utils.set_random_seed(config.seed)
     backbone = get_backbone(config.backbone)
@@ -116,7 +115,6 @@ def run_fold(config: CVConfig, fold: Split, features, row_of, group_of, progress
     import keras
 
     from allx.train.head import build_head
-    from allx.train.metrics import classification_metrics
 
     settings, index = config.train, fold.meta["fold"]
     started = time.perf_counter()
@@ -164,7 +162,6 @@ def fit_fold_head(settings: TrainConfig, head, x, y, n_classes, fold, progress) 
 
     from allx.train.batches import feature_batches
     from allx.train.callbacks import EpochProgress
-    from allx.train.trainer import balanced_class_weights
 
     weights = balanced_class_weights(y["train"], n_classes) if settings.class_weights else None
     train = feature_batches(x["train"], y["train"], n_classes, settings.batch_size, shuffle=True,

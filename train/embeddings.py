@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from allx.errors import DataError
+from allx.errors import UsageError
 
 EMBEDDING_BACKBONE = "efficientnet-lite0"
 # Measured on the ALL data (benchmarks/results/neighbours.json; pairs looked at as images): at centred
@@ -90,5 +90,5 @@ def similar_pairs(vectors: np.ndarray, threshold: float = SIMILARITY) -> list[tu
 
 def check_similarity(threshold: float) -> float:
     if not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise DataError(f"--similarity: got {threshold!r}, expected a cosine similarity in (0, 1]")
+        raise UsageError(f"--similarity: got {threshold!r}, expected a cosine similarity in (0, 1]")
     return float(threshold)

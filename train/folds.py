@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from allx.errors import DataError
+from allx.errors import DataError, UsageError
 from allx.train.groups import Grouping
 from allx.train.split import Split, assign_groups, check_seed
 
@@ -20,7 +20,7 @@ MAX_FOLDS = 20
 
 def check_folds(k) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= MAX_FOLDS:
-        raise DataError(f"--cv: got {k!r} folds, expected a whole number from 2 to {MAX_FOLDS}")
+        raise UsageError(f"--cv: got {k!r} folds, expected a whole number from 2 to {MAX_FOLDS}")
     return k
 
 
@@ -30,7 +30,7 @@ def grouped_folds(grouping: Grouping, k: int = 5, seed: int = 42, val: float = 0
     check_folds(k)
     check_seed(seed)
     if not isinstance(val, (int, float)) or not 0 <= val < 1:
-        raise DataError(f"got val fraction {val!r}, expected a number in [0, 1)")
+        raise UsageError(f"got val fraction {val!r}, expected a number in [0, 1)")
     by_class = grouping.by_class()
     check_group_counts(by_class, k)
     rng = np.random.default_rng(seed)

@@ -19,11 +19,11 @@ from typing import Callable
 
 import numpy as np
 
-from allx.errors import DataError
+from allx.errors import DataError, UsageError
 from allx.layout import SplitKind
 from allx.train.dataset import Dataset, scan_dataset
 from allx.train.duplicates import NEAR_DISTANCE, Duplicates, class_of, find_duplicates
-from allx.train.embeddings import check_similarity, neighbour_method
+from allx.train.embeddings import check_similarity, image_embeddings, neighbour_method, similar_pairs
 
 # Measured on the ALL data (benchmarks/results/neighbours.json): the mean centred cosine similarity of
 # two files of one class is 0.42-0.47 up to 12 file numbers apart, 0.39 at 16-24, 0.33 at 32-48 and
@@ -97,16 +97,16 @@ def check_kind(kind, groups_file, block_size) -> SplitKind:
     try:
         kind = SplitKind(kind)
     except ValueError:
-        raise DataError(f"got grouping {kind!r}, expected one of {', '.join(k.value for k in SplitKind)}") from None
+        raise UsageError(f"got grouping {kind!r}, expected one of {', '.join(k.value for k in SplitKind)}") from None
     if kind is SplitKind.IMAGE:
-        raise DataError("got grouping 'image', expected near-duplicate, sequence or groups (allx never splits "
+        raise UsageError("got grouping 'image', expected near-duplicate, sequence or groups (allx never splits "
                         "near-duplicates apart)")
     if kind is SplitKind.GROUPS and groups_file is None:
-        raise DataError("grouping by groups needs a groups file (--groups GROUPS.csv with columns path,group)")
+        raise UsageError("grouping by groups needs a groups file (--groups GROUPS.csv with columns path,group)")
     if kind is not SplitKind.GROUPS and groups_file is not None:
-        raise DataError(f"got a groups file with grouping {kind.value!r}, expected grouping 'groups'")
+        raise UsageError(f"got a groups file with grouping {kind.value!r}, expected grouping 'groups'")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-        raise DataError(f"--block-size: got {block_size!r}, expected a whole number of files >= 1")
+        raise UsageError(f"--block-size: got {block_size!r}, expected a whole number of files >= 1")
     return kind
 
 
@@ -248,8 +248,6 @@ def listing(items) -> str:
 def neighbour_links(root: Path, scanned: list[str], kept: set[str], similarity: float, progress: Progress | None):
     """Pairs of kept images within one class whose embeddings are at least `similarity` cosine-similar.
     Every scanned image is embedded (one cache entry per data set, shared with `allx data inspect`)."""
-    from allx.train.embeddings import image_embeddings, similar_pairs
-
     report = (lambda done, total: progress("embeddings", done, total)) if progress else None
     embeddings = image_embeddings(root, scanned, progress=report)
     names = embeddings.paths
@@ -264,13 +262,13 @@ def grouping_options(group_by: str | None, groups_file, neighbours: bool | None,
     A groups file means grouping by groups; embedding neighbours are joined by default for the
     patient-like groupings (sequence, groups) and only on request for near-duplicates alone."""
     if groups_file is not None and group_by not in (None, SplitKind.GROUPS.value):
-        raise DataError(f"got --groups and --group-by {group_by}, expected one of them")
+        raise UsageError(f"got --groups and --group-by {group_by}, expected one of them")
     if groups_file is not None:
         kind = SplitKind.GROUPS
     else:
         choices = (SplitKind.NEAR_DUPLICATE.value, SplitKind.SEQUENCE.value)
         if group_by not in (None, *choices):
-            raise DataError(f"--group-by: got {group_by!r}, expected {' or '.join(choices)} (or --groups GROUPS.csv)")
+            raise UsageError(f"--group-by: got {group_by!r}, expected {' or '.join(choices)} (or --groups GROUPS.csv)")
         kind = SplitKind(group_by or SplitKind.NEAR_DUPLICATE.value)
     join = neighbours if neighbours is not None else kind in (SplitKind.SEQUENCE, SplitKind.GROUPS)
     return kind, check_similarity(similarity) if join else None

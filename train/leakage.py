@@ -15,7 +15,9 @@ from typing import Callable
 
 import numpy as np
 
+from allx.train.dataset import scan_dataset
 from allx.train.duplicates import Duplicates, close_pairs
+from allx.train.embeddings import image_embeddings, similar_pairs
 from allx.train.split import SUBSETS, Split
 
 SHOWN = 5  # crossing pairs listed as examples
@@ -58,10 +60,6 @@ def split_leakage(root: Path, split: Split, duplicates: Duplicates, similarity: 
     found = {"phash": count_crossing(phash_pairs(duplicates), split,
                                      f"phash within {duplicates.distance} bits")}
     if similarity is not None:
-        from allx.train.embeddings import image_embeddings, similar_pairs
-
-        from allx.train.dataset import scan_dataset
-
         embeddings = image_embeddings(root, scan_dataset(root).paths(), progress=progress)  # the cached set
         names = embeddings.paths
         pairs = [(names[i], names[j]) for i, j, _ in similar_pairs(embeddings.vectors, similarity)]

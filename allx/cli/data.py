@@ -12,10 +12,14 @@ from rich.table import Table
 
 from allx.layout import SplitKind
 from allx.console import handle_errors, progress_bars, stderr, stdout
-from allx.errors import DataError
+from allx.errors import UsageError
 from allx.train.duplicates import NEAR_DISTANCE
-from allx.train.embeddings import SIMILARITY
-from allx.train.groups import DEFAULT_BLOCK_SIZE
+from allx.train.charts import save_split_charts
+from allx.train.dataset import inspect_dataset
+from allx.train.embeddings import SIMILARITY, check_similarity
+from allx.train.groups import DEFAULT_BLOCK_SIZE, grouping_options
+from allx.train.leakage import split_leakage
+from allx.train.split import make_split, read_split, write_split
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Inspect and split a directory-labelled image set (DATA_DIR/<class>/<image files>).")
@@ -73,21 +77,15 @@ def inspect(
     fatal), exact duplicates (same bytes), label conflicts (the same image under two classes) and
     near-duplicate groups (connected components of phash pairs within --distance: chains can merge).
     With --split, also the near-neighbour pairs that cross its subsets (embedding pairs unless --no-neighbours)."""
-    from allx.train.dataset import inspect_dataset
-    from allx.train.embeddings import check_similarity
 
     split_doc = None
     if split_file is not None:
-        from allx.train.split import read_split
-
         split_doc = read_split(split_file, data_dir)
         similarity = check_similarity(similarity) if neighbours is not False else None
     with progress_bars() as bars:
         report = inspect_dataset(data_dir, distance, hashing(bars))
         leakage = None
         if split_doc is not None:
-            from allx.train.leakage import split_leakage
-
             leakage = split_leakage(report.data_dir, split_doc, report.duplicates, similarity, embedding(bars))
     if as_json:
         document = report.to_json()
@@ -125,12 +123,9 @@ def split(
     (--neighbours). One copy of each exact duplicate is kept; near-duplicates spanning two classes
     (label conflicts) are dropped. split.json records the grouping kind (meta.split_kind).
     Writes SPLIT.json and <stem>_sizes.png, <stem>_proportions.png, <stem>_classes.png beside it."""
-    from allx.train.charts import save_split_charts
-    from allx.train.groups import grouping_options
-    from allx.train.split import make_split, write_split
 
     if out.is_dir():
-        raise DataError(f"--out {out}: is a directory, expected a file name such as {out / 'split.json'}")
+        raise UsageError(f"--out {out}: is a directory, expected a file name such as {out / 'split.json'}")
     kind, threshold = grouping_options(group_by, groups, neighbours, similarity)
     with progress_bars() as bars:
         result = make_split(data_dir, val=val, test=test, seed=seed, distance=distance, progress=bars,

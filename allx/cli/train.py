@@ -13,8 +13,11 @@ from allx.layout import SplitKind
 from allx.cli.data import BlockSize, GroupBy, GroupsFile, Neighbours, Similarity
 from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
 from allx.errors import UsageError
+from allx.train.cv import CVConfig, cross_validate
 from allx.train.embeddings import SIMILARITY
-from allx.train.groups import DEFAULT_BLOCK_SIZE
+from allx.train.evaluate import evaluate_model
+from allx.train.groups import DEFAULT_BLOCK_SIZE, grouping_options
+from allx.train.trainer import TrainConfig, train_model
 
 
 @handle_errors
@@ -55,8 +58,6 @@ def train(
     With --cv K: K models on grouped folds (--groups / --group-by as in `allx data split`); writes
     OUT/cv.json and OUT/cv.png; Ctrl-C keeps the folds finished so far.
     """
-    from allx.train.groups import grouping_options
-    from allx.train.trainer import TrainConfig, train_model
 
     check_target(target_sensitivity)
     if split is not None and (groups is not None or group_by is not None):
@@ -81,8 +82,6 @@ def train(
 
 
 def cross_validate_command(config, folds: int, target_sensitivity: float) -> None:
-    from allx.train.cv import CVConfig, cross_validate
-
     cv_config = CVConfig(train=config, folds=folds, group_by=SplitKind(config.group_by), groups_file=config.groups_file,
                          block_size=config.block_size, similarity=config.similarity,
                          target_sensitivity=target_sensitivity)
@@ -116,7 +115,6 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON document.")] = False,
 ):
     """Evaluate a model: accuracy, loss, per-class precision/recall/F1, confusion matrix, malignant sensitivity."""
-    from allx.train.evaluate import evaluate_model
 
     with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
         metrics = evaluate_model(model, data_dir, split, subset, progress=report)
