@@ -124,7 +124,7 @@ def run_fold(config: CVConfig, fold: Split, features, row_of, group_of, progress
     y = {name: features.labels[r] for name, r in parts.items()}
     n_classes = len(fold.classes)
     head = build_head(x["train"].shape[1:], n_classes, settings.head)
-    epochs = fit_fold_head(settings, head, x, y, n_classes, index, progress)
+    epochs = fit_fold_head(settings, head, x, y, n_classes, index, fold.meta["folds"], progress)
     probabilities = {name: predict(head, x[name], settings.batch_size) for name in ("val", "test") if len(parts[name])}
     metrics = classification_metrics(probabilities["test"], y["test"], fold.classes)
     point = fold_operating_point(probabilities.get("val"), y["val"], fold.classes, config.target_sensitivity)
@@ -156,7 +156,12 @@ def rows(paths, row_of) -> np.ndarray:
     return np.array(sorted(row_of[p] for p in paths if p in row_of), dtype=np.int64)
 
 
-def fit_fold_head(settings: TrainConfig, head, x, y, n_classes, fold, progress) -> dict:
+def fold_stage(fold: int, folds: int) -> str:
+    """The progress stage of a fold's head training (one line per epoch in a log)."""
+    return f"fold {fold + 1}/{folds}"
+
+
+def fit_fold_head(settings: TrainConfig, head, x, y, n_classes, fold, folds, progress) -> dict:
     """Adam + cross-entropy, early stopping on the fold's val loss with the best weights restored."""
     import keras
 
@@ -172,7 +177,7 @@ def fit_fold_head(settings: TrainConfig, head, x, y, n_classes, fold, progress) 
     monitor = "val_loss" if val is not None else "loss"
     stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True)
     fitted = head.fit(train, validation_data=val, epochs=settings.epochs, verbose=0, shuffle=False,
-                      callbacks=[stopper, EpochProgress(f"fold {fold + 1} head", settings.epochs, progress)])
+                      callbacks=[stopper, EpochProgress(fold_stage(fold, folds), settings.epochs, progress)])
     ran = len(fitted.history["loss"])
     best = int(np.argmin(fitted.history[monitor])) + 1
     return {"ran": ran, "best": best, "monitor": monitor}

@@ -13,7 +13,7 @@ from allx.layout import SplitKind
 from allx.cli.data import BlockSize, GroupBy, GroupsFile, Neighbours, Similarity
 from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
 from allx.errors import UsageError
-from allx.train.cv import CVConfig, cross_validate
+from allx.train.cv import CVConfig, cross_validate, fold_stage
 from allx.train.embeddings import SIMILARITY
 from allx.train.evaluate import evaluate_model
 from allx.train.groups import DEFAULT_BLOCK_SIZE, grouping_options
@@ -85,7 +85,8 @@ def cross_validate_command(config, folds: int, target_sensitivity: float) -> Non
     cv_config = CVConfig(train=config, folds=folds, group_by=SplitKind(config.group_by), groups_file=config.groups_file,
                          block_size=config.block_size, similarity=config.similarity,
                          target_sensitivity=target_sensitivity)
-    with progress_bars(transient=False, lines_when_piped=True) as report:
+    epochs = tuple(fold_stage(k, folds) for k in range(folds))
+    with progress_bars(transient=False, lines_when_piped=True, every_step=epochs) as report:
         result = cross_validate(cv_config, progress=report)
     render_cv(result)
 
