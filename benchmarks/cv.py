@@ -34,7 +34,8 @@ COLUMNS = (("accuracy", "accuracy"), ("malignant_sensitivity", "sensitivity (arg
 
 
 def run_backbone(data_dir: Path, work: Path, backbone: str, weights: str, folds: int, quick: bool) -> dict:
-    tiny = dict(image_size=32, epochs=3, batch_size=16, head="gap", learning_rate=1e-3) if quick else {}
+    tiny = dict(image_size=32, epochs=3, batch_size=16, head="gap", learning_rate=1e-3,
+                cache_dir=work / "cache") if quick else {}
     settings = TrainConfig(data_dir=data_dir, out_dir=work / backbone, backbone=backbone, weights=weights, **tiny)
     config = CVConfig(train=settings, folds=folds, group_by=SplitKind.SEQUENCE,
                       block_size=2 if quick else DEFAULT_BLOCK_SIZE, similarity=None if quick else SIMILARITY)
