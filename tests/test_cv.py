@@ -131,6 +131,8 @@ def test_bad_grouping_input_gives_one_line_exit_2_and_writes_nothing(numbered_di
         (["train", str(numbered_dir), "--out", str(out), "--cv", "5", "--groups", few_groups, *TINY],
          "form only 4 group(s), expected at least 5"),
         (["train", str(numbered_dir), "--out", str(out), "--cv", "60", *TINY], "from 2 to 20"),
+        (["train", str(numbered_dir), "--out", str(out), "--cv", "3", *TINY, "--backbone", "resnet5"],
+         "unknown backbone"),
         (["train", str(numbered_dir), "--out", str(out), "--cv", "5", "--group-by", "sequence", "--block-size", "4",
           *TINY], "at least 5 groups in every class"),
         (["train", str(numbered_dir), "--out", str(out), "--cv", "3", "--group-by", "sequence", "--block-size", "0",

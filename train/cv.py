@@ -81,6 +81,7 @@ def cross_validate(config: CVConfig, progress: Progress | None = None) -> CVResu
 def check_cv_config(config: CVConfig) -> None:
     """Every option checked before any image is read."""
     validate_config(config.train)
+    get_backbone(config.train.backbone)  # an unknown name fails before the images are hashed
     check_folds(config.folds)
     check_target(config.target_sensitivity)
     if config.train.split_path:
