@@ -161,3 +161,13 @@ def test_folds_need_enough_groups(numbered_dir):
 def test_an_unknown_grouping_kind_is_a_data_error(numbered_dir):
     with pytest.raises(UsageError, match="got grouping 'patients'"):
         make_split(numbered_dir, group_by="patients")
+
+
+def test_make_split_reports_named_stages_and_convert_still_gets_done_total(numbered_dir):
+    from allx.convert.source import read_or_make_split
+
+    stages, calls = set(), []
+    make_split(numbered_dir, progress=lambda stage, done, total: stages.add(stage))
+    assert stages == {"hashing images"}
+    split = read_or_make_split(None, numbered_dir, lambda done, total: calls.append((done, total)))
+    assert split.train and calls[-1] == (calls[-1][1], calls[-1][1])
