@@ -44,8 +44,9 @@ Neighbours = Annotated[Optional[bool], typer.Option(
     "(shifted views of one field; needs allx\\[train]). Default: on with --group-by sequence or --groups.",
     show_default=False)]
 Similarity = Annotated[float, typer.Option(
-    "--similarity", help="Cosine similarity of EfficientNet-Lite0 embeddings at or above which two images "
-    "are near-neighbours (measured on the ALL data: shifted views of one field sit above it).")]
+    "--similarity", help="Cosine similarity of EfficientNet-Lite0 embeddings (centred on the data set's mean) "
+    "at or above which two images are near-neighbours. Measured on the ALL data: from 0.90 pairs are shifted "
+    "re-captures or other fields of one smear; below, mostly different slides.")]
 SHOWN = 10  # groups listed in the table view; --json lists them all
 
 
