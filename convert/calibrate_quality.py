@@ -10,6 +10,7 @@ colour distances.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -48,7 +49,7 @@ def calibrate_limits(measures: Sequence[QualityMeasures]) -> QualityLimits:
         colour_max=float(max(MIN_COLOUR, TAIL_MARGIN * np.quantile(distances, TAIL_QUANTILE))),
         images=len(measures))
     rejected = float(np.mean([not judge(m, limits).ok for m in measures]))
-    return QualityLimits(**{**limits.__dict__, "rejected_share": rejected})
+    return replace(limits, rejected_share=rejected)
 
 
 def draw_evenly(relpaths: Sequence[str], count: int = MAX_IMAGES) -> list[str]:
