@@ -17,11 +17,15 @@ from allx.edge_runner.camera import has_display, run_camera
 from allx.edge_runner.info import describe_model
 from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.runtime import find_runtime
-from allx.edge_runner.views import batch_summary_line, result_header, result_line
+from allx.edge_runner.quality import limits_from_manifest
+from allx.edge_runner.sample import SampleSession, decision_record, point_from_manifest
+from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
+from allx.edge_runner.views import answer_words, batch_summary_line, result_header, result_line
+from allx.edge_runner.views import field_line, sample_line, samples_summary_line
 from allx.edge_runner.views import bench_caption, bench_table
 from allx.edge_runner.views import camera_summary_line, frame_line
 from allx.edge_runner.views import info_lines
-from allx.files import checked_write, write_json
+from allx.files import checked_write, write_csv, write_json
 
 EXIT_CODES = exit_codes_help(0, 1, 2, 130)
 
@@ -66,24 +70,44 @@ def classify(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    sample: Annotated[Optional[str], typer.Option(
+        "--sample", help="All the images are fields of this one sample (patient smear): one verdict for them, "
+        "after a quality check of each field.", show_default=False)] = None,
+    samples_from_folders: Annotated[bool, typer.Option(
+        "--samples-from-folders", help="Each PATH is a folder with one sub-folder of fields per sample "
+        "(the sub-folder's name is the sample ID).")] = False,
 ):
-    """Classify images: a table of path, label, confidence and ms, then a summary.
+    """Classify images: a table of path, label, confidence, ms and the answer at the model's operating point
+    ("B-ALL suspected (Pre, 0.93)" or "no B-ALL seen"), then a summary.
 
     --json prints {"path","label","score","top_k":[{"label","score"}],"latency_ms"} per image, or
-    {"path","error"} for an image that could not be read. A bad image never stops the batch.
-    With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
+    {"path","error"} for an image that could not be read. A bad image never stops the batch. With labels that
+    include Benign, each result also carries "decision" (malignant or benign at the model's operating point),
+    "subtype" and "malignant_score" (1 - p(Benign)). With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
     unlike training images) and "ood_score", and the summary counts the flagged images.
+    With --sample ID or --samples-from-folders, each field is first checked for focus, exposure and stain
+    colour; a field that fails, is flagged or cannot be read is set aside (with why) and the usable ones give
+    one verdict per sample: "B-ALL suspected (subtype, confidence)", "no B-ALL seen" or "inconclusive" with
+    the reason. --json then prints one object per field and one {"kind": "sample", ...} per sample; --csv
+    has a "kind" column (field or sample).
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error.
     """
 
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
+    if sample is not None or samples_from_folders:
+        failed = classify_as_samples(edge_model, paths, sample, samples_from_folders, recursive, json_lines, csv,
+                                     label_width)
+        raise typer.Exit(1 if failed else 0)
+    point = point_from_manifest(edge_model.manifest)
 
     def show(result) -> None:
         if json_lines:
-            typer.echo(json.dumps(result_record(result, edge_model.has_ood)))
+            probabilities = None if result.prediction is None else result.prediction.probabilities
+            typer.echo(json.dumps({**result_record(result, edge_model.has_ood),
+                                   **decision_record(probabilities, edge_model.labels, point)}))
         else:
-            echo(result_line(result, label_width))
+            echo(result_line(result, label_width, answer_words(result, edge_model.labels, point)))
 
     if not json_lines:
         echo(result_header(label_width))
@@ -92,6 +116,31 @@ def classify(
     if csv is not None:
         write_results_csv(csv, results, edge_model.has_ood)
     raise typer.Exit(1 if summary.failures else 0)
+
+
+def classify_as_samples(edge_model, paths, sample_id, from_folders: bool, recursive: bool, json_lines: bool,
+                        csv: Path | None, label_width: int) -> int:
+    """The sample mode of classify: per-field lines, one verdict per sample, a summary; returns failed fields."""
+    samples = samples_from_arguments(paths, sample_id, from_folders, recursive)
+    for warning in limits_from_manifest(edge_model.manifest)[1]:
+        echo(f"warning: {warning}", err=True)
+
+    def show_field(sample: str, field) -> None:
+        if json_lines:
+            typer.echo(json.dumps({"sample_id": sample, **field.to_dict()}))
+        else:
+            echo(field_line(field, label_width))
+
+    def show_sample(verdict) -> None:
+        typer.echo(json.dumps(verdict.to_dict())) if json_lines else echo(sample_line(verdict))
+
+    if not json_lines:
+        echo(result_header(label_width))
+    fields, verdicts, summary = classify_samples(edge_model, samples, show_field, show_sample)
+    echo(samples_summary_line(summary), err=json_lines)
+    if csv is not None:
+        write_csv(csv, CSV_HEADER, csv_rows(fields, verdicts))
+    return summary.failed
 
 
 @app.command()
@@ -107,6 +156,9 @@ def camera(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    sample: Annotated[Optional[str], typer.Option(
+        "--sample", help="The frames are fields of this one sample: each is quality-checked, and a running "
+        "sample verdict is shown with every frame and at the end.", show_default=False)] = None,
 ):
     """Classify a camera feed or a video file.
 
@@ -116,9 +168,10 @@ def camera(
     """
 
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
+    session = None if sample is None else SampleSession(edge_model, sample)
     display = not headless and has_display()
     summary = run_camera(edge_model, source, every=every, max_frames=max_frames, log_path=log, display=display,
-                         on_frame=None if display else (lambda result: echo(frame_line(result))))
+                         on_frame=None if display else (lambda result: echo(frame_line(result))), session=session)
     for warning in summary.warnings:
         echo(f"warning: {warning}", err=True)
     echo(camera_summary_line(summary, edge_model.has_ood))
