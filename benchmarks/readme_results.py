@@ -176,6 +176,14 @@ def samples_section() -> list[str]:
               "interval). Inconclusive with 3 fields is mostly \"too few usable fields\" after a field was flagged."]
     if d.get("recipe"):
         lines += ["", f"Model: {d['recipe']}."]
+    per_image = d.get("per_image_float_at_operating_point")
+    if per_image:
+        lines += ["", f"Per image (float Keras model, `allx evaluate --target-sensitivity "
+                  f"{per_image['target_sensitivity']}`): the point chosen on val (1 - p(Benign) >= "
+                  f"{per_image['threshold']:.3f}; val sensitivity {pct(per_image['sensitivity'])}, specificity "
+                  f"{pct(per_image['specificity'])}) gives on the {per_image['test_images']} test images malignant "
+                  f"sensitivity {pct(per_image['subset_sensitivity'])}, benign specificity "
+                  f"{pct(per_image['subset_specificity'])}."]
     return lines
 
 

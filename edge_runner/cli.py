@@ -153,7 +153,7 @@ def classify_as_samples(edge_model, paths, sample_id, from_folders: bool, recurs
         if json_lines:
             typer.echo(json.dumps({"sample_id": sample, **field.to_dict()}))
         else:
-            echo(field_line(sample, field, label_width))
+            echo(field_line(field, label_width))
 
     def show_sample(verdict) -> None:
         if audit is not None:
