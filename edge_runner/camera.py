@@ -115,6 +115,25 @@ def open_source(source: str):
     return Picamera2Source() if source == "picamera2" else OpenCvSource(source)
 
 
+def capture_still(source: str = "0", settle_frames: int = 3) -> np.ndarray:
+    """One RGB frame from the source, opened and closed again, so an unplugged camera is only one failed
+    capture; the first frames are skipped while the sensor's auto-exposure settles."""
+    frames = open_source(source)
+    try:
+        frame = None
+        for _ in range(max(1, settle_frames)):
+            latest = frames.read()
+            if latest is None:
+                break
+            frame = latest
+        if frame is None:
+            raise DataError(f"cannot read video source {source!r}: no frame came (camera unplugged?), "
+                            "expected a connected camera")
+        return frame
+    finally:
+        frames.close()
+
+
 def has_display() -> bool:
     if sys.platform.startswith("linux"):
         return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

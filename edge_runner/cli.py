@@ -21,11 +21,14 @@ from allx.edge_runner.info import describe_model
 from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.quality import limits_from_manifest
 from allx.edge_runner.runtime import find_runtime
+from allx.edge_runner.serve import server  # light: FastAPI and uvicorn load inside server.build_app / run
+from allx.edge_runner.serve.uploads import UploadLimits
 from allx.edge_runner.sample import SampleSession, decision_record, point_from_manifest
 from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
 from allx.edge_runner.views import (answer_words, batch_summary_line, bench_caption, bench_table, camera_summary_line,
                                     field_line, frame_line, info_lines, result_header, result_line, sample_line,
                                     samples_summary_line)
+from allx.errors import UsageError
 from allx.files import checked_write, write_csv, write_json
 
 EXIT_CODES = exit_codes_help(0, 1, 2, 3, 130)
@@ -86,8 +89,9 @@ def classify(
     ("B-ALL suspected (Pre, 0.93)" or "no B-ALL seen"), then a summary.
 
     --json prints {"path","label","score","top_k":[{"label","score"}],"latency_ms"} per image, or
-    {"path","error"} for an image that could not be read. A bad image never stops the batch.
-    With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
+    {"path","error"} for an image that could not be read. A bad image never stops the batch. With labels that
+    include Benign, each result also carries "decision" (malignant or benign at the model's operating point),
+    "subtype" and "malignant_score" (1 - p(Benign)). With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
     unlike training images) and "ood_score", and the summary counts the flagged images.
     With --sample ID or --samples-from-folders, each field is first checked for focus, exposure and stain
     colour; a field that fails, is flagged or cannot be read is set aside (with why) and the usable ones give
@@ -149,7 +153,7 @@ def classify_as_samples(edge_model, paths, sample_id, from_folders: bool, recurs
         if json_lines:
             typer.echo(json.dumps({"sample_id": sample, **field.to_dict()}))
         else:
-            echo(field_line(sample, field, label_width))
+            echo(field_line(field, label_width))
 
     def show_sample(verdict) -> None:
         if audit is not None:
@@ -273,6 +277,44 @@ def info(
     else:
         for line in info_lines(description):
             echo(line)
+
+
+@app.command()
+@handle_errors
+def serve(
+    model: ModelOption,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on: 127.0.0.1 (this device only), or "
+                                      "0.0.0.0 for phones and laptops on the clinic's network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8080,
+    log_db: Annotated[Optional[Path], typer.Option("--log-db", help="Audit log (SQLite); default under the "
+                                                   "user's data folder.")] = None,
+    new_token: Annotated[bool, typer.Option("--new-token", help="Replace the access token (old links and "
+                                            "sessions stop working).")] = False,
+    camera: Annotated[str, typer.Option("--camera", help="Camera for stills: an index, /dev/videoN, "
+                                        "picamera2, or none.")] = "0",
+    max_files: Annotated[int, typer.Option("--max-files", help="Most images in one upload.")] = 20,
+    max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Largest image file accepted, in MB.")] = 20.0,
+    threads: ThreadsOption = None,
+    delegate: DelegateOption = "auto",
+):
+    """Serve the sample workflow as a web page and a JSON API (/api/...), for a phone or laptop at the bench.
+
+    Prints http://HOST:PORT/?token=... : open it once, the page then keeps the session in a cookie.
+    The token is made on first start and kept (mode 0600) in the user's config folder; every request but
+    /health needs it. Exit codes: 0 stopped with Ctrl-C; 2 usage or model error.
+    """
+    if not 0 < port < 65536 or max_files < 1 or max_file_mb <= 0:
+        raise UsageError(f"got --port {port}, --max-files {max_files}, --max-file-mb {max_file_mb}, "
+                         "expected a port in 1..65535 and positive limits")
+    limits = UploadLimits(max_file_bytes=int(max_file_mb * 1024 * 1024), max_files=max_files)
+    options = server.ServeOptions(model, host, port, log_db, None if camera.lower() == "none" else camera,
+                                  new_token=new_token, limits=limits)
+    edge_model = load_model(model, threads, delegate, None)
+    edge_model.require_labels()
+    web_app, token, log_db = server.build_app(options, edge_model)
+    for line in server.banner(options, token, edge_model.model_path, log_db):
+        echo(line)
+    server.run(web_app, options)
 
 
 def version_callback(value: bool):

@@ -15,7 +15,7 @@ very functions, storing them in model.json "quality".
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -185,4 +185,4 @@ def calibrate_limits(measures: Sequence[QualityMeasures]) -> QualityLimits:
         colour_max=float(max(MIN_COLOUR, TAIL_MARGIN * np.quantile(distances, TAIL_QUANTILE))),
         images=len(measures))
     rejected = float(np.mean([not judge(m, limits).ok for m in measures]))
-    return QualityLimits(**{**limits.__dict__, "rejected_share": rejected})
+    return replace(limits, rejected_share=rejected)

@@ -44,7 +44,7 @@ def answer_words(result: ImageResult, classes, point) -> str:
     return decide(result.prediction.probabilities, classes, point).words
 
 
-def field_line(sample_id: str, field: FieldResult, label_width: int) -> str:
+def field_line(field: FieldResult, label_width: int) -> str:
     """One field of a sample: label and confidence, its own answer, or why it was set aside."""
     p = field.prediction
     if p is None:
