@@ -184,7 +184,7 @@ def frame_pixels(frame_rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: int | None = None,
                log_path: str | Path | None = None, display: bool = False,
                on_frame: Callable[[FrameResult], None] | None = None,
-               session: SampleSession | None = None) -> CameraSummary:
+               session: SampleSession | None = None, rejected: bool = False) -> CameraSummary:
     """Classify every `every`-th frame until the source ends, `max_frames` frames are read, `q`, or Ctrl-C.
 
     With a `session`, each classified frame is a field of that one sample (quality-checked, set aside
