@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from allx.errors import DataError, ImageError
 from allx.images import load_image
+from allx.convert.gate import Fidelity, PairedCount, failures_of, fidelity_of, paired_counts
 from allx.convert.modes import Thresholds
 
 BENIGN = "Benign"  # every other class is a malignant ALL subtype
 BATCH = 32
-EPSILON = 1e-9  # a drop exactly at the limit passes despite float round-off
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ class CheckReport:
     # near-ties flipping is rounding; confident labels flipping is a damaged model
     flip_margin_median: float | None = None
     margin_median: float | None = None
+    # the gate's evidence (convert.gate): paired right->wrong / wrong->right counts, all classes first
+    paired: tuple[PairedCount, ...] = ()
+    fidelity: Fidelity | None = None
 
     @property
     def passed(self) -> bool:
@@ -89,7 +92,10 @@ class CheckReport:
                 "latency_ms": {"p50": self.latency_ms_p50, "p95": self.latency_ms_p95},
                 "thresholds": self.thresholds.to_dict(), "failures": list(self.failures),
                 "skipped": list(self.skipped), "disagreements": self.disagreements,
-                "flip_margin_median": self.flip_margin_median, "margin_median": self.margin_median}
+                "flip_margin_median": self.flip_margin_median, "margin_median": self.margin_median,
+                "paired": [count.to_dict() for count in self.paired],
+                "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
+                "verdicts": [count.verdict() for count in self.paired]}
 
     @property
     def disagreements(self) -> int:
@@ -106,21 +112,36 @@ class CheckPredictions:
     quantized_probabilities: np.ndarray
 
 
+@dataclass(frozen=True)
+class FidelitySet:
+    """The unlabelled images fidelity is measured on (train+val, never test), and the float model's
+    probabilities by path, kept across candidates so the float model runs once per image."""
+
+    relpaths: tuple[str, ...]
+    subsets: str
+    float_cache: dict = field(default_factory=dict)
+
+
 def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str, ...], truth: list[int],
               labels: tuple[str, ...], precision: str, subset: str, thresholds: Thresholds,
-              on_progress: Callable[[int, int], None] | None = None) -> tuple[CheckReport, CheckPredictions]:
+              on_progress: Callable[[int, int], None] | None = None,
+              fidelity: FidelitySet | None = None) -> tuple[CheckReport, CheckPredictions]:
     """Score every image with both models (pixels read once, by allx.images.load_image) and apply the gate.
 
     `edge_model` is an edge_runner.model.EdgeModel: the converted model is run by the same code as
-    `allx-edge`, never by a separate interpreter loop here.
+    `allx-edge`, never by a separate interpreter loop here. Fidelity is measured on `fidelity` (the
+    check images themselves when None).
     """
+    cache = {} if fidelity is None else fidelity.float_cache
+    extra = () if fidelity is None or not fidelity.relpaths else tuple(p for p in fidelity.relpaths if p not in set(relpaths))
+    total = len(relpaths) + len(extra)
     kept, kept_truth, skipped, float_probs, quant_probs, latencies = [], [], [], [], [], []
     for start in range(0, len(relpaths), BATCH):
         pixels, paths, labels_read, unreadable = load_batch(data_dir, relpaths[start:start + BATCH],
                                                             truth[start:start + BATCH], edge_model.input_size)
         skipped.extend(unreadable)
         if len(pixels):
-            float_probs.append(keras_probabilities(keras_model, pixels, len(labels)))
+            float_probs.append(cached_probabilities(keras_model, pixels, paths, len(labels), cache))
             for image in pixels:
                 began = time.perf_counter()
                 quant_probs.append(edge_model.predict(image))
@@ -128,12 +149,45 @@ def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str
             kept.extend(paths)
             kept_truth.extend(labels_read)
         if on_progress:
-            on_progress(min(start + BATCH, len(relpaths)), len(relpaths))
+            on_progress(min(start + BATCH, len(relpaths)), total)
     if not kept:
         raise DataError(f"no readable images in the {subset} subset ({len(skipped)} unreadable), expected some to check")
     predictions = CheckPredictions(tuple(kept), np.asarray(kept_truth), np.concatenate(float_probs),
                                    np.stack(quant_probs))
-    return summarize(predictions, labels, precision, subset, thresholds, latencies, tuple(skipped)), predictions
+    changed = predictions.float_probabilities.argmax(axis=1) != predictions.quantized_probabilities.argmax(axis=1)
+    if fidelity is None or not fidelity.relpaths:
+        counted = (int(changed.sum()), len(kept), subset)
+    else:
+        in_fidelity = np.isin(np.asarray(kept), np.asarray(fidelity.relpaths))
+        more, images = count_disagreements(keras_model, edge_model, data_dir, extra, len(labels), cache,
+                                           lambda done: on_progress and on_progress(len(relpaths) + done, total))
+        counted = (int(changed[in_fidelity].sum()) + more, int(in_fidelity.sum()) + images, fidelity.subsets)
+    return summarize(predictions, labels, precision, subset, thresholds, latencies, tuple(skipped),
+                     counted), predictions
+
+
+def count_disagreements(keras_model, edge_model, data_dir, relpaths: tuple[str, ...], classes: int, cache: dict,
+                        on_progress: Callable[[int], None]) -> tuple[int, int]:
+    """(images whose top-1 label differs between the float and the converted model, readable images)."""
+    disagreements = images = 0
+    for start in range(0, len(relpaths), BATCH):
+        chunk = relpaths[start:start + BATCH]
+        pixels, paths, _, _ = load_batch(data_dir, chunk, [0] * len(chunk), edge_model.input_size)
+        if len(pixels):
+            float_top = cached_probabilities(keras_model, pixels, paths, classes, cache).argmax(axis=1)
+            disagreements += int(np.sum(float_top != edge_model.predict(pixels).argmax(axis=1)))
+            images += len(pixels)
+        on_progress(start + len(chunk))
+    return disagreements, images
+
+
+def cached_probabilities(model, pixels: np.ndarray, paths: list[str], classes: int, cache: dict) -> np.ndarray:
+    """keras_probabilities, computed once per path: every candidate of a conversion is compared to one run."""
+    missing = [i for i, path in enumerate(paths) if path not in cache]
+    if missing:
+        for i, row in zip(missing, keras_probabilities(model, pixels[missing], classes)):
+            cache[paths[i]] = row
+    return np.stack([cache[path] for path in paths])
 
 
 def load_batch(data_dir, relpaths, truth, size: tuple[int, int]):
@@ -166,7 +220,10 @@ def keras_probabilities(model, pixels: np.ndarray, classes: int) -> np.ndarray:
 
 
 def summarize(predictions: CheckPredictions, labels: tuple[str, ...], precision: str, subset: str,
-              thresholds: Thresholds, latencies: list[float], skipped: tuple[str, ...]) -> CheckReport:
+              thresholds: Thresholds, latencies: list[float], skipped: tuple[str, ...],
+              fidelity_counts: tuple[int, int, str] | None = None) -> CheckReport:
+    """Metrics of both models, the paired counts and fidelity (fidelity_counts: disagreements, images,
+    subsets; None: the check images), then the gate."""
     truth = predictions.truth
     float_top = predictions.float_probabilities.argmax(axis=1)
     quant_top = predictions.quantized_probabilities.argmax(axis=1)
@@ -182,7 +239,9 @@ def summarize(predictions: CheckPredictions, labels: tuple[str, ...], precision:
     report = CheckReport(precision, subset, len(truth), tuple(labels), float_metrics, quant_metrics, per_class,
                          agreement, mean_abs, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95)),
                          thresholds, (), skipped, float(np.median(flipped)) if len(flipped) else None,
-                         float(np.median(margins)))
+                         float(np.median(margins)), paired_counts(truth, float_top, quant_top, labels, thresholds),
+                         fidelity_of(*(fidelity_counts or (int(np.sum(float_top != quant_top)), len(truth), subset)),
+                                     thresholds))
     return gate(report)
 
 
@@ -202,17 +261,5 @@ def metrics_of(truth: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...]
 
 
 def gate(report: CheckReport) -> CheckReport:
-    """The same report with `failures` filled: one sentence per limit broken."""
-    limits = report.thresholds
-    failures = []
-    if report.drop_pp > limits.max_drop + EPSILON:
-        failures.append(f"overall accuracy dropped {report.drop_pp:.2f} pp (float {report.float.accuracy:.2%} -> "
-                        f"{report.precision} {report.quantized.accuracy:.2%}), limit --max-drop {limits.max_drop:g} pp")
-    for check in report.per_class:
-        if check.drop_pp is not None and check.drop_pp > limits.max_class_drop + EPSILON:
-            failures.append(f"class {check.label} recall dropped {check.drop_pp:.2f} pp ({check.float_recall:.2%} -> "
-                            f"{check.quantized_recall:.2%}), limit --max-class-drop {limits.max_class_drop:g} pp")
-    if report.agreement < limits.min_agreement - EPSILON:
-        failures.append(f"top-1 agreement {report.agreement:.4f} with the float model, limit --min-agreement "
-                        f"{limits.min_agreement:g}")
-    return replace(report, failures=tuple(failures))
+    """The same report with `failures` filled: one sentence in numbers per limit broken (convert.gate)."""
+    return replace(report, failures=failures_of(report.paired, report.fidelity, report.thresholds))

@@ -11,8 +11,8 @@ import numpy as np
 
 from allx import layout
 from allx.errors import DataError
-from allx.convert import debug, edgetpu, ood
-from allx.convert.check import CheckPredictions, CheckReport, run_check
+from allx.convert import accuracy_control, debug, edgetpu, ood
+from allx.convert.check import CheckPredictions, CheckReport, FidelitySet, run_check
 from allx.convert.files import check_writable, sha256_of, write_atomic
 from allx.convert.manifest import build_manifest, output_names, predictions_csv, publish
 from allx.convert.modes import ConvertOptions
@@ -20,8 +20,8 @@ from allx.errors import UsageError
 from allx.convert.report import render_report
 from allx.convert.representative import calibration_batches, draw_representative, load_representative
 from allx.convert.source import Source, load_source
-from allx.convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors, output_to_log,
-                            saved_model_of)
+from allx.convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors,
+                                 int16x8_model, output_to_log, saved_model_of)
 
 Progress = Callable[[str, int, int], None]  # progress(stage, done, total)
 
@@ -44,6 +44,7 @@ class ConvertResult:
     manifest: dict
     edgetpu: edgetpu.EdgeTpuReadiness | None = None
     tradeoff: tuple[dict, ...] = ()
+    control: accuracy_control.Control | None = None  # int8 failed and accuracy control ran
 
     @property
     def passed(self) -> bool:
@@ -63,27 +64,83 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
     source = load_source(model_path, data_dir, split_path, step("scanning data for a split"))
     model, ood_note = ood.plan_model(source.model, options.ood)  # adds the pooled-embedding output when it can
     source = replace(source, model=model)
-    subset = check_subset(source.split, options.check_subset)
+    subset = CheckPlan(check_subset(source.split, options.check_subset),
+                       fidelity_set(source.split, options.fidelity_images, options.seed))
     pixels = calibration_pixels(source, options, step("loading representative images"))
     representative = calibration_batches(pixels) if pixels is not None else None
+    control = None
     with saved_model_of(source.model, source.input_size) as saved_model_dir:
         tflite = convert_model(saved_model_dir, options.mode, options.io, log_path, representative)
         chosen = checked_candidate(options.mode.name, tflite, source, subset, options, out_dir,
                                    step(f"checking {options.mode.name}"))
         found = diagnose(saved_model_dir, representative, chosen, source, subset, options, out_dir, log_path,
                          step("checking the selective model")) if options.debug else Diagnosis(chosen)
-    extra = {"io": options.io, "fully_quantized": options.mode.fully_integer and not found.float_layers,
+        if needs_control(found.chosen, options):
+            control, found = controlled(saved_model_dir, representative, found, source, subset, options, out_dir,
+                                        log_path, step)
+    integer_io = not found.float_layers and found.chosen is chosen
+    extra = {"io": options.io if integer_io else "float",
+             "fully_quantized": options.mode.fully_integer and integer_io,
              "representative_count": None if pixels is None else len(pixels),
              "float_layers": list(found.float_layers), "data_fingerprint": data_fingerprint(source),
              "origin": source.origin}
+    if control is not None:
+        extra["accuracy_control"] = control.to_dict()
     warning = ood_outcome(found.chosen, ood_note, source, options, out_dir, progress)
     if warning.section is not None:
         extra["ood"] = warning.section
     else:
         extra["ood_note"] = warning.note  # why the model carries no warning (say so, never silently)
     sections = [*found.sections, warning.report]
+    if control is not None:
+        sections.insert(0, accuracy_control.control_markdown(control))
     result = finish(source, options, out_dir, found.chosen, sections, extra, found.layer_csv, warning.stats)
-    return replace(result, tradeoff=found.tradeoff)
+    return replace(result, tradeoff=found.tradeoff, control=control)
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    """Where every candidate is checked: the labelled check subset, and the images fidelity is measured on."""
+
+    name: str
+    fidelity: FidelitySet
+
+
+def fidelity_set(split, limit: int, seed: int) -> FidelitySet:
+    """Every train+val image (never test), a seeded random `limit` of them when there are more."""
+    relpaths = [*split.subset("train"), *split.subset("val")]
+    if len(relpaths) > limit:
+        keep = np.sort(np.random.default_rng(seed).permutation(len(relpaths))[:limit])
+        relpaths = [relpaths[i] for i in keep]
+    return FidelitySet(tuple(relpaths), "train+val")
+
+
+def needs_control(candidate: Candidate, options: ConvertOptions) -> bool:
+    """Accuracy control runs for a failed plain int8 model, unless the user chose the layers or the Edge TPU."""
+    return (options.accuracy_control and options.mode.name == "int8" and not options.float_layers
+            and not options.edgetpu and not candidate.check.passed)
+
+
+def controlled(saved_model_dir: str, representative, found: Diagnosis, source: Source, subset: CheckPlan,
+               options: ConvertOptions, out_dir: Path, log_path: Path, step) -> tuple[accuracy_control.Control, Diagnosis]:
+    """Run accuracy control; the Diagnosis keeps the chosen variant (or the failed int8 model when none passed)."""
+    def rank_layers():
+        return found.layers or debug.measure_layer_errors(saved_model_dir, representative, log_path)
+
+    def check(name: str, tflite: bytes) -> Candidate:
+        return checked_candidate(name, tflite, source, subset, options, out_dir, step(f"checking {name}"),
+                                 integer_io=False)
+
+    control = accuracy_control.control_accuracy(
+        found.chosen, rank_layers,
+        lambda names: debug.selective_model(saved_model_dir, representative, names, log_path),
+        lambda: int16x8_model(saved_model_dir, log_path, representative), check, options.max_tries)
+    chosen = control.chosen
+    if chosen is None:
+        return control, found
+    problems, _ = edgetpu.check_readiness(chosen.candidate.tflite)
+    control = replace(control, edgetpu_problems=problems)
+    return control, replace(found, chosen=chosen.candidate, float_layers=chosen.float_layers)
 
 
 def ood_outcome(chosen: Candidate, note: str | None, source: Source, options: ConvertOptions, out_dir: Path,
@@ -105,15 +162,16 @@ class Diagnosis:
     layer_csv: str | None = None
     float_layers: tuple[str, ...] = ()
     tradeoff: tuple[dict, ...] = ()
+    layers: tuple = ()  # debug.LayerError, worst first, when --debug measured them
 
 
-def diagnose(saved_model_dir: str, representative, full: Candidate, source: Source, subset: str,
+def diagnose(saved_model_dir: str, representative, full: Candidate, source: Source, subset: CheckPlan,
              options: ConvertOptions, out_dir: Path, log_path: Path, progress) -> Diagnosis:
     """Per-layer errors; with --float-layers N, the N worst layers kept in float and the check run again."""
     layers = debug.measure_layer_errors(saved_model_dir, representative, log_path)
     sections = (debug.layers_markdown(layers, f"layer_errors_{options.mode.name}.csv"),)
     if not options.float_layers:
-        return Diagnosis(full, sections, debug.layers_csv(layers))
+        return Diagnosis(full, sections, debug.layers_csv(layers), layers=layers)
     if options.float_layers >= len(layers):
         raise UsageError(f"got --float-layers {options.float_layers}, expected at most {len(layers) - 1} "
                          f"(this model has {len(layers)} quantized layers; all in float is --float32)")
@@ -123,7 +181,7 @@ def diagnose(saved_model_dir: str, representative, full: Candidate, source: Sour
                                progress)
     tradeoff = (tradeoff_row(full), tradeoff_row(chosen))
     return Diagnosis(chosen, (*sections, debug.tradeoff_markdown(list(tradeoff))), debug.layers_csv(layers),
-                     float_layers, tradeoff)
+                     float_layers, tradeoff, layers)
 
 
 def check_subset(split, requested: str | None) -> str:
@@ -142,22 +200,24 @@ def calibration_pixels(source: Source, options: ConvertOptions, progress) -> np.
     return load_representative(source.data_dir, relpaths, source.input_size, progress)
 
 
-def checked_candidate(name: str, tflite: bytes, source: Source, subset: str, options: ConvertOptions,
-                      out_dir: Path, progress) -> Candidate:
-    """Run the accuracy check on `tflite` through edge_runner.EdgeModel (the allx-edge code path)."""
+def checked_candidate(name: str, tflite: bytes, source: Source, subset: CheckPlan, options: ConvertOptions,
+                      out_dir: Path, progress, integer_io: bool = True) -> Candidate:
+    """Run the accuracy check on `tflite` through edge_runner.EdgeModel (the allx-edge code path).
+
+    integer_io False: a variant with float input and output (float layers, 16x8), whatever --io said."""
     from allx.edge_runner.model import EdgeModel
 
     input_spec, outputs = describe_tensors(tflite)
-    if options.mode.fully_integer and not options.float_layers:
+    if options.mode.fully_integer and not options.float_layers and integer_io:
         check_input_quantization(input_spec, options.io)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".candidate-") as scratch:
         path = Path(scratch) / options.mode.file_name
         path.write_bytes(tflite)
         edge_model = EdgeModel.load(path, labels=source.labels)
         tensors = (input_spec, *split_outputs(outputs, edge_model.output["name"]))
-        report, predictions = run_check(source.model, edge_model, source.data_dir, source.split.subset(subset),
-                                        source.split.labels(subset), source.labels, options.mode.name, subset,
-                                        options.thresholds, progress)
+        report, predictions = run_check(source.model, edge_model, source.data_dir, source.split.subset(subset.name),
+                                        source.split.labels(subset.name), source.labels, options.mode.name,
+                                        subset.name, options.thresholds, progress, subset.fidelity)
     return Candidate(name, tflite, report, predictions, tensors)
 
 
