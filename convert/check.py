@@ -11,7 +11,7 @@ import numpy as np
 
 from allx.errors import DataError, ImageError
 from allx.images import load_image
-from allx.convert.gate import Fidelity, PairedCount, failures_of, fidelity_of, paired_counts
+from allx.convert.gate import Fidelity, PairedCount, failures_of, fidelity_of, paired_counts, with_thresholds
 from allx.convert.modes import Thresholds
 
 BENIGN = "Benign"  # every other class is a malignant ALL subtype
@@ -261,5 +261,8 @@ def metrics_of(truth: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...]
 
 
 def gate(report: CheckReport) -> CheckReport:
-    """The same report with `failures` filled: one sentence in numbers per limit broken (convert.gate)."""
-    return replace(report, failures=failures_of(report.paired, report.fidelity, report.thresholds))
+    """The same report judged against its thresholds, `failures` filled: one sentence in numbers per limit
+    broken (convert.gate). A report given other thresholds (replace(report, thresholds=...)) is re-judged."""
+    paired, fidelity = with_thresholds(report.paired, report.fidelity, report.thresholds)
+    return replace(report, paired=paired, fidelity=fidelity,
+                   failures=failures_of(paired, fidelity, report.thresholds))

@@ -129,6 +129,20 @@ def paired_counts(truth: np.ndarray, float_top: np.ndarray, quant_top: np.ndarra
     return tuple(counts)
 
 
+def with_thresholds(paired: tuple[PairedCount, ...], fidelity: Fidelity | None,
+                    thresholds: Thresholds) -> tuple[tuple[PairedCount, ...], Fidelity | None]:
+    """The same counts judged against other thresholds (bounds at their confidence, their limits)."""
+    judged = []
+    for count in paired:
+        overall = count.option == "--max-drop"
+        bound = float(drop_bound(count.right_to_wrong, count.wrong_to_right, count.images, thresholds.confidence))
+        judged.append(PairedCount(count.label, count.images, count.right_to_wrong, count.wrong_to_right, bound * 100.0,
+                                  thresholds.max_drop if overall else thresholds.max_class_drop, count.option))
+    if fidelity is not None:
+        fidelity = fidelity_of(fidelity.disagreements, fidelity.images, fidelity.subsets, thresholds)
+    return tuple(judged), fidelity
+
+
 def fidelity_of(disagreements: int, images: int, subsets: str, thresholds: Thresholds) -> Fidelity:
     bound = float(agreement_bound(disagreements, images, thresholds.confidence))
     return Fidelity(images, disagreements, subsets, bound, thresholds.min_agreement)

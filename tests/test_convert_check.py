@@ -96,3 +96,17 @@ def test_flip_margins_tell_near_ties_from_confident_flips():
     assert report.flip_margin_median == pytest.approx(np.median([0.05, 0.6]))
     assert report.margin_median == pytest.approx(np.median([0.8, 0.05, 1.0, 0.6]))
     assert report_for([0, 1], [0, 1], [0, 1]).flip_margin_median is None
+
+
+def test_a_report_regated_with_other_thresholds_is_judged_again():
+    from dataclasses import replace
+
+    from allx.convert.check import gate
+
+    truth = np.array([0, 1, 2, 3] * 25)
+    quant = truth.copy()
+    quant[truth == 3] = 2
+    opened = report_for(truth, truth, quant, Thresholds(100.0, 100.0, 0.0))
+    assert opened.passed
+    strict = gate(replace(opened, thresholds=Thresholds()))
+    assert not strict.passed and strict.paired[0].limit_pp == Thresholds().max_drop
