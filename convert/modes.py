@@ -50,10 +50,10 @@ class Thresholds:
     drop is 0 passes >= 95% of the time and one whose true drop is twice a limit fails >= 95% of the time.
     """
 
-    max_drop: float = 2.0  # percentage points of overall accuracy (bound on the true drop)
+    max_drop: float = 1.5  # percentage points of overall accuracy (bound on the true drop)
     max_class_drop: float = 5.0  # percentage points of any one class's recall (bound on the true drop)
     min_agreement: float = 0.98  # fraction of train+val images with the float model's top-1 label (lower bound)
-    confidence: float = 0.8  # one-sided confidence of those bounds
+    confidence: float = 0.6  # one-sided confidence of those bounds
 
     def to_dict(self) -> dict:
         return {"max_drop_pp": self.max_drop, "max_class_drop_pp": self.max_class_drop,

@@ -37,7 +37,7 @@ def test_each_limit_is_named_when_broken():
     report = report_for(truth, truth, quant)
     assert not report.passed and len(report.failures) == 3
     assert report.failures[0] == ("all classes: 25 right->wrong, 0 wrong->right of 100; drop bound 25.0 pp "
-                                  "(limit --max-drop 2 pp)")
+                                  "(limit --max-drop 1.5 pp)")
     assert report.failures[1].startswith("Pro: 25 right->wrong, 0 wrong->right of 25; drop bound 100.0 pp")
     assert "fidelity: 25 of 100 val images changed top-1 label" in report.failures[2]
     assert report.to_dict()["passed"] is False and len(report.to_dict()["verdicts"]) == 5
@@ -58,7 +58,7 @@ def test_a_better_quantized_model_is_not_a_drop():
     report = report_for(truth, worse, truth, Thresholds(1.0, 15.0, 0.0))
     assert report.passed and report.drop_pp < 0 and report.paired[0].drop_bound_pp < 0
     # one wrong->right image of 5 is little evidence of direction: the class bound stays positive
-    assert report.paired[1].drop_bound_pp == pytest.approx((2 * 0.8 - 1) / 5 * 100)
+    assert report.paired[1].drop_bound_pp == pytest.approx((2 * Thresholds().confidence - 1) / 5 * 100)
 
 
 def test_malignant_sensitivity_ignores_confusion_between_subtypes():
