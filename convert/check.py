@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from allx.errors import DataError, ImageError
-from allx.images import load_image
 from allx.convert.gate import Fidelity, PairedCount, failures_of, fidelity_of, paired_counts, with_thresholds
 from allx.convert.modes import Thresholds
+from allx.errors import DataError
+from allx.images import read_batches
+from allx.train.evaluate import keras_probabilities
+from allx.train.metrics import malignant_vs_benign
 
-BENIGN = "Benign"  # every other class is a malignant ALL subtype
 BATCH = 32
 
 
@@ -130,54 +131,52 @@ def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str
 
     `edge_model` is an edge_runner.model.EdgeModel: the converted model is run by the same code as
     `allx-edge`, never by a separate interpreter loop here. Fidelity is measured on `fidelity` (the
-    check images themselves when None).
+    check images themselves when None or empty).
     """
-    cache = {} if fidelity is None else fidelity.float_cache
-    extra = () if fidelity is None or not fidelity.relpaths else tuple(p for p in fidelity.relpaths if p not in set(relpaths))
+    use_fidelity = fidelity is not None and bool(fidelity.relpaths)
+    cache = fidelity.float_cache if use_fidelity else {}
+    extra = tuple(p for p in fidelity.relpaths if p not in set(relpaths)) if use_fidelity else ()
     total = len(relpaths) + len(extra)
+    progress = (lambda done, _: on_progress(done, total)) if on_progress else None
     kept, kept_truth, skipped, float_probs, quant_probs, latencies = [], [], [], [], [], []
-    for start in range(0, len(relpaths), BATCH):
-        pixels, paths, labels_read, unreadable = load_batch(data_dir, relpaths[start:start + BATCH],
-                                                            truth[start:start + BATCH], edge_model.input_size)
-        skipped.extend(unreadable)
-        if len(pixels):
-            float_probs.append(cached_probabilities(keras_model, pixels, paths, len(labels), cache))
-            for image in pixels:
+    for batch in read_batches(data_dir, relpaths, edge_model.input_size, BATCH, progress):
+        skipped.extend(reason for _, reason in batch.unreadable)  # each reason names its file
+        if batch.indices:
+            float_probs.append(cached_probabilities(keras_model, batch.pixels,
+                                                    [relpaths[i] for i in batch.indices], len(labels), cache))
+            for image in batch.pixels:
                 began = time.perf_counter()
                 quant_probs.append(edge_model.predict(image))
                 latencies.append((time.perf_counter() - began) * 1000.0)
-            kept.extend(paths)
-            kept_truth.extend(labels_read)
-        if on_progress:
-            on_progress(min(start + BATCH, len(relpaths)), total)
+            kept.extend(relpaths[i] for i in batch.indices)
+            kept_truth.extend(truth[i] for i in batch.indices)
     if not kept:
         raise DataError(f"no readable images in the {subset} subset ({len(skipped)} unreadable), expected some to check")
     predictions = CheckPredictions(tuple(kept), np.asarray(kept_truth), np.concatenate(float_probs),
                                    np.stack(quant_probs))
     changed = predictions.float_probabilities.argmax(axis=1) != predictions.quantized_probabilities.argmax(axis=1)
-    if fidelity is None or not fidelity.relpaths:
+    if not use_fidelity:
         counted = (int(changed.sum()), len(kept), subset)
     else:
         in_fidelity = np.isin(np.asarray(kept), np.asarray(fidelity.relpaths))
         more, images = count_disagreements(keras_model, edge_model, data_dir, extra, len(labels), cache,
-                                           lambda done: on_progress and on_progress(len(relpaths) + done, total))
+                                           (lambda done, _: on_progress(len(relpaths) + done, total))
+                                           if on_progress else None)
         counted = (int(changed[in_fidelity].sum()) + more, int(in_fidelity.sum()) + images, fidelity.subsets)
     return summarize(predictions, labels, precision, subset, thresholds, latencies, tuple(skipped),
                      counted), predictions
 
 
 def count_disagreements(keras_model, edge_model, data_dir, relpaths: tuple[str, ...], classes: int, cache: dict,
-                        on_progress: Callable[[int], None]) -> tuple[int, int]:
+                        on_progress) -> tuple[int, int]:
     """(images whose top-1 label differs between the float and the converted model, readable images)."""
     disagreements = images = 0
-    for start in range(0, len(relpaths), BATCH):
-        chunk = relpaths[start:start + BATCH]
-        pixels, paths, _, _ = load_batch(data_dir, chunk, [0] * len(chunk), edge_model.input_size)
-        if len(pixels):
-            float_top = cached_probabilities(keras_model, pixels, paths, classes, cache).argmax(axis=1)
-            disagreements += int(np.sum(float_top != edge_model.predict(pixels).argmax(axis=1)))
-            images += len(pixels)
-        on_progress(start + len(chunk))
+    for batch in read_batches(data_dir, relpaths, edge_model.input_size, BATCH, on_progress):
+        if batch.indices:
+            paths = [relpaths[i] for i in batch.indices]
+            float_top = cached_probabilities(keras_model, batch.pixels, paths, classes, cache).argmax(axis=1)
+            disagreements += int(np.sum(float_top != edge_model.predict(batch.pixels).argmax(axis=1)))
+            images += len(paths)
     return disagreements, images
 
 
@@ -188,35 +187,6 @@ def cached_probabilities(model, pixels: np.ndarray, paths: list[str], classes: i
         for i, row in zip(missing, keras_probabilities(model, pixels[missing], classes)):
             cache[paths[i]] = row
     return np.stack([cache[path] for path in paths])
-
-
-def load_batch(data_dir, relpaths, truth, size: tuple[int, int]):
-    """(uint8 pixels, their paths, their labels, "path: reason" of the unreadable) via allx.images.load_image."""
-    images, paths, labels, unreadable = [], [], [], []
-    for relpath, label in zip(relpaths, truth):
-        try:
-            images.append(load_image(Path(data_dir) / relpath, size))
-        except ImageError as err:
-            unreadable.append(str(err))
-            continue
-        paths.append(relpath)
-        labels.append(label)
-    pixels = np.stack(images) if images else np.zeros((0, *size, 3), np.uint8)
-    return pixels, paths, labels, unreadable
-
-
-def keras_probabilities(model, pixels: np.ndarray, classes: int) -> np.ndarray:
-    """The float model's class probabilities for uint8 pixels (the output with `classes` columns)."""
-    # A plain call, not predict_on_batch: that traces a new graph per batch shape and per loaded model.
-    outputs = model(pixels.astype(np.float32), training=False)
-    if isinstance(outputs, dict):
-        outputs = list(outputs.values())
-    if isinstance(outputs, (list, tuple)):
-        matches = [np.asarray(o) for o in outputs if tuple(o.shape)[-1] == classes]
-        if len(matches) != 1:
-            raise DataError(f"the Keras model has {len(outputs)} outputs, expected exactly one with {classes} classes")
-        outputs = matches[0]
-    return np.asarray(outputs, dtype=np.float32)
 
 
 def summarize(predictions: CheckPredictions, labels: tuple[str, ...], precision: str, subset: str,
@@ -251,13 +221,9 @@ def metrics_of(truth: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...]
     present = set(truth.tolist())
     recalls = recall_score(truth, predicted, labels=list(range(len(labels))), average=None, zero_division=0)
     recall = tuple(float(r) if i in present else None for i, r in enumerate(recalls))
-    sensitivity = specificity = None
-    if BENIGN in labels:
-        benign = labels.index(BENIGN)
-        true_malignant, called_malignant = truth != benign, predicted != benign
-        sensitivity = float(called_malignant[true_malignant].mean()) if true_malignant.any() else None
-        specificity = float((~called_malignant)[~true_malignant].mean()) if (~true_malignant).any() else None
-    return ModelMetrics(float(accuracy_score(truth, predicted)), recall, sensitivity, specificity)
+    clinical = malignant_vs_benign(truth, predicted, labels)
+    return ModelMetrics(float(accuracy_score(truth, predicted)), recall, clinical["malignant_sensitivity"],
+                        clinical["benign_specificity"])
 
 
 def gate(report: CheckReport) -> CheckReport:

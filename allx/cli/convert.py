@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.console import handle_errors, progress_bars, stdout
 from allx.errors import CheckFailed, ConversionError
-from allx.convert.modes import (DEFAULT_FIDELITY_IMAGES, DEFAULT_MAX_TRIES, DEFAULT_REPRESENTATIVE_COUNT,
-                                DEFAULT_THRESHOLDS)  # light: no TensorFlow
+from allx.text import percent
+from allx.convert.modes import (DEFAULT_FIDELITY_IMAGES, DEFAULT_FLAG_RATE, DEFAULT_MAX_TRIES,
+                                DEFAULT_REPRESENTATIVE_COUNT, DEFAULT_THRESHOLDS)  # light: no TensorFlow
 
 
 @handle_errors
@@ -66,7 +65,8 @@ def convert(
                                                 "pooled-embedding output and calibrate its threshold (default: on "
                                                 "when the model has the allx train layout).", show_default=False)] = None,
     ood_flag_rate: Annotated[Optional[float], typer.Option(
-        "--ood-flag-rate", help="Fraction of held-out (val) images the OOD threshold flags (default 0.04).",
+        "--ood-flag-rate", help="Fraction of held-out (val) images the OOD threshold flags "
+        f"(default {DEFAULT_FLAG_RATE:g}).",
         show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the check results as JSON.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the representative draw.")] = 0,
@@ -90,7 +90,7 @@ def convert(
     options = resolve_options(chosen[0] if chosen else "int8", io, representative_count, check_subset, max_drop,
                               max_class_drop, min_agreement, debug, float_layers, edgetpu, seed, ood, ood_flag_rate,
                               confidence, accuracy_control, max_tries, fidelity_images)
-    with progress_callback() as progress:
+    with progress_bars() as progress:
         result = convert_keras(model, out, options, data, split, progress)
     if json_output:
         print(json.dumps(result_json(result), indent=2))
@@ -123,26 +123,8 @@ def result_json(result) -> dict:
     return document
 
 
-@contextlib.contextmanager
-def progress_callback():
-    """A progress(stage, done, total) callback drawing one rich bar per stage (nothing when not a terminal)."""
-    if not show_progress():
-        yield None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr, transient=True) as bars:
-        tasks = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=total)
-            bars.update(tasks[stage], completed=done, total=total)
-
-        yield update
-
-
 def render(result) -> None:
-    from allx.convert.ood import summary_line
+    from allx.convert.ood_report import summary_line
 
     check = result.check
     verdict = "[green]PASSED[/green]" if check.passed else "[red]REJECTED[/red]"
@@ -154,15 +136,15 @@ def render(result) -> None:
         stdout.print(f"  {check.fidelity.verdict(check.thresholds.confidence)}", highlight=False, markup=False)
     table = Table("class", "images", "float recall", f"{check.precision} recall", "drop (pp)")
     for row in check.per_class:
-        table.add_row(row.label, str(row.support), fmt(row.float_recall), fmt(row.quantized_recall),
+        table.add_row(row.label, str(row.support), percent(row.float_recall, 2, 'n/a'), percent(row.quantized_recall, 2, 'n/a'),
                       "n/a" if row.drop_pp is None else f"{row.drop_pp:+.2f}")
-    table.add_row("all", str(check.images), fmt(check.float.accuracy), fmt(check.quantized.accuracy),
+    table.add_row("all", str(check.images), percent(check.float.accuracy, 2, 'n/a'), percent(check.quantized.accuracy, 2, 'n/a'),
                   f"{check.drop_pp:+.2f}", style="bold")
     stdout.print(table)
     spec = result.manifest["input"]
     stdout.print(f"input {spec['dtype']} scale {spec['scale']:g} zero point {spec['zero_point']}; "
-                 f"malignant sensitivity float {fmt(check.float.malignant_sensitivity)} -> "
-                 f"{fmt(check.quantized.malignant_sensitivity)}", highlight=False)
+                 f"malignant sensitivity float {percent(check.float.malignant_sensitivity, 2, 'n/a')} -> "
+                 f"{percent(check.quantized.malignant_sensitivity, 2, 'n/a')}", highlight=False)
     for failure in check.failures:
         stdout.print(f"[red]limit broken:[/red] {failure}", highlight=False)
     if result.control is not None:
@@ -184,7 +166,7 @@ def render_control(control) -> None:
             table.add_row(row["name"], "", "", "", "", "", "conversion failed", f"{row['seconds']:.1f}")
             continue
         table.add_row(row["name"], f"{row['size_bytes'] / 1e6:.3f}", f"{row['latency_ms_p50']:.2f}",
-                      fmt(row["accuracy"]), f"{row['drop_bound_pp']:.2f}", f"{row['agreement']:.4f}",
+                      percent(row["accuracy"], 2, 'n/a'), f"{row['drop_bound_pp']:.2f}", f"{row['agreement']:.4f}",
                       "pass" if row["passed"] else "fail", f"{row['seconds']:.1f}")
     stdout.print(table)
     chosen = control.chosen
@@ -192,7 +174,3 @@ def render_control(control) -> None:
                  f"({control.seconds:.1f} s); Edge TPU: {control.edgetpu_note}", highlight=False, markup=False)
     for note in control.notes:
         stdout.print(f"accuracy control: {note}", highlight=False, markup=False)
-
-
-def fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2%}"
