@@ -9,7 +9,7 @@ EXIT_CODES = {
     0: "ok",
     1: "some inputs failed (a batch went on)",
     2: "usage, data or model error",
-    3: "a converted model failed its accuracy check",
+    3: "a converted model failed its accuracy check (every accuracy-control try too)",
     130: "interrupted (Ctrl-C)",
 }
 
@@ -26,6 +26,10 @@ class UsageError(AllxError):
 
 class OutputError(AllxError):
     """An output file or folder cannot be written."""
+
+
+class MissingDependency(AllxError):
+    """An optional package or command that this feature needs is not installed."""
 
 
 class DataError(AllxError):
