@@ -82,10 +82,15 @@ def backbones_section() -> list[str]:
                      f"{max(drops, default=0.0):+.2f} | {fidelity.get('agreement', r['agreement']):.4f} | "
                      f"{'pass' if r['passed'] else 'REJECTED'} | {r['int8_size_mb']:.2f} | {r['p50_ms']:.2f} | "
                      f"{r['p95_ms']:.2f} | {spent} |")
+    measured = {r["backbone"] for r in d["rows"]}
+    missing = [name for name in ("resnet50", "efficientnet-lite0", "mobilenetv2") if name not in measured]
+    if missing:
+        lines += ["", f"Not measured in this run (stopped before their turn): {', '.join(missing)}."]
     return lines + ["", "The check runs on the val subset (484 images) with the gate of `convert/gate.py` (exact paired"
                     " bounds, defaults from the simulation below); fidelity is the top-1 agreement with the float"
                     " model on the train+val images. \"kept model\" is what `allx convert --int8` saved: plain int8,"
-                    " or the variant automatic accuracy control chose (each try is listed in that run's report.md)."]
+                    " or the variant automatic accuracy control chose (each try is listed in that run's report.md). Latencies"
+                    " are as measured during the run, on a shared machine: compare speeds within one table only."]
 
 
 def gate_section() -> list[str]:
