@@ -28,12 +28,16 @@ OodThresholdOption = Annotated[Optional[float], typer.Option(
     "--ood-threshold", help="Flag an image 'uncertain: unlike training images' when its out-of-distribution score "
     "is above this (default: the threshold allx convert calibrated, in model.json ood.threshold; higher flags "
     "fewer images).", show_default=False)]
+TtaOption = Annotated[bool, typer.Option(
+    "--tta", help="Average the probabilities over the 8 rotations/mirrors of each image (8x the inference time; "
+    "see `allx-edge bench --tta`).")]
 
 
-def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None):
+def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None, tta: bool = False):
     from allx.edge_runner.model import EdgeModel
 
-    edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold)
+    edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold,
+                                tta=tta)
     for warning in edge_model.warnings:
         stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     return edge_model
@@ -56,6 +60,7 @@ def classify(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    tta: TtaOption = False,
 ):
     """Classify images: a table of path, label, confidence and ms, then a summary.
 
@@ -68,7 +73,7 @@ def classify(
     from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
     from allx.edge_runner.views import batch_summary_line, result_header, result_line
 
-    edge_model = load_model(model, threads, delegate, labels, ood_threshold)
+    edge_model = load_model(model, threads, delegate, labels, ood_threshold, tta)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
 
     def show(result) -> None:
@@ -99,6 +104,7 @@ def camera(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    tta: TtaOption = False,
 ):
     """Classify a camera feed or a video file.
 
@@ -109,7 +115,7 @@ def camera(
     from allx.edge_runner.camera import has_display, run_camera
     from allx.edge_runner.views import camera_summary_line, frame_line
 
-    edge_model = load_model(model, threads, delegate, labels, ood_threshold)
+    edge_model = load_model(model, threads, delegate, labels, ood_threshold, tta)
     display = not headless and has_display()
     summary = run_camera(edge_model, source, every=every, max_frames=max_frames, log_path=log, display=display,
                          on_frame=None if display else (lambda result: echo(frame_line(result))))
@@ -130,6 +136,8 @@ def bench(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Write a Markdown table here.")] = None,
     labels: LabelsOption = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Also time one image with test-time averaging over its 8 "
+                                      "dihedral views against one without (quantize + invoke + dequantize).")] = False,
 ):
     """Benchmark the latency of one or more models side by side.
 
@@ -141,7 +149,7 @@ def bench(
     from allx.edge_runner.views import bench_caption, bench_table
 
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
-                          labels=labels, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
+                          labels=labels, tta=tta, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
     stdout.print(bench_table(report))
     echo(bench_caption(report))
     if json_out is not None:

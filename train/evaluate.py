@@ -8,14 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
+from allx.dihedral import dihedral_views
 from allx.errors import DataError, ModelError
 from allx.images import load_image
 
 BATCH = 32
 
 
-def predict_images(model, data_dir, relpaths, labels, size, progress=None):
-    """Probabilities of the readable images; returns (probabilities, their labels, skipped [(path, reason)])."""
+def predict_images(model, data_dir, relpaths, labels, size, progress=None, tta: bool = False):
+    """Probabilities of the readable images; returns (probabilities, their labels, skipped [(path, reason)]).
+
+    With `tta`, each image's probabilities are the mean over its 8 dihedral views (allx.dihedral).
+    """
     from allx.errors import ImageError
 
     rows, kept, skipped = [], [], []
@@ -28,7 +32,9 @@ def predict_images(model, data_dir, relpaths, labels, size, progress=None):
             except ImageError as err:
                 skipped.append((relpaths[i], str(err)))
         if batch:
-            rows.append(model.predict_on_batch(np.stack(batch).astype(np.float32)))
+            pixels = np.stack(batch).astype(np.float32)
+            views = dihedral_views(pixels) if tta else [pixels]
+            rows.append(np.mean([np.asarray(model.predict_on_batch(view)) for view in views], axis=0))
         if progress:
             progress("evaluate", min(start + BATCH, len(relpaths)), len(relpaths))
     n_classes = int(model.output_shape[-1])
@@ -36,8 +42,9 @@ def predict_images(model, data_dir, relpaths, labels, size, progress=None):
     return probabilities, np.asarray(labels)[kept], skipped
 
 
-def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progress=None) -> dict:
-    """Metrics of the model at model_path on `subset` of the split (see train.metrics)."""
+def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progress=None, tta: bool = False) -> dict:
+    """Metrics of the model at model_path on `subset` of the split (see train.metrics); `tta` averages
+    over the 8 dihedral views of each image."""
     from allx.train.metrics import classification_metrics
     from allx.train.model_io import load_keras_model
     from allx.train.split import read_split
@@ -51,12 +58,15 @@ def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progr
     model = load_keras_model(model_path)
     check_model_fits(model, split.classes, Path(model_path).parent / layout.LABELS)
     size = tuple(int(d) for d in model.input_shape[1:3])
-    probabilities, labels, skipped = predict_images(model, data_dir, relpaths, split.labels(subset), size, progress)
+    if tta and size[0] != size[1]:
+        raise DataError(f"--tta needs a square model input, got {size[0]}x{size[1]}")
+    probabilities, labels, skipped = predict_images(model, data_dir, relpaths, split.labels(subset), size, progress,
+                                                    tta)
     if len(labels) == 0:
         raise DataError(f"no readable images in the {subset!r} subset")
     metrics = classification_metrics(probabilities, labels, split.classes)
     metrics.update(subset=subset, model=str(model_path), skipped=[list(s) for s in skipped],
-                   split_kind=split.kind.value)
+                   split_kind=split.kind.value, tta=tta)
     return metrics
 
 

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from allx.layout import SplitKind
 from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.train.trainer import DEFAULT_AUGMENT  # no TensorFlow at import: the CLI starts fast
 
 
 @contextmanager
@@ -55,6 +56,13 @@ def train(
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
     val: Annotated[float, typer.Option(help="Validation fraction when making a split.")] = 0.15,
     test: Annotated[float, typer.Option(help="Test fraction when making a split.")] = 0.15,
+    augment: Annotated[str, typer.Option(help="Training augmentation, a comma-separated subset of dihedral (the 8 "
+                                         "rotations/mirrors), stain (HED jitter), crop (small scale/crop), blur (mild); "
+                                         "none for none. Default: the winner of benchmarks/recipes.py.")] = DEFAULT_AUGMENT,
+    augment_copies: Annotated[int, typer.Option(help="Jittered views (stain, crop, blur) added to each image's clean views.")] = 2,
+    strategy: Annotated[str, typer.Option(help="tf.distribute strategy for augmented extraction and fine-tuning: auto "
+                                          "(TF_CONFIG -> multiworker, 2+ GPUs -> mirrored, else one device), mirrored, "
+                                          "multiworker.")] = "auto",
 ):
     """Train the classifier: frozen pretrained backbone, cached features, Flatten -> Dropout(0.5) -> Dense head.
 
@@ -66,7 +74,8 @@ def train(
     config = TrainConfig(data_dir=data_dir, out_dir=out, split_path=split, backbone=backbone, weights=weights,
                          head=head, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                          fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
-                         class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test)
+                         class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test,
+                         augment=augment, augment_copies=augment_copies, strategy=strategy)
     with stage_progress() as report:
         result = train_model(config, progress=report)
     if result.skipped:
@@ -84,12 +93,13 @@ def evaluate(
     split: Annotated[Path, typer.Option(help="SPLIT.json (from `allx data split`, a run folder, or hand-written).")],
     subset: Annotated[str, typer.Option(help="train | val | test.")] = "test",
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON document.")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Average the probabilities over the 8 rotations/mirrors of each image.")] = False,
 ):
     """Evaluate a model: accuracy, loss, per-class precision/recall/F1, confusion matrix, malignant sensitivity."""
     from allx.train.evaluate import evaluate_model
 
     with stage_progress() as report:
-        metrics = evaluate_model(model, data_dir, split, subset, progress=report)
+        metrics = evaluate_model(model, data_dir, split, subset, progress=report, tta=tta)
     if json_out:
         typer.echo(json.dumps(metrics, indent=2))
         return
