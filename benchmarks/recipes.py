@@ -48,7 +48,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="generated 64x64 images instead of real data")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: allx's)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipes.json")
     args = parser.parse_args()
@@ -106,7 +106,7 @@ def block_folds(labels: np.ndarray, k: int) -> list[dict]:
     return folds
 
 
-def extract_all(args, dataset, relpaths, labels) -> dict:
+def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> dict:
     """Pooled Lite0 features, (images, 8 views, 1280), for the clean and the stain-jittered dihedral views."""
     import keras
 
@@ -128,6 +128,8 @@ def extract_all(args, dataset, relpaths, labels) -> dict:
     out = {}
     # the clean views once; of `dihedral,stain` only the jittered copies (views 8..), the rest is the same
     for name, text, first_view in (("clean", "dihedral", 0), ("stain", "dihedral,stain", 8)):
+        if name not in which:
+            continue
         augmentation = parse_augmentation(text, STAIN_COPIES)
         parts = {"data": fingerprint, "backbone": "efficientnet-lite0+gap", "weights": "imagenet",
                  "size": list(size), "augment": augmentation.key(), "format": 1}

@@ -34,12 +34,21 @@ def predict_images(model, data_dir, relpaths, labels, size, progress=None, tta: 
         if batch:
             pixels = np.stack(batch).astype(np.float32)
             views = dihedral_views(pixels) if tta else [pixels]
-            rows.append(np.mean([np.asarray(model.predict_on_batch(view)) for view in views], axis=0))
+            rows.append(np.mean([predict_batch(model, view) for view in views], axis=0))
         if progress:
             progress("evaluate", min(start + BATCH, len(relpaths)), len(relpaths))
     n_classes = int(model.output_shape[-1])
     probabilities = np.concatenate(rows) if rows else np.zeros((0, n_classes), np.float32)
     return probabilities, np.asarray(labels)[kept], skipped
+
+
+def predict_batch(model, pixels: np.ndarray) -> np.ndarray:
+    """predict_on_batch, except for a model built under a several-replica tf.distribute strategy, where
+    Keras' predict_on_batch does not split the batch (it returns one copy per replica): predict does."""
+    strategy = getattr(model, "distribute_strategy", None)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        return np.asarray(model.predict(pixels, batch_size=len(pixels), verbose=0))
+    return np.asarray(model.predict_on_batch(pixels))
 
 
 def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progress=None, tta: bool = False) -> dict:

@@ -162,7 +162,7 @@ def prepare_split(config: TrainConfig, run_dir: Path):
 
 
 def cached_features(config, extractor, split, subset, size, weights, progress, strategy=None):
-    from allx.train.augment import parse_augmentation
+    from allx.train.augment import Augmentation, parse_augmentation
     from allx.train.dataset import data_fingerprint
     from allx.train.features import cache_key, default_cache_dir, extract_features
     from allx.train.view_features import extract_view_features
@@ -178,9 +178,11 @@ def cached_features(config, extractor, split, subset, size, weights, progress, s
                      "augment_seed": config.seed if augmentation and augmentation.is_random else None})
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     report = (lambda done, total: progress(f"features {subset}", done, total)) if progress else None
-    if augmentation:
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    if augmentation or replicas > 1:  # (a single view, the image itself, when only the strategy asks for it)
         return extract_view_features(extractor, Path(config.data_dir), relpaths, split.labels(subset), size,
-                                     augmentation, cache_dir / f"{key}.npy", config.seed, report, strategy)
+                                     augmentation or Augmentation(), cache_dir / f"{key}.npy", config.seed, report,
+                                     strategy)
     return extract_features(extractor, Path(config.data_dir), relpaths, split.labels(subset), size,
                             cache_dir / f"{key}.npy", report)
 
