@@ -155,11 +155,11 @@ def tta_section() -> list[str]:
     if not d:
         return ["TTA latency: not run (`allx-edge bench --tta`)."]
     lines = [f"### Test-time averaging over the 8 dihedral views: latency cost ({provenance(d, 'allx-edge bench --tta')})",
-             "", "| model | predict ms, one view | predict ms, 8 views (`--tta`) | cost |", "|---|---|---|---|"]
+             "", "| model | predict ms, one view (median) | predict ms, 8 views, `--tta` (median) | cost |", "|---|---|---|---|"]
     for r in d["results"]:
         t = r["tta"]
-        lines.append(f"| {Path(r['model']).name} ({r['runtime']}, {r['threads']} threads) | {t['single_ms']['mean']:.2f} | "
-                     f"{t['tta_ms']['mean']:.2f} | **{t['ratio']:.2f}x** |")
+        lines.append(f"| {Path(r['model']).name} ({r['runtime']}, {r['threads']} threads) | {t['single_ms']['p50']:.2f} | "
+                     f"{t['tta_ms']['p50']:.2f} | **{t['ratio']:.2f}x** |")
     return lines
 
 

@@ -53,7 +53,8 @@ class TtaCost:
     """One image's predict() (quantize + invoke + dequantize) with and without averaging over 8 views."""
     single_ms: LatencyStats
     tta_ms: LatencyStats
-    ratio: float  # TTA mean / single mean: the latency cost of averaging over the views
+    ratio: float  # TTA median / single median: the latency cost of averaging over the views (medians: robust
+                  # to a busy machine's spikes)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def time_tta(model: EdgeModel, pixels: np.ndarray, runs: int, warmup: int) -> Tt
                 timings[tta].append((time.perf_counter() - start) * 1000.0)
     model.tta = False
     single, averaged = LatencyStats.from_ms(timings[False]), LatencyStats.from_ms(timings[True])
-    return TtaCost(single, averaged, averaged.mean / single.mean if single.mean > 0 else 0.0)
+    return TtaCost(single, averaged, averaged.p50 / single.p50 if single.p50 > 0 else 0.0)
 
 
 def time_end_to_end(model: EdgeModel, image_paths: Sequence[Path]) -> EndToEnd:
@@ -237,8 +238,8 @@ def report_markdown(report: BenchReport) -> str:
                      f"{r.threads} | {r.delegate} | {r.load_ms:.1f} | {s.mean:.2f} | {s.std:.2f} | {s.min:.2f} | "
                      f"{s.p50:.2f} | {s.p90:.2f} | {s.p95:.2f} | {s.p99:.2f} | {s.max:.2f} | {r.throughput_ips:.1f} | "
                      f"{r.speed_ratio:.2f}x | {rss} | {e2e} |")
-    lines += [""] + [f"TTA, {Path(r.model).name}: predict {r.tta.single_ms.mean:.2f} ms -> {r.tta.tta_ms.mean:.2f} ms "
-                     f"averaged over 8 views ({r.tta.ratio:.2f}x)." for r in report.results if r.tta]
+    lines += [""] + [f"TTA, {Path(r.model).name}: predict median {r.tta.single_ms.p50:.2f} ms -> {r.tta.tta_ms.p50:.2f} "
+                     f"ms averaged over 8 views ({r.tta.ratio:.2f}x)." for r in report.results if r.tta]
     lines += ["", f"Latency: bare invoke() over {report.results[0].runs} runs after "
               f"{report.results[0].warmup} warm-up runs. Peak RSS is the process's peak so far (cumulative). "
               "End-to-end: decode + resize + invoke per image, one after another.", ""]

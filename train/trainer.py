@@ -273,7 +273,7 @@ def fine_tune(config, model, base, split, size, run_dir, progress, features) -> 
                  EpochProgress("fine-tune", config.fine_tune_epochs, progress)]
     try:
         fitted = model.fit(train, validation_data=val, epochs=config.fine_tune_epochs, callbacks=callbacks,
-                           verbose=0)
+                           shuffle=False, verbose=0)  # tf.data shuffles itself
     except KeyboardInterrupt:
         raise TrainingInterrupted(interrupted_message(run_dir)) from None
     return {key: [float(v) for v in values] for key, values in fitted.history.items()}
