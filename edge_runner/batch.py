@@ -143,7 +143,7 @@ def result_record(result: ImageResult, with_ood: bool = False) -> dict:
 
 def write_results_csv(path, results: Sequence[ImageResult], with_ood: bool = False):
     """One row per image: path, label, score, top_k ("label:score;..."), latency_ms, error [, ood, ood_score]."""
-    from allx.edge_runner.output import write_csv
+    from allx.files import write_csv
 
     header = ["path", "label", "score", "top_k", "latency_ms", "error"] + (["ood", "ood_score"] if with_ood else [])
     rows = []

@@ -10,9 +10,27 @@ import numpy as np
 from allx import layout
 from allx.dihedral import dihedral_views
 from allx.errors import DataError, ModelError
-from allx.images import load_image
+from allx.images import read_batches
 
 BATCH = 32
+
+
+def keras_probabilities(model, pixels: np.ndarray, classes: int) -> np.ndarray:
+    """The float model's class probabilities for uint8 pixels (the output with `classes` columns).
+
+    The one way allx runs a Keras model on images: `allx evaluate`, training's test metrics after
+    fine-tuning and `allx convert`'s float reference all call it.
+    """
+    # A plain call, not predict_on_batch: that traces a new graph per batch shape and per loaded model.
+    outputs = model(pixels.astype(np.float32), training=False)
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    if isinstance(outputs, (list, tuple)):
+        matches = [np.asarray(o) for o in outputs if tuple(o.shape)[-1] == classes]
+        if len(matches) != 1:
+            raise DataError(f"the Keras model has {len(outputs)} outputs, expected exactly one with {classes} classes")
+        outputs = matches[0]
+    return np.asarray(outputs, dtype=np.float32)
 
 
 def predict_images(model, data_dir, relpaths, labels, size, progress=None, tta: bool = False):
@@ -20,35 +38,17 @@ def predict_images(model, data_dir, relpaths, labels, size, progress=None, tta: 
 
     With `tta`, each image's probabilities are the mean over its 8 dihedral views (allx.dihedral).
     """
-    from allx.errors import ImageError
-
-    rows, kept, skipped = [], [], []
-    for start in range(0, len(relpaths), BATCH):
-        batch = []
-        for i in range(start, min(start + BATCH, len(relpaths))):
-            try:
-                batch.append(load_image(Path(data_dir) / relpaths[i], size))
-                kept.append(i)
-            except ImageError as err:
-                skipped.append((relpaths[i], str(err)))
-        if batch:
-            pixels = np.stack(batch).astype(np.float32)
-            views = dihedral_views(pixels) if tta else [pixels]
-            rows.append(np.mean([predict_batch(model, view) for view in views], axis=0))
-        if progress:
-            progress("evaluate", min(start + BATCH, len(relpaths)), len(relpaths))
     n_classes = int(model.output_shape[-1])
+    rows, kept, skipped = [], [], []
+    report = (lambda done, total: progress("evaluate", done, total)) if progress else None
+    for batch in read_batches(data_dir, relpaths, size, BATCH, report):
+        skipped.extend(batch.unreadable)
+        if batch.indices:
+            views = dihedral_views(batch.pixels) if tta else [batch.pixels]
+            rows.append(np.mean([keras_probabilities(model, view, n_classes) for view in views], axis=0))
+            kept.extend(batch.indices)
     probabilities = np.concatenate(rows) if rows else np.zeros((0, n_classes), np.float32)
     return probabilities, np.asarray(labels)[kept], skipped
-
-
-def predict_batch(model, pixels: np.ndarray) -> np.ndarray:
-    """predict_on_batch, except for a model built under a several-replica tf.distribute strategy, where
-    Keras' predict_on_batch does not split the batch (it returns one copy per replica): predict does."""
-    strategy = getattr(model, "distribute_strategy", None)
-    if strategy is not None and strategy.num_replicas_in_sync > 1:
-        return np.asarray(model.predict(pixels, batch_size=len(pixels), verbose=0))
-    return np.asarray(model.predict_on_batch(pixels))
 
 
 def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progress=None, tta: bool = False) -> dict:
