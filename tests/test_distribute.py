@@ -36,7 +36,7 @@ SCRIPT = textwrap.dedent("""
 def test_mirrored_strategy_runs_the_image_phases_on_two_devices(tmp_path):
     from allx.synthetic import make_dataset
 
-    data = make_dataset(tmp_path / "data", per_class=8, size=32)
+    data = make_dataset(tmp_path / "data", per_class=16, size=32)
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(data), str(out)], capture_output=True,
                           text=True, timeout=600)
