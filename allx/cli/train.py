@@ -85,7 +85,9 @@ def evaluate(
 def render_metrics(metrics: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{metrics['subset']} subset: accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}, n={metrics['n']}")
+    averaged = ", averaged over 8 rotations/mirrors" if metrics.get("tta") else ""
+    table = Table(title=f"{metrics['subset']} subset{averaged}: accuracy {metrics['accuracy']:.4f}, "
+                        f"loss {metrics['loss']:.4f}, n={metrics['n']}")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, m in metrics["per_class"].items():
