@@ -11,6 +11,7 @@ from pathlib import Path
 from allx import layout
 from allx.convert.check import CheckPredictions, CheckReport
 from allx.files import write_atomic
+from allx.edge_runner.runtime import find_runtime
 
 FORMAT = "allx-tflite/1"
 
@@ -19,7 +20,6 @@ def versions() -> dict:
     import tensorflow as tf
 
     import allx
-    from allx.edge_runner.runtime import find_runtime
 
     return {"tensorflow": tf.__version__, "allx": allx.__version__, "runtime": str(find_runtime())}
 
@@ -32,7 +32,7 @@ def build_manifest(model_file: str, check: CheckReport, tensors, source: dict, e
     if embedding is not None:
         outputs["embedding"] = embedding.to_dict()
     return {
-        "format": FORMAT, "model_file": model_file, "precision": check.precision, "status":
+        "kind": layout.RecordKind.MANIFEST.value, "format": FORMAT, "model_file": model_file, "precision": check.precision, "status":
         "passed" if check.passed else "rejected", "labels": list(check.labels), "input": input_spec.to_dict(),
         "outputs": outputs,
         "preprocessing": f"raw RGB uint8 0..255, resized bilinear to {height}x{width} (allx.images); "

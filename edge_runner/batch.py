@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Sequence
 from allx.errors import DataError, ImageError
 from allx.images import is_image_file
 from allx.edge_runner.model import EdgeModel, Prediction
+from allx.files import write_csv
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -143,7 +144,6 @@ def result_record(result: ImageResult, with_ood: bool = False) -> dict:
 
 def write_results_csv(path, results: Sequence[ImageResult], with_ood: bool = False):
     """One row per image: path, label, score, top_k ("label:score;..."), latency_ms, error [, ood, ood_score]."""
-    from allx.files import write_csv
 
     header = ["path", "label", "score", "top_k", "latency_ms", "error"] + (["ood", "ood_score"] if with_ood else [])
     rows = []

@@ -11,8 +11,24 @@ from pathlib import Path
 from typing import Callable
 
 from allx import layout
-from allx.errors import AllxError, DataError, ModelError
+from allx.errors import AllxError, DataError, ModelError, UsageError
 from allx.files import sha256_file, write_atomic, write_json
+from allx.train.augment import Augmentation, parse_augmentation
+from allx.train.backbones import get_backbone
+from allx.train.charts import save_split_charts
+from allx.train.dataset import data_fingerprint
+from allx.train.distribute import check_strategy, describe_strategy, make_strategy
+from allx.train.evaluate import predict_images
+from allx.train.features import cache_key, default_cache_dir, extract_features
+from allx.train.image_pipeline import image_dataset
+from allx.train.metrics import classification_metrics
+from allx.train.model_card import write_model_card
+from allx.train.model_io import save_keras_model
+from allx.train.split import make_split, read_split, write_split
+from allx.train.view_features import extract_view_features
+
+# Keras, and the modules that import it at their top (head, batches, callbacks, plots), are imported inside
+# the functions that need them: `allx --help` and the data commands never pay for TensorFlow.
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -64,8 +80,6 @@ class TrainResult:
 
 def validate_config(config: TrainConfig) -> None:
     """Reject impossible options before any work starts ("got X, expected Y")."""
-    from allx.train.augment import parse_augmentation
-    from allx.train.distribute import check_strategy
     from allx.train.head import HEADS
 
     checks = [
@@ -80,7 +94,7 @@ def validate_config(config: TrainConfig) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise DataError(message)
+            raise UsageError(message)
     parse_augmentation(config.augment, config.augment_copies)
     check_strategy(config.strategy)
     if not Path(config.data_dir).is_dir():
@@ -91,9 +105,6 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
     """Run one training end to end and write the run folder (see models/README.md)."""
     validate_config(config)
     import keras
-
-    from allx.train.backbones import get_backbone
-    from allx.train.distribute import make_strategy
 
     strategy = make_strategy(config.strategy)  # before any other TF operation (multi-worker needs that)
     keras.utils.set_random_seed(config.seed)
@@ -133,7 +144,6 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
             history["fine_tune"] = fine_tune(config, model, base, split, size, run_dir, progress, features)
 
     # 5. Save, evaluate on the test subset, and describe the run.
-    from allx.train.model_io import save_keras_model
 
     save_keras_model(model, run_dir / layout.MODEL_KERAS)
     metrics = evaluate_run(config, model, head, features, split, size, run_dir)
@@ -144,7 +154,6 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
 
 def prepare_split(config: TrainConfig, run_dir: Path):
     """The given split (checked against the data), or a new near-duplicate-aware one saved in the run."""
-    from allx.train.split import make_split, read_split, write_split
 
     if config.split_path:
         split = read_split(config.split_path, config.data_dir)
@@ -154,7 +163,6 @@ def prepare_split(config: TrainConfig, run_dir: Path):
         raise DataError(f"need at least 2 classes, got {len(split.classes)}: {list(split.classes)}")
     if not split.subset("train"):
         raise DataError("the split has no training images")
-    from allx.train.charts import save_split_charts
 
     meta = {**split.meta, "data_dir": str(Path(config.data_dir).resolve())}
     saved = type(split)(split.classes, split.train, split.val, split.test, meta)
@@ -164,11 +172,6 @@ def prepare_split(config: TrainConfig, run_dir: Path):
 
 
 def cached_features(config, extractor, split, subset, size, weights, progress, strategy=None):
-    from allx.train.augment import Augmentation, parse_augmentation
-    from allx.train.dataset import data_fingerprint
-    from allx.train.features import cache_key, default_cache_dir, extract_features
-    from allx.train.view_features import extract_view_features
-
     relpaths = list(split.subset(subset))
     augmentation = parse_augmentation(config.augment, config.augment_copies) if subset == "train" else None
     augmentation = augmentation if augmentation and augmentation.kinds else None
@@ -245,9 +248,7 @@ def fine_tune(config, model, base, split, size, run_dir, progress, features) -> 
     epoch on one random augmented view of every readable training image (a tf.data pipeline)."""
     import keras
 
-    from allx.train.augment import parse_augmentation
     from allx.train.callbacks import CheckpointFullModel, EpochProgress
-    from allx.train.image_pipeline import image_dataset
 
     base.trainable = True
     for layer in base.layers[:-config.fine_tune_layers]:
@@ -285,19 +286,18 @@ def readable(split, subset, features) -> tuple[list[str], list[int]]:
 def evaluate_run(config, model, head, features, split, size, run_dir) -> dict:
     """Test-subset metrics. With the base untouched, the head on cached test features computes exactly
     what the full model computes on the images, so that path is used; after fine-tuning, the images."""
-    from allx.train.metrics import classification_metrics
     from allx.train.plots import plot_confusion_matrix
 
     test = features.get("test")
     if test is None:
         return {"note": "the split has no test subset; nothing evaluated"}
     if config.fine_tune_layers:
-        from allx.train.evaluate import predict_images
 
         probabilities, labels, _ = predict_images(model, config.data_dir, test.paths, test.labels, size)
     else:
         probabilities, labels = head.predict(test.features, batch_size=config.batch_size, verbose=0), test.labels
     metrics = classification_metrics(probabilities, labels, split.classes)
+    metrics["kind"] = layout.RecordKind.METRICS.value
     metrics["subset"] = "test"
     metrics["split_kind"] = split.kind.value
     write_json(run_dir / layout.METRICS, metrics)
@@ -311,8 +311,6 @@ def write_labels(classes, path: Path) -> None:
 
 
 def write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir, strategy) -> None:
-    from allx.train.distribute import describe_strategy
-    from allx.train.model_card import write_model_card
     from allx.train.plots import plot_curves
 
     write_json(run_dir / layout.HISTORY, history)
