@@ -51,3 +51,14 @@ def test_mirrored_strategy_runs_the_image_phases_on_two_devices(tmp_path):
 def test_unknown_strategy_is_refused():
     with pytest.raises(UsageError, match="expected one of auto, mirrored, multiworker"):
         check_strategy("horovod")
+
+
+def test_auto_on_one_device_without_tf_config_changes_nothing(monkeypatch):
+    import tensorflow as tf
+
+    from allx.train.distribute import describe_strategy, make_strategy
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        pytest.skip("this machine has several GPUs: auto mirrors over them")
+    assert describe_strategy(make_strategy("auto"))["replicas"] == 1
