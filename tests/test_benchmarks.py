@@ -75,3 +75,14 @@ def test_block_folds_hold_out_one_contiguous_block_per_class():
             rows = sorted(r for r in fold["test"] if labels[r] == label)
             assert rows == list(range(rows[0], rows[-1] + 1)), "a held-out block is a contiguous run"
     assert recipes.file_number("Benign/WBC-Benign-010.jpg") > recipes.file_number("Benign/WBC-Benign-9.jpg")
+
+
+def test_cv_quick_writes_a_grouped_summary_per_backbone(tmp_path):
+    out = tmp_path / "cv.json"
+    printed = run_script("cv.py", "--backbone", "efficientnet-lite0", "--work", str(tmp_path / "work"),
+                         "--out", str(out))
+    entry = json.loads(out.read_text())["entries"][0]
+    assert entry["backbone"] == "efficientnet-lite0" and entry["folds"] == 3 and entry["split_kind"] == "sequence"
+    summary = entry["summary"]["accuracy"]
+    assert summary["low"] <= summary["mean"] <= summary["high"] and len(summary["folds"]) == 3
+    assert "| efficientnet-lite0 |" in printed

@@ -20,6 +20,7 @@ from allx.train.dataset import data_fingerprint
 from allx.train.distribute import check_strategy, describe_strategy, make_strategy
 from allx.train.evaluate import predict_images
 from allx.train.features import cache_key, default_cache_dir, extract_features
+from allx.train.groups import DEFAULT_BLOCK_SIZE
 from allx.train.image_pipeline import image_dataset
 from allx.train.metrics import classification_metrics
 from allx.train.model_card import write_model_card
@@ -67,6 +68,10 @@ class TrainConfig:
     augment: str = DEFAULT_AUGMENT  # comma-separated subset of train.augment.KINDS, or "" / "none"
     augment_copies: int = 2  # jittered views added to the clean ones per image (stain, crop, blur)
     strategy: str = "auto"  # tf.distribute strategy for the image-based phases (train.distribute)
+    group_by: str = "near-duplicate"  # a SplitKind code: how a split made here keeps images together
+    groups_file: Path | None = None
+    block_size: int = DEFAULT_BLOCK_SIZE
+    similarity: float | None = None  # join embedding near-neighbours at this cosine similarity (None: not)
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,9 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
 
         # 2. Backbone features once per (data, backbone, weights, size, augmentation), cached on disk;
         #    the training subset as its augmented views (train.view_features).
-        features = {name: cached_features(config, extractor, split, name, size, weights, progress, strategy)
+        augmentation = parse_augmentation(config.augment, config.augment_copies)
+        features = {name: cached_features(config, extractor, split, name, size, weights, progress, strategy,
+                                          augmentation if name == "train" else None)
                     for name in ("train", "val", "test") if split.subset(name)}
         if len(features["train"].labels) == 0:
             raise DataError("no readable training images: every image in the train subset failed to load")
@@ -158,7 +165,9 @@ def prepare_split(config: TrainConfig, run_dir: Path):
     if config.split_path:
         split = read_split(config.split_path, config.data_dir)
     else:
-        split = make_split(config.data_dir, val=config.val, test=config.test, seed=config.seed)
+        split = make_split(config.data_dir, val=config.val, test=config.test, seed=config.seed,
+                           group_by=config.group_by, groups_file=config.groups_file, block_size=config.block_size,
+                           similarity=config.similarity)
     if len(split.classes) < 2:
         raise DataError(f"need at least 2 classes, got {len(split.classes)}: {list(split.classes)}")
     if not split.subset("train"):
@@ -171,9 +180,11 @@ def prepare_split(config: TrainConfig, run_dir: Path):
     return saved
 
 
-def cached_features(config, extractor, split, subset, size, weights, progress, strategy=None):
+def cached_features(config, extractor, split, subset, size, weights, progress, strategy=None,
+                    augmentation: Augmentation | None = None):
+    """The subset's backbone features from the cache (extracted on a miss); with an `augmentation` that
+    has kinds, every image's augmented views (train.view_features)."""
     relpaths = list(split.subset(subset))
-    augmentation = parse_augmentation(config.augment, config.augment_copies) if subset == "train" else None
     augmentation = augmentation if augmentation and augmentation.kinds else None
     weights_id = weights if weights in ("imagenet", "none") else weights_file_sha256(weights)
     key = cache_key({"data": data_fingerprint(config.data_dir, relpaths), "backbone": config.backbone,
