@@ -86,3 +86,13 @@ def test_cv_quick_writes_a_grouped_summary_per_backbone(tmp_path):
     summary = entry["summary"]["accuracy"]
     assert summary["low"] <= summary["mean"] <= summary["high"] and len(summary["folds"]) == 3
     assert "| efficientnet-lite0 |" in printed
+
+
+def test_quality_quick_writes_rejection_rates(tmp_path):
+    out = tmp_path / "quality.json"
+    printed = run_script("quality.py", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "quality" and result["kind"] == "benchmark" and result["quick"] is True
+    assert {"good", "blur_sigma_1.5", "under_exposed_x0.35", "over_exposed_x1.8"} <= set(result["rejected"])
+    assert result["rejected"]["blur_sigma_2"] >= 0.9 and result["limits"]["focus_min"] > 0
+    assert "blurred copies rejected" in printed

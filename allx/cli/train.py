@@ -123,11 +123,16 @@ def evaluate(
     subset: Annotated[str, typer.Option(help="train | val | test.")] = "test",
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON document.")] = False,
     tta: Annotated[bool, typer.Option("--tta", help="Average the probabilities over the 8 rotations/mirrors of each image.")] = False,
+    target_sensitivity: Annotated[Optional[float], typer.Option(
+        "--target-sensitivity", help="Choose the malignant/benign operating point on the val subset for this "
+        "malignant sensitivity (e.g. 0.99) and report sensitivity and specificity at it on --subset.",
+        show_default=False)] = None,
 ):
     """Evaluate a model: accuracy, loss, per-class precision/recall/F1, confusion matrix, malignant sensitivity."""
 
     with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
-        metrics = evaluate_model(model, data_dir, split, subset, progress=report, tta=tta)
+        metrics = evaluate_model(model, data_dir, split, subset, progress=report, target_sensitivity=target_sensitivity,
+                                 tta=tta)
     if json_out:
         typer.echo(json.dumps(metrics, indent=2))
         return
@@ -148,4 +153,14 @@ def render_metrics(metrics: dict) -> None:
     sens, spec = metrics["malignant_sensitivity"], metrics["benign_specificity"]
     if sens is not None:
         stdout.print(f"malignant sensitivity {sens:.4f}, benign specificity {spec:.4f}")
+    point = metrics.get("at_operating_point")
+    if point:
+        stdout.print(f"at the operating point chosen on val for sensitivity >= {point['target_sensitivity']} "
+                     f"(1 - p(Benign) >= {point['threshold']:.4f}): {point['subset']} malignant sensitivity "
+                     f"{ratio(point['subset_sensitivity'])}, benign specificity {ratio(point['subset_specificity'])} "
+                     f"(val: {ratio(point['sensitivity'])}, {ratio(point['specificity'])})", highlight=False)
     stdout.print(f"split: {SplitKind.parse(metrics['split_kind']).words}")
+
+
+def ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
