@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from allx import layout
+from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
 from allx.errors import UsageError
 
 DEFAULT_REPRESENTATIVE_COUNT = 200  # see README "Representative set size": accuracy flat from ~100 images up
@@ -80,6 +81,7 @@ class ConvertOptions:
     seed: int = 0
     ood: bool | None = None  # out-of-distribution warning: None = on when the model's layout allows it
     ood_flag_rate: float | None = None  # held-out fraction the OOD threshold flags; None: convert.ood's default
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY  # malignant sensitivity the operating point must reach
     accuracy_control: bool = True  # int8 failed: keep damaging layers in float, then int16 activations
     max_tries: int = DEFAULT_MAX_TRIES
     fidelity_images: int = DEFAULT_FIDELITY_IMAGES
@@ -96,9 +98,10 @@ def resolve_options(mode: str, io: str | None = None, representative_count: int 
                     max_class_drop: float = DEFAULT_THRESHOLDS.max_class_drop,
                     min_agreement: float = DEFAULT_THRESHOLDS.min_agreement, debug: bool = False,
                     float_layers: int = 0, edgetpu: bool = False, seed: int = 0, ood: bool | None = None,
-                    ood_flag_rate: float | None = None, confidence: float = DEFAULT_THRESHOLDS.confidence,
-                    accuracy_control: bool = True, max_tries: int = DEFAULT_MAX_TRIES,
-                    fidelity_images: int = DEFAULT_FIDELITY_IMAGES) -> ConvertOptions:
+                    ood_flag_rate: float | None = None,
+                    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
+                    confidence: float = DEFAULT_THRESHOLDS.confidence, accuracy_control: bool = True,
+                    max_tries: int = DEFAULT_MAX_TRIES, fidelity_images: int = DEFAULT_FIDELITY_IMAGES) -> ConvertOptions:
     """Check a request against its mode; None means "not given" so a default is never mistaken for a choice."""
     chosen = get_mode(mode)
     refuse_calibration_options(chosen, representative_count, debug, float_layers, edgetpu)
@@ -122,8 +125,8 @@ def resolve_options(mode: str, io: str | None = None, representative_count: int 
         if not math.isfinite(ood_flag_rate) or not 0.0 < ood_flag_rate < 0.5:
             raise UsageError(f"got --ood-flag-rate {ood_flag_rate}, expected a fraction between 0 and 0.5")
     return ConvertOptions(chosen, io, representative_count, check_subset, thresholds, debug or float_layers > 0,
-                          float_layers, edgetpu, seed, ood, ood_flag_rate, accuracy_control, max_tries,
-                          fidelity_images)
+                          float_layers, edgetpu, seed, ood, ood_flag_rate, check_target(target_sensitivity),
+                          accuracy_control, max_tries, fidelity_images)
 
 
 def refuse_calibration_options(mode: Mode, representative_count, debug: bool, float_layers: int,

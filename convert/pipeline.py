@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
-from allx.convert import accuracy_control, debug, edgetpu, embedding, ood
+from allx.convert import accuracy_control, calibrate_quality, debug, edgetpu, embedding, ood, operating
 from allx.convert.check import CheckPredictions, CheckReport, FidelitySet, run_check
 from allx.convert.files import check_writable
 from allx.convert.manifest import build_manifest, output_names, predictions_csv, publish
@@ -89,11 +89,16 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
              "origin": source.origin}
     if control is not None:
         extra["accuracy_control"] = control.to_dict()
+    extra.update(operating.sections_for(found.chosen.predictions, source.split, subset.name, source.labels,
+                                        options.target_sensitivity))
+    extra.update(calibrate_quality.quality_section(source.data_dir, source.split.train, source.input_size,
+                                                   step("measuring image quality of train images")))
     warning = ood_outcome(found.chosen, ood_note, source, options, out_dir, progress)
     if warning.section is not None:
         extra["ood"] = warning.section
     else:
         extra["ood_note"] = warning.note  # why the model carries no warning (say so, never silently)
+    sections = [*found.sections, warning.report, operating.markdown(extra)]
     sections = [*found.sections, warning.report]
     if control is not None:
         sections.insert(0, accuracy_control.control_markdown(control))

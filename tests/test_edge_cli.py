@@ -80,7 +80,7 @@ def test_classify_json_lines_match_edge_model(tiny, mixed_dir, tmp_path):
     assert [r["path"] for r in records] == [str(folder / n) for n in sorted(GOOD)]
     model = EdgeModel.load(tiny.int8)
     for record in records:
-        assert set(record) == {"path", "label", "score", "top_k", "latency_ms"}
+        assert set(record) == {"path", "label", "score", "top_k", "latency_ms", "decision", "subtype", "malignant_score"}
         probabilities = model.predict(model.load_pixels(record["path"]))
         assert record["label"] == LABELS[int(probabilities.argmax())]
         assert record["score"] == pytest.approx(float(probabilities.max()), abs=1e-6)

@@ -71,6 +71,9 @@ def convert(
         "--ood-flag-rate", help="Fraction of held-out (val) images the OOD threshold flags "
         f"(default {DEFAULT_FLAG_RATE:g}).",
         show_default=False)] = None,
+    target_sensitivity: Annotated[float, typer.Option(
+        "--target-sensitivity", help="Malignant sensitivity the operating point must reach on the check subset "
+        "(val); the best benign specificity at it is chosen, for single fields and for samples.")] = 0.99,
     json_output: Annotated[bool, typer.Option("--json", help="Print the check results as JSON.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the representative draw.")] = 0,
 ):
@@ -89,7 +92,7 @@ def convert(
         raise UsageError(f"got {' and '.join('--' + c for c in chosen)}, expected one precision")
     options = resolve_options(chosen[0] if chosen else "int8", io, representative_count, check_subset, max_drop,
                               max_class_drop, min_agreement, debug, float_layers, edgetpu, seed, ood, ood_flag_rate,
-                              confidence, accuracy_control, max_tries, fidelity_images)
+                              target_sensitivity, confidence, accuracy_control, max_tries, fidelity_images)
     with progress_bars() as progress:
         result = convert_keras(model, out, options, data, split, progress)
     if json_output:
@@ -115,6 +118,8 @@ def result_json(result) -> dict:
         document["edgetpu"] = result.edgetpu.to_dict()
     if result.tradeoff:
         document["tradeoff"] = list(result.tradeoff)
+    for key in ("operating_point", "sample_rule", "quality"):
+        document[key] = result.manifest.get(key)
     if result.control is not None:
         document["accuracy_control"] = result.control.to_dict()
     document["ood"] = result.manifest.get("ood")  # null: no warning, "ood_note" says why
@@ -149,6 +154,8 @@ def render(result) -> None:
         render_control(result.control)
     stdout.print(summary_line(result.manifest.get("ood"), result.manifest.get("ood_note")), highlight=False,
                  markup=False)
+    for line in operating_lines(result.manifest):
+        stdout.print(line, highlight=False, markup=False)
     if result.edgetpu is not None:
         stdout.print(f"Edge TPU: {'ready' if result.edgetpu.ready else 'not ready'}; {result.edgetpu.note}",
                      highlight=False, markup=False)
@@ -172,3 +179,26 @@ def render_control(control) -> None:
                  f"({control.seconds:.1f} s); Edge TPU: {control.edgetpu_note}", highlight=False, markup=False)
     for note in control.notes:
         stdout.print(f"accuracy control: {note}", highlight=False, markup=False)
+
+
+def operating_lines(manifest: dict) -> list[str]:
+    """Sensitivity and specificity at the chosen operating points, and the quality limits (or why there are none)."""
+    point, rule, quality = (manifest.get(key) for key in ("operating_point", "sample_rule", "quality"))
+    if not point:
+        lines = [manifest.get("operating_note") or "no operating point chosen"]
+    else:
+        lines = [f"operating point (chosen on {point['chosen_on']}, target sensitivity {point['target_sensitivity']}): "
+                 f"B-ALL suspected when 1 - p(Benign) >= {point['threshold']:.4f}; malignant sensitivity "
+                 f"{percent_or_na(point['sensitivity'])}, benign specificity {percent_or_na(point['specificity'])}"]
+    if rule:
+        lines.append(f"sample rule ({rule['chosen_on']}, {rule['samples']} samples): sensitivity "
+                     f"{percent_or_na(rule['sensitivity'])}, specificity {percent_or_na(rule['specificity'])}, subtype accuracy "
+                     f"{percent_or_na(rule['subtype_accuracy'])}, inconclusive {percent_or_na(rule['inconclusive'])}")
+    lines.append(f"image-quality limits from {quality['images']} train images: focus >= {quality['focus_min']:.0f}, "
+                 f"rejecting {percent_or_na(quality['rejected_share'])} of them" if quality
+                 else manifest.get("quality_note") or "no image-quality limits")
+    return lines
+
+
+def percent_or_na(value: float | None) -> str:
+    return percent(value, 2, "n/a")
