@@ -99,7 +99,6 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
     else:
         extra["ood_note"] = warning.note  # why the model carries no warning (say so, never silently)
     sections = [*found.sections, warning.report, operating.markdown(extra)]
-    sections = [*found.sections, warning.report]
     if control is not None:
         sections.insert(0, accuracy_control.control_markdown(control))
     result = finish(source, options, out_dir, found.chosen, sections, extra, found.layer_csv, warning.stats)
