@@ -1,4 +1,4 @@
-"""What `allx convert` leaves in OUT_DIR: model.json (the manifest allx-edge reads), labels.txt, report.md."""
+"""What `allx convert` leaves in OUT_DIR: the .tflite with its manifest embedded, model.json, labels.txt, report.md."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
+
 from allx import layout
 from allx.convert.check import CheckPredictions, CheckReport
 from allx.convert.files import write_atomic
+from allx.edge_runner import metadata
+from allx.errors import ConversionError
 
 FORMAT = "allx-tflite/1"
 
@@ -60,11 +64,44 @@ def output_names(precision: str, passed: bool) -> dict[str, str]:
     return layout.passed_names(precision) if passed else layout.rejected_names(precision)
 
 
+def metadata_tools():
+    """ai-edge-litert's flatbuffer utilities (the maintained TFLite model reader/writer), checked up front."""
+    try:
+        from ai_edge_litert import schema_py_generated
+        from ai_edge_litert.tools import flatbuffer_utils
+    except ImportError as err:
+        raise ConversionError(f"cannot embed the manifest in the .tflite: {err}; expected an ai-edge-litert that "
+                              "ships tools.flatbuffer_utils (pip install -U ai-edge-litert)") from None
+    return flatbuffer_utils, schema_py_generated
+
+
+def embed_metadata(tflite: bytes, manifest: dict, files: dict[str, bytes]) -> bytes:
+    """The model with its manifest and side files as named TFLite metadata entries (edge_runner.metadata reads
+    them), so one copied .tflite is the whole model. The converter's own entries are kept."""
+    flatbuffer_utils, schema = metadata_tools()
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    entries = {metadata.MANIFEST_ENTRY: json.dumps(manifest, sort_keys=True).encode("utf-8"),
+               **{metadata.FILE_PREFIX + name: data for name, data in files.items()}}
+    model.metadata = list(model.metadata or [])
+    for name, data in entries.items():
+        model.buffers.append(schema.BufferT(data=np.frombuffer(data, np.uint8)))
+        model.metadata.append(schema.MetadataT(name=name, buffer=len(model.buffers) - 1))
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def publish(out_dir: Path, tflite: bytes, manifest: dict, report_md: str, predictions_text: str,
-            names: dict[str, str]) -> dict[str, Path]:
-    """Write every file atomically, the manifest last so it never names a model that is not there yet."""
+            names: dict[str, str], side_files: dict[str, bytes] | None = None) -> dict[str, Path]:
+    """Write every file atomically, the manifest last so it never names a model that is not there yet.
+
+    The .tflite carries the manifest and `side_files` (e.g. the OOD statistics) embedded; they are also
+    written beside it for people (the embedded copy wins when allx-edge finds them different).
+    """
+    side_files = side_files or {}
+    model_bytes = embed_metadata(tflite, manifest, side_files)  # before any write: a failure leaves OUT_DIR as it was
     written = {}
-    written["model"] = write_atomic(out_dir / names["model"], tflite)
+    for name, data in side_files.items():
+        written[name] = write_atomic(out_dir / name, data)
+    written["model"] = write_atomic(out_dir / names["model"], model_bytes)
     written["labels"] = write_atomic(out_dir / names["labels"], "\n".join(manifest["labels"]) + "\n")
     written["predictions"] = write_atomic(out_dir / names["predictions"], predictions_text)
     written["report"] = write_atomic(out_dir / names["report"], report_md)

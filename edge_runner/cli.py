@@ -17,9 +17,11 @@ app = typer.Typer(name="allx-edge", no_args_is_help=True, add_completion=False, 
                   help="Classify blood-smear images on a Raspberry Pi / Coral with a .tflite model from "
                        f"`allx convert`. {EXIT_CODES}")
 
-ModelOption = Annotated[Path, typer.Option("--model", "-m", help="A .tflite file or the folder `allx convert` wrote.")]
+ModelOption = Annotated[Path, typer.Option(
+    "--model", "-m", help="A .tflite file (allx convert embeds labels and statistics in it) or its folder.")]
 LabelsOption = Annotated[Optional[Path], typer.Option(
-    "--labels", help="Labels file (one per line); default: model.json, else labels.txt beside the model.")]
+    "--labels", help="Labels file (one per line); default: the labels embedded in the .tflite, else model.json, "
+    "else labels.txt beside the model. Embedded labels win over this file (with a warning).")]
 ThreadsOption = Annotated[Optional[int], typer.Option(
     "--threads", "-t", help="Interpreter threads (default: all cores).")]
 DelegateOption = Annotated[str, typer.Option(
@@ -73,7 +75,7 @@ def classify(
 
     def show(result) -> None:
         if json_lines:
-            typer.echo(json.dumps(result_record(result, edge_model.has_ood)))
+            typer.echo(json.dumps(result_record(result, edge_model.has_ood, edge_model)))
         else:
             echo(result_line(result, label_width))
 
@@ -82,7 +84,7 @@ def classify(
     results, summary = classify_paths(edge_model, paths, top_k=top_k, recursive=recursive, on_result=show)
     echo(batch_summary_line(summary, edge_model.has_ood), err=json_lines)
     if csv is not None:
-        write_results_csv(csv, results, edge_model.has_ood)
+        write_results_csv(csv, results, edge_model.has_ood, edge_model.sha256)
     raise typer.Exit(1 if summary.failures else 0)
 
 
@@ -142,6 +144,9 @@ def bench(
 
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
                           labels=labels, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
+    for result in report.results:
+        for warning in result.warnings:
+            echo(f"warning: {Path(result.model).name}: {warning}", err=True)
     stdout.print(bench_table(report))
     echo(bench_caption(report))
     if json_out is not None:

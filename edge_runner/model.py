@@ -16,7 +16,7 @@ import numpy as np
 from allx import layout
 from allx.errors import ImageError, ModelError
 from allx.images import load_image
-from allx.edge_runner import ood
+from allx.edge_runner import metadata, ood
 from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
 from allx.edge_runner.runtime import find_runtime, make_interpreter
 
@@ -38,10 +38,11 @@ class EdgeModel:
 
     def __init__(self, interpreter, model_path: Path, labels: tuple[str, ...], manifest: dict,
                  runtime: str, delegate: str, threads: int, warnings: tuple[str, ...] = (),
-                 ood_threshold: float | None = None):
+                 ood_threshold: float | None = None, card: metadata.ModelCard | None = None):
         self.interpreter = interpreter
         self.model_path = model_path
         self.manifest = manifest
+        self.card = card or metadata.read_card(model_path, manifest)  # sha256, embedded files, features off
         self.runtime = runtime
         self.delegate = delegate
         self.threads = threads
@@ -56,7 +57,8 @@ class EdgeModel:
         self.labels = check_labels(labels, self.num_classes, model_path)
         check_manifest_input(manifest, self.input, model_path)
         embedding_size = None if self.embedding_output is None else int(np.prod(self.embedding_output["shape"]))
-        self.ood_scorer, ood_warnings = ood.make_scorer(manifest, model_path.parent, embedding_size, ood_threshold)
+        self.ood_scorer, ood_warnings = ood.make_scorer(manifest, model_path.parent, embedding_size, ood_threshold,
+                                                        self.card.files)
         self.warnings = tuple(warnings) + ood_warnings
 
     @classmethod
@@ -68,11 +70,15 @@ class EdgeModel:
         model, else none (predict and bench work; classify asks for them). `ood_threshold` replaces the
         calibrated out-of-distribution threshold of the manifest.
         """
-        model_path, manifest = resolve_model(Path(path))
-        label_names = resolve_labels(labels, manifest, model_path)
+        model_path, card = resolve_card(Path(path), labels)
         interpreter, used, threads, warnings = make_interpreter(model_path, threads, delegate)
-        return cls(interpreter, model_path, label_names, manifest, str(find_runtime()), used, threads, warnings,
-                   ood_threshold)
+        return cls(interpreter, model_path, card.labels, card.manifest, str(find_runtime()), used, threads,
+                   (*card.warnings, *warnings), ood_threshold, card)
+
+    @property
+    def sha256(self) -> str:
+        """Of the .tflite file, computed once at load: every result record carries it."""
+        return self.card.sha256
 
     @property
     def has_ood(self) -> bool:
@@ -139,6 +145,14 @@ class EdgeModel:
         if not self.labels:
             raise ModelError(f"{self.model_path}: no labels, expected --labels FILE, "
                              f"a {layout.LABELS} beside the model, or a {layout.MANIFEST} with labels")
+
+
+def resolve_card(path: Path, labels=None) -> tuple[Path, metadata.ModelCard]:
+    """The .tflite and what describes it: the metadata embedded in it (which wins over the files beside it,
+    with a warning), else the folder's manifest; labels resolved as EdgeModel.load documents."""
+    model_path, folder_manifest = resolve_model(path)
+    card = metadata.read_card(model_path, folder_manifest)
+    return model_path, metadata.choose_labels(card, resolve_labels(labels, card.manifest, model_path), labels is not None)
 
 
 def resolve_model(path: Path) -> tuple[Path, dict]:
