@@ -77,11 +77,15 @@ def metadata_tools():
 
 def embed_metadata(tflite: bytes, manifest: dict, files: dict[str, bytes]) -> bytes:
     """The model with its manifest and side files as named TFLite metadata entries (edge_runner.metadata reads
-    them), so one copied .tflite is the whole model. The converter's own entries are kept."""
+    them), so one copied .tflite is the whole model."""
+    return embed_entries(tflite, {metadata.MANIFEST_ENTRY: json.dumps(manifest, sort_keys=True).encode("utf-8"),
+                                  **{metadata.FILE_PREFIX + name: data for name, data in files.items()}})
+
+
+def embed_entries(tflite: bytes, entries: dict[str, bytes]) -> bytes:
+    """Append one buffer and one `Model.metadata` entry per name; the converter's own entries are kept."""
     flatbuffer_utils, schema = metadata_tools()
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
-    entries = {metadata.MANIFEST_ENTRY: json.dumps(manifest, sort_keys=True).encode("utf-8"),
-               **{metadata.FILE_PREFIX + name: data for name, data in files.items()}}
     model.metadata = list(model.metadata or [])
     for name, data in entries.items():
         model.buffers.append(schema.BufferT(data=np.frombuffer(data, np.uint8)))

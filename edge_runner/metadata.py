@@ -120,7 +120,7 @@ def features_off_warning(model_path: Path, manifest: dict, off: tuple[str, ...],
     else:
         note = manifest.get("ood_note") if "ood" in off else None
         why = f"no statistics for {'it' if len(off) == 1 else 'them'} in the model's metadata" + (
-            f" (out-of-distribution: {note})" if note else "")
+            f"; out-of-distribution: {note}" if note else "")
     return f"running without: {words} ({why})"
 
 
