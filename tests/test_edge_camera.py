@@ -48,6 +48,7 @@ def test_every_and_max_frames(model, video, tmp_path):
     assert (summary.frames_read, summary.classified, summary.ended_by) == (9, 5, "max frames")
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert [int(r["frame"]) for r in rows] == [1, 3, 5, 7, 9]
+    assert {r["model_sha256"] for r in rows} == {model.sha256}  # every logged frame names the model that ran
     assert not (tmp_path / "log.csv.part").exists()
 
 

@@ -194,6 +194,14 @@ def test_bad_embedded_metadata_is_one_line_and_exit_2(converted, images, tmp_pat
         assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
 
 
+def test_corrupt_embedded_statistics_are_one_line(converted, images, tmp_path):
+    _, manifest, plain = converted
+    (tmp_path / "bad.tflite").write_bytes(embed_metadata(plain, manifest, {STATS: b"PK\x03\x04 not a zip"}))
+    result = classify(images, "--model", tmp_path / "bad.tflite")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert f"{STATS} (embedded in the model): unreadable statistics file" in result.stderr
+
+
 def test_a_damaged_metadata_table_is_one_line(converted, tmp_path):
     folder, _, _ = converted
     data = bytearray((folder / "model_int8.tflite").read_bytes())
