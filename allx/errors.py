@@ -4,6 +4,15 @@ CLIs catch AllxError, print `error: <message>` to stderr and exit with `exit_cod
 Messages say what was got and what was expected ("got X, expected Y").
 """
 
+# The one list of exit codes of both CLIs; --help texts and the README are rendered from it.
+EXIT_CODES = {
+    0: "ok",
+    1: "some inputs failed (a batch went on)",
+    2: "usage, data or model error",
+    3: "a converted model failed its accuracy check",
+    130: "interrupted (Ctrl-C)",
+}
+
 
 class AllxError(Exception):
     """A failure the user can fix; never shown with a traceback."""
@@ -13,6 +22,10 @@ class AllxError(Exception):
 
 class UsageError(AllxError):
     """Options that do not fit together or are out of range."""
+
+
+class OutputError(AllxError):
+    """An output file or folder cannot be written."""
 
 
 class DataError(AllxError):

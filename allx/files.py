@@ -5,10 +5,16 @@ A reader (or a Ctrl-C) sees the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable, Sequence
+
+from allx.errors import OutputError
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
@@ -30,8 +36,34 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     return path
 
 
-def write_json_atomic(path: str | Path, data) -> Path:
-    return write_atomic(path, json.dumps(data, indent=2) + "\n")
+def write_json(path: str | Path, data, indent: int = 2) -> Path:
+    """`data` as JSON (UTF-8, a newline at the end), atomically."""
+    return write_atomic(path, json.dumps(data, indent=indent) + "\n")
+
+
+def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_atomic(path, buffer.getvalue())
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checked_write(path: str | Path, data: bytes | str) -> Path:
+    """write_atomic, with an unwritable path as one clear OutputError instead of an OSError."""
+    try:
+        return write_atomic(path, data)
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write ({err.strerror or err}), expected a writable path") from None
 
 
 def save_figure_atomic(figure, path: str | Path, **savefig) -> Path:

@@ -14,7 +14,10 @@ layer inside the model, so nothing here normalises.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -48,6 +51,48 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndar
     if size is not None:
         rgb = resize_rgb(rgb, size)
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+@dataclass(frozen=True)
+class ImageBatch:
+    """Readable images of one batch: `indices` into the requested paths, their uint8 `pixels` (N, H, W, 3),
+    and ("relpath", reason) for each image of the batch that could not be read."""
+
+    indices: tuple[int, ...]
+    pixels: np.ndarray
+    unreadable: tuple[tuple[str, str], ...]
+
+
+def read_batches(root: str | Path, relpaths: Sequence[str], size: tuple[int, int], batch: int = 32,
+                 progress: Callable[[int, int], None] | None = None) -> Iterator[ImageBatch]:
+    """The one loop that reads many images: `relpaths` under `root`, in batches, via load_image.
+
+    An unreadable image is reported in its batch and the rest go on. The next batch is decoded in a
+    thread while the caller works on this one (JPEG decoding releases the GIL, so a model's inference
+    and the decoding overlap). `progress(done, total)` is called after each batch.
+    """
+    root = Path(root)
+    starts = range(0, len(relpaths), batch)
+
+    def read(start: int) -> ImageBatch:
+        indices, images, unreadable = [], [], []
+        for index in range(start, min(start + batch, len(relpaths))):
+            try:
+                images.append(load_image(root / relpaths[index], size))
+                indices.append(index)
+            except ImageError as err:
+                unreadable.append((relpaths[index], str(err)))
+        pixels = np.stack(images) if images else np.zeros((0, *size, 3), np.uint8)
+        return ImageBatch(tuple(indices), pixels, tuple(unreadable))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(read, starts[0]) if len(starts) else None
+        for position, start in enumerate(starts):
+            current = pending.result()
+            pending = pool.submit(read, starts[position + 1]) if position + 1 < len(starts) else None
+            yield current
+            if progress:
+                progress(min(start + batch, len(relpaths)), len(relpaths))
 
 
 def decode_image_bytes(data: bytes, name: str = "<bytes>", size: tuple[int, int] | None = None) -> np.ndarray:

@@ -1,9 +1,9 @@
-"""Benchmark: which backbone to ship to a Pi? ResNet50 (the seed's) vs EfficientNet-Lite0 vs MobileNetV2, int8.
+"""Benchmark: which backbone to ship to a Pi? ResNet50 (the default) vs EfficientNet-Lite0 vs MobileNetV2, int8.
 
     python benchmarks/backbones.py                  # real data (../shared/data/all-taleqani/Original), ~15 min
     python benchmarks/backbones.py --quick          # generated images at 64x64, a couple of minutes
 
-For each backbone: `allx train` (frozen base, cached features, the seed's Flatten head) on one shared split,
+For each backbone: `allx train` (frozen base, cached features, the default Flatten head) on one shared split,
 `allx convert --int8` with its accuracy check (through the edge runner), then the int8 model's latency
 through `allx-edge bench` code, all in this run on this machine. Weights used offline: ResNet50 `none`
 (its ImageNet file cannot be downloaded here; pass --resnet50-weights PATH if you have it),

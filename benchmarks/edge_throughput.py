@@ -32,7 +32,7 @@ from allx.images import is_image_file  # noqa: E402
 from allx.edge_runner.batch import classify_paths  # noqa: E402
 from allx.edge_runner.bench import bench_model, machine_info, time_end_to_end  # noqa: E402
 from allx.edge_runner.model import EdgeModel  # noqa: E402
-from allx.edge_runner.output import write_json  # noqa: E402
+from allx.files import write_json  # noqa: E402
 
 DEFAULT_MODEL = REPO / "models" / "bench" / "mobilenetv2_int8.tflite"
 DEFAULT_OUT = REPO / "models" / "bench" / "edge_throughput.json"

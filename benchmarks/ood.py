@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 
 from allx import layout
 from allx.errors import AllxError  # noqa: E402
-from allx.convert.files import write_atomic  # noqa: E402
-from allx.convert.ood import DEFAULT_FLAG_RATE  # noqa: E402
+from allx.files import write_atomic  # noqa: E402
+from allx.convert.modes import DEFAULT_FLAG_RATE  # noqa: E402
 
 PBC = REPO.parent / "shared" / "data" / "pbc-lymphocytes"
 
@@ -103,7 +103,7 @@ def measurement_model(model):
     """The classifier with the pooled embedding (as shipped) and the head's logits (for the energy score)."""
     import keras
 
-    from allx.convert.ood import with_embedding
+    from allx.convert.embedding import with_embedding
 
     two = with_embedding(model)
     if two is None:
@@ -198,7 +198,7 @@ def measure_sets(model, logits_detail, sets: dict) -> dict[str, dict[str, np.nda
 
 def method_scores(measured: dict, train_labels, components: list[int]) -> dict[str, dict[str, np.ndarray]]:
     """method -> set -> scores (higher = stranger), all from the int8 model's outputs."""
-    from allx.convert.ood import fit_mahalanobis
+    from allx.convert.ood_stats import fit_mahalanobis
     from allx.edge_runner.ood import mahalanobis_scores, max_softmax_scores
 
     def energy(logits):
@@ -216,7 +216,7 @@ def method_scores(measured: dict, train_labels, components: list[int]) -> dict[s
 
 def rates_of(methods: dict, flag_rate: float) -> dict[str, dict]:
     """method -> threshold (flags flag_rate of val) and the fraction flagged in every set but train."""
-    from allx.convert.ood import threshold_for
+    from allx.convert.ood_stats import threshold_for
 
     rows = {}
     for method, scores in methods.items():

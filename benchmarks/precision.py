@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from allx import layout
 from allx.errors import AllxError, ConversionError  # noqa: E402
-from allx.convert.files import write_atomic  # noqa: E402
+from allx.files import write_atomic  # noqa: E402
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 

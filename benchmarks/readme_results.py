@@ -40,7 +40,7 @@ def training_section() -> list[str]:
     for d in rows:
         lines.append(f"| {d['backbone']} ({d['weights']}) | {d['images']} | {d['naive_s']:.1f} | "
                      f"{d['cached_s']:.1f} ({d['feature_extraction_s']:.1f}) | **{d['speedup']:.1f}x** | {provenance(d)} |")
-    lines += ["", "The target is 8x. The seed's ResNet50 clears it; EfficientNet-Lite0's backbone is so cheap that the"
+    lines += ["", "The target is 8x. The default ResNet50 clears it; EfficientNet-Lite0's backbone is so cheap that the"
               " head's own Keras step overhead (~3 s for 10 epochs) caps its ratio below 8x."]
     return lines
 
@@ -84,7 +84,7 @@ def backbones_section() -> list[str]:
 
 def precision_section() -> list[str]:
     sections = []
-    for name, title in (("precision_resnet50.json", "ResNet50 (the seed's)"),
+    for name, title in (("precision_resnet50.json", "ResNet50 (the default)"),
                         ("precision_lite0.json", "EfficientNet-Lite0")):
         d = load(name)
         if not d:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from allx.errors import DataError, ImageError
-from allx.images import load_image
 from allx.convert.modes import Thresholds
+from allx.errors import DataError
+from allx.images import read_batches
+from allx.train.evaluate import keras_probabilities
+from allx.train.metrics import malignant_vs_benign
 
-BENIGN = "Benign"  # every other class is a malignant ALL subtype
 BATCH = 32
 EPSILON = 1e-9  # a drop exactly at the limit passes despite float round-off
 
@@ -115,54 +116,21 @@ def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str
     `allx-edge`, never by a separate interpreter loop here.
     """
     kept, kept_truth, skipped, float_probs, quant_probs, latencies = [], [], [], [], [], []
-    for start in range(0, len(relpaths), BATCH):
-        pixels, paths, labels_read, unreadable = load_batch(data_dir, relpaths[start:start + BATCH],
-                                                            truth[start:start + BATCH], edge_model.input_size)
-        skipped.extend(unreadable)
-        if len(pixels):
-            float_probs.append(keras_probabilities(keras_model, pixels, len(labels)))
-            for image in pixels:
+    for batch in read_batches(data_dir, relpaths, edge_model.input_size, BATCH, on_progress):
+        skipped.extend(reason for _, reason in batch.unreadable)  # each reason names its file
+        if batch.indices:
+            float_probs.append(keras_probabilities(keras_model, batch.pixels, len(labels)))
+            for image in batch.pixels:
                 began = time.perf_counter()
                 quant_probs.append(edge_model.predict(image))
                 latencies.append((time.perf_counter() - began) * 1000.0)
-            kept.extend(paths)
-            kept_truth.extend(labels_read)
-        if on_progress:
-            on_progress(min(start + BATCH, len(relpaths)), len(relpaths))
+            kept.extend(relpaths[i] for i in batch.indices)
+            kept_truth.extend(truth[i] for i in batch.indices)
     if not kept:
         raise DataError(f"no readable images in the {subset} subset ({len(skipped)} unreadable), expected some to check")
     predictions = CheckPredictions(tuple(kept), np.asarray(kept_truth), np.concatenate(float_probs),
                                    np.stack(quant_probs))
     return summarize(predictions, labels, precision, subset, thresholds, latencies, tuple(skipped)), predictions
-
-
-def load_batch(data_dir, relpaths, truth, size: tuple[int, int]):
-    """(uint8 pixels, their paths, their labels, "path: reason" of the unreadable) via allx.images.load_image."""
-    images, paths, labels, unreadable = [], [], [], []
-    for relpath, label in zip(relpaths, truth):
-        try:
-            images.append(load_image(Path(data_dir) / relpath, size))
-        except ImageError as err:
-            unreadable.append(str(err))
-            continue
-        paths.append(relpath)
-        labels.append(label)
-    pixels = np.stack(images) if images else np.zeros((0, *size, 3), np.uint8)
-    return pixels, paths, labels, unreadable
-
-
-def keras_probabilities(model, pixels: np.ndarray, classes: int) -> np.ndarray:
-    """The float model's class probabilities for uint8 pixels (the output with `classes` columns)."""
-    # A plain call, not predict_on_batch: that traces a new graph per batch shape and per loaded model.
-    outputs = model(pixels.astype(np.float32), training=False)
-    if isinstance(outputs, dict):
-        outputs = list(outputs.values())
-    if isinstance(outputs, (list, tuple)):
-        matches = [np.asarray(o) for o in outputs if tuple(o.shape)[-1] == classes]
-        if len(matches) != 1:
-            raise DataError(f"the Keras model has {len(outputs)} outputs, expected exactly one with {classes} classes")
-        outputs = matches[0]
-    return np.asarray(outputs, dtype=np.float32)
 
 
 def summarize(predictions: CheckPredictions, labels: tuple[str, ...], precision: str, subset: str,
@@ -192,13 +160,9 @@ def metrics_of(truth: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...]
     present = set(truth.tolist())
     recalls = recall_score(truth, predicted, labels=list(range(len(labels))), average=None, zero_division=0)
     recall = tuple(float(r) if i in present else None for i, r in enumerate(recalls))
-    sensitivity = specificity = None
-    if BENIGN in labels:
-        benign = labels.index(BENIGN)
-        true_malignant, called_malignant = truth != benign, predicted != benign
-        sensitivity = float(called_malignant[true_malignant].mean()) if true_malignant.any() else None
-        specificity = float((~called_malignant)[~true_malignant].mean()) if (~true_malignant).any() else None
-    return ModelMetrics(float(accuracy_score(truth, predicted)), recall, sensitivity, specificity)
+    clinical = malignant_vs_benign(truth, predicted, labels)
+    return ModelMetrics(float(accuracy_score(truth, predicted)), recall, clinical["malignant_sensitivity"],
+                        clinical["benign_specificity"])
 
 
 def gate(report: CheckReport) -> CheckReport:

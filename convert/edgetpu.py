@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from allx.convert.files import write_atomic
+from allx.files import write_atomic
 
 # Operations the Edge TPU compiler can map (https://coral.ai/docs/edgetpu/models-intro/#supported-operations),
 # as TFLite builtin names. Each has further limits (e.g. MEAN only over x/y); the compiler has the last word.

@@ -12,9 +12,9 @@ import numpy as np
 
 from allx import layout
 from allx.convert.check import CheckPredictions, CheckReport
-from allx.convert.files import write_atomic
 from allx.edge_runner import metadata
 from allx.errors import ConversionError
+from allx.files import write_atomic
 
 FORMAT = "allx-tflite/1"
 
@@ -29,7 +29,7 @@ def versions() -> dict:
 
 
 def build_manifest(model_file: str, check: CheckReport, tensors, source: dict, extra: dict) -> dict:
-    """The model.json contract of the brief; `tensors` = (input TensorSpec, probabilities, embedding or None)."""
+    """model.json, the manifest allx-edge reads; `tensors` = (input TensorSpec, probabilities, embedding or None)."""
     input_spec, probabilities, embedding = tensors
     height, width = input_spec.shape[1:3]
     outputs = {"probabilities": probabilities.to_dict()}

@@ -12,7 +12,7 @@ OTHER_MEDICAL = ("immunohistochemistry", "retina")  # stained tissue and a fundu
 FLAT_COLOURS = ((0, 0, 0), (255, 255, 255), (128, 128, 128), (255, 0, 0), (0, 255, 0), (0, 0, 255),
                 (236, 206, 214), (200, 160, 200), (120, 60, 140), (250, 240, 245), (90, 30, 110), (220, 220, 180))
 SMEAR_PINK = np.array([230.0, 190.0, 210.0])  # roughly the background of a stained smear
-TARGET_GROUPS = ("noise", "flat", "photo")  # the ">= 95 % flagged" applies to these
+TARGET_GROUPS = ("noise", "flat", "photo")  # the groups that must be flagged (>= 95 %)
 
 
 def resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

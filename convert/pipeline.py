@@ -10,18 +10,21 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
-from allx.errors import DataError
-from allx.convert import debug, edgetpu, ood
+from allx.convert import debug, edgetpu, embedding, ood
 from allx.convert.check import CheckPredictions, CheckReport, run_check
-from allx.convert.files import check_writable, sha256_of, write_atomic
+from allx.convert.files import check_writable
 from allx.convert.manifest import build_manifest, metadata_tools, output_names, predictions_csv, publish
 from allx.convert.modes import ConvertOptions
-from allx.errors import UsageError
+from allx.convert.ood_report import report_section
 from allx.convert.report import render_report
 from allx.convert.representative import calibration_batches, draw_representative, load_representative
 from allx.convert.source import Source, load_source
 from allx.convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors, output_to_log,
-                            saved_model_of)
+                                 saved_model_of)
+from allx.edge_runner.model import EdgeModel
+from allx.errors import DataError, UsageError
+from allx.files import sha256_file, write_atomic
+from allx.train.dataset import data_fingerprint as fingerprint
 
 Progress = Callable[[str, int, int], None]  # progress(stage, done, total)
 
@@ -62,7 +65,7 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
         import tensorflow  # noqa: F401  (imported here so its start-up lines go to the log, not the terminal)
     step = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
     source = load_source(model_path, data_dir, split_path, step("scanning data for a split"))
-    model, ood_note = ood.plan_model(source.model, options.ood)  # adds the pooled-embedding output when it can
+    model, ood_note = embedding.plan_model(source.model, options.ood)  # adds the pooled-embedding output when it can
     source = replace(source, model=model)
     subset = check_subset(source.split, options.check_subset)
     pixels = calibration_pixels(source, options, step("loading representative images"))
@@ -91,9 +94,9 @@ def ood_outcome(chosen: Candidate, note: str | None, source: Source, options: Co
                 progress: Progress | None) -> ood.OodOutcome:
     """The out-of-distribution warning (convert.ood): calibrated on the converted model when it passed."""
     if note is not None:
-        return ood.OodOutcome(None, ood.report_section(None, note), None, note)
+        return ood.OodOutcome(None, report_section(None, note), None, note)
     flag_rate = ood.DEFAULT_FLAG_RATE if options.ood_flag_rate is None else options.ood_flag_rate
-    return ood.outcome_for(chosen.tflite, chosen.tensors, chosen.check.passed, source, out_dir, flag_rate,
+    return ood.outcome_for(chosen.tflite, chosen.tensors, chosen.check.passed, source, flag_rate,
                            options.seed, progress, stats_name=layout.ood_stats_name(options.mode.name))
 
 
@@ -146,19 +149,14 @@ def calibration_pixels(source: Source, options: ConvertOptions, progress) -> np.
 def checked_candidate(name: str, tflite: bytes, source: Source, subset: str, options: ConvertOptions,
                       out_dir: Path, progress) -> Candidate:
     """Run the accuracy check on `tflite` through edge_runner.EdgeModel (the allx-edge code path)."""
-    from allx.edge_runner.model import EdgeModel
-
     input_spec, outputs = describe_tensors(tflite)
     if options.mode.fully_integer and not options.float_layers:
         check_input_quantization(input_spec, options.io)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".candidate-") as scratch:
-        path = Path(scratch) / options.mode.file_name
-        path.write_bytes(tflite)
-        edge_model = EdgeModel.load(path, labels=source.labels)
-        tensors = (input_spec, *split_outputs(outputs, edge_model.output["name"]))
-        report, predictions = run_check(source.model, edge_model, source.data_dir, source.split.subset(subset),
-                                        source.split.labels(subset), source.labels, options.mode.name, subset,
-                                        options.thresholds, progress)
+    edge_model = EdgeModel.from_bytes(tflite, options.mode.file_name, labels=source.labels)
+    tensors = (input_spec, *split_outputs(outputs, edge_model.output["name"]))
+    report, predictions = run_check(source.model, edge_model, source.data_dir, source.split.subset(subset),
+                                    source.split.labels(subset), source.labels, options.mode.name, subset,
+                                    options.thresholds, progress)
     return Candidate(name, tflite, report, predictions, tensors)
 
 
@@ -184,7 +182,7 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
         readiness = assess_edgetpu(chosen.tflite, out_dir, names["model"])
         sections.append(edgetpu.readiness_markdown(readiness))
         extra = {**extra, "edgetpu": readiness.to_dict()}
-    source_info = {"source_model": str(source.model_path.resolve()), "source_model_sha256": sha256_of(source.model_path),
+    source_info = {"source_model": str(source.model_path.resolve()), "source_model_sha256": sha256_file(source.model_path),
                    "data_dir": str(source.data_dir.resolve())}
     manifest = build_manifest(names["model"], chosen.check, chosen.tensors, source_info, extra)
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
@@ -209,7 +207,5 @@ def assess_edgetpu(tflite: bytes, out_dir: Path, model_name: str) -> edgetpu.Edg
 
 
 def data_fingerprint(source: Source) -> str:
-    from allx.train.dataset import data_fingerprint as fingerprint
-
     split = source.split
     return fingerprint(source.data_dir, [*split.train, *split.val, *split.test])

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+from allx.text import percent
 from allx.convert.check import CheckReport
 
 
 def size_text(size: int) -> str:
     return f"{size / 1e6:.2f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"
-
-
-def percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2%}"
 
 
 def flip_lines(check: CheckReport) -> list[str]:
@@ -41,11 +38,11 @@ def render_report(manifest: dict, check: CheckReport, model_bytes: int, source_b
         "",
         "| | float (Keras) | " + check.precision + " (allx-edge path) |",
         "|---|---|---|",
-        f"| accuracy | {percent(check.float.accuracy)} | {percent(check.quantized.accuracy)} |",
-        f"| malignant sensitivity | {percent(check.float.malignant_sensitivity)} | "
-        f"{percent(check.quantized.malignant_sensitivity)} |",
-        f"| benign specificity | {percent(check.float.benign_specificity)} | "
-        f"{percent(check.quantized.benign_specificity)} |",
+        f"| accuracy | {percent(check.float.accuracy, 2, 'n/a')} | {percent(check.quantized.accuracy, 2, 'n/a')} |",
+        f"| malignant sensitivity | {percent(check.float.malignant_sensitivity, 2, 'n/a')} | "
+        f"{percent(check.quantized.malignant_sensitivity, 2, 'n/a')} |",
+        f"| benign specificity | {percent(check.float.benign_specificity, 2, 'n/a')} | "
+        f"{percent(check.quantized.benign_specificity, 2, 'n/a')} |",
         "",
         f"Agreement (same top-1): {check.agreement:.4f} · mean |p_float - p_{check.precision}|: "
         f"{check.mean_abs_prob_diff:.5f} · accuracy drop: {check.drop_pp:.2f} pp · "
@@ -57,8 +54,8 @@ def render_report(manifest: dict, check: CheckReport, model_bytes: int, source_b
     ]
     for row in check.per_class:
         drop = "n/a" if row.drop_pp is None else f"{row.drop_pp:+.2f}"
-        lines.append(f"| {row.label} | {row.support} | {percent(row.float_recall)} | "
-                     f"{percent(row.quantized_recall)} | {drop} |")
+        lines.append(f"| {row.label} | {row.support} | {percent(row.float_recall, 2, 'n/a')} | "
+                     f"{percent(row.quantized_recall, 2, 'n/a')} | {drop} |")
     limits = check.thresholds
     lines += ["", f"Gate: overall drop <= {limits.max_drop:g} pp, any class drop <= {limits.max_class_drop:g} pp, "
               f"agreement >= {limits.min_agreement:g}. Malignant = every class except Benign."]

@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.console import exit_codes_help, handle_errors, show_progress, stderr, stdout
 
-EXIT_CODES = "Exit codes: 0 ok; 1 some image failed (the batch went on); 2 usage or model error; 130 interrupted."
+EXIT_CODES = exit_codes_help(0, 1, 2, 130)
 
 app = typer.Typer(name="allx-edge", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Classify blood-smear images on a Raspberry Pi / Coral with a .tflite model from "
@@ -139,7 +139,7 @@ def bench(
     delegate, and the machine's facts. Exit codes: 0 ok; 2 usage or model error.
     """
     from allx.edge_runner.bench import bench_models, report_markdown
-    from allx.edge_runner.output import write_json, write_text_atomic
+    from allx.files import checked_write, write_json
     from allx.edge_runner.views import bench_caption, bench_table
 
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
@@ -152,7 +152,7 @@ def bench(
     if json_out is not None:
         write_json(json_out, report.to_dict())
     if markdown is not None:
-        write_text_atomic(markdown, report_markdown(report))
+        checked_write(markdown, report_markdown(report))
 
 
 @app.command()

@@ -71,9 +71,10 @@ class ModelCard:
     labels: tuple[str, ...] = ()  # set by choose_labels
 
 
-def read_card(model_path: Path, folder_manifest: dict) -> ModelCard:
-    """Read the model file once: its sha256 and its embedded metadata, reconciled with the folder's manifest."""
-    data = read_model_bytes(model_path)
+def read_card(model_path: Path, folder_manifest: dict, data: bytes | None = None) -> ModelCard:
+    """Read the model file once (or take its bytes, `data`): its sha256 and its embedded metadata, reconciled
+    with the folder's manifest."""
+    data = read_model_bytes(model_path) if data is None else data
     embedded = read_embedded(data, model_path)
     sha256 = hashlib.sha256(data).hexdigest()
     if embedded is None:
@@ -83,7 +84,7 @@ def read_card(model_path: Path, folder_manifest: dict) -> ModelCard:
     if folder_manifest and without_file_name(folder_manifest) != without_file_name(embedded.manifest):
         overridden = (layout.MANIFEST,)
     beside = model_path.parent / layout.LABELS
-    if not folder_manifest and beside.is_file() and labels_in(beside) != tuple(embedded.manifest.get("labels") or ()):
+    if not folder_manifest and model_path.is_file() and beside.is_file() and labels_in(beside) != tuple(embedded.manifest.get("labels") or ()):
         overridden += (layout.LABELS,)
     return finish_card(model_path, sha256, embedded.manifest, embedded.files, MetadataSource.EMBEDDED, overridden)
 

@@ -80,6 +80,19 @@ class EdgeModel:
         """Of the .tflite file, computed once at load: every result record carries it."""
         return self.card.sha256
 
+    @classmethod
+    def from_bytes(cls, content: bytes, name: str = "model.tflite", manifest: dict | None = None,
+                   labels: Sequence[str] | None = None, threads: int | None = None) -> "EdgeModel":
+        """A model held in memory (a conversion not yet written): no file, no folder; `name` labels messages."""
+        manifest = dict(manifest or {})
+        label_names = tuple(str(label) for label in labels) if labels is not None else \
+            tuple(str(label) for label in manifest.get("labels") or ())
+        interpreter, used, threads, warnings = make_interpreter(name, threads, "cpu", content=content)
+        model = cls(interpreter, Path(name), label_names, manifest, str(find_runtime()), used, threads, warnings,
+                    card=metadata.read_card(Path(name), manifest, content))
+        model.content = content  # the interpreter reads these bytes for as long as it lives
+        return model
+
     @property
     def has_ood(self) -> bool:
         """Whether the manifest has an out-of-distribution calibration (results carry "ood", null when this
@@ -112,6 +125,13 @@ class EdgeModel:
         scale, zero_point = tensor_quantization(self.embedding_output)
         raw = self.interpreter.get_tensor(self.embedding_output["index"])[0]
         return dequantize(raw, scale, zero_point).reshape(-1)
+
+    def predict_with_embedding(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, embedding or None) of one uint8 image from one invoke."""
+        self.set_input(np.asarray(pixels))
+        self.invoke()
+        embedding = self.read_embedding()
+        return self.read_probabilities().copy(), None if embedding is None else embedding.copy()
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (H, W, 3) -> float32 (classes,); a batch (N, H, W, 3) -> (N, classes)."""

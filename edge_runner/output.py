@@ -1,36 +1,13 @@
-"""Atomic file writes for the runner's results (CSV, JSON, Markdown, streamed logs)."""
+"""A CSV log written row by row (long camera sessions); whole files go through allx.files."""
 
 from __future__ import annotations
 
 import csv
-import io
-import json
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-from allx.errors import AllxError
-from allx.files import write_atomic
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """allx.files.write_atomic, with an unwritable path as one clear AllxError."""
-    try:
-        return write_atomic(path, text)
-    except OSError as err:
-        raise AllxError(f"{path}: cannot write ({err.strerror or err}), expected a writable path") from None
-
-
-def write_json(path: str | Path, data) -> Path:
-    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
-    return write_text_atomic(path, buffer.getvalue())
+from allx.errors import OutputError
 
 
 class StreamedCsv:
@@ -43,7 +20,7 @@ class StreamedCsv:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.part, "w", encoding="utf-8", newline="")
         except OSError as err:
-            raise AllxError(f"{self.path}: cannot write ({err.strerror or err}), expected a writable path") from None
+            raise OutputError(f"{self.path}: cannot write ({err.strerror or err}), expected a writable path") from None
         self.writer = csv.writer(self.file)
         self.writer.writerow(header)
 

@@ -118,25 +118,31 @@ def plan_delegate(delegate: str, compiled: bool, path: Path) -> tuple[str, tuple
     return ("edgetpu" if compiled else "cpu"), ()
 
 
-def make_interpreter(path: str | Path, threads: int | None = None, delegate: str = "auto"):
-    """An allocated interpreter for `path`, the delegate actually used, and warnings for the user.
+def make_interpreter(path: str | Path, threads: int | None = None, delegate: str = "auto",
+                     content: bytes | None = None):
+    """An allocated interpreter for `path` (or for `content`, the model's bytes, with `path` naming it in
+    messages), the delegate actually used, and warnings for the user.
 
     "auto" uses the Edge TPU only for a model compiled for it (such a model cannot run on the CPU);
     "edgetpu" always loads the delegate and warns when the model was not compiled for it.
     """
     path = Path(path)
     check_delegate(delegate)
-    check_model_file(path)
+    if content is None:
+        check_model_file(path)
+    elif len(content) < 8 or content[4:8] != b"TFL3":
+        raise ModelError(f"{path}: not a TFLite model (no TFL3 identifier in {len(content)} bytes)")
     runtime = find_runtime()
     threads = default_threads() if threads is None else threads
     if threads < 1:
         raise ModelError(f"got threads={threads}, expected a positive number")
-    used, warnings = plan_delegate(delegate, is_edgetpu_model(path), path)
+    compiled = EDGETPU_OP in content if content is not None else is_edgetpu_model(path)
+    used, warnings = plan_delegate(delegate, compiled, path)
     delegates = [load_edgetpu_delegate(runtime)] if used == "edgetpu" else None
+    source = {"model_content": content} if content is not None else {"model_path": str(path)}
     with native_stderr() as log:
         try:
-            interpreter = runtime.module.Interpreter(model_path=str(path), num_threads=threads,
-                                                     experimental_delegates=delegates)
+            interpreter = runtime.module.Interpreter(**source, num_threads=threads, experimental_delegates=delegates)
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             failure = err

@@ -61,10 +61,15 @@ def invoke(*args):
 
 
 def test_help_documents_exit_codes():
-    for args in ([], ["classify"]):
-        result = invoke(*args, "--help")
-        assert result.exit_code == 0
-        assert "0" in result.output and "1 some image failed" in result.output and "2 usage or model error" in result.output
+    from allx.errors import EXIT_CODES
+
+    top = invoke("--help")
+    assert top.exit_code == 0
+    words = " ".join(top.output.replace("│", " ").split())
+    assert all(f"{code} {EXIT_CODES[code]}" in words for code in (0, 1, 2, 130))
+    result = invoke("classify", "--help")
+    assert result.exit_code == 0
+    assert "0" in result.output and "1 some image failed" in result.output and "2 usage or model error" in result.output
 
 
 def test_classify_json_lines_match_edge_model(tiny, mixed_dir, tmp_path):

@@ -12,7 +12,7 @@ from test_edge_startup import blocker_dir, run_cli
 from typer.testing import CliRunner
 
 from allx.convert.manifest import embed_entries, embed_metadata, metadata_tools
-from allx.convert.ood import fit_mahalanobis, model_outputs, stats_bytes
+from allx.convert.ood_stats import fit_mahalanobis, stats_bytes
 from allx.edge_runner import metadata
 from allx.edge_runner.cli import app
 from allx.edge_runner.model import EdgeModel
@@ -37,7 +37,8 @@ def converted(tmp_path_factory):
                 "quality": {"focus_min": 40.0}, "operating_point": {"threshold": 0.5}}
     (folder / "model_int8.tflite").write_bytes(plain)
     (folder / "model.json").write_text(json.dumps(manifest))
-    embeddings = model_outputs(EdgeModel.load(folder), smear_pixels(40))[1]  # statistics of smear-like images
+    model = EdgeModel.load(folder)
+    embeddings = np.stack([model.predict_with_embedding(p)[1] for p in smear_pixels(40)])  # smear-like images
     stats = fit_mahalanobis(embeddings, np.repeat(np.arange(4), 10), components=4)
     manifest["ood"] = {"method": "mahalanobis", "threshold": float(mahalanobis_scores(embeddings, stats).max()) * 2,
                        "stats_file": STATS}

@@ -9,7 +9,7 @@ from edge_models import LABELS, tiny_models
 from typer.testing import CliRunner
 
 from allx.errors import ModelError
-from allx.convert.ood import fit_mahalanobis, stats_bytes, threshold_for
+from allx.convert.ood_stats import fit_mahalanobis, stats_bytes, threshold_for
 from allx.edge_runner.cli import app
 from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.ood import mahalanobis_scores, make_scorer, read_stats
@@ -127,10 +127,10 @@ def ood_folder(tmp_path_factory, in_distribution):
     manifest = {"format": "allx-tflite/1", "model_file": "model.tflite", "labels": list(LABELS),
                 "outputs": {"probabilities": {"name": bare.output["name"]}, "embedding": {"name": embedding}}}
     (folder / "model.json").write_text(json.dumps(manifest))
-    from allx.convert.ood import model_outputs
+    from allx.convert.ood import embeddings_of
 
     pixels, labels = in_distribution
-    embeddings = model_outputs(EdgeModel.load(folder), pixels)[1]
+    embeddings = embeddings_of(EdgeModel.load(folder), pixels)
     stats = fit_mahalanobis(embeddings[::2], labels[::2], components=6)
     threshold = threshold_for(mahalanobis_scores(embeddings[1::2], stats), 0.05)
     write_stats(folder / "ood_stats.npz", stats)
@@ -241,7 +241,7 @@ def allx_layout_model(size=32, classes=4):
 def converted(synthetic_dir, tmp_path_factory):
     """The tiny allx-layout model converted to int8 with and without the embedding output, and a split."""
     from allx.convert.modes import MODES
-    from allx.convert.ood import with_embedding
+    from allx.convert.embedding import with_embedding
     from allx.convert.representative import calibration_batches, load_representative
     from allx.convert.tflite import convert_model, describe_tensors, saved_model_of
     from allx.train.split import Split
@@ -276,7 +276,7 @@ def test_with_embedding_adds_the_pooled_feature_map(converted):
     inputs = keras.Input((32, 32, 3))
     plain = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(
         keras.layers.Conv2D(8, 3)(inputs))))
-    from allx.convert.ood import with_embedding
+    from allx.convert.embedding import with_embedding
 
     assert with_embedding(plain) is None  # no "head" on a feature map: the converter leaves the model alone
 
@@ -294,10 +294,11 @@ def test_embedding_output_leaves_int8_probabilities_unchanged(converted, synthet
 
 
 def test_calibration_through_the_converted_model(converted, synthetic_dir):
-    from allx.convert.ood import calibrate_tflite, report_section
+    from allx.convert.ood import calibrate_tflite
+    from allx.convert.ood_report import report_section
 
     _, _, tflite, tensors, split, root = converted
-    calibration = calibrate_tflite(tflite["two"], tensors, LABELS, synthetic_dir, split, root, flag_rate=0.1)
+    calibration = calibrate_tflite(tflite["two"], tensors, LABELS, synthetic_dir, split, flag_rate=0.1)
     assert calibration.fit_images == 40 and calibration.held_out_subset == "val" and calibration.held_out_images == 24
     assert calibration.components <= 40 - 4 and calibration.stats.dimensions == 12
     assert calibration.held_out_flagged <= 0.1
@@ -313,7 +314,7 @@ def test_calibration_through_the_converted_model(converted, synthetic_dir):
 def test_plan_model_on_when_the_structure_allows_it(converted):
     import keras
 
-    from allx.convert.ood import plan_model
+    from allx.convert.embedding import plan_model
 
     model = converted[0]
     two, note = plan_model(model, None)
@@ -332,7 +333,8 @@ def test_real_smears_pass_and_another_lab_is_flagged(converted, real_data_dir, o
     """Even the tiny (untrained) model's pooled features tell the other lab's lymphocytes from Taleqani smears:
     the mechanism on real pixels (the trained models' rates come from benchmarks/ood.py)."""
     from allx.images import load_image
-    from allx.convert.ood import calibrate_tflite, stats_bytes
+    from allx.convert.ood import calibrate_tflite
+    from allx.convert.ood_stats import stats_bytes
     from allx.train.split import Split
 
     _, _, tflite, tensors, _, root = converted
@@ -342,7 +344,7 @@ def test_real_smears_pass_and_another_lab_is_flagged(converted, real_data_dir, o
     drawn = [rng.permutation(paths)[:80] for paths in by_class]
     split = Split(LABELS, tuple(p for ps in drawn for p in ps[:40]), tuple(p for ps in drawn for p in ps[40:60]),
                   tuple(p for ps in drawn for p in ps[60:]), {})
-    calibration = calibrate_tflite(tflite["two"], tensors, LABELS, real_data_dir, split, root, flag_rate=0.05)
+    calibration = calibrate_tflite(tflite["two"], tensors, LABELS, real_data_dir, split, flag_rate=0.05)
     folder = root / "real"
     folder.mkdir()
     (folder / "model.tflite").write_bytes(tflite["two"])

@@ -252,7 +252,7 @@ def test_text_from_a_site_file_is_escaped_not_run(tmp_path):
 
 
 def test_rates_round_to_two_figures_and_lower_bounds_round_down():
-    from allx.report.text import about, wilson_interval
+    from allx.text import about, wilson_interval
 
     assert about(97_297) == "97,000" and about(36_000) == "36,000" and about(49_875, down=True) == "49,000"
     low, high = wilson_interval(1.0, 40)  # 40 of 40 right still leaves room below 100%

@@ -1,4 +1,4 @@
-"""The split's three charts (as in the seed notebook): subset sizes, subset proportions, classes per subset."""
+"""The split's three charts: subset sizes, subset proportions, classes per subset."""
 
 from __future__ import annotations
 

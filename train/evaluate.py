@@ -9,29 +9,39 @@ import numpy as np
 
 from allx import layout
 from allx.errors import DataError, ModelError
-from allx.images import load_image
+from allx.images import read_batches
 
 BATCH = 32
 
 
+def keras_probabilities(model, pixels: np.ndarray, classes: int) -> np.ndarray:
+    """The float model's class probabilities for uint8 pixels (the output with `classes` columns).
+
+    The one way allx runs a Keras model on images: `allx evaluate`, training's test metrics after
+    fine-tuning and `allx convert`'s float reference all call it.
+    """
+    # A plain call, not predict_on_batch: that traces a new graph per batch shape and per loaded model.
+    outputs = model(pixels.astype(np.float32), training=False)
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    if isinstance(outputs, (list, tuple)):
+        matches = [np.asarray(o) for o in outputs if tuple(o.shape)[-1] == classes]
+        if len(matches) != 1:
+            raise DataError(f"the Keras model has {len(outputs)} outputs, expected exactly one with {classes} classes")
+        outputs = matches[0]
+    return np.asarray(outputs, dtype=np.float32)
+
+
 def predict_images(model, data_dir, relpaths, labels, size, progress=None):
     """Probabilities of the readable images; returns (probabilities, their labels, skipped [(path, reason)])."""
-    from allx.errors import ImageError
-
-    rows, kept, skipped = [], [], []
-    for start in range(0, len(relpaths), BATCH):
-        batch = []
-        for i in range(start, min(start + BATCH, len(relpaths))):
-            try:
-                batch.append(load_image(Path(data_dir) / relpaths[i], size))
-                kept.append(i)
-            except ImageError as err:
-                skipped.append((relpaths[i], str(err)))
-        if batch:
-            rows.append(model.predict_on_batch(np.stack(batch).astype(np.float32)))
-        if progress:
-            progress("evaluate", min(start + BATCH, len(relpaths)), len(relpaths))
     n_classes = int(model.output_shape[-1])
+    rows, kept, skipped = [], [], []
+    report = (lambda done, total: progress("evaluate", done, total)) if progress else None
+    for batch in read_batches(data_dir, relpaths, size, BATCH, report):
+        skipped.extend(batch.unreadable)
+        if batch.indices:
+            rows.append(keras_probabilities(model, batch.pixels, n_classes))
+            kept.extend(batch.indices)
     probabilities = np.concatenate(rows) if rows else np.zeros((0, n_classes), np.float32)
     return probabilities, np.asarray(labels)[kept], skipped
 

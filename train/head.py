@@ -1,4 +1,4 @@
-"""The classifier head: the seed's Flatten -> Dropout(0.5) -> Dense softmax, or a GAP variant."""
+"""The classifier head: Flatten -> Dropout(0.5) -> Dense softmax (the default), or a GAP variant."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ HEADS = ("flatten", "gap")
 
 
 def build_head(feature_shape, n_classes: int, kind: str = "flatten", dropout: float = 0.5) -> keras.Sequential:
-    """Feature map -> class probabilities. `kind` = "flatten" (the seed's) or "gap" (global average pool)."""
+    """Feature map -> class probabilities. `kind` = "flatten" (the default) or "gap" (global average pool)."""
     pool = keras.layers.Flatten(name="head_flatten") if kind == "flatten" else \
         keras.layers.GlobalAveragePooling2D(name="head_gap")
     return keras.Sequential([

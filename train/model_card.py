@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from allx.files import write_atomic
+from allx.text import number
+
 
 def write_model_card(path: Path, config, backbone, weights, size, split, metrics, skipped) -> None:
-    from allx.train.trainer import write_text
-
     counts = {name: len(split.subset(name)) for name in ("train", "val", "test")}
     lines = [
         f"# Model card: {backbone.name} ALL classifier",
@@ -34,8 +35,8 @@ def write_model_card(path: Path, config, backbone, weights, size, split, metrics
     if "accuracy" in metrics:
         lines += [
             f"- Accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}, n = {metrics['n']}",
-            f"- Malignant sensitivity {fmt(metrics['malignant_sensitivity'])},"
-            f" benign specificity {fmt(metrics['benign_specificity'])}",
+            f"- Malignant sensitivity {number(metrics['malignant_sensitivity'], 4, 'n/a')},"
+            f" benign specificity {number(metrics['benign_specificity'], 4, 'n/a')}",
             "",
             "| class | precision | recall | F1 | support |",
             "|---|---|---|---|---|",
@@ -44,8 +45,4 @@ def write_model_card(path: Path, config, backbone, weights, size, split, metrics
         ]
     else:
         lines.append(f"- {metrics.get('note', 'not evaluated')}")
-    write_text("\n".join(lines) + "\n", path)
-
-
-def fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    write_atomic(path, "\n".join(lines) + "\n")

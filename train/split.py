@@ -17,7 +17,7 @@ import numpy as np
 from allx import __version__
 from allx.errors import DataError
 from allx.layout import SplitKind
-from allx.files import write_atomic as write_text_atomic
+from allx.files import write_json
 from allx.train.dataset import Progress, data_fingerprint, scan_dataset
 from allx.train.duplicates import NEAR_DISTANCE, Duplicates, class_of, find_duplicates
 
@@ -174,7 +174,7 @@ def write_split(split: Split, path: str | Path) -> Path:
     """Write SPLIT.json atomically (temp file in the same folder, then rename); parents are created."""
     path = Path(path)
     try:
-        write_text_atomic(path, json.dumps(split.to_json(), indent=1) + "\n")
+        write_json(path, split.to_json(), indent=1)
     except OSError as err:
         raise DataError(f"cannot write split file {path}: {err.strerror or err}") from None
     return path

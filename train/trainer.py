@@ -12,7 +12,7 @@ from typing import Callable
 
 from allx import layout
 from allx.errors import AllxError, DataError, ModelError
-from allx.files import write_atomic, write_json_atomic
+from allx.files import sha256_file, write_atomic, write_json
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -151,7 +151,7 @@ def cached_features(config, extractor, split, subset, size, weights, progress):
     from allx.train.features import cache_key, default_cache_dir, extract_features
 
     relpaths = list(split.subset(subset))
-    weights_id = weights if weights in ("imagenet", "none") else file_identity(weights)
+    weights_id = weights if weights in ("imagenet", "none") else weights_file_sha256(weights)
     key = cache_key({"data": data_fingerprint(config.data_dir, relpaths), "backbone": config.backbone,
                      "weights": weights_id, "seed": config.seed if weights == "none" else None,
                      "size": list(size), "format": 1})
@@ -161,17 +161,11 @@ def cached_features(config, extractor, split, subset, size, weights, progress):
                             cache_dir / f"{key}.npy", report)
 
 
-def file_identity(path) -> str:
-    import hashlib
-
+def weights_file_sha256(path) -> str:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"--weights: file not found, got {path}")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def fit_head(config, head, model, features, n_classes, run_dir, progress) -> dict:
@@ -268,32 +262,24 @@ def evaluate_run(config, model, head, features, split, size, run_dir) -> dict:
     metrics = classification_metrics(probabilities, labels, split.classes)
     metrics["subset"] = "test"
     metrics["split_kind"] = split.kind.value
-    write_json(metrics, run_dir / layout.METRICS)
+    write_json(run_dir / layout.METRICS, metrics)
     plot_confusion_matrix(metrics["confusion_matrix"], split.classes, run_dir / layout.CONFUSION_MATRIX,
                           title=f"Test subset (n={metrics['n']})")
     return metrics
 
 
 def write_labels(classes, path: Path) -> None:
-    write_text("\n".join(classes) + "\n", path)
-
-
-def write_json(data, path: Path) -> None:
-    write_json_atomic(path, data)
-
-
-def write_text(text: str, path: Path) -> None:
-    write_atomic(path, text)
+    write_atomic(path, "\n".join(classes) + "\n")
 
 
 def write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir) -> None:
     from allx.train.model_card import write_model_card
     from allx.train.plots import plot_curves
 
-    write_json(history, run_dir / layout.HISTORY)
+    write_json(run_dir / layout.HISTORY, history)
     plot_curves(history, run_dir / layout.CURVES)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
-    write_json({**settings, "weights": weights, "image_size": list(size),
-                "weights_source": backbone.weights_source, "skipped_images": [list(s) for s in skipped]},
-               run_dir / layout.TRAIN_CONFIG)
+    write_json(run_dir / layout.TRAIN_CONFIG, {**settings, "weights": weights, "image_size": list(size),
+                                                "weights_source": backbone.weights_source,
+                                                "skipped_images": [list(s) for s in skipped]})
     write_model_card(run_dir / layout.MODEL_CARD, config, backbone, weights, size, split, metrics, skipped)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.console import handle_errors, progress_bars, stdout
 from allx.errors import CheckFailed, ConversionError
-from allx.convert.modes import DEFAULT_REPRESENTATIVE_COUNT  # light: no TensorFlow
+from allx.text import percent
+from allx.convert.modes import DEFAULT_FLAG_RATE, DEFAULT_REPRESENTATIVE_COUNT  # light: no TensorFlow
 
 
 @handle_errors
@@ -53,7 +52,8 @@ def convert(
                                                 "pooled-embedding output and calibrate its threshold (default: on "
                                                 "when the model has the allx train layout).", show_default=False)] = None,
     ood_flag_rate: Annotated[Optional[float], typer.Option(
-        "--ood-flag-rate", help="Fraction of held-out (val) images the OOD threshold flags (default 0.04).",
+        "--ood-flag-rate", help="Fraction of held-out (val) images the OOD threshold flags "
+        f"(default {DEFAULT_FLAG_RATE:g}).",
         show_default=False)] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the check results as JSON.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the representative draw.")] = 0,
@@ -75,7 +75,7 @@ def convert(
         raise UsageError(f"got {' and '.join('--' + c for c in chosen)}, expected one precision")
     options = resolve_options(chosen[0] if chosen else "int8", io, representative_count, check_subset, max_drop,
                               max_class_drop, min_agreement, debug, float_layers, edgetpu, seed, ood, ood_flag_rate)
-    with progress_callback() as progress:
+    with progress_bars() as progress:
         result = convert_keras(model, out, options, data, split, progress)
     if json_output:
         print(json.dumps(result_json(result), indent=2))
@@ -104,26 +104,8 @@ def result_json(result) -> dict:
     return document
 
 
-@contextlib.contextmanager
-def progress_callback():
-    """A progress(stage, done, total) callback drawing one rich bar per stage (nothing when not a terminal)."""
-    if not show_progress():
-        yield None
-        return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr, transient=True) as bars:
-        tasks = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=total)
-            bars.update(tasks[stage], completed=done, total=total)
-
-        yield update
-
-
 def render(result) -> None:
-    from allx.convert.ood import summary_line
+    from allx.convert.ood_report import summary_line
 
     check = result.check
     verdict = "[green]PASSED[/green]" if check.passed else "[red]REJECTED[/red]"
@@ -131,15 +113,15 @@ def render(result) -> None:
                  f"(drop {check.drop_pp:.2f} pp, agreement {check.agreement:.4f})")
     table = Table("class", "images", "float recall", f"{check.precision} recall", "drop (pp)")
     for row in check.per_class:
-        table.add_row(row.label, str(row.support), fmt(row.float_recall), fmt(row.quantized_recall),
+        table.add_row(row.label, str(row.support), percent(row.float_recall, 2, 'n/a'), percent(row.quantized_recall, 2, 'n/a'),
                       "n/a" if row.drop_pp is None else f"{row.drop_pp:+.2f}")
-    table.add_row("all", str(check.images), fmt(check.float.accuracy), fmt(check.quantized.accuracy),
+    table.add_row("all", str(check.images), percent(check.float.accuracy, 2, 'n/a'), percent(check.quantized.accuracy, 2, 'n/a'),
                   f"{check.drop_pp:+.2f}", style="bold")
     stdout.print(table)
     spec = result.manifest["input"]
     stdout.print(f"input {spec['dtype']} scale {spec['scale']:g} zero point {spec['zero_point']}; "
-                 f"malignant sensitivity float {fmt(check.float.malignant_sensitivity)} -> "
-                 f"{fmt(check.quantized.malignant_sensitivity)}", highlight=False)
+                 f"malignant sensitivity float {percent(check.float.malignant_sensitivity, 2, 'n/a')} -> "
+                 f"{percent(check.quantized.malignant_sensitivity, 2, 'n/a')}", highlight=False)
     for failure in check.failures:
         stdout.print(f"[red]limit broken:[/red] {failure}", highlight=False)
     stdout.print(summary_line(result.manifest.get("ood"), result.manifest.get("ood_note")), highlight=False,
@@ -149,7 +131,3 @@ def render(result) -> None:
                      highlight=False, markup=False)
     stdout.print(f"wrote {', '.join(path.name for path in result.files.values())} in {result.files['model'].parent}",
                  highlight=False)
-
-
-def fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2%}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from allx.layout import SplitKind
-from allx.cli.common import handle_errors, show_progress, stderr, stdout
+from allx.console import handle_errors, progress_bars, stderr, stdout
 from allx.errors import DataError
 from allx.train.duplicates import NEAR_DISTANCE
 
@@ -27,14 +26,9 @@ Distance = Annotated[int, typer.Option(
 SHOWN = 10  # groups listed in the table view; --json lists them all
 
 
-@contextmanager
-def hashing_progress():
-    """A progress(done, total) callback drawing a rich bar on stderr, only on a terminal."""
-    from rich.progress import Progress
-
-    with Progress(console=stderr, transient=True, disable=not show_progress()) as bar:
-        task = bar.add_task("hashing images", total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
+def hashing(bars):
+    """The progress(done, total) that image hashing reports, drawn as a "hashing images" bar."""
+    return (lambda done, total: bars("hashing images", done, total)) if bars else None
 
 
 @app.command()
@@ -51,8 +45,8 @@ def inspect(
     near-duplicate groups (connected components of phash pairs within --distance: chains can merge)."""
     from allx.train.dataset import inspect_dataset
 
-    with hashing_progress() as progress:
-        report = inspect_dataset(data_dir, distance, progress)
+    with progress_bars() as bars:
+        report = inspect_dataset(data_dir, distance, hashing(bars))
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -81,8 +75,8 @@ def split(
 
     if out.is_dir():
         raise DataError(f"--out {out}: is a directory, expected a file name such as {out / 'split.json'}")
-    with hashing_progress() as progress:
-        result = make_split(data_dir, val=val, test=test, seed=seed, distance=distance, progress=progress)
+    with progress_bars() as bars:
+        result = make_split(data_dir, val=val, test=test, seed=seed, distance=distance, progress=hashing(bars))
     write_split(result, out)
     charts = save_split_charts(result, out)
     render_split(result, out, charts)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.cli.common import handle_errors, stdout
+from allx.console import handle_errors, stdout
 
 
 @handle_errors

@@ -10,6 +10,7 @@ import typer
 
 from allx import __version__
 from allx.cli import convert, data, demo, report, train
+from allx.console import exit_codes_help
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
 
@@ -18,7 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     help="Train, quantize and check an ALL blood-smear classifier for Raspberry Pi / Coral. "
-    "Exit codes: 0 ok, 1 some inputs failed, 2 usage/data/model error, 3 accuracy check failed, 130 interrupted.",
+    + exit_codes_help(),
 )
 app.add_typer(data.app, name="data")
 app.command("train")(train.train)

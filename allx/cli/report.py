@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.cli.common import handle_errors, stderr, stdout
+from allx.console import handle_errors, stderr, stdout
 
 
 @handle_errors

@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from allx.console import handle_errors, progress_bars, stderr, stdout
 from allx.layout import SplitKind
-from allx.cli.common import handle_errors, show_progress, stderr, stdout
-
-
-@contextmanager
-def stage_progress():
-    """A rich progress bar per stage ("features train", "head", ...); plain lines when not on a terminal."""
-    if not show_progress():
-        def report_lines(stage: str, done: int, total: int):
-            if done == total or stage in ("head", "fine-tune"):  # one line per epoch, or a stage's end
-                stderr.print(f"{stage}: {done}/{total}", markup=False, highlight=False)
-
-        yield report_lines
-        return
-    with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr, transient=False) as bars:
-        tasks = {}
-
-        def report(stage: str, done: int, total: int):
-            if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=total)
-            bars.update(tasks[stage], completed=done, total=total)
-
-        yield report
 
 
 @handle_errors
@@ -41,9 +17,9 @@ def train(
     data_dir: Annotated[Path, typer.Argument(help="Folder of class folders (DATA_DIR/<class>/*.jpg).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder to write (model.keras, metrics, plots...).")],
     split: Annotated[Optional[Path], typer.Option(help="SPLIT.json to use; default: make one and save it in the run.")] = None,
-    backbone: Annotated[str, typer.Option(help="Backbone name: resnet50 (default, the seed's), efficientnet-lite0 (offline ImageNet weights), mobilenetv2.")] = "resnet50",
+    backbone: Annotated[str, typer.Option(help="Backbone name: resnet50 (default: frozen ResNet50, Flatten head), efficientnet-lite0 (offline ImageNet weights), mobilenetv2.")] = "resnet50",
     weights: Annotated[Optional[str], typer.Option(help="imagenet | none | PATH to a local weights file. Default: the backbone's default.")] = None,
-    head: Annotated[str, typer.Option(help="flatten (the seed's Flatten->Dropout->Dense) or gap (global average pooling).")] = "flatten",
+    head: Annotated[str, typer.Option(help="flatten (Flatten -> Dropout(0.5) -> Dense softmax) or gap (global average pooling).")] = "flatten",
     epochs: Annotated[int, typer.Option(help="Maximum head epochs (early stopping on validation loss).")] = 20,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate for the head.")] = 1e-4,
@@ -67,7 +43,7 @@ def train(
                          head=head, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                          fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
                          class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test)
-    with stage_progress() as report:
+    with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
         result = train_model(config, progress=report)
     if result.skipped:
         stderr.print(f"skipped {len(result.skipped)} unreadable image(s): see {out / 'train_config.json'}")
@@ -88,7 +64,7 @@ def evaluate(
     """Evaluate a model: accuracy, loss, per-class precision/recall/F1, confusion matrix, malignant sensitivity."""
     from allx.train.evaluate import evaluate_model
 
-    with stage_progress() as report:
+    with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
         metrics = evaluate_model(model, data_dir, split, subset, progress=report)
     if json_out:
         typer.echo(json.dumps(metrics, indent=2))

@@ -7,18 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from allx import files
-from allx.errors import AllxError
+from allx.files import checked_write
+from allx.errors import UsageError
 from allx.report.document import render_html, render_markdown
 from allx.report.inputs import KIND_RULES, ReportInputError, read_inputs
 from allx.report.verdict import Verdict, make_verdicts
 
 DEFAULT_TITLE = "allx site report: speed and accuracy on the device"
 __all__ = ["DEFAULT_TITLE", "KIND_RULES", "ReportInputError", "ReportResult", "write_report"]
-
-
-class ReportOutputError(AllxError):
-    """The report cannot be written where asked."""
 
 
 @dataclass(frozen=True)
@@ -38,19 +34,19 @@ def write_report(inputs, out: str | Path, markdown: str | Path | None = None, ti
     out = Path(out)
     markdown = Path(markdown) if markdown is not None else None
     if markdown is not None and markdown.resolve() == out.resolve():
-        raise ReportOutputError(f"--markdown {markdown}: got the same path as --out, expected a different file")
+        raise UsageError(f"--markdown {markdown}: got the same path as --out, expected a different file")
     data = read_inputs(inputs)
     created = created or datetime.now(timezone.utc).isoformat(timespec="seconds")
     document = build_document(data, title or DEFAULT_TITLE, created)
-    write_atomic(out, render_html(document).encode("utf-8"))
+    checked_write(out, render_html(document).encode("utf-8"))
     figures = []
     if markdown is not None:
         names = {}
         for figure in document.figures():
             path = markdown.with_name(f"{markdown.stem}_{safe_name(figure.name)}.png")
-            figures.append(write_atomic(path, figure.png))
+            figures.append(checked_write(path, figure.png))
             names[figure.name] = path.name
-        write_atomic(markdown, render_markdown(document, names).encode("utf-8"))
+        checked_write(markdown, render_markdown(document, names).encode("utf-8"))
     return ReportResult(out, markdown, tuple(figures), tuple(make_verdicts(data)),
                         tuple(section.title for section in document.sections))
 
@@ -59,10 +55,4 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def write_atomic(path: Path, payload: bytes) -> Path:
-    """allx.files.write_atomic, with an unwritable path as one clear ReportOutputError."""
-    try:
-        return files.write_atomic(path, payload)
-    except OSError as err:
-        raise ReportOutputError(f"{path}: cannot write ({err.strerror or err}), expected a writable path") from None
 

@@ -7,7 +7,7 @@ from allx.layout import SplitKind
 from allx.report import plots
 from allx.report.document import Bullets, Document, Figure, Paragraph, Section, Table
 from allx.report.inputs import KIND_RULES, AccuracyCheck, BenchRow, Evaluation, Inputs
-from allx.report.text import (accuracy_with_interval, images_per_hour, megabytes, millis,
+from allx.text import (accuracy_with_interval, images_per_hour, megabytes, millis,
                               near_duplicates_kept_together, number, percent, points)
 from allx.report.verdict import device_names, evidence_limits, make_verdicts
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from allx.report.inputs import AccuracyCheck, BenchRow, Inputs
-from allx.report.text import (about, images_per_hour, millis, near_duplicates_kept_together, percent, points)
+from allx.text import (about, images_per_hour, millis, near_duplicates_kept_together, percent, points)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""How the report writes numbers (%, ms, MB, images per hour) and the few facts it derives from them."""
+"""How allx writes numbers for people (%, pp, ms, MB, images per hour, intervals): one place for every report."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def about(count: float, down: bool = False) -> str:
     return f"{rounded:,.0f}"
 
 
-def percent(fraction: float | None) -> str:
-    return "-" if fraction is None else f"{fraction * 100:.1f}%"
+def percent(fraction: float | None, digits: int = 1, missing: str = "-") -> str:
+    return missing if fraction is None else f"{fraction * 100:.{digits}f}%"
 
 
 def points(pp: float | None, sign: bool = True) -> str:
@@ -48,8 +48,8 @@ def megabytes(value: float | None) -> str:
     return f"{value:.1f}" if value >= 1 else f"{value:.3g}"
 
 
-def number(value: float | int | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
+def number(value: float | int | None, digits: int = 1, missing: str = "-") -> str:
+    return missing if value is None else f"{value:,.{digits}f}"
 
 
 def wilson_interval(fraction: float, n: int, z: float = 1.96) -> tuple[float, float]:
