@@ -120,7 +120,8 @@ def features_off_warning(model_path: Path, manifest: dict, off: tuple[str, ...],
                "convert it with allx convert")
     else:
         note = manifest.get("ood_note") if "ood" in off else None
-        why = f"no statistics for {'it' if len(off) == 1 else 'them'} in the model's metadata" + (
+        where = "the model's embedded metadata" if source == MetadataSource.EMBEDDED else layout.MANIFEST
+        why = f"no statistics for {'it' if len(off) == 1 else 'them'} in {where}" + (
             f"; out-of-distribution: {note}" if note else "")
     return f"running without: {words} ({why})"
 
