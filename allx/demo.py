@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allx import layout
-from allx.errors import AllxError
+from allx.errors import AllxError, DataError, MissingDependency
+from allx.synthetic import make_dataset
 
 DEMO_SIZE = 64  # generated images' side; the model still runs at the backbone's 224x224
 
@@ -45,18 +46,19 @@ def plan_stages(out: Path, data: Path, epochs: int = 8) -> list[Stage]:
               (layout.SPLIT, "split_sizes.png", "split_proportions.png", "split_classes.png")),
         Stage("train", ((*allx, "train", str(data), "--out", str(run), "--split", str(out / layout.SPLIT),
                          "--backbone", "efficientnet-lite0", "--weights", "imagenet", "--epochs", str(epochs)),),
-              ("run/model.keras", "run/curves.png", "run/confusion_matrix.png", "run/MODEL_CARD.md")),
+              tuple(f"run/{name}" for name in (layout.MODEL_KERAS, layout.CURVES, layout.CONFUSION_MATRIX,
+                                                  layout.MODEL_CARD))),
         Stage("evaluate", ((*allx, "evaluate", str(run / layout.MODEL_KERAS), str(data), "--split",
                             str(out / layout.SPLIT), "--json"),), ("evaluate.json",), "evaluate.json"),
         Stage("convert float32 + int8", (
             (*allx, "convert", str(run / layout.MODEL_KERAS), "--out", str(tflite), "--float32"),
             (*allx, "convert", str(run / layout.MODEL_KERAS), "--out", str(tflite), "--int8", "--json")),
-            ("run/tflite/model_float32.tflite", "run/tflite/model_int8.tflite", "run/tflite/model.json",
-             "run/tflite/report.md"), "convert.json"),
+            tuple(f"run/tflite/{name}" for name in (layout.tflite_name("float32"), layout.tflite_name("int8"),
+                                                   layout.MANIFEST, layout.REPORT)), "convert.json"),
         Stage("allx-edge classify", ((*edge, "classify", held_out, "--model", str(tflite), "--json"),),
               ("classify.jsonl",), "classify.jsonl"),
-        Stage("allx-edge bench", ((*edge, "bench", "--model", str(tflite / "model_float32.tflite"), "--model",
-                                   str(tflite / "model_int8.tflite"), "--runs", "30", "--warmup", "3",
+        Stage("allx-edge bench", ((*edge, "bench", "--model", str(tflite / layout.tflite_name("float32")), "--model",
+                                   str(tflite / layout.tflite_name("int8")), "--runs", "30", "--warmup", "3",
                                    "--json", str(out / layout.BENCH), "--markdown", str(out / "bench.md")),),
               (layout.BENCH, "bench.md")),
         Stage("report", ((*allx, "report", str(out / layout.BENCH), str(out / "convert.json"),
@@ -73,7 +75,7 @@ def cli(name: str) -> tuple[str, ...]:
 
     found = shutil.which(name, path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if not found:
-        raise AllxError(f"the {name!r} command is not installed: pip install -e \".[all]\"")
+        raise MissingDependency(f"the {name!r} command is not installed: pip install -e \".[all]\"")
     return (found,)
 
 
@@ -100,9 +102,8 @@ def prepare_data(out: Path, data: Path | None, per_class: int = 60) -> tuple[Pat
     """The user's data folder, or a generated one; returns (folder, is_synthetic)."""
     if data is not None:
         if not Path(data).is_dir():
-            raise AllxError(f"--data: got {data}, expected a folder of class folders")
+            raise DataError(f"--data: got {data}, expected a folder of class folders")
         return Path(data), False
-    from allx.synthetic import make_dataset
 
     folder = out / "synthetic-data"
     if not folder.is_dir():

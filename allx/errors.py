@@ -28,6 +28,10 @@ class OutputError(AllxError):
     """An output file or folder cannot be written."""
 
 
+class MissingDependency(AllxError):
+    """An optional package or command that this feature needs is not installed."""
+
+
 class DataError(AllxError):
     """Bad data directory, split file or image set."""
 

@@ -33,6 +33,7 @@ MANIFEST = "model.json"
 REPORT = "report.md"
 CONVERT_LOG = "convert.log"
 LAYER_ERRORS = "layer_errors_{precision}.csv"
+EDGETPU_LOG = "edgetpu_compiler.log"
 
 # Written by `allx-edge bench --json` and read by `allx report`.
 BENCH = "bench.json"

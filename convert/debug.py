@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from allx.convert.tflite import run_converter
+from allx.convert.modes import MODES
+from allx.convert.tflite import make_converter
 
 WORST_SHOWN = 10
 # Ranking: rmse relative to the float layer's own RMS ("noise-to-signal"). TensorFlow's guide ranks by
@@ -45,9 +47,6 @@ def float_rms(float_values, quantized_values, scale, zero_point) -> float:
 def make_debugger(saved_model_dir: str, representative: Callable[[], Iterator[list[np.ndarray]]],
                   denylisted: tuple[str, ...] = ()):
     import tensorflow as tf
-
-    from allx.convert.modes import MODES
-    from allx.convert.tflite import make_converter
 
     converter = make_converter(saved_model_dir, MODES["int8"], "float", representative)
     if denylisted:

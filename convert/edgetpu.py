@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from allx import layout
 from allx.files import write_atomic
 
 # Operations the Edge TPU compiler can map (https://coral.ai/docs/edgetpu/models-intro/#supported-operations),
@@ -111,7 +112,7 @@ def compile_model(model_path: Path, out_dir: Path, timeout_s: int = 600) -> Comp
         except (OSError, subprocess.TimeoutExpired) as err:
             return CompileResult(None, None, None, f"{COMPILER} could not run: {err}")
         log = done.stdout + done.stderr
-        write_atomic(out_dir / "edgetpu_compiler.log", log)
+        write_atomic(out_dir / layout.EDGETPU_LOG, log)
         produced = sorted(Path(scratch).glob("*_edgetpu.tflite"))
         if done.returncode != 0 or not produced:
             last = next((line for line in reversed(log.splitlines()) if line.strip()), "no output")

@@ -13,8 +13,9 @@ import numpy as np
 from allx import layout
 from allx.convert.check import CheckPredictions, CheckReport
 from allx.edge_runner import metadata
-from allx.errors import ConversionError
+from allx.errors import MissingDependency
 from allx.files import write_atomic
+from allx.edge_runner.runtime import find_runtime
 
 FORMAT = "allx-tflite/1"
 
@@ -23,7 +24,6 @@ def versions() -> dict:
     import tensorflow as tf
 
     import allx
-    from allx.edge_runner.runtime import find_runtime
 
     return {"tensorflow": tf.__version__, "allx": allx.__version__, "runtime": str(find_runtime())}
 
@@ -36,7 +36,7 @@ def build_manifest(model_file: str, check: CheckReport, tensors, source: dict, e
     if embedding is not None:
         outputs["embedding"] = embedding.to_dict()
     return {
-        "format": FORMAT, "model_file": model_file, "precision": check.precision, "status":
+        "kind": layout.RecordKind.MANIFEST.value, "format": FORMAT, "model_file": model_file, "precision": check.precision, "status":
         "passed" if check.passed else "rejected", "labels": list(check.labels), "input": input_spec.to_dict(),
         "outputs": outputs,
         "preprocessing": f"raw RGB uint8 0..255, resized bilinear to {height}x{width} (allx.images); "
@@ -70,7 +70,7 @@ def metadata_tools():
         from ai_edge_litert import schema_py_generated
         from ai_edge_litert.tools import flatbuffer_utils
     except ImportError as err:
-        raise ConversionError(f"cannot embed the manifest in the .tflite: {err}; expected an ai-edge-litert that "
+        raise MissingDependency(f"cannot embed the manifest in the .tflite: {err}; expected an ai-edge-litert that "
                               "ships tools.flatbuffer_utils (pip install -U ai-edge-litert)") from None
     return flatbuffer_utils, schema_py_generated
 

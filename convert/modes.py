@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from allx import layout
 from allx.errors import UsageError
 
 DEFAULT_REPRESENTATIVE_COUNT = 200  # see README "Representative set size": accuracy flat from ~100 images up
@@ -28,7 +29,7 @@ class Mode:
 
     @property
     def file_name(self) -> str:
-        return f"model_{self.name}.tflite"
+        return layout.tflite_name(self.name)
 
 
 MODES: dict[str, Mode] = {

@@ -115,7 +115,7 @@ def diagnose(saved_model_dir: str, representative, full: Candidate, source: Sour
              options: ConvertOptions, out_dir: Path, log_path: Path, progress) -> Diagnosis:
     """Per-layer errors; with --float-layers N, the N worst layers kept in float and the check run again."""
     layers = debug.measure_layer_errors(saved_model_dir, representative, log_path)
-    sections = (debug.layers_markdown(layers, f"layer_errors_{options.mode.name}.csv"),)
+    sections = (debug.layers_markdown(layers, layout.LAYER_ERRORS.format(precision=options.mode.name)),)
     if not options.float_layers:
         return Diagnosis(full, sections, debug.layers_csv(layers))
     if options.float_layers >= len(layers):
@@ -194,7 +194,7 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
     if ood_stats is not None:
         files["ood_stats"] = files.pop(stats_name)
     if layer_csv is not None:
-        files["layers"] = write_atomic(out_dir / f"layer_errors_{options.mode.name}.csv", layer_csv)
+        files["layers"] = write_atomic(out_dir / layout.LAYER_ERRORS.format(precision=options.mode.name), layer_csv)
     return ConvertResult(chosen.check, files, manifest, readiness)
 
 

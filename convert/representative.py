@@ -9,6 +9,7 @@ import numpy as np
 
 from allx.errors import DataError, ImageError
 from allx.images import load_image
+from allx.convert.modes import DEFAULT_REPRESENTATIVE_COUNT
 
 
 def draw_representative(split, count: int | None, seed: int = 0) -> tuple[str, ...]:
@@ -18,7 +19,6 @@ def draw_representative(split, count: int | None, seed: int = 0) -> tuple[str, .
     Asking for more images than the train subset holds is an error, not a silent cap; the default
     (count None) is DEFAULT_REPRESENTATIVE_COUNT or the whole train subset when that is smaller.
     """
-    from allx.convert.modes import DEFAULT_REPRESENTATIVE_COUNT
 
     paths, labels = list(split.subset("train")), np.asarray(split.labels("train"), dtype=int)
     if not paths:

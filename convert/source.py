@@ -7,6 +7,10 @@ from pathlib import Path
 
 from allx import layout
 from allx.errors import DataError, ModelError
+from allx.edge_runner.model import read_labels
+from allx.train.model_io import load_keras_model
+from allx.train.split import load_json
+from allx.train.split import make_split, read_split
 
 RUN_SPLIT = layout.SPLIT
 RUN_LABELS = layout.LABELS
@@ -26,7 +30,6 @@ class Source:
 def load_source(model_path: str | Path, data_dir: str | Path | None = None, split_path: str | Path | None = None,
                 progress=None) -> Source:
     """Load MODEL.keras and resolve data/split/labels: flags first, else the `allx train` run folder."""
-    from allx.train.model_io import load_keras_model
 
     model_path = Path(model_path)
     model = load_keras_model(model_path)
@@ -59,7 +62,6 @@ def class_count(model, label_count: int, model_path: Path) -> int:
 
 def locate_data(model_path: Path, data_dir, split_path) -> tuple[Path | None, Path, dict]:
     """(split file or None, data dir, origin notes): --split/--data win over the run folder's split.json."""
-    from allx.train.split import load_json
 
     origin = {}
     run_split = model_path.parent / RUN_SPLIT
@@ -79,16 +81,12 @@ def locate_data(model_path: Path, data_dir, split_path) -> tuple[Path | None, Pa
 
 
 def read_or_make_split(split_path: Path | None, data_dir: Path, progress):
-    from allx.train.split import make_split, read_split
-
     if split_path is not None:
         return read_split(split_path, data_dir)
     return make_split(data_dir, progress=progress)
 
 
 def model_labels(model_path: Path, split) -> tuple[tuple[str, ...], str]:
-    from allx.edge_runner.model import read_labels
-
     beside = model_path.parent / RUN_LABELS
     if beside.is_file():
         return read_labels(beside), f"{RUN_LABELS} beside the model"

@@ -14,6 +14,7 @@ import numpy as np
 from allx.errors import ConversionError
 from allx.convert.modes import Mode
 from allx.edge_runner.info import TensorInfo as TensorSpec  # one tensor description for convert and allx-edge
+from allx.edge_runner.runtime import find_runtime
 
 # The uint8/int8 input must hold the image bytes themselves: (scale, zero_point) per IO type.
 EXPECTED_INPUT_QUANTIZATION = {"uint8": (1.0, 0), "int8": (1.0, -128)}
@@ -126,7 +127,6 @@ def convert_model(saved_model_dir: str, mode: Mode, io: str, log_path: Path,
 
 def describe_tensors(tflite: bytes) -> tuple[TensorSpec, tuple[TensorSpec, ...]]:
     """(input, outputs) of a .tflite model, read with the device's interpreter (no inference)."""
-    from allx.edge_runner.runtime import find_runtime
 
     interpreter = find_runtime().module.Interpreter(model_content=tflite)
     inputs = [spec_of(details) for details in interpreter.get_input_details()]

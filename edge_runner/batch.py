@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Sequence
 from allx.errors import DataError, ImageError
 from allx.images import is_image_file
 from allx.edge_runner.model import EdgeModel, Prediction
+from allx.files import write_csv
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -157,7 +158,6 @@ def result_record(result: ImageResult, with_ood: bool = False, model: EdgeModel 
 def write_results_csv(path, results: Sequence[ImageResult], with_ood: bool = False, model_sha256: str | None = None):
     """One row per image: path, label, score, top_k ("label:score;..."), latency_ms, error [, ood, ood_score]
     [, model_sha256]."""
-    from allx.files import write_csv
 
     header = ["path", "label", "score", "top_k", "latency_ms", "error"] + (["ood", "ood_score"] if with_ood else [])
     header += ["model_sha256"] if model_sha256 else []

@@ -14,9 +14,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from allx.errors import AllxError, DataError, ImageError
-from allx.images import is_image_file
 from allx.edge_runner.model import EdgeModel
+from allx.errors import DataError, ImageError, UsageError
+from allx.images import is_image_file
+from allx.layout import RecordKind
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class BenchReport:
     created: str
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"kind": RecordKind.BENCH.value, **dataclasses.asdict(self)}
 
 
 def bench_models(paths: Sequence[str | Path], runs: int = 100, warmup: int = 10, threads: int | None = None,
@@ -95,9 +96,9 @@ def bench_models(paths: Sequence[str | Path], runs: int = 100, warmup: int = 10,
                  on_model: Callable[[str], None] | None = None) -> BenchReport:
     """Benchmark each model in turn; speed_ratio = first model's mean latency / this model's."""
     if not paths:
-        raise AllxError("got no models, expected at least one --model")
+        raise UsageError("got no models, expected at least one --model")
     if runs < 1 or warmup < 0:
-        raise AllxError(f"got runs={runs}, warmup={warmup}, expected runs >= 1 and warmup >= 0")
+        raise UsageError(f"got runs={runs}, warmup={warmup}, expected runs >= 1 and warmup >= 0")
     image_paths = list_images(Path(images)) if images is not None else None
     results = []
     for path in paths:

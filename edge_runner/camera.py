@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from allx.errors import AllxError, DataError
+from allx.errors import DataError, MissingDependency, UsageError
 from allx.images import resize_rgb
 from allx.edge_runner.model import EdgeModel, Prediction
 from allx.edge_runner.output import StreamedCsv
@@ -45,7 +45,7 @@ def import_cv2():
     try:
         import cv2
     except ImportError:
-        raise AllxError('OpenCV is needed for the camera command: pip install "allx[edge]" '
+        raise MissingDependency('OpenCV is needed for the camera command: pip install "allx[edge]" '
                         "(or opencv-python-headless)") from None
     logging = getattr(getattr(cv2, "utils", None), "logging", None)
     if logging is not None:  # errors only: OpenCV's own warnings would repeat what our one line says
@@ -162,7 +162,7 @@ def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: 
                on_frame: Callable[[FrameResult], None] | None = None) -> CameraSummary:
     """Classify every `every`-th frame until the source ends, `max_frames` frames are read, `q`, or Ctrl-C."""
     if every < 1 or (max_frames is not None and max_frames < 1):
-        raise AllxError(f"got every={every}, max_frames={max_frames}, expected positive numbers")
+        raise UsageError(f"got every={every}, max_frames={max_frames}, expected positive numbers")
     model.require_labels()
     frames = open_source(source)
     window, warnings = open_window() if display else (None, ())

@@ -10,6 +10,18 @@ from typing import Annotated, Optional
 import typer
 
 from allx.console import exit_codes_help, handle_errors, show_progress, stderr, stdout
+from allx import __version__
+from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
+from allx.edge_runner.bench import bench_models, report_markdown
+from allx.edge_runner.camera import has_display, run_camera
+from allx.edge_runner.info import describe_model
+from allx.edge_runner.model import EdgeModel
+from allx.edge_runner.runtime import find_runtime
+from allx.edge_runner.views import batch_summary_line, result_header, result_line
+from allx.edge_runner.views import bench_caption, bench_table
+from allx.edge_runner.views import camera_summary_line, frame_line
+from allx.edge_runner.views import info_lines
+from allx.files import checked_write, write_json
 
 EXIT_CODES = exit_codes_help(0, 1, 2, 130)
 
@@ -33,8 +45,6 @@ OodThresholdOption = Annotated[Optional[float], typer.Option(
 
 
 def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None):
-    from allx.edge_runner.model import EdgeModel
-
     edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold)
     for warning in edge_model.warnings:
         stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
@@ -67,8 +77,6 @@ def classify(
     unlike training images) and "ood_score", and the summary counts the flagged images.
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error.
     """
-    from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
-    from allx.edge_runner.views import batch_summary_line, result_header, result_line
 
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
@@ -108,8 +116,6 @@ def camera(
     classified frame. Ends with a summary when the source ends or disconnects, after --max-frames
     frames read, or on Ctrl-C. Exit codes: 0 ok; 2 source, usage or model error.
     """
-    from allx.edge_runner.camera import has_display, run_camera
-    from allx.edge_runner.views import camera_summary_line, frame_line
 
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
     display = not headless and has_display()
@@ -138,9 +144,6 @@ def bench(
     Load time, mean/std/min/p50/p90/p99/max, throughput, peak memory, size, runtime, threads,
     delegate, and the machine's facts. Exit codes: 0 ok; 2 usage or model error.
     """
-    from allx.edge_runner.bench import bench_models, report_markdown
-    from allx.files import checked_write, write_json
-    from allx.edge_runner.views import bench_caption, bench_table
 
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
                           labels=labels, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
@@ -168,8 +171,6 @@ def info(
     Inputs/outputs (shape, dtype, scale/zero point), op counts, labels, manifest fields, the
     conversion check results. Exit codes: 0 ok; 2 model error.
     """
-    from allx.edge_runner.info import describe_model
-    from allx.edge_runner.views import info_lines
 
     description = describe_model(model, labels=labels, delegate=delegate)
     for warning in description.warnings:
@@ -183,8 +184,6 @@ def info(
 
 def version_callback(value: bool):
     if value:
-        from allx import __version__
-        from allx.edge_runner.runtime import find_runtime
 
         typer.echo(f"allx-edge {__version__} ({find_runtime()})")
         raise typer.Exit()

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
-from allx.errors import ModelError
+from allx.errors import MissingDependency, ModelError
 
 MANIFEST_ENTRY = "allx.manifest"
 FILE_PREFIX = "allx.file/"
@@ -171,7 +171,7 @@ def allx_entries(data: bytes, model_path: Path) -> dict[str, bytes]:
     if schema is None:
         if MANIFEST_ENTRY.encode() not in data:
             return {}
-        raise ModelError(f"{model_path}: the model carries allx metadata but this install cannot read it "
+        raise MissingDependency(f"{model_path}: the model carries allx metadata but this install cannot read it "
                          "(ai_edge_litert.schema_py_generated is missing), expected ai-edge-litert >= 1.2: "
                          'pip install "allx[edge]"')
     found = {}

@@ -38,8 +38,9 @@ def module_sources() -> dict[str, str]:
     return sources
 
 
-def imports_of(name: str, source: str, top_level_only: bool = False) -> set[str]:
-    """Absolute names imported by a module (relative imports resolved against it)."""
+def imports_of(name: str, source: str, top_level_only: bool = False, known: set[str] = frozenset()) -> set[str]:
+    """Absolute names imported by a module (relative imports resolved against it). `from package import
+    submodule` imports the submodule: the package counts too only when some name is not a known module."""
     tree = ast.parse(source)
     nodes = tree.body if top_level_only else ast.walk(tree)
     found = set()
@@ -52,8 +53,10 @@ def imports_of(name: str, source: str, top_level_only: bool = False) -> set[str]
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)
+            names = {f"{module}.{alias.name}" for alias in node.names}
+            found.update(names)
+            if not names <= known:
+                found.add(module)
     return found
 
 
@@ -96,7 +99,7 @@ def violations(sources: dict[str, str]) -> list[str]:
 def import_loops(sources: dict[str, str]) -> list[str]:
     """Cycles among module-level project imports (a loop breaks as soon as someone imports in another order)."""
     known = set(sources)
-    graph = {name: {m for m in imports_of(name, src, top_level_only=True) if m in known and m != name}
+    graph = {name: {m for m in imports_of(name, src, True, known) if m in known and m != name}
              for name, src in sources.items()}
     loops, state = [], {}
 
@@ -133,3 +136,17 @@ def test_a_planted_violation_is_caught(module, planted, expected):
     if expected == "import loop":  # make images import files and files import images
         sources["allx.images"] = "from allx import files\n" + sources["allx.images"]
     assert any(expected in problem for problem in violations(sources))
+
+
+def test_every_package_folder_is_installed_under_allx():
+    """A new subpackage missing from pyproject's package list would be left out of the wheel silently."""
+    import tomllib
+
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setup["packages"])
+    assert all(name == "allx" or name.startswith("allx.") for name in listed)
+    folders = {".".join([package, *init.parent.relative_to(folder).parts])
+               for package, folder in PACKAGE_DIRS.items() for init in folder.rglob("__init__.py")}
+    assert folders - listed == set()
+    assert {k: v for k, v in setup["package-dir"].items()} == {
+        "allx.train": "train", "allx.convert": "convert", "allx.edge_runner": "edge_runner"}

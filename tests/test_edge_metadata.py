@@ -17,7 +17,7 @@ from allx.edge_runner import metadata
 from allx.edge_runner.cli import app
 from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.ood import mahalanobis_scores
-from allx.errors import ConversionError, ModelError
+from allx.errors import MissingDependency, ModelError
 
 runner = CliRunner()
 STATS = "ood_stats_int8.npz"
@@ -217,7 +217,7 @@ def test_a_damaged_metadata_table_is_one_line(converted, tmp_path):
 def test_without_the_schema_reader_a_model_with_metadata_is_refused(converted, monkeypatch):
     folder, _, plain = converted
     monkeypatch.setattr(metadata, "tflite_schema", lambda: None)
-    with pytest.raises(ModelError, match="carries allx metadata but this install cannot read it"):
+    with pytest.raises(MissingDependency, match="carries allx metadata but this install cannot read it"):
         EdgeModel.load(folder / "model_int8.tflite")
     assert metadata.read_embedded(plain, folder / "plain.tflite") is None  # nothing to read: nothing refused
 
@@ -226,7 +226,7 @@ def test_convert_without_the_flatbuffer_utilities_is_one_clear_error(monkeypatch
     import sys
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert.tools", None)  # as if this ai-edge-litert shipped no tools
-    with pytest.raises(ConversionError, match="cannot embed the manifest in the .tflite"):
+    with pytest.raises(MissingDependency, match="cannot embed the manifest in the .tflite"):
         metadata_tools()
 
 

@@ -14,6 +14,8 @@ from typing import Callable
 
 from allx.errors import ModelError
 from allx.images import first_line
+from allx.train.efficientnet_lite import INPUT_MEAN, INPUT_STD, make_lite0, packaged_weights_path
+from allx.train.mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD, make_torchvision_mobilenet_v2
 
 MIN_INPUT_SIDE = 32
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -23,6 +25,9 @@ MOBILENET_V2_SIDES = (96, 128, 160, 192, 224)
 # keras.applications' ResNet "caffe" mode: BGR channel order minus the ImageNet BGR means, no scaling.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 KERAS_WEIGHT_SUFFIXES = (".h5", ".hdf5", ".keras")
+
+# Keras and allx.train.layers (a Keras layer) are imported inside the builders: listing and
+# resolving backbones stays free of TensorFlow.
 
 
 @dataclass(frozen=True)
@@ -130,15 +135,12 @@ def make_resnet50(weights: str | Path, input_shape):
 
 
 def lite0_preprocessing():
-    from allx.train.efficientnet_lite import INPUT_MEAN, INPUT_STD
     from allx.train.layers import PixelNormalization
 
     return PixelNormalization(mean=INPUT_MEAN, std=INPUT_STD, name="efficientnet_lite0_preprocessing")
 
 
 def make_efficientnet_lite0(weights: str | Path, input_shape):
-    from allx.train.efficientnet_lite import make_lite0, packaged_weights_path
-
     weights, shape = parse_weights(weights), check_input_shape(input_shape)
     if weights == "imagenet":
         weights = packaged_weights_path()
@@ -172,7 +174,6 @@ def make_mobilenet_v2(weights: str | Path, input_shape):
 
 def make_torchvision_base(weights: Path, shape):
     """torchvision's MobileNetV2 whose first layer maps [-1, 1] to ImageNet mean/std of 0..1 pixels."""
-    from allx.train.mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD, make_torchvision_mobilenet_v2
 
     # y = x/127.5 - 1 and x/255 = (y + 1)/2, so (x/255 - m)/s = (y - (2m - 1)) / (2s).
     normalization = ([2 * m - 1 for m in IMAGENET_MEAN], [2 * s for s in IMAGENET_STD])

@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
-from allx.errors import DataError, ModelError
+from allx.errors import DataError, ModelError, UsageError
 from allx.images import read_batches
+from allx.train.metrics import classification_metrics
+from allx.train.model_io import load_keras_model
+from allx.train.split import read_split
 
 BATCH = 32
 
@@ -48,13 +51,10 @@ def predict_images(model, data_dir, relpaths, labels, size, progress=None):
 
 def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progress=None) -> dict:
     """Metrics of the model at model_path on `subset` of the split (see train.metrics)."""
-    from allx.train.metrics import classification_metrics
-    from allx.train.model_io import load_keras_model
-    from allx.train.split import read_split
 
     split = read_split(split_path, data_dir)
     if subset not in ("train", "val", "test"):
-        raise DataError(f"--subset: got {subset!r}, expected train, val or test")
+        raise UsageError(f"--subset: got {subset!r}, expected train, val or test")
     relpaths = split.subset(subset)
     if not relpaths:
         raise DataError(f"the split's {subset!r} subset is empty")
@@ -65,7 +65,7 @@ def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progr
     if len(labels) == 0:
         raise DataError(f"no readable images in the {subset!r} subset")
     metrics = classification_metrics(probabilities, labels, split.classes)
-    metrics.update(subset=subset, model=str(model_path), skipped=[list(s) for s in skipped],
+    metrics.update(kind=layout.RecordKind.EVALUATION.value, subset=subset, model=str(model_path), skipped=[list(s) for s in skipped],
                    split_kind=split.kind.value)
     return metrics
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from allx import __version__
 from allx.errors import DataError
-from allx.layout import SplitKind
+from allx.layout import RecordKind, SplitKind
 from allx.files import write_json
 from allx.train.dataset import Progress, data_fingerprint, scan_dataset
 from allx.train.duplicates import NEAR_DISTANCE, Duplicates, class_of, find_duplicates
@@ -53,7 +53,8 @@ class Split:
         return SplitKind.parse(self.meta.get("split_kind"))
 
     def to_json(self) -> dict:
-        return {"classes": list(self.classes), **{s: list(self.subset(s)) for s in SUBSETS}, "meta": self.meta}
+        return {"kind": RecordKind.SPLIT.value, "classes": list(self.classes),
+                **{s: list(self.subset(s)) for s in SUBSETS}, "meta": self.meta}
 
 
 def make_split(data_dir: str | Path, val: float = 0.15, test: float = 0.15, seed: int = 42,
@@ -198,7 +199,7 @@ def read_split(path: str | Path, data_dir: str | Path) -> Split:
         more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
         raise DataError(f"{path}: {len(missing)} file(s) missing under {root}: {', '.join(missing[:3])}{more}")
     meta = dict(document["meta"]) if isinstance(document.get("meta"), dict) else {}
-    meta.update({k: v for k, v in document.items() if k not in (*SUBSETS, "classes", "meta")})
+    meta.update({k: v for k, v in document.items() if k not in (*SUBSETS, "classes", "meta", "kind")})
     return Split(classes, subsets["train"], subsets["val"], subsets["test"], meta)
 
 

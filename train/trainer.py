@@ -11,8 +11,20 @@ from pathlib import Path
 from typing import Callable
 
 from allx import layout
-from allx.errors import AllxError, DataError, ModelError
+from allx.errors import AllxError, DataError, ModelError, UsageError
 from allx.files import sha256_file, write_atomic, write_json
+from allx.train.backbones import get_backbone
+from allx.train.charts import save_split_charts
+from allx.train.dataset import data_fingerprint
+from allx.train.evaluate import predict_images
+from allx.train.features import cache_key, default_cache_dir, extract_features
+from allx.train.metrics import classification_metrics
+from allx.train.model_card import write_model_card
+from allx.train.model_io import save_keras_model
+from allx.train.split import make_split, read_split, write_split
+
+# Keras, and the modules that import it at their top (head, batches, callbacks, plots), are imported inside
+# the functions that need them: `allx --help` and the data commands never pay for TensorFlow.
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -69,7 +81,7 @@ def validate_config(config: TrainConfig) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise DataError(message)
+            raise UsageError(message)
     if not Path(config.data_dir).is_dir():
         raise DataError(f"data directory not found: got {config.data_dir}, expected a folder of class folders")
 
@@ -78,8 +90,6 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
     """Run one training end to end and write the run folder (see models/README.md)."""
     validate_config(config)
     import keras
-
-    from allx.train.backbones import get_backbone
 
     keras.utils.set_random_seed(config.seed)
     backbone = get_backbone(config.backbone)  # unknown names fail before the data is read
@@ -116,7 +126,6 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
         history["fine_tune"] = fine_tune(config, model, base, split, size, run_dir, progress)
 
     # 5. Save, evaluate on the test subset, and describe the run.
-    from allx.train.model_io import save_keras_model
 
     save_keras_model(model, run_dir / layout.MODEL_KERAS)
     metrics = evaluate_run(config, model, head, features, split, size, run_dir)
@@ -127,7 +136,6 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
 
 def prepare_split(config: TrainConfig, run_dir: Path):
     """The given split (checked against the data), or a new near-duplicate-aware one saved in the run."""
-    from allx.train.split import make_split, read_split, write_split
 
     if config.split_path:
         split = read_split(config.split_path, config.data_dir)
@@ -137,7 +145,6 @@ def prepare_split(config: TrainConfig, run_dir: Path):
         raise DataError(f"need at least 2 classes, got {len(split.classes)}: {list(split.classes)}")
     if not split.subset("train"):
         raise DataError("the split has no training images")
-    from allx.train.charts import save_split_charts
 
     meta = {**split.meta, "data_dir": str(Path(config.data_dir).resolve())}
     saved = type(split)(split.classes, split.train, split.val, split.test, meta)
@@ -147,9 +154,6 @@ def prepare_split(config: TrainConfig, run_dir: Path):
 
 
 def cached_features(config, extractor, split, subset, size, weights, progress):
-    from allx.train.dataset import data_fingerprint
-    from allx.train.features import cache_key, default_cache_dir, extract_features
-
     relpaths = list(split.subset(subset))
     weights_id = weights if weights in ("imagenet", "none") else weights_file_sha256(weights)
     key = cache_key({"data": data_fingerprint(config.data_dir, relpaths), "backbone": config.backbone,
@@ -247,19 +251,18 @@ def fine_tune(config, model, base, split, size, run_dir, progress) -> dict:
 def evaluate_run(config, model, head, features, split, size, run_dir) -> dict:
     """Test-subset metrics. With the base untouched, the head on cached test features computes exactly
     what the full model computes on the images, so that path is used; after fine-tuning, the images."""
-    from allx.train.metrics import classification_metrics
     from allx.train.plots import plot_confusion_matrix
 
     test = features.get("test")
     if test is None:
         return {"note": "the split has no test subset; nothing evaluated"}
     if config.fine_tune_layers:
-        from allx.train.evaluate import predict_images
 
         probabilities, labels, _ = predict_images(model, config.data_dir, test.paths, test.labels, size)
     else:
         probabilities, labels = head.predict(test.features, batch_size=config.batch_size, verbose=0), test.labels
     metrics = classification_metrics(probabilities, labels, split.classes)
+    metrics["kind"] = layout.RecordKind.METRICS.value
     metrics["subset"] = "test"
     metrics["split_kind"] = split.kind.value
     write_json(run_dir / layout.METRICS, metrics)
@@ -273,7 +276,6 @@ def write_labels(classes, path: Path) -> None:
 
 
 def write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir) -> None:
-    from allx.train.model_card import write_model_card
     from allx.train.plots import plot_curves
 
     write_json(run_dir / layout.HISTORY, history)

@@ -11,9 +11,12 @@ import typer
 from rich.table import Table
 
 from allx.console import handle_errors, progress_bars, stdout
-from allx.errors import CheckFailed, ConversionError
+from allx.convert.modes import DEFAULT_FLAG_RATE, DEFAULT_REPRESENTATIVE_COUNT, resolve_options
+from allx.convert.ood_report import summary_line
+from allx.convert.pipeline import convert_keras
+from allx.errors import CheckFailed, ConversionError, UsageError
+from allx.layout import RecordKind
 from allx.text import percent
-from allx.convert.modes import DEFAULT_FLAG_RATE, DEFAULT_REPRESENTATIVE_COUNT  # light: no TensorFlow
 
 
 @handle_errors
@@ -65,9 +68,6 @@ def convert(
     model_<precision>.rejected.tflite, a model that passed before is kept); 2 bad input or conversion error.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter; details go to convert.log
-    from allx.convert.modes import resolve_options
-    from allx.errors import UsageError
-    from allx.convert.pipeline import convert_keras
 
     chosen = [name for name, flag in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
                                       ("float32", float32)) if flag]
@@ -90,7 +90,7 @@ def convert(
 
 
 def result_json(result) -> dict:
-    document = result.check.to_dict()
+    document = {"kind": RecordKind.CHECK.value, **result.check.to_dict()}
     document["files"] = {role: str(path) for role, path in result.files.items()}
     document["input"] = result.manifest["input"]
     document["split_kind"] = result.manifest.get("origin", {}).get("split_kind")
@@ -105,8 +105,6 @@ def result_json(result) -> dict:
 
 
 def render(result) -> None:
-    from allx.convert.ood_report import summary_line
-
     check = result.check
     verdict = "[green]PASSED[/green]" if check.passed else "[red]REJECTED[/red]"
     stdout.print(f"{check.precision}: {verdict} on {check.images} {check.subset} images "

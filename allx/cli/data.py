@@ -12,8 +12,11 @@ from rich.table import Table
 
 from allx.layout import SplitKind
 from allx.console import handle_errors, progress_bars, stderr, stdout
-from allx.errors import DataError
+from allx.errors import UsageError
 from allx.train.duplicates import NEAR_DISTANCE
+from allx.train.charts import save_split_charts
+from allx.train.dataset import inspect_dataset
+from allx.train.split import make_split, write_split
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Inspect and split a directory-labelled image set (DATA_DIR/<class>/<image files>).")
@@ -43,7 +46,6 @@ def inspect(
     Lists per-class counts and balance, image sizes and modes, unreadable or non-image files (never
     fatal), exact duplicates (same bytes), label conflicts (the same image under two classes) and
     near-duplicate groups (connected components of phash pairs within --distance: chains can merge)."""
-    from allx.train.dataset import inspect_dataset
 
     with progress_bars() as bars:
         report = inspect_dataset(data_dir, distance, hashing(bars))
@@ -70,11 +72,9 @@ def split(
     Stratified by class; exact and near-duplicate groups never straddle subsets. One copy of each exact
     duplicate is kept; groups spanning two classes (label conflicts) are dropped.
     Writes SPLIT.json and <stem>_sizes.png, <stem>_proportions.png, <stem>_classes.png beside it."""
-    from allx.train.charts import save_split_charts
-    from allx.train.split import make_split, write_split
 
     if out.is_dir():
-        raise DataError(f"--out {out}: is a directory, expected a file name such as {out / 'split.json'}")
+        raise UsageError(f"--out {out}: is a directory, expected a file name such as {out / 'split.json'}")
     with progress_bars() as bars:
         result = make_split(data_dir, val=val, test=test, seed=seed, distance=distance, progress=hashing(bars))
     write_split(result, out)

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from allx.console import handle_errors, stdout
+from allx.demo import copy_held_out, plan_stages, prepare_data, run_stage, show
 
 
 @handle_errors
@@ -23,7 +24,6 @@ def demo(
     Without --data the images are generated: SYNTHETIC, NOT MEDICAL. A failing stage exits 1 and is named.
     The full log of every command is in OUT/demo.log.
     """
-    from allx.demo import copy_held_out, plan_stages, prepare_data, run_stage, show
 
     out.mkdir(parents=True, exist_ok=True)
     folder, synthetic = prepare_data(out, data)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from allx.console import handle_errors, stderr, stdout
+from allx.report import write_report
 
 
 @handle_errors
@@ -34,7 +35,6 @@ def report(
 
     A missing kind leaves its section out and says so. Unusable files are named in one error line (exit 2).
     """
-    from allx.report import write_report
 
     result = write_report(inputs, out, markdown, title)
     for verdict in result.verdicts:

@@ -10,6 +10,8 @@ import typer
 
 from allx.console import handle_errors, progress_bars, stderr, stdout
 from allx.layout import SplitKind
+from allx.train.evaluate import evaluate_model
+from allx.train.trainer import TrainConfig, train_model
 
 
 @handle_errors
@@ -37,7 +39,6 @@ def train(
     Writes OUT/model.keras (raw RGB 0..255 in, probabilities out), labels.txt, split.json, history.json,
     curves.png, metrics.json, confusion_matrix.png, MODEL_CARD.md. Ctrl-C keeps the last good checkpoint.
     """
-    from allx.train.trainer import TrainConfig, train_model
 
     config = TrainConfig(data_dir=data_dir, out_dir=out, split_path=split, backbone=backbone, weights=weights,
                          head=head, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
@@ -62,7 +63,6 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON document.")] = False,
 ):
     """Evaluate a model: accuracy, loss, per-class precision/recall/F1, confusion matrix, malignant sensitivity."""
-    from allx.train.evaluate import evaluate_model
 
     with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
         metrics = evaluate_model(model, data_dir, split, subset, progress=report)

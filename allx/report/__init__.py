@@ -12,6 +12,7 @@ from allx.errors import UsageError
 from allx.report.document import render_html, render_markdown
 from allx.report.inputs import KIND_RULES, ReportInputError, read_inputs
 from allx.report.verdict import Verdict, make_verdicts
+from allx.report.sections import build_document
 
 DEFAULT_TITLE = "allx site report: speed and accuracy on the device"
 __all__ = ["DEFAULT_TITLE", "KIND_RULES", "ReportInputError", "ReportResult", "write_report"]
@@ -29,7 +30,6 @@ class ReportResult:
 def write_report(inputs, out: str | Path, markdown: str | Path | None = None, title: str | None = None,
                  created: str | None = None) -> ReportResult:
     """Read the inputs, write the self-contained HTML to `out` and, if asked, the Markdown twin and its PNGs."""
-    from allx.report.sections import build_document
 
     out = Path(out)
     markdown = Path(markdown) if markdown is not None else None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allx import layout
+from allx.layout import RecordKind
 from allx.report.fields import Fields, ReportInputError
 
 # How a file's kind is recognised, tried in this order (the first rule that matches wins).
@@ -183,8 +184,17 @@ def has_keys(data: dict, keys) -> bool:
     return all(key in data for key in keys)
 
 
+# The `kind` a producer writes (allx.layout.RecordKind) -> the report's input kind; files without one
+# (older versions, hand-made) are recognised by KIND_RULES.
+RECORD_KINDS = {RecordKind.BENCHMARK.value: "benchmark", RecordKind.BENCH.value: "bench",
+                RecordKind.CHECK.value: "check", RecordKind.MANIFEST.value: "check",
+                RecordKind.METRICS.value: "evaluation", RecordKind.EVALUATION.value: "evaluation"}
+
+
 def kind_of(data: dict) -> str | None:
-    """The first matching rule of KIND_RULES, or None."""
+    """The kind the file says it is, else the first matching rule of KIND_RULES, else None."""
+    if data.get("kind") in RECORD_KINDS:
+        return RECORD_KINDS[data["kind"]]
     if isinstance(data.get("benchmark"), str):
         return "benchmark"
     if "machine" in data and "results" in data:
