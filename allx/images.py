@@ -108,8 +108,9 @@ def decode_image_bytes(data: bytes, name: str = "<bytes>", size: tuple[int, int]
                 rgb = to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
-            ValueError, SyntaxError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"{name}: not a readable image ({err.__class__.__name__})") from None
+    except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"{name}: unreadable image ({first_line(err)})") from None
     if size is not None:
         rgb = resize_rgb(rgb, size)

@@ -35,8 +35,16 @@ CONVERT_LOG = "convert.log"
 LAYER_ERRORS = "layer_errors_{precision}.csv"
 EDGETPU_LOG = "edgetpu_compiler.log"
 
-# Written by `allx-edge bench --json` and read by `allx report`.
+# Written by `allx-edge bench --json` and read by `allx report` (and by `allx-edge serve` beside the model).
 BENCH = "bench.json"
+
+# allx-edge's site files: the site config (user's config folder) and the audit log (user's data folder).
+SITE_CONFIG = "site.json"
+AUDIT_DB = "audit.db"
+SITE_CALIBRATION = "site_calibration.json"  # beside model.json in a folder `allx-edge calibrate` wrote
+
+# `allx-edge serve`'s access token, in the user's config folder (mode 0600).
+SERVE_TOKEN = "serve_token"
 
 
 def tflite_name(precision: str, rejected: bool = False) -> str:
@@ -120,3 +128,4 @@ class RecordKind(str, Enum):
     BENCHMARK = "benchmark"
     PREDICTION = "prediction"
     SAMPLE = "sample"
+    SITE_CALIBRATION = "site-calibration"

@@ -8,12 +8,9 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
-
 from allx import layout
 from allx.convert.check import CheckPredictions, CheckReport
-from allx.edge_runner import metadata
-from allx.errors import MissingDependency
+from allx.edge_runner.metadata import embed_metadata, metadata_tools  # noqa: F401  (convert checks the tools first)
 from allx.files import write_atomic
 from allx.edge_runner.runtime import find_runtime
 
@@ -62,35 +59,6 @@ def predictions_csv(predictions: CheckPredictions, labels: tuple[str, ...]) -> s
 def output_names(precision: str, passed: bool) -> dict[str, str]:
     """File names for a result (allx.layout): a rejected model's names never overwrite a passed one's."""
     return layout.passed_names(precision) if passed else layout.rejected_names(precision)
-
-
-def metadata_tools():
-    """ai-edge-litert's flatbuffer utilities (the maintained TFLite model reader/writer), checked up front."""
-    try:
-        from ai_edge_litert import schema_py_generated
-        from ai_edge_litert.tools import flatbuffer_utils
-    except ImportError as err:
-        raise MissingDependency(f"cannot embed the manifest in the .tflite: {err}; expected an ai-edge-litert that "
-                              "ships tools.flatbuffer_utils (pip install -U ai-edge-litert)") from None
-    return flatbuffer_utils, schema_py_generated
-
-
-def embed_metadata(tflite: bytes, manifest: dict, files: dict[str, bytes]) -> bytes:
-    """The model with its manifest and side files as named TFLite metadata entries (edge_runner.metadata reads
-    them), so one copied .tflite is the whole model."""
-    return embed_entries(tflite, {metadata.MANIFEST_ENTRY: json.dumps(manifest, sort_keys=True).encode("utf-8"),
-                                  **{metadata.FILE_PREFIX + name: data for name, data in files.items()}})
-
-
-def embed_entries(tflite: bytes, entries: dict[str, bytes]) -> bytes:
-    """Append one buffer and one `Model.metadata` entry per name; the converter's own entries are kept."""
-    flatbuffer_utils, schema = metadata_tools()
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
-    model.metadata = list(model.metadata or [])
-    for name, data in entries.items():
-        model.buffers.append(schema.BufferT(data=np.frombuffer(data, np.uint8)))
-        model.metadata.append(schema.MetadataT(name=name, buffer=len(model.buffers) - 1))
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def publish(out_dir: Path, tflite: bytes, manifest: dict, report_md: str, predictions_text: str,

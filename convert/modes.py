@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from allx import layout
+from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
 from allx.errors import UsageError
 
 DEFAULT_REPRESENTATIVE_COUNT = 200  # see README "Representative set size": accuracy flat from ~100 images up
@@ -69,6 +70,7 @@ class ConvertOptions:
     seed: int = 0
     ood: bool | None = None  # out-of-distribution warning: None = on when the model's layout allows it
     ood_flag_rate: float | None = None  # held-out fraction the OOD threshold flags; None: convert.ood's default
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY  # malignant sensitivity the operating point must reach
 
 
 def get_mode(name: str) -> Mode:
@@ -81,7 +83,8 @@ def resolve_options(mode: str, io: str | None = None, representative_count: int 
                     check_subset: str | None = None, max_drop: float = 1.0, max_class_drop: float = 2.0,
                     min_agreement: float = 0.98, debug: bool = False, float_layers: int = 0,
                     edgetpu: bool = False, seed: int = 0, ood: bool | None = None,
-                    ood_flag_rate: float | None = None) -> ConvertOptions:
+                    ood_flag_rate: float | None = None,
+                    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY) -> ConvertOptions:
     """Check a request against its mode; None means "not given" so a default is never mistaken for a choice."""
     chosen = get_mode(mode)
     refuse_calibration_options(chosen, representative_count, debug, float_layers, edgetpu)
@@ -101,7 +104,7 @@ def resolve_options(mode: str, io: str | None = None, representative_count: int 
         if not math.isfinite(ood_flag_rate) or not 0.0 < ood_flag_rate < 0.5:
             raise UsageError(f"got --ood-flag-rate {ood_flag_rate}, expected a fraction between 0 and 0.5")
     return ConvertOptions(chosen, io, representative_count, check_subset, thresholds, debug or float_layers > 0,
-                          float_layers, edgetpu, seed, ood, ood_flag_rate)
+                          float_layers, edgetpu, seed, ood, ood_flag_rate, check_target(target_sensitivity))
 
 
 def refuse_calibration_options(mode: Mode, representative_count, debug: bool, float_layers: int,

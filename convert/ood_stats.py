@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 
-from allx.edge_runner.ood import MahalanobisStats
+from allx.edge_runner.ood import MahalanobisStats, threshold_for  # noqa: F401 (one threshold rule for convert and allx-edge calibrate)
 from allx.errors import DataError
 
 
@@ -30,11 +30,6 @@ def fit_mahalanobis(embeddings: np.ndarray, labels: np.ndarray, components: int)
     whitening = vectors / np.sqrt(np.maximum(values, values.max() * 1e-6))  # a flat axis must not blow up
     return MahalanobisStats(mean.astype(np.float32), (axes[:k].T @ whitening).astype(np.float32),
                             (centres @ whitening).astype(np.float32))
-
-
-def threshold_for(scores: np.ndarray, flag_rate: float) -> float:
-    """The smallest score that leaves at most `flag_rate` of `scores` strictly above it."""
-    return float(np.quantile(np.asarray(scores, dtype=np.float64), 1.0 - flag_rate, method="higher"))
 
 
 def stats_bytes(stats: MahalanobisStats) -> bytes:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
-from allx.convert import debug, edgetpu, embedding, ood
+from allx.convert import calibrate_quality, debug, edgetpu, embedding, ood, operating
 from allx.convert.check import CheckPredictions, CheckReport, run_check
 from allx.convert.files import check_writable
 from allx.convert.manifest import build_manifest, metadata_tools, output_names, predictions_csv, publish
@@ -80,12 +80,16 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
              "representative_count": None if pixels is None else len(pixels),
              "float_layers": list(found.float_layers), "data_fingerprint": data_fingerprint(source),
              "origin": source.origin}
+    extra.update(operating.sections_for(found.chosen.predictions, source.split, subset, source.labels,
+                                        options.target_sensitivity))
+    extra.update(calibrate_quality.quality_section(source.data_dir, source.split.train, source.input_size,
+                                                   step("measuring image quality of train images")))
     warning = ood_outcome(found.chosen, ood_note, source, options, out_dir, progress)
     if warning.section is not None:
         extra["ood"] = warning.section
     else:
         extra["ood_note"] = warning.note  # why the model carries no warning (say so, never silently)
-    sections = [*found.sections, warning.report]
+    sections = [*found.sections, warning.report, operating.markdown(extra)]
     result = finish(source, options, out_dir, found.chosen, sections, extra, found.layer_csv, warning.stats)
     return replace(result, tradeoff=found.tradeoff)
 

@@ -83,7 +83,8 @@ def locate_data(model_path: Path, data_dir, split_path) -> tuple[Path | None, Pa
 def read_or_make_split(split_path: Path | None, data_dir: Path, progress):
     if split_path is not None:
         return read_split(split_path, data_dir)
-    return make_split(data_dir, progress=progress)
+    stages = (lambda stage, done, total: progress(done, total)) if progress else None  # make_split names stages
+    return make_split(data_dir, progress=stages)
 
 
 def model_labels(model_path: Path, split) -> tuple[tuple[str, ...], str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +16,7 @@ from allx.errors import DataError, MissingDependency, UsageError
 from allx.images import resize_rgb
 from allx.edge_runner.model import EdgeModel, Prediction
 from allx.edge_runner.output import StreamedCsv
+from allx.edge_runner.sample import FieldResult, SampleSession, SampleVerdict
 
 LOG_HEADER = ["frame", "time_s", "label", "score", "latency_ms", "ood", "ood_score", "model_sha256"]
 
@@ -25,6 +26,8 @@ class FrameResult:
     frame: int  # 1-based index of the frame read from the source
     time_s: float  # seconds since the source was opened
     prediction: Prediction
+    field: FieldResult | None = None  # with a sample session: the frame as a field (quality, set aside)
+    verdict: SampleVerdict | None = None  # the running verdict over the session's frames so far
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class CameraSummary:
     seconds: float
     ended_by: str  # "source ended", "camera disconnected", "max frames", "interrupted", "quit"
     warnings: tuple[str, ...] = ()
+    verdict: SampleVerdict | None = None  # with a sample session: the verdict over all its frames
 
 
 def import_cv2():
@@ -111,6 +115,25 @@ def open_source(source: str):
     return Picamera2Source() if source == "picamera2" else OpenCvSource(source)
 
 
+def capture_still(source: str = "0", settle_frames: int = 3) -> np.ndarray:
+    """One RGB frame from the source, opened and closed again, so an unplugged camera is only one failed
+    capture; the first frames are skipped while the sensor's auto-exposure settles."""
+    frames = open_source(source)
+    try:
+        frame = None
+        for _ in range(max(1, settle_frames)):
+            latest = frames.read()
+            if latest is None:
+                break
+            frame = latest
+        if frame is None:
+            raise DataError(f"cannot read video source {source!r}: no frame came (camera unplugged?), "
+                            "expected a connected camera")
+        return frame
+    finally:
+        frames.close()
+
+
 def has_display() -> bool:
     if sys.platform.startswith("linux"):
         return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
@@ -159,8 +182,13 @@ def frame_pixels(frame_rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: int | None = None,
                log_path: str | Path | None = None, display: bool = False,
-               on_frame: Callable[[FrameResult], None] | None = None) -> CameraSummary:
-    """Classify every `every`-th frame until the source ends, `max_frames` frames are read, `q`, or Ctrl-C."""
+               on_frame: Callable[[FrameResult], None] | None = None,
+               session: SampleSession | None = None) -> CameraSummary:
+    """Classify every `every`-th frame until the source ends, `max_frames` frames are read, `q`, or Ctrl-C.
+
+    With a `session`, each classified frame is a field of that one sample (quality-checked, set aside
+    when poor) and every FrameResult carries the running verdict.
+    """
     if every < 1 or (max_frames is not None and max_frames < 1):
         raise UsageError(f"got every={every}, max_frames={max_frames}, expected positive numbers")
     model.require_labels()
@@ -177,7 +205,8 @@ def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: 
                 break
             read += 1
             if (read - 1) % every == 0:
-                last = FrameResult(read, time.perf_counter() - start, model.classify(frame_pixels(frame, model.input_size)))
+                last = classify_frame(model, session, read, time.perf_counter() - start,
+                                      frame_pixels(frame, model.input_size))
                 latencies.append(last.prediction.latency_ms)
                 flagged += bool(last.prediction.ood)
                 if log is not None:
@@ -198,7 +227,16 @@ def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: 
     seconds = time.perf_counter() - start
     if read == 0 and ended_by in ("source ended", "camera disconnected"):
         raise DataError(f"cannot read video source {source!r}: no frame could be read, expected a video")
-    return summarize(source, read, latencies, flagged, seconds, ended_by, warnings)
+    summary = summarize(source, read, latencies, flagged, seconds, ended_by, warnings)
+    return summary if session is None else replace(summary, verdict=session.verdict())
+
+
+def classify_frame(model: EdgeModel, session: SampleSession | None, frame: int, time_s: float,
+                   pixels: np.ndarray) -> FrameResult:
+    if session is None:
+        return FrameResult(frame, time_s, model.classify(pixels))
+    field = session.add_pixels(f"frame {frame}", pixels)
+    return FrameResult(frame, time_s, field.prediction, field, session.verdict())
 
 
 def log_row(result: FrameResult, model_sha256: str = "") -> list:

@@ -9,21 +9,29 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.console import exit_codes_help, handle_errors, show_progress, stderr, stdout
 from allx import __version__
+from allx.console import exit_codes_help, handle_errors, show_progress, stderr, stdout
 from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
 from allx.edge_runner.bench import bench_models, report_markdown
 from allx.edge_runner.camera import has_display, run_camera
+from allx.edge_runner.cli_calibrate import calibrate
+from allx.edge_runner.cli_log import (LogDbOption, OperatorOption, SiteConfigOption, check_operator, log_app,
+                                      open_run_log, review)
 from allx.edge_runner.info import describe_model
 from allx.edge_runner.model import EdgeModel
+from allx.edge_runner.quality import limits_from_manifest
 from allx.edge_runner.runtime import find_runtime
-from allx.edge_runner.views import batch_summary_line, result_header, result_line
-from allx.edge_runner.views import bench_caption, bench_table
-from allx.edge_runner.views import camera_summary_line, frame_line
-from allx.edge_runner.views import info_lines
-from allx.files import checked_write, write_json
+from allx.edge_runner.serve import server  # light: FastAPI and uvicorn load inside server.build_app / run
+from allx.edge_runner.serve.uploads import UploadLimits
+from allx.edge_runner.sample import SampleSession, decision_record, point_from_manifest
+from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
+from allx.edge_runner.views import (answer_words, batch_summary_line, bench_caption, bench_table, camera_summary_line,
+                                    field_line, frame_line, info_lines, result_header, result_line, sample_line,
+                                    samples_summary_line)
+from allx.errors import UsageError
+from allx.files import checked_write, write_csv, write_json
 
-EXIT_CODES = exit_codes_help(0, 1, 2, 130)
+EXIT_CODES = exit_codes_help(0, 1, 2, 3, 130)
 
 app = typer.Typer(name="allx-edge", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Classify blood-smear images on a Raspberry Pi / Coral with a .tflite model from "
@@ -68,32 +76,104 @@ def classify(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    sample: Annotated[Optional[str], typer.Option(
+        "--sample", help="All the images are fields of this one sample (patient smear): one verdict for them, "
+        "after a quality check of each field.", show_default=False)] = None,
+    samples_from_folders: Annotated[bool, typer.Option(
+        "--samples-from-folders", help="Each PATH is a folder with one sub-folder of fields per sample "
+        "(the sub-folder's name is the sample ID).")] = False,
+    log_db: LogDbOption = None,
+    operator: OperatorOption = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the audit log.")] = False,
+    site_config: SiteConfigOption = None,
 ):
-    """Classify images: a table of path, label, confidence and ms, then a summary.
+    """Classify images: a table of path, label, confidence, ms and the answer at the model's operating point
+    ("B-ALL suspected (Pre, 0.93)" or "no B-ALL seen"), then a summary.
 
     --json prints {"path","label","score","top_k":[{"label","score"}],"latency_ms"} per image, or
-    {"path","error"} for an image that could not be read. A bad image never stops the batch.
-    With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
+    {"path","error"} for an image that could not be read. A bad image never stops the batch. With labels that
+    include Benign, each result also carries "decision" (malignant or benign at the model's operating point),
+    "subtype" and "malignant_score" (1 - p(Benign)). With a model calibrated for it (allx convert --ood), each result also carries "ood" (true: uncertain,
     unlike training images) and "ood_score", and the summary counts the flagged images.
-    Exit codes: 0 all classified; 1 some image failed; 2 usage or model error.
+    With --sample ID or --samples-from-folders, each field is first checked for focus, exposure and stain
+    colour; a field that fails, is flagged or cannot be read is set aside (with why) and the usable ones give
+    one verdict per sample: "B-ALL suspected (subtype, confidence)", "no B-ALL seen" or "inconclusive" with
+    the reason. --json then prints one object per field and one {"kind": "sample", ...} per sample; --csv
+    has a "kind" column (field or sample).
+    Every result, field and sample (a failed image too), is a row of the audit log (--log-db; --no-log for
+    none), written before it is shown, with the operator, the image's and the model's sha256 and the runtime.
+    Exit codes: 0 all classified; 1 some image failed; 2 usage or model error (or an unusable audit log).
     """
-
+    operator = check_operator(operator, site_config)
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
+    audit = open_run_log(edge_model, log_db, operator, site_config, enabled=not no_log)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
+    if sample is not None or samples_from_folders:
+        try:
+            failed = classify_as_samples(edge_model, paths, sample, samples_from_folders, recursive, json_lines, csv,
+                                         label_width, audit)
+        finally:
+            if audit is not None:
+                audit.close()
+        raise typer.Exit(1 if failed else 0)
+    point = point_from_manifest(edge_model.manifest)
 
     def show(result) -> None:
+        probabilities = None if result.prediction is None else result.prediction.probabilities
+        decision = decision_record(probabilities, edge_model.labels, point)
+        if audit is not None:
+            audit.field(result, edge_model.labels, extra=decision)
         if json_lines:
-            typer.echo(json.dumps(result_record(result, edge_model.has_ood, edge_model)))
+            typer.echo(json.dumps({**result_record(result, edge_model.has_ood, edge_model), **decision}))
         else:
-            echo(result_line(result, label_width))
+            echo(result_line(result, label_width, answer_words(result, edge_model.labels, point)))
 
     if not json_lines:
         echo(result_header(label_width))
-    results, summary = classify_paths(edge_model, paths, top_k=top_k, recursive=recursive, on_result=show)
+    try:
+        results, summary = classify_paths(edge_model, paths, top_k=top_k, recursive=recursive, on_result=show)
+    finally:
+        if audit is not None:
+            audit.close()
     echo(batch_summary_line(summary, edge_model.has_ood), err=json_lines)
     if csv is not None:
         write_results_csv(csv, results, edge_model.has_ood, edge_model.sha256)
     raise typer.Exit(1 if summary.failures else 0)
+
+
+def classify_as_samples(edge_model, paths, sample_id, from_folders: bool, recursive: bool, json_lines: bool,
+                        csv: Path | None, label_width: int, audit=None) -> int:
+    """The sample mode of classify: per-field lines, one verdict per sample, a summary; returns failed fields."""
+
+    samples = samples_from_arguments(paths, sample_id, from_folders, recursive)
+    for warning in limits_from_manifest(edge_model.manifest)[1]:
+        echo(f"warning: {warning}", err=True)
+
+    def show_field(sample: str, field) -> None:
+        if audit is not None:
+            audit.sample_field(field, edge_model.labels, sample)
+        if json_lines:
+            typer.echo(json.dumps({"sample_id": sample, **field.to_dict()}))
+        else:
+            echo(field_line(field, label_width))
+
+    def show_sample(verdict) -> None:
+        if audit is not None:
+            audit.sample_verdict(verdict, edge_model.labels)
+        typer.echo(json.dumps(verdict.to_dict())) if json_lines else echo(sample_line(verdict))
+
+    if not json_lines:
+        echo(result_header(label_width))
+    fields, verdicts, summary = classify_samples(edge_model, samples, show_field, show_sample)
+    echo(samples_summary_line(summary), err=json_lines)
+    if csv is not None:
+        write_csv(csv, CSV_HEADER, csv_rows(fields, verdicts))
+    return summary.failed
+
+
+app.command()(review)
+app.add_typer(log_app)
+app.command()(calibrate)
 
 
 @app.command()
@@ -109,18 +189,42 @@ def camera(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    sample: Annotated[Optional[str], typer.Option(
+        "--sample", help="The frames are fields of this one sample: each is quality-checked, and a running "
+        "sample verdict is shown with every frame and at the end.", show_default=False)] = None,
+    log_db: LogDbOption = None,
+    operator: OperatorOption = None,
+    no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the audit log.")] = False,
+    site_config: SiteConfigOption = None,
 ):
     """Classify a camera feed or a video file.
 
     With a display: a window with label, confidence and FPS (q quits); headless: one line per
     classified frame. Ends with a summary when the source ends or disconnects, after --max-frames
-    frames read, or on Ctrl-C. Exit codes: 0 ok; 2 source, usage or model error.
+    frames read, or on Ctrl-C. With --sample, every frame classified is a field row of the audit log and
+    the final verdict a sample row (--no-log for none); without it, a live preview, nothing is logged.
+    Exit codes: 0 ok; 2 source, usage or model error (or an unusable audit log).
     """
-
+    operator = check_operator(operator, site_config) if sample is not None else operator  # a preview logs nothing
     edge_model = load_model(model, threads, delegate, labels, ood_threshold)
+    audit = open_run_log(edge_model, log_db, operator, site_config, enabled=sample is not None and not no_log)
+    session = None if sample is None else SampleSession(edge_model, sample)
     display = not headless and has_display()
-    summary = run_camera(edge_model, source, every=every, max_frames=max_frames, log_path=log, display=display,
-                         on_frame=None if display else (lambda result: echo(frame_line(result))))
+
+    def on_frame(result) -> None:
+        if audit is not None and result.field is not None:
+            audit.sample_field(result.field, edge_model.labels, sample)
+        if not display:
+            echo(frame_line(result))
+
+    try:
+        summary = run_camera(edge_model, source, every=every, max_frames=max_frames, log_path=log, display=display,
+                             on_frame=on_frame, session=session)
+        if audit is not None and summary.verdict is not None:
+            audit.sample_verdict(summary.verdict, edge_model.labels)
+    finally:
+        if audit is not None:
+            audit.close()
     for warning in summary.warnings:
         echo(f"warning: {warning}", err=True)
     echo(camera_summary_line(summary, edge_model.has_ood))
@@ -144,7 +248,6 @@ def bench(
     Load time, mean/std/min/p50/p90/p99/max, throughput, peak memory, size, runtime, threads,
     delegate, and the machine's facts. Exit codes: 0 ok; 2 usage or model error.
     """
-
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
                           labels=labels, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
     for result in report.results:
@@ -171,7 +274,6 @@ def info(
     Inputs/outputs (shape, dtype, scale/zero point), op counts, labels, manifest fields, the
     conversion check results. Exit codes: 0 ok; 2 model error.
     """
-
     description = describe_model(model, labels=labels, delegate=delegate)
     for warning in description.warnings:
         echo(f"warning: {warning}", err=True)
@@ -180,6 +282,44 @@ def info(
     else:
         for line in info_lines(description):
             echo(line)
+
+
+@app.command()
+@handle_errors
+def serve(
+    model: ModelOption,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on: 127.0.0.1 (this device only), or "
+                                      "0.0.0.0 for phones and laptops on the clinic's network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8080,
+    log_db: Annotated[Optional[Path], typer.Option("--log-db", help="Audit log (SQLite); default under the "
+                                                   "user's data folder.")] = None,
+    new_token: Annotated[bool, typer.Option("--new-token", help="Replace the access token (old links and "
+                                            "sessions stop working).")] = False,
+    camera: Annotated[str, typer.Option("--camera", help="Camera for stills: an index, /dev/videoN, "
+                                        "picamera2, or none.")] = "0",
+    max_files: Annotated[int, typer.Option("--max-files", help="Most images in one upload.")] = 20,
+    max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Largest image file accepted, in MB.")] = 20.0,
+    threads: ThreadsOption = None,
+    delegate: DelegateOption = "auto",
+):
+    """Serve the sample workflow as a web page and a JSON API (/api/...), for a phone or laptop at the bench.
+
+    Prints http://HOST:PORT/?token=... : open it once, the page then keeps the session in a cookie.
+    The token is made on first start and kept (mode 0600) in the user's config folder; every request but
+    /health needs it. Exit codes: 0 stopped with Ctrl-C; 2 usage or model error.
+    """
+    if not 0 < port < 65536 or max_files < 1 or max_file_mb <= 0:
+        raise UsageError(f"got --port {port}, --max-files {max_files}, --max-file-mb {max_file_mb}, "
+                         "expected a port in 1..65535 and positive limits")
+    limits = UploadLimits(max_file_bytes=int(max_file_mb * 1024 * 1024), max_files=max_files)
+    options = server.ServeOptions(model, host, port, log_db, None if camera.lower() == "none" else camera,
+                                  new_token=new_token, limits=limits)
+    edge_model = load_model(model, threads, delegate, None)
+    edge_model.require_labels()
+    web_app, token, log_db = server.build_app(options, edge_model)
+    for line in server.banner(options, token, edge_model.model_path, log_db):
+        echo(line)
+    server.run(web_app, options)
 
 
 def version_callback(value: bool):

@@ -1,4 +1,4 @@
-"""The model's own description inside the .tflite: the allx manifest and its side files, read without TensorFlow.
+"""The model's own description inside the .tflite: the allx manifest and its side files, without TensorFlow.
 
 A TFLite model carries named metadata entries (`Model.metadata`: a name and the index of a buffer in
 `Model.buffers`); the converter itself writes "min_runtime_version" and "CONVERSION_METADATA" there,
@@ -9,7 +9,8 @@ and TFLite Support writes "TFLITE_METADATA". `allx convert` adds two kinds of en
     allx.file/<name>     a side file the manifest names (e.g. ood_stats_int8.npz), byte for byte
 
 so one copied .tflite is the whole model. The entries are read with the TFLite schema code that ships
-in ai-edge-litert (`schema_py_generated`, generated from schema.fbs; it needs only `flatbuffers`).
+in ai-edge-litert (`schema_py_generated`, generated from schema.fbs; it needs only `flatbuffers`) and
+written with its `tools.flatbuffer_utils` (by `allx convert` and by `allx-edge calibrate`).
 When the embedded copy and the files beside the model disagree, the embedded copy wins and says so.
 """
 
@@ -223,6 +224,42 @@ def check_format(fmt: str, model_path: Path) -> None:
     if int(match.group(1)) > FORMAT_VERSION:
         raise ModelError(f"{model_path}: embedded metadata is {fmt}, newer than this allx-edge reads "
                          f"({FORMAT_NAME}/{FORMAT_VERSION}): upgrade allx on this device")
+
+
+def metadata_tools():
+    """ai-edge-litert's flatbuffer utilities and schema (the maintained TFLite model reader/writer)."""
+    try:
+        from ai_edge_litert import schema_py_generated
+        from ai_edge_litert.tools import flatbuffer_utils
+    except ImportError as err:
+        raise MissingDependency(f"cannot embed the manifest in the .tflite: {err}; expected an ai-edge-litert that "
+                                "ships tools.flatbuffer_utils (pip install -U ai-edge-litert)") from None
+    return flatbuffer_utils, schema_py_generated
+
+
+def embed_metadata(tflite: bytes, manifest: dict, files: dict[str, bytes]) -> bytes:
+    """The model with its manifest and side files as named metadata entries, replacing any allx entries it had
+    (`allx convert` writes them; `allx-edge calibrate` writes them again with the site's thresholds)."""
+    return embed_entries(tflite, {MANIFEST_ENTRY: json.dumps(manifest, sort_keys=True).encode("utf-8"),
+                                  **{FILE_PREFIX + name: data for name, data in files.items()}})
+
+
+def embed_entries(tflite: bytes, entries: dict[str, bytes]) -> bytes:
+    """One buffer and one `Model.metadata` entry per name; the converter's own entries are kept."""
+    flatbuffer_utils, schema = metadata_tools()
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
+    kept = []
+    for entry in model.metadata or []:
+        name = entry.name.decode("utf-8") if isinstance(entry.name, bytes) else str(entry.name)
+        if name.startswith("allx."):
+            model.buffers[entry.buffer].data = None  # an old allx entry: its bytes go, the buffer slot stays empty
+        else:
+            kept.append(entry)
+    model.metadata = kept
+    for name, data in entries.items():
+        model.buffers.append(schema.BufferT(data=np.frombuffer(data, np.uint8)))
+        model.metadata.append(schema.MetadataT(name=name, buffer=len(model.buffers) - 1))
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def tflite_schema():

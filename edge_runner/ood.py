@@ -46,6 +46,12 @@ def mahalanobis_scores(embeddings: np.ndarray, stats: MahalanobisStats) -> np.nd
     return distances.min(axis=1)
 
 
+def threshold_for(scores: np.ndarray, flag_rate: float) -> float:
+    """The smallest score that leaves at most `flag_rate` of `scores` strictly above it (allx convert's
+    calibration and allx-edge calibrate's re-calibration on a site's images alike)."""
+    return float(np.quantile(np.asarray(scores, dtype=np.float64), 1.0 - flag_rate, method="higher"))
+
+
 @dataclass(frozen=True)
 class Scorer:
     """Called with one image's (probabilities, embedding): returns (flagged, score)."""

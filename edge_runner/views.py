@@ -6,10 +6,14 @@ from pathlib import Path
 
 from rich.table import Table
 
+from allx.decision import BENIGN, decide
+
 from allx.edge_runner.batch import BatchSummary, ImageResult
 from allx.edge_runner.bench import BenchReport
 from allx.edge_runner.camera import CameraSummary, FrameResult
 from allx.edge_runner.info import ModelInfo
+from allx.edge_runner.sample import FieldResult, SampleVerdict
+from allx.edge_runner.sample_batch import SamplesSummary
 
 PATH_WIDTH = 40
 OOD_NOTE = "uncertain: unlike training images"
@@ -22,16 +26,49 @@ def result_header(label_width: int) -> str:
     return f"{'path':<{PATH_WIDTH}}  {'label':<{label_width}}  {'confidence':>10}  {'ms':>8}"
 
 
-def result_line(result: ImageResult, label_width: int) -> str:
+def result_line(result: ImageResult, label_width: int, answer: str = "") -> str:
     if result.prediction is None:
         return f"{result.path:<{PATH_WIDTH}}  FAILED: {result.error}"
     p = result.prediction
     line = f"{result.path:<{PATH_WIDTH}}  {p.label:<{label_width}}  {p.score:>10.1%}  {p.latency_ms:>8.2f}"
     if len(p.top_k) > 1:
         line += "  (" + ", ".join(f"{label} {score:.1%}" for label, score in p.top_k[1:]) + ")"
+    if answer:
+        line += f"  {answer}"
     if p.ood:
         line += f"  {OOD_NOTE}"
     return line
+
+
+def answer_words(result: ImageResult, classes, point) -> str:
+    """The field's clinical answer at the model's operating point ("" for a model without a Benign class)."""
+    if result.prediction is None or BENIGN not in classes:
+        return ""
+    return decide(result.prediction.probabilities, classes, point).words
+
+
+def field_line(field: FieldResult, label_width: int) -> str:
+    """One field of a sample: label and confidence, its own answer, or why it was set aside."""
+    p = field.prediction
+    if p is None:
+        return f"{field.name:<{PATH_WIDTH}}  FAILED: {field.reason}"
+    line = f"{field.name:<{PATH_WIDTH}}  {p.label:<{label_width}}  {p.score:>10.1%}  {p.latency_ms:>8.2f}"
+    if field.decision is not None:
+        line += f"  {field.decision.words}"
+    return line + ("" if field.usable else f"  set aside: {field.reason}")
+
+
+def sample_line(verdict: SampleVerdict) -> str:
+    """The sample's verdict, the fields it used, and those it set aside with why."""
+    aside = "; ".join(f"{Path(name).name} ({why})" for name, why in verdict.fields_set_aside)
+    return (f"sample {verdict.sample_id}: {verdict.words} -- {len(verdict.fields_used)} field(s) used"
+            + (f", {len(verdict.fields_set_aside)} set aside: {aside}" if aside else ""))
+
+
+def samples_summary_line(s: SamplesSummary) -> str:
+    return (f"{s.samples} sample(s), {s.fields} fields: {s.used} used, {s.failed} failed, {s.rejected_quality} "
+            f"rejected by the quality check, {s.flagged_ood} flagged {OOD_NOTE}; {s.inconclusive} sample(s) "
+            f"inconclusive ({s.seconds:.2f} s)")
 
 
 def batch_summary_line(summary: BatchSummary, with_ood: bool) -> str:
@@ -43,15 +80,19 @@ def batch_summary_line(summary: BatchSummary, with_ood: bool) -> str:
 def frame_line(result: FrameResult) -> str:
     p = result.prediction
     line = f"frame {result.frame:>6}  {result.time_s:8.2f} s  {p.label}  {p.score:.1%}  {p.latency_ms:.2f} ms"
-    return line + (f"  {OOD_NOTE}" if p.ood else "")
+    if result.field is None:
+        return line + (f"  {OOD_NOTE}" if p.ood else "")
+    aside = "" if result.field.usable else f"  set aside: {result.field.reason}"
+    return line + aside + f"  | sample {result.verdict.sample_id}: {result.verdict.words}"
 
 
 def camera_summary_line(s: CameraSummary, with_ood: bool = False) -> str:
     latency = (f"latency mean {s.mean_latency_ms:.2f} ms, p95 {s.p95_latency_ms:.2f} ms"
                if s.mean_latency_ms is not None else "no frame classified")
     flagged = with_ood or s.flagged_ood
-    return (f"{s.ended_by}: {s.frames_read} frames read, {s.classified} classified, {latency}, "
+    line = (f"{s.ended_by}: {s.frames_read} frames read, {s.classified} classified, {latency}, "
             f"{s.fps:.1f} FPS over {s.seconds:.1f} s" + (f", {s.flagged_ood} flagged {OOD_NOTE}" if flagged else ""))
+    return line if s.verdict is None else line + "\n" + sample_line(s.verdict)
 
 
 def bench_table(report: BenchReport) -> Table:

@@ -13,6 +13,16 @@ ALL_ORIGINAL = SHARED_DATA / "all-taleqani" / "Original"
 PBC_LYMPHOCYTES = SHARED_DATA / "pbc-lymphocytes"
 
 
+@pytest.fixture(autouse=True)
+def private_user_folders(tmp_path_factory, monkeypatch):
+    """allx-edge writes its audit log under the user's data folder and reads site.json from the config
+    folder: tests get their own, so they never touch the real ones (nor each other's site config)."""
+    home = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.delenv("ALLX_SITE_CONFIG", raising=False)
+
+
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     """4 classes x 16 generated 48x48 JPEGs (read-only by convention: copy before changing)."""

@@ -40,3 +40,25 @@ def test_backbones_quick_compares_every_backbone_at_int8(tmp_path):
     assert {"resnet50", "efficientnet-lite0"} <= {row["backbone"] for row in measured}
     for row in measured:
         assert 0 <= row["int8_accuracy"] <= 1 and row["int8_size_mb"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0
+
+
+@pytest.mark.slow
+def test_cv_quick_writes_a_grouped_summary_per_backbone(tmp_path):
+    out = tmp_path / "cv.json"
+    printed = run_script("cv.py", "--backbone", "efficientnet-lite0", "--work", str(tmp_path / "work"),
+                         "--out", str(out))
+    entry = json.loads(out.read_text())["entries"][0]
+    assert entry["backbone"] == "efficientnet-lite0" and entry["folds"] == 3 and entry["split_kind"] == "sequence"
+    summary = entry["summary"]["accuracy"]
+    assert summary["low"] <= summary["mean"] <= summary["high"] and len(summary["folds"]) == 3
+    assert "| efficientnet-lite0 |" in printed
+
+
+def test_quality_quick_writes_rejection_rates(tmp_path):
+    out = tmp_path / "quality.json"
+    printed = run_script("quality.py", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "quality" and result["kind"] == "benchmark" and result["quick"] is True
+    assert {"good", "blur_sigma_1.5", "under_exposed_x0.35", "over_exposed_x1.8"} <= set(result["rejected"])
+    assert result["rejected"]["blur_sigma_2"] >= 0.9 and result["limits"]["focus_min"] > 0
+    assert "blurred copies rejected" in printed

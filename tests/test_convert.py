@@ -338,3 +338,24 @@ def test_two_precisions_in_one_folder_each_keep_their_own_manifest(run_folder, t
     float_model = EdgeModel.load(out / "model_float32.tflite")
     assert float_model.manifest == float_manifest and float_model.has_ood
     assert EdgeModel.load(out).manifest == int8_manifest
+
+
+def test_operating_point_sample_rule_and_quality_limits_are_chosen_and_stored(int8_out):
+    out, document = int8_out
+    manifest = json.loads((out / "model.json").read_text())
+    point, rule, quality = manifest["operating_point"], manifest["sample_rule"], manifest["quality"]
+    assert point["chosen_on"] == "val" and point["target_sensitivity"] == 0.99 and point["sensitivity"] >= 0.99
+    assert 0 <= point["threshold"] <= 1 and point["n_malignant"] + point["n_benign"] == 24
+    assert rule["method"] == "mean_log_probability" and rule["samples"] == 4 and rule["fields_per_sample"] == 5
+    assert rule["chosen_on"].startswith("val pseudo-samples") and rule["inconclusive"] is not None
+    assert quality["images"] == 40 and quality["focus_min"] > 0 and quality["calibrated_on"] == "train"
+    assert document["operating_point"] == point and document["sample_rule"] == rule
+    assert "## Operating point" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("value", ["1.5", "0", "nan"])
+def test_target_sensitivity_out_of_range(run_folder, tmp_path, value):
+    out = tmp_path / "out"
+    assert_one_line_error(convert(run_folder.model, "--out", out, "--target-sensitivity", value),
+                          "--target-sensitivity")
+    assert not out.exists() or not any(out.iterdir())

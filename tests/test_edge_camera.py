@@ -100,3 +100,24 @@ def test_ctrl_c_ends_cleanly_with_a_summary(model, video, tmp_path):
     summary = run_camera(model, str(video), log_path=tmp_path / "log.csv", on_frame=press_ctrl_c)
     assert (summary.frames_read, summary.classified, summary.ended_by) == (4, 4, "interrupted")
     assert len(list(csv.DictReader(open(tmp_path / "log.csv")))) == 4  # the log is kept, complete
+
+
+def test_a_sample_session_gives_a_running_verdict_over_the_frames(model, video):
+    from allx.edge_runner.quality import QualityLimits
+    from allx.edge_runner.sample import SampleSession
+
+    session = SampleSession(model, "cam-1", quality=QualityLimits(focus_min=1e9))  # every flat frame is "blurred"
+    seen = []
+    summary = run_camera(model, str(video), max_frames=4, on_frame=seen.append, session=session)
+    assert [r.field.usable for r in seen] == [False] * 4 and seen[-1].field.reason.startswith("blurred: focus")
+    assert seen[0].verdict.sample_id == "cam-1" and summary.verdict.verdict == "inconclusive"
+    assert len(summary.verdict.fields_set_aside) == 4
+
+
+def test_cli_camera_sample_prints_the_running_and_final_verdict(video):
+    result = runner.invoke(app, ["camera", "-m", str(tiny_models().int8), "--source", str(video), "--headless",
+                                 "--max-frames", "5", "--sample", "S9"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert sum("| sample S9: " in line for line in lines) == 5
+    assert lines[-1].startswith("sample S9: ") and "5 field(s) used" in lines[-1]

@@ -81,7 +81,8 @@ def test_classify_json_lines_match_edge_model(tiny, mixed_dir, tmp_path):
     model = EdgeModel.load(tiny.int8)
     for record in records:
         # a lone .tflite without allx metadata: every record says which features are off, and which model ran
-        assert set(record) == {"path", "label", "score", "top_k", "latency_ms", "model_sha256", "features_off"}
+        assert set(record) == {"path", "label", "score", "top_k", "latency_ms", "decision", "subtype", "malignant_score",
+                               "model_sha256", "features_off"}
         assert record["model_sha256"] == model.sha256 and record["features_off"] == ["ood", "quality", "operating_point"]
         probabilities = model.predict(model.load_pixels(record["path"]))
         assert record["label"] == LABELS[int(probabilities.argmax())]

@@ -11,7 +11,7 @@ from PIL import Image
 from test_edge_startup import blocker_dir, run_cli
 from typer.testing import CliRunner
 
-from allx.convert.manifest import embed_entries, embed_metadata, metadata_tools
+from allx.edge_runner.metadata import embed_entries, embed_metadata, metadata_tools
 from allx.convert.ood_stats import fit_mahalanobis, stats_bytes
 from allx.edge_runner import metadata
 from allx.edge_runner.cli import app

@@ -259,3 +259,23 @@ def test_rates_round_to_two_figures_and_lower_bounds_round_down():
     assert 0.90 < low < 0.92 and high == 1.0
     low, high = wilson_interval(0.5, 100)
     assert low < 0.5 < high and abs((0.5 - low) - (high - 0.5)) < 1e-9
+
+
+def test_operating_points_of_convert_and_evaluate_are_reported(tmp_path):
+    manifest = manifest_json(tmp_path / "model.json")
+    data = json.loads(manifest.read_text())
+    data["operating_point"] = {"threshold": 0.1234, "target_sensitivity": 0.99, "sensitivity": 0.995,
+                               "specificity": 0.9612, "n_malignant": 400, "n_benign": 80, "chosen_on": "val"}
+    data["sample_rule"] = {"threshold": 0.2, "samples": 96, "chosen_on": "val pseudo-samples of 5 consecutive fields",
+                           "sensitivity": 1.0, "specificity": 0.9875, "inconclusive": 0.0208}
+    manifest.write_text(json.dumps(data))
+    evaluation = evaluation_json(tmp_path / "e.json")
+    metrics = json.loads(evaluation.read_text())
+    metrics["at_operating_point"] = {"threshold": 0.1, "target_sensitivity": 0.99, "chosen_on": "val",
+                                     "subset": "test", "subset_sensitivity": 0.9833, "subset_specificity": 0.9444}
+    evaluation.write_text(json.dumps(metrics))
+    result = run_report(tmp_path, manifest, evaluation)
+    assert result.exit_code == 0, result.output
+    markdown = (tmp_path / "out" / "site.md").read_text()
+    assert "single field (1 - p(Benign) >= 0.1234)" in markdown and "96.1%" in markdown and "98.8%" in markdown
+    assert "at the val-chosen point for sensitivity >= 0.99" in markdown and "94.4%" in markdown

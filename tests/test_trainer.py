@@ -75,6 +75,20 @@ def test_evaluate_command_reports_json(trained_run, synthetic_dir):
     assert metrics["n"] == result.metrics["n"]
 
 
+def test_evaluate_at_an_operating_point_chosen_on_val(trained_run, synthetic_dir):
+    result, _ = trained_run
+    args = ["evaluate", str(result.model_path), str(synthetic_dir), "--split", str(result.run_dir / "split.json")]
+    outcome = runner.invoke(app, [*args, "--json", "--target-sensitivity", "0.99"])
+    assert outcome.exit_code == 0, outcome.output
+    point = json.loads(outcome.stdout)["at_operating_point"]
+    assert point["chosen_on"] == "val" and point["subset"] == "test" and point["sensitivity"] >= 0.99
+    assert 0 <= point["subset_sensitivity"] <= 1 and 0 <= point["subset_specificity"] <= 1
+    text = runner.invoke(app, [*args, "--target-sensitivity", "0.99"])
+    assert "at the operating point chosen on val" in text.stdout
+    bad = runner.invoke(app, [*args, "--target-sensitivity", "1.5"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: --target-sensitivity: got 1.5")
+
+
 def test_ctrl_c_keeps_the_last_good_checkpoint(synthetic_dir, tmp_path, monkeypatch):
     import allx.train.callbacks
     from allx.train.model_io import load_keras_model

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
+from allx.decision import check_target, choose_operating_point, sensitivity_specificity
 from allx.errors import DataError, ModelError, UsageError
 from allx.images import read_batches
 from allx.train.metrics import classification_metrics
@@ -49,9 +50,16 @@ def predict_images(model, data_dir, relpaths, labels, size, progress=None):
     return probabilities, np.asarray(labels)[kept], skipped
 
 
-def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progress=None) -> dict:
-    """Metrics of the model at model_path on `subset` of the split (see train.metrics)."""
+def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progress=None,
+                   target_sensitivity: float | None = None) -> dict:
+    """Metrics of the model at model_path on `subset` of the split (see train.metrics).
 
+    With `target_sensitivity`, the malignant/benign operating point is chosen on the val subset
+    (allx.decision) and sensitivity and specificity at it are reported on `subset` ("at_operating_point").
+    """
+
+    if target_sensitivity is not None:
+        check_target(target_sensitivity)
     split = read_split(split_path, data_dir)
     if subset not in ("train", "val", "test"):
         raise UsageError(f"--subset: got {subset!r}, expected train, val or test")
@@ -67,7 +75,23 @@ def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progr
     metrics = classification_metrics(probabilities, labels, split.classes)
     metrics.update(kind=layout.RecordKind.EVALUATION.value, subset=subset, model=str(model_path), skipped=[list(s) for s in skipped],
                    split_kind=split.kind.value)
+    if target_sensitivity is not None:
+        metrics["at_operating_point"] = at_operating_point(model, data_dir, split, size, probabilities, labels,
+                                                           subset, target_sensitivity, progress)
     return metrics
+
+
+def at_operating_point(model, data_dir, split, size, probabilities, labels, subset: str, target: float,
+                       progress=None) -> dict:
+    """The point chosen on val for `target`, and malignant sensitivity / benign specificity at it on `subset`."""
+    if not split.val:
+        raise DataError("--target-sensitivity: the split has no val subset, expected one to choose the "
+                        "operating point on (never on the subset it is reported on)")
+    val_probabilities, val_labels, _ = predict_images(model, data_dir, split.val, split.labels("val"), size, progress)
+    point = choose_operating_point(val_probabilities, val_labels, split.classes, target, chosen_on="val")
+    reached = sensitivity_specificity(probabilities, labels, split.classes, point)
+    return {**point.to_dict(), "subset": subset, "subset_sensitivity": reached["malignant_sensitivity"],
+            "subset_specificity": reached["benign_specificity"]}
 
 
 def check_model_fits(model, classes, labels_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Train/val/test splits: made from the data with near-duplicate groups kept whole, saved and read as SPLIT.json.
+"""Train/val/test splits: whole groups (allx.train.groups) assigned per class, saved and read as SPLIT.json.
 
 SPLIT.json is `{"classes": [...], "train": [...], "val": [...], "test": [...], "meta": {...}}` with paths
 relative to DATA_DIR (POSIX, first component = class folder). Any file of that shape is accepted, also
@@ -18,8 +18,9 @@ from allx import __version__
 from allx.errors import DataError
 from allx.layout import RecordKind, SplitKind
 from allx.files import write_json
-from allx.train.dataset import Progress, data_fingerprint, scan_dataset
-from allx.train.duplicates import NEAR_DISTANCE, Duplicates, class_of, find_duplicates
+from allx.train.dataset import data_fingerprint
+from allx.train.duplicates import NEAR_DISTANCE, class_of
+from allx.train.groups import DEFAULT_BLOCK_SIZE, Grouping, Progress, kept_groups, make_groups
 
 SUBSETS = ("train", "val", "test")
 
@@ -58,23 +59,26 @@ class Split:
 
 
 def make_split(data_dir: str | Path, val: float = 0.15, test: float = 0.15, seed: int = 42,
-               distance: int = NEAR_DISTANCE, progress: Progress | None = None) -> Split:
-    """Stratified split in which exact and near-duplicate groups never straddle subsets.
+               distance: int = NEAR_DISTANCE, progress: Progress | None = None,
+               group_by: SplitKind | str = SplitKind.NEAR_DUPLICATE, groups_file: str | Path | None = None,
+               block_size: int = DEFAULT_BLOCK_SIZE, similarity: float | None = None) -> Split:
+    """Stratified split in which groups (allx.train.groups: near-duplicates always, plus file-number
+    blocks, patient IDs or embedding neighbours as asked) never straddle subsets.
 
-    One copy of each exact duplicate is kept (the first path in sorted order); a group spanning classes
-    (label conflict) is dropped whole. Unreadable files are left out and listed in meta.
-    Per class, groups are shuffled with `seed` and each goes whole to the subset furthest below its
-    target count, so subsets match the fractions up to the size of the last groups.
+    One copy of each exact duplicate is kept (the first path in sorted order); a near-duplicate group
+    spanning classes (label conflict) is dropped whole. Unreadable files are left out and listed in meta.
     """
     fractions = check_fractions(val, test)
-    if not isinstance(seed, int) or seed < 0:
-        raise DataError(f"got seed {seed!r}, expected a non-negative integer")
-    dataset = scan_dataset(data_dir)
-    if len(dataset.classes) < 2:
-        raise DataError(f"{dataset.root}: got 1 class folder {list(dataset.classes)}, expected at least 2 to split")
-    duplicates = find_duplicates(dataset.root, dataset.paths(), distance, progress)
-    groups = kept_groups(duplicates)
-    by_class = {c: [g for g in groups if class_of(g[0]) == c] for c in dataset.classes}
+    check_seed(seed)
+    grouping = make_groups(data_dir, group_by, groups_file, block_size, similarity, distance, progress)
+    return split_groups(grouping, fractions, seed)
+
+
+def split_groups(grouping: Grouping, fractions: dict[str, float], seed: int) -> Split:
+    """Assign whole groups to train/val/test: per class, groups are shuffled with `seed` and each goes
+    whole to the subset furthest below its target count, so subsets match the fractions up to the
+    size of the last groups."""
+    by_class = grouping.by_class()
     check_class_sizes(by_class, fractions)
     rng = np.random.default_rng(seed)
     subsets: dict[str, list[str]] = {s: [] for s in SUBSETS}
@@ -82,10 +86,15 @@ def make_split(data_dir: str | Path, val: float = 0.15, test: float = 0.15, seed
         shuffled = [class_groups[k] for k in rng.permutation(len(class_groups))]
         for subset, group in zip(assign_groups(shuffled, fractions, name), shuffled):
             subsets[subset].extend(group)
-    split = Split(dataset.classes, *(tuple(sorted(subsets[s])) for s in SUBSETS))
-    unreadable = dataset.unreadable + duplicates.unreadable
-    meta = split_meta(dataset.root, split, duplicates, groups, fractions, seed, unreadable)
+    split = Split(grouping.classes, *(tuple(sorted(subsets[s])) for s in SUBSETS))
+    meta = split_meta(grouping, split, fractions, seed)
     return Split(split.classes, split.train, split.val, split.test, meta)
+
+
+def check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DataError(f"got seed {seed!r}, expected a non-negative integer")
+    return seed
 
 
 def check_fractions(val: float, test: float) -> dict[str, float]:
@@ -95,12 +104,6 @@ def check_fractions(val: float, test: float) -> dict[str, float]:
     if val + test >= 1:
         raise DataError(f"got val {val} + test {test} = {val + test:g}, expected less than 1 (train needs the rest)")
     return {"train": round(1 - val - test, 10), "val": val, "test": test}
-
-
-def kept_groups(duplicates: Duplicates) -> list[tuple[str, ...]]:
-    """Every group minus its extra exact copies; groups spanning classes are dropped whole."""
-    copies, conflicted = duplicates.copies(), {p for c in duplicates.conflicts for p in c.paths}
-    return [tuple(p for p in g if p not in copies) for g in duplicates.groups if g[0] not in conflicted]
 
 
 def needed_per_class(fractions: dict[str, float]) -> int:
@@ -122,52 +125,56 @@ def check_class_sizes(by_class: dict[str, list[tuple[str, ...]]], fractions: dic
                             f"need at least {len(wanted)} to give {', '.join(wanted)} one each")
 
 
-def target_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
+def target_counts(n: int, fractions: dict) -> dict:
     """Largest-remainder rounding: counts sum to n and none falls below floor(n * fraction)."""
-    exact = {s: n * fractions[s] for s in SUBSETS}
-    counts = {s: math.floor(exact[s]) for s in SUBSETS}
-    by_remainder = sorted(SUBSETS, key=lambda s: counts[s] - exact[s])
+    exact = {s: n * f for s, f in fractions.items()}
+    counts = {s: math.floor(exact[s]) for s in fractions}
+    by_remainder = sorted(fractions, key=lambda s: counts[s] - exact[s])
     for s in by_remainder[: n - sum(counts.values())]:
         counts[s] += 1
     return counts
 
 
-def assign_groups(groups: list[tuple[str, ...]], fractions: dict[str, float], name: str) -> list[str]:
-    """The subset of each group: whole groups go to the subset furthest below its target."""
+def assign_groups(groups: list[tuple[str, ...]], fractions: dict, name: str, strict: bool = True) -> list:
+    """The part (subset or fold) of each group: whole groups go to the part furthest below its target
+    (ties: the first in `fractions`' order). `strict`: every part with a target must get an image."""
     targets = target_counts(sum(len(g) for g in groups), fractions)
-    open_subsets = [s for s in SUBSETS if targets[s] > 0]
-    filled = {s: 0 for s in SUBSETS}
+    open_subsets = [s for s in fractions if targets[s] > 0]
+    filled = {s: 0 for s in fractions}
     chosen = []
     for group in groups:
         subset = max(open_subsets, key=lambda s: targets[s] - filled[s])  # ties: train, val, test
         filled[subset] += len(group)
         chosen.append(subset)
-    empty = [s for s in open_subsets if filled[s] == 0]
-    if empty:
+    empty = [str(s) for s in open_subsets if filled[s] == 0]
+    if empty and strict:
         raise DataError(f"class {name!r}: its near-duplicate groups could not give {', '.join(empty)} any image "
-                        f"(group sizes {sorted(len(g) for g in groups)}); lower the distance or the fractions")
+                        f"(group sizes {sorted(len(g) for g in groups)}); lower the distance, the block size "
+                        "or the fractions")
     return chosen
 
 
-def split_meta(root: Path, split: Split, duplicates: Duplicates, groups, fractions, seed: int,
-               unreadable) -> dict:
+def split_meta(grouping: Grouping, split: Split, fractions, seed: int) -> dict:
     """What a reader needs to trust or reproduce the split."""
     all_paths = [p for s in SUBSETS for p in split.subset(s)]
     kept_paths = set(all_paths)
+    duplicates = grouping.duplicates
     return {
         "created_by": f"allx data split (allx {__version__})",
-        "split_kind": SplitKind.NEAR_DUPLICATE.value,
+        "split_kind": grouping.kind.value,
         "seed": seed,
         "fractions": fractions,
-        "data_dir": str(root),
-        "data_fingerprint": data_fingerprint(root, all_paths),
+        "data_dir": str(grouping.root),
+        "data_fingerprint": data_fingerprint(grouping.root, all_paths),
         "counts": split.counts(),
+        "grouping": grouping.method,
         "near_duplicate": duplicates.method(),
-        "near_duplicate_groups": [list(g) for g in groups if len(g) > 1],
+        "near_duplicate_groups": [list(g) for g in kept_groups(duplicates) if len(g) > 1],
+        "groups": len(grouping.groups),
         "dropped_duplicates": [{"path": p, "copy_of": kept} for p, kept in sorted(duplicates.copies().items())
                                if kept in kept_paths],  # copies inside a label conflict are listed there
         "label_conflicts": [c.to_json() for c in duplicates.conflicts],
-        "unreadable": [{"path": p, "reason": r} for p, r in unreadable],
+        "unreadable": [{"path": p, "reason": r} for p, r in grouping.unreadable],
     }
 
 

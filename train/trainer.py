@@ -18,6 +18,7 @@ from allx.train.charts import save_split_charts
 from allx.train.dataset import data_fingerprint
 from allx.train.evaluate import predict_images
 from allx.train.features import cache_key, default_cache_dir, extract_features
+from allx.train.groups import DEFAULT_BLOCK_SIZE
 from allx.train.metrics import classification_metrics
 from allx.train.model_card import write_model_card
 from allx.train.model_io import save_keras_model
@@ -54,6 +55,10 @@ class TrainConfig:
     val: float = 0.15
     test: float = 0.15
     cache_dir: Path | None = None
+    group_by: str = "near-duplicate"  # a SplitKind code: how a split made here keeps images together
+    groups_file: Path | None = None
+    block_size: int = DEFAULT_BLOCK_SIZE
+    similarity: float | None = None  # join embedding near-neighbours at this cosine similarity (None: not)
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,9 @@ def prepare_split(config: TrainConfig, run_dir: Path):
     if config.split_path:
         split = read_split(config.split_path, config.data_dir)
     else:
-        split = make_split(config.data_dir, val=config.val, test=config.test, seed=config.seed)
+        split = make_split(config.data_dir, val=config.val, test=config.test, seed=config.seed,
+                           group_by=config.group_by, groups_file=config.groups_file, block_size=config.block_size,
+                           similarity=config.similarity)
     if len(split.classes) < 2:
         raise DataError(f"need at least 2 classes, got {len(split.classes)}: {list(split.classes)}")
     if not split.subset("train"):

@@ -58,6 +58,9 @@ def convert(
         "--ood-flag-rate", help="Fraction of held-out (val) images the OOD threshold flags "
         f"(default {DEFAULT_FLAG_RATE:g}).",
         show_default=False)] = None,
+    target_sensitivity: Annotated[float, typer.Option(
+        "--target-sensitivity", help="Malignant sensitivity the operating point must reach on the check subset "
+        "(val); the best benign specificity at it is chosen, for single fields and for samples.")] = 0.99,
     json_output: Annotated[bool, typer.Option("--json", help="Print the check results as JSON.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the representative draw.")] = 0,
 ):
@@ -74,7 +77,8 @@ def convert(
     if len(chosen) > 1:
         raise UsageError(f"got {' and '.join('--' + c for c in chosen)}, expected one precision")
     options = resolve_options(chosen[0] if chosen else "int8", io, representative_count, check_subset, max_drop,
-                              max_class_drop, min_agreement, debug, float_layers, edgetpu, seed, ood, ood_flag_rate)
+                              max_class_drop, min_agreement, debug, float_layers, edgetpu, seed, ood, ood_flag_rate,
+                              target_sensitivity)
     with progress_bars() as progress:
         result = convert_keras(model, out, options, data, split, progress)
     if json_output:
@@ -98,6 +102,8 @@ def result_json(result) -> dict:
         document["edgetpu"] = result.edgetpu.to_dict()
     if result.tradeoff:
         document["tradeoff"] = list(result.tradeoff)
+    for key in ("operating_point", "sample_rule", "quality"):
+        document[key] = result.manifest.get(key)
     document["ood"] = result.manifest.get("ood")  # null: no warning, "ood_note" says why
     if document["ood"] is None:
         document["ood_note"] = result.manifest.get("ood_note")
@@ -124,8 +130,33 @@ def render(result) -> None:
         stdout.print(f"[red]limit broken:[/red] {failure}", highlight=False)
     stdout.print(summary_line(result.manifest.get("ood"), result.manifest.get("ood_note")), highlight=False,
                  markup=False)
+    for line in operating_lines(result.manifest):
+        stdout.print(line, highlight=False, markup=False)
     if result.edgetpu is not None:
         stdout.print(f"Edge TPU: {'ready' if result.edgetpu.ready else 'not ready'}; {result.edgetpu.note}",
                      highlight=False, markup=False)
     stdout.print(f"wrote {', '.join(path.name for path in result.files.values())} in {result.files['model'].parent}",
                  highlight=False)
+
+
+def operating_lines(manifest: dict) -> list[str]:
+    """Sensitivity and specificity at the chosen operating points, and the quality limits (or why there are none)."""
+    point, rule, quality = (manifest.get(key) for key in ("operating_point", "sample_rule", "quality"))
+    if not point:
+        lines = [manifest.get("operating_note") or "no operating point chosen"]
+    else:
+        lines = [f"operating point (chosen on {point['chosen_on']}, target sensitivity {point['target_sensitivity']}): "
+                 f"B-ALL suspected when 1 - p(Benign) >= {point['threshold']:.4f}; malignant sensitivity "
+                 f"{percent_or_na(point['sensitivity'])}, benign specificity {percent_or_na(point['specificity'])}"]
+    if rule:
+        lines.append(f"sample rule ({rule['chosen_on']}, {rule['samples']} samples): sensitivity "
+                     f"{percent_or_na(rule['sensitivity'])}, specificity {percent_or_na(rule['specificity'])}, subtype accuracy "
+                     f"{percent_or_na(rule['subtype_accuracy'])}, inconclusive {percent_or_na(rule['inconclusive'])}")
+    lines.append(f"image-quality limits from {quality['images']} train images: focus >= {quality['focus_min']:.0f}, "
+                 f"rejecting {percent_or_na(quality['rejected_share'])} of them" if quality
+                 else manifest.get("quality_note") or "no image-quality limits")
+    return lines
+
+
+def percent_or_na(value: float | None) -> str:
+    return percent(value, 2, "n/a")

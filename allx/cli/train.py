@@ -10,7 +10,13 @@ import typer
 
 from allx.console import handle_errors, progress_bars, stderr, stdout
 from allx.layout import SplitKind
+from allx.cli.data import BlockSize, GroupBy, GroupsFile, Neighbours, Similarity
+from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
+from allx.errors import UsageError
+from allx.train.cv import CVConfig, cross_validate, fold_stage
+from allx.train.embeddings import SIMILARITY
 from allx.train.evaluate import evaluate_model
+from allx.train.groups import DEFAULT_BLOCK_SIZE, grouping_options
 from allx.train.trainer import TrainConfig, train_model
 
 
@@ -33,17 +39,38 @@ def train(
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
     val: Annotated[float, typer.Option(help="Validation fraction when making a split.")] = 0.15,
     test: Annotated[float, typer.Option(help="Test fraction when making a split.")] = 0.15,
+    cv: Annotated[Optional[int], typer.Option("--cv", help="K-fold cross-validation instead of one model: K heads on "
+                                              "grouped, stratified folds; writes OUT/cv.json and OUT/cv.png.",
+                                              show_default=False)] = None,
+    groups: GroupsFile = None,
+    group_by: GroupBy = None,
+    block_size: BlockSize = DEFAULT_BLOCK_SIZE,
+    neighbours: Neighbours = None,
+    similarity: Similarity = SIMILARITY,
+    target_sensitivity: Annotated[float, typer.Option(help="With --cv: each fold's operating point is chosen on "
+                                                      "its validation part to reach this malignant sensitivity.")]
+    = DEFAULT_TARGET_SENSITIVITY,
 ):
     """Train the classifier: frozen pretrained backbone, cached features, Flatten -> Dropout(0.5) -> Dense head.
 
     Writes OUT/model.keras (raw RGB 0..255 in, probabilities out), labels.txt, split.json, history.json,
     curves.png, metrics.json, confusion_matrix.png, MODEL_CARD.md. Ctrl-C keeps the last good checkpoint.
+    With --cv K: K models on grouped folds (--groups / --group-by as in `allx data split`); writes
+    OUT/cv.json and OUT/cv.png; Ctrl-C keeps the folds finished so far.
     """
 
+    check_target(target_sensitivity)
+    if split is not None and (groups is not None or group_by is not None):
+        raise UsageError("--split names a finished split: got --groups/--group-by too, expected one or the other "
+                         "(make a grouped split with `allx data split --group-by ...`)")
+    kind, threshold = grouping_options(group_by, groups, neighbours, similarity)
     config = TrainConfig(data_dir=data_dir, out_dir=out, split_path=split, backbone=backbone, weights=weights,
                          head=head, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                          fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
-                         class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test)
+                         class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test,
+                         group_by=kind.value, groups_file=groups, block_size=block_size, similarity=threshold)
+    if cv is not None:
+        return cross_validate_command(config, cv, target_sensitivity)
     with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
         result = train_model(config, progress=report)
     if result.skipped:
@@ -54,6 +81,32 @@ def train(
     stdout.print(f"model: {result.model_path}")
 
 
+def cross_validate_command(config, folds: int, target_sensitivity: float) -> None:
+    cv_config = CVConfig(train=config, folds=folds, group_by=SplitKind(config.group_by), groups_file=config.groups_file,
+                         block_size=config.block_size, similarity=config.similarity,
+                         target_sensitivity=target_sensitivity)
+    epochs = tuple(fold_stage(k, folds) for k in range(folds))
+    with progress_bars(transient=False, lines_when_piped=True, every_step=epochs) as report:
+        result = cross_validate(cv_config, progress=report)
+    render_cv(result)
+
+
+def render_cv(result) -> None:
+    from rich.table import Table
+
+    summary = result.summary
+    table = Table(title=f"{result.folds_done}-fold cross-validation (mean, 95% interval over groups, worst fold)")
+    for column in ("metric", "mean", "95% interval", "worst fold"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for name, entry in summary.items():
+        if entry["mean"] is None:
+            continue
+        interval = f"{entry['low']:.3f}-{entry['high']:.3f}" if entry["low"] is not None else "n/a"
+        table.add_row(name.replace("_", " "), f"{entry['mean']:.4f}", interval, f"{entry['min']:.4f}")
+    stdout.print(table)
+    stdout.print(f"wrote {result.path}" + (f" and {result.plot}" if result.plot else ""), highlight=False)
+
+
 @handle_errors
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A model.keras written by `allx train`.")],
@@ -61,11 +114,15 @@ def evaluate(
     split: Annotated[Path, typer.Option(help="SPLIT.json (from `allx data split`, a run folder, or hand-written).")],
     subset: Annotated[str, typer.Option(help="train | val | test.")] = "test",
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON document.")] = False,
+    target_sensitivity: Annotated[Optional[float], typer.Option(
+        "--target-sensitivity", help="Choose the malignant/benign operating point on the val subset for this "
+        "malignant sensitivity (e.g. 0.99) and report sensitivity and specificity at it on --subset.",
+        show_default=False)] = None,
 ):
     """Evaluate a model: accuracy, loss, per-class precision/recall/F1, confusion matrix, malignant sensitivity."""
 
     with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
-        metrics = evaluate_model(model, data_dir, split, subset, progress=report)
+        metrics = evaluate_model(model, data_dir, split, subset, progress=report, target_sensitivity=target_sensitivity)
     if json_out:
         typer.echo(json.dumps(metrics, indent=2))
         return
@@ -84,4 +141,14 @@ def render_metrics(metrics: dict) -> None:
     sens, spec = metrics["malignant_sensitivity"], metrics["benign_specificity"]
     if sens is not None:
         stdout.print(f"malignant sensitivity {sens:.4f}, benign specificity {spec:.4f}")
+    point = metrics.get("at_operating_point")
+    if point:
+        stdout.print(f"at the operating point chosen on val for sensitivity >= {point['target_sensitivity']} "
+                     f"(1 - p(Benign) >= {point['threshold']:.4f}): {point['subset']} malignant sensitivity "
+                     f"{ratio(point['subset_sensitivity'])}, benign specificity {ratio(point['subset_specificity'])} "
+                     f"(val: {ratio(point['sensitivity'])}, {ratio(point['specificity'])})", highlight=False)
     stdout.print(f"split: {SplitKind.parse(metrics['split_kind']).words}")
+
+
+def ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

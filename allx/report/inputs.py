@@ -75,6 +75,8 @@ class AccuracyCheck:
     max_drop_pp: float | None
     split_kind: str | None
     split_origin: str | None  # where convert took the split from (model.json "origin.split")
+    operating_point: dict | None = None  # model.json "operating_point" (allx.decision.OperatingPoint.to_dict)
+    sample_rule: dict | None = None  # model.json "sample_rule" (edge_runner.sample.SampleRule.to_dict)
 
     @property
     def drop_pp(self) -> float:
@@ -96,6 +98,7 @@ class Evaluation:
     confusion_matrix: tuple[tuple[int, ...], ...]
     malignant_sensitivity: float | None
     benign_specificity: float | None
+    at_operating_point: dict | None = None  # `allx evaluate --target-sensitivity`: chosen on val, reported here
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,14 @@ def parse_check(check: Fields, source: str, document: Fields) -> AccuracyCheck:
                      quantized.number("benign_specificity", optional=True)),
         failures=tuple(str(f) for f in check.data.get("failures") or ()),
         max_drop_pp=thresholds.number("max_drop_pp", optional=True) if thresholds else None,
-        split_kind=split_kind, split_origin=origin.text("split", optional=True))
+        split_kind=split_kind, split_origin=origin.text("split", optional=True),
+        operating_point=optional_object(document, "operating_point"),
+        sample_rule=optional_object(document, "sample_rule"))
+
+
+def optional_object(fields: Fields, key: str) -> dict | None:
+    value = fields.data.get(key)
+    return value if isinstance(value, dict) else None
 
 
 def model_file_of(document: Fields) -> str | None:
@@ -314,7 +324,8 @@ def parse_evaluation(fields: Fields, source: str) -> Evaluation:
         accuracy=fields.number("accuracy"), classes=tuple(classes), per_class=metrics,
         confusion_matrix=tuple(tuple(r) for r in matrix),
         malignant_sensitivity=fields.number("malignant_sensitivity", optional=True),
-        benign_specificity=fields.number("benign_specificity", optional=True))
+        benign_specificity=fields.number("benign_specificity", optional=True),
+        at_operating_point=optional_object(fields, "at_operating_point"))
 
 
 def parse_benchmark(data: dict, source: str) -> BenchmarkScript:

@@ -117,9 +117,23 @@ def check_section(check: AccuracyCheck) -> Section:
     blocks = [Paragraph(intro), overall, per_class,
               Figure(f"class_accuracy_{check.precision}", plots.plot_class_accuracy(check),
                      f"Accuracy per class, float vs {check.precision} ({check.subset} subset).")]
+    if check.operating_point:
+        blocks.insert(3, operating_table(check.operating_point, check.sample_rule))
     if check.failures:
         blocks.insert(1, Bullets(check.failures, "warning"))
     return Section(f"Float vs {check.precision} ({check.source})", tuple(blocks), level=3)
+
+
+def operating_table(point: dict, rule: dict | None) -> Table:
+    """Sensitivity and specificity at the operating points convert chose (fields, and samples when present)."""
+    rows = [(f"single field (1 - p(Benign) >= {number(point.get('threshold'), 4)})", str(point.get("chosen_on", "")),
+             percent(point.get("sensitivity")), percent(point.get("specificity")), "")]
+    if rule:
+        rows.append((f"sample ({rule.get('samples')} pseudo-samples, mean log-probability)", str(rule.get("chosen_on", "")),
+                     percent(rule.get("sensitivity")), percent(rule.get("specificity")), percent(rule.get("inconclusive"))))
+    return Table(("operating point", "chosen on", "malignant sensitivity", "benign specificity", "inconclusive"),
+                 tuple(rows), f"Chosen for malignant sensitivity >= {point.get('target_sensitivity')} with the best "
+                 "benign specificity; allx-edge applies them.")
 
 
 def change_row(name: str, before: float | None, after: float | None) -> tuple[str, ...]:
@@ -132,7 +146,7 @@ def evaluation_section(evaluation: Evaluation, index: int) -> Section:
     overall = Table(("", "value"), (
         ("accuracy", accuracy_with_interval(evaluation.accuracy, evaluation.n)),
         ("malignant sensitivity", percent(evaluation.malignant_sensitivity)),
-        ("benign specificity", percent(evaluation.benign_specificity))))
+        ("benign specificity", percent(evaluation.benign_specificity))) + operating_rows(evaluation.at_operating_point))
     per_class = Table(("class", "precision", "recall", "F1", "support"), tuple(
         (name, percent(m["precision"]), percent(m["recall"]), percent(m["f1"]), number(m["support"], 0))
         for name, m in evaluation.per_class.items()))
@@ -141,6 +155,14 @@ def evaluation_section(evaluation: Evaluation, index: int) -> Section:
                     "predicted on columns.")
     return Section(f"Evaluation: {evaluation.model}, {evaluation.subset} subset ({evaluation.source})",
                    (Paragraph(intro), overall, per_class, figure), level=3)
+
+
+def operating_rows(point: dict | None) -> tuple[tuple[str, str], ...]:
+    if not point:
+        return ()
+    where = f"at the val-chosen point for sensitivity >= {point.get('target_sensitivity')}"
+    return ((f"malignant sensitivity {where}", percent(point.get("subset_sensitivity"))),
+            (f"benign specificity {where}", percent(point.get("subset_specificity"))))
 
 
 def benchmark_sections(inputs: Inputs) -> list[Section]:

@@ -1,0 +1,246 @@
+"""One answer per sample (patient smear) from several fields: quality check, classify, set aside, aggregate.
+
+A technician looks at several fields of one smear and reports one result. Each field is read once
+(its sha256 is of the very bytes classified), checked for quality (edge_runner.quality), classified by
+the one inference path (EdgeModel) and decided at the model's operating point (allx.decision). A field
+that could not be read, failed the quality check or was flagged unlike the training images is set
+aside with its reason. The usable fields are aggregated by a rule stored in model.json "sample_rule"
+(chosen by `allx convert` on validation pseudo-samples): mean log-probability over the usable fields
+(a geometric mean, renormalised), decided at the rule's own threshold, unless too many fields were
+set aside, too few are left, or the fields disagree -- then the verdict is "inconclusive" with why.
+
+`aggregate` is a pure function of field results, so `classify --sample`, `camera` (a running verdict
+over a session's frames), the web page and the convert-time calibration all give the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from allx.decision import Decision, OperatingPoint, decide
+from allx.errors import ImageError, ModelError
+from allx.images import decode_image_bytes
+from allx.layout import RecordKind
+from allx.edge_runner.model import EdgeModel, Prediction
+from allx.edge_runner.quality import QualityLimits, QualityResult, check_quality, limits_from_manifest
+
+MALIGNANT, BENIGN, INCONCLUSIVE = "malignant", "benign", "inconclusive"
+MEAN_LOG_PROBABILITY = "mean_log_probability"
+LOG_FLOOR = 1e-6  # a probability of 0 from an int8 output would make one field veto every other
+OOD_REASON = "uncertain: unlike training images"
+
+
+@dataclass(frozen=True)
+class SampleRule:
+    """How usable fields become one verdict, and what the rule reached on the pseudo-samples it was chosen on."""
+
+    threshold: float = 0.5  # aggregated malignant score 1 - p(Benign) at or above which: "B-ALL suspected"
+    min_fields: int = 3  # fewer usable fields: inconclusive
+    min_agreement: float = 0.5  # share of usable fields whose own answer takes the verdict's side, at least
+    max_set_aside: float = 0.5  # share of fields set aside (unreadable, poor quality, flagged), at most
+    method: str = MEAN_LOG_PROBABILITY
+    chosen_on: str = ""  # e.g. "val pseudo-samples of 5 consecutive fields"; empty for the defaults
+    fields_per_sample: int | None = None
+    samples: int = 0
+    target_sensitivity: float | None = None
+    sensitivity: float | None = None  # sample-level malignant sensitivity reached (inconclusive excluded)
+    specificity: float | None = None  # sample-level benign specificity reached
+    accuracy: float | None = None  # malignant/benign accuracy over conclusive samples
+    subtype_accuracy: float | None = None  # malignant samples called with their own subtype
+    inconclusive: float | None = None  # share of samples left inconclusive
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data, source: str = "model.json") -> "SampleRule":
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: sample_rule: got {type(data).__name__}, expected an object")
+        known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
+        rule = cls(**known)
+        if rule.method != MEAN_LOG_PROBABILITY:
+            raise ModelError(f"{source}: sample_rule.method: got {rule.method!r}, expected {MEAN_LOG_PROBABILITY!r}")
+        if not 0 <= rule.threshold <= 1 or rule.min_fields < 1 or not 0 <= rule.max_set_aside <= 1:
+            raise ModelError(f"{source}: sample_rule: got threshold {rule.threshold}, min_fields {rule.min_fields}, "
+                             f"max_set_aside {rule.max_set_aside}, expected [0, 1], >= 1, [0, 1]")
+        return rule
+
+
+@dataclass(frozen=True)
+class FieldResult:
+    """One field of a sample: what was read, what the model said, and whether the sample counts it."""
+
+    name: str
+    sha256: str  # of the image bytes (or, for a camera frame, of the pixels) that were classified
+    prediction: Prediction | None
+    quality: QualityResult | None  # None: not checked (no statistics, or unreadable)
+    usable: bool
+    reason: str | None = None  # why it was set aside
+    decision: Decision | None = None  # the field's own answer at the model's operating point
+
+    def to_dict(self) -> dict:
+        p, d = self.prediction, self.decision
+        return {"kind": RecordKind.PREDICTION.value, "path": self.name, "sha256": self.sha256,
+                "label": None if p is None else p.label, "score": None if p is None else round(p.score, 6),
+                "probabilities": None if p is None else [round(v, 6) for v in p.probabilities],
+                "decision": None if d is None else (MALIGNANT if d.malignant else BENIGN),
+                "subtype": d.label if d is not None and d.malignant else None,
+                "malignant_score": None if d is None else round(d.score, 6),
+                "ood": None if p is None else p.ood, "quality": None if self.quality is None else self.quality.to_dict(),
+                "usable": self.usable, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class SampleVerdict:
+    """One sample's answer: malignant (with subtype), benign, or inconclusive (with the reason)."""
+
+    sample_id: str
+    verdict: str  # MALIGNANT, BENIGN or INCONCLUSIVE
+    subtype: str | None
+    confidence: float | None
+    reason: str | None  # why inconclusive; None otherwise
+    fields_used: tuple[str, ...]
+    fields_set_aside: tuple[tuple[str, str], ...]  # (field name, why)
+    malignant_score: float | None = None  # aggregated 1 - p(Benign)
+    agreement: float | None = None  # share of usable fields on the verdict's side
+    probabilities: tuple[float, ...] | None = None  # aggregated class probabilities
+    threshold: float | None = None
+
+    @property
+    def words(self) -> str:
+        if self.verdict == MALIGNANT:
+            return f"B-ALL suspected ({self.subtype}, {self.confidence:.2f})"
+        return "no B-ALL seen" if self.verdict == BENIGN else f"inconclusive: {self.reason}"
+
+    def to_dict(self) -> dict:
+        return {"kind": RecordKind.SAMPLE.value, "sample_id": self.sample_id, "verdict": self.verdict,
+                "subtype": self.subtype, "confidence": None if self.confidence is None else round(self.confidence, 6),
+                "reason": self.reason, "fields_used": list(self.fields_used),
+                "fields_set_aside": [{"path": name, "reason": why} for name, why in self.fields_set_aside],
+                "malignant_score": None if self.malignant_score is None else round(self.malignant_score, 6),
+                "agreement": self.agreement, "threshold": self.threshold,
+                "probabilities": None if self.probabilities is None else [round(v, 6) for v in self.probabilities]}
+
+
+def aggregate_probabilities(rows) -> np.ndarray:
+    """Mean log-probability over fields, back to probabilities that sum to 1 (a normalised geometric mean)."""
+    logs = np.log(np.maximum(np.atleast_2d(np.asarray(rows, np.float64)), LOG_FLOOR)).mean(axis=0)
+    exp = np.exp(logs - logs.max())
+    return exp / exp.sum()
+
+
+def aggregate(fields: Sequence[FieldResult], classes: Sequence[str], rule: SampleRule,
+              sample_id: str = "") -> SampleVerdict:
+    """The sample's verdict from its field results under `rule` (pure: no model, no I/O)."""
+    used = [f for f in fields if f.usable]
+    aside = tuple((f.name, f.reason or "set aside") for f in fields if not f.usable)
+    names = tuple(f.name for f in used)
+
+    def inconclusive(reason: str, **extra) -> SampleVerdict:
+        return SampleVerdict(sample_id, INCONCLUSIVE, None, None, reason, names, aside, threshold=rule.threshold,
+                             **extra)
+
+    if not fields:
+        return inconclusive("no fields")
+    if len(aside) / len(fields) > rule.max_set_aside:
+        return inconclusive(f"too many fields set aside: {len(aside)} of {len(fields)} "
+                            f"(more than {rule.max_set_aside:.0%})")
+    if len(used) < rule.min_fields:
+        return inconclusive(f"too few usable fields: {len(used)}, expected at least {rule.min_fields}")
+    probabilities = aggregate_probabilities([f.prediction.probabilities for f in used])
+    decision = decide(probabilities, classes, OperatingPoint(rule.threshold))
+    field_sides = [(f.decision or decide(f.prediction.probabilities, classes)).malignant for f in used]
+    agreeing = sum(side == decision.malignant for side in field_sides)
+    agreement = agreeing / len(used)
+    extra = {"malignant_score": decision.score, "agreement": agreement,
+             "probabilities": tuple(float(v) for v in probabilities)}
+    if agreement < rule.min_agreement:
+        return inconclusive(f"fields disagree: {sum(field_sides)} of {len(used)} say B-ALL suspected", **extra)
+    return SampleVerdict(sample_id, MALIGNANT if decision.malignant else BENIGN,
+                         decision.label if decision.malignant else None, decision.confidence, None, names, aside,
+                         threshold=rule.threshold, **extra)
+
+
+def decision_record(probabilities, classes, point: OperatingPoint | None) -> dict:
+    """The clinical answer as JSON codes ({} for a model without a Benign class): decision, subtype, score."""
+    if "Benign" not in classes or probabilities is None:
+        return {}
+    d = decide(probabilities, classes, point)
+    return {"decision": MALIGNANT if d.malignant else BENIGN, "subtype": d.label if d.malignant else None,
+            "malignant_score": round(d.score, 6)}
+
+
+def point_from_manifest(manifest: dict) -> OperatingPoint | None:
+    """The field-level operating point `allx convert` chose; None (close to argmax) for older models."""
+    data = manifest.get("operating_point")
+    return None if data is None else OperatingPoint.from_dict(data)
+
+
+def rule_from_manifest(manifest: dict, point: OperatingPoint | None = None) -> SampleRule:
+    """The stored rule; without one, the defaults at the field operating point's threshold."""
+    data = manifest.get("sample_rule")
+    if data is not None:
+        return SampleRule.from_dict(data)
+    return SampleRule(threshold=0.5 if point is None else point.threshold)
+
+
+class SampleSession:
+    """The fields of one sample, added one at a time; `verdict()` may be asked at any point (a running verdict)."""
+
+    def __init__(self, model: EdgeModel, sample_id: str, rule: SampleRule | None = None,
+                 point: OperatingPoint | None = None, quality: QualityLimits | None | bool = True):
+        """`quality`: limits to check against; True: those of model.json; None or False: no quality check."""
+        model.require_labels()
+        self.model = model
+        self.sample_id = str(sample_id)
+        self.point = point if point is not None else point_from_manifest(model.manifest)
+        self.rule = rule if rule is not None else rule_from_manifest(model.manifest, self.point)
+        self.quality = limits_from_manifest(model.manifest)[0] if quality is True else (quality or None)
+        self._fields: list[FieldResult] = []
+
+    @property
+    def fields(self) -> tuple[FieldResult, ...]:
+        return tuple(self._fields)
+
+    def add_field(self, name: str | Path, image: str | Path | bytes | None = None) -> FieldResult:
+        """Read (the file `name`, or `image`: a path or the encoded bytes), check, classify and keep one field."""
+        name = str(name)
+        source = name if image is None else image
+        try:
+            data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        except OSError as err:
+            return self._keep(FieldResult(name, "", None, None, False, f"{name}: unreadable ({err.strerror or err})"))
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            pixels = decode_image_bytes(data, name, self.model.input_size)
+        except ImageError as err:
+            return self._keep(FieldResult(name, digest, None, None, False, str(err)))
+        return self.add_pixels(name, pixels, digest)
+
+    def add_pixels(self, name: str, pixels: np.ndarray, sha256: str | None = None) -> FieldResult:
+        """A field already decoded at the model's input size (a camera frame); sha256 of the pixels if not given."""
+        pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+        digest = sha256 or hashlib.sha256(pixels.tobytes()).hexdigest()
+        quality = None if self.quality is None else check_quality(pixels, self.quality)
+        prediction = self.model.classify(pixels)
+        decision = decide(prediction.probabilities, self.model.labels, self.point)
+        reason = "; ".join(quality.reasons) if quality is not None and not quality.ok else None
+        if reason is None and prediction.ood:
+            reason = OOD_REASON
+        return self._keep(FieldResult(str(name), digest, prediction, quality, reason is None, reason, decision))
+
+    def set_aside(self, name: str, reason: str) -> FieldResult:
+        """A field that could not even be opened (a pattern that matched nothing, a folder without images)."""
+        return self._keep(FieldResult(str(name), "", None, None, False, reason))
+
+    def verdict(self) -> SampleVerdict:
+        return aggregate(self._fields, self.model.labels, self.rule, self.sample_id)
+
+    def _keep(self, result: FieldResult) -> FieldResult:
+        self._fields.append(result)
+        return result

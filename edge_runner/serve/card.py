@@ -1,0 +1,80 @@
+"""The model card the page shows: labels, precision, accuracy check, operating point, sha256s, bench numbers.
+
+Computed once at start, so the page keeps describing the model actually loaded in memory even when its
+folder is changed or removed while the server runs (`on_disk` says whether the files are still there).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from allx import layout
+from allx.files import sha256_file
+from allx.edge_runner.provenance import manifest_path_of
+from allx.edge_runner.quality import limits_from_manifest
+from allx.edge_runner.sample import point_from_manifest, rule_from_manifest
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    model_path: str
+    model_sha256: str
+    manifest_path: str | None
+    manifest_sha256: str | None
+    labels: tuple[str, ...]
+    precision: str | None
+    runtime: str
+    delegate: str
+    threads: int
+    input_size: tuple[int, int]
+    check: dict | None
+    operating_point: dict | None
+    sample_rule: dict
+    sample_rule_stored: bool
+    quality_check: str
+    bench: dict | None  # the device's `allx-edge bench --json` report found beside the model, if any
+    warnings: tuple[str, ...]
+
+    @property
+    def on_disk(self) -> bool:
+        return Path(self.model_path).is_file()
+
+    def to_dict(self) -> dict:
+        return {"kind": layout.RecordKind.MANIFEST.value, **asdict(self), "on_disk": self.on_disk}
+
+
+def describe_loaded(model) -> ModelCard:
+    """The card of a loaded EdgeModel."""
+    manifest_path = manifest_path_of(model.model_path, model.manifest)
+    return ModelCard(
+        model_path=str(model.model_path), model_sha256=sha256_file(model.model_path),
+        manifest_path=None if manifest_path is None else str(manifest_path),
+        manifest_sha256=None if manifest_path is None else sha256_file(manifest_path),
+        labels=tuple(model.labels), precision=model.manifest.get("precision"), runtime=model.runtime,
+        delegate=model.delegate, threads=model.threads, input_size=model.input_size,
+        check=model.manifest.get("check"), operating_point=model.manifest.get("operating_point"),
+        sample_rule=rule_from_manifest(model.manifest, point_from_manifest(model.manifest)).to_dict(),
+        sample_rule_stored="sample_rule" in model.manifest, quality_check=quality_words(model.manifest),
+        bench=read_bench(model.model_path.parent / layout.BENCH), warnings=tuple(model.warnings))
+
+
+def quality_words(manifest: dict) -> str:
+    limits, notes = limits_from_manifest(manifest)
+    if notes:
+        return "; ".join(notes)
+    return "on (thresholds from model.json)" if limits is not None else "off"
+
+
+def read_bench(path: Path) -> dict | None:
+    """The bench report's first result and machine (None when absent or unreadable: the page says so)."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+        result = report["results"][0]
+        return {"machine": report.get("machine"), "created": report.get("created"),
+                **{key: result.get(key) for key in ("precision", "runtime", "threads", "delegate", "load_ms",
+                                                    "throughput_ips", "peak_rss_mb")},
+                "latency_ms": {k: v for k, v in (result.get("latency_ms") or {}).items() if k != "samples"}}
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None

@@ -1,0 +1,62 @@
+"""convert.operating: pseudo-samples of consecutive files, the field operating point and the sample rule."""
+
+import numpy as np
+import pytest
+
+from allx.convert.operating import choose_sample_rule, operating_sections, pseudo_samples, sections_for
+from allx.decision import OperatingPoint
+
+LABELS = ("Benign", "Early", "Pre", "Pro")
+
+
+def test_pseudo_samples_are_runs_of_consecutive_file_numbers_within_a_class():
+    paths = [f"Pre/img-{n}.jpg" for n in (10, 2, 1, 3, 11, 4, 5, 12)] + ["Benign/b-1.jpg", "Benign/b-2.jpg"]
+    truth = [2] * 8 + [0, 0]
+    samples = pseudo_samples(paths, truth, size=5)
+    assert [[paths[i] for i in s] for s in samples] == [
+        ["Pre/img-1.jpg", "Pre/img-2.jpg", "Pre/img-3.jpg", "Pre/img-4.jpg", "Pre/img-5.jpg"],
+        ["Pre/img-10.jpg", "Pre/img-11.jpg", "Pre/img-12.jpg"]]  # the 2-image Benign run is too short
+
+
+def test_patient_groups_win_over_file_numbers():
+    paths = ["Pre/a.jpg", "Pre/b.jpg", "Pre/c.jpg"]
+    groups = {"Pre/a.jpg": "P1", "Pre/c.jpg": "P1", "Pre/b.jpg": "P2"}
+    assert sorted(map(sorted, pseudo_samples(paths, [2, 2, 2], groups))) == [[0, 2], [1]]
+
+
+def noisy_data(seed: int = 0, per_class: int = 40):
+    rng = np.random.default_rng(seed)
+    paths, truth, rows = [], [], []
+    for label in range(4):
+        for n in range(per_class):
+            row = rng.dirichlet(np.ones(4)) * 0.4
+            row[label] += 0.6
+            paths.append(f"{LABELS[label]}/f-{n}.jpg")
+            truth.append(label)
+            rows.append(row)
+    return paths, truth, np.array(rows)
+
+
+def test_the_sample_rule_reaches_the_target_on_the_pseudo_samples_it_was_chosen_on():
+    paths, truth, probabilities = noisy_data()
+    sections = operating_sections(paths, truth, probabilities, LABELS, 0.99, "val")
+    point, rule = OperatingPoint.from_dict(sections["operating_point"]), sections["sample_rule"]
+    assert point.sensitivity >= 0.99 and point.chosen_on == "val"
+    assert rule["samples"] == 32 and rule["sensitivity"] == 1.0 and rule["inconclusive"] <= 0.05
+    assert rule["chosen_on"] == "val pseudo-samples of 5 consecutive fields" and rule["min_agreement"] in (0.8, 0.6, 0.5, 0.0)
+
+
+def test_without_benign_samples_there_is_a_note_not_a_crash():
+    paths, truth, probabilities = noisy_data()
+    keep = [i for i, t in enumerate(truth) if t != 0]
+
+    class Predictions:
+        paths = [paths[i] for i in keep]
+        truth = np.array([truth[i] for i in keep])
+        quantized_probabilities = probabilities[keep]
+
+    sections = sections_for(Predictions, None, "val", LABELS, 0.99)
+    assert list(sections) == ["operating_note"] and "benign and malignant" in sections["operating_note"]
+    with pytest.raises(Exception):
+        choose_sample_rule(Predictions.paths, list(Predictions.truth), Predictions.quantized_probabilities, LABELS,
+                           OperatingPoint(0.5), 0.99, "val")

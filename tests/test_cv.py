@@ -1,0 +1,183 @@
+"""`allx train --cv K`: grouped folds, cv.json + cv.png, Ctrl-C keeps finished folds; bad grouping input."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from allx import layout
+from allx.cli.main import app
+from allx.layout import RecordKind, SplitKind
+from allx.synthetic import make_image
+
+runner = CliRunner()
+TINY = ["--backbone", "efficientnet-lite0", "--image-size", "32", "--epochs", "3", "--batch-size", "16",
+        "--head", "gap", "--learning-rate", "1e-3", "--no-neighbours"]
+
+
+@pytest.fixture(scope="module")
+def numbered_dir(tmp_path_factory) -> Path:
+    """4 classes x 12 generated 32 px images named cell-1.jpg .. cell-12.jpg."""
+    root = tmp_path_factory.mktemp("cv") / "data"
+    rng = np.random.default_rng(7)
+    for name in ("Benign", "Early", "Pre", "Pro"):
+        (root / name).mkdir(parents=True)
+        for n in range(1, 13):
+            Image.fromarray(make_image(name, 32, rng)).save(root / name / f"cell-{n}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cv_run(numbered_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cvrun") / "run"
+    cache = out.parent / "cache"
+    outcome = runner.invoke(app, ["train", str(numbered_dir), "--out", str(out), "--cv", "3", "--group-by", "sequence",
+                                  "--block-size", "2", *TINY], env={"ALLX_CACHE_DIR": str(cache)})
+    return outcome, out, cache
+
+
+def test_cv_writes_cv_json_and_plot_with_each_fold_and_the_mean(cv_run, numbered_dir):
+    outcome, out, _ = cv_run
+    assert outcome.exit_code == 0, outcome.output
+    document = json.loads((out / layout.CV).read_text())
+    assert document["kind"] == RecordKind.CV.value and document["split_kind"] == SplitKind.SEQUENCE.value
+    assert document["folds"] == document["folds_done"] == 3 and document["complete"] is True
+    tested = sorted(p for fold in document["results"] for p in fold["test"]["paths"])
+    assert tested == sorted(p.relative_to(numbered_dir).as_posix() for p in numbered_dir.glob("*/*.jpg"))
+    for name in ("accuracy", "malignant_sensitivity", "benign_specificity", "recall_Benign", "recall_Pro"):
+        entry = document["summary"][name]
+        assert len(entry["folds"]) == 3
+        assert entry["low"] <= entry["mean"] <= entry["high"], (name, entry)
+    for fold in document["results"]:
+        assert fold["n_val"] > 0 and fold["epochs"]["monitor"] == "val_loss", "model selection on the fold's val part"
+    assert (out / layout.CV_PLOT).is_file()
+    assert "cv.json" in outcome.stdout
+    assert not list(out.glob("*.tmp*"))
+
+
+def test_cv_reuses_cached_features(cv_run, numbered_dir, tmp_path):
+    _, _, cache = cv_run
+    before = sorted(p.name for p in cache.rglob("*.npy"))
+    outcome = runner.invoke(app, ["train", str(numbered_dir), "--out", str(tmp_path / "again"), "--cv", "2",
+                                  "--group-by", "sequence", "--block-size", "2", *TINY],
+                            env={"ALLX_CACHE_DIR": str(cache)})
+    assert outcome.exit_code == 0, outcome.output
+    assert sorted(p.name for p in cache.rglob("*.npy")) == before, "the same images' features are read, not redone"
+
+
+def test_ctrl_c_keeps_the_finished_folds(numbered_dir, tmp_path, monkeypatch):
+    from allx.train import cv
+
+    real_run_fold, calls = cv.run_fold, []
+
+    def interrupted_on_the_second_fold(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run_fold(*args, **kwargs)
+
+    monkeypatch.setattr(cv, "run_fold", interrupted_on_the_second_fold)
+    out = tmp_path / "run"
+    outcome = runner.invoke(app, ["train", str(numbered_dir), "--out", str(out), "--cv", "3", "--group-by",
+                                  "sequence", "--block-size", "2", *TINY],
+                            env={"ALLX_CACHE_DIR": str(tmp_path / "cache")})
+    assert outcome.exit_code == 130, outcome.output
+    assert "interrupted during fold 2 of 3" in outcome.stderr and "keeps the 1 finished fold" in outcome.stderr
+    document = json.loads((out / layout.CV).read_text())
+    assert document["complete"] is False and document["folds_done"] == 1 and len(document["results"]) == 1
+
+
+def test_bad_grouping_input_gives_one_line_exit_2_and_writes_nothing(numbered_dir, tmp_path):
+    rows = [(p.relative_to(numbered_dir).as_posix(), f"{p.parent.name}-{int(p.stem.split('-')[1]) // 3}")
+            for p in sorted(numbered_dir.glob("*/*.jpg"))]
+
+    def groups_file(name, changed):
+        path = tmp_path / name
+        path.write_text("path,group\n" + "".join(f"{p},{g}\n" for p, g in changed))
+        return str(path)
+
+    unknown = groups_file("unknown.csv", rows + [("Benign/nope.jpg", "X"), ("Pro/gone.jpg", "Y")])
+    missing = groups_file("missing.csv", rows[1:])
+    empty = groups_file("empty.csv", [(p, "" if k == 5 else g) for k, (p, g) in enumerate(rows)])
+    two_classes = groups_file("two.csv", [(p, "P1" if p in ("Benign/cell-1.jpg", "Early/cell-1.jpg") else g)
+                                          for p, g in rows])
+    few_groups = groups_file("few.csv", [(p, p.split("/")[0]) for p, _ in rows])  # one group per class
+    unnumbered = tmp_path / "unnumbered"
+    shutil.copytree(numbered_dir, unnumbered)
+    (unnumbered / "Pre" / "cell-3.jpg").rename(unnumbered / "Pre" / "odd.jpg")
+    out = tmp_path / "out"
+    split_out = ["--out", str(out / "s.json")]
+    cases = [
+        (["data", "split", str(numbered_dir), *split_out, "--groups", unknown], "not found among the images"),
+        (["data", "split", str(numbered_dir), *split_out, "--groups", missing], "have no group"),
+        (["data", "split", str(numbered_dir), *split_out, "--groups", empty], "empty group"),
+        (["data", "split", str(numbered_dir), *split_out, "--groups", two_classes], "span two or more classes"),
+        (["data", "split", str(numbered_dir), *split_out, "--groups", str(tmp_path / "absent.csv")], "no such file"),
+        (["data", "split", str(numbered_dir), *split_out, "--group-by", "sequence", "--block-size", "0"],
+         "--block-size: got 0"),
+        (["data", "split", str(numbered_dir), *split_out, "--group-by", "patients"], "--group-by: got 'patients'"),
+        (["data", "split", str(unnumbered), *split_out, "--group-by", "sequence", "--no-neighbours"],
+         "carry no number"),
+        (["data", "split", str(numbered_dir), *split_out, "--group-by", "sequence", "--similarity", "1.5"],
+         "--similarity: got 1.5"),
+        (["train", str(numbered_dir), "--out", str(out), "--cv", "3", "--groups", unknown, *TINY],
+         "not found among the images"),
+        (["train", str(numbered_dir), "--out", str(out), "--cv", "3", "--groups", two_classes, *TINY],
+         "span two or more classes"),
+        (["train", str(numbered_dir), "--out", str(out), "--cv", "5", "--groups", few_groups, *TINY],
+         "form only 4 group(s), expected at least 5"),
+        (["train", str(numbered_dir), "--out", str(out), "--cv", "60", *TINY], "from 2 to 20"),
+        (["train", str(numbered_dir), "--out", str(out), "--cv", "3", *TINY, "--backbone", "resnet5"],
+         "unknown backbone"),
+        (["train", str(numbered_dir), "--out", str(out), "--cv", "5", "--group-by", "sequence", "--block-size", "4",
+          *TINY], "at least 5 groups in every class"),
+        (["train", str(numbered_dir), "--out", str(out), "--cv", "3", "--group-by", "sequence", "--block-size", "0",
+          *TINY], "--block-size: got 0"),
+        (["train", str(numbered_dir), "--out", str(out), "--cv", "3", "--target-sensitivity", "1.5", *TINY],
+         "--target-sensitivity: got 1.5"),
+        (["train", str(numbered_dir), "--out", str(out), "--target-sensitivity", "1.5", *TINY],
+         "--target-sensitivity: got 1.5"),
+        (["train", str(numbered_dir), "--out", str(out), "--split", unknown, "--group-by", "sequence", *TINY],
+         "expected one or the other"),
+    ]
+    for args, expected in cases:
+        outcome = runner.invoke(app, args)
+        assert outcome.exit_code == 2, (args, outcome.output)
+        errors = [line for line in outcome.stderr.strip().splitlines() if not line.startswith("hashing images:")]
+        assert len(errors) == 1 and errors[0].startswith("error:") and expected in errors[0], (args, errors)
+        assert "Traceback" not in outcome.output
+        assert not out.exists(), (args, "nothing may be written on bad input")
+
+
+def test_fewer_groups_than_folds_is_refused(numbered_dir, tmp_path):
+    rows = [(p.relative_to(numbered_dir).as_posix(), p.parent.name) for p in sorted(numbered_dir.glob("*/*.jpg"))]
+    path = tmp_path / "g.csv"
+    path.write_text("path,group\n" + "".join(f"{p},{g}\n" for p, g in rows))
+    outcome = runner.invoke(app, ["train", str(numbered_dir), "--out", str(tmp_path / "o"), "--cv", "5",
+                                  "--groups", str(path), *TINY])
+    assert outcome.exit_code == 2 and "only 4 group(s), expected at least 5" in outcome.stderr, outcome.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_inspect_split_counts_near_neighbour_pairs_that_cross_subsets(numbered_dir, tmp_path):
+    root = Path(shutil.copytree(numbered_dir, tmp_path / "data"))
+    shutil.copy(root / "Pro" / "cell-2.jpg", root / "Pro" / "cell-99.jpg")  # a re-capture of one field
+    paths = sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.jpg"))
+    test = {"Pro/cell-99.jpg", "Benign/cell-1.jpg", "Early/cell-1.jpg", "Pre/cell-1.jpg"}
+    split = {"classes": ["Benign", "Early", "Pre", "Pro"], "train": [p for p in paths if p not in test],
+             "test": sorted(test)}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    outcome = runner.invoke(app, ["data", "inspect", str(root), "--split", str(tmp_path / "split.json"), "--json",
+                                  "--no-neighbours"])
+    assert outcome.exit_code == 0, outcome.output
+    leakage = json.loads(outcome.stdout)["split_leakage"]
+    assert leakage["split_kind"] == SplitKind.IMAGE.value
+    assert leakage["phash"]["crossing"] >= 1 and leakage["phash"]["by_subsets"].get("train-test", 0) >= 1
+    assert ["Pro/cell-2.jpg", "Pro/cell-99.jpg"] in leakage["phash"]["examples"]
+    table = runner.invoke(app, ["data", "inspect", str(root), "--split", str(tmp_path / "split.json"),
+                                "--no-neighbours"])
+    assert table.exit_code == 0 and "cross" in table.stdout
