@@ -120,10 +120,10 @@ def features_off_warning(model_path: Path, manifest: dict, off: tuple[str, ...],
         why = (f"{model_path.name} carries no allx metadata and has no {layout.MANIFEST} beside it; "
                "convert it with allx convert")
     else:
-        note = manifest.get("ood_note") if "ood" in off else None
+        notes = [f"{FEATURES[code][1].split()[0]}: {manifest[code + '_note']}" for code in off
+                 if manifest.get(code + "_note")]  # why convert left it out (ood_note, quality_note)
         where = "the model's embedded metadata" if source == MetadataSource.EMBEDDED else layout.MANIFEST
-        why = f"no statistics for {'it' if len(off) == 1 else 'them'} in {where}" + (
-            f"; out-of-distribution: {note}" if note else "")
+        why = "; ".join([f"no statistics for {'it' if len(off) == 1 else 'them'} in {where}", *notes])
     return f"running without: {words} ({why})"
 
 
