@@ -34,12 +34,13 @@ FORMAT_NAME = "allx-tflite"
 FORMAT_VERSION = 1  # the newest manifest format this runner reads
 TFLITE_IDENTIFIER = b"TFL3"
 
-# Features a converted model can carry: code -> (manifest key, words). A model without the key runs
-# without the feature, and allx-edge says so once (stderr and the JSON's "features_off").
+# Features a converted model can carry: code -> (manifest key, words, key of convert's note on why it is
+# absent). A model without the key runs without the feature, and allx-edge says so once (stderr and the
+# JSON's "features_off").
 FEATURES = {
-    "ood": ("ood", "out-of-distribution flag"),
-    "quality": ("quality", "image-quality check"),
-    "operating_point": ("operating_point", "operating point"),
+    "ood": ("ood", "out-of-distribution flag", "ood_note"),
+    "quality": ("quality", "image-quality check", "quality_note"),
+    "operating_point": ("operating_point", "operating point", "operating_note"),
 }
 
 
@@ -92,7 +93,7 @@ def read_card(model_path: Path, folder_manifest: dict, data: bytes | None = None
 
 def finish_card(model_path: Path, sha256: str, manifest: dict, files: dict, source: str,
                 overridden: tuple[str, ...]) -> ModelCard:
-    off = tuple(code for code, (key, _) in FEATURES.items() if not manifest.get(key))
+    off = tuple(code for code, (key, _, _) in FEATURES.items() if not manifest.get(key))
     warnings = [override_warning(model_path, what) for what in overridden]
     if off:
         warnings.append(features_off_warning(model_path, manifest, off, source))
@@ -120,8 +121,8 @@ def features_off_warning(model_path: Path, manifest: dict, off: tuple[str, ...],
         why = (f"{model_path.name} carries no allx metadata and has no {layout.MANIFEST} beside it; "
                "convert it with allx convert")
     else:
-        notes = [f"{FEATURES[code][1].split()[0]}: {manifest[code + '_note']}" for code in off
-                 if manifest.get(code + "_note")]  # why convert left it out (ood_note, quality_note)
+        notes = [f"{FEATURES[code][1]}: {manifest[FEATURES[code][2]]}" for code in off
+                 if manifest.get(FEATURES[code][2])]  # why allx convert left it out
         where = "the model's embedded metadata" if source == MetadataSource.EMBEDDED else layout.MANIFEST
         why = "; ".join([f"no statistics for {'it' if len(off) == 1 else 'them'} in {where}", *notes])
     return f"running without: {words} ({why})"

@@ -172,7 +172,7 @@ def test_a_model_without_statistics_says_which_features_are_off_once(converted, 
     assert result.exit_code == 0
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: running without: out-of-distribution flag, image-quality check (no statistics for "
-                        "them in the model's embedded metadata; out-of-distribution: the model has no nested 'head')"]
+                        "them in the model's embedded metadata; out-of-distribution flag: the model has no nested 'head')"]
     assert all(json.loads(line)["features_off"] == ["ood", "quality"] for line in result.stdout.splitlines())
 
 
