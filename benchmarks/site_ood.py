@@ -5,7 +5,8 @@ images through a colour cast and JPEG re-compression (a different camera and a v
 them calibrate (`edge_runner.calibrate.calibrate_site`, labels given), the other half are held out. Measured
 through EdgeModel, as allx-edge runs: the share of held-out site images flagged "unlike training images"
 by the shipped and by the site's threshold, the share of another lab's normal lymphocytes (pbc-lymphocytes)
-flagged by each (does re-calibration blind the flag?), and the site accuracy the calibration reported.
+flagged by each (does re-calibration blind the flag?), the site accuracy the calibration reported, and
+whether the default acceptance (--max-drop) passed.
 
 Usage:
     python benchmarks/site_ood.py --model MODEL_DIR --split RUN/split.json --data ../shared/data/all-taleqani/Original
@@ -30,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from allx.files import write_json  # noqa: E402
 from allx.images import is_image_file, load_image  # noqa: E402
-from allx.edge_runner.calibrate import calibrate_site  # noqa: E402
+from allx.edge_runner.calibrate import DEFAULT_MAX_DROP, acceptance_failures, calibrate_site  # noqa: E402
 from allx.edge_runner.model import EdgeModel  # noqa: E402
 from allx.train.split import read_split  # noqa: E402
 from site_calibration import CASTS, site_camera  # noqa: E402
@@ -67,7 +68,8 @@ def main() -> None:
             held.append(pixels)
     with open(work / "labels.csv", "w", newline="") as file:
         csv.writer(file).writerows(rows)
-    calibration = calibrate_site(args.model, fit_dir, work / "model", labels_csv=work / "labels.csv")
+    # max_drop 1: write the folder whatever the acceptance says, to measure the flag it would ship
+    calibration = calibrate_site(args.model, fit_dir, work / "model", labels_csv=work / "labels.csv", max_drop=1.0)
     site = EdgeModel.load(work / "model")
     others = sorted(p for p in args.other.rglob("*") if is_image_file(p))
     others = [load_image(p, shipped.input_size) for p in others[:: max(1, len(others) // MAX_OTHER)][:MAX_OTHER]]
@@ -77,6 +79,7 @@ def main() -> None:
         "site_fit_images": len(rows) - 1, "site_held_images": len(held), "other_lab_images": len(others),
         "ood": calibration.ood, "quality": calibration.quality,
         "accuracy": None if calibration.accuracy is None else asdict(calibration.accuracy),
+        "acceptance_failures": acceptance_failures(calibration.accuracy, DEFAULT_MAX_DROP),
         "held_flagged_shipped": flagged_share(shipped, held), "held_flagged_site": flagged_share(site, held),
         "original_test_flagged_shipped": flagged_share(shipped, originals),
         "other_lab_flagged_shipped": flagged_share(shipped, others),

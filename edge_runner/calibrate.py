@@ -34,6 +34,8 @@ from allx.edge_runner.ood import threshold_for
 from allx.edge_runner.quality import calibrate_limits, judge, limits_from_manifest, measure
 
 MIN_IMAGES = 20  # below this a quantile threshold is mostly noise
+DRIFT_FACTOR = 3  # the shipped threshold flagging this many times its rate of the site's images: a different camera
+DEFAULT_MAX_DROP = 0.05  # site accuracy or sensitivity this far below the converter's fails the acceptance
 DEFAULT_FLAG_RATE = 0.04  # allx convert's default (convert.modes), for a manifest that does not record its rate
 LABEL_COLUMNS = ("path", "file", "image", "filename")
 
@@ -64,6 +66,7 @@ class SiteCalibration:
     quality: dict | None  # limits_before/limits, rejected_before/after; None when off
     notes: tuple[str, ...]  # what was not re-calibrated, and how to get it
     accuracy: SiteAccuracy | None = None
+    failures: tuple[str, ...] = ()  # why the site acceptance failed (then no model folder is written)
     time_utc: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict:
@@ -204,6 +207,28 @@ def converter_numbers(manifest: dict, point: OperatingPoint | None) -> dict:
     return numbers
 
 
+def drifted(ood: dict | None) -> bool:
+    """Whether the shipped threshold flagged far more of the site's images than it was set to."""
+    return ood is not None and ood["flagged_before"] > DRIFT_FACTOR * max(ood["flag_rate"], 0.01)
+
+
+def acceptance_failures(accuracy: SiteAccuracy | None, max_drop: float, ood: dict | None = None,
+                        force: bool = False) -> tuple[str, ...]:
+    """The site's labelled numbers that fall more than `max_drop` below the converter's; without labels, a
+    shipped threshold that flagged most site images (re-thresholding would silence that warning) unless forced."""
+    if accuracy is None:
+        if drifted(ood) and not force:
+            return (f"the shipped out-of-distribution threshold flagged {ood['flagged_before']:.0%} of the site's "
+                    "images: expected --labels-csv to show the model still works on them (or --force)",)
+        return ()
+    failures = []
+    for name in ("accuracy", "malignant_sensitivity", "benign_specificity"):
+        site, theirs = getattr(accuracy, name), accuracy.converter.get(name)
+        if site is not None and isinstance(theirs, (int, float)) and site < theirs - max_drop:
+            failures.append(f"{name.replace('_', ' ')} {site:.3f} < converter's {theirs:.3f} - {max_drop:g}")
+    return tuple(failures)
+
+
 def side_files(manifest: dict) -> set[str]:
     """Every file name the manifest refers to (model_file, ood.stats_file, ...): copied into the new folder."""
     names: set[str] = set()
@@ -241,11 +266,19 @@ def write_model_folder(model_dir: Path, out_dir: Path, manifest: dict, calibrati
 
 
 def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str | Path,
-                   labels_csv: str | Path | None = None, flag_rate: float | None = None) -> SiteCalibration:
-    """Re-calibrate a convert folder's thresholds on a site's images into `out_dir`; see the module docstring."""
+                   labels_csv: str | Path | None = None, flag_rate: float | None = None,
+                   max_drop: float = DEFAULT_MAX_DROP, force: bool = False) -> SiteCalibration:
+    """Re-calibrate a convert folder's thresholds on a site's images into `out_dir`; see the module docstring.
+
+    With labels, a site accuracy, sensitivity or specificity more than `max_drop` below the converter's
+    fails the acceptance: the record says why and NO model folder is written (new thresholds would only
+    hide that the model does not work on this site's images). Without labels, the same holds when the shipped
+    out-of-distribution threshold flagged most of the site's images, unless `force`."""
     model_dir, images_dir, out_dir = Path(model_dir), Path(images_dir), Path(out_dir)
     if flag_rate is not None and not (math.isfinite(flag_rate) and 0 <= flag_rate < 1):
         raise UsageError(f"--flag-rate: got {flag_rate}, expected a fraction in [0, 1)")
+    if not (math.isfinite(max_drop) and 0 <= max_drop <= 1):
+        raise UsageError(f"--max-drop: got {max_drop}, expected a fraction in [0, 1]")
     check_folders(model_dir, out_dir)
     model_path, _ = resolve_model(model_dir)
     model = EdgeModel.load(model_dir)
@@ -259,7 +292,10 @@ def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     if ood is None and quality is None and accuracy is None:
         raise ModelError(f"{model_dir}: nothing to calibrate: {'; '.join(notes)}")
     calibration = SiteCalibration(str(model_dir), str(out_dir), str(images_dir), len(paths), tuple(unreadable),
-                                  ood, quality, notes, accuracy)
+                                  ood, quality, notes, accuracy,
+                                  acceptance_failures(accuracy, max_drop, ood, force))
+    if calibration.failures:
+        return calibration
     manifest = dict(model.manifest)
     if ood is not None:
         manifest["ood"] = {**manifest["ood"], "threshold": ood["threshold"], "flag_rate": ood["flag_rate"]}

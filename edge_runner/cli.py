@@ -50,10 +50,14 @@ OodThresholdOption = Annotated[Optional[float], typer.Option(
     "--ood-threshold", help="Flag an image 'uncertain: unlike training images' when its out-of-distribution score "
     "is above this (default: the threshold allx convert calibrated, in model.json ood.threshold; higher flags "
     "fewer images).", show_default=False)]
+TtaOption = Annotated[bool, typer.Option(
+    "--tta", help="Average the probabilities over the 8 rotations/mirrors of each image (8x the inference time; "
+    "see `allx-edge bench --tta`).")]
 
 
-def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None):
-    edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold)
+def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None, tta: bool = False):
+    edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold,
+                                tta=tta)
     for warning in edge_model.warnings:
         stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     return edge_model
@@ -76,6 +80,7 @@ def classify(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    tta: TtaOption = False,
     sample: Annotated[Optional[str], typer.Option(
         "--sample", help="All the images are fields of this one sample (patient smear): one verdict for them, "
         "after a quality check of each field.", show_default=False)] = None,
@@ -105,7 +110,7 @@ def classify(
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error (or an unusable audit log).
     """
     operator = check_operator(operator, site_config)
-    edge_model = load_model(model, threads, delegate, labels, ood_threshold)
+    edge_model = load_model(model, threads, delegate, labels, ood_threshold, tta)
     audit = open_run_log(edge_model, log_db, operator, site_config, enabled=not no_log)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
     if sample is not None or samples_from_folders:
@@ -189,6 +194,7 @@ def camera(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    tta: TtaOption = False,
     sample: Annotated[Optional[str], typer.Option(
         "--sample", help="The frames are fields of this one sample: each is quality-checked, and a running "
         "sample verdict is shown with every frame and at the end.", show_default=False)] = None,
@@ -206,7 +212,7 @@ def camera(
     Exit codes: 0 ok; 2 source, usage or model error (or an unusable audit log).
     """
     operator = check_operator(operator, site_config) if sample is not None else operator  # a preview logs nothing
-    edge_model = load_model(model, threads, delegate, labels, ood_threshold)
+    edge_model = load_model(model, threads, delegate, labels, ood_threshold, tta)
     audit = open_run_log(edge_model, log_db, operator, site_config, enabled=sample is not None and not no_log)
     session = None if sample is None else SampleSession(edge_model, sample)
     display = not headless and has_display()
@@ -242,6 +248,8 @@ def bench(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Write a Markdown table here.")] = None,
     labels: LabelsOption = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Also time one image with test-time averaging over its 8 "
+                                      "dihedral views against one without (quantize + invoke + dequantize).")] = False,
 ):
     """Benchmark the latency of one or more models side by side.
 
@@ -249,7 +257,7 @@ def bench(
     delegate, and the machine's facts. Exit codes: 0 ok; 2 usage or model error.
     """
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
-                          labels=labels, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
+                          labels=labels, tta=tta, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
     for result in report.results:
         for warning in result.warnings:
             echo(f"warning: {Path(result.model).name}: {warning}", err=True)

@@ -9,9 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from allx.console import handle_errors, stderr, stdout
-from allx.edge_runner.calibrate import calibrate_site
-
-DRIFT_FACTOR = 3  # the converted threshold flagging this many times its rate on site images: say so
+from allx.edge_runner.calibrate import DEFAULT_MAX_DROP, calibrate_site, drifted
+from allx.errors import CheckFailed
 
 
 def echo(text: str, err: bool = False) -> None:
@@ -31,6 +30,12 @@ def calibrate(
     flag_rate: Annotated[Optional[float], typer.Option(
         "--flag-rate", help="Share of the site's images the out-of-distribution flag may mark (default: the one "
         "allx convert used, model.json ood.flag_rate).", show_default=False)] = None,
+    max_drop: Annotated[float, typer.Option(
+        "--max-drop", help="With --labels-csv: fail (exit 3, no folder written) when the site's accuracy, "
+        "sensitivity or specificity is more than this below the converter's.")] = DEFAULT_MAX_DROP,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Without --labels-csv, write the folder even when the shipped out-of-distribution "
+        "threshold flagged most of the site's images.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the calibration record as JSON.")] = False,
 ):
     """Re-calibrate a model's thresholds on a site's images into a NEW model folder (no TensorFlow).
@@ -40,24 +45,31 @@ def calibrate(
     from the site's images by the rule allx convert used on the training images: give good fields the
     site would accept. With --labels-csv the site's accuracy, malignant sensitivity and
     benign specificity are reported beside the converter's. Run it on day one and monthly.
-    Exit codes: 0 ok; 2 usage, data or model error (one line each).
+    Exit codes: 0 ok; 2 usage, data or model error (one line each); 3 the site acceptance failed (with
+    --labels-csv, a number more than --max-drop below the converter's; without it, the shipped threshold
+    flagged most site images and no --force): no model folder is written.
     """
-    calibration = calibrate_site(model, images, out, labels_csv=labels_csv, flag_rate=flag_rate)
+    calibration = calibrate_site(model, images, out, labels_csv=labels_csv, flag_rate=flag_rate, max_drop=max_drop,
+                                 force=force)
     if json_out:
         typer.echo(json.dumps(calibration.to_dict(), indent=2))
     for line in calibration_lines(calibration):
         echo(line, err=json_out)
+    if calibration.failures:
+        raise CheckFailed(f"site acceptance failed: {'; '.join(calibration.failures)}; no model folder written "
+                          f"(the model does not work as converted on these images)")
 
 
 def calibration_lines(calibration) -> list[str]:
-    lines = [f"site calibration: {calibration.images} images from {calibration.images_dir} -> {calibration.out_dir}"
+    target = "not written (acceptance failed)" if calibration.failures else calibration.out_dir
+    lines = [f"site calibration: {calibration.images} images from {calibration.images_dir} -> {target}"
              + (f" ({len(calibration.unreadable)} unreadable, skipped)" if calibration.unreadable else "")]
     ood = calibration.ood
     if ood is not None:
         lines.append(f"out-of-distribution threshold: {ood['threshold_before']:.4g} -> {ood['threshold']:.4g} (flags "
                      f"{ood['flagged_after']:.1%} of the site's images; the converted threshold flagged "
                      f"{ood['flagged_before']:.1%})")
-        if ood["flagged_before"] > DRIFT_FACTOR * max(ood["flag_rate"], 0.01):
+        if drifted(ood):
             lines.append("warning: the site's images differ from the training images (the converted threshold "
                          f"flagged {ood['flagged_before']:.0%}); check the site's accuracy with --labels-csv "
                          "before relying on the model here")

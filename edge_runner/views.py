@@ -108,7 +108,9 @@ def bench_table(report: BenchReport) -> Table:
     rows += [("images/s", lambda r: f"{r.throughput_ips:.1f}"), ("speed vs first", lambda r: f"{r.speed_ratio:.2f}x"),
              ("peak RSS MB", lambda r: "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"),
              ("end-to-end ms", lambda r: f"{r.end_to_end.latency_ms.mean:.2f}" if r.end_to_end else "-"),
-             ("end-to-end img/s", lambda r: f"{r.end_to_end.images_per_s:.1f}" if r.end_to_end else "-")]
+             ("end-to-end img/s", lambda r: f"{r.end_to_end.images_per_s:.1f}" if r.end_to_end else "-"),
+             ("TTA predict p50 ms", lambda r: f"{r.tta.tta_ms.p50:.2f}" if r.tta else "-"),
+             ("TTA cost", lambda r: f"{r.tta.ratio:.2f}x" if r.tta else "-")]
     for name, value in rows:
         table.add_row(name, *(value(r) for r in report.results))
     return table

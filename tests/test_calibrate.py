@@ -84,7 +84,10 @@ def flagged_share(model, folder):
 def test_calibration_moves_the_threshold_into_a_new_folder(model_dir, site_dir, tmp_path):
     before = folder_digest(model_dir)
     out = tmp_path / "site_model"
-    result = invoke("--model", model_dir, "--images", site_dir, "--out", out)
+    refused = invoke("--model", model_dir, "--images", site_dir, "--out", out)
+    assert refused.exit_code == 3 and not out.exists()  # the shipped flag marked them all: labels or --force
+    assert "flagged 100% of the site's images: expected --labels-csv" in refused.stderr
+    result = invoke("--model", model_dir, "--images", site_dir, "--out", out, "--force")
     assert result.exit_code == 0, result.output
     assert folder_digest(model_dir) == before  # the original is never touched
     assert {p.name for p in out.iterdir()} == {"model.tflite", "ood_stats_float32.npz", layout.LABELS,
@@ -115,7 +118,7 @@ def test_quality_limits_follow_the_site_camera(model_dir, site_dir, tmp_path):
     manifest["quality"] = {**lab.to_dict(), "calibrated_on": "train"}
     (with_quality / layout.MANIFEST).write_text(json.dumps(manifest))
     out = tmp_path / "out"
-    result = invoke("--model", with_quality, "--images", site_dir, "--out", out, "--json")
+    result = invoke("--model", with_quality, "--images", site_dir, "--out", out, "--json", "--force")
     assert result.exit_code == 0, result.output
     quality = json.loads(result.stdout)["quality"]
     assert quality["rejected_before"] > 0.5 and quality["rejected_after"] <= 0.05  # the cast failed the lab's colour
@@ -149,7 +152,7 @@ def test_labels_report_the_site_accuracy_beside_the_converter(model_dir, site_di
     labels = tmp_path / "labels.csv"
     truth, probabilities = write_labels(labels, site_dir, model_dir)
     result = invoke("--model", model_dir, "--images", site_dir, "--out", tmp_path / "out", "--labels-csv", labels,
-                    "--json")
+                    "--json", "--max-drop", "0.2")
     assert result.exit_code == 0, result.output
     accuracy = json.loads(result.stdout)["accuracy"]
     expected = sensitivity_specificity(probabilities, truth, LABELS)
@@ -159,7 +162,17 @@ def test_labels_report_the_site_accuracy_beside_the_converter(model_dir, site_di
     assert accuracy["benign_specificity"] == pytest.approx(expected["benign_specificity"])
     assert accuracy["converter"]["accuracy"] == 0.9 and accuracy["decision_threshold"] == 0.5
     assert "site accuracy on 59 labelled images (converter on 200 test images" in result.stderr
-    assert "(converter 0.900)" in result.stderr
+    assert "(converter 0.900)" in result.stderr and (tmp_path / "out" / layout.MANIFEST).is_file()
+
+
+def test_a_site_below_the_converter_fails_the_acceptance_and_writes_nothing(model_dir, site_dir, tmp_path):
+    labels = tmp_path / "labels.csv"
+    write_labels(labels, site_dir, model_dir)  # site accuracy 0.75 against the converter's 0.90
+    result = invoke("--model", model_dir, "--images", site_dir, "--out", tmp_path / "out", "--labels-csv", labels)
+    assert result.exit_code == 3 and not (tmp_path / "out").exists()
+    assert "-> not written (acceptance failed)" in result.stdout and "site accuracy on 59 labelled" in result.stdout
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: site acceptance failed: accuracy 0.746 < converter's 0.900 - 0.05")
 
 
 def test_a_model_without_the_flag_calibrates_only_with_labels(model_dir, site_dir, tmp_path):
@@ -175,7 +188,8 @@ def test_a_model_without_the_flag_calibrates_only_with_labels(model_dir, site_di
     labels = tmp_path / "labels.csv"
     write_labels(labels, site_dir, model_dir, header=("file", "label"))
     (labels).write_text(labels.read_text().replace("monday/", ""))
-    result = invoke("--model", bare, "--images", site_dir, "--out", tmp_path / "b", "--labels-csv", labels)
+    result = invoke("--model", bare, "--images", site_dir, "--out", tmp_path / "b", "--labels-csv", labels,
+                    "--max-drop", "0.2")
     assert result.exit_code == 0 and "note: out-of-distribution flag: off" in result.stdout
     assert "site accuracy on 59 labelled images" in result.stdout
 
@@ -215,6 +229,8 @@ def test_bad_input_is_one_line_and_exit_2(model_dir, site_dir, tmp_path):
          "names none of the 60 site images"),
         (("--model", model_dir, "--images", site_dir, "--out", tmp_path / "o", "--flag-rate", "1.5"),
          "--flag-rate: got 1.5"),
+        (("--model", model_dir, "--images", site_dir, "--out", tmp_path / "o", "--max-drop", "-1"),
+         "--max-drop: got -1"),
         (("--model", no_stats, "--images", site_dir, "--out", tmp_path / "o"), "out-of-distribution statistics"),
     ]
     for args, message in cases:
@@ -226,6 +242,6 @@ def test_bad_input_is_one_line_and_exit_2(model_dir, site_dir, tmp_path):
 
 
 def test_library_call_returns_the_record(model_dir, site_dir, tmp_path):
-    calibration = calibrate_site(model_dir, site_dir, tmp_path / "lib", flag_rate=0.1)
+    calibration = calibrate_site(model_dir, site_dir, tmp_path / "lib", flag_rate=0.1, force=True)
     assert calibration.ood["flag_rate"] == 0.1 and calibration.ood["flagged_after"] <= 0.1
     assert calibration.to_dict()["kind"] == "site-calibration" and calibration.accuracy is None
