@@ -13,7 +13,7 @@ from allx import layout
 from allx.convert import accuracy_control, calibrate_quality, debug, edgetpu, embedding, ood, operating
 from allx.convert.check import CheckPredictions, CheckReport, FidelitySet, run_check
 from allx.convert.files import check_writable
-from allx.convert.manifest import build_manifest, output_names, predictions_csv, publish
+from allx.convert.manifest import build_manifest, metadata_tools, output_names, predictions_csv, publish
 from allx.convert.modes import ConvertOptions
 from allx.convert.ood_report import report_section
 from allx.convert.report import render_report
@@ -59,6 +59,7 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
                   progress: Progress | None = None) -> ConvertResult:
     """Everything `allx convert` does; raises AllxError for bad input, returns the result (passed or not)."""
     out_dir = check_writable(Path(out_dir))
+    metadata_tools()  # the .tflite will carry its manifest: fail now, not after the slow work, if it cannot
     log_path = out_dir / layout.CONVERT_LOG
     write_atomic(log_path, f"allx convert {model_path} -> {out_dir} ({options.mode.name})\n")
     with output_to_log(log_path):
@@ -250,12 +251,12 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
     manifest = build_manifest(names["model"], chosen.check, chosen.tensors, source_info, extra)
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
                               tuple(sections))
-    if ood_stats is not None:  # before publish: the manifest (written last) names this file
-        ood_stats_path = write_atomic(out_dir / layout.ood_stats_name(options.mode.name), ood_stats)
+    stats_name = layout.ood_stats_name(options.mode.name)
+    side_files = {} if ood_stats is None else {stats_name: ood_stats}  # embedded in the .tflite and written beside
     files = publish(out_dir, chosen.tflite, manifest, report_md, predictions_csv(chosen.predictions, source.labels),
-                    names)
+                    names, side_files)
     if ood_stats is not None:
-        files["ood_stats"] = ood_stats_path
+        files["ood_stats"] = files.pop(stats_name)
     if layer_csv is not None:
         files["layers"] = write_atomic(out_dir / layout.LAYER_ERRORS.format(precision=options.mode.name), layer_csv)
     return ConvertResult(chosen.check, files, manifest, readiness)

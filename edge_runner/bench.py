@@ -77,6 +77,9 @@ class BenchResult:
     speed_ratio: float = 1.0
     end_to_end: EndToEnd | None = None
     tta: TtaCost | None = None
+    model_sha256: str = ""
+    features_off: tuple[str, ...] = ()  # codes of edge_runner.metadata.FEATURES the model runs without
+    warnings: tuple[str, ...] = ()  # what allx-edge said about the model at load
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,8 @@ def bench_model(path, runs: int, warmup: int, threads: int | None, delegate: str
         input_dtype=model.input_dtype.name, runtime=model.runtime, threads=model.threads,
         delegate=model.delegate, load_ms=load_ms, warmup=warmup, runs=runs, latency_ms=stats,
         throughput_ips=1000.0 / stats.mean if stats.mean > 0 else 0.0, peak_rss_mb=peak_rss_mb(),
-        end_to_end=end_to_end, tta=tta_cost)
+        end_to_end=end_to_end, tta=tta_cost, model_sha256=model.sha256, features_off=model.card.features_off,
+        warnings=model.warnings)
 
 
 def time_invoke(model: EdgeModel, pixels: np.ndarray, runs: int, warmup: int) -> list[float]:

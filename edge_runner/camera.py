@@ -18,7 +18,7 @@ from allx.edge_runner.model import EdgeModel, Prediction
 from allx.edge_runner.output import StreamedCsv
 from allx.edge_runner.sample import FieldResult, SampleSession, SampleVerdict
 
-LOG_HEADER = ["frame", "time_s", "label", "score", "latency_ms", "ood", "ood_score"]
+LOG_HEADER = ["frame", "time_s", "label", "score", "latency_ms", "ood", "ood_score", "model_sha256"]
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: 
                 latencies.append(last.prediction.latency_ms)
                 flagged += bool(last.prediction.ood)
                 if log is not None:
-                    log.write(log_row(last))
+                    log.write(log_row(last, model.sha256))
                 if on_frame is not None:
                     on_frame(last)
             if window is not None and not window.show(frame, last and last.prediction, read / (time.perf_counter() - start)):
@@ -239,10 +239,11 @@ def classify_frame(model: EdgeModel, session: SampleSession | None, frame: int, 
     return FrameResult(frame, time_s, field.prediction, field, session.verdict())
 
 
-def log_row(result: FrameResult) -> list:
+def log_row(result: FrameResult, model_sha256: str = "") -> list:
     p = result.prediction
     return [result.frame, f"{result.time_s:.3f}", p.label, f"{p.score:.6f}", f"{p.latency_ms:.3f}",
-            "" if p.ood is None else str(p.ood).lower(), "" if p.ood_score is None else f"{p.ood_score:.6f}"]
+            "" if p.ood is None else str(p.ood).lower(), "" if p.ood_score is None else f"{p.ood_score:.6f}",
+            model_sha256]
 
 
 def summarize(source: str, read: int, latencies: list[float], flagged: int, seconds: float, ended_by: str,

@@ -37,9 +37,11 @@ app = typer.Typer(name="allx-edge", no_args_is_help=True, add_completion=False, 
                   help="Classify blood-smear images on a Raspberry Pi / Coral with a .tflite model from "
                        f"`allx convert`. {EXIT_CODES}")
 
-ModelOption = Annotated[Path, typer.Option("--model", "-m", help="A .tflite file or the folder `allx convert` wrote.")]
+ModelOption = Annotated[Path, typer.Option(
+    "--model", "-m", help="A .tflite file (allx convert embeds labels and statistics in it) or its folder.")]
 LabelsOption = Annotated[Optional[Path], typer.Option(
-    "--labels", help="Labels file (one per line); default: model.json, else labels.txt beside the model.")]
+    "--labels", help="Labels file (one per line); default: the labels embedded in the .tflite, else model.json, "
+    "else labels.txt beside the model. Embedded labels win over this file (with a warning).")]
 ThreadsOption = Annotated[Optional[int], typer.Option(
     "--threads", "-t", help="Interpreter threads (default: all cores).")]
 DelegateOption = Annotated[str, typer.Option(
@@ -127,7 +129,7 @@ def classify(
         if audit is not None:
             audit.field(result, edge_model.labels, extra=decision)
         if json_lines:
-            typer.echo(json.dumps({**result_record(result, edge_model.has_ood), **decision}))
+            typer.echo(json.dumps({**result_record(result, edge_model.has_ood, edge_model), **decision}))
         else:
             echo(result_line(result, label_width, answer_words(result, edge_model.labels, point)))
 
@@ -140,7 +142,7 @@ def classify(
             audit.close()
     echo(batch_summary_line(summary, edge_model.has_ood), err=json_lines)
     if csv is not None:
-        write_results_csv(csv, results, edge_model.has_ood)
+        write_results_csv(csv, results, edge_model.has_ood, edge_model.sha256)
     raise typer.Exit(1 if summary.failures else 0)
 
 
@@ -256,6 +258,9 @@ def bench(
     """
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
                           labels=labels, tta=tta, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
+    for result in report.results:
+        for warning in result.warnings:
+            echo(f"warning: {Path(result.model).name}: {warning}", err=True)
     stdout.print(bench_table(report))
     echo(bench_caption(report))
     if json_out is not None:

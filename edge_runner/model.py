@@ -17,7 +17,7 @@ from allx import layout
 from allx.dihedral import dihedral_views
 from allx.errors import ImageError, ModelError
 from allx.images import load_image
-from allx.edge_runner import ood
+from allx.edge_runner import metadata, ood
 from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
 from allx.edge_runner.runtime import find_runtime, make_interpreter
 
@@ -43,11 +43,12 @@ class EdgeModel:
 
     def __init__(self, interpreter, model_path: Path, labels: tuple[str, ...], manifest: dict,
                  runtime: str, delegate: str, threads: int, warnings: tuple[str, ...] = (),
-                 ood_threshold: float | None = None, tta: bool = False):
+                 ood_threshold: float | None = None, tta: bool = False, card: metadata.ModelCard | None = None):
         self.interpreter = interpreter
         self.tta = tta
         self.model_path = model_path
         self.manifest = manifest
+        self.card = card or metadata.read_card(model_path, manifest)  # sha256, embedded files, features off
         self.runtime = runtime
         self.delegate = delegate
         self.threads = threads
@@ -64,7 +65,8 @@ class EdgeModel:
         if tta and self.input_size[0] != self.input_size[1]:
             raise ModelError(f"{model_path}: --tta needs a square input, got {self.input_size[0]}x{self.input_size[1]}")
         embedding_size = None if self.embedding_output is None else int(np.prod(self.embedding_output["shape"]))
-        self.ood_scorer, ood_warnings = ood.make_scorer(manifest, model_path.parent, embedding_size, ood_threshold)
+        self.ood_scorer, ood_warnings = ood.make_scorer(manifest, model_path.parent, embedding_size, ood_threshold,
+                                                        self.card.files)
         self.warnings = tuple(warnings) + ood_warnings
 
     @classmethod
@@ -77,11 +79,15 @@ class EdgeModel:
         model, else none (predict and bench work; classify asks for them). `ood_threshold` replaces the
         calibrated out-of-distribution threshold of the manifest. `tta`: average over the dihedral views.
         """
-        model_path, manifest = resolve_model(Path(path))
-        label_names = resolve_labels(labels, manifest, model_path)
+        model_path, card = resolve_card(Path(path), labels)
         interpreter, used, threads, warnings = make_interpreter(model_path, threads, delegate)
-        return cls(interpreter, model_path, label_names, manifest, str(find_runtime()), used, threads, warnings,
-                   ood_threshold, tta)
+        return cls(interpreter, model_path, card.labels, card.manifest, str(find_runtime()), used, threads,
+                   (*card.warnings, *warnings), ood_threshold, tta, card)
+
+    @property
+    def sha256(self) -> str:
+        """Of the .tflite file, computed once at load: every result record carries it."""
+        return self.card.sha256
 
     @classmethod
     def from_bytes(cls, content: bytes, name: str = "model.tflite", manifest: dict | None = None,
@@ -91,7 +97,8 @@ class EdgeModel:
         label_names = tuple(str(label) for label in labels) if labels is not None else \
             tuple(str(label) for label in manifest.get("labels") or ())
         interpreter, used, threads, warnings = make_interpreter(name, threads, "cpu", content=content)
-        model = cls(interpreter, Path(name), label_names, manifest, str(find_runtime()), used, threads, warnings)
+        model = cls(interpreter, Path(name), label_names, manifest, str(find_runtime()), used, threads, warnings,
+                    card=metadata.read_card(Path(name), manifest, content))
         model.content = content  # the interpreter reads these bytes for as long as it lives
         return model
 
@@ -185,6 +192,14 @@ class EdgeModel:
         if not self.labels:
             raise ModelError(f"{self.model_path}: no labels, expected --labels FILE, "
                              f"a {layout.LABELS} beside the model, or a {layout.MANIFEST} with labels")
+
+
+def resolve_card(path: Path, labels=None) -> tuple[Path, metadata.ModelCard]:
+    """The .tflite and what describes it: the metadata embedded in it (which wins over the files beside it,
+    with a warning), else the folder's manifest; labels resolved as EdgeModel.load documents."""
+    model_path, folder_manifest = resolve_model(path)
+    card = metadata.read_card(model_path, folder_manifest)
+    return model_path, metadata.choose_labels(card, resolve_labels(labels, card.manifest, model_path), labels is not None)
 
 
 def resolve_model(path: Path) -> tuple[Path, dict]:

@@ -17,6 +17,9 @@ from allx.edge_runner.sample_batch import SamplesSummary
 
 PATH_WIDTH = 40
 OOD_NOTE = "uncertain: unlike training images"
+METADATA_WORDS = {"embedded": "embedded in the .tflite (labels, manifest, statistics)",
+                  "model.json": "from model.json beside the model (none embedded)",
+                  "none": "none (no allx metadata embedded, no model.json beside the model)"}
 
 
 def result_header(label_width: int) -> str:
@@ -120,7 +123,9 @@ def bench_caption(report: BenchReport) -> str:
 
 
 def info_lines(info: ModelInfo) -> list[str]:
-    lines = [f"model     {info.path} ({info.file_size_bytes / 1e6:.2f} MB)",
+    lines = [f"model     {info.path} ({info.file_size_bytes / 1e6:.2f} MB)", f"sha256    {info.sha256}",
+             f"metadata  {METADATA_WORDS.get(info.metadata, info.metadata)}"
+             + (f"; running without: {', '.join(info.features_off)}" if info.features_off else ""),
              f"runtime   {info.runtime}, delegate {info.delegate}, "
              f"Edge TPU compiled: {'yes' if info.edgetpu_compiled else 'no'}"]
     for role, tensors in (("input", info.inputs), ("output", info.outputs)):
