@@ -38,6 +38,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--runs", type=int, default=50, help="latency runs per model")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "backbones.json")
+    parser.add_argument("--backbones", default="resnet50,efficientnet-lite0,mobilenetv2",
+                        help="comma-separated, in the order to run (the JSON is rewritten after each)")
     args = parser.parse_args()
 
     from allx.convert.modes import resolve_options
@@ -56,7 +58,8 @@ def main():
     candidates = {"resnet50": args.resnet50_weights, "efficientnet-lite0": "imagenet",
                   "mobilenetv2": str(MOBILENETV2_PTH) if MOBILENETV2_PTH.is_file() else None}
     rows = []
-    for name, weights in candidates.items():
+    for name in args.backbones.split(","):
+        weights = candidates[name]
         if weights is None:
             rows.append({"backbone": name, "skipped": f"no offline weights ({MOBILENETV2_PTH} absent)"})
             continue
@@ -69,6 +72,7 @@ def main():
         model_file = converted.files.get("model") or next((run / "tflite").glob("model_int8*.tflite"))
         bench = bench_models([model_file], runs=args.runs, warmup=5).results[0]
         check = converted.check.to_dict()
+        control = converted.control.to_dict() if converted.control else None
         rows.append({
             "backbone": name, "weights": weights, "test_accuracy_float": trained.metrics.get("accuracy"),
             "check_subset": check.get("subset"), "float_accuracy": check["float"]["accuracy"],
@@ -76,7 +80,18 @@ def main():
             "passed": check["passed"], "int8_size_mb": round(Path(model_file).stat().st_size / 1e6, 2),
             "p50_ms": round(bench.latency_ms.p50, 2), "p95_ms": round(bench.latency_ms.p95, 2),
             "threads": bench.threads, "runtime": bench.runtime,
+            # what the int8 model needed: plain int8, or the accuracy-control variant kept (and every try)
+            "variant": (control or {}).get("chosen") or "int8", "accuracy_control": control,
+            "recall_drop_pp": {c["label"]: c["drop_pp"] for c in check["per_class"]},
+            "verdicts": check["verdicts"], "fidelity": check["fidelity"],
         })
+        write_result(args, data, rows)
+    write_result(args, data, rows)
+    print_table(rows)
+    print(f"-> {args.out}")
+
+
+def write_result(args, data, rows) -> None:
     result = {"benchmark": "backbones", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["python", "benchmarks/backbones.py", *sys.argv[1:]]),
               "data": "generated (synthetic, not medical)" if args.quick else str(data),
@@ -86,8 +101,6 @@ def main():
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print_table(rows)
-    print(f"-> {args.out}")
 
 
 def print_table(rows):

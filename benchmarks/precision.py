@@ -103,7 +103,8 @@ def convert_all(model: Path, out: Path, args) -> dict:
     for precision in PRECISIONS:
         count = args.representative_count if precision == "int8" else None
         print(f"converting {precision} ...", file=sys.stderr)
-        options = resolve_options(precision, representative_count=count, ood=False)  # see the module docstring
+        options = resolve_options(precision, representative_count=count, ood=False,  # see the module docstring
+                                  accuracy_control=False)  # the int8 row is plain int8, never a variant
         try:
             results[precision] = convert_keras(model, out / precision, options, args.data, args.split)
         except ConversionError as err:  # one precision failing must not hide the others' numbers
@@ -197,7 +198,7 @@ def sweep(args) -> dict:
         for size in sizes:
             for seed in range(args.seeds):
                 print(f"int8 with {size} representative images, seed {seed} ...", file=sys.stderr)
-                options = resolve_options("int8", representative_count=size, seed=seed, ood=False)
+                options = resolve_options("int8", representative_count=size, seed=seed, ood=False, accuracy_control=False)
                 began = time.perf_counter()
                 result = convert_keras(model, args.out / "sweep" / f"n{size}_s{seed}", options, args.data, args.split)
                 check = result.check

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from allx.convert.gate import Fidelity, PairedCount, failures_of, fidelity_of, paired_counts, with_thresholds
 from allx.convert.modes import Thresholds
 from allx.errors import DataError
 from allx.images import read_batches
@@ -16,7 +17,6 @@ from allx.train.evaluate import keras_probabilities
 from allx.train.metrics import malignant_vs_benign
 
 BATCH = 32
-EPSILON = 1e-9  # a drop exactly at the limit passes despite float round-off
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ class CheckReport:
     # near-ties flipping is rounding; confident labels flipping is a damaged model
     flip_margin_median: float | None = None
     margin_median: float | None = None
+    # the gate's evidence (convert.gate): paired right->wrong / wrong->right counts, all classes first
+    paired: tuple[PairedCount, ...] = ()
+    fidelity: Fidelity | None = None
 
     @property
     def passed(self) -> bool:
@@ -90,7 +93,10 @@ class CheckReport:
                 "latency_ms": {"p50": self.latency_ms_p50, "p95": self.latency_ms_p95},
                 "thresholds": self.thresholds.to_dict(), "failures": list(self.failures),
                 "skipped": list(self.skipped), "disagreements": self.disagreements,
-                "flip_margin_median": self.flip_margin_median, "margin_median": self.margin_median}
+                "flip_margin_median": self.flip_margin_median, "margin_median": self.margin_median,
+                "paired": [count.to_dict() for count in self.paired],
+                "fidelity": None if self.fidelity is None else self.fidelity.to_dict(),
+                "verdicts": [count.verdict() for count in self.paired]}
 
     @property
     def disagreements(self) -> int:
@@ -107,19 +113,37 @@ class CheckPredictions:
     quantized_probabilities: np.ndarray
 
 
+@dataclass(frozen=True)
+class FidelitySet:
+    """The unlabelled images fidelity is measured on (train+val, never test), and the float model's
+    probabilities by path, kept across candidates so the float model runs once per image."""
+
+    relpaths: tuple[str, ...]
+    subsets: str
+    float_cache: dict = field(default_factory=dict)
+
+
 def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str, ...], truth: list[int],
               labels: tuple[str, ...], precision: str, subset: str, thresholds: Thresholds,
-              on_progress: Callable[[int, int], None] | None = None) -> tuple[CheckReport, CheckPredictions]:
+              on_progress: Callable[[int, int], None] | None = None,
+              fidelity: FidelitySet | None = None) -> tuple[CheckReport, CheckPredictions]:
     """Score every image with both models (pixels read once, by allx.images.load_image) and apply the gate.
 
     `edge_model` is an edge_runner.model.EdgeModel: the converted model is run by the same code as
-    `allx-edge`, never by a separate interpreter loop here.
+    `allx-edge`, never by a separate interpreter loop here. Fidelity is measured on `fidelity` (the
+    check images themselves when None or empty).
     """
+    use_fidelity = fidelity is not None and bool(fidelity.relpaths)
+    cache = fidelity.float_cache if use_fidelity else {}
+    extra = tuple(p for p in fidelity.relpaths if p not in set(relpaths)) if use_fidelity else ()
+    total = len(relpaths) + len(extra)
+    progress = (lambda done, _: on_progress(done, total)) if on_progress else None
     kept, kept_truth, skipped, float_probs, quant_probs, latencies = [], [], [], [], [], []
-    for batch in read_batches(data_dir, relpaths, edge_model.input_size, BATCH, on_progress):
+    for batch in read_batches(data_dir, relpaths, edge_model.input_size, BATCH, progress):
         skipped.extend(reason for _, reason in batch.unreadable)  # each reason names its file
         if batch.indices:
-            float_probs.append(keras_probabilities(keras_model, batch.pixels, len(labels)))
+            float_probs.append(cached_probabilities(keras_model, batch.pixels,
+                                                    [relpaths[i] for i in batch.indices], len(labels), cache))
             for image in batch.pixels:
                 began = time.perf_counter()
                 quant_probs.append(edge_model.predict(image))
@@ -130,11 +154,46 @@ def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str
         raise DataError(f"no readable images in the {subset} subset ({len(skipped)} unreadable), expected some to check")
     predictions = CheckPredictions(tuple(kept), np.asarray(kept_truth), np.concatenate(float_probs),
                                    np.stack(quant_probs))
-    return summarize(predictions, labels, precision, subset, thresholds, latencies, tuple(skipped)), predictions
+    changed = predictions.float_probabilities.argmax(axis=1) != predictions.quantized_probabilities.argmax(axis=1)
+    if not use_fidelity:
+        counted = (int(changed.sum()), len(kept), subset)
+    else:
+        in_fidelity = np.isin(np.asarray(kept), np.asarray(fidelity.relpaths))
+        more, images = count_disagreements(keras_model, edge_model, data_dir, extra, len(labels), cache,
+                                           (lambda done, _: on_progress(len(relpaths) + done, total))
+                                           if on_progress else None)
+        counted = (int(changed[in_fidelity].sum()) + more, int(in_fidelity.sum()) + images, fidelity.subsets)
+    return summarize(predictions, labels, precision, subset, thresholds, latencies, tuple(skipped),
+                     counted), predictions
+
+
+def count_disagreements(keras_model, edge_model, data_dir, relpaths: tuple[str, ...], classes: int, cache: dict,
+                        on_progress) -> tuple[int, int]:
+    """(images whose top-1 label differs between the float and the converted model, readable images)."""
+    disagreements = images = 0
+    for batch in read_batches(data_dir, relpaths, edge_model.input_size, BATCH, on_progress):
+        if batch.indices:
+            paths = [relpaths[i] for i in batch.indices]
+            float_top = cached_probabilities(keras_model, batch.pixels, paths, classes, cache).argmax(axis=1)
+            disagreements += int(np.sum(float_top != edge_model.predict(batch.pixels).argmax(axis=1)))
+            images += len(paths)
+    return disagreements, images
+
+
+def cached_probabilities(model, pixels: np.ndarray, paths: list[str], classes: int, cache: dict) -> np.ndarray:
+    """keras_probabilities, computed once per path: every candidate of a conversion is compared to one run."""
+    missing = [i for i, path in enumerate(paths) if path not in cache]
+    if missing:
+        for i, row in zip(missing, keras_probabilities(model, pixels[missing], classes)):
+            cache[paths[i]] = row
+    return np.stack([cache[path] for path in paths])
 
 
 def summarize(predictions: CheckPredictions, labels: tuple[str, ...], precision: str, subset: str,
-              thresholds: Thresholds, latencies: list[float], skipped: tuple[str, ...]) -> CheckReport:
+              thresholds: Thresholds, latencies: list[float], skipped: tuple[str, ...],
+              fidelity_counts: tuple[int, int, str] | None = None) -> CheckReport:
+    """Metrics of both models, the paired counts and fidelity (fidelity_counts: disagreements, images,
+    subsets; None: the check images), then the gate."""
     truth = predictions.truth
     float_top = predictions.float_probabilities.argmax(axis=1)
     quant_top = predictions.quantized_probabilities.argmax(axis=1)
@@ -150,7 +209,9 @@ def summarize(predictions: CheckPredictions, labels: tuple[str, ...], precision:
     report = CheckReport(precision, subset, len(truth), tuple(labels), float_metrics, quant_metrics, per_class,
                          agreement, mean_abs, float(np.percentile(latencies, 50)), float(np.percentile(latencies, 95)),
                          thresholds, (), skipped, float(np.median(flipped)) if len(flipped) else None,
-                         float(np.median(margins)))
+                         float(np.median(margins)), paired_counts(truth, float_top, quant_top, labels, thresholds),
+                         fidelity_of(*(fidelity_counts or (int(np.sum(float_top != quant_top)), len(truth), subset)),
+                                     thresholds))
     return gate(report)
 
 
@@ -166,17 +227,8 @@ def metrics_of(truth: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...]
 
 
 def gate(report: CheckReport) -> CheckReport:
-    """The same report with `failures` filled: one sentence per limit broken."""
-    limits = report.thresholds
-    failures = []
-    if report.drop_pp > limits.max_drop + EPSILON:
-        failures.append(f"overall accuracy dropped {report.drop_pp:.2f} pp (float {report.float.accuracy:.2%} -> "
-                        f"{report.precision} {report.quantized.accuracy:.2%}), limit --max-drop {limits.max_drop:g} pp")
-    for check in report.per_class:
-        if check.drop_pp is not None and check.drop_pp > limits.max_class_drop + EPSILON:
-            failures.append(f"class {check.label} recall dropped {check.drop_pp:.2f} pp ({check.float_recall:.2%} -> "
-                            f"{check.quantized_recall:.2%}), limit --max-class-drop {limits.max_class_drop:g} pp")
-    if report.agreement < limits.min_agreement - EPSILON:
-        failures.append(f"top-1 agreement {report.agreement:.4f} with the float model, limit --min-agreement "
-                        f"{limits.min_agreement:g}")
-    return replace(report, failures=tuple(failures))
+    """The same report judged against its thresholds, `failures` filled: one sentence in numbers per limit
+    broken (convert.gate). A report given other thresholds (replace(report, thresholds=...)) is re-judged."""
+    paired, fidelity = with_thresholds(report.paired, report.fidelity, report.thresholds)
+    return replace(report, paired=paired, fidelity=fidelity,
+                   failures=failures_of(paired, fidelity, report.thresholds))

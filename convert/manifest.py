@@ -1,4 +1,4 @@
-"""What `allx convert` leaves in OUT_DIR: model.json (the manifest allx-edge reads), labels.txt, report.md."""
+"""What `allx convert` leaves in OUT_DIR: the .tflite with its manifest embedded, model.json, labels.txt, report.md."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from allx import layout
 from allx.convert.check import CheckPredictions, CheckReport
+from allx.edge_runner.metadata import embed_metadata, metadata_tools  # noqa: F401  (convert checks the tools first)
 from allx.files import write_atomic
 from allx.edge_runner.runtime import find_runtime
 
@@ -61,10 +62,18 @@ def output_names(precision: str, passed: bool) -> dict[str, str]:
 
 
 def publish(out_dir: Path, tflite: bytes, manifest: dict, report_md: str, predictions_text: str,
-            names: dict[str, str]) -> dict[str, Path]:
-    """Write every file atomically, the manifest last so it never names a model that is not there yet."""
+            names: dict[str, str], side_files: dict[str, bytes] | None = None) -> dict[str, Path]:
+    """Write every file atomically, the manifest last so it never names a model that is not there yet.
+
+    The .tflite carries the manifest and `side_files` (e.g. the OOD statistics) embedded; they are also
+    written beside it for people (the embedded copy wins when allx-edge finds them different).
+    """
+    side_files = side_files or {}
+    model_bytes = embed_metadata(tflite, manifest, side_files)  # before any write: a failure leaves OUT_DIR as it was
     written = {}
-    written["model"] = write_atomic(out_dir / names["model"], tflite)
+    for name, data in side_files.items():
+        written[name] = write_atomic(out_dir / name, data)
+    written["model"] = write_atomic(out_dir / names["model"], model_bytes)
     written["labels"] = write_atomic(out_dir / names["labels"], "\n".join(manifest["labels"]) + "\n")
     written["predictions"] = write_atomic(out_dir / names["predictions"], predictions_text)
     written["report"] = write_atomic(out_dir / names["report"], report_md)

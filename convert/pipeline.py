@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
-from allx.convert import calibrate_quality, debug, edgetpu, embedding, ood, operating, sanity
-from allx.convert.check import CheckPredictions, CheckReport, run_check
+from allx.convert import accuracy_control, calibrate_quality, debug, edgetpu, embedding, ood, operating, sanity
+from allx.convert.check import CheckPredictions, CheckReport, FidelitySet, run_check
 from allx.convert.files import check_writable
-from allx.convert.manifest import build_manifest, output_names, predictions_csv, publish
+from allx.convert.manifest import build_manifest, metadata_tools, output_names, predictions_csv, publish
 from allx.convert.modes import ConvertOptions
 from allx.convert.ood_report import report_section
 from allx.convert.report import render_report
 from allx.convert.representative import calibration_batches, draw_representative, load_representative
 from allx.convert.source import Source, load_source
-from allx.convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors, output_to_log,
-                                 saved_model_of)
+from allx.convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors,
+                                 int16x8_model, output_to_log, saved_model_of)
 from allx.edge_runner.model import EdgeModel
 from allx.errors import DataError, UsageError
 from allx.files import sha256_file, write_atomic
@@ -47,6 +47,7 @@ class ConvertResult:
     manifest: dict
     edgetpu: edgetpu.EdgeTpuReadiness | None = None
     tradeoff: tuple[dict, ...] = ()
+    control: accuracy_control.Control | None = None  # int8 failed and accuracy control ran
 
     @property
     def passed(self) -> bool:
@@ -58,6 +59,7 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
                   progress: Progress | None = None) -> ConvertResult:
     """Everything `allx convert` does; raises AllxError for bad input, returns the result (passed or not)."""
     out_dir = check_writable(Path(out_dir))
+    metadata_tools()  # the .tflite will carry its manifest: fail now, not after the slow work, if it cannot
     log_path = out_dir / layout.CONVERT_LOG
     write_atomic(log_path, f"allx convert {model_path} -> {out_dir} ({options.mode.name})\n")
     with output_to_log(log_path):
@@ -66,20 +68,29 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
     source = load_source(model_path, data_dir, split_path, step("scanning data for a split"))
     model, ood_note = embedding.plan_model(source.model, options.ood)  # adds the pooled-embedding output when it can
     source = replace(source, model=model)
-    subset = check_subset(source.split, options.check_subset)
+    subset = CheckPlan(check_subset(source.split, options.check_subset),
+                       fidelity_set(source.split, options.fidelity_images, options.seed))
     pixels = calibration_pixels(source, options, step("loading representative images"))
     representative = calibration_batches(pixels) if pixels is not None else None
+    control = None
     with saved_model_of(source.model, source.input_size) as saved_model_dir:
         tflite = convert_model(saved_model_dir, options.mode, options.io, log_path, representative)
         chosen = checked_candidate(options.mode.name, tflite, source, subset, options, out_dir,
                                    step(f"checking {options.mode.name}"))
         found = diagnose(saved_model_dir, representative, chosen, source, subset, options, out_dir, log_path,
                          step("checking the selective model")) if options.debug else Diagnosis(chosen)
-    extra = {"io": options.io, "fully_quantized": options.mode.fully_integer and not found.float_layers,
+        if needs_control(found.chosen, options):
+            control, found = controlled(saved_model_dir, representative, found, source, subset, options, out_dir,
+                                        log_path, step)
+    integer_io = not found.float_layers and found.chosen is chosen
+    extra = {"io": options.io if integer_io else "float",
+             "fully_quantized": options.mode.fully_integer and integer_io,
              "representative_count": None if pixels is None else len(pixels),
              "float_layers": list(found.float_layers), "data_fingerprint": data_fingerprint(source),
              "origin": source.origin}
-    extra.update(operating.sections_for(found.chosen.predictions, source.split, subset, source.labels,
+    if control is not None:
+        extra["accuracy_control"] = control.to_dict()
+    extra.update(operating.sections_for(found.chosen.predictions, source.split, subset.name, source.labels,
                                         options.target_sensitivity))
     extra.update(calibrate_quality.quality_section(source.data_dir, source.split.train, source.input_size,
                                                    step("measuring image quality of train images")))
@@ -89,8 +100,55 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
     else:
         extra["ood_note"] = warning.note  # why the model carries no warning (say so, never silently)
     sections = [*found.sections, warning.report, operating.markdown(extra)]
+    if control is not None:
+        sections.insert(0, accuracy_control.control_markdown(control))
     result = finish(source, options, out_dir, found.chosen, sections, extra, found.layer_csv, warning.stats)
-    return replace(result, tradeoff=found.tradeoff)
+    return replace(result, tradeoff=found.tradeoff, control=control)
+
+
+@dataclass(frozen=True)
+class CheckPlan:
+    """Where every candidate is checked: the labelled check subset, and the images fidelity is measured on."""
+
+    name: str
+    fidelity: FidelitySet
+
+
+def fidelity_set(split, limit: int, seed: int) -> FidelitySet:
+    """Every train+val image (never test), a seeded random `limit` of them when there are more."""
+    relpaths = [*split.subset("train"), *split.subset("val")]
+    if len(relpaths) > limit:
+        keep = np.sort(np.random.default_rng(seed).permutation(len(relpaths))[:limit])
+        relpaths = [relpaths[i] for i in keep]
+    return FidelitySet(tuple(relpaths), "train+val")
+
+
+def needs_control(candidate: Candidate, options: ConvertOptions) -> bool:
+    """Accuracy control runs for a failed plain int8 model, unless the user chose the layers or the Edge TPU."""
+    return (options.accuracy_control and options.mode.name == "int8" and not options.float_layers
+            and not options.edgetpu and not candidate.check.passed)
+
+
+def controlled(saved_model_dir: str, representative, found: Diagnosis, source: Source, subset: CheckPlan,
+               options: ConvertOptions, out_dir: Path, log_path: Path, step) -> tuple[accuracy_control.Control, Diagnosis]:
+    """Run accuracy control; the Diagnosis keeps the chosen variant (or the failed int8 model when none passed)."""
+    def rank_layers():
+        return found.layers or debug.measure_layer_errors(saved_model_dir, representative, log_path)
+
+    def check(name: str, tflite: bytes) -> Candidate:
+        return checked_candidate(name, tflite, source, subset, options, out_dir, step(f"checking {name}"),
+                                 integer_io=False)
+
+    control = accuracy_control.control_accuracy(
+        found.chosen, rank_layers,
+        lambda names: debug.selective_model(saved_model_dir, representative, names, log_path),
+        lambda: int16x8_model(saved_model_dir, log_path, representative), check, options.max_tries)
+    chosen = control.chosen
+    if chosen is None:
+        return control, found
+    problems, _ = edgetpu.check_readiness(chosen.candidate.tflite)
+    control = replace(control, edgetpu_problems=problems)
+    return control, replace(found, chosen=chosen.candidate, float_layers=chosen.float_layers)
 
 
 def ood_outcome(chosen: Candidate, note: str | None, source: Source, options: ConvertOptions, out_dir: Path,
@@ -112,15 +170,16 @@ class Diagnosis:
     layer_csv: str | None = None
     float_layers: tuple[str, ...] = ()
     tradeoff: tuple[dict, ...] = ()
+    layers: tuple = ()  # debug.LayerError, worst first, when --debug measured them
 
 
-def diagnose(saved_model_dir: str, representative, full: Candidate, source: Source, subset: str,
+def diagnose(saved_model_dir: str, representative, full: Candidate, source: Source, subset: CheckPlan,
              options: ConvertOptions, out_dir: Path, log_path: Path, progress) -> Diagnosis:
     """Per-layer errors; with --float-layers N, the N worst layers kept in float and the check run again."""
     layers = debug.measure_layer_errors(saved_model_dir, representative, log_path)
     sections = (debug.layers_markdown(layers, layout.LAYER_ERRORS.format(precision=options.mode.name)),)
     if not options.float_layers:
-        return Diagnosis(full, sections, debug.layers_csv(layers))
+        return Diagnosis(full, sections, debug.layers_csv(layers), layers=layers)
     if options.float_layers >= len(layers):
         raise UsageError(f"got --float-layers {options.float_layers}, expected at most {len(layers) - 1} "
                          f"(this model has {len(layers)} quantized layers; all in float is --float32)")
@@ -130,7 +189,7 @@ def diagnose(saved_model_dir: str, representative, full: Candidate, source: Sour
                                progress)
     tradeoff = (tradeoff_row(full), tradeoff_row(chosen))
     return Diagnosis(chosen, (*sections, debug.tradeoff_markdown(list(tradeoff))), debug.layers_csv(layers),
-                     float_layers, tradeoff)
+                     float_layers, tradeoff, layers)
 
 
 def check_subset(split, requested: str | None) -> str:
@@ -149,17 +208,19 @@ def calibration_pixels(source: Source, options: ConvertOptions, progress) -> np.
     return load_representative(source.data_dir, relpaths, source.input_size, progress)
 
 
-def checked_candidate(name: str, tflite: bytes, source: Source, subset: str, options: ConvertOptions,
-                      out_dir: Path, progress) -> Candidate:
-    """Run the accuracy check on `tflite` through edge_runner.EdgeModel (the allx-edge code path)."""
+def checked_candidate(name: str, tflite: bytes, source: Source, subset: CheckPlan, options: ConvertOptions,
+                      out_dir: Path, progress, integer_io: bool = True) -> Candidate:
+    """Run the accuracy check on `tflite` through edge_runner.EdgeModel (the allx-edge code path).
+
+    integer_io False: a variant with float input and output (float layers, 16x8), whatever --io said."""
     input_spec, outputs = describe_tensors(tflite)
-    if options.mode.fully_integer and not options.float_layers:
+    if options.mode.fully_integer and not options.float_layers and integer_io:
         check_input_quantization(input_spec, options.io)
     edge_model = EdgeModel.from_bytes(tflite, options.mode.file_name, labels=source.labels)
     tensors = (input_spec, *split_outputs(outputs, edge_model.output["name"]))
-    report, predictions = run_check(source.model, edge_model, source.data_dir, source.split.subset(subset),
-                                    source.split.labels(subset), source.labels, options.mode.name, subset,
-                                    options.thresholds, progress)
+    report, predictions = run_check(source.model, edge_model, source.data_dir, source.split.subset(subset.name),
+                                    source.split.labels(subset.name), source.labels, options.mode.name,
+                                    subset.name, options.thresholds, progress, subset.fidelity)
     report = sanity.with_sanity_failures(report, predictions, source.model_path)
     return Candidate(name, tflite, report, predictions, tensors)
 
@@ -191,30 +252,15 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
     manifest = build_manifest(names["model"], chosen.check, chosen.tensors, source_info, extra)
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
                               tuple(sections))
-    stats_path = out_dir / layout.ood_stats_name(options.mode.name)
-    previous_stats = stats_path.read_bytes() if ood_stats is not None and stats_path.is_file() else None
-    if ood_stats is not None:  # before publish: the manifest (written last) names this file
-        ood_stats_path = write_atomic(stats_path, ood_stats)
-    try:
-        files = publish(out_dir, chosen.tflite, manifest, report_md,
-                        predictions_csv(chosen.predictions, source.labels), names)
-    except BaseException:  # the old manifest still names the stats file: give it back its own statistics
-        if ood_stats is not None:
-            restore_file(stats_path, previous_stats)
-        raise
+    stats_name = layout.ood_stats_name(options.mode.name)
+    side_files = {} if ood_stats is None else {stats_name: ood_stats}  # embedded in the .tflite and written beside
+    files = publish(out_dir, chosen.tflite, manifest, report_md, predictions_csv(chosen.predictions, source.labels),
+                    names, side_files)
     if ood_stats is not None:
-        files["ood_stats"] = ood_stats_path
+        files["ood_stats"] = files.pop(stats_name)
     if layer_csv is not None:
         files["layers"] = write_atomic(out_dir / layout.LAYER_ERRORS.format(precision=options.mode.name), layer_csv)
     return ConvertResult(chosen.check, files, manifest, readiness)
-
-
-def restore_file(path: Path, previous: bytes | None) -> None:
-    """Put back what `path` held before (or remove it when it did not exist)."""
-    if previous is None:
-        path.unlink(missing_ok=True)
-    else:
-        write_atomic(path, previous)
 
 
 def assess_edgetpu(tflite: bytes, out_dir: Path, model_name: str) -> edgetpu.EdgeTpuReadiness:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from allx.text import percent
 from allx.convert.check import CheckReport
+from allx.convert.gate import gate_markdown
 
 
 def size_text(size: int) -> str:
@@ -56,9 +57,8 @@ def render_report(manifest: dict, check: CheckReport, model_bytes: int, source_b
         drop = "n/a" if row.drop_pp is None else f"{row.drop_pp:+.2f}"
         lines.append(f"| {row.label} | {row.support} | {percent(row.float_recall, 2, 'n/a')} | "
                      f"{percent(row.quantized_recall, 2, 'n/a')} | {drop} |")
-    limits = check.thresholds
-    lines += ["", f"Gate: overall drop <= {limits.max_drop:g} pp, any class drop <= {limits.max_class_drop:g} pp, "
-              f"agreement >= {limits.min_agreement:g}. Malignant = every class except Benign."]
+    lines += ["", "Malignant = every class except Benign.", "", "## Gate", "",
+              *gate_markdown(check.paired, check.fidelity, check.thresholds)]
     if check.skipped:
         lines += ["", f"Skipped {len(check.skipped)} unreadable image(s):", ""]
         lines += [f"- {reason}" for reason in check.skipped[:20]]

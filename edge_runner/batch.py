@@ -128,10 +128,23 @@ def summarize(results: list[ImageResult], seconds: float) -> BatchSummary:
     return BatchSummary(len(results), len(classified), len(results) - len(classified), flagged, seconds)
 
 
-def result_record(result: ImageResult, with_ood: bool = False) -> dict:
-    """The --json line of one result: {"path","label","score","top_k","latency_ms"} or {"path","error"}."""
+def model_fields(model: EdgeModel | None) -> dict:
+    """What every result record says about the model: its sha256, and the features it runs without (if any)."""
+    if model is None:
+        return {}
+    fields = {"model_sha256": model.sha256}
+    if model.card.features_off:
+        fields["features_off"] = list(model.card.features_off)
+    if model.card.overridden:
+        fields["metadata_overrode"] = list(model.card.overridden)
+    return fields
+
+
+def result_record(result: ImageResult, with_ood: bool = False, model: EdgeModel | None = None) -> dict:
+    """The --json line of one result: {"path","label","score","top_k","latency_ms"} or {"path","error"},
+    then `model_fields` of `model`."""
     if result.prediction is None:
-        return {"path": result.path, "error": result.error}
+        return {"path": result.path, "error": result.error, **model_fields(model)}
     p = result.prediction
     record = {"path": result.path, "label": p.label, "score": round(p.score, 6),
               "top_k": [{"label": label, "score": round(score, 6)} for label, score in p.top_k],
@@ -139,14 +152,16 @@ def result_record(result: ImageResult, with_ood: bool = False) -> dict:
     if with_ood:
         record["ood"] = p.ood
         record["ood_score"] = None if p.ood_score is None else round(p.ood_score, 6)
-    return record
+    return {**record, **model_fields(model)}
 
 
-def write_results_csv(path, results: Sequence[ImageResult], with_ood: bool = False, rejected: bool = False):
+def write_results_csv(path, results: Sequence[ImageResult], with_ood: bool = False, model_sha256: str | None = None,
+                      rejected: bool = False):
     """One row per image: path, label, score, top_k ("label:score;..."), latency_ms, error [, ood, ood_score]
-    [, model_status: "rejected" on every row when a rejected model was run with --allow-rejected]."""
+    [, model_sha256] [, model_status: "rejected" on every row when a rejected model ran by --allow-rejected]."""
 
     header = ["path", "label", "score", "top_k", "latency_ms", "error"] + (["ood", "ood_score"] if with_ood else [])
+    header += ["model_sha256"] if model_sha256 else []
     header += ["model_status"] if rejected else []
     rows = []
     for result in results:
@@ -156,5 +171,5 @@ def write_results_csv(path, results: Sequence[ImageResult], with_ood: bool = Fal
             f"{p.latency_ms:.3f}", ""]
         if with_ood:
             row += ["", ""] if p is None or p.ood is None else [str(p.ood).lower(), f"{p.ood_score:.6f}"]
-        rows.append(row + (["rejected"] if rejected else []))
+        rows.append(row + ([model_sha256] if model_sha256 else []) + (["rejected"] if rejected else []))
     return write_csv(path, header, rows)

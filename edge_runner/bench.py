@@ -50,6 +50,15 @@ class EndToEnd:
 
 
 @dataclass(frozen=True)
+class TtaCost:
+    """One image's predict() (quantize + invoke + dequantize) with and without averaging over 8 views."""
+    single_ms: LatencyStats
+    tta_ms: LatencyStats
+    ratio: float  # TTA median / single median: the latency cost of averaging over the views (medians: robust
+                  # to a busy machine's spikes)
+
+
+@dataclass(frozen=True)
 class BenchResult:
     model: str
     precision: str | None
@@ -67,6 +76,10 @@ class BenchResult:
     peak_rss_mb: float | None
     speed_ratio: float = 1.0
     end_to_end: EndToEnd | None = None
+    tta: TtaCost | None = None
+    model_sha256: str = ""
+    features_off: tuple[str, ...] = ()  # codes of edge_runner.metadata.FEATURES the model runs without
+    warnings: tuple[str, ...] = ()  # what allx-edge said about the model at load
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,7 @@ class BenchReport:
 
 def bench_models(paths: Sequence[str | Path], runs: int = 100, warmup: int = 10, threads: int | None = None,
                  delegate: str = "auto", images: str | Path | None = None, labels=None,
-                 on_model: Callable[[str], None] | None = None) -> BenchReport:
+                 on_model: Callable[[str], None] | None = None, tta: bool = False) -> BenchReport:
     """Benchmark each model in turn; speed_ratio = first model's mean latency / this model's."""
     if not paths:
         raise UsageError("got no models, expected at least one --model")
@@ -101,7 +114,7 @@ def bench_models(paths: Sequence[str | Path], runs: int = 100, warmup: int = 10,
     for path in paths:
         if on_model is not None:
             on_model(str(path))
-        result = bench_model(path, runs, warmup, threads, delegate, image_paths, labels)
+        result = bench_model(path, runs, warmup, threads, delegate, image_paths, labels, tta)
         if results:
             result = dataclasses.replace(result, speed_ratio=results[0].latency_ms.mean / result.latency_ms.mean)
         results.append(result)
@@ -109,7 +122,7 @@ def bench_models(paths: Sequence[str | Path], runs: int = 100, warmup: int = 10,
 
 
 def bench_model(path, runs: int, warmup: int, threads: int | None, delegate: str,
-                image_paths: list[Path] | None, labels=None) -> BenchResult:
+                image_paths: list[Path] | None, labels=None, tta: bool = False) -> BenchResult:
     start = time.perf_counter()
     model = EdgeModel.load(path, threads=threads, delegate=delegate, labels=labels)
     load_ms = (time.perf_counter() - start) * 1000.0
@@ -117,13 +130,15 @@ def bench_model(path, runs: int, warmup: int, threads: int | None, delegate: str
     latencies = time_invoke(model, pixels, runs, warmup)
     stats = LatencyStats.from_ms(latencies)
     end_to_end = time_end_to_end(model, image_paths[:runs]) if image_paths else None
+    tta_cost = time_tta(model, pixels, max(1, runs // 8), min(warmup, 2)) if tta else None
     return BenchResult(
         model=str(model.model_path), precision=model.manifest.get("precision") or guess_precision(model),
         file_size_bytes=model.model_path.stat().st_size, input_shape=tuple(int(n) for n in model.input["shape"]),
         input_dtype=model.input_dtype.name, runtime=model.runtime, threads=model.threads,
         delegate=model.delegate, load_ms=load_ms, warmup=warmup, runs=runs, latency_ms=stats,
         throughput_ips=1000.0 / stats.mean if stats.mean > 0 else 0.0, peak_rss_mb=peak_rss_mb(),
-        end_to_end=end_to_end)
+        end_to_end=end_to_end, tta=tta_cost, model_sha256=model.sha256, features_off=model.card.features_off,
+        warnings=model.warnings)
 
 
 def time_invoke(model: EdgeModel, pixels: np.ndarray, runs: int, warmup: int) -> list[float]:
@@ -137,6 +152,21 @@ def time_invoke(model: EdgeModel, pixels: np.ndarray, runs: int, warmup: int) ->
         model.invoke()
         latencies.append((time.perf_counter() - start) * 1000.0)
     return latencies
+
+
+def time_tta(model: EdgeModel, pixels: np.ndarray, runs: int, warmup: int) -> TtaCost:
+    """predict() of one image without and with TTA, alternating so both see the same machine state."""
+    timings = {False: [], True: []}
+    for i in range(warmup + runs):
+        for tta in (False, True):
+            model.tta = tta
+            start = time.perf_counter()
+            model.predict(pixels)
+            if i >= warmup:
+                timings[tta].append((time.perf_counter() - start) * 1000.0)
+    model.tta = False
+    single, averaged = LatencyStats.from_ms(timings[False]), LatencyStats.from_ms(timings[True])
+    return TtaCost(single, averaged, averaged.p50 / single.p50 if single.p50 > 0 else 0.0)
 
 
 def time_end_to_end(model: EdgeModel, image_paths: Sequence[Path]) -> EndToEnd:
@@ -213,6 +243,8 @@ def report_markdown(report: BenchReport) -> str:
                      f"{r.threads} | {r.delegate} | {r.load_ms:.1f} | {s.mean:.2f} | {s.std:.2f} | {s.min:.2f} | "
                      f"{s.p50:.2f} | {s.p90:.2f} | {s.p95:.2f} | {s.p99:.2f} | {s.max:.2f} | {r.throughput_ips:.1f} | "
                      f"{r.speed_ratio:.2f}x | {rss} | {e2e} |")
+    lines += [""] + [f"TTA, {Path(r.model).name}: predict median {r.tta.single_ms.p50:.2f} ms -> {r.tta.tta_ms.p50:.2f} "
+                     f"ms averaged over 8 views ({r.tta.ratio:.2f}x)." for r in report.results if r.tta]
     lines += ["", f"Latency: bare invoke() over {report.results[0].runs} runs after "
               f"{report.results[0].warmup} warm-up runs. Peak RSS is the process's peak so far (cumulative). "
               "End-to-end: decode + resize + invoke per image, one after another.", ""]

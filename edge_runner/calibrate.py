@@ -28,6 +28,7 @@ from allx.decision import ARGMAX_THRESHOLD, OperatingPoint, sensitivity_specific
 from allx.errors import DataError, ImageError, ModelError, UsageError
 from allx.files import checked_write, sha256_file
 from allx.edge_runner.batch import expand_paths
+from allx.edge_runner.metadata import embed_metadata
 from allx.edge_runner.model import EdgeModel, resolve_model
 from allx.edge_runner.ood import threshold_for
 from allx.edge_runner.quality import calibrate_limits, judge, limits_from_manifest, measure
@@ -248,10 +249,15 @@ def side_files(manifest: dict) -> set[str]:
 
 def write_model_folder(model_dir: Path, out_dir: Path, manifest: dict, calibration: SiteCalibration) -> None:
     """Copy the model and its side files, then write model.json last (it never names a file not there yet)."""
-    for name in sorted(side_files(manifest) | {layout.LABELS}):
+    names = side_files(manifest)
+    for name in sorted(names | {layout.LABELS}):
         source = model_dir / name
         if source.is_file():
-            checked_write(out_dir / name, source.read_bytes())
+            data = source.read_bytes()
+            if name == manifest.get("model_file"):  # the .tflite carries the site's manifest: a lone copy keeps it
+                data = embed_metadata(data, manifest, {other: (model_dir / other).read_bytes() for other in names
+                                                       if other != name and (model_dir / other).is_file()})
+            checked_write(out_dir / name, data)
         elif name != layout.LABELS:
             raise ModelError(f"{source}: named in {layout.MANIFEST} but missing, expected the folder "
                              "allx convert wrote")

@@ -19,7 +19,7 @@ from allx.edge_runner.output import StreamedCsv
 from allx.edge_runner.sample import FieldResult, SampleSession, SampleVerdict
 from allx.edge_runner.status import NOTE as REJECTED_NOTE
 
-LOG_HEADER = ["frame", "time_s", "label", "score", "latency_ms", "ood", "ood_score"]
+LOG_HEADER = ["frame", "time_s", "label", "score", "latency_ms", "ood", "ood_score", "model_sha256"]
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: 
                 latencies.append(last.prediction.latency_ms)
                 flagged += bool(last.prediction.ood)
                 if log is not None:
-                    log.write(log_row(last) + (["rejected"] if rejected else []))
+                    log.write(log_row(last, model.sha256) + (["rejected"] if rejected else []))
                 if on_frame is not None:
                     on_frame(last)
             fps = read / (time.perf_counter() - start)
@@ -243,10 +243,11 @@ def classify_frame(model: EdgeModel, session: SampleSession | None, frame: int, 
     return FrameResult(frame, time_s, field.prediction, field, session.verdict())
 
 
-def log_row(result: FrameResult) -> list:
+def log_row(result: FrameResult, model_sha256: str = "") -> list:
     p = result.prediction
     return [result.frame, f"{result.time_s:.3f}", p.label, f"{p.score:.6f}", f"{p.latency_ms:.3f}",
-            "" if p.ood is None else str(p.ood).lower(), "" if p.ood_score is None else f"{p.ood_score:.6f}"]
+            "" if p.ood is None else str(p.ood).lower(), "" if p.ood_score is None else f"{p.ood_score:.6f}",
+            model_sha256]
 
 
 def summarize(source: str, read: int, latencies: list[float], flagged: int, seconds: float, ended_by: str,

@@ -38,9 +38,11 @@ app = typer.Typer(name="allx-edge", no_args_is_help=True, add_completion=False, 
                   help="Classify blood-smear images on a Raspberry Pi / Coral with a .tflite model from "
                        f"`allx convert`. {EXIT_CODES}")
 
-ModelOption = Annotated[Path, typer.Option("--model", "-m", help="A .tflite file or the folder `allx convert` wrote.")]
+ModelOption = Annotated[Path, typer.Option(
+    "--model", "-m", help="A .tflite file (allx convert embeds labels and statistics in it) or its folder.")]
 LabelsOption = Annotated[Optional[Path], typer.Option(
-    "--labels", help="Labels file (one per line); default: model.json, else labels.txt beside the model.")]
+    "--labels", help="Labels file (one per line); default: the labels embedded in the .tflite, else model.json, "
+    "else labels.txt beside the model. Embedded labels win over this file (with a warning).")]
 ThreadsOption = Annotated[Optional[int], typer.Option(
     "--threads", "-t", help="Interpreter threads (default: all cores).")]
 DelegateOption = Annotated[str, typer.Option(
@@ -49,17 +51,21 @@ OodThresholdOption = Annotated[Optional[float], typer.Option(
     "--ood-threshold", help="Flag an image 'uncertain: unlike training images' when its out-of-distribution score "
     "is above this (default: the threshold allx convert calibrated, in model.json ood.threshold; higher flags "
     "fewer images).", show_default=False)]
+TtaOption = Annotated[bool, typer.Option(
+    "--tta", help="Average the probabilities over the 8 rotations/mirrors of each image (8x the inference time; "
+    "see `allx-edge bench --tta`).")]
 AllowRejectedOption = Annotated[bool, typer.Option(
     "--allow-rejected", help="Run a model that failed allx convert's accuracy check (status rejected); every "
     "result then says so.")]
 
 
-def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None,
+def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None, tta: bool = False,
                allow_rejected: bool = False):
     """The EdgeModel and whether it is a rejected one the user allowed (refused otherwise, exit 2)."""
     model_path, manifest = resolve_model(Path(model))
     rejected = admit(manifest, model_path, allow_rejected)
-    edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold)
+    edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold,
+                                tta=tta)
     for warning in edge_model.warnings + ((NOTE,) if rejected else ()):
         stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     return edge_model, rejected
@@ -86,6 +92,7 @@ def classify(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    tta: TtaOption = False,
     sample: Annotated[Optional[str], typer.Option(
         "--sample", help="All the images are fields of this one sample (patient smear): one verdict for them, "
         "after a quality check of each field.", show_default=False)] = None,
@@ -116,7 +123,7 @@ def classify(
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error (or an unusable audit log).
     """
     operator = check_operator(operator, site_config)
-    edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, allow_rejected)
+    edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, tta, allow_rejected)
     audit = open_run_log(edge_model, log_db, operator, site_config, enabled=not no_log)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
     if sample is not None or samples_from_folders:
@@ -135,7 +142,7 @@ def classify(
         if audit is not None:
             audit.field(result, edge_model.labels, extra=decision)
         if json_lines:
-            record = {**result_record(result, edge_model.has_ood), **decision}
+            record = {**result_record(result, edge_model.has_ood, edge_model), **decision}
             typer.echo(json.dumps({**record, "model_status": "rejected"} if rejected else record))
         else:
             echo(mark_rejected(result_line(result, label_width, answer_words(result, edge_model.labels, point)),
@@ -150,7 +157,7 @@ def classify(
             audit.close()
     echo(mark_rejected(batch_summary_line(summary, edge_model.has_ood), rejected), err=json_lines)
     if csv is not None:
-        write_results_csv(csv, results, edge_model.has_ood, rejected=rejected)
+        write_results_csv(csv, results, edge_model.has_ood, edge_model.sha256, rejected=rejected)
     raise typer.Exit(1 if summary.failures else 0)
 
 
@@ -202,6 +209,7 @@ def camera(
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
     ood_threshold: OodThresholdOption = None,
+    tta: TtaOption = False,
     sample: Annotated[Optional[str], typer.Option(
         "--sample", help="The frames are fields of this one sample: each is quality-checked, and a running "
         "sample verdict is shown with every frame and at the end.", show_default=False)] = None,
@@ -220,7 +228,7 @@ def camera(
     Exit codes: 0 ok; 2 source, usage or model error (or an unusable audit log).
     """
     operator = check_operator(operator, site_config) if sample is not None else operator  # a preview logs nothing
-    edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, allow_rejected)
+    edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, tta, allow_rejected)
     audit = open_run_log(edge_model, log_db, operator, site_config, enabled=sample is not None and not no_log)
     session = None if sample is None else SampleSession(edge_model, sample)
     display = not headless and has_display()
@@ -258,6 +266,8 @@ def bench(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON here.")] = None,
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Write a Markdown table here.")] = None,
     labels: LabelsOption = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Also time one image with test-time averaging over its 8 "
+                                      "dihedral views against one without (quantize + invoke + dequantize).")] = False,
     allow_rejected: AllowRejectedOption = False,
 ):
     """Benchmark the latency of one or more models side by side.
@@ -271,7 +281,10 @@ def bench(
     for path in rejected:
         echo(f"warning: {path}: {NOTE}", err=True)
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
-                          labels=labels, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
+                          labels=labels, tta=tta, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
+    for result in report.results:
+        for warning in result.warnings:
+            echo(f"warning: {Path(result.model).name}: {warning}", err=True)
     stdout.print(bench_table(report))
     echo(bench_caption(report))
     for path in rejected:

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from allx.edge_runner.model import resolve_labels, resolve_model
+from allx.edge_runner.model import resolve_card
 from allx.edge_runner.quant import tensor_quantization
 from allx.edge_runner.runtime import find_runtime, is_edgetpu_model, make_interpreter
 
@@ -43,12 +43,16 @@ class ModelInfo:
     manifest: dict
     check: dict | None
     warnings: tuple[str, ...]
+    sha256: str = ""
+    metadata: str = ""  # where the manifest came from: "embedded" in the .tflite, "model.json", or "none"
+    features_off: tuple[str, ...] = ()  # codes of edge_runner.metadata.FEATURES the model runs without
+    overridden: tuple[str, ...] = ()  # files or options the embedded metadata won over
 
 
 def describe_model(path: str | Path, labels=None, delegate: str = "auto") -> ModelInfo:
     """Describe any .tflite (image classifier or not) or an `allx convert` folder."""
-    model_path, manifest = resolve_model(Path(path))
-    label_names = resolve_labels(labels, manifest, model_path)
+    model_path, card = resolve_card(Path(path), labels)
+    manifest = card.manifest
     interpreter, used, _threads, warnings = make_interpreter(model_path, 1, delegate)
     fields = {key: manifest[key] for key in MANIFEST_FIELDS if key in manifest}
     return ModelInfo(
@@ -56,8 +60,9 @@ def describe_model(path: str | Path, labels=None, delegate: str = "auto") -> Mod
         delegate=used, edgetpu_compiled=is_edgetpu_model(model_path),
         inputs=tuple(tensor_info(d) for d in interpreter.get_input_details()),
         outputs=tuple(tensor_info(d) for d in interpreter.get_output_details()),
-        op_counts=count_ops(interpreter), labels=label_names, manifest=fields,
-        check=manifest.get("check"), warnings=warnings)
+        op_counts=count_ops(interpreter), labels=card.labels, manifest=fields,
+        check=manifest.get("check"), warnings=(*card.warnings, *warnings), sha256=card.sha256,
+        metadata=card.source, features_off=card.features_off, overridden=card.overridden)
 
 
 def tensor_info(details: dict) -> TensorInfo:

@@ -13,9 +13,10 @@ from typing import Sequence
 import numpy as np
 
 from allx import layout
+from allx.dihedral import dihedral_views
 from allx.errors import ImageError, ModelError
 from allx.images import load_image
-from allx.edge_runner import ood
+from allx.edge_runner import metadata, ood
 from allx.edge_runner.manifest_check import check_manifest
 from allx.jsonio import read_json
 from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
@@ -35,14 +36,20 @@ class Prediction:
 
 
 class EdgeModel:
-    """A loaded classifier: `predict` gives float32 class probabilities, `classify` a Prediction."""
+    """A loaded classifier: `predict` gives float32 class probabilities, `classify` a Prediction.
+
+    With `tta`, both average the probabilities over the 8 dihedral views of the image (allx.dihedral):
+    8 invokes per image.
+    """
 
     def __init__(self, interpreter, model_path: Path, labels: tuple[str, ...], manifest: dict,
                  runtime: str, delegate: str, threads: int, warnings: tuple[str, ...] = (),
-                 ood_threshold: float | None = None):
+                 ood_threshold: float | None = None, tta: bool = False, card: metadata.ModelCard | None = None):
         self.interpreter = interpreter
+        self.tta = tta
         self.model_path = model_path
         self.manifest = manifest
+        self.card = card or metadata.read_card(model_path, manifest)  # sha256, embedded files, features off
         self.runtime = runtime
         self.delegate = delegate
         self.threads = threads
@@ -56,24 +63,32 @@ class EdgeModel:
         self.embedding_output = named_output(outputs, manifest, "embedding", model_path)
         self.labels = check_labels(labels, self.num_classes, model_path)
         check_manifest_input(manifest, self.input, model_path)
+        if tta and self.input_size[0] != self.input_size[1]:
+            raise ModelError(f"{model_path}: --tta needs a square input, got {self.input_size[0]}x{self.input_size[1]}")
         embedding_size = None if self.embedding_output is None else int(np.prod(self.embedding_output["shape"]))
-        self.ood_scorer, ood_warnings = ood.make_scorer(manifest, model_path.parent, embedding_size, ood_threshold)
+        self.ood_scorer, ood_warnings = ood.make_scorer(manifest, model_path.parent, embedding_size, ood_threshold,
+                                                        self.card.files)
         self.warnings = tuple(warnings) + ood_warnings
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, delegate: str = "auto",
-             labels: str | Path | Sequence[str] | None = None, ood_threshold: float | None = None) -> "EdgeModel":
+             labels: str | Path | Sequence[str] | None = None, ood_threshold: float | None = None,
+             tta: bool = False) -> "EdgeModel":
         """Load a .tflite file, a model.json, or a folder written by `allx convert`.
 
         Labels: `labels` (a file or a list) if given, else the manifest's, else labels.txt beside the
         model, else none (predict and bench work; classify asks for them). `ood_threshold` replaces the
-        calibrated out-of-distribution threshold of the manifest.
+        calibrated out-of-distribution threshold of the manifest. `tta`: average over the dihedral views.
         """
-        model_path, manifest = resolve_model(Path(path))
-        label_names = resolve_labels(labels, manifest, model_path)
+        model_path, card = resolve_card(Path(path), labels)
         interpreter, used, threads, warnings = make_interpreter(model_path, threads, delegate)
-        return cls(interpreter, model_path, label_names, manifest, str(find_runtime()), used, threads, warnings,
-                   ood_threshold)
+        return cls(interpreter, model_path, card.labels, card.manifest, str(find_runtime()), used, threads,
+                   (*card.warnings, *warnings), ood_threshold, tta, card)
+
+    @property
+    def sha256(self) -> str:
+        """Of the .tflite file, computed once at load: every result record carries it."""
+        return self.card.sha256
 
     @classmethod
     def from_bytes(cls, content: bytes, name: str = "model.tflite", manifest: dict | None = None,
@@ -83,7 +98,8 @@ class EdgeModel:
         label_names = tuple(str(label) for label in labels) if labels is not None else \
             tuple(str(label) for label in manifest.get("labels") or ())
         interpreter, used, threads, warnings = make_interpreter(name, threads, "cpu", content=content)
-        model = cls(interpreter, Path(name), label_names, manifest, str(find_runtime()), used, threads, warnings)
+        model = cls(interpreter, Path(name), label_names, manifest, str(find_runtime()), used, threads, warnings,
+                    card=metadata.read_card(Path(name), manifest, content))
         model.content = content  # the interpreter reads these bytes for as long as it lives
         return model
 
@@ -135,17 +151,35 @@ class EdgeModel:
             for i, one in enumerate(pixels):
                 batch[i] = self.predict(one)
             return batch
+        if self.tta:
+            return self.predict_views(pixels)
         self.set_input(pixels)
         self.invoke()
         return self.read_probabilities().copy()
 
+    def predict_views(self, pixels: np.ndarray) -> np.ndarray:
+        """Mean probabilities over the 8 dihedral views. The image itself (view 0) runs last, so the
+        embedding left in the interpreter, which the out-of-distribution score reads, is the image's own:
+        the threshold was calibrated on single images."""
+        views = dihedral_views(pixels)
+        total = np.zeros(self.num_classes, np.float64)
+        for view in views[1:] + views[:1]:
+            self.set_input(view)
+            self.invoke()
+            total += self.read_probabilities()
+        return (total / len(views)).astype(np.float32)
+
     def classify(self, pixels: np.ndarray, top_k: int = 1) -> Prediction:
-        """Top-k labels with scores; latency is quantize + invoke + dequantize (decode not included)."""
+        """Top-k labels with scores; latency is quantize + invoke + dequantize (decode not included; all 8
+        views with tta)."""
         self.require_labels()
         start = time.perf_counter()
-        self.set_input(np.asarray(pixels))
-        self.invoke()
-        probabilities = self.read_probabilities()
+        if self.tta:
+            probabilities = self.predict_views(np.asarray(pixels))
+        else:
+            self.set_input(np.asarray(pixels))
+            self.invoke()
+            probabilities = self.read_probabilities()
         latency_ms = (time.perf_counter() - start) * 1000.0
         order = np.argsort(-probabilities, kind="stable")[:max(1, top_k)]
         top = tuple((self.labels[i], float(probabilities[i])) for i in order)
@@ -159,6 +193,14 @@ class EdgeModel:
         if not self.labels:
             raise ModelError(f"{self.model_path}: no labels, expected --labels FILE, "
                              f"a {layout.LABELS} beside the model, or a {layout.MANIFEST} with labels")
+
+
+def resolve_card(path: Path, labels=None) -> tuple[Path, metadata.ModelCard]:
+    """The .tflite and what describes it: the metadata embedded in it (which wins over the files beside it,
+    with a warning), else the folder's manifest; labels resolved as EdgeModel.load documents."""
+    model_path, folder_manifest = resolve_model(path)
+    card = metadata.read_card(model_path, folder_manifest)
+    return model_path, metadata.choose_labels(card, resolve_labels(labels, card.manifest, model_path), labels is not None)
 
 
 def resolve_model(path: Path) -> tuple[Path, dict]:

@@ -7,6 +7,7 @@ functions, on the converted model's own outputs.
 
 from __future__ import annotations
 
+import io
 import math
 import zipfile
 from dataclasses import dataclass
@@ -64,25 +65,30 @@ class Scorer:
         return value > self.threshold, value
 
 
-def max_softmax_scorer(section: dict, folder: Path, embedding_size: int | None) -> Callable:
+def max_softmax_scorer(section: dict, folder: Path, embedding_size: int | None, files: dict) -> Callable:
     return lambda probabilities, embedding: float(max_softmax_scores(probabilities)[0])
 
 
-def mahalanobis_scorer(section: dict, folder: Path, embedding_size: int | None) -> Callable:
+def mahalanobis_scorer(section: dict, folder: Path, embedding_size: int | None, files: dict) -> Callable:
     if embedding_size is None:
         raise ModelError(f"{folder}: model.json asks for the mahalanobis out-of-distribution score but names no "
                          "embedding output, expected outputs.embedding (convert again with allx convert)")
-    stats = read_stats(folder / str(section.get("stats_file", "")), embedding_size)
+    name = str(section.get("stats_file", ""))
+    if name in files:  # the copy embedded in the .tflite comes first
+        stats = read_stats(folder / f"{name} (embedded in the model)", embedding_size, files[name])
+    else:
+        stats = read_stats(folder / name, embedding_size)
     return lambda probabilities, embedding: float(mahalanobis_scores(embedding, stats)[0])
 
 
 METHODS = {"max_softmax": max_softmax_scorer, "mahalanobis": mahalanobis_scorer}
 
 
-def read_stats(path: Path, embedding_size: int) -> MahalanobisStats:
-    """The side file named by ood.stats_file, checked against the model's embedding width."""
+def read_stats(path: Path, embedding_size: int, data: bytes | None = None) -> MahalanobisStats:
+    """The side file named by ood.stats_file (`data`: its bytes embedded in the model), checked against the
+    model's embedding width."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(path if data is None else io.BytesIO(data), allow_pickle=False) as archive:
             missing = [key for key in STATS_KEYS if key not in archive.files]
             if missing:
                 raise ModelError(f"{path}: statistics file without {', '.join(missing)}, "
@@ -103,8 +109,11 @@ def read_stats(path: Path, embedding_size: int) -> MahalanobisStats:
 
 
 def make_scorer(manifest: dict, folder: Path, embedding_size: int | None = None,
-                threshold: float | None = None) -> tuple[Scorer | None, tuple[str, ...]]:
+                threshold: float | None = None, files: dict[str, bytes] | None = None
+                ) -> tuple[Scorer | None, tuple[str, ...]]:
     """(scorer or None, warnings); None when the manifest has no "ood" section or a method this runner lacks.
+
+    `files`: side files embedded in the .tflite by name; they are used before files in `folder`.
 
     `threshold` (from --ood-threshold) replaces the calibrated one. Damaged statistics raise ModelError:
     a model folder that lost its out-of-distribution check must not quietly classify without it.
@@ -122,5 +131,5 @@ def make_scorer(manifest: dict, folder: Path, embedding_size: int | None = None,
     if method not in METHODS or not isinstance(calibrated, (int, float)) or not math.isfinite(calibrated):
         return None, (f"out-of-distribution method {method!r} (threshold {calibrated!r}) is not supported by "
                       f"this allx-edge, expected one of {', '.join(METHODS)}: results are not marked",)
-    score_one = METHODS[method](section, Path(folder), embedding_size)
+    score_one = METHODS[method](section, Path(folder), embedding_size, files or {})
     return Scorer(method, float(calibrated if threshold is None else threshold), score_one), ()

@@ -17,6 +17,9 @@ from allx.edge_runner.sample_batch import SamplesSummary
 
 PATH_WIDTH = 40
 OOD_NOTE = "uncertain: unlike training images"
+METADATA_WORDS = {"embedded": "embedded in the .tflite (labels, manifest, statistics)",
+                  "model.json": "from model.json beside the model (none embedded)",
+                  "none": "none (no allx metadata embedded, no model.json beside the model)"}
 
 
 def result_header(label_width: int) -> str:
@@ -105,7 +108,9 @@ def bench_table(report: BenchReport) -> Table:
     rows += [("images/s", lambda r: f"{r.throughput_ips:.1f}"), ("speed vs first", lambda r: f"{r.speed_ratio:.2f}x"),
              ("peak RSS MB", lambda r: "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"),
              ("end-to-end ms", lambda r: f"{r.end_to_end.latency_ms.mean:.2f}" if r.end_to_end else "-"),
-             ("end-to-end img/s", lambda r: f"{r.end_to_end.images_per_s:.1f}" if r.end_to_end else "-")]
+             ("end-to-end img/s", lambda r: f"{r.end_to_end.images_per_s:.1f}" if r.end_to_end else "-"),
+             ("TTA predict p50 ms", lambda r: f"{r.tta.tta_ms.p50:.2f}" if r.tta else "-"),
+             ("TTA cost", lambda r: f"{r.tta.ratio:.2f}x" if r.tta else "-")]
     for name, value in rows:
         table.add_row(name, *(value(r) for r in report.results))
     return table
@@ -118,7 +123,9 @@ def bench_caption(report: BenchReport) -> str:
 
 
 def info_lines(info: ModelInfo) -> list[str]:
-    lines = [f"model     {info.path} ({info.file_size_bytes / 1e6:.2f} MB)",
+    lines = [f"model     {info.path} ({info.file_size_bytes / 1e6:.2f} MB)", f"sha256    {info.sha256}",
+             f"metadata  {METADATA_WORDS.get(info.metadata, info.metadata)}"
+             + (f"; running without: {', '.join(info.features_off)}" if info.features_off else ""),
              f"runtime   {info.runtime}, delegate {info.delegate}, "
              f"Edge TPU compiled: {'yes' if info.edgetpu_compiled else 'no'}"]
     for role, tensors in (("input", info.inputs), ("output", info.outputs)):

@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = {"allx": REPO / "allx", "allx.train": REPO / "train", "allx.convert": REPO / "convert",
                 "allx.edge_runner": REPO / "edge_runner"}
 
-GROUND = ("allx", "allx.errors", "allx.images", "allx.files", "allx.jsonio", "allx.layout", "allx.decision", "allx.text",
-          "allx.console", "allx.synthetic")
+GROUND = ("allx", "allx.errors", "allx.images", "allx.files", "allx.jsonio", "allx.layout", "allx.decision", "allx.dihedral",
+          "allx.text", "allx.console", "allx.synthetic")
 TOP = ("allx.cli", "allx.report", "allx.demo", "allx.edge_runner.cli")
 # What each domain package may import besides the ground floor and itself.
 DOMAIN = {"allx.train": (), "allx.edge_runner": (), "allx.convert": ("allx.train", "allx.edge_runner")}

@@ -43,6 +43,40 @@ def test_backbones_quick_compares_every_backbone_at_int8(tmp_path):
 
 
 @pytest.mark.slow
+def test_recipes_quick_cross_validates_every_recipe_with_and_without_tta(tmp_path):
+    out = tmp_path / "recipes.json"
+    printed = run_script("recipes.py", "--cache-dir", str(tmp_path / "cache"), "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["kind"] == "recipes-cv" and result["folds"] == 5 and result["fold_kind"] == "block"
+    assert [(r["recipe"], r["tta"]) for r in result["rows"]] == [
+        (recipe, tta) for recipe in ("plain", "dihedral", "dihedral+stain") for tta in (False, True)]
+    for row in result["rows"]:
+        assert len(row["folds"]) == 5 and 0 <= row["worst_fold"]["accuracy"] <= row["mean"]["accuracy"] <= 1
+    assert result["best"]["recipe"] in ("plain", "dihedral", "dihedral+stain") and "| dihedral |" in printed
+
+
+def test_block_folds_hold_out_one_contiguous_block_per_class():
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("recipes", REPO / "benchmarks" / "recipes.py")
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+    labels = np.array([0] * 10 + [1] * 15)
+    folds = recipes.block_folds(labels, 5)
+    tested = np.concatenate([f["test"] for f in folds])
+    assert sorted(tested) == list(range(25)), "every image is tested exactly once"
+    for fold in folds:
+        parts = [set(fold[name]) for name in ("train", "val", "test")]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert len(set().union(*parts)) == 25
+        for label in (0, 1):
+            rows = sorted(r for r in fold["test"] if labels[r] == label)
+            assert rows == list(range(rows[0], rows[-1] + 1)), "a held-out block is a contiguous run"
+    assert recipes.file_number("Benign/WBC-Benign-010.jpg") > recipes.file_number("Benign/WBC-Benign-9.jpg")
+
+
 def test_cv_quick_writes_a_grouped_summary_per_backbone(tmp_path):
     out = tmp_path / "cv.json"
     printed = run_script("cv.py", "--backbone", "efficientnet-lite0", "--work", str(tmp_path / "work"),

@@ -52,6 +52,10 @@ def test_int8_writes_the_manifest_contract(int8_out):
     assert manifest["check"]["passed"] is True and manifest["thresholds"]["max_drop_pp"] == 10.0
     assert {"tensorflow", "allx"} <= set(manifest["versions"]) and manifest["created"]
     assert manifest["origin"]["split"] == "split.json beside the model"
+    # The .tflite carries the same manifest (allx-edge reads it from a lone copy of the file).
+    from allx.edge_runner.metadata import read_embedded
+
+    assert read_embedded((out / "model_int8.tflite").read_bytes(), out).manifest == manifest
 
 
 def test_int8_json_output_and_report(int8_out):
@@ -112,7 +116,9 @@ def test_failed_check_is_rejected_and_keeps_the_passed_model(run_folder, int8_ou
     assert {name: (out / name).read_bytes() for name in before} == before
     rejected = json.loads((out / "model_int8.rejected.json").read_text())
     assert rejected["status"] == "rejected" and rejected["model_file"] == "model_int8.rejected.tflite"
-    assert (out / "model_int8.rejected.tflite").is_file()
+    from allx.edge_runner.metadata import read_embedded
+
+    assert read_embedded((out / "model_int8.rejected.tflite").read_bytes(), out).manifest["status"] == "rejected"
     report = (out / "model_int8.rejected.report.md").read_text()
     assert "REJECTED" in report and "limit --max-drop" in report
 

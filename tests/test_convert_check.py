@@ -36,26 +36,29 @@ def test_each_limit_is_named_when_broken():
     quant[truth == 3] = 2  # class Pro collapses into Pre
     report = report_for(truth, truth, quant)
     assert not report.passed and len(report.failures) == 3
-    assert "overall accuracy dropped 25.00 pp" in report.failures[0] and "--max-drop 1 pp" in report.failures[0]
-    assert "class Pro recall dropped 100.00 pp" in report.failures[1]
-    assert "agreement 0.7500" in report.failures[2]
-    assert report.to_dict()["passed"] is False
+    assert report.failures[0] == ("all classes: 25 right->wrong, 0 wrong->right of 100; drop bound 25.0 pp "
+                                  "(limit --max-drop 1.5 pp)")
+    assert report.failures[1].startswith("Pro: 25 right->wrong, 0 wrong->right of 25; drop bound 100.0 pp")
+    assert "fidelity: 25 of 100 val images changed top-1 label" in report.failures[2]
+    assert report.to_dict()["passed"] is False and len(report.to_dict()["verdicts"]) == 5
 
 
 def test_a_drop_exactly_at_the_limit_passes():
     truth = np.array([0, 1, 2, 3] * 25)
     quant = truth.copy()
-    quant[0] = 1  # one Benign image of 100: 1.00 pp overall, 4 pp of Benign
-    assert report_for(truth, truth, quant, Thresholds(1.0, 4.0, 0.99)).passed
-    assert not report_for(truth, truth, quant, Thresholds(0.99, 4.0, 0.99)).passed
+    quant[0] = 1  # one Benign image of 100 right->wrong, nothing the other way: the bound is the observed loss
+    assert report_for(truth, truth, quant, Thresholds(1.0, 4.0, 0.9)).passed
+    assert not report_for(truth, truth, quant, Thresholds(0.99, 4.0, 0.9)).passed
 
 
 def test_a_better_quantized_model_is_not_a_drop():
     truth = np.array([0, 1, 2, 3] * 5)
     worse = truth.copy()
     worse[:4] = (truth[:4] + 1) % 4
-    report = report_for(truth, worse, truth, Thresholds(1.0, 2.0, 0.0))
-    assert report.passed and report.drop_pp < 0
+    report = report_for(truth, worse, truth, Thresholds(1.0, 15.0, 0.0))
+    assert report.passed and report.drop_pp < 0 and report.paired[0].drop_bound_pp < 0
+    # one wrong->right image of 5 is little evidence of direction: the class bound stays positive
+    assert report.paired[1].drop_bound_pp == pytest.approx((2 * Thresholds().confidence - 1) / 5 * 100)
 
 
 def test_malignant_sensitivity_ignores_confusion_between_subtypes():
@@ -93,3 +96,17 @@ def test_flip_margins_tell_near_ties_from_confident_flips():
     assert report.flip_margin_median == pytest.approx(np.median([0.05, 0.6]))
     assert report.margin_median == pytest.approx(np.median([0.8, 0.05, 1.0, 0.6]))
     assert report_for([0, 1], [0, 1], [0, 1]).flip_margin_median is None
+
+
+def test_a_report_regated_with_other_thresholds_is_judged_again():
+    from dataclasses import replace
+
+    from allx.convert.check import gate
+
+    truth = np.array([0, 1, 2, 3] * 25)
+    quant = truth.copy()
+    quant[truth == 3] = 2
+    opened = report_for(truth, truth, quant, Thresholds(100.0, 100.0, 0.0))
+    assert opened.passed
+    strict = gate(replace(opened, thresholds=Thresholds()))
+    assert not strict.passed and strict.paired[0].limit_pp == Thresholds().max_drop

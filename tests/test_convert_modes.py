@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from allx.convert.modes import MODES, resolve_options, validate_thresholds
+from allx.convert.modes import DEFAULT_MAX_TRIES, DEFAULT_THRESHOLDS, MODES, resolve_options, validate_thresholds
 from allx.errors import UsageError
 
 
@@ -19,8 +19,27 @@ def test_every_mode_has_a_default_io_among_its_choices():
 def test_int8_defaults():
     options = resolve_options("int8")
     assert options.io == "uint8" and options.representative_count is None  # the default, capped by the train subset
-    assert options.thresholds.max_drop == 1.0 and options.thresholds.max_class_drop == 2.0
-    assert options.thresholds.min_agreement == 0.98
+    assert options.thresholds == DEFAULT_THRESHOLDS  # defined once, in modes.Thresholds
+    assert options.accuracy_control and options.max_tries == DEFAULT_MAX_TRIES
+
+
+def test_gate_defaults_are_the_ones_help_shows():
+    from typer.testing import CliRunner
+
+    from allx.cli.main import app
+
+    text = " ".join(CliRunner().invoke(app, ["convert", "--help"], env={"COLUMNS": "200"}).stdout.split())
+    for value in (DEFAULT_THRESHOLDS.max_drop, DEFAULT_THRESHOLDS.max_class_drop, DEFAULT_THRESHOLDS.confidence):
+        assert f"[default: {value:g}]" in text or f"[default: {value}]" in text
+    assert "--no-accuracy-control" in text
+
+
+@pytest.mark.parametrize("kwargs, fragment", [({"confidence": 0.3}, "--confidence"), ({"confidence": 1.0}, "--confidence"),
+                                              ({"max_tries": 0}, "--max-tries"), ({"max_tries": 9}, "--max-tries"),
+                                              ({"fidelity_images": -1}, "--fidelity-images")])
+def test_gate_and_control_options_out_of_range(kwargs, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        resolve_options("int8", **kwargs)
 
 
 def test_what_the_user_gave_is_kept():

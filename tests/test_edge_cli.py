@@ -80,7 +80,10 @@ def test_classify_json_lines_match_edge_model(tiny, mixed_dir, tmp_path):
     assert [r["path"] for r in records] == [str(folder / n) for n in sorted(GOOD)]
     model = EdgeModel.load(tiny.int8)
     for record in records:
-        assert set(record) == {"path", "label", "score", "top_k", "latency_ms", "decision", "subtype", "malignant_score"}
+        # a lone .tflite without allx metadata: every record says which features are off, and which model ran
+        assert set(record) == {"path", "label", "score", "top_k", "latency_ms", "decision", "subtype", "malignant_score",
+                               "model_sha256", "features_off"}
+        assert record["model_sha256"] == model.sha256 and record["features_off"] == ["ood", "quality", "operating_point"]
         probabilities = model.predict(model.load_pixels(record["path"]))
         assert record["label"] == LABELS[int(probabilities.argmax())]
         assert record["score"] == pytest.approx(float(probabilities.max()), abs=1e-6)
@@ -94,7 +97,7 @@ def test_bad_images_never_stop_the_batch(tiny, mixed_dir, tmp_path):
     records = {json.loads(line)["path"].rsplit("/", 1)[-1]: json.loads(line) for line in result.stdout.splitlines()}
     assert set(records) == set(GOOD) | set(BAD)
     for name in BAD:
-        assert set(records[name]) == {"path", "error"} and name in records[name]["error"]
+        assert set(records[name]) == {"path", "error", "model_sha256", "features_off"} and name in records[name]["error"]
     assert "too large" in records["huge.png"]["error"]
     for name in GOOD:
         assert records[name]["label"] in LABELS

@@ -39,7 +39,7 @@ def image(tmp_path_factory):
 
 def test_start_up_imports_nothing_heavy():
     code = ("import sys, json, allx.edge_runner.cli, allx.edge_runner.model, allx.edge_runner.batch, allx.edge_runner.bench, "
-            "allx.edge_runner.info; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (HEAVY,))
+            "allx.edge_runner.info, allx.edge_runner.metadata; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in %r)))" % (HEAVY,))
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert loaded.returncode == 0, loaded.stderr
     assert json.loads(loaded.stdout) == []

@@ -397,6 +397,10 @@ def test_allx_convert_says_whether_the_warning_is_on(synthetic_dir, tmp_path):
     on = runner.invoke(allx_app, ["convert", str(run.layout), "--out", str(tmp_path / "on"), *tolerant])
     assert on.exit_code == 0, on.output
     assert "out-of-distribution warning: mahalanobis" in on.stdout and "generated non-smear images flagged" in on.stdout
+    lone = tmp_path / "lone"  # the .tflite copied alone keeps its labels and its warning (embedded statistics)
+    lone.mkdir()
+    copied = EdgeModel.load(shutil.copy(tmp_path / "on" / "model_int8.tflite", lone))
+    assert copied.card.source == "embedded" and copied.has_ood and copied.labels == LABELS
     off = runner.invoke(allx_app, ["convert", str(run.model), "--out", str(tmp_path / "off"), "--json", *tolerant])
     assert off.exit_code == 0, off.output
     document = json.loads(off.stdout)

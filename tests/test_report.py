@@ -53,7 +53,8 @@ def check_dict(quantized_errors: int, seed: int = 0) -> dict:
     wrong = np.random.default_rng(seed).choice(np.flatnonzero(truth != 0), quantized_errors, replace=False)
     quant_probs[wrong] = np.roll(quant_probs[wrong], 1, axis=1)
     predictions = CheckPredictions(tuple(f"x/{i}.jpg" for i in range(40)), truth, float_probs, quant_probs)
-    report, = [summarize(predictions, LABELS, "int8", "val", Thresholds(), [5.0] * 40, ())]
+    # 40 identical answers bound the agreement at ~0.977 (convert.gate): fidelity is judged on 0.95 here
+    report, = [summarize(predictions, LABELS, "int8", "val", Thresholds(min_agreement=0.95), [5.0] * 40, ())]
     return report.to_dict()
 
 

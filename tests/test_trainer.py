@@ -115,6 +115,9 @@ def test_ctrl_c_keeps_the_last_good_checkpoint(synthetic_dir, tmp_path, monkeypa
     (["{data}", "--weights", "/no/such/weights.h5"], "/no/such/weights.h5"),
     (["{data}", "--epochs", "0"], "--epochs"),
     (["{data}", "--head", "mlp"], "--head"),
+    (["{data}", "--augment", "dihedral,swirl"], "--augment: got swirl"),
+    (["{data}", "--augment-copies", "-1"], "--augment-copies"),
+    (["{data}", "--strategy", "tpu"], "--strategy: got 'tpu'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(synthetic_dir, tmp_path, args, message):
     args = [a.replace("{data}", str(synthetic_dir)) for a in args]
@@ -163,3 +166,35 @@ def test_fine_tuning_unfreezes_the_top_layers_and_keeps_batchnorm_frozen(synthet
     assert seen["batchnorm"] == [] and seen["frozen_top"] == []
     assert load_keras_model(result.model_path).output_shape == (None, 4)
     assert 0.0 <= result.metrics["accuracy"] <= 1.0
+
+
+def test_training_views_are_cached_per_augmentation(trained_run):
+    from allx.train.trainer import DEFAULT_AUGMENT
+
+    result, config = trained_run
+    assert config.augment == DEFAULT_AUGMENT == "dihedral"
+    split = json.loads((result.run_dir / "split.json").read_text())
+    markers = [json.loads(p.read_text()) for p in config.cache_dir.glob("*.json")]
+    augmented = [m for m in markers if m.get("views_per_image")]
+    assert len(augmented) == 1, "only the training subset is augmented"
+    assert augmented[0]["views_per_image"] == 8 and len(augmented[0]["paths"]) == 8 * len(split["train"])
+    settings = json.loads((result.run_dir / "train_config.json").read_text())
+    assert settings["augment"] == "dihedral" and settings["distribution"]["replicas"] == 1
+
+
+def test_evaluate_with_tta_averages_over_the_views(trained_run, synthetic_dir):
+    from allx.dihedral import dihedral_views
+    from allx.train.model_io import load_keras_model
+
+    result, _ = trained_run
+    outcome = runner.invoke(app, ["evaluate", str(result.model_path), str(synthetic_dir),
+                                  "--split", str(result.run_dir / "split.json"), "--json", "--tta"])
+    assert outcome.exit_code == 0, outcome.output
+    metrics = json.loads(outcome.stdout)
+    assert metrics["tta"] is True
+    split = json.loads((result.run_dir / "split.json").read_text())
+    model = load_keras_model(result.model_path)
+    pixels = np.stack([load_image(synthetic_dir / p, (48, 48)) for p in split["test"]]).astype(np.float32)
+    averaged = np.mean([model.predict(v, verbose=0) for v in dihedral_views(pixels)], axis=0)
+    truth = [split["classes"].index(p.split("/")[0]) for p in split["test"]]
+    assert metrics["accuracy"] == pytest.approx(float(np.mean(averaged.argmax(1) == truth)), abs=1e-6)

@@ -9,6 +9,7 @@ import numpy as np
 
 from allx import layout
 from allx.decision import check_target, choose_operating_point, sensitivity_specificity
+from allx.dihedral import dihedral_views
 from allx.errors import DataError, ModelError, UsageError
 from allx.images import read_batches
 from allx.train.metrics import classification_metrics
@@ -36,28 +37,32 @@ def keras_probabilities(model, pixels: np.ndarray, classes: int) -> np.ndarray:
     return np.asarray(outputs, dtype=np.float32)
 
 
-def predict_images(model, data_dir, relpaths, labels, size, progress=None):
-    """Probabilities of the readable images; returns (probabilities, their labels, skipped [(path, reason)])."""
+def predict_images(model, data_dir, relpaths, labels, size, progress=None, tta: bool = False):
+    """Probabilities of the readable images; returns (probabilities, their labels, skipped [(path, reason)]).
+
+    With `tta`, each image's probabilities are the mean over its 8 dihedral views (allx.dihedral).
+    """
     n_classes = int(model.output_shape[-1])
     rows, kept, skipped = [], [], []
     report = (lambda done, total: progress("evaluate", done, total)) if progress else None
     for batch in read_batches(data_dir, relpaths, size, BATCH, report):
         skipped.extend(batch.unreadable)
         if batch.indices:
-            rows.append(keras_probabilities(model, batch.pixels, n_classes))
+            views = dihedral_views(batch.pixels) if tta else [batch.pixels]
+            rows.append(np.mean([keras_probabilities(model, view, n_classes) for view in views], axis=0))
             kept.extend(batch.indices)
     probabilities = np.concatenate(rows) if rows else np.zeros((0, n_classes), np.float32)
     return probabilities, np.asarray(labels)[kept], skipped
 
 
 def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progress=None,
-                   target_sensitivity: float | None = None) -> dict:
-    """Metrics of the model at model_path on `subset` of the split (see train.metrics).
+                   target_sensitivity: float | None = None, tta: bool = False) -> dict:
+    """Metrics of the model at model_path on `subset` of the split (see train.metrics); `tta` averages
+    over the 8 dihedral views of each image.
 
     With `target_sensitivity`, the malignant/benign operating point is chosen on the val subset
     (allx.decision) and sensitivity and specificity at it are reported on `subset` ("at_operating_point").
     """
-
     if target_sensitivity is not None:
         check_target(target_sensitivity)
     split = read_split(split_path, data_dir)
@@ -69,25 +74,29 @@ def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progr
     model = load_keras_model(model_path)
     check_model_fits(model, split.classes, Path(model_path).parent / layout.LABELS)
     size = tuple(int(d) for d in model.input_shape[1:3])
-    probabilities, labels, skipped = predict_images(model, data_dir, relpaths, split.labels(subset), size, progress)
+    if tta and size[0] != size[1]:
+        raise DataError(f"--tta needs a square model input, got {size[0]}x{size[1]}")
+    probabilities, labels, skipped = predict_images(model, data_dir, relpaths, split.labels(subset), size, progress,
+                                                    tta)
     if len(labels) == 0:
         raise DataError(f"no readable images in the {subset!r} subset")
     metrics = classification_metrics(probabilities, labels, split.classes)
-    metrics.update(kind=layout.RecordKind.EVALUATION.value, subset=subset, model=str(model_path), skipped=[list(s) for s in skipped],
-                   split_kind=split.kind.value)
+    metrics.update(kind=layout.RecordKind.EVALUATION.value, subset=subset, model=str(model_path),
+                   skipped=[list(s) for s in skipped], split_kind=split.kind.value, tta=tta)
     if target_sensitivity is not None:
         metrics["at_operating_point"] = at_operating_point(model, data_dir, split, size, probabilities, labels,
-                                                           subset, target_sensitivity, progress)
+                                                           subset, target_sensitivity, progress, tta)
     return metrics
 
 
 def at_operating_point(model, data_dir, split, size, probabilities, labels, subset: str, target: float,
-                       progress=None) -> dict:
+                       progress=None, tta: bool = False) -> dict:
     """The point chosen on val for `target`, and malignant sensitivity / benign specificity at it on `subset`."""
     if not split.val:
         raise DataError("--target-sensitivity: the split has no val subset, expected one to choose the "
                         "operating point on (never on the subset it is reported on)")
-    val_probabilities, val_labels, _ = predict_images(model, data_dir, split.val, split.labels("val"), size, progress)
+    val_probabilities, val_labels, _ = predict_images(model, data_dir, split.val, split.labels("val"), size, progress,
+                                                      tta)
     point = choose_operating_point(val_probabilities, val_labels, split.classes, target, chosen_on="val")
     reached = sensitivity_specificity(probabilities, labels, split.classes, point)
     return {**point.to_dict(), "subset": subset, "subset_sensitivity": reached["malignant_sensitivity"],

@@ -29,6 +29,7 @@ def write_model_card(path: Path, config, backbone, weights, size, split, metrics
         f"- Head: {config.head} -> Dropout(0.5) -> Dense({len(split.classes)}, softmax); Adam lr {config.learning_rate},"
         f" categorical cross-entropy; up to {config.epochs} epochs, early stopping on validation loss",
         f"- Fine-tuned top layers: {config.fine_tune_layers}",
+        f"- Training augmentation: {config.augment or 'none'}",
         "",
         "## Test metrics",
     ]

@@ -11,7 +11,8 @@ import typer
 from rich.table import Table
 
 from allx.console import handle_errors, import_tensorflow_quietly, progress_bars, stdout
-from allx.convert.modes import DEFAULT_FLAG_RATE, DEFAULT_REPRESENTATIVE_COUNT, resolve_options
+from allx.convert.modes import (DEFAULT_FIDELITY_IMAGES, DEFAULT_FLAG_RATE, DEFAULT_MAX_TRIES,
+                                DEFAULT_REPRESENTATIVE_COUNT, DEFAULT_THRESHOLDS, resolve_options)
 from allx.convert.ood_report import summary_line
 from allx.convert.pipeline import convert_keras
 from allx.errors import CheckFailed, ConversionError, UsageError
@@ -38,11 +39,23 @@ def convert(
         f"subset (default {DEFAULT_REPRESENTATIVE_COUNT}).", show_default=False)] = None,
     check_subset: Annotated[Optional[str], typer.Option(
         "--check-subset", help="val or test (default: val if the split has one, else test).")] = None,
-    max_drop: Annotated[float, typer.Option("--max-drop", help="Max overall accuracy drop, percentage points.")] = 1.0,
-    max_class_drop: Annotated[float, typer.Option("--max-class-drop", help="Max recall drop of any class, "
-                                                  "percentage points.")] = 2.0,
-    min_agreement: Annotated[float, typer.Option("--min-agreement", help="Min fraction of images with the "
-                                                 "same top-1 label as the float model.")] = 0.98,
+    max_drop: Annotated[float, typer.Option("--max-drop", help="Limit on the bound of the true overall accuracy "
+                                            "drop, percentage points.")] = DEFAULT_THRESHOLDS.max_drop,
+    max_class_drop: Annotated[float, typer.Option("--max-class-drop", help="Limit on the bound of the true recall "
+                                                  "drop of any class, percentage points.")] = DEFAULT_THRESHOLDS.max_class_drop,
+    min_agreement: Annotated[float, typer.Option("--min-agreement", help="Limit on the lower bound of the fraction "
+                                                 "of train+val images with the float model's top-1 label "
+                                                 "(fidelity).")] = DEFAULT_THRESHOLDS.min_agreement,
+    confidence: Annotated[float, typer.Option("--confidence", help="One-sided confidence of the gate's exact bounds "
+                                              "(defaults chosen by benchmarks/gate_simulation.py).")] = DEFAULT_THRESHOLDS.confidence,
+    fidelity_images: Annotated[int, typer.Option("--fidelity-images", help="At most this many train+val images "
+                                                 "for fidelity (0: the check images only).")] = DEFAULT_FIDELITY_IMAGES,
+    accuracy_control: Annotated[bool, typer.Option("--accuracy-control/--no-accuracy-control", help="int8 only: when "
+                                                   "int8 fails the gate, keep the 1, 2, 4, 8 most damaging layers in "
+                                                   "float, then try int16 activations; keep the fastest that "
+                                                   "passes.")] = True,
+    max_tries: Annotated[int, typer.Option("--max-tries", help="Accuracy control: at most this many "
+                                           "variants.")] = DEFAULT_MAX_TRIES,
     io: Annotated[Optional[str], typer.Option("--io", help="int8 only: input/output type uint8, int8 or float "
                                               "(default uint8).", show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="int8 only: per-layer quantization error "
@@ -67,8 +80,9 @@ def convert(
     """Convert MODEL.keras to TFLite and prove the accuracy holds.
 
     The converted model is run through the allx-edge inference code on the check subset next to the
-    float Keras model. Exit codes: 0 passed; 3 failed the accuracy check (saved as
-    model_<precision>.rejected.tflite, a model that passed before is kept); 2 bad input or conversion error.
+    float Keras model. Exit codes: 0 passed (int8 or an accuracy-controlled variant); 3 failed the accuracy
+    check, every accuracy-control try too (saved as model_<precision>.rejected.tflite, a model that passed
+    before is kept); 2 bad input or conversion error.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter; details go to convert.log
     import_tensorflow_quietly()
@@ -79,7 +93,7 @@ def convert(
         raise UsageError(f"got {' and '.join('--' + c for c in chosen)}, expected one precision")
     options = resolve_options(chosen[0] if chosen else "int8", io, representative_count, check_subset, max_drop,
                               max_class_drop, min_agreement, debug, float_layers, edgetpu, seed, ood, ood_flag_rate,
-                              target_sensitivity)
+                              target_sensitivity, confidence, accuracy_control, max_tries, fidelity_images)
     with progress_bars() as progress:
         result = convert_keras(model, out, options, data, split, progress)
     if json_output:
@@ -87,8 +101,10 @@ def convert(
     else:
         render(result)
     if not result.passed:
-        raise CheckFailed(f"{result.check.precision} failed the accuracy check: {'; '.join(result.check.failures)}; "
-                          f"saved as {result.files['model'].name}, see {result.files['report']}")
+        tried = "" if result.control is None else (f"; accuracy control tried {len(result.control.attempts)} "
+                                                   "variant(s), none passed")
+        raise CheckFailed(f"{result.check.precision} failed the accuracy check: {'; '.join(result.check.failures)}"
+                          f"{tried}; saved as {result.files['model'].name}, see {result.files['report']}")
     if result.edgetpu is not None and not result.edgetpu.ready:
         raise ConversionError(f"{result.files['model'].name} passed the check but is not Edge TPU-ready: "
                               f"{'; '.join(result.edgetpu.problems)}")
@@ -105,6 +121,8 @@ def result_json(result) -> dict:
         document["tradeoff"] = list(result.tradeoff)
     for key in ("operating_point", "sample_rule", "quality"):
         document[key] = result.manifest.get(key)
+    if result.control is not None:
+        document["accuracy_control"] = result.control.to_dict()
     document["ood"] = result.manifest.get("ood")  # null: no warning, "ood_note" says why
     if document["ood"] is None:
         document["ood_note"] = result.manifest.get("ood_note")
@@ -116,6 +134,10 @@ def render(result) -> None:
     verdict = "[green]PASSED[/green]" if check.passed else "[red]REJECTED[/red]"
     stdout.print(f"{check.precision}: {verdict} on {check.images} {check.subset} images "
                  f"(drop {check.drop_pp:.2f} pp, agreement {check.agreement:.4f})")
+    for count in check.paired:
+        stdout.print(f"  {count.verdict()}", highlight=False, markup=False)
+    if check.fidelity is not None:
+        stdout.print(f"  {check.fidelity.verdict(check.thresholds.confidence)}", highlight=False, markup=False)
     table = Table("class", "images", "float recall", f"{check.precision} recall", "drop (pp)")
     for row in check.per_class:
         table.add_row(row.label, str(row.support), percent(row.float_recall, 2, 'n/a'), percent(row.quantized_recall, 2, 'n/a'),
@@ -129,6 +151,8 @@ def render(result) -> None:
                  f"{percent(check.quantized.malignant_sensitivity, 2, 'n/a')}", highlight=False)
     for failure in check.failures:
         stdout.print(f"[red]limit broken:[/red] {failure}", highlight=False)
+    if result.control is not None:
+        render_control(result.control)
     stdout.print(summary_line(result.manifest.get("ood"), result.manifest.get("ood_note")), highlight=False,
                  markup=False)
     for line in operating_lines(result.manifest):
@@ -138,6 +162,24 @@ def render(result) -> None:
                      highlight=False, markup=False)
     stdout.print(f"wrote {', '.join(path.name for path in result.files.values())} in {result.files['model'].parent}",
                  highlight=False)
+
+
+def render_control(control) -> None:
+    """The accuracy-control tries, in the order made, and the one kept."""
+    table = Table("accuracy control try", "MB", "p50 ms", "accuracy", "drop bound pp", "fidelity", "gate", "s")
+    for row in [attempt.to_dict() for attempt in control.attempts]:
+        if "accuracy" not in row:
+            table.add_row(row["name"], "", "", "", "", "", "conversion failed", f"{row['seconds']:.1f}")
+            continue
+        table.add_row(row["name"], f"{row['size_bytes'] / 1e6:.3f}", f"{row['latency_ms_p50']:.2f}",
+                      percent(row["accuracy"], 2, 'n/a'), f"{row['drop_bound_pp']:.2f}", f"{row['agreement']:.4f}",
+                      "pass" if row["passed"] else "fail", f"{row['seconds']:.1f}")
+    stdout.print(table)
+    chosen = control.chosen
+    stdout.print(f"accuracy control: {'kept ' + chosen.name if chosen else 'no variant passed'} "
+                 f"({control.seconds:.1f} s); Edge TPU: {control.edgetpu_note}", highlight=False, markup=False)
+    for note in control.notes:
+        stdout.print(f"accuracy control: {note}", highlight=False, markup=False)
 
 
 def operating_lines(manifest: dict) -> list[str]:

@@ -17,7 +17,7 @@ from allx.train.cv import CVConfig, cross_validate, fold_stage
 from allx.train.embeddings import SIMILARITY
 from allx.train.evaluate import evaluate_model
 from allx.train.groups import DEFAULT_BLOCK_SIZE, grouping_options
-from allx.train.trainer import TrainConfig, train_model
+from allx.train.trainer import DEFAULT_AUGMENT, TrainConfig, train_model
 
 
 @handle_errors
@@ -39,6 +39,13 @@ def train(
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
     val: Annotated[float, typer.Option(help="Validation fraction when making a split.")] = 0.15,
     test: Annotated[float, typer.Option(help="Test fraction when making a split.")] = 0.15,
+    augment: Annotated[str, typer.Option(help="Training augmentation, a comma-separated subset of dihedral (the 8 "
+                                         "rotations/mirrors), stain (HED jitter), crop (small scale/crop), blur (mild); "
+                                         "none for none. Default: the winner of benchmarks/recipes.py.")] = DEFAULT_AUGMENT,
+    augment_copies: Annotated[int, typer.Option(help="Jittered views (stain, crop, blur) added to each image's clean views.")] = 2,
+    strategy: Annotated[str, typer.Option(help="tf.distribute strategy for augmented extraction and fine-tuning: auto "
+                                          "(TF_CONFIG -> multiworker, 2+ GPUs -> mirrored, else one device), mirrored, "
+                                          "multiworker.")] = "auto",
     cv: Annotated[Optional[int], typer.Option("--cv", help="K-fold cross-validation instead of one model: K heads on "
                                               "grouped, stratified folds; writes OUT/cv.json and OUT/cv.png.",
                                               show_default=False)] = None,
@@ -71,6 +78,7 @@ def train(
                          head=head, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                          fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
                          class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test,
+                         augment=augment, augment_copies=augment_copies, strategy=strategy,
                          group_by=kind.value, groups_file=groups, block_size=block_size, similarity=threshold)
     if cv is not None:
         return cross_validate_command(config, cv, target_sensitivity)
@@ -117,6 +125,7 @@ def evaluate(
     split: Annotated[Path, typer.Option(help="SPLIT.json (from `allx data split`, a run folder, or hand-written).")],
     subset: Annotated[str, typer.Option(help="train | val | test.")] = "test",
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON document.")] = False,
+    tta: Annotated[bool, typer.Option("--tta", help="Average the probabilities over the 8 rotations/mirrors of each image.")] = False,
     target_sensitivity: Annotated[Optional[float], typer.Option(
         "--target-sensitivity", help="Choose the malignant/benign operating point on the val subset for this "
         "malignant sensitivity (e.g. 0.99) and report sensitivity and specificity at it on --subset.",
@@ -126,7 +135,8 @@ def evaluate(
     import_tensorflow_quietly()
 
     with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
-        metrics = evaluate_model(model, data_dir, split, subset, progress=report, target_sensitivity=target_sensitivity)
+        metrics = evaluate_model(model, data_dir, split, subset, progress=report, target_sensitivity=target_sensitivity,
+                                 tta=tta)
     if json_out:
         typer.echo(json.dumps(metrics, indent=2))
         return
@@ -136,7 +146,9 @@ def evaluate(
 def render_metrics(metrics: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{metrics['subset']} subset: accuracy {metrics['accuracy']:.4f}, loss {metrics['loss']:.4f}, n={metrics['n']}")
+    averaged = ", averaged over 8 rotations/mirrors" if metrics.get("tta") else ""
+    table = Table(title=f"{metrics['subset']} subset{averaged}: accuracy {metrics['accuracy']:.4f}, "
+                        f"loss {metrics['loss']:.4f}, n={metrics['n']}")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, m in metrics["per_class"].items():

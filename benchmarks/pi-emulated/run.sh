@@ -2,7 +2,7 @@
 # Proof that allx-edge runs on a Raspberry Pi's arm64 Python: Debian Bookworm arm64 under qemu-user.
 #
 # Usage (as root, on an x86-64 Debian host):  benchmarks/pi-emulated/run.sh MODEL IMAGES_DIR
-#   MODEL       an int8 .tflite (labels.txt beside it) or a folder written by `allx convert`
+#   MODEL       an int8 .tflite from `allx convert` (copied alone: it carries its labels and statistics) or its folder
 #   IMAGES_DIR  a folder of images; up to ALLX_PI_IMAGES (default 24) are picked, spread over it
 # Environment: ALLX_PI_CACHE (rootfs cache, default ~/.cache/allx/pi-rootfs), ALLX_PI_OUT (results,
 #   default ~/.cache/allx/pi-proof), ALLX_HOST_VENV (x86 venv with allx[edge], default REPO/.venv),
@@ -31,6 +31,7 @@ MOUNTS=()                        # mount points made by this script, undone in r
 BINFMT_WAS_MOUNTED=unknown
 ENTRY_BEFORE=unknown             # absent | enabled | disabled
 WORK=""
+METADATA=unknown                 # where x86 allx-edge found the model's manifest: embedded | model.json | none
 STARTED=$SECONDS
 CHROOT=$(PATH=/usr/sbin:/sbin:$PATH command -v chroot)   # env -i below drops root's sbin PATH
 
@@ -217,8 +218,10 @@ stage_inputs() {
     if [[ -d $MODEL ]]; then
         cp -a "$MODEL" "$ROOTFS$GUEST/model"; GUEST_MODEL=$GUEST/model
     else
+        # The file alone, as a technician copies it: its labels, manifest and statistics are embedded.
+        # Only a model without any allx metadata (x86 found none either) gets the labels.txt beside it.
         install -D -m 0644 "$MODEL" "$ROOTFS$GUEST/model/$(basename "$MODEL")"
-        if [[ -f $(dirname "$MODEL")/labels.txt ]]; then cp "$(dirname "$MODEL")/labels.txt" "$ROOTFS$GUEST/model/"; fi
+        if [[ $METADATA == none && -f $(dirname "$MODEL")/labels.txt ]]; then cp "$(dirname "$MODEL")/labels.txt" "$ROOTFS$GUEST/model/"; fi
         GUEST_MODEL=$GUEST/model/$(basename "$MODEL")
     fi
 }
@@ -228,6 +231,12 @@ run_host_reference() {
     local log=$OUT/x86.log
     pick_images
     say "x86 reference (host venv, $(host_py -V)): allx-edge classify --json and probe_outputs.py on ${#HOST_IMAGES[@]} images"
+    run_logged "$log" "$OUT/x86.info.json" "$HOST_VENV/bin/allx-edge" info "$MODEL" --json || fail "x86 allx-edge info failed"
+    METADATA=$(host_py -c 'import json, sys; print(json.load(sys.stdin).get("metadata", "none"))' < "$OUT/x86.info.json")
+    if [[ -f $MODEL && $METADATA == model.json ]]; then
+        fail "$MODEL carries no embedded allx metadata (x86 reads the model.json beside it), so a copy of the file alone would run without it: convert it again with this allx, or pass its folder"
+    fi
+    say "    model metadata: $METADATA"
     run_logged "$log" "$OUT/x86.classify.jsonl" "$HOST_VENV/bin/allx-edge" classify "${HOST_IMAGES[@]}" --model "$MODEL" --json \
         || fail "x86 allx-edge classify failed"
     run_logged "$log" "$OUT/x86.probe.jsonl" host_py "$HERE/probe_outputs.py" "$MODEL" "${HOST_IMAGES[@]}" \
@@ -251,6 +260,9 @@ check_core() {
     say "    guest CPU features (AT_HWCAP): $(guest "$core" python "$GUEST/pi_setup.py" hwcaps)"
     run_logged "$log" "$OUT/$core.info.txt" guest "$core" allx-edge info "$GUEST_MODEL" || fail "$core: allx-edge info failed"
     sed -n '1,12p' "$OUT/$core.info.txt" | sed 's/^/      /'
+    if [[ $METADATA == embedded ]]; then
+        grep -q '^metadata  embedded' "$OUT/$core.info.txt" || fail "$core: allx-edge info does not see the metadata embedded in the model"
+    fi
     run_logged "$log" "$OUT/$core.classify.jsonl" guest "$core" allx-edge classify "${GUEST_IMAGES[@]}" --model "$GUEST_MODEL" --json \
         || fail "$core: allx-edge classify failed"
     run_logged "$log" "$OUT/$core.bench.txt" guest "$core" allx-edge bench --model "$GUEST_MODEL" --runs 3 \

@@ -1,0 +1,167 @@
+"""Accuracy control: the ladder's logic on fakes, then `allx convert` end to end on tiny models.
+
+The "fragile" model (tests/convert_models.py) loses its features next to a 10,000 channel in int8; its
+float layers ranked worst do not save it, int16 activations do. A representative set of one flat grey
+image damages even the healthy model, and nothing on the ladder repairs that.
+"""
+
+import json
+import shutil
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from allx.cli.main import app
+from allx.convert.accuracy_control import INT16X8, control_accuracy
+from allx.errors import ConversionError
+from tests.convert_models import make_run_folder
+
+runner = CliRunner()
+TOLERANT = ("--max-drop", "10", "--max-class-drop", "40", "--min-agreement", "0.85")  # 24 check images
+
+
+# ---- the ladder on fakes (no TensorFlow) ----
+
+@dataclass(frozen=True)
+class Layer:
+    tensor_name: str
+
+
+def fake_candidate(passed: bool, latency: float = 1.0):
+    check = SimpleNamespace(passed=passed, latency_ms_p50=latency, quantized=SimpleNamespace(accuracy=0.5), paired=(),
+                            fidelity=None, failures=())
+    return SimpleNamespace(tflite=b"x" * 10, check=check)
+
+
+def run_ladder(passes: set[str], layers=tuple(Layer(f"layer{i}") for i in range(10)), max_tries=5, rank_error=None):
+    made = []
+
+    def rank():
+        if rank_error:
+            raise ConversionError(rank_error)
+        return layers
+
+    def check(name, tflite):
+        made.append(name)
+        return fake_candidate(name in passes)
+
+    control = control_accuracy(fake_candidate(False), rank, lambda names: b"float", lambda: b"16x8", check, max_tries)
+    return control, made
+
+
+def test_stops_at_the_first_variant_that_passes():
+    control, made = run_ladder({"int8 + 2 float layers", "int8 + 4 float layers"})
+    assert made == ["int8 + 1 float layer", "int8 + 2 float layers"]
+    assert control.chosen.name == "int8 + 2 float layers" and control.chosen.float_layers == ("layer0", "layer1")
+    assert "kept in float run on the CPU" in control.edgetpu_note
+
+
+def test_int16_after_every_float_layer_count_and_the_try_limit():
+    control, made = run_ladder({"int16 activations, int8 weights (16x8)"})
+    assert len(made) == 5 and control.chosen.variant == INT16X8 and "int16" in control.edgetpu_note
+    limited, made = run_ladder(set(), max_tries=2)
+    assert len(made) == 2 and limited.chosen is None and "stopped after --max-tries 2" in limited.notes[0]
+    assert [row["name"] for row in limited.to_dict()["tries"]] == made and limited.to_dict()["int8"]
+
+
+def test_no_quantized_layers_or_a_debugger_failure_still_tries_int16():
+    control, made = run_ladder(set(), layers=())
+    assert made == ["int16 activations, int8 weights (16x8)"] and "no quantized layers" in control.notes[0]
+    control, made = run_ladder(set(), rank_error="QuantizationDebugger failed: boom")
+    assert made == ["int16 activations, int8 weights (16x8)"] and "boom" in control.notes[0]
+    control, made = run_ladder(set(), layers=(Layer("a"), Layer("b"), Layer("c")))
+    assert made[:2] == ["int8 + 1 float layer", "int8 + 2 float layers"] and len(made) == 3  # 4 >= 3 layers
+
+
+def test_a_conversion_failure_is_one_row_and_the_ladder_goes_on():
+    def check(name, tflite):
+        return fake_candidate(True)
+
+    def broken(names):
+        raise ConversionError("selective quantization failed: no kernel")
+
+    control = control_accuracy(fake_candidate(False), lambda: (Layer("a"), Layer("b"), Layer("c")), broken,
+                               lambda: b"16x8", check, 5)
+    assert control.attempts[0].note.endswith("no kernel") and not control.attempts[0].passed
+    assert control.chosen.variant == INT16X8
+
+
+# ---- end to end ----
+
+@pytest.fixture(scope="module")
+def run_folder(synthetic_dir, tmp_path_factory):
+    return make_run_folder(synthetic_dir, tmp_path_factory.mktemp("control"))
+
+
+def convert(*args):
+    return runner.invoke(app, ["convert", *map(str, args)])
+
+
+def test_failed_int8_is_rescued_and_every_try_is_listed(run_folder, tmp_path):
+    result = convert(run_folder.fragile, "--out", tmp_path, "--representative-count", "20", "--json", *TOLERANT)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    control = document["accuracy_control"]
+    assert control["int8"]["passed"] is False and control["chosen"] == control["tries"][-1]["name"]
+    assert control["variant"] == INT16X8 and control["edgetpu"]["ready"] is False
+    assert len(control["tries"]) <= 5 and control["seconds"] > 0
+    for row in control["tries"]:
+        assert {"size_bytes", "latency_ms_p50", "accuracy", "agreement", "drop_bound_pp", "seconds"} <= set(row)
+    manifest = json.loads((tmp_path / "model.json").read_text())
+    assert manifest["accuracy_control"]["chosen"] == control["chosen"] and manifest["status"] == "passed"
+    assert manifest["fully_quantized"] is False and manifest["input"]["dtype"] == "float32"
+    report = (tmp_path / "report.md").read_text()
+    assert "## Accuracy control" in report and "int8 (plain)" in report and "Edge TPU: not Edge TPU-ready" in report
+    assert document["fidelity"]["subsets"] == "train+val" and document["fidelity"]["images"] == 64
+
+
+def test_no_accuracy_control_rejects_like_before(run_folder, tmp_path):
+    result = convert(run_folder.fragile, "--out", tmp_path, "--representative-count", "20", "--no-accuracy-control",
+                     *TOLERANT)
+    assert result.exit_code == 3 and "accuracy control" not in result.stderr
+    assert "right->wrong" in result.stderr and (tmp_path / "model_int8.rejected.tflite").is_file()
+
+
+def test_a_grey_representative_set_is_rejected(run_folder, tmp_path):
+    """Calibrating on one flat grey image gives activation ranges real smears overflow: a damaged model."""
+    data = tmp_path / "data"
+    shutil.copytree(run_folder.data, data)
+    Image.fromarray(np.full((48, 48, 3), 128, np.uint8)).save(data / "Benign" / "grey.jpg")
+    split = json.loads((run_folder.model.parent / "split.json").read_text())
+    split["train"] = ["Benign/grey.jpg"]
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    result = convert(run_folder.model, "--out", tmp_path / "out", "--split", tmp_path / "split.json", "--data", data,
+                     "--representative-count", "1", *TOLERANT)
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "right->wrong" in lines[0] and "none passed" in lines[0]
+    assert "Traceback" not in result.output and not (tmp_path / "out" / "model_int8.tflite").exists()
+
+
+@pytest.mark.parametrize("failure", ["debugger", "no layers"])
+def test_bad_ladder_input_is_one_line_and_keeps_the_good_model(run_folder, tmp_path, monkeypatch, failure):
+    from allx.convert import debug
+
+    good = tmp_path / "out"
+    assert convert(run_folder.model, "--out", good, "--representative-count", "20", *TOLERANT).exit_code == 0
+    kept = (good / "model_int8.tflite").read_bytes(), (good / "model.json").read_bytes()
+
+    def measure(*args):
+        if failure == "debugger":
+            raise ConversionError("QuantizationDebugger failed: injected (full log: convert.log)")
+        return ()
+
+    monkeypatch.setattr(debug, "measure_layer_errors", measure)
+    result = convert(run_folder.fragile, "--out", good, "--representative-count", "20")  # strict default gate
+    assert result.exit_code == 3, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output
+    assert ((good / "model_int8.tflite").read_bytes(), (good / "model.json").read_bytes()) == kept
+    report = (good / "model_int8.rejected.report.md").read_text()
+    assert ("injected" if failure == "debugger" else "no quantized layers") in report
+    rejected = json.loads((good / "model_int8.rejected.json").read_text())["accuracy_control"]
+    assert [row["variant"] for row in rejected["tries"]] == [INT16X8]

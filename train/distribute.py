@@ -1,0 +1,45 @@
+"""The tf.distribute strategy for the image-based phases (augmented feature extraction, fine-tuning).
+
+    auto         several hosts when TF_CONFIG is set; else every GPU when there are two or more;
+                 else the default single-device strategy (nothing changes)
+    mirrored     MirroredStrategy: one host, every GPU (every logical CPU device when there is no GPU)
+    multiworker  MultiWorkerMirroredStrategy: several hosts, each described by the TF_CONFIG environment
+                 variable (one worker alone when it is unset)
+
+The model is built, compiled and trained inside `strategy.scope()`; Keras then splits each batch over
+the replicas. TensorFlow wants a multi-worker strategy created before any other TF operation, so
+train_model makes it first.
+"""
+
+from __future__ import annotations
+
+import os
+
+from allx.errors import UsageError
+
+STRATEGIES = ("auto", "mirrored", "multiworker")
+
+
+def check_strategy(name: str) -> str:
+    if name not in STRATEGIES:
+        raise UsageError(f"--strategy: got {name!r}, expected one of {', '.join(STRATEGIES)}")
+    return name
+
+
+def make_strategy(name: str):
+    """A tf.distribute strategy for `name` (see the module docstring)."""
+    import tensorflow as tf
+
+    check_strategy(name)
+    if name == "multiworker" or (name == "auto" and os.environ.get("TF_CONFIG")):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
+    if name == "auto":
+        return tf.distribute.MirroredStrategy(gpus) if len(gpus) > 1 else tf.distribute.get_strategy()
+    devices = gpus or [device.name for device in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def describe_strategy(strategy) -> dict:
+    """What ran, for train_config.json: the strategy's class and its number of replicas."""
+    return {"name": type(strategy).__name__, "replicas": int(strategy.num_replicas_in_sync)}
