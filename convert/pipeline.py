@@ -254,8 +254,14 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
                               tuple(sections))
     stats_name = layout.ood_stats_name(options.mode.name)
     side_files = {} if ood_stats is None else {stats_name: ood_stats}  # embedded in the .tflite and written beside
-    files = publish(out_dir, chosen.tflite, manifest, report_md, predictions_csv(chosen.predictions, source.labels),
-                    names, side_files)
+    previous = {name: (out_dir / name).read_bytes() for name in side_files if (out_dir / name).is_file()}
+    try:
+        files = publish(out_dir, chosen.tflite, manifest, report_md,
+                        predictions_csv(chosen.predictions, source.labels), names, side_files)
+    except BaseException:  # the old manifest still names these side files: give them back their old bytes
+        for name in side_files:
+            restore_file(out_dir / name, previous.get(name))
+        raise
     if ood_stats is not None:
         files["ood_stats"] = files.pop(stats_name)
     if layer_csv is not None:
@@ -269,6 +275,14 @@ def assess_edgetpu(tflite: bytes, out_dir: Path, model_name: str) -> edgetpu.Edg
         path = Path(scratch) / model_name
         path.write_bytes(tflite)
         return edgetpu.assess(tflite, path, out_dir)
+
+
+def restore_file(path: Path, previous: bytes | None) -> None:
+    """Put back what `path` held before (or remove it when it did not exist)."""
+    if previous is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_atomic(path, previous)
 
 
 def data_fingerprint(source: Source) -> str:
