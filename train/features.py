@@ -138,7 +138,8 @@ def read_or_reason(path: Path, image_size):
         return str(err)
 
 
-def read_cached(cache_path: Path, marker: Path, relpaths, labels, feature_shape: tuple[int, ...]) -> FeatureSet:
+def read_cached(cache_path: Path, marker: Path, relpaths, labels, feature_shape: tuple[int, ...],
+                repeat: int = 1) -> FeatureSet:
     """The cached entry, checked against what the caller asked for; DataError when anything is off
     (a damaged or truncated file, other paths or labels, another feature shape, non-finite values)."""
     meta = Fields(read_json(marker, "feature cache"), f"feature cache {marker}")
@@ -147,7 +148,8 @@ def read_cached(cache_path: Path, marker: Path, relpaths, labels, feature_shape:
     if not all(isinstance(s, list) and len(s) == 2 and all(isinstance(x, str) for x in s) for s in skipped):
         raise DataError(f"feature cache {marker}: field skipped is malformed, expected [path, reason] pairs")
     expected = {path: int(label) for path, label in zip(relpaths, labels)}
-    wanted_paths = [p for p in relpaths if p not in {s[0] for s in skipped}]
+    unread = {s[0] for s in skipped}
+    wanted_paths = [p for p in relpaths if p not in unread for _ in range(repeat)]  # repeat: views per image
     if list(paths) != wanted_paths or [expected[p] for p in paths] != list(cached_labels):
         raise DataError(f"feature cache {marker}: its paths or labels differ from the split's, expected the same")
     if tuple(meta.integers("feature_shape", minimum=1)) != tuple(feature_shape):

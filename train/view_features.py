@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from allx.train.augment import Augmentation, training_views
-from allx.train.features import BATCH, FeatureSet, read_cached, read_or_reason
+from allx.errors import DataError
+from allx.train.features import BATCH, CacheRebuilt, FeatureSet, read_cached, read_or_reason
 
 IMAGES_PER_STEP = 8  # images whose views are decoded and augmented together (8 x 8 views = 64 rows)
 
@@ -32,11 +34,15 @@ def extract_view_features(extractor, data_dir: Path, relpaths, labels, image_siz
     only views first_view.. of each image (e.g. only the jittered copies when the clean views are cached).
     """
     done_marker = cache_path.with_suffix(".json")
-    if done_marker.exists():
-        return read_cached(cache_path, done_marker)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
     views = augmentation.views_per_image - first_view
     feature_shape = tuple(int(d) for d in extractor.output_shape[1:])
+    if done_marker.exists():
+        try:
+            return read_cached(cache_path, done_marker, relpaths, labels, feature_shape, views)
+        except DataError as err:
+            warnings.warn(f"feature cache rebuilt: {err}", CacheRebuilt, stacklevel=2)
+            done_marker.unlink(missing_ok=True)
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
     partial = cache_path.with_name(cache_path.stem + ".partial.npy")
     store = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16,
                                       shape=(len(relpaths) * views, *feature_shape))
@@ -72,7 +78,7 @@ def extract_view_features(extractor, data_dir: Path, relpaths, labels, image_siz
     tmp = done_marker.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(meta))
     os.replace(tmp, done_marker)
-    return read_cached(cache_path, done_marker)
+    return read_cached(cache_path, done_marker, relpaths, labels, feature_shape, views)
 
 
 def make_predict(extractor, strategy):
