@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from allx.errors import DataError, ImageError
 from allx.files import write_atomic
-from allx.images import load_image
+from allx.images import load_image, read_batches
 from allx.jsonio import Fields, read_json
 
 BATCH = 32
@@ -109,18 +108,12 @@ def extract_features(extractor, data_dir: Path, relpaths, labels, image_size: tu
     partial = cache_path.with_name(f"{cache_path.stem}.{os.getpid()}.partial.npy")
     store = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(len(relpaths), *feature_shape))
     kept, skipped = [], []
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        batches = [list(range(i, min(i + BATCH, len(relpaths)))) for i in range(0, len(relpaths), BATCH)]
-        loads = pool.map(lambda batch: [read_or_reason(data_dir / relpaths[i], image_size) for i in batch], batches)
-        for batch, images in zip(batches, loads):  # decoding of the next batch overlaps this one's inference
-            good = [(i, img) for i, img in zip(batch, images) if not isinstance(img, str)]
-            skipped += [(relpaths[i], img) for i, img in zip(batch, images) if isinstance(img, str)]
-            if good:
-                pixels = np.stack([img for _, img in good]).astype(np.float32)
-                store[len(kept):len(kept) + len(good)] = extractor.predict_on_batch(pixels)
-                kept += [i for i, _ in good]
-            if progress:
-                progress(batch[-1] + 1, len(relpaths))
+    for batch in read_batches(data_dir, relpaths, image_size, BATCH, progress):  # next batch decodes meanwhile
+        skipped += batch.unreadable
+        if batch.indices:
+            store[len(kept):len(kept) + len(batch.indices)] = extractor.predict_on_batch(
+                batch.pixels.astype(np.float32))
+            kept += batch.indices
     store.flush()
     del store
     os.replace(partial, cache_path)
