@@ -48,7 +48,7 @@ class MetadataSource:
     """Where the manifest in use came from (the code JSON carries)."""
 
     EMBEDDED = "embedded"
-    MANIFEST_FILE = "model.json"
+    MANIFEST_FILE = layout.MANIFEST
     NONE = "none"
 
 

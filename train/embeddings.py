@@ -52,7 +52,7 @@ def image_embeddings(data_dir: str | Path, relpaths, cache_dir: Path | None = No
     import keras
 
     from allx.train.backbones import get_backbone
-    from allx.train.features import cache_key, default_cache_dir, extract_features, feature_cache_parts
+    from allx.train.features import cache_file, cache_key, default_cache_dir, extract_features, feature_cache_parts
 
     relpaths = list(relpaths)
     backbone = get_backbone(EMBEDDING_BACKBONE)
@@ -60,7 +60,7 @@ def image_embeddings(data_dir: str | Path, relpaths, cache_dir: Path | None = No
     labels = np.zeros(len(relpaths), dtype=np.int64)  # unused: embeddings carry no class
     key = cache_key(feature_cache_parts(data_dir, relpaths, labels, (), backbone.name, "imagenet", size,
                                         {"pooled": "mean"}))
-    cache = (Path(cache_dir) if cache_dir else default_cache_dir()).parent / "embeddings" / f"{key}.npy"
+    cache = cache_file((Path(cache_dir) if cache_dir else default_cache_dir()).parent / "embeddings", key)
     pixels = keras.Input(shape=(*size, 3))
     base = backbone.make_base("imagenet", (*size, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(base(backbone.make_preprocessing()(pixels), training=False))

@@ -49,6 +49,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ALLX_CACHE_DIR", Path.home() / ".cache" / "allx")) / "features"
 
 
+def cache_file(cache_dir: str | Path, key: str) -> Path:
+    """Where the features of one cache key live (its .json marker beside it)."""
+    return Path(cache_dir) / f"{key}.npy"
+
+
 def cache_key(parts: dict) -> str:
     """A short hash of everything that changes the features (data, backbone, weights, size, file list)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]

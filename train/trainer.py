@@ -18,7 +18,7 @@ from allx.train.backbones import get_backbone
 from allx.train.charts import save_split_charts
 from allx.train.distribute import check_strategy, describe_strategy, make_strategy
 from allx.train.evaluate import predict_images
-from allx.train.features import cache_key, default_cache_dir, extract_features, feature_cache_parts
+from allx.train.features import cache_file, cache_key, default_cache_dir, extract_features, feature_cache_parts
 from allx.train.groups import DEFAULT_BLOCK_SIZE
 from allx.train.image_pipeline import image_dataset
 from allx.train.metrics import classification_metrics
@@ -217,10 +217,10 @@ def cached_features(config, extractor, split, subset, size, weights, progress, s
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
     if augmentation or replicas > 1:  # (a single view, the image itself, when only the strategy asks for it)
         return extract_view_features(extractor, Path(config.data_dir), relpaths, labels, size,
-                                     augmentation or Augmentation(), cache_dir / f"{key}.npy", config.seed, report,
+                                     augmentation or Augmentation(), cache_file(cache_dir, key), config.seed, report,
                                      strategy)
     return extract_features(extractor, Path(config.data_dir), relpaths, labels, size,
-                            cache_dir / f"{key}.npy", report)
+                            cache_file(cache_dir, key), report)
 
 
 def weights_file_sha256(path) -> str:

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from allx import layout
 from allx.layout import SplitKind
 from allx.console import handle_errors, progress_bars, stderr, stdout
 from allx.errors import UsageError
@@ -126,7 +127,7 @@ def split(
     Writes SPLIT.json and <stem>_sizes.png, <stem>_proportions.png, <stem>_classes.png beside it."""
 
     if out.is_dir():
-        raise UsageError(f"--out {out}: is a directory, expected a file name such as {out / 'split.json'}")
+        raise UsageError(f"--out {out}: is a directory, expected a file name such as {out / layout.SPLIT}")
     kind, threshold = grouping_options(group_by, groups, neighbours, similarity)
     with progress_bars() as bars:
         result = make_split(data_dir, val=val, test=test, seed=seed, distance=distance, progress=bars,

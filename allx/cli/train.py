@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from allx.console import handle_errors, import_tensorflow_quietly, progress_bars, stderr, stdout
+from allx import layout
 from allx.layout import SplitKind
 from allx.cli.data import BlockSize, GroupBy, GroupsFile, Neighbours, Similarity
 from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
@@ -85,7 +86,7 @@ def train(
     with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
         result = train_model(config, progress=report)
     if result.skipped:
-        stderr.print(f"skipped {len(result.skipped)} unreadable image(s): see {out / 'train_config.json'}")
+        stderr.print(f"skipped {len(result.skipped)} unreadable image(s): see {out / layout.TRAIN_CONFIG}")
     metrics = result.metrics
     if "accuracy" in metrics:
         stdout.print(f"test accuracy {metrics['accuracy']:.4f} (n={metrics['n']}, {SplitKind.parse(metrics['split_kind']).words})")
