@@ -110,7 +110,7 @@ def test_failed_int8_is_rescued_and_every_try_is_listed(run_folder, tmp_path):
     assert control["variant"] == INT16X8 and control["edgetpu"]["ready"] is False
     assert len(control["tries"]) <= 5 and control["seconds"] > 0
     for row in control["tries"]:
-        assert {"size_bytes", "latency_ms_p50", "accuracy", "agreement", "drop_bound_pp", "seconds"} <= set(row)
+        assert set(row) >= {"size_bytes", "latency_ms_p50", "accuracy", "agreement", "drop_bound_pp", "seconds"}
     manifest = json.loads((tmp_path / "model.json").read_text())
     assert manifest["accuracy_control"]["chosen"] == control["chosen"] and manifest["status"] == "passed"
     assert manifest["fully_quantized"] is False and manifest["input"]["dtype"] == "float32"

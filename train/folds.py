@@ -1,7 +1,7 @@
 """Grouped, stratified K-fold splits: each fold holds out whole groups of every class as its test part.
 
 The fold maker is the split maker's assignment (allx.train.split.assign_groups) with K equal parts in
-place of train/val/test: per class, groups are shuffled with the seed and each goes whole to the fold
+place of train/val/test: per class, groups are shuffled with `seed` and each goes whole to the fold
 furthest below its share. Inside each fold, the remaining groups are split again into train and a
 grouped validation part, so model selection (early stopping, the operating point) never sees the
 fold's test images.
