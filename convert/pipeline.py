@@ -82,6 +82,7 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
         if needs_control(found.chosen, options):
             control, found = controlled(saved_model_dir, representative, found, source, subset, options, out_dir,
                                         log_path, step)
+        skipped_control = control_not_tried(found.chosen, options)
     integer_io = not found.float_layers and found.chosen is chosen
     extra = {"io": options.io if integer_io else "float",
              "fully_quantized": options.mode.fully_integer and integer_io,
@@ -90,6 +91,8 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
              "origin": source.origin}
     if control is not None:
         extra["accuracy_control"] = control.to_dict()
+    elif options.mode.name == "int8" and skipped_control:
+        extra["accuracy_control_note"] = skipped_control
     extra.update(operating.sections_for(found.chosen.predictions, source.split, subset.name, source.labels,
                                         options.target_sensitivity))
     extra.update(calibrate_quality.quality_section(source.data_dir, source.split.train, source.input_size,
@@ -127,6 +130,18 @@ def needs_control(candidate: Candidate, options: ConvertOptions) -> bool:
     """Accuracy control runs for a failed plain int8 model, unless the user chose the layers or the Edge TPU."""
     return (options.accuracy_control and options.mode.name == "int8" and not options.float_layers
             and not options.edgetpu and not candidate.check.passed)
+
+
+def control_not_tried(candidate: Candidate, options: ConvertOptions) -> str | None:
+    """Why accuracy control did not run for a failed int8 model although it is on (said, never silent)."""
+    if candidate.check.passed or not options.accuracy_control or options.mode.name != "int8":
+        return None
+    if options.edgetpu:
+        return ("accuracy control not tried: --edgetpu keeps every layer int8 (float layers and int16 "
+                "activations cannot run on the Edge TPU)")
+    if options.float_layers:
+        return f"accuracy control not tried: --float-layers {options.float_layers} chose the float layers"
+    return None
 
 
 def controlled(saved_model_dir: str, representative, found: Diagnosis, source: Source, subset: CheckPlan,

@@ -165,3 +165,15 @@ def test_bad_ladder_input_is_one_line_and_keeps_the_good_model(run_folder, tmp_p
     assert ("injected" if failure == "debugger" else "no quantized layers") in report
     rejected = json.loads((good / "model_int8.rejected.json").read_text())["accuracy_control"]
     assert [row["variant"] for row in rejected["tries"]] == [INT16X8]
+
+
+def test_a_failed_int8_says_why_accuracy_control_was_not_tried():
+    from allx.convert.modes import resolve_options
+    from allx.convert.pipeline import control_not_tried
+
+    failed, passed = (SimpleNamespace(check=SimpleNamespace(passed=ok)) for ok in (False, True))
+    assert "--edgetpu keeps every layer int8" in control_not_tried(failed, resolve_options("int8", edgetpu=True))
+    assert "--float-layers 2" in control_not_tried(failed, resolve_options("int8", float_layers=2))
+    assert control_not_tried(passed, resolve_options("int8", edgetpu=True)) is None
+    assert control_not_tried(failed, resolve_options("int8", edgetpu=True, accuracy_control=False)) is None
+    assert control_not_tried(failed, resolve_options("int8")) is None  # it ran: its own table says how it went

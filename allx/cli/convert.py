@@ -123,6 +123,8 @@ def result_json(result) -> dict:
         document[key] = result.manifest.get(key)
     if result.control is not None:
         document["accuracy_control"] = result.control.to_dict()
+    elif result.manifest.get("accuracy_control_note"):
+        document["accuracy_control_note"] = result.manifest["accuracy_control_note"]
     document["ood"] = result.manifest.get("ood")  # null: no warning, "ood_note" says why
     if document["ood"] is None:
         document["ood_note"] = result.manifest.get("ood_note")
@@ -153,6 +155,8 @@ def render(result) -> None:
         stdout.print(f"[red]limit broken:[/red] {failure}", highlight=False)
     if result.control is not None:
         render_control(result.control)
+    elif result.manifest.get("accuracy_control_note"):
+        stdout.print(result.manifest["accuracy_control_note"], highlight=False, markup=False)
     stdout.print(summary_line(result.manifest.get("ood"), result.manifest.get("ood_note")), highlight=False,
                  markup=False)
     for line in operating_lines(result.manifest):
