@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from allx.cli.main import app
 from allx.convert.accuracy_control import INT16X8, control_accuracy
+from allx.convert.modes import DEFAULT_MAX_TRIES
 from allx.errors import ConversionError
 from tests.convert_models import make_run_folder
 
@@ -31,14 +32,21 @@ class Layer:
     tensor_name: str
 
 
+NAMES = {1: "int8 + 1 float layer", 2: "int8 + 2 float layers", 4: "int8 + 4 float layers",
+         8: "int8 + 8 float layers", INT16X8: "int16 activations, int8 weights (16x8)"}
+
+
 def fake_candidate(passed: bool, latency: float = 1.0):
     check = SimpleNamespace(passed=passed, latency_ms_p50=latency, quantized=SimpleNamespace(accuracy=0.5), paired=(),
                             fidelity=None, failures=())
     return SimpleNamespace(tflite=b"x" * 10, check=check)
 
 
-def run_ladder(passes: set[str], layers=tuple(Layer(f"layer{i}") for i in range(10)), max_tries=5, rank_error=None):
+def run_search(passes, layers=tuple(Layer(f"layer{i}") for i in range(10)), max_tries=DEFAULT_MAX_TRIES,
+               rank_error=None, latency=None):
+    """Drive control_accuracy with a fake check: `passes` are the variants (counts, INT16X8) that pass."""
     made = []
+    by_name = {name: step for step, name in NAMES.items()}
 
     def rank():
         if rank_error:
@@ -46,38 +54,73 @@ def run_ladder(passes: set[str], layers=tuple(Layer(f"layer{i}") for i in range(
         return layers
 
     def check(name, tflite):
-        made.append(name)
-        return fake_candidate(name in passes)
+        made.append(by_name[name])
+        return fake_candidate(by_name[name] in passes, (latency or {}).get(by_name[name], 1.0))
 
     control = control_accuracy(fake_candidate(False), rank, lambda names: b"float", lambda: b"16x8", check, max_tries)
     return control, made
 
 
-def test_stops_at_the_first_variant_that_passes():
-    control, made = run_ladder({"int8 + 2 float layers", "int8 + 4 float layers"})
-    assert made == ["int8 + 1 float layer", "int8 + 2 float layers"]
-    assert control.chosen.name == "int8 + 2 float layers" and control.chosen.float_layers == ("layer0", "layer1")
-    assert "kept in float run on the CPU" in control.edgetpu_note
+def test_eight_float_layers_first_then_bisect_down():
+    control, made = run_search({8, 4, 2})
+    assert made == [8, 2, 1] and control.chosen.name == NAMES[2]  # all faster-equal: the first fastest, 2 layers
+    control, made = run_search({8, 4})
+    assert made == [8, 2, 4] and control.chosen.float_layers == tuple(f"layer{i}" for i in range(4))
+    control, made = run_search({8, 4, 2, 1})
+    assert made == [8, 2, 1] and control.chosen.name == NAMES[1]
+    assert control.not_tried == (NAMES[4], NAMES[INT16X8]) and "kept in float run on the CPU" in control.edgetpu_note
 
 
-def test_int16_after_every_float_layer_count_and_the_try_limit():
-    control, made = run_ladder({"int16 activations, int8 weights (16x8)"})
-    assert len(made) == 5 and control.chosen.variant == INT16X8 and "int16" in control.edgetpu_note
-    limited, made = run_ladder(set(), max_tries=2)
-    assert len(made) == 2 and limited.chosen is None and "stopped after --max-tries 2" in limited.notes[0]
-    assert [row["name"] for row in limited.to_dict()["tries"]] == made and limited.to_dict()["int8"]
+def test_the_fastest_that_passed_is_kept_not_the_fewest_float_layers():
+    control, made = run_search({8, 2, 1}, latency={8: 3.0, 2: 1.5, 1: 2.0})
+    assert made == [8, 2, 1] and control.chosen.name == NAMES[2]
+    rows = control.to_dict()["tries"]
+    assert [row["name"] for row in rows] == [NAMES[8], NAMES[2], NAMES[1]] and all(row["passed"] for row in rows)
+
+
+def test_eight_failing_goes_to_int16_then_gives_up():
+    control, made = run_search({INT16X8})
+    assert made == [8, INT16X8] and control.chosen.variant == INT16X8 and "int16" in control.edgetpu_note
+    assert "1, 2, 4 float layer(s) not tried" in control.notes[0]
+    control, made = run_search(set())
+    assert made == [8, INT16X8] and control.chosen is None
+    document = control.to_dict()
+    assert document["chosen"] is None and [row["passed"] for row in document["tries"]] == [False, False]
+    assert document["not_tried"] == [NAMES[1], NAMES[2], NAMES[4]] and document["search"]
+
+
+@pytest.mark.parametrize("layer_count", [0, 1, 2, 3, 5, 9, 40])
+def test_every_outcome_needs_at_most_the_default_tries(layer_count):
+    """Whatever passes, monotone in the float-layer count or not, the search ends within --max-tries 4."""
+    layers = tuple(Layer(f"layer{i}") for i in range(layer_count))
+    steps = (1, 2, 4, 8, INT16X8)
+    for mask in range(2 ** len(steps)):
+        passes = {step for bit, step in enumerate(steps) if mask >> bit & 1}
+        control, made = run_search(passes, layers=layers)
+        assert len(made) == len(set(made)) <= 3 <= DEFAULT_MAX_TRIES and "stopped" not in " ".join(control.notes)
+        assert (control.chosen is None) == (not passes.intersection(made))
+
+
+def test_the_try_limit_stops_the_search():
+    limited, made = run_search({8, 2}, max_tries=2)
+    assert made == [8, 2] and limited.chosen.name == NAMES[2] and "stopped after --max-tries 2" in limited.notes[0]
+    limited, made = run_search(set(), max_tries=1)
+    assert made == [8] and limited.chosen is None and NAMES[INT16X8] in limited.not_tried
+    assert [row["name"] for row in limited.to_dict()["tries"]] == [NAMES[8]] and limited.to_dict()["int8"]
 
 
 def test_no_quantized_layers_or_a_debugger_failure_still_tries_int16():
-    control, made = run_ladder(set(), layers=())
-    assert made == ["int16 activations, int8 weights (16x8)"] and "no quantized layers" in control.notes[0]
-    control, made = run_ladder(set(), rank_error="QuantizationDebugger failed: boom")
-    assert made == ["int16 activations, int8 weights (16x8)"] and "boom" in control.notes[0]
-    control, made = run_ladder(set(), layers=(Layer("a"), Layer("b"), Layer("c")))
-    assert made[:2] == ["int8 + 1 float layer", "int8 + 2 float layers"] and len(made) == 3  # 4 >= 3 layers
+    control, made = run_search(set(), layers=())
+    assert made == [INT16X8] and "no quantized layers" in control.notes[0]
+    control, made = run_search(set(), rank_error="QuantizationDebugger failed: boom")
+    assert made == [INT16X8] and "boom" in control.notes[0]
+    control, made = run_search({1}, layers=(Layer("a"), Layer("b"), Layer("c")))  # 4 >= 3 layers: 2 is the most
+    assert made == [2, INT16X8]
+    control, made = run_search({2, 1}, layers=(Layer("a"), Layer("b"), Layer("c")))
+    assert made == [2, 1] and control.chosen.float_layers == ("a",)
 
 
-def test_a_conversion_failure_is_one_row_and_the_ladder_goes_on():
+def test_a_conversion_failure_is_one_row_and_the_search_goes_on():
     def check(name, tflite):
         return fake_candidate(True)
 
@@ -85,9 +128,9 @@ def test_a_conversion_failure_is_one_row_and_the_ladder_goes_on():
         raise ConversionError("selective quantization failed: no kernel")
 
     control = control_accuracy(fake_candidate(False), lambda: (Layer("a"), Layer("b"), Layer("c")), broken,
-                               lambda: b"16x8", check, 5)
+                               lambda: b"16x8", check, DEFAULT_MAX_TRIES)
     assert control.attempts[0].note.endswith("no kernel") and not control.attempts[0].passed
-    assert control.chosen.variant == INT16X8
+    assert len(control.attempts) == 2 and control.chosen.variant == INT16X8
 
 
 # ---- end to end ----
@@ -108,7 +151,7 @@ def test_failed_int8_is_rescued_and_every_try_is_listed(run_folder, tmp_path):
     control = document["accuracy_control"]
     assert control["int8"]["passed"] is False and control["chosen"] == control["tries"][-1]["name"]
     assert control["variant"] == INT16X8 and control["edgetpu"]["ready"] is False
-    assert len(control["tries"]) <= 5 and control["seconds"] > 0
+    assert len(control["tries"]) <= 3 and control["seconds"] > 0
     for row in control["tries"]:
         assert set(row) >= {"size_bytes", "latency_ms_p50", "accuracy", "agreement", "drop_bound_pp", "seconds"}
     manifest = json.loads((tmp_path / "model.json").read_text())

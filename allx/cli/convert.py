@@ -51,11 +51,12 @@ def convert(
     fidelity_images: Annotated[int, typer.Option("--fidelity-images", help="At most this many train+val images "
                                                  "for fidelity (0: the check images only).")] = DEFAULT_FIDELITY_IMAGES,
     accuracy_control: Annotated[bool, typer.Option("--accuracy-control/--no-accuracy-control", help="int8 only: when "
-                                                   "int8 fails the gate, keep the 1, 2, 4, 8 most damaging layers in "
-                                                   "float, then try int16 activations; keep the fastest that "
-                                                   "passes.")] = True,
+                                                   "int8 fails the gate, keep the 8 most damaging layers in float; if "
+                                                   "that fails try int16 activations, if it passes bisect down to "
+                                                   "fewer float layers (2, then 1 or 4); keep the fastest that "
+                                                   "passed.")] = True,
     max_tries: Annotated[int, typer.Option("--max-tries", help="Accuracy control: at most this many "
-                                           "variants.")] = DEFAULT_MAX_TRIES,
+                                           "conversions (its search needs at most 3).")] = DEFAULT_MAX_TRIES,
     io: Annotated[Optional[str], typer.Option("--io", help="int8 only: input/output type uint8, int8 or float "
                                               "(default uint8).", show_default=False)] = None,
     debug: Annotated[bool, typer.Option("--debug", help="int8 only: per-layer quantization error "
@@ -182,6 +183,8 @@ def render_control(control) -> None:
     chosen = control.chosen
     stdout.print(f"accuracy control: {'kept ' + chosen.name if chosen else 'no variant passed'} "
                  f"({control.seconds:.1f} s); Edge TPU: {control.edgetpu_note}", highlight=False, markup=False)
+    if control.not_tried:
+        stdout.print(f"accuracy control: not tried: {'; '.join(control.not_tried)}", highlight=False, markup=False)
     for note in control.notes:
         stdout.print(f"accuracy control: {note}", highlight=False, markup=False)
 
