@@ -24,6 +24,7 @@ EDGETPU_OPS = frozenset({
     "UNIDIRECTIONAL_SEQUENCE_LSTM",
 })
 INTEGER_IO = ("UINT8", "INT8")
+METADATA_EMBEDDED = "embedded"
 ALLOWED_TENSOR_TYPES = ("UINT8", "INT8", "INT32")  # int32: biases and shape operands
 COMPILER = "edgetpu_compiler"
 INSTALL_HINT = ("edgetpu_compiler is not on PATH (it runs only on x86-64 Linux): on Debian/Ubuntu add the Coral apt "
@@ -37,6 +38,7 @@ class CompileResult:
     ops_on_tpu: int | None
     ops_on_cpu: int | None
     message: str
+    metadata: str | None = None  # "embedded", or why the compiled file carries no allx metadata
 
 
 @dataclass(frozen=True)
@@ -146,4 +148,9 @@ def readiness_markdown(readiness: EdgeTpuReadiness) -> str:
     if compiled and compiled.model_file:
         lines.append(f"`{compiled.model_file}`: {compiled.ops_on_tpu} ops on the Edge TPU, "
                      f"{compiled.ops_on_cpu} on the CPU (see edgetpu_compiler.log)")
+        if compiled.metadata == METADATA_EMBEDDED:
+            lines.append(f"`{compiled.model_file}` carries the same embedded metadata (labels, manifest) as the "
+                         "int8 model: it works alone.")
+        elif compiled.metadata:
+            lines.append(compiled.metadata)
     return "\n".join(lines)

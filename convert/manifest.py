@@ -6,11 +6,14 @@ import csv
 import datetime
 import io
 import json
+import struct
 from pathlib import Path
 
 from allx import layout
 from allx.convert.check import CheckPredictions, CheckReport
-from allx.edge_runner.metadata import embed_metadata, metadata_tools  # noqa: F401  (convert checks the tools first)
+from allx.convert.edgetpu import METADATA_EMBEDDED
+from allx.edge_runner.metadata import TFLITE_IDENTIFIER, embed_metadata, metadata_tools  # noqa: F401  (convert checks the tools first)
+from allx.errors import AllxError
 from allx.files import write_atomic
 from allx.edge_runner.runtime import find_runtime
 
@@ -82,3 +85,21 @@ def publish(out_dir: Path, tflite: bytes, manifest: dict, report_md: str, predic
                                                      json.dumps(manifest, indent=2) + "\n")
     written["manifest"] = write_atomic(out_dir / names["manifest"], json.dumps(manifest, indent=2) + "\n")
     return written
+
+
+def embed_in_compiled(path: Path, manifest: dict, side_files: dict[str, bytes]) -> str:
+    """Give the Edge TPU-compiled model the metadata the int8 model carries (embed_metadata, as publish does;
+    the manifest under the compiled file's name), so it works alone too. METADATA_EMBEDDED, or why not: then
+    the compiled file stays as the compiler wrote it (usable with model.json and labels.txt beside it)."""
+    kept = f"no metadata embedded in {path.name} (kept as the compiler wrote it; use it beside {layout.MANIFEST})"
+    try:
+        data = path.read_bytes()
+        if data[4:8] != TFLITE_IDENTIFIER:
+            return f"{kept}: got no TFLite identifier in the file, expected {TFLITE_IDENTIFIER.decode()}"
+        embedded = embed_metadata(data, {**manifest, "model_file": path.name}, side_files)
+    except (IndexError, ValueError, TypeError, OverflowError, struct.error) as err:  # a flatbuffer it cannot parse
+        return f"{kept}: unreadable flatbuffer ({err.__class__.__name__})"
+    except (AllxError, OSError) as err:
+        return f"{kept}: {err}"
+    write_atomic(path, embedded)
+    return METADATA_EMBEDDED

@@ -13,7 +13,8 @@ from allx import layout
 from allx.convert import accuracy_control, calibrate_quality, debug, edgetpu, embedding, ood, operating, sanity
 from allx.convert.check import CheckPredictions, CheckReport, FidelitySet, run_check
 from allx.convert.files import check_writable
-from allx.convert.manifest import build_manifest, metadata_tools, output_names, predictions_csv, publish
+from allx.convert.manifest import (build_manifest, embed_in_compiled, metadata_tools, output_names,
+                                  predictions_csv, publish)
 from allx.convert.modes import ConvertOptions
 from allx.convert.ood_report import report_section
 from allx.convert.report import render_report
@@ -257,18 +258,21 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
            extra: dict, layer_csv: str | None, ood_stats: bytes | None = None) -> ConvertResult:
     """Edge TPU assessment, manifest, report, and the atomic writes under passed or rejected names."""
     names = output_names(options.mode.name, chosen.check.passed)
+    stats_name = layout.ood_stats_name(options.mode.name)
+    side_files = {} if ood_stats is None else {stats_name: ood_stats}  # embedded in the .tflite and written beside
+    source_info = {"source_model": str(source.model_path.resolve()), "source_model_sha256": sha256_file(source.model_path),
+                   "data_dir": str(source.data_dir.resolve())}
     readiness = None
     if options.edgetpu:
         readiness = assess_edgetpu(chosen.tflite, out_dir, names["model"])
-        sections.append(edgetpu.readiness_markdown(readiness))
         extra = {**extra, "edgetpu": readiness.to_dict()}
-    source_info = {"source_model": str(source.model_path.resolve()), "source_model_sha256": sha256_file(source.model_path),
-                   "data_dir": str(source.data_dir.resolve())}
     manifest = build_manifest(names["model"], chosen.check, chosen.tensors, source_info, extra)
+    if readiness is not None:
+        readiness = with_compiled_metadata(readiness, out_dir, manifest, side_files)
+        manifest["edgetpu"] = readiness.to_dict()
+        sections.append(edgetpu.readiness_markdown(readiness))
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
                               tuple(sections))
-    stats_name = layout.ood_stats_name(options.mode.name)
-    side_files = {} if ood_stats is None else {stats_name: ood_stats}  # embedded in the .tflite and written beside
     previous = {name: (out_dir / name).read_bytes() for name in side_files if (out_dir / name).is_file()}
     try:
         files = publish(out_dir, chosen.tflite, manifest, report_md,
@@ -290,6 +294,19 @@ def assess_edgetpu(tflite: bytes, out_dir: Path, model_name: str) -> edgetpu.Edg
         path = Path(scratch) / model_name
         path.write_bytes(tflite)
         return edgetpu.assess(tflite, path, out_dir)
+
+
+def with_compiled_metadata(readiness: edgetpu.EdgeTpuReadiness, out_dir: Path, manifest: dict,
+                           side_files: dict[str, bytes]) -> edgetpu.EdgeTpuReadiness:
+    """The compiled *_edgetpu.tflite gets the int8 model's embedded metadata; the outcome is recorded in
+    edgetpu.compiled.metadata (the manifest embedded in the compiled file says "embedded" already)."""
+    compiled = readiness.compiled
+    if compiled is None or compiled.model_file is None:
+        return readiness
+    compiled = replace(compiled, metadata=edgetpu.METADATA_EMBEDDED)
+    manifest["edgetpu"] = replace(readiness, compiled=compiled).to_dict()
+    outcome = embed_in_compiled(out_dir / compiled.model_file, manifest, side_files)
+    return replace(readiness, compiled=replace(compiled, metadata=outcome))
 
 
 def restore_file(path: Path, previous: bytes | None) -> None:

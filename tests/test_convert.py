@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -160,6 +161,60 @@ def test_edgetpu_readiness_without_compiler(run_folder, tmp_path, monkeypatch):
     assert readiness["ready"] is True and readiness["compiled"] is None
     assert "edgetpu_compiler is not on PATH" in readiness["note"] and "apt-get install edgetpu-compiler" in readiness["note"]
     assert readiness["op_counts"].get("CONV_2D") == 2
+
+
+def fake_edgetpu_compiler(bin_dir: Path, body: str | None = None) -> None:
+    """A stand-in for the external edgetpu_compiler (not installable here): called as
+    `edgetpu_compiler --show_operations --out_dir OUT MODEL.tflite`, it writes OUT/MODEL_edgetpu.tflite and
+    OUT/MODEL_edgetpu.log and prints its operation counts, as the real compiler does. By default the compiled
+    file is a copy of its input (the real one swaps the int8 graph for an edgetpu-custom-op)."""
+    import stat
+
+    bin_dir.mkdir()
+    script = bin_dir / "edgetpu_compiler"
+    write = body or 'cp "$model" "$out/${name}_edgetpu.tflite"\n'
+    script.write_text('#!/bin/sh\nout=$3; model=$4; name=$(basename "$model" .tflite)\n' + write +
+                      'echo "Number of operations that will run on Edge TPU: 5" | tee "$out/${name}_edgetpu.log"\n'
+                      'echo "Number of operations that will run on CPU: 0"\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+def test_the_compiled_edgetpu_model_carries_the_metadata_and_works_alone(run_folder, tmp_path, monkeypatch):
+    from allx.edge_runner.cli import app as edge_app
+    from allx.edge_runner.metadata import read_embedded
+
+    fake_edgetpu_compiler(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    result = convert(run_folder.model, "--out", out, "--representative-count", "8", "--edgetpu", "--json", *TOLERANT)
+    assert result.exit_code == 0, result.output
+    compiled = json.loads(result.stdout)["edgetpu"]["compiled"]
+    assert compiled["model_file"] == "model_int8_edgetpu.tflite" and compiled["metadata"] == "embedded"
+    assert json.loads((out / "model.json").read_text())["edgetpu"]["compiled"]["metadata"] == "embedded"
+    embedded = read_embedded((out / compiled["model_file"]).read_bytes(), out / compiled["model_file"])
+    int8 = read_embedded((out / "model_int8.tflite").read_bytes(), out / "model_int8.tflite")
+    assert embedded.manifest["model_file"] == "model_int8_edgetpu.tflite" and embedded.files == int8.files
+    assert {**embedded.manifest, "model_file": "model_int8.tflite"} == int8.manifest
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(out / compiled["model_file"], alone)
+    info = runner.invoke(edge_app, ["info", str(alone / compiled["model_file"]), "--json", "--delegate", "cpu"])
+    assert info.exit_code == 0, info.output
+    document = json.loads(info.stdout)
+    assert document["metadata"] == "embedded" and document["labels"] == list(CLASSES)
+    assert "carries the same embedded metadata" in (out / "report.md").read_text()
+
+
+def test_a_compiled_file_that_cannot_take_metadata_is_kept_and_said(run_folder, tmp_path, monkeypatch):
+    fake_edgetpu_compiler(tmp_path / "bin", 'printf "not a flatbuffer" > "$out/${name}_edgetpu.tflite"\n')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    result = convert(run_folder.model, "--out", out, "--representative-count", "8", "--edgetpu", *TOLERANT)
+    assert result.exit_code == 0, result.output
+    assert (out / "model_int8_edgetpu.tflite").read_bytes() == b"not a flatbuffer"
+    note = json.loads((out / "model.json").read_text())["edgetpu"]["compiled"]["metadata"]
+    assert note.startswith("no metadata embedded in model_int8_edgetpu.tflite (kept as the compiler wrote it")
+    assert "no metadata embedded in model_int8_edgetpu.tflite" in " ".join(result.stdout.split())
 
 
 # ---- bad input: one line on stderr, exit 2, no traceback ----

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from allx.console import handle_errors, import_tensorflow_quietly, progress_bars, stdout
+from allx.convert.edgetpu import METADATA_EMBEDDED
 from allx.convert.modes import (DEFAULT_FIDELITY_IMAGES, DEFAULT_FLAG_RATE, DEFAULT_MAX_TRIES,
                                 DEFAULT_REPRESENTATIVE_COUNT, DEFAULT_THRESHOLDS, resolve_options)
 from allx.convert.ood_report import summary_line
@@ -165,6 +166,10 @@ def render(result) -> None:
     if result.edgetpu is not None:
         stdout.print(f"Edge TPU: {'ready' if result.edgetpu.ready else 'not ready'}; {result.edgetpu.note}",
                      highlight=False, markup=False)
+        compiled = result.edgetpu.compiled
+        if compiled is not None and compiled.model_file is not None:
+            carries = "its metadata embedded (works alone)" if compiled.metadata == METADATA_EMBEDDED else compiled.metadata
+            stdout.print(f"Edge TPU: {compiled.model_file}: {carries}", highlight=False, markup=False)
     stdout.print(f"wrote {', '.join(path.name for path in result.files.values())} in {result.files['model'].parent}",
                  highlight=False)
 
