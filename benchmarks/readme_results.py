@@ -66,31 +66,50 @@ def backbones_section() -> list[str]:
     if not d:
         return ["Backbones: not run (`python benchmarks/backbones.py`)."]
     lines = [f"### Which backbone for a Pi? int8, same split, measured in one run ({provenance(d)})", "",
-             "| backbone | weights | test acc (float) | check: float | kept model | accuracy | worst class drop pp | "
-             "fidelity | gate | MB | p50 ms | p95 ms | accuracy control |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Target for each backbone: a kept int8 model (plain, or what accuracy control chose) whose measured "
+             "check accuracy is within 0.5 pp of float and whose every class recall is within 2 pp.", "",
+             "| backbone | weights | test acc (float) | kept model (what it needed) | check: float -> kept | drop pp | "
+             "worst class drop pp | gate | target 0.5 / 2 pp | fidelity | MB | p50 ms | accuracy control | convert s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lenient = []
     for r in d["rows"]:
         if "skipped" in r:
-            lines.append(f"| {r['backbone']} | skipped: {r['skipped']} ||||||||||| ")
+            lines.append(f"| {r['backbone']} | skipped: {r['skipped']} |||||||||||| ")
             continue
         drops = [v for v in (r.get("recall_drop_pp") or {}).values() if v is not None]
+        drop_pp, worst = (r["float_accuracy"] - r["int8_accuracy"]) * 100, max(drops, default=0.0)
+        met = r["passed"] and drop_pp <= 0.5 + 1e-9 and worst <= 2.0 + 1e-9
+        if r["passed"] and not met:
+            lenient.append(r["backbone"])
         fidelity = r.get("fidelity") or {}
         control = r.get("accuracy_control")
         spent = "not needed" if not control else f"{len(control['tries'])} tries, {control['seconds']:.0f} s"
-        lines.append(f"| {r['backbone']} | {Path(str(r['weights'])).name} | {r['test_accuracy_float']:.4f} | "
-                     f"{r['float_accuracy']:.4f} | {r.get('variant', 'int8')} | {r['int8_accuracy']:.4f} | "
-                     f"{max(drops, default=0.0):+.2f} | {fidelity.get('agreement', r['agreement']):.4f} | "
-                     f"{'pass' if r['passed'] else 'REJECTED'} | {r['int8_size_mb']:.2f} | {r['p50_ms']:.2f} | "
-                     f"{r['p95_ms']:.2f} | {spent} |")
+        weights = Path(str(r["weights"])).name + (" (no ImageNet weights)" if r.get("weights_note") else "")
+        lines.append(f"| {r['backbone']} | {weights} | {r['test_accuracy_float']:.4f} | {r.get('variant', 'int8')} | "
+                     f"{r['float_accuracy']:.4f} -> {r['int8_accuracy']:.4f} | {drop_pp:+.2f} | {worst:+.2f} | "
+                     f"{'pass' if r['passed'] else 'REJECTED'} | {'met' if met else 'MISSED'} | "
+                     f"{fidelity.get('agreement', r['agreement']):.4f} | {r['int8_size_mb']:.2f} | {r['p50_ms']:.2f} | "
+                     f"{spent} | {r.get('convert_seconds', '')} |")
     measured = {r["backbone"] for r in d["rows"]}
     missing = [name for name in ("resnet50", "efficientnet-lite0", "mobilenetv2") if name not in measured]
     if missing:
         lines += ["", f"Not measured in this run (stopped before their turn): {', '.join(missing)}."]
+    notes = [r for r in d["rows"] if r.get("weights_note")]
+    if notes:
+        lines += [""] + [f"- {r['backbone']}: {r['weights_note']}." for r in notes]
+    if lenient:
+        lines += ["", f"Passed the gate but missed the 0.5 / 2 pp target: {', '.join(lenient)}. The gate's limits "
+                  "(`--max-drop` 1.5 pp overall, `--max-class-drop` 5 pp per class, on exact bounds) were chosen by "
+                  "the simulation below so that a faithful model passes 95% of the time at these class sizes (one "
+                  "Benign image is 1.3 pp); they let a measured 0.5-2 pp difference through when its evidence is "
+                  "a few images, and were not tightened to make this table look better."]
     return lines + ["", "The check runs on the val subset (484 images) with the gate of `convert/gate.py` (exact paired"
-                    " bounds, defaults from the simulation below); fidelity is the top-1 agreement with the float"
+                    " bounds, defaults from the simulation below); \"drop\" is float minus kept model, measured"
+                    " (positive: the kept model is worse); fidelity is the top-1 agreement with the float"
                     " model on the train+val images. \"kept model\" is what `allx convert --int8` saved: plain int8,"
-                    " or the variant automatic accuracy control chose (each try is listed in that run's report.md). Latencies"
-                    " are as measured during the run, on a shared machine: compare speeds within one table only."]
+                    " or the variant automatic accuracy control chose (each try is listed in that run's report.md and"
+                    " in the JSON). Latencies are as measured during the run, on a shared machine: compare speeds"
+                    " within one table only."]
 
 
 def gate_section() -> list[str]:
