@@ -40,8 +40,12 @@ def max_softmax_scores(probabilities: np.ndarray) -> np.ndarray:
 
 
 def mahalanobis_scores(embeddings: np.ndarray, stats: MahalanobisStats) -> np.ndarray:
-    """Squared Mahalanobis distance to the nearest class centre (shared covariance, k principal axes)."""
-    projected = (np.atleast_2d(embeddings).astype(np.float32) - stats.mean) @ stats.projection
+    """Squared Mahalanobis distance to the nearest class centre (shared covariance, k principal axes).
+
+    In float64: the score is printed to 6 decimals and must be the same on x86-64 and arm64, whose float32
+    matrix kernels sum in different orders (they differed in the 7th significant digit on a Pi's core)."""
+    projected = ((np.atleast_2d(embeddings).astype(np.float64) - stats.mean.astype(np.float64))
+                 @ stats.projection.astype(np.float64))
     distances = ((projected[:, np.newaxis, :] - stats.class_means[np.newaxis]) ** 2).sum(axis=2)
     return distances.min(axis=1)
 
