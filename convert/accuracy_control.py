@@ -170,7 +170,7 @@ def control_markdown(control: Control) -> str:
     """report.md: the table of tries, the one kept, its Edge TPU readiness and the time spent."""
     lines = ["## Accuracy control", "",
              f"int8 failed the gate, so variants were searched (at most {control.max_tries} tries): "
-             f"{FLOAT_LAYER_STEPS[-1]} float layers first; if they failed, 16x8 and stop; if they passed, fewer float "
+             f"{FLOAT_LAYER_STEPS[-1]} float layers first (or the most the model allows); if they failed, 16x8 and stop; if they passed, fewer float "
              "layers by bisection, assuming more float layers never do worse (every try made is listed below, "
              "whatever it showed). The fastest (p50) that passed is kept. Each was checked through the allx-edge "
              "code.", "",
