@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from allx.errors import ConversionError
+from allx.errors import ConversionError, ModelError
 
 FLOAT_LAYER_STEPS = (1, 2, 4, 8)
 INT16X8 = "int16x8"
@@ -96,8 +96,8 @@ def control_accuracy(first, rank_layers: Callable[[], tuple], float_layer_model:
     """Search the variants (next_try) until the search ends or `max_tries` conversions were made.
 
     rank_layers() -> LayerError tuple, worst first; float_layer_model(names) and int16x8_model() -> .tflite
-    bytes; check(name, tflite) -> Candidate. A ConversionError in one try is recorded as a failed try and
-    the search goes on, so a failed 8-float-layer conversion still leaves the 16x8 try.
+    bytes; check(name, tflite) -> Candidate. A try that cannot be converted or loaded is recorded as a failed
+    try and the search goes on, so a failed 8-float-layer conversion still leaves the 16x8 try.
     """
     began = time.perf_counter()
     notes: list[str] = []
@@ -136,12 +136,13 @@ def next_try(counts: tuple[int, ...], outcomes: dict[int | str, bool]) -> int | 
 
 
 def make_attempt(step: int | str, names: tuple[str, ...], make: Callable[[], bytes], check) -> Attempt:
-    """Convert and check one variant; a ConversionError becomes a failed try with its message."""
+    """Convert and check one variant; a ConversionError, or a ModelError from an interpreter that refuses the
+    converted bytes (e.g. a float/int8 boundary whose quantization would overflow), becomes a failed try."""
     name, variant = variant_name(step), (INT16X8 if step == INT16X8 else FLOAT_LAYERS)
     started = time.perf_counter()
     try:
         candidate = check(name, make())
-    except ConversionError as err:
+    except (ConversionError, ModelError) as err:
         return Attempt(name, variant, names, time.perf_counter() - started, None, str(err))
     return Attempt(name, variant, names, time.perf_counter() - started, candidate)
 

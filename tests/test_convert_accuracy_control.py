@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from allx.cli.main import app
 from allx.convert.accuracy_control import INT16X8, control_accuracy
 from allx.convert.modes import DEFAULT_MAX_TRIES
-from allx.errors import ConversionError
+from allx.errors import ConversionError, ModelError
 from tests.convert_models import make_run_folder
 
 runner = CliRunner()
@@ -131,6 +131,18 @@ def test_a_conversion_failure_is_one_row_and_the_search_goes_on():
                                lambda: b"16x8", check, DEFAULT_MAX_TRIES)
     assert control.attempts[0].note.endswith("no kernel") and not control.attempts[0].passed
     assert len(control.attempts) == 2 and control.chosen.variant == INT16X8
+
+
+def test_a_variant_the_interpreter_refuses_is_a_failed_try():
+    def check(name, tflite):
+        if tflite == b"float":
+            raise ModelError("model_int8.tflite: the interpreter refused the model (Node number 16 (CONV_2D) failed)")
+        return fake_candidate(True)
+
+    control = control_accuracy(fake_candidate(False), lambda: tuple(Layer(f"l{i}") for i in range(10)),
+                               lambda names: b"float", lambda: b"16x8", check, DEFAULT_MAX_TRIES)
+    assert [attempt.name for attempt in control.attempts] == [NAMES[8], NAMES[INT16X8]]
+    assert "interpreter refused" in control.attempts[0].note and control.chosen.variant == INT16X8
 
 
 # ---- end to end ----
