@@ -65,13 +65,13 @@ def backbones_section() -> list[str]:
     d = load("backbones.json")
     if not d:
         return ["Backbones: not run (`python benchmarks/backbones.py`)."]
-    lines = [f"### Which backbone for a Pi? int8, same split, measured in one run ({provenance(d)})", "",
+    lines = [f"### Which backbone for a Pi? int8, same split, same machine ({provenance(d)})", "",
              "Target for each backbone: a kept int8 model (plain, or what accuracy control chose) whose measured "
              "check accuracy is within 0.5 pp of float and whose every class recall is within 2 pp.", "",
              "| backbone | weights | test acc (float) | kept model (what it needed) | check: float -> kept | drop pp | "
              "worst class drop pp | gate | target 0.5 / 2 pp | fidelity | MB | p50 ms | accuracy control | convert s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    lenient = []
+    lenient, rejected = [], []
     for r in d["rows"]:
         if "skipped" in r:
             lines.append(f"| {r['backbone']} | skipped: {r['skipped']} |||||||||||| ")
@@ -85,7 +85,10 @@ def backbones_section() -> list[str]:
         control = r.get("accuracy_control")
         spent = "not needed" if not control else f"{len(control['tries'])} tries, {control['seconds']:.0f} s"
         weights = Path(str(r["weights"])).name + (" (no ImageNet weights)" if r.get("weights_note") else "")
-        lines.append(f"| {r['backbone']} | {weights} | {r['test_accuracy_float']:.4f} | {r.get('variant', 'int8')} | "
+        kept = r.get("variant", "int8") if r["passed"] else "none passed (int8 saved as rejected)"
+        if not r["passed"]:
+            rejected.append((r["backbone"], ((control or {}).get("int8") or {}).get("failures") or r.get("verdicts", [])))
+        lines.append(f"| {r['backbone']} | {weights} | {r['test_accuracy_float']:.4f} | {kept} | "
                      f"{r['float_accuracy']:.4f} -> {r['int8_accuracy']:.4f} | {drop_pp:+.2f} | {worst:+.2f} | "
                      f"{'pass' if r['passed'] else 'REJECTED'} | {'met' if met else 'MISSED'} | "
                      f"{fidelity.get('agreement', r['agreement']):.4f} | {r['int8_size_mb']:.2f} | {r['p50_ms']:.2f} | "
@@ -97,6 +100,8 @@ def backbones_section() -> list[str]:
     notes = [r for r in d["rows"] if r.get("weights_note")]
     if notes:
         lines += [""] + [f"- {r['backbone']}: {r['weights_note']}." for r in notes]
+    for backbone, failures in rejected:
+        lines += ["", f"{backbone} was rejected: " + "; ".join(failures) + "."]
     if lenient:
         lines += ["", f"Passed the gate but missed the 0.5 / 2 pp target: {', '.join(lenient)}. The gate's limits "
                   "(`--max-drop` 1.5 pp overall, `--max-class-drop` 5 pp per class, on exact bounds) were chosen by "
