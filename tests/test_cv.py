@@ -4,40 +4,15 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from allx import layout
 from allx.cli.main import app
 from allx.layout import RecordKind, SplitKind
-from allx.synthetic import make_image
+from tests.cv_runs import TINY
 
 runner = CliRunner()
-TINY = ["--backbone", "efficientnet-lite0", "--image-size", "32", "--epochs", "3", "--batch-size", "16",
-        "--head", "gap", "--learning-rate", "1e-3", "--no-neighbours"]
-
-
-@pytest.fixture(scope="module")
-def numbered_dir(tmp_path_factory) -> Path:
-    """4 classes x 12 generated 32 px images named cell-1.jpg .. cell-12.jpg."""
-    root = tmp_path_factory.mktemp("cv") / "data"
-    rng = np.random.default_rng(7)
-    for name in ("Benign", "Early", "Pre", "Pro"):
-        (root / name).mkdir(parents=True)
-        for n in range(1, 13):
-            Image.fromarray(make_image(name, 32, rng)).save(root / name / f"cell-{n}.jpg", quality=90)
-    return root
-
-
-@pytest.fixture(scope="module")
-def cv_run(numbered_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cvrun") / "run"
-    cache = out.parent / "cache"
-    outcome = runner.invoke(app, ["train", str(numbered_dir), "--out", str(out), "--cv", "3", "--group-by", "sequence",
-                                  "--block-size", "2", *TINY], env={"ALLX_CACHE_DIR": str(cache)})
-    return outcome, out, cache
 
 
 def test_cv_writes_cv_json_and_plot_with_each_fold_and_the_mean(cv_run, numbered_dir):
