@@ -191,9 +191,9 @@ def run_fold(args, classes, views, recipe, labels, fold) -> dict:
     from allx.decision import choose_operating_point, sensitivity_specificity
 
     clean = views["clean"] if "clean" in views else views["single"]
-    train_x = {"plain": clean[fold["train"], :1], "dihedral": views["clean"][fold["train"]],
-               "dihedral+stain": np.concatenate([views["clean"][fold["train"]], views["stain"][fold["train"]]], axis=1),
-               }[recipe]
+    train_views = {"plain": lambda: clean[fold["train"], :1], "dihedral": lambda: clean[fold["train"]],
+                   "dihedral+stain": lambda: np.concatenate([clean[fold["train"]], views["stain"][fold["train"]]], axis=1)}
+    train_x = train_views[recipe]()
     train_y = np.repeat(labels[fold["train"]], train_x.shape[1])
     head = fit_head(args, train_x.reshape(-1, train_x.shape[-1]), train_y, clean[fold["val"], 0],
                     labels[fold["val"]], len(classes))
