@@ -372,10 +372,15 @@ def test_benchmark_quick_run(tmp_path, capsys):
     spec.loader.exec_module(benchmark)
     # 128 axes (the shipped default) are capped by the tiny model's embedding, in the comparison as in convert
     assert benchmark.main(["--quick", "--out", str(tmp_path), "--models-dir", str(tmp_path / "models"),
-                           "--components", "4,128"]) == 0
-    document = json.loads((tmp_path / "ood.json").read_text())
+                           "--components", "4,128", "--name", "quick.json"]) == 0
+    document = json.loads((tmp_path / "quick.json").read_text())
     (measured,) = document["models"]
     shipped = measured["shipped"]
+    assert measured["split_kind"] == "image"  # the quick run's hand-made split says nothing of grouping
+    targets = shipped["targets"]
+    assert targets["test_met"] == (shipped["rates"]["test"] <= targets["test_at_most"] == 0.05)
+    assert targets["other_lab_met"] == (shipped["rates"]["other_lab"] >= targets["other_lab_at_least"] == 0.9)
+    assert "targets (shipped): test flagged <= 5%" in document["markdown"]
     k = shipped["ood"]["components"]
     assert set(measured["methods"]) == {"max_softmax", "energy", "mahalanobis_k4", f"mahalanobis_k{k}"}
     # The default gate's verdict is recorded (a tiny model on 76 fidelity images may go either way: one flip
