@@ -18,7 +18,11 @@ Features: the backbone (frozen) + global average pooling, i.e. `allx train --bac
 gap`, whose head on a pooled vector is exactly Dropout(0.5) -> Dense. Each image's 8 dihedral views and
 its 2 stain-jittered views (what `--augment dihedral,stain` adds) are extracted once through
 allx.train.view_features (cached under $ALLX_CACHE_DIR); "plain" trains on view 0 only, "dihedral" on the
-8 views, "dihedral+stain" on all 10. TTA averages over the 8 clean views. With `--recipes plain` only
+8 views, "dihedral+stain" on all 10. TTA averages over the 8 clean views.
+
+Heads (`--heads`): "gap" is allx's (Adam, early stopping on the fold's validation block); "logreg" is a
+multinomial logistic regression on standardised features whose inverse regularisation C is chosen among
+LOGREG_C by log-loss on the same validation block (never on the held-out block). With `--recipes plain` only
 the image itself is extracted and there is no TTA row. Extraction goes in interleaved chunks (chunk j of
 C: every C-th file of each class from the j-th), each cached on its own: a `--stride 2` run's cache is
 chunk 0 of a full run's, and an interrupted run keeps its finished chunks.
@@ -42,6 +46,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "all-taleqani" / "Original"
 RECIPES = {"plain": "", "dihedral": "dihedral", "dihedral+stain": "dihedral,stain"}
+HEADS = ("gap", "logreg")
+LOGREG_C = (0.001, 0.01, 0.1, 1.0)
 FOLDS = 5
 VAL_FRACTION = 0.15
 TARGET_SENSITIVITY = 0.99
@@ -63,11 +69,15 @@ def main():
     parser.add_argument("--backbone", default="efficientnet-lite0", help="a name from allx.train.backbones")
     parser.add_argument("--weights", default="imagenet", help="imagenet | none (random initialisation, seed 0)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated subset of {', '.join(RECIPES)}")
+    parser.add_argument("--heads", default="gap", help=f"comma-separated subset of {', '.join(HEADS)}")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipes.json")
     args = parser.parse_args()
     args.recipes = [name.strip() for name in args.recipes.split(",") if name.strip()]
     if not args.recipes or any(name not in RECIPES for name in args.recipes):
         parser.error(f"--recipes: got {args.recipes}, expected a subset of {', '.join(RECIPES)}")
+    args.heads = [name.strip() for name in args.heads.split(",") if name.strip()]
+    if not args.heads or any(name not in HEADS for name in args.heads):
+        parser.error(f"--heads: got {args.heads}, expected a subset of {', '.join(HEADS)}")
     if args.quick:
         from allx.synthetic import make_dataset
 
@@ -85,8 +95,8 @@ def main():
     started = time.perf_counter()
     views = extract_in_chunks(args, dataset, relpaths)
     extract_s = time.perf_counter() - started
-    results = {name: [run_fold(args, dataset.classes, views, name, labels, fold) for fold in folds]
-               for name in args.recipes}
+    results = {(name, head): [run_fold(args, dataset.classes, views, name, labels, fold, head) for fold in folds]
+               for name in args.recipes for head in args.heads}
     document = with_markdown(summarise(args, dataset, results, extract_s, time.perf_counter() - started))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
@@ -186,8 +196,8 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
     return out
 
 
-def run_fold(args, classes, views, recipe, labels, fold) -> dict:
-    """Train the gap head for one recipe on one fold; test metrics without and with TTA."""
+def run_fold(args, classes, views, recipe, labels, fold, head_kind: str = "gap") -> dict:
+    """Train a head for one recipe on one fold; test metrics without and with TTA."""
     from allx.decision import choose_operating_point, sensitivity_specificity
 
     clean = views["clean"] if "clean" in views else views["single"]
@@ -195,9 +205,11 @@ def run_fold(args, classes, views, recipe, labels, fold) -> dict:
                    "dihedral+stain": lambda: np.concatenate([clean[fold["train"]], views["stain"][fold["train"]]], axis=1)}
     train_x = train_views[recipe]()
     train_y = np.repeat(labels[fold["train"]], train_x.shape[1])
-    head = fit_head(args, train_x.reshape(-1, train_x.shape[-1]), train_y, clean[fold["val"], 0],
-                    labels[fold["val"]], len(classes))
-    result = {"fold": fold["fold"], "n_train": int(len(fold["train"])), "n_test": int(len(fold["test"]))}
+    fit = fit_logreg if head_kind == "logreg" else fit_head
+    head, chosen = fit(args, train_x.reshape(-1, train_x.shape[-1]), train_y, clean[fold["val"], 0],
+                       labels[fold["val"]], len(classes))
+    result = {"fold": fold["fold"], "n_train": int(len(fold["train"])), "n_test": int(len(fold["test"])),
+              "chosen_on_val": chosen}
     for tta in (False, True) if clean.shape[1] > 1 else (False,):
         val_p = predict(head, clean[fold["val"]], tta)
         test_p = predict(head, clean[fold["test"]], tta)
@@ -227,7 +239,34 @@ def fit_head(args, x, y, val_x, val_y, n_classes):
     head.fit(x.reshape(-1, 1, 1, x.shape[-1]), keras.utils.to_categorical(y, n_classes),
              validation_data=(val_x.reshape(-1, 1, 1, x.shape[-1]), keras.utils.to_categorical(val_y, n_classes)),
              epochs=args.epochs, batch_size=args.batch_size, shuffle=True, callbacks=[stop], verbose=0)
-    return head
+    return head, {"epochs": len(head.history.history["loss"]) if head.history else None}
+
+
+class LogisticHead:
+    """A fitted scikit-learn pipeline behind the `predict` the gap head offers."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def predict(self, x, batch_size=None, verbose=0):
+        return self.pipeline.predict_proba(x.reshape(len(x), -1))
+
+
+def fit_logreg(args, x, y, val_x, val_y, n_classes):
+    """Standardised features -> multinomial logistic regression; C chosen by log-loss on the fold's val block."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    best = None
+    for c in LOGREG_C:
+        pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+        pipeline.fit(x, y)
+        loss = log_loss(val_y, pipeline.predict_proba(val_x), labels=list(range(n_classes)))
+        if best is None or loss < best[0]:
+            best = (loss, c, pipeline)
+    return LogisticHead(best[2]), {"C": best[1], "val_log_loss": round(float(best[0]), 4)}
 
 
 def predict(head, image_views: np.ndarray, tta: bool) -> np.ndarray:
@@ -240,24 +279,24 @@ def predict(head, image_views: np.ndarray, tta: bool) -> np.ndarray:
 
 def summarise(args, dataset, results, extract_s, total_s) -> dict:
     rows = []
-    for recipe, folds in results.items():
+    for (recipe, head), folds in results.items():
         for mode in ("single", "tta") if "tta" in folds[0] else ("single",):
             per_fold = [f[mode] for f in folds]
             mean = {key: float(np.mean([f[key] for f in per_fold])) for key in per_fold[0]}
             worst = {key: float(np.min([f[key] for f in per_fold])) for key in per_fold[0]}
-            rows.append({"recipe": recipe, "tta": mode == "tta", "mean": mean, "worst_fold": worst,
-                         "folds": per_fold})
+            rows.append({"recipe": recipe, "head": head, "tta": mode == "tta", "mean": mean, "worst_fold": worst,
+                         "folds": per_fold, "chosen_on_val": [f["chosen_on_val"] for f in folds]})
     # The recipe to ship: best mean benign specificity at malignant sensitivity 0.99, then accuracy.
     best = max(rows, key=lambda r: (round(r["mean"]["specificity_at_test_sens99"], 3), r["mean"]["accuracy"]))
     return {"kind": "recipes-cv", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "data": str(args.data), "quick": args.quick, "stride": args.stride,
             "images": sum(f["n_test"] for f in next(iter(results.values()))), "images_in_data": len(dataset.items),
-            "classes": list(dataset.classes), "backbone": args.backbone, "weights": args.weights, "head": "gap", "folds": FOLDS,
+            "classes": list(dataset.classes), "backbone": args.backbone, "weights": args.weights, "heads": args.heads, "folds": FOLDS,
             "fold_kind": "block", "target_sensitivity": TARGET_SENSITIVITY,
             "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
             "machine": f"{platform.machine()}, {platform.python_version()}",
             "extract_s": round(extract_s, 1), "total_s": round(total_s, 1),
-            "best": {"recipe": best["recipe"], "tta": best["tta"]}, "rows": rows}
+            "best": {"recipe": best["recipe"], "head": best["head"], "tta": best["tta"]}, "rows": rows}
 
 
 def with_markdown(document: dict) -> dict:
@@ -265,12 +304,13 @@ def with_markdown(document: dict) -> dict:
 
 
 def markdown_table(document: dict) -> str:
-    lines = ["| recipe | TTA | accuracy (mean / worst) | benign spec. at val point (mean / worst) | "
+    lines = ["| recipe | head | TTA | accuracy (mean / worst) | benign spec. at val point (mean / worst) | "
              "malignant sens. at val point (mean / worst) | benign spec. at test sens 0.99 (mean / worst) |",
-             "|---|---|---:|---:|---:|---:|"]
+             "|---|---|---|---:|---:|---:|---:|"]
     for r in document["rows"]:
         m, w = r["mean"], r["worst_fold"]
-        lines.append(f"| {r['recipe']} | {'yes' if r['tta'] else 'no'} | {m['accuracy']:.3f} / {w['accuracy']:.3f} | "
+        lines.append(f"| {r['recipe']} | {r.get('head', 'gap')} | {'yes' if r['tta'] else 'no'} | "
+                     f"{m['accuracy']:.3f} / {w['accuracy']:.3f} | "
                      f"{m['specificity_at_val_point']:.3f} / {w['specificity_at_val_point']:.3f} | "
                      f"{m['sensitivity_at_val_point']:.3f} / {w['sensitivity_at_val_point']:.3f} | "
                      f"{m['specificity_at_test_sens99']:.3f} / {w['specificity_at_test_sens99']:.3f} |")
