@@ -289,6 +289,7 @@ def summarise(args, dataset, results, extract_s, total_s) -> dict:
     # The recipe to ship: best mean benign specificity at malignant sensitivity 0.99, then accuracy.
     best = max(rows, key=lambda r: (round(r["mean"]["specificity_at_test_sens99"], 3), r["mean"]["accuracy"]))
     return {"kind": "recipes-cv", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["python benchmarks/recipes.py", *sys.argv[1:]]),
             "data": str(args.data), "quick": args.quick, "stride": args.stride,
             "images": sum(f["n_test"] for f in next(iter(results.values()))), "images_in_data": len(dataset.items),
             "classes": list(dataset.classes), "backbone": args.backbone, "weights": args.weights, "heads": args.heads, "folds": FOLDS,
