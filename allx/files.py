@@ -6,12 +6,15 @@
 - An output that is a symlink updates the file it points to (the link stays a link).
 - A FIFO, a device (/dev/full, /dev/null, a terminal) or a socket is written in place: renaming a file
   over it would replace the device by a regular file.
+- `interrupts_deferred()` holds a Ctrl-C until a group of writes is done: a model folder is published as a
+  whole (every file old or every file new), not half replaced.
 - `StreamedFile` writes a long log row by row to PATH.part under an advisory lock (fcntl.flock), so a second
   process given the same log is refused instead of silently losing one of the two logs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -20,7 +23,9 @@ import io
 import json
 import os
 import secrets
+import signal
 import stat
+import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -54,6 +59,26 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         temp.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C inside the block raises KeyboardInterrupt when the block ends, not in the middle of it.
+
+    Signals reach only the main thread, so elsewhere (and where SIGINT is ignored) this changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+        yield
+        return
+    pressed = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def write_json(path: str | Path, data, indent: int = 2) -> Path:

@@ -26,7 +26,7 @@ import numpy as np
 from allx import __version__, layout
 from allx.decision import ARGMAX_THRESHOLD, OperatingPoint, sensitivity_specificity
 from allx.errors import DataError, ImageError, ModelError, UsageError
-from allx.files import checked_write, sha256_file
+from allx.files import checked_write, interrupts_deferred, sha256_file
 from allx.edge_runner.batch import expand_paths
 from allx.edge_runner.metadata import embed_metadata
 from allx.edge_runner.model import EdgeModel, resolve_model
@@ -249,6 +249,13 @@ def side_files(manifest: dict) -> set[str]:
 def write_model_folder(model_dir: Path, out_dir: Path, manifest: dict, calibration: SiteCalibration) -> None:
     """Copy the model and its side files, then write model.json last (it never names a file not there yet)."""
     names = side_files(manifest)
+    with interrupts_deferred():  # a Ctrl-C part-way would leave a folder with some of the model's files
+        copy_model_files(model_dir, out_dir, manifest, names)
+        checked_write(out_dir / layout.SITE_CALIBRATION, json.dumps(calibration.to_dict(), indent=2) + "\n")
+        checked_write(out_dir / layout.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def copy_model_files(model_dir: Path, out_dir: Path, manifest: dict, names: set[str]) -> None:
     for name in sorted(names | {layout.LABELS}):
         source = model_dir / name
         if source.is_file():
@@ -260,8 +267,6 @@ def write_model_folder(model_dir: Path, out_dir: Path, manifest: dict, calibrati
         elif name != layout.LABELS:
             raise ModelError(f"{source}: named in {layout.MANIFEST} but missing, expected the folder "
                              "allx convert wrote")
-    checked_write(out_dir / layout.SITE_CALIBRATION, json.dumps(calibration.to_dict(), indent=2) + "\n")
-    checked_write(out_dir / layout.MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str | Path,

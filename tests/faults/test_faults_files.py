@@ -122,3 +122,34 @@ def test_small_tmpfs_full_keeps_the_old_file(tmp_path):
         assert [p.name for p in mount.iterdir()] == ["model.json"], "no temp file is left behind"
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_ctrl_c_inside_interrupts_deferred_waits_for_the_block_to_end(tmp_path):
+    import signal
+
+    from allx.files import interrupts_deferred, write_atomic
+
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            for name in ("a", "b", "c"):
+                write_atomic(tmp_path / name, name)
+                written.append(name)
+                if name == "a":
+                    os.kill(os.getpid(), signal.SIGINT)
+    assert written == ["a", "b", "c"] and all((tmp_path / n).read_text() == n for n in written)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def test_ctrl_c_while_a_cli_loads_is_exit_130_with_one_line(monkeypatch, capsys):
+    import importlib
+
+    import allx.entry
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        allx.entry.allx_edge()
+    assert exited.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
