@@ -204,7 +204,7 @@ def camera(
     every: Annotated[int, typer.Option("--every", help="Classify every Nth frame.")] = 1,
     headless: Annotated[bool, typer.Option("--headless", help="No window: one line per classified frame.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop after reading N frames.")] = None,
-    log: Annotated[Optional[Path], typer.Option("--log", help="CSV of every classified frame.")] = None,
+    log: Annotated[Optional[Path], typer.Option("--log", help="CSV of every classified frame, appended to (sessions given the same file keep all their rows, each row names its session).")] = None,
     labels: LabelsOption = None,
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",

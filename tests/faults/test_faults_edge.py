@@ -206,3 +206,22 @@ def test_classify_csv_to_dev_full_is_exit_2_and_the_device_stays(tiny, image):
     result = invoke("classify", image, "-m", tiny.int8, "--csv", "/dev/full")
     assert result.exit_code == 2 and "No space left on device" in result.stderr
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_two_camera_sessions_on_one_log_keep_both_sessions_rows(tiny, tmp_path):
+    """The campaign lost the shorter of two sessions given the same --log; now both append."""
+    cv2 = pytest.importorskip("cv2")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
+    for i in range(5):
+        writer.write(np.full((32, 32, 3), 40 * i, np.uint8))
+    writer.release()
+    log = tmp_path / "frames.csv"
+    for frames in ("5", "2"):
+        result = invoke("camera", "-m", tiny.int8, "--headless", "--source", video, "--log", log,
+                        "--max-frames", frames)
+        assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(log)))
+    sessions = list(dict.fromkeys(row["session"] for row in rows))
+    assert len(rows) == 7 and len(sessions) == 2
+    assert [int(r["frame"]) for r in rows if r["session"] == sessions[1]] == [1, 2]
