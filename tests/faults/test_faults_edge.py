@@ -187,13 +187,19 @@ def test_camera_ctrl_c_exits_130_after_its_summary(tiny, monkeypatch):
     assert invoke("camera", "-m", tiny.int8, "--headless").exit_code == 0
 
 
-def test_camera_log_pointing_at_a_folder_is_exit_2(tiny, tmp_path):
+def clip(tmp_path, frames: int):
+    """A short MJPG video of flat grey frames (OpenCV writes and reads it)."""
     cv2 = pytest.importorskip("cv2")
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
-    for i in range(3):
+    for i in range(frames):
         writer.write(np.full((32, 32, 3), 40 * i, np.uint8))
     writer.release()
+    return video
+
+
+def test_camera_log_pointing_at_a_folder_is_exit_2(tiny, tmp_path):
+    video = clip(tmp_path, 3)
     result = invoke("camera", "-m", tiny.int8, "--headless", "--source", video, "--log", tmp_path)
     assert result.exit_code == 2 and "cannot write" in result.stderr
 
@@ -210,12 +216,7 @@ def test_classify_csv_to_dev_full_is_exit_2_and_the_device_stays(tiny, image):
 
 def test_two_camera_sessions_on_one_log_keep_both_sessions_rows(tiny, tmp_path):
     """The campaign lost the shorter of two sessions given the same --log; now both append."""
-    cv2 = pytest.importorskip("cv2")
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
-    for i in range(5):
-        writer.write(np.full((32, 32, 3), 40 * i, np.uint8))
-    writer.release()
+    video = clip(tmp_path, 5)
     log = tmp_path / "frames.csv"
     for frames in ("5", "2"):
         result = invoke("camera", "-m", tiny.int8, "--headless", "--source", video, "--log", log,
