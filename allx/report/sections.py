@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from allx import __version__
+from allx import __version__, layout
 from allx.layout import SplitKind
 from allx.report import plots
 from allx.report.document import Bullets, Document, Figure, Paragraph, Section, Table
@@ -115,7 +115,7 @@ def cv_section(cv: CrossValidation, index: int) -> Section:
         blocks.append(Figure(f"cv_{index}", cv.plot, f"Cross-validation per fold and mean ({cv.source}; grouped by "
                                                      f"{kind.words})."))
     else:
-        blocks.append(Paragraph(f"No cv.png beside {cv.source}, so there is no plot.", "note"))
+        blocks.append(Paragraph(f"No {layout.CV_PLOT} beside {cv.source}, so there is no plot.", "note"))
     return Section(f"Cross-validation: {cv.backbone}, {cv.folds_done} folds ({cv.source})", tuple(blocks), level=3)
 
 
