@@ -293,20 +293,32 @@ def recipes_section() -> list[str]:
              f"Best mean benign specificity at malignant sensitivity 0.99: **{best['recipe']}**, {best.get('head', 'gap')} "
              f"head{', with TTA' if best['tta'] else ', no TTA'}. `allx train` ships `--augment dihedral` "
              "(trainer.DEFAULT_AUGMENT; its own head is `--head flatten` unless told `gap`); TTA is a prediction-time "
-             "option (`allx evaluate --tta`, `allx-edge classify|camera --tta`). Features "
-             f"{d['extract_s'] / 60:.0f} min (the chunks not already in the cache), whole run "
-             f"{d['total_s'] / 60:.0f} min on the shared 2-core machine."]
+             "option (`allx evaluate --tta`, `allx-edge classify|camera --tta`). "
+             + (f"Features {d['extract_s'] / 60:.0f} min (the chunks not already in the cache)" if d["extract_s"] >= 60
+                else "Features read from the cache") + f", whole run {d['total_s'] / 60:.0f} min on the shared "
+             "2-core machine."]
+    shipped = next((r for r in d["rows"] if (r["recipe"], r.get("head", "gap"), r["tta"]) == ("dihedral", "gap", True)),
+                   None)
+    if shipped is not None and best is not shipped:
+        margin = best["mean"]["specificity_at_test_sens99"] - shipped["mean"]["specificity_at_test_sens99"]
+        lines.append(f"\nThe default stays `--augment dihedral` (its gap-head row with TTA: "
+                     f"{shipped['mean']['specificity_at_test_sens99']:.3f} mean, worst fold "
+                     f"{shipped['worst_fold']['specificity_at_test_sens99']:.3f}): the best row needs a head `allx train` "
+                     f"does not have, its margin ({margin:+.3f}, about {margin * 504:.0f} of the 504 Benign images over "
+                     "the 5 folds) is within fold-to-fold noise, and a new default must first be measured through "
+                     "`allx train --cv` itself on the 7x7 feature maps, which this benchmark does not extract.")
     reached = [r["mean"]["sensitivity_at_val_point"] for r in d["rows"]]
-    met = (best["mean"]["accuracy"] >= 0.975, best["mean"]["specificity_at_test_sens99"] >= 0.95,
-           best["worst_fold"]["specificity_at_test_sens99"] >= 0.85)
-    lines.append("" if all(met) else
-                 f"\nTargets (mean accuracy >= 0.975, benign specificity >= 0.95 at malignant sensitivity >= 0.99, "
-                 f">= 0.85 on every fold): **not met** ({best['mean']['accuracy']:.3f}, "
-                 f"{best['mean']['specificity_at_test_sens99']:.3f}, worst fold "
-                 f"{best['worst_fold']['specificity_at_test_sens99']:.3f}). The threshold chosen on each fold's "
-                 f"validation block reaches only {min(reached):.2f}-{max(reached):.2f} mean malignant sensitivity on the "
-                 "held-out block: new patients shift the scores, so a fixed operating point needs grouped validation "
-                 "data to hold.")
+    said = {True: "met", False: "**not met**"}
+    checks = ((f"mean accuracy {best['mean']['accuracy']:.3f} >= 0.975", best["mean"]["accuracy"] >= 0.975),
+              (f"mean benign specificity at malignant sensitivity 0.99 {best['mean']['specificity_at_test_sens99']:.3f}"
+               " >= 0.95", best["mean"]["specificity_at_test_sens99"] >= 0.95),
+              (f"worst fold {best['worst_fold']['specificity_at_test_sens99']:.3f} >= 0.85",
+               best["worst_fold"]["specificity_at_test_sens99"] >= 0.85))
+    lines.append("\nTargets, best row: " + "; ".join(f"{words}: {said[ok]}" for words, ok in checks) + ". Those "
+                 "specificities are at the threshold each held-out block itself allows; the threshold chosen on each "
+                 f"fold's validation block reaches only {min(reached):.2f}-{max(reached):.2f} mean malignant sensitivity "
+                 "on the held-out block (table): new patients shift the scores, so a fixed operating point needs "
+                 "grouped validation data to hold.")
     return lines + untrained_base_rows()
 
 
