@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from allx.errors import ModelError, UsageError
+from allx.jsonio import Fields
 
 BENIGN = "Benign"
 DEFAULT_TARGET_SENSITIVITY = 0.99
@@ -37,14 +38,59 @@ class OperatingPoint:
 
     @classmethod
     def from_dict(cls, data, source: str = "model.json") -> "OperatingPoint":
-        """Read back a stored point; a wrong type or a threshold outside [0, 1] is a ModelError."""
-        if not isinstance(data, dict):
-            raise ModelError(f"{source}: operating_point: got {type(data).__name__}, expected an object")
-        threshold = data.get("threshold")
-        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
-            raise ModelError(f"{source}: operating_point.threshold: got {threshold!r}, expected a number in [0, 1]")
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**{**known, "threshold": float(threshold)})
+        """Read back a stored point, every field typed and in range; anything else is a ModelError."""
+        fields = Fields(data, source, ModelError, "operating_point.")
+        return cls(threshold=fields.number("threshold", minimum=0, maximum=1),
+                   target_sensitivity=fields.number("target_sensitivity", optional=True, minimum=0, maximum=1),
+                   sensitivity=fields.number("sensitivity", optional=True, minimum=0, maximum=1),
+                   specificity=fields.number("specificity", optional=True, minimum=0, maximum=1),
+                   n_malignant=fields.integer("n_malignant", optional=True, minimum=0) or 0,
+                   n_benign=fields.integer("n_benign", optional=True, minimum=0) or 0,
+                   chosen_on=fields.text("chosen_on", optional=True) or "")
+
+
+MEAN_LOG_PROBABILITY = "mean_log_probability"
+
+
+@dataclass(frozen=True)
+class SampleRule:
+    """How the usable fields of one sample become one verdict (edge_runner.sample applies it), and what the
+    rule reached on the pseudo-samples it was chosen on (convert.operating chooses it)."""
+
+    threshold: float = 0.5  # aggregated malignant score 1 - p(Benign) at or above which: "B-ALL suspected"
+    min_fields: int = 3  # fewer usable fields: inconclusive
+    min_agreement: float = 0.5  # share of usable fields whose own answer takes the verdict's side, at least
+    max_set_aside: float = 0.5  # share of fields set aside (unreadable, poor quality, flagged), at most
+    method: str = MEAN_LOG_PROBABILITY
+    chosen_on: str = ""  # e.g. "val pseudo-samples of 5 consecutive fields"; empty for the defaults
+    fields_per_sample: int | None = None
+    samples: int = 0
+    target_sensitivity: float | None = None
+    sensitivity: float | None = None  # sample-level malignant sensitivity reached (inconclusive excluded)
+    specificity: float | None = None  # sample-level benign specificity reached
+    accuracy: float | None = None  # malignant/benign accuracy over conclusive samples
+    subtype_accuracy: float | None = None  # malignant samples called with their own subtype
+    inconclusive: float | None = None  # share of samples left inconclusive
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data, source: str = "model.json") -> "SampleRule":
+        """Read back a stored rule, every field typed and in range; anything else is a ModelError."""
+        fields = Fields(data, source, ModelError, "sample_rule.")
+        method = fields.text("method", optional=True) or MEAN_LOG_PROBABILITY
+        if method != MEAN_LOG_PROBABILITY:
+            raise fields.fail("method", method, repr(MEAN_LOG_PROBABILITY))
+        share = {key: fields.number(key, optional=True, minimum=0, maximum=1)
+                 for key in ("threshold", "min_agreement", "max_set_aside", "target_sensitivity", "sensitivity",
+                             "specificity", "accuracy", "subtype_accuracy", "inconclusive")}
+        defaults = cls()
+        return cls(**{key: value for key, value in share.items() if value is not None},
+                   min_fields=fields.integer("min_fields", optional=True, minimum=1) or defaults.min_fields,
+                   method=method, chosen_on=fields.text("chosen_on", optional=True) or "",
+                   fields_per_sample=fields.integer("fields_per_sample", optional=True, minimum=1),
+                   samples=fields.integer("samples", optional=True, minimum=0) or 0)
 
 
 @dataclass(frozen=True)

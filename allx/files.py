@@ -6,12 +6,15 @@
 - An output that is a symlink updates the file it points to (the link stays a link).
 - A FIFO, a device (/dev/full, /dev/null, a terminal) or a socket is written in place: renaming a file
   over it would replace the device by a regular file.
-- `StreamedFile` writes a long log row by row to PATH.part under an advisory lock (fcntl.flock), so a second
-  process given the same log is refused instead of silently losing one of the two logs.
+- `interrupts_deferred()` holds a Ctrl-C until a group of writes is done: a model folder is published as a
+  whole (every file old or every file new), not half replaced.
+- `SharedLog` appends a long log row by row, each row under an advisory lock (fcntl.flock), so two
+  processes given the same log both keep every row instead of one log replacing the other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import fcntl
@@ -20,18 +23,20 @@ import io
 import json
 import os
 import secrets
+import signal
 import stat
+import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from allx.errors import OutputError
 
 TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+LOG_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-class LogInUse(OSError):
-    """Another process holds the lock of a streamed log."""
+class LogMismatch(OSError):
+    """A shared log file that already holds other columns."""
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
@@ -54,6 +59,26 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         temp.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C inside the block raises KeyboardInterrupt when the block ends, not in the middle of it.
+
+    Signals reach only the main thread, so elsewhere (and where SIGINT is ignored) this changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+        yield
+        return
+    pressed = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed:
+        raise KeyboardInterrupt
 
 
 def write_json(path: str | Path, data, indent: int = 2) -> Path:
@@ -144,70 +169,64 @@ def replace_with(temp: Path, target: Path) -> None:
     os.replace(temp, target)
 
 
-class StreamedFile:
-    """Text written piece by piece to PATH.part and renamed to PATH by `close()` (long camera logs).
+class SharedLog:
+    """Lines appended to PATH by one process or several (two camera sessions given the same --log).
 
-    The .part file is opened with O_NOFOLLOW (a planted link is refused) and locked with fcntl.flock
-    for the whole session: a second writer of the same PATH gets LogInUse. A stream or device PATH is
-    written in place. Writes are flushed, so a crash leaves the rows so far in PATH.part.
+    PATH (a symlink's target) is opened O_APPEND|O_NOFOLLOW and every write takes an exclusive advisory
+    lock (fcntl.flock) around whole lines: rows of two writers interleave, none is torn and none is lost,
+    and nothing written before is ever replaced. The header is written once, when the file is empty; a
+    file that starts with another header is refused (LogMismatch) rather than mixed. A stream or device
+    PATH is written in place. Each write goes straight to the file, so a crash keeps every row so far.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, header: str):
         self.path = Path(path)
         if self.path.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file path", str(self.path))
         self.stream = is_stream(self.path)
-        target = self.path if self.stream else link_target(self.path)
-        self.target = target
-        self.part = target if self.stream else target.with_name(target.name + ".part")
+        self.target = self.path if self.stream else link_target(self.path)
         if self.stream:
-            self.file = open(self.path, "w", encoding="utf-8", newline="")
+            self.fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+            self.write(header)
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open_locked(self.part)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.target, LOG_FLAGS, 0o666)
+        try:
+            with self.locked():
+                expected = header.encode("utf-8")
+                first = os.pread(self.fd, len(expected), 0)
+                if not first:
+                    write_all(self.fd, expected)
+                elif first != expected:
+                    shown = first.decode("utf-8", "replace").splitlines()[0][:60] if first.strip() else "blank"
+                    raise LogMismatch(errno.EINVAL, f"starts with {shown!r}, not this log's header line",
+                                      str(self.path))
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    @contextlib.contextmanager
+    def locked(self):
+        if self.stream:
+            yield
+            return
+        fcntl.flock(self.fd, fcntl.LOCK_EX)  # waits for the other writer's line, never longer
+        try:
+            yield
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def write(self, text: str) -> None:
-        self.file.write(text)
-        self.file.flush()
+        with self.locked():
+            write_all(self.fd, text.encode("utf-8"))
 
     def close(self) -> None:
-        """Publish PATH.part as PATH (still under the lock), then release it."""
-        if self.file.closed:
-            return
-        try:
-            self.file.flush()
-            if not self.stream:
-                os.fsync(self.file.fileno())
-                replace_with(self.part, self.target)
-        finally:
-            self.file.close()
-
-    def abandon(self) -> None:
-        """Close without publishing: the rows so far stay in PATH.part."""
-        if not self.file.closed:
-            try:
-                self.file.close()
-            except OSError:
-                pass
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
-def open_locked(part: Path):
-    """`part` opened for writing under an exclusive lock, truncated only once the lock is held."""
-    for _ in range(10):
-        handle = os.open(part, PART_FLAGS, 0o666)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file, so also within one process
-        except OSError as err:
-            os.close(handle)
-            if err.errno in (errno.EACCES, errno.EAGAIN):
-                raise LogInUse(err.errno, "in use by another process (its log is being written)", str(part)) from None
-            raise
-        try:
-            same = os.fstat(handle).st_ino == os.lstat(part).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:  # else the holder renamed it away between our open and our lock: open the new one
-            os.ftruncate(handle, 0)
-            return os.fdopen(handle, "w", encoding="utf-8", newline="")
-        os.close(handle)
-    raise LogInUse(errno.EAGAIN, "in use by another process", str(part))
+def write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view):]

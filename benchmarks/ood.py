@@ -7,7 +7,10 @@ energy (-logsumexp of the logits) and Mahalanobis distance on the pooled embeddi
 axes; each fitted on train and thresholded on val to flag --flag-rate of it, exactly as
 convert/ood.py does. Then the shipped path: `allx convert` (library call, --ood on) writes a model
 folder, and `allx-edge`'s EdgeModel.classify marks the images: those are the rates the device gives.
-The int8 probabilities of the plain and the shipped model are compared on the test subset.
+The int8 probabilities of the plain and the shipped model are compared on the test subset. Each model's
+record says how its run's split was grouped (split_kind: the val subset the threshold is set on and the
+test subset measured are grouped alike) and whether the shipped rates meet the targets: at most 5% of
+the in-distribution test subset flagged, at least 90% of another lab's images.
 
 Usage:
     python benchmarks/ood.py --quick
@@ -15,7 +18,8 @@ Usage:
         copies of the images standing in for another lab (tests the script)
     python benchmarks/ood.py RUN/model.keras [RUN2/model.keras ...] --out models/ood
         [--ood-dir ../shared/data/pbc-lymphocytes] [--components 8,16,32,64,128,256] [--flag-rate 0.04]
-Writes OUT/ood.json (with the Markdown tables it prints; benchmarks/readme_results.py reads
+        [--name ood.json]
+Writes OUT/NAME (default OUT/ood.json) (with the Markdown tables it prints; benchmarks/readme_results.py reads
 benchmarks/results/ood.json) and keeps the shipped model folders under --models-dir.
 """
 
@@ -42,6 +46,8 @@ from allx.files import write_atomic  # noqa: E402
 from allx.convert.modes import DEFAULT_FLAG_RATE  # noqa: E402
 
 PBC = REPO.parent / "shared" / "data" / "pbc-lymphocytes"
+TARGET_TEST_FLAGGED = 0.05  # at most this share of in-distribution test images called "unlike training"
+TARGET_OTHER_LAB_FLAGGED = 0.90  # at least this share of another lab's images
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,6 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--components", default="8,16,32,64,128,256", help="Mahalanobis principal axes to compare")
     parser.add_argument("--flag-rate", type=float, default=DEFAULT_FLAG_RATE, help="fraction of val images flagged")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: all cores)")
+    parser.add_argument("--name", default="ood.json", help="file name of the results in --out")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if bool(args.models) == args.quick:
@@ -254,7 +261,7 @@ def measure_model(model_path: Path, args, scratch: Path) -> dict:
     items, load = sets[test_name]
     plain_probabilities = np.stack([reference.predict(load(item)) for item in items])
     truth = np.asarray(source.split.labels(test_name))
-    document = {"model": str(model_path), "input_size": list(source.input_size),
+    document = {"model": str(model_path), "split_kind": source.split.kind.value, "input_size": list(source.input_size),
                 "embedding_size": int(measured["val"]["e"].shape[1]),
                 "images": {name: len(items) for name, (items, _) in sets.items()}, "flag_rate": args.flag_rate,
                 "methods": rows, "accuracy": {"subset": test_name, "measurement_model": agreement(
@@ -297,7 +304,11 @@ def shipped(model_path: Path, source, args, sets: dict, plain_probabilities: np.
         model.ood_scorer(probabilities, embedding)
     score_ms = (time.perf_counter() - began) / 200 * 1000
     section = {key: value for key, value in result.manifest.get("ood", {}).items() if key != "score"}
-    return {"shipped": {"folder": str(folder), "check_passed": default_gate.passed,
+    targets = {"test_at_most": TARGET_TEST_FLAGGED, "test_met": rates[test_name] <= TARGET_TEST_FLAGGED}
+    if "other_lab" in rates:
+        targets.update(other_lab_at_least=TARGET_OTHER_LAB_FLAGGED,
+                       other_lab_met=rates["other_lab"] >= TARGET_OTHER_LAB_FLAGGED)
+    return {"shipped": {"folder": str(folder), "check_passed": default_gate.passed, "targets": targets,
                         "check_failures_at_default_gate": list(default_gate.failures),
                         "check_accuracy": result.check.quantized.accuracy,
                         "check_float_accuracy": result.check.float.accuracy,
@@ -315,7 +326,8 @@ def markdown(document: dict) -> str:
     out = []
     for m in document["models"]:
         columns = [name for name in ("val", *SHOWN) if name in m["images"]]
-        out += [f"### {m['model']} (embedding {m['embedding_size']}, threshold flags {m['flag_rate']:.0%} of val)", "",
+        split = f", split {m['split_kind']}" if "split_kind" in m else ""
+        out += [f"### {m['model']} (embedding {m['embedding_size']}, threshold flags {m['flag_rate']:.0%} of val{split})", "",
                 "| method | " + " | ".join(f"{c} ({m['images'][c]})" for c in columns) + " |",
                 "|---|" + "---|" * len(columns)]
         rows = [(name, row["rates"]) for name, row in m["methods"].items()]
@@ -332,6 +344,12 @@ def markdown(document: dict) -> str:
                        f"{sh['check_float_accuracy']:.2%}, agreement {sh['check_agreement']:.4f}: "
                        f"{'passes' if sh['check_passed'] else 'FAILS'} the default gate); "
                        f"score {sh['ood_score_ms']:.3f} ms per image")
+            if "targets" in sh:
+                met = {True: "met", False: "NOT met"}
+                targets = sh["targets"]
+                out.append(f"\ntargets (shipped): test flagged <= {targets['test_at_most']:.0%}: {met[targets['test_met']]}"
+                           + (f"; other lab flagged >= {targets['other_lab_at_least']:.0%}: "
+                              f"{met[targets['other_lab_met']]}" if "other_lab_met" in targets else ""))
         for key in ("accuracy", "accuracy_shipped"):
             if key in m:
                 a = m[key] if key == "accuracy_shipped" else m[key]["measurement_model"]
@@ -361,9 +379,9 @@ def main(argv=None) -> int:
                 "machine": vars(machine_info()), "models": models}
     document["markdown"] = markdown(document)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.out / "ood.json", json.dumps(document, indent=2) + "\n")
+    write_atomic(args.out / args.name, json.dumps(document, indent=2) + "\n")
     print(document["markdown"])
-    print(f"\nwrote {args.out / 'ood.json'}", file=sys.stderr)
+    print(f"\nwrote {args.out / args.name}", file=sys.stderr)
     return 0
 
 

@@ -1,21 +1,31 @@
 """Benchmark: which training recipe generalizes to new patients? 5-fold block cross-validation of
-EfficientNet-Lite0 with frozen cached features: plain vs dihedral vs dihedral+stain, each with and without
-test-time averaging over the 8 dihedral views (TTA).
+a frozen backbone (EfficientNet-Lite0 by default) with cached features: plain vs dihedral vs
+dihedral+stain, each with and without test-time averaging over the 8 dihedral views (TTA).
 
-    nice -n 10 python benchmarks/recipes.py --data ../shared/data/all-taleqani/Original   # ~30 min on 2 cores
+    nice -n 10 python benchmarks/recipes.py --data ../shared/data/all-taleqani/Original   # ~1 h on 2 cores
+    nice -n 10 python benchmarks/recipes.py --backbone resnet50 --weights none --recipes plain \
+        --out benchmarks/results/recipes_resnet50_none.json                           # plain, no TTA
     python benchmarks/recipes.py --quick                                                   # generated images
 
 Folds: the data has no patient IDs, but files are numbered in acquisition order and neighbouring numbers
 are often views of one field. Fold k holds out the k-th contiguous 20% block of file numbers of every
-class (written here: no grouped-folds function exists in allx.train yet). Inside a fold, the last 15%
+class (allx.train.folds makes the same kind of folds from `--group-by sequence` groups; this script keeps
+its own so the recipes are compared on fixed, equal-size blocks). Inside a fold, the last 15%
 block of each class's remaining images is the validation part: early stopping and the operating point
 (malignant sensitivity >= 0.99, allx.decision) are chosen there, never on the held-out block.
 
-Features: Lite0 (ImageNet weights, frozen) + global average pooling, i.e. `allx train --backbone
-efficientnet-lite0 --head gap`, whose head on a pooled vector is exactly Dropout(0.5) -> Dense. Each
-image's 8 dihedral views and its 2 stain-jittered views (what `--augment dihedral,stain` adds) are
-extracted once through allx.train.view_features (cached under $ALLX_CACHE_DIR); "plain" trains on view 0
-only, "dihedral" on the 8 views, "dihedral+stain" on all 10. TTA averages over the 8 clean views.
+Features: the backbone (frozen) + global average pooling, i.e. `allx train --backbone BACKBONE --head
+gap`, whose head on a pooled vector is exactly Dropout(0.5) -> Dense. Each image's 8 dihedral views and
+its 2 stain-jittered views (what `--augment dihedral,stain` adds) are extracted once through
+allx.train.view_features (cached under $ALLX_CACHE_DIR); "plain" trains on view 0 only, "dihedral" on the
+8 views, "dihedral+stain" on all 10. TTA averages over the 8 clean views.
+
+Heads (`--heads`): "gap" is allx's (Adam, early stopping on the fold's validation block); "logreg" is a
+multinomial logistic regression on standardised features whose inverse regularisation C is chosen among
+LOGREG_C by log-loss on the same validation block (never on the held-out block). With `--recipes plain` only
+the image itself is extracted and there is no TTA row. Extraction goes in interleaved chunks (chunk j of
+C: every C-th file of each class from the j-th), each cached on its own: a `--stride 2` run's cache is
+chunk 0 of a full run's, and an interrupted run keeps its finished chunks.
 Writes benchmarks/results/recipes.json and prints a Markdown table.
 """
 
@@ -36,6 +46,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "all-taleqani" / "Original"
 RECIPES = {"plain": "", "dihedral": "dihedral", "dihedral+stain": "dihedral,stain"}
+HEADS = ("gap", "logreg")
+LOGREG_C = (0.001, 0.01, 0.1, 1.0)
 FOLDS = 5
 VAL_FRACTION = 0.15
 TARGET_SENSITIVITY = 0.99
@@ -53,8 +65,19 @@ def main():
     parser.add_argument("--stride", type=int, default=1,
                         help="keep every Nth file of each class in file-number order (2 halves the work; the "
                              "blocks stay contiguous runs of file numbers)")
+    parser.add_argument("--chunks", type=int, default=2, help="extract in this many interleaved chunks, each cached")
+    parser.add_argument("--backbone", default="efficientnet-lite0", help="a name from allx.train.backbones")
+    parser.add_argument("--weights", default="imagenet", help="imagenet | none (random initialisation, seed 0)")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated subset of {', '.join(RECIPES)}")
+    parser.add_argument("--heads", default="gap", help=f"comma-separated subset of {', '.join(HEADS)}")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipes.json")
     args = parser.parse_args()
+    args.recipes = [name.strip() for name in args.recipes.split(",") if name.strip()]
+    if not args.recipes or any(name not in RECIPES for name in args.recipes):
+        parser.error(f"--recipes: got {args.recipes}, expected a subset of {', '.join(RECIPES)}")
+    args.heads = [name.strip() for name in args.heads.split(",") if name.strip()]
+    if not args.heads or any(name not in HEADS for name in args.heads):
+        parser.error(f"--heads: got {args.heads}, expected a subset of {', '.join(HEADS)}")
     if args.quick:
         from allx.synthetic import make_dataset
 
@@ -70,10 +93,10 @@ def main():
     relpaths, labels = ordered_items(dataset, args.stride)
     folds = block_folds(labels, FOLDS)
     started = time.perf_counter()
-    views = extract_all(args, dataset, relpaths, labels)
+    views = extract_in_chunks(args, dataset, relpaths)
     extract_s = time.perf_counter() - started
-    results = {name: [run_fold(args, dataset.classes, views, name, labels, fold) for fold in folds]
-               for name in RECIPES}
+    results = {(name, head): [run_fold(args, dataset.classes, views, name, labels, fold, head) for fold in folds]
+               for name in args.recipes for head in args.heads}
     document = with_markdown(summarise(args, dataset, results, extract_s, time.perf_counter() - started))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
@@ -86,12 +109,12 @@ def file_number(relpath: str) -> tuple:
     return (int(numbers[-1]) if numbers else -1, relpath)
 
 
-def ordered_items(dataset, stride: int = 1) -> tuple[list[str], np.ndarray]:
-    """Paths grouped by class, each class in file-number order (every `stride`-th file of it)."""
+def ordered_items(dataset, stride: int = 1, offset: int = 0) -> tuple[list[str], np.ndarray]:
+    """Paths grouped by class, each class in file-number order (every `stride`-th file of it from `offset`)."""
     items = []
     for label in range(len(dataset.classes)):
         of_class = sorted((item for item in dataset.items if item[1] == label), key=lambda item: file_number(item[0]))
-        items += of_class[::stride]
+        items += of_class[offset::stride]
     return [path for path, _ in items], np.array([label for _, label in items])
 
 
@@ -112,8 +135,24 @@ def block_folds(labels: np.ndarray, k: int) -> list[dict]:
     return folds
 
 
+def extract_in_chunks(args, dataset, relpaths) -> dict:
+    """extract_all over the interleaved chunks of the stride's files, put back in `relpaths` order."""
+    which = ("clean", "stain") if "dihedral+stain" in args.recipes else ("clean",)
+    if args.recipes == ["plain"]:
+        which = ("single",)
+    row_of, parts = {}, []
+    for j in range(args.chunks):
+        chunk_paths, chunk_labels = ordered_items(dataset, args.stride * args.chunks, args.stride * j)
+        if chunk_paths:
+            parts.append(extract_all(args, dataset, chunk_paths, chunk_labels, which))
+            row_of.update({path: (len(parts) - 1, k) for k, path in enumerate(chunk_paths)})
+    order = [row_of[path] for path in relpaths]
+    return {name: np.stack([parts[part][name][k] for part, k in order]) for name in which}
+
+
 def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> dict:
-    """Pooled Lite0 features, (images, 8 views, 1280), for the clean and the stain-jittered dihedral views."""
+    """Pooled features, (images, views, d): the 8 clean dihedral views ("clean"), the stain-jittered copies
+    ("stain"), or the image itself ("single")."""
     import keras
 
     from allx.train.augment import parse_augmentation
@@ -122,10 +161,11 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
     from allx.train.features import cache_key, default_cache_dir
     from allx.train.view_features import extract_view_features
 
-    backbone = get_backbone("efficientnet-lite0")
+    backbone = get_backbone(args.backbone)
     size = (64, 64) if args.quick else tuple(backbone.input_size)
     pixels = keras.Input(shape=(*size, 3))
-    base = backbone.make_base("imagenet", (*size, 3))
+    keras.utils.set_random_seed(0)  # --weights none: the same random base for every chunk
+    base = backbone.make_base(args.weights, (*size, 3))
     base.trainable = False
     pooled = keras.layers.GlobalAveragePooling2D()(base(backbone.make_preprocessing()(pixels), training=False))
     extractor = keras.Model(pixels, pooled)
@@ -133,11 +173,11 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
     fingerprint = data_fingerprint(args.data, relpaths)
     out = {}
     # the clean views once; of `dihedral,stain` only the jittered copies (views 8..), the rest is the same
-    for name, text, first_view in (("clean", "dihedral", 0), ("stain", "dihedral,stain", 8)):
+    for name, text, first_view in (("clean", "dihedral", 0), ("stain", "dihedral,stain", 8), ("single", "", 0)):
         if name not in which:
             continue
         augmentation = parse_augmentation(text, STAIN_COPIES)
-        parts = {"data": fingerprint, "backbone": "efficientnet-lite0+gap", "weights": "imagenet",
+        parts = {"data": fingerprint, "backbone": f"{args.backbone}+gap", "weights": args.weights,
                  "size": list(size), "augment": augmentation.key(), "format": 1}
         key = cache_key({**parts, "first_view": first_view} if first_view else parts)
         last = [0.0]
@@ -156,20 +196,23 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
     return out
 
 
-def run_fold(args, classes, views, recipe, labels, fold) -> dict:
-    """Train the gap head for one recipe on one fold; test metrics without and with TTA."""
+def run_fold(args, classes, views, recipe, labels, fold, head_kind: str = "gap") -> dict:
+    """Train a head for one recipe on one fold; test metrics without and with TTA."""
     from allx.decision import choose_operating_point, sensitivity_specificity
 
-    train_x = {"plain": views["clean"][fold["train"], :1], "dihedral": views["clean"][fold["train"]],
-               "dihedral+stain": np.concatenate([views["clean"][fold["train"]], views["stain"][fold["train"]]], axis=1),
-               }[recipe]
+    clean = views["clean"] if "clean" in views else views["single"]
+    train_views = {"plain": lambda: clean[fold["train"], :1], "dihedral": lambda: clean[fold["train"]],
+                   "dihedral+stain": lambda: np.concatenate([clean[fold["train"]], views["stain"][fold["train"]]], axis=1)}
+    train_x = train_views[recipe]()
     train_y = np.repeat(labels[fold["train"]], train_x.shape[1])
-    head = fit_head(args, train_x.reshape(-1, train_x.shape[-1]), train_y, views["clean"][fold["val"], 0],
-                    labels[fold["val"]], len(classes))
-    result = {"fold": fold["fold"], "n_train": int(len(fold["train"])), "n_test": int(len(fold["test"]))}
-    for tta in (False, True):
-        val_p = predict(head, views["clean"][fold["val"]], tta)
-        test_p = predict(head, views["clean"][fold["test"]], tta)
+    fit = fit_logreg if head_kind == "logreg" else fit_head
+    head, chosen = fit(args, train_x.reshape(-1, train_x.shape[-1]), train_y, clean[fold["val"], 0],
+                       labels[fold["val"]], len(classes))
+    result = {"fold": fold["fold"], "n_train": int(len(fold["train"])), "n_test": int(len(fold["test"])),
+              "chosen_on_val": chosen}
+    for tta in (False, True) if clean.shape[1] > 1 else (False,):
+        val_p = predict(head, clean[fold["val"]], tta)
+        test_p = predict(head, clean[fold["test"]], tta)
         truth = labels[fold["test"]]
         point = choose_operating_point(val_p, labels[fold["val"]], classes, TARGET_SENSITIVITY, "val")
         at_point = sensitivity_specificity(test_p, truth, classes, point)
@@ -196,7 +239,34 @@ def fit_head(args, x, y, val_x, val_y, n_classes):
     head.fit(x.reshape(-1, 1, 1, x.shape[-1]), keras.utils.to_categorical(y, n_classes),
              validation_data=(val_x.reshape(-1, 1, 1, x.shape[-1]), keras.utils.to_categorical(val_y, n_classes)),
              epochs=args.epochs, batch_size=args.batch_size, shuffle=True, callbacks=[stop], verbose=0)
-    return head
+    return head, {"epochs": len(head.history.history["loss"]) if head.history else None}
+
+
+class LogisticHead:
+    """A fitted scikit-learn pipeline behind the `predict` the gap head offers."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def predict(self, x, batch_size=None, verbose=0):
+        return self.pipeline.predict_proba(x.reshape(len(x), -1))
+
+
+def fit_logreg(args, x, y, val_x, val_y, n_classes):
+    """Standardised features -> multinomial logistic regression; C chosen by log-loss on the fold's val block."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    best = None
+    for c in LOGREG_C:
+        pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+        pipeline.fit(x, y)
+        loss = log_loss(val_y, pipeline.predict_proba(val_x), labels=list(range(n_classes)))
+        if best is None or loss < best[0]:
+            best = (loss, c, pipeline)
+    return LogisticHead(best[2]), {"C": best[1], "val_log_loss": round(float(best[0]), 4)}
 
 
 def predict(head, image_views: np.ndarray, tta: bool) -> np.ndarray:
@@ -209,24 +279,25 @@ def predict(head, image_views: np.ndarray, tta: bool) -> np.ndarray:
 
 def summarise(args, dataset, results, extract_s, total_s) -> dict:
     rows = []
-    for recipe, folds in results.items():
-        for mode in ("single", "tta"):
+    for (recipe, head), folds in results.items():
+        for mode in ("single", "tta") if "tta" in folds[0] else ("single",):
             per_fold = [f[mode] for f in folds]
             mean = {key: float(np.mean([f[key] for f in per_fold])) for key in per_fold[0]}
             worst = {key: float(np.min([f[key] for f in per_fold])) for key in per_fold[0]}
-            rows.append({"recipe": recipe, "tta": mode == "tta", "mean": mean, "worst_fold": worst,
-                         "folds": per_fold})
+            rows.append({"recipe": recipe, "head": head, "tta": mode == "tta", "mean": mean, "worst_fold": worst,
+                         "folds": per_fold, "chosen_on_val": [f["chosen_on_val"] for f in folds]})
     # The recipe to ship: best mean benign specificity at malignant sensitivity 0.99, then accuracy.
     best = max(rows, key=lambda r: (round(r["mean"]["specificity_at_test_sens99"], 3), r["mean"]["accuracy"]))
     return {"kind": "recipes-cv", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(["python benchmarks/recipes.py", *sys.argv[1:]]),
             "data": str(args.data), "quick": args.quick, "stride": args.stride,
-            "images": sum(f["n_test"] for f in results["plain"]), "images_in_data": len(dataset.items), "classes": list(dataset.classes),
-            "backbone": "efficientnet-lite0", "weights": "imagenet", "head": "gap", "folds": FOLDS,
+            "images": sum(f["n_test"] for f in next(iter(results.values()))), "images_in_data": len(dataset.items),
+            "classes": list(dataset.classes), "backbone": args.backbone, "weights": args.weights, "heads": args.heads, "folds": FOLDS,
             "fold_kind": "block", "target_sensitivity": TARGET_SENSITIVITY,
             "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
             "machine": f"{platform.machine()}, {platform.python_version()}",
             "extract_s": round(extract_s, 1), "total_s": round(total_s, 1),
-            "best": {"recipe": best["recipe"], "tta": best["tta"]}, "rows": rows}
+            "best": {"recipe": best["recipe"], "head": best["head"], "tta": best["tta"]}, "rows": rows}
 
 
 def with_markdown(document: dict) -> dict:
@@ -234,12 +305,13 @@ def with_markdown(document: dict) -> dict:
 
 
 def markdown_table(document: dict) -> str:
-    lines = ["| recipe | TTA | accuracy (mean / worst) | benign spec. at val point (mean / worst) | "
+    lines = ["| recipe | head | TTA | accuracy (mean / worst) | benign spec. at val point (mean / worst) | "
              "malignant sens. at val point (mean / worst) | benign spec. at test sens 0.99 (mean / worst) |",
-             "|---|---|---:|---:|---:|---:|"]
+             "|---|---|---|---:|---:|---:|---:|"]
     for r in document["rows"]:
         m, w = r["mean"], r["worst_fold"]
-        lines.append(f"| {r['recipe']} | {'yes' if r['tta'] else 'no'} | {m['accuracy']:.3f} / {w['accuracy']:.3f} | "
+        lines.append(f"| {r['recipe']} | {r.get('head', 'gap')} | {'yes' if r['tta'] else 'no'} | "
+                     f"{m['accuracy']:.3f} / {w['accuracy']:.3f} | "
                      f"{m['specificity_at_val_point']:.3f} / {w['specificity_at_val_point']:.3f} | "
                      f"{m['sensitivity_at_val_point']:.3f} / {w['sensitivity_at_val_point']:.3f} | "
                      f"{m['specificity_at_test_sens99']:.3f} / {w['specificity_at_test_sens99']:.3f} |")

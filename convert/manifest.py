@@ -14,7 +14,7 @@ from allx.convert.check import CheckPredictions, CheckReport
 from allx.convert.edgetpu import METADATA_EMBEDDED
 from allx.edge_runner.metadata import TFLITE_IDENTIFIER, embed_metadata, metadata_tools  # noqa: F401  (convert checks the tools first)
 from allx.errors import AllxError
-from allx.files import write_atomic
+from allx.files import interrupts_deferred, write_atomic
 from allx.edge_runner.runtime import find_runtime
 
 FORMAT = "allx-tflite/1"
@@ -74,16 +74,17 @@ def publish(out_dir: Path, tflite: bytes, manifest: dict, report_md: str, predic
     side_files = side_files or {}
     model_bytes = embed_metadata(tflite, manifest, side_files)  # before any write: a failure leaves OUT_DIR as it was
     written = {}
-    for name, data in side_files.items():
-        written[name] = write_atomic(out_dir / name, data)
-    written["model"] = write_atomic(out_dir / names["model"], model_bytes)
-    written["labels"] = write_atomic(out_dir / names["labels"], "\n".join(manifest["labels"]) + "\n")
-    written["predictions"] = write_atomic(out_dir / names["predictions"], predictions_text)
-    written["report"] = write_atomic(out_dir / names["report"], report_md)
-    if "precision_manifest" in names:
-        written["precision_manifest"] = write_atomic(out_dir / names["precision_manifest"],
-                                                     json.dumps(manifest, indent=2) + "\n")
-    written["manifest"] = write_atomic(out_dir / names["manifest"], json.dumps(manifest, indent=2) + "\n")
+    with interrupts_deferred():  # a Ctrl-C now would leave a new model beside the old model.json
+        for name, data in side_files.items():
+            written[name] = write_atomic(out_dir / name, data)
+        written["model"] = write_atomic(out_dir / names["model"], model_bytes)
+        written["labels"] = write_atomic(out_dir / names["labels"], "\n".join(manifest["labels"]) + "\n")
+        written["predictions"] = write_atomic(out_dir / names["predictions"], predictions_text)
+        written["report"] = write_atomic(out_dir / names["report"], report_md)
+        if "precision_manifest" in names:
+            written["precision_manifest"] = write_atomic(out_dir / names["precision_manifest"],
+                                                         json.dumps(manifest, indent=2) + "\n")
+        written["manifest"] = write_atomic(out_dir / names["manifest"], json.dumps(manifest, indent=2) + "\n")
     return written
 
 

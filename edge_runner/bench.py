@@ -132,7 +132,7 @@ def bench_model(path, runs: int, warmup: int, threads: int | None, delegate: str
     end_to_end = time_end_to_end(model, image_paths[:runs]) if image_paths else None
     tta_cost = time_tta(model, pixels, max(1, runs // 8), min(warmup, 2)) if tta else None
     return BenchResult(
-        model=str(model.model_path), precision=model.manifest.get("precision") or guess_precision(model),
+        model=str(model.model_path), precision=model.manifest.precision or guess_precision(model),
         file_size_bytes=model.model_path.stat().st_size, input_shape=tuple(int(n) for n in model.input["shape"]),
         input_dtype=model.input_dtype.name, runtime=model.runtime, threads=model.threads,
         delegate=model.delegate, load_ms=load_ms, warmup=warmup, runs=runs, latency_ms=stats,

@@ -26,12 +26,12 @@ import numpy as np
 from allx import __version__, layout
 from allx.decision import ARGMAX_THRESHOLD, OperatingPoint, sensitivity_specificity
 from allx.errors import DataError, ImageError, ModelError, UsageError
-from allx.files import checked_write, sha256_file
+from allx.files import checked_write, interrupts_deferred, sha256_file
 from allx.edge_runner.batch import expand_paths
 from allx.edge_runner.metadata import embed_metadata
 from allx.edge_runner.model import EdgeModel, resolve_model
 from allx.edge_runner.ood import threshold_for
-from allx.edge_runner.quality import calibrate_limits, judge, limits_from_manifest, measure
+from allx.edge_runner.quality import QualityLimits, calibrate_limits, judge, limits_in_use, measure
 
 MIN_IMAGES = 20  # below this a quantile threshold is mostly noise
 DRIFT_FACTOR = 3  # the shipped threshold flagging this many times its rate of the site's images: a different camera
@@ -117,14 +117,14 @@ def run_images(model: EdgeModel, paths: list[str]):
 def recalibrate_ood(model: EdgeModel, scores: np.ndarray | None,
                     flag_rate: float | None) -> tuple[dict | None, str | None]:
     """(the new manifest "ood" section's changes with before/after figures, or None and why not)."""
-    section = model.manifest.get("ood")
-    if not section:
+    spec = model.manifest.ood
+    if spec is None:
         return None, ("out-of-distribution flag: off (model.json has no ood section): convert the model with "
                       "allx convert --ood to get it, then calibrate again")
     if model.ood_scorer is None or scores is None:
-        return None, (f"out-of-distribution flag: kept as converted (method {section.get('method')!r} is not "
+        return None, (f"out-of-distribution flag: kept as converted (method {spec.method!r} is not "
                       "supported by this allx-edge)")
-    rate = float(section.get("flag_rate", DEFAULT_FLAG_RATE)) if flag_rate is None else flag_rate
+    rate = (spec.flag_rate if spec.flag_rate is not None else DEFAULT_FLAG_RATE) if flag_rate is None else flag_rate
     before = float(model.ood_scorer.threshold)
     after = threshold_for(scores, rate)
     return {"method": model.ood_scorer.method, "flag_rate": rate, "threshold_before": before, "threshold": after,
@@ -132,9 +132,9 @@ def recalibrate_ood(model: EdgeModel, scores: np.ndarray | None,
             "images": int(len(scores))}, None
 
 
-def recalibrate_quality(manifest: dict, measures) -> tuple[dict | None, str | None]:
+def recalibrate_quality(limits: QualityLimits | None, measures) -> tuple[dict | None, str | None]:
     """(the new limits with the share of site images rejected before and after, or None and why not)."""
-    before, warnings = limits_from_manifest(manifest)
+    before, warnings = limits_in_use(limits)
     if before is None:
         return None, warnings[0] if warnings else "image-quality check: off"
     after = calibrate_limits(measures)  # its rejected_share is of these very site images
@@ -184,19 +184,18 @@ def site_accuracy(model: EdgeModel, paths: list[str], probabilities: np.ndarray,
     probs = probabilities[keep]
     found = {Path(p).name for p, k in zip(paths, keep) if k} | {Path(p).relative_to(images_dir).as_posix()
                                                                 for p, k in zip(paths, keep) if k}
-    point = OperatingPoint.from_dict(model.manifest["operating_point"]) if "operating_point" in model.manifest else None
+    point = model.manifest.operating_point
     decided = sensitivity_specificity(probs, truth, labels, point)
     per_class = {label: (int((truth == i).sum()), float((probs[truth == i].argmax(axis=1) == i).mean()))
                  for i, label in enumerate(labels) if (truth == i).any()}
     return SiteAccuracy(int(keep.sum()), float((probs.argmax(axis=1) == truth).mean()),
                         decided["malignant_sensitivity"], decided["benign_specificity"],
                         ARGMAX_THRESHOLD if point is None else point.threshold,
-                        converter_numbers(model.manifest, point),
+                        converter_numbers(model.manifest.check or {}, point),
                         per_class, int((~keep).sum()), tuple(sorted(name for name in mapping if name not in found)))
 
 
-def converter_numbers(manifest: dict, point: OperatingPoint | None) -> dict:
-    check = manifest.get("check") or {}
+def converter_numbers(check: dict, point: OperatingPoint | None) -> dict:
     quantized = check.get("quantized") or {}
     numbers = {"accuracy": quantized.get("accuracy"), "malignant_sensitivity": quantized.get("malignant_sensitivity"),
                "benign_specificity": quantized.get("benign_specificity"), "subset": check.get("subset"),
@@ -250,6 +249,13 @@ def side_files(manifest: dict) -> set[str]:
 def write_model_folder(model_dir: Path, out_dir: Path, manifest: dict, calibration: SiteCalibration) -> None:
     """Copy the model and its side files, then write model.json last (it never names a file not there yet)."""
     names = side_files(manifest)
+    with interrupts_deferred():  # a Ctrl-C part-way would leave a folder with some of the model's files
+        copy_model_files(model_dir, out_dir, manifest, names)
+        checked_write(out_dir / layout.SITE_CALIBRATION, json.dumps(calibration.to_dict(), indent=2) + "\n")
+        checked_write(out_dir / layout.MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def copy_model_files(model_dir: Path, out_dir: Path, manifest: dict, names: set[str]) -> None:
     for name in sorted(names | {layout.LABELS}):
         source = model_dir / name
         if source.is_file():
@@ -261,8 +267,6 @@ def write_model_folder(model_dir: Path, out_dir: Path, manifest: dict, calibrati
         elif name != layout.LABELS:
             raise ModelError(f"{source}: named in {layout.MANIFEST} but missing, expected the folder "
                              "allx convert wrote")
-    checked_write(out_dir / layout.SITE_CALIBRATION, json.dumps(calibration.to_dict(), indent=2) + "\n")
-    checked_write(out_dir / layout.MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str | Path,
@@ -286,7 +290,7 @@ def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     mapping = read_labels_csv(Path(labels_csv), model.labels) if labels_csv is not None else None
     paths, probabilities, scores, measures, unreadable = run_images(model, site_images(images_dir))
     ood, ood_note = recalibrate_ood(model, scores, flag_rate)
-    quality, quality_note = recalibrate_quality(model.manifest, measures)
+    quality, quality_note = recalibrate_quality(model.manifest.quality, measures)
     notes = tuple(note for note in (ood_note, quality_note) if note)
     accuracy = site_accuracy(model, paths, probabilities, images_dir, mapping) if mapping is not None else None
     if ood is None and quality is None and accuracy is None:
@@ -296,7 +300,7 @@ def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str |
                                   acceptance_failures(accuracy, max_drop, ood, force))
     if calibration.failures:
         return calibration
-    manifest = dict(model.manifest)
+    manifest = dict(model.manifest.document)
     if ood is not None:
         manifest["ood"] = {**manifest["ood"], "threshold": ood["threshold"], "flag_rate": ood["flag_rate"]}
     if quality is not None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +21,10 @@ from allx.edge_runner.output import StreamedCsv
 from allx.edge_runner.sample import FieldResult, SampleSession, SampleVerdict
 from allx.edge_runner.status import NOTE as REJECTED_NOTE
 
-LOG_HEADER = ["frame", "time_s", "label", "score", "latency_ms", "ood", "ood_score", "model_sha256"]
+# One row per classified frame. Sessions append to one --log file, so each row names its session (start time
+# in UTC, process id and a random tag) and the model that ran with its status ("rejected" when run by --allow-rejected).
+LOG_HEADER = ["session", "frame", "time_s", "label", "score", "latency_ms", "ood", "ood_score", "model_sha256",
+              "model_status"]
 
 
 @dataclass(frozen=True)
@@ -196,7 +201,9 @@ def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: 
     model.require_labels()
     frames = open_source(source)
     window, warnings = open_window() if display else (None, ())
-    log = StreamedCsv(log_path, LOG_HEADER + (["model_status"] if rejected else [])) if log_path else None
+    log = StreamedCsv(log_path, LOG_HEADER) if log_path else None
+    session_id = f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}-{os.getpid()}-{secrets.token_hex(2)}"
+    status = "rejected" if rejected else (model.manifest.status or "")
     latencies, flagged, read, ended_by, last = [], 0, 0, "max frames", None
     start = time.perf_counter()
     try:
@@ -212,7 +219,7 @@ def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: 
                 latencies.append(last.prediction.latency_ms)
                 flagged += bool(last.prediction.ood)
                 if log is not None:
-                    log.write(log_row(last, model.sha256) + (["rejected"] if rejected else []))
+                    log.write([session_id, *log_row(last, model.sha256), status])
                 if on_frame is not None:
                     on_frame(last)
             fps = read / (time.perf_counter() - start)

@@ -19,11 +19,11 @@ from allx.edge_runner.cli_log import (LogDbOption, OperatorOption, SiteConfigOpt
                                       open_run_log, review)
 from allx.edge_runner.info import describe_model
 from allx.edge_runner.model import EdgeModel, resolve_model
-from allx.edge_runner.quality import limits_from_manifest
+from allx.edge_runner.quality import limits_in_use
 from allx.edge_runner.runtime import find_runtime
 from allx.edge_runner.serve import server  # light: FastAPI and uvicorn load inside server.build_app / run
 from allx.edge_runner.serve.uploads import UploadLimits
-from allx.edge_runner.sample import SampleSession, decision_record, point_from_manifest
+from allx.edge_runner.sample import SampleSession, decision_record
 from allx.edge_runner.status import NOTE, admit
 from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
 from allx.edge_runner.views import (answer_words, batch_summary_line, bench_caption, bench_table, camera_summary_line,
@@ -134,7 +134,7 @@ def classify(
             if audit is not None:
                 audit.close()
         raise typer.Exit(1 if failed else 0)
-    point = point_from_manifest(edge_model.manifest)
+    point = edge_model.manifest.operating_point
 
     def show(result) -> None:
         probabilities = None if result.prediction is None else result.prediction.probabilities
@@ -166,7 +166,7 @@ def classify_as_samples(edge_model, paths, sample_id, from_folders: bool, recurs
     """The sample mode of classify: per-field lines, one verdict per sample, a summary; returns failed fields."""
 
     samples = samples_from_arguments(paths, sample_id, from_folders, recursive)
-    for warning in limits_from_manifest(edge_model.manifest)[1]:
+    for warning in limits_in_use(edge_model.manifest.quality)[1]:
         echo(f"warning: {warning}", err=True)
 
     def show_field(sample: str, field) -> None:
@@ -204,7 +204,7 @@ def camera(
     every: Annotated[int, typer.Option("--every", help="Classify every Nth frame.")] = 1,
     headless: Annotated[bool, typer.Option("--headless", help="No window: one line per classified frame.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop after reading N frames.")] = None,
-    log: Annotated[Optional[Path], typer.Option("--log", help="CSV of every classified frame.")] = None,
+    log: Annotated[Optional[Path], typer.Option("--log", help="CSV of every classified frame, appended to (sessions given the same file keep all their rows, each row names its session).")] = None,
     labels: LabelsOption = None,
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
@@ -290,7 +290,7 @@ def bench(
     for path in rejected:
         echo(f"{path}: {NOTE}")
     document = report.to_dict()
-    statuses = {str(path): manifest.get("status") for path, manifest in resolved}  # None: no manifest
+    statuses = {str(path): manifest.status for path, manifest in resolved}  # None: no manifest
     for row in document["results"]:
         row["model_status"] = "rejected" if row["model"] in rejected else statuses.get(row["model"])
     if json_out is not None:

@@ -52,7 +52,7 @@ class ModelInfo:
 def describe_model(path: str | Path, labels=None, delegate: str = "auto") -> ModelInfo:
     """Describe any .tflite (image classifier or not) or an `allx convert` folder."""
     model_path, card = resolve_card(Path(path), labels)
-    manifest = card.manifest
+    manifest = card.manifest.document
     interpreter, used, _threads, warnings = make_interpreter(model_path, 1, delegate)
     fields = {key: manifest[key] for key in MANIFEST_FIELDS if key in manifest}
     return ModelInfo(

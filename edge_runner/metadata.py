@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
+from allx.edge_runner.manifest_check import Manifest, check_manifest
 from allx.errors import MissingDependency, ModelError
+from allx.jsonio import parse_json
 
 MANIFEST_ENTRY = "allx.manifest"
 FILE_PREFIX = "allx.file/"
@@ -64,7 +66,7 @@ class ModelCard:
 
     path: Path
     sha256: str
-    manifest: dict
+    manifest: Manifest
     files: dict[str, bytes]  # embedded side files by name (empty when the manifest came from a folder)
     source: str  # a MetadataSource value
     overridden: tuple[str, ...]  # what the embedded copy won over: "model.json", "labels.txt", "--labels"
@@ -73,27 +75,28 @@ class ModelCard:
     labels: tuple[str, ...] = ()  # set by choose_labels
 
 
-def read_card(model_path: Path, folder_manifest: dict, data: bytes | None = None) -> ModelCard:
-    """Read the model file once (or take its bytes, `data`): its sha256 and its embedded metadata, reconciled
-    with the folder's manifest."""
+def read_card(model_path: Path, folder_manifest: Manifest, data: bytes | None = None) -> ModelCard:
+    """Read the model file once (or take its bytes, `data`): its sha256 and its embedded metadata (checked into
+    a Manifest here, as model.json is where it is read), reconciled with the folder's manifest."""
     data = read_model_bytes(model_path) if data is None else data
     embedded = read_embedded(data, model_path)
     sha256 = hashlib.sha256(data).hexdigest()
     if embedded is None:
         source = MetadataSource.MANIFEST_FILE if folder_manifest else MetadataSource.NONE
         return finish_card(model_path, sha256, folder_manifest, {}, source, ())
+    manifest = check_manifest(embedded.manifest, f"{model_path} (embedded metadata)")
     overridden = ()
-    if folder_manifest and without_file_name(folder_manifest) != without_file_name(embedded.manifest):
+    if folder_manifest and without_file_name(folder_manifest.document) != without_file_name(embedded.manifest):
         overridden = (layout.MANIFEST,)
     beside = model_path.parent / layout.LABELS
-    if not folder_manifest and model_path.is_file() and beside.is_file() and labels_in(beside) != tuple(embedded.manifest.get("labels") or ()):
+    if not folder_manifest and model_path.is_file() and beside.is_file() and labels_in(beside) != manifest.labels:
         overridden += (layout.LABELS,)
-    return finish_card(model_path, sha256, embedded.manifest, embedded.files, MetadataSource.EMBEDDED, overridden)
+    return finish_card(model_path, sha256, manifest, embedded.files, MetadataSource.EMBEDDED, overridden)
 
 
-def finish_card(model_path: Path, sha256: str, manifest: dict, files: dict, source: str,
+def finish_card(model_path: Path, sha256: str, manifest: Manifest, files: dict, source: str,
                 overridden: tuple[str, ...]) -> ModelCard:
-    off = tuple(code for code, (key, _, _) in FEATURES.items() if not manifest.get(key))
+    off = tuple(code for code, (key, _, _) in FEATURES.items() if not manifest.document.get(key))
     warnings = [override_warning(model_path, what) for what in overridden]
     if off:
         warnings.append(features_off_warning(model_path, manifest, off, source))
@@ -103,7 +106,7 @@ def finish_card(model_path: Path, sha256: str, manifest: dict, files: dict, sour
 def choose_labels(card: ModelCard, labels: tuple[str, ...], given: bool) -> ModelCard:
     """The card with its labels: a model can never be paired with the wrong ones, so the embedded labels win
     over --labels (with a warning)."""
-    embedded = tuple(str(label) for label in card.manifest.get("labels") or ())
+    embedded = card.manifest.labels
     if card.source != MetadataSource.EMBEDDED or not given or not embedded or labels == embedded:
         return replace(card, labels=labels)
     return replace(card, labels=embedded, overridden=(*card.overridden, "--labels"),
@@ -115,14 +118,14 @@ def override_warning(model_path: Path, what: str) -> str:
             "(it travels with the model)")
 
 
-def features_off_warning(model_path: Path, manifest: dict, off: tuple[str, ...], source: str) -> str:
+def features_off_warning(model_path: Path, manifest: Manifest, off: tuple[str, ...], source: str) -> str:
     words = ", ".join(FEATURES[code][1] for code in off)
     if source == MetadataSource.NONE:
         why = (f"{model_path.name} carries no allx metadata and has no {layout.MANIFEST} beside it; "
                "convert it with allx convert")
     else:
-        notes = [f"{FEATURES[code][1]}: {manifest[FEATURES[code][2]]}" for code in off
-                 if manifest.get(FEATURES[code][2])]  # why allx convert left it out
+        notes = [f"{FEATURES[code][1]}: {manifest.document[FEATURES[code][2]]}" for code in off
+                 if manifest.document.get(FEATURES[code][2])]  # why allx convert left it out
         where = "the model's embedded metadata" if source == MetadataSource.EMBEDDED else layout.MANIFEST
         why = "; ".join([f"no statistics for {'it' if len(off) == 1 else 'them'} in {where}", *notes])
     return f"running without: {words} ({why})"
@@ -204,10 +207,11 @@ def buffer_bytes(model, index: int, data: bytes) -> bytes:
 
 
 def parse_manifest(raw: bytes, model_path: Path) -> dict:
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelError(f"{model_path}: corrupt embedded metadata ({err.__class__.__name__}), expected the JSON "
+    try:  # with allx.jsonio's limits: the bytes come from whoever made the file
+        manifest = parse_json(raw.decode("utf-8"), "the manifest", ModelError)
+    except (UnicodeDecodeError, ModelError) as err:
+        why = "not UTF-8" if isinstance(err, UnicodeDecodeError) else str(err)
+        raise ModelError(f"{model_path}: corrupt embedded metadata ({why}), expected the JSON "
                          "manifest allx convert writes: copy or convert the model again") from None
     if not isinstance(manifest, dict):
         raise ModelError(f"{model_path}: corrupt embedded metadata (a JSON {type(manifest).__name__}), expected an "

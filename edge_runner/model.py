@@ -17,7 +17,7 @@ from allx.dihedral import dihedral_views
 from allx.errors import ImageError, ModelError
 from allx.images import load_image
 from allx.edge_runner import metadata, ood
-from allx.edge_runner.manifest_check import check_manifest
+from allx.edge_runner.manifest_check import Manifest, check_manifest
 from allx.jsonio import read_json
 from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
 from allx.edge_runner.runtime import find_runtime, make_interpreter
@@ -42,13 +42,13 @@ class EdgeModel:
     8 invokes per image.
     """
 
-    def __init__(self, interpreter, model_path: Path, labels: tuple[str, ...], manifest: dict,
+    def __init__(self, interpreter, model_path: Path, labels: tuple[str, ...], manifest: Manifest,
                  runtime: str, delegate: str, threads: int, warnings: tuple[str, ...] = (),
                  ood_threshold: float | None = None, tta: bool = False, card: metadata.ModelCard | None = None):
         self.interpreter = interpreter
         self.tta = tta
         self.model_path = model_path
-        self.manifest = manifest
+        self.manifest = manifest  # checked and typed where it was read (edge_runner.manifest_check)
         self.card = card or metadata.read_card(model_path, manifest)  # sha256, embedded files, features off
         self.runtime = runtime
         self.delegate = delegate
@@ -94,12 +94,11 @@ class EdgeModel:
     def from_bytes(cls, content: bytes, name: str = "model.tflite", manifest: dict | None = None,
                    labels: Sequence[str] | None = None, threads: int | None = None) -> "EdgeModel":
         """A model held in memory (a conversion not yet written): no file, no folder; `name` labels messages."""
-        manifest = dict(manifest or {})
-        label_names = tuple(str(label) for label in labels) if labels is not None else \
-            tuple(str(label) for label in manifest.get("labels") or ())
+        card = metadata.read_card(Path(name), check_manifest(dict(manifest or {}), name), content)
+        label_names = tuple(str(label) for label in labels) if labels is not None else card.manifest.labels
         interpreter, used, threads, warnings = make_interpreter(name, threads, "cpu", content=content)
-        model = cls(interpreter, Path(name), label_names, manifest, str(find_runtime()), used, threads, warnings,
-                    card=metadata.read_card(Path(name), manifest, content))
+        model = cls(interpreter, Path(name), label_names, card.manifest, str(find_runtime()), used, threads, warnings,
+                    card=card)
         model.content = content  # the interpreter reads these bytes for as long as it lives
         return model
 
@@ -107,7 +106,7 @@ class EdgeModel:
     def has_ood(self) -> bool:
         """Whether the manifest has an out-of-distribution calibration (results carry "ood", null when this
         runner does not know the method: it warned at load)."""
-        return "ood" in self.manifest
+        return self.manifest.ood is not None
 
     def load_pixels(self, path: str | Path) -> np.ndarray:
         """Read an image exactly as training did, resized to the model's input."""
@@ -203,8 +202,9 @@ def resolve_card(path: Path, labels=None) -> tuple[Path, metadata.ModelCard]:
     return model_path, metadata.choose_labels(card, resolve_labels(labels, card.manifest, model_path), labels is not None)
 
 
-def resolve_model(path: Path) -> tuple[Path, dict]:
-    """(the .tflite file, its manifest or {}) for a .tflite path, a model.json, or a convert folder."""
+def resolve_model(path: Path) -> tuple[Path, Manifest]:
+    """(the .tflite file, its folder manifest or the empty Manifest) for a .tflite path, a model.json, or a
+    convert folder."""
     if path.is_dir():
         manifest_path = path / layout.MANIFEST
         if not manifest_path.is_file():
@@ -217,40 +217,37 @@ def resolve_model(path: Path) -> tuple[Path, dict]:
     own = path.with_suffix(".json")  # model_int8.json / model_int8.rejected.json written by allx convert
     if own.is_file() and own.name != layout.MANIFEST:
         manifest = read_manifest(own)
-        if manifest.get("model_file") == path.name:
+        if manifest.model_file == path.name:
             return path, manifest
     beside = path.parent / layout.MANIFEST
     if beside.is_file():
         manifest = read_manifest(beside)
-        if manifest.get("model_file") == path.name:
+        if manifest.model_file == path.name:
             return path, manifest
-    return path, {}
+    return path, Manifest()
 
 
-def model_from_manifest(manifest_path: Path) -> tuple[Path, dict]:
+def model_from_manifest(manifest_path: Path) -> tuple[Path, Manifest]:
     manifest = read_manifest(manifest_path)
-    model_file = manifest.get("model_file")
-    if not isinstance(model_file, str) or not model_file:
-        raise ModelError(f"{manifest_path}: got model_file={model_file!r}, expected the .tflite file name")
-    return manifest_path.parent / model_file, manifest
+    if not manifest.model_file:
+        raise ModelError(f"{manifest_path}: got model_file={manifest.model_file!r}, expected the .tflite file name")
+    return manifest_path.parent / manifest.model_file, manifest
 
 
-def read_manifest(path: Path) -> dict:
-    """model.json read with allx.jsonio's limits and checked field by field (edge_runner.manifest_check)."""
+def read_manifest(path: Path) -> Manifest:
+    """model.json read with allx.jsonio's limits into a checked Manifest (edge_runner.manifest_check)."""
     manifest = check_manifest(read_json(path, "unreadable manifest", ModelError), path)
-    fmt = manifest.get("format", "allx-tflite/1")
-    if not str(fmt).startswith("allx-tflite/"):
-        raise ModelError(f"{path}: got format {fmt!r}, expected 'allx-tflite/1'")
+    metadata.check_format(manifest.format or f"{metadata.FORMAT_NAME}/{metadata.FORMAT_VERSION}", path)
     return manifest
 
 
-def resolve_labels(labels, manifest: dict, model_path: Path) -> tuple[str, ...]:
+def resolve_labels(labels, manifest: Manifest, model_path: Path) -> tuple[str, ...]:
     if labels is not None and not isinstance(labels, (str, Path)):
         return tuple(str(label) for label in labels)
     if labels is not None:
         return read_labels(Path(labels))
-    if manifest.get("labels"):
-        return tuple(str(label) for label in manifest["labels"])
+    if manifest.labels:
+        return manifest.labels
     beside = model_path.parent / layout.LABELS
     return read_labels(beside) if beside.is_file() else ()
 
@@ -277,7 +274,7 @@ def image_input(inputs: list[dict], model_path: Path) -> dict:
     return inputs[0]
 
 
-def probabilities_output(outputs: list[dict], manifest: dict, labels: tuple[str, ...], model_path: Path) -> dict:
+def probabilities_output(outputs: list[dict], manifest: Manifest, labels: tuple[str, ...], model_path: Path) -> dict:
     """The output named in the manifest, else the only one, else the one with len(labels) classes."""
     chosen = named_output(outputs, manifest, "probabilities", model_path)
     if chosen is None and len(outputs) == 1:
@@ -295,9 +292,8 @@ def probabilities_output(outputs: list[dict], manifest: dict, labels: tuple[str,
     return chosen
 
 
-def named_output(outputs: list[dict], manifest: dict, role: str, model_path: Path) -> dict | None:
-    spec = (manifest.get("outputs") or {}).get(role) or {}
-    name = spec.get("name") if isinstance(spec, dict) else None
+def named_output(outputs: list[dict], manifest: Manifest, role: str, model_path: Path) -> dict | None:
+    name = manifest.output_names.get(role)
     if not name:
         return None
     for output in outputs:
@@ -314,8 +310,8 @@ def check_labels(labels: tuple[str, ...], num_classes: int, model_path: Path) ->
     return labels
 
 
-def check_manifest_input(manifest: dict, details: dict, model_path: Path) -> None:
-    declared = (manifest.get("input") or {}).get("shape")
+def check_manifest_input(manifest: Manifest, details: dict, model_path: Path) -> None:
+    declared = manifest.input.shape
     actual = [int(n) for n in details["shape"]]
     if declared and [int(n) for n in declared] != actual:
         raise ModelError(f"{model_path}: model.json declares input shape {declared}, got {actual} in the model")

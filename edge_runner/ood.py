@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from allx.edge_runner.manifest_check import Manifest
 from allx.errors import ModelError
 
 STATS_KEYS = ("mean", "projection", "class_means")
@@ -112,7 +113,7 @@ def read_stats(path: Path, embedding_size: int, data: bytes | None = None) -> Ma
     return stats
 
 
-def make_scorer(manifest: dict, folder: Path, embedding_size: int | None = None,
+def make_scorer(manifest: Manifest, folder: Path, embedding_size: int | None = None,
                 threshold: float | None = None, files: dict[str, bytes] | None = None
                 ) -> tuple[Scorer | None, tuple[str, ...]]:
     """(scorer or None, warnings); None when the manifest has no "ood" section or a method this runner lacks.
@@ -122,18 +123,16 @@ def make_scorer(manifest: dict, folder: Path, embedding_size: int | None = None,
     `threshold` (from --ood-threshold) replaces the calibrated one. Damaged statistics raise ModelError:
     a model folder that lost its out-of-distribution check must not quietly classify without it.
     """
-    section = manifest.get("ood")
+    spec = manifest.ood
     if threshold is not None and (not math.isfinite(threshold) or threshold < 0):
         raise ModelError(f"got --ood-threshold {threshold}, expected a number >= 0")
-    if not section:
+    if spec is None:
         if threshold is not None:
             raise ModelError(f"got --ood-threshold {threshold:g}, expected a model whose model.json has an "
                              "out-of-distribution calibration (convert it with allx convert --ood)")
         return None, ()
-    method = str(section.get("method", ""))
-    calibrated = section.get("threshold")
-    if method not in METHODS or not isinstance(calibrated, (int, float)) or not math.isfinite(calibrated):
-        return None, (f"out-of-distribution method {method!r} (threshold {calibrated!r}) is not supported by "
-                      f"this allx-edge, expected one of {', '.join(METHODS)}: results are not marked",)
-    score_one = METHODS[method](section, Path(folder), embedding_size, files or {})
-    return Scorer(method, float(calibrated if threshold is None else threshold), score_one), ()
+    if spec.method not in METHODS or spec.threshold is None:
+        return None, (f"out-of-distribution method {spec.method!r} (threshold {spec.threshold!r}) is not supported "
+                      f"by this allx-edge, expected one of {', '.join(METHODS)}: results are not marked",)
+    score_one = METHODS[spec.method](spec.section, Path(folder), embedding_size, files or {})
+    return Scorer(spec.method, spec.threshold if threshold is None else threshold, score_one), ()

@@ -1,4 +1,4 @@
-"""A CSV log written row by row (long camera sessions) through allx.files.StreamedFile."""
+"""A CSV log appended row by row (long camera sessions) through allx.files.SharedLog."""
 
 from __future__ import annotations
 
@@ -8,41 +8,43 @@ from pathlib import Path
 from typing import Sequence
 
 from allx.errors import OutputError
-from allx.files import LogInUse, StreamedFile
+from allx.files import LogMismatch, SharedLog
 
 
 class StreamedCsv:
-    """A CSV written row by row to PATH.part and renamed to PATH when closed (long camera sessions).
+    """A CSV log that sessions append to: the header once, then every row as it comes.
 
-    allx.files.StreamedFile does the writing: no planted link is followed, and a second process given
-    the same PATH is refused (exit 2) instead of one of the two logs being lost.
+    allx.files.SharedLog does the writing: two processes given the same PATH both keep all their rows
+    (each row is written whole under a lock), a log with other columns is refused, a crash keeps the rows.
     """
 
     def __init__(self, path: str | Path, header: Sequence[str]):
         self.path = Path(path)
         try:
-            self.file = StreamedFile(self.path)
-        except LogInUse:
-            raise OutputError(f"{self.path}: another process is writing this log, expected a log path of "
-                              "its own") from None
+            self.file = SharedLog(self.path, csv_line(header))
+        except LogMismatch as err:
+            raise OutputError(f"{self.path}: {err.strerror}, expected a log of the columns "
+                              f"{','.join(header)} (give a new --log path)") from None
         except OSError as err:
             raise OutputError(f"{self.path}: cannot write ({err.strerror or err}), expected a writable path") \
                 from None
-        self.write(header)
 
     def write(self, row: Sequence) -> None:
-        buffer = io.StringIO()
-        csv.writer(buffer).writerow(row)
         try:
-            self.file.write(buffer.getvalue())
+            self.file.write(csv_line(row))
         except OSError as err:
-            self.file.abandon()
+            self.close()
             raise OutputError(f"{self.path}: cannot write ({err.strerror or err}); the rows so far are in "
-                              f"{self.file.part}") from None
+                              f"{self.path}") from None
 
     def close(self) -> None:
         try:
             self.file.close()
         except OSError as err:
-            raise OutputError(f"{self.path}: cannot write ({err.strerror or err}); the rows so far are in "
-                              f"{self.file.part}") from None
+            raise OutputError(f"{self.path}: cannot close ({err.strerror or err})") from None
+
+
+def csv_line(row: Sequence) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(row)
+    return buffer.getvalue()

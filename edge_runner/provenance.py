@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from allx import __version__, layout
 from allx.decision import BENIGN
+from allx.edge_runner.manifest_check import Manifest
 from allx.errors import ModelError
 from allx.files import sha256_file
+from allx.jsonio import read_json
 
 
 def image_facts(path: str | Path) -> dict:
@@ -20,16 +21,16 @@ def image_facts(path: str | Path) -> dict:
     return {"image": Path(path).name, "image_path": str(path), "image_sha256": sha}
 
 
-def manifest_path_of(model_path: Path, manifest: dict) -> Path | None:
+def manifest_path_of(model_path: Path, manifest: Manifest) -> Path | None:
     """The manifest file EdgeModel.load read for `model_path` (model.json or model_<precision>.json), if any."""
     if not manifest:
         return None
     for candidate in (model_path.parent / layout.MANIFEST, model_path.with_suffix(".json")):
         if candidate.is_file() and candidate != model_path:
             try:
-                if json.loads(candidate.read_text(encoding="utf-8")) == manifest:
+                if read_json(candidate, "manifest", ModelError) == manifest.document:
                     return candidate
-            except (OSError, ValueError):
+            except ModelError:
                 continue
     return None
 
@@ -44,7 +45,8 @@ def model_facts(edge_model) -> dict:
     return {"model_file": Path(edge_model.model_path).name, "model_sha256": model_sha,
             "manifest_sha256": sha256_file(manifest_path) if manifest_path else None,
             "runtime": str(edge_model.runtime), "delegate": edge_model.delegate, "allx_version": __version__,
-            "operating_point": edge_model.manifest.get("operating_point"),
+            "operating_point": None if edge_model.manifest.operating_point is None
+            else edge_model.manifest.operating_point.to_dict(),
             "ood_threshold": None if edge_model.ood_scorer is None else edge_model.ood_scorer.threshold}
 
 

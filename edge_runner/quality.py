@@ -150,9 +150,10 @@ def check_quality(pixels: np.ndarray, limits: QualityLimits) -> QualityResult:
     return judge(measure(pixels), limits)
 
 
-def limits_from_manifest(manifest: dict) -> tuple[QualityLimits | None, tuple[str, ...]]:
-    """(limits or None, warnings): one line naming the features that are off, and how to get them."""
-    limits = QualityLimits.from_dict(manifest.get("quality"))
+def limits_in_use(limits: QualityLimits | None) -> tuple[QualityLimits | None, tuple[str, ...]]:
+    """(limits or None, warnings) for a manifest's quality limits (None: it has none): one line naming the
+    features that are off, and how to get them."""
+    limits = limits or QualityLimits()
     missing = limits.missing
     if not missing:
         return limits, ()

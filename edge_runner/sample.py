@@ -16,59 +16,22 @@ over a session's frames), the web page and the convert-time calibration all give
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from allx.decision import Decision, OperatingPoint, decide
-from allx.errors import ImageError, ModelError
+from allx.decision import ARGMAX_THRESHOLD, Decision, OperatingPoint, SampleRule, decide
+from allx.errors import ImageError
 from allx.images import decode_image_bytes
 from allx.layout import RecordKind
 from allx.edge_runner.model import EdgeModel, Prediction
-from allx.edge_runner.quality import QualityLimits, QualityResult, check_quality, limits_from_manifest
+from allx.edge_runner.quality import QualityLimits, QualityResult, check_quality, limits_in_use
 
 MALIGNANT, BENIGN, INCONCLUSIVE = "malignant", "benign", "inconclusive"
-MEAN_LOG_PROBABILITY = "mean_log_probability"
 LOG_FLOOR = 1e-6  # a probability of 0 from an int8 output would make one field veto every other
 OOD_REASON = "uncertain: unlike training images"
-
-
-@dataclass(frozen=True)
-class SampleRule:
-    """How usable fields become one verdict, and what the rule reached on the pseudo-samples it was chosen on."""
-
-    threshold: float = 0.5  # aggregated malignant score 1 - p(Benign) at or above which: "B-ALL suspected"
-    min_fields: int = 3  # fewer usable fields: inconclusive
-    min_agreement: float = 0.5  # share of usable fields whose own answer takes the verdict's side, at least
-    max_set_aside: float = 0.5  # share of fields set aside (unreadable, poor quality, flagged), at most
-    method: str = MEAN_LOG_PROBABILITY
-    chosen_on: str = ""  # e.g. "val pseudo-samples of 5 consecutive fields"; empty for the defaults
-    fields_per_sample: int | None = None
-    samples: int = 0
-    target_sensitivity: float | None = None
-    sensitivity: float | None = None  # sample-level malignant sensitivity reached (inconclusive excluded)
-    specificity: float | None = None  # sample-level benign specificity reached
-    accuracy: float | None = None  # malignant/benign accuracy over conclusive samples
-    subtype_accuracy: float | None = None  # malignant samples called with their own subtype
-    inconclusive: float | None = None  # share of samples left inconclusive
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data, source: str = "model.json") -> "SampleRule":
-        if not isinstance(data, dict):
-            raise ModelError(f"{source}: sample_rule: got {type(data).__name__}, expected an object")
-        known = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
-        rule = cls(**known)
-        if rule.method != MEAN_LOG_PROBABILITY:
-            raise ModelError(f"{source}: sample_rule.method: got {rule.method!r}, expected {MEAN_LOG_PROBABILITY!r}")
-        if not 0 <= rule.threshold <= 1 or rule.min_fields < 1 or not 0 <= rule.max_set_aside <= 1:
-            raise ModelError(f"{source}: sample_rule: got threshold {rule.threshold}, min_fields {rule.min_fields}, "
-                             f"max_set_aside {rule.max_set_aside}, expected [0, 1], >= 1, [0, 1]")
-        return rule
 
 
 @dataclass(frozen=True)
@@ -175,18 +138,11 @@ def decision_record(probabilities, classes, point: OperatingPoint | None) -> dic
             "malignant_score": round(d.score, 6)}
 
 
-def point_from_manifest(manifest: dict) -> OperatingPoint | None:
-    """The field-level operating point `allx convert` chose; None (close to argmax) for older models."""
-    data = manifest.get("operating_point")
-    return None if data is None else OperatingPoint.from_dict(data)
-
-
-def rule_from_manifest(manifest: dict, point: OperatingPoint | None = None) -> SampleRule:
+def rule_or_default(rule: SampleRule | None, point: OperatingPoint | None = None) -> SampleRule:
     """The stored rule; without one, the defaults at the field operating point's threshold."""
-    data = manifest.get("sample_rule")
-    if data is not None:
-        return SampleRule.from_dict(data)
-    return SampleRule(threshold=0.5 if point is None else point.threshold)
+    if rule is not None:
+        return rule
+    return SampleRule(threshold=ARGMAX_THRESHOLD if point is None else point.threshold)
 
 
 class SampleSession:
@@ -198,9 +154,9 @@ class SampleSession:
         model.require_labels()
         self.model = model
         self.sample_id = str(sample_id)
-        self.point = point if point is not None else point_from_manifest(model.manifest)
-        self.rule = rule if rule is not None else rule_from_manifest(model.manifest, self.point)
-        self.quality = limits_from_manifest(model.manifest)[0] if quality is True else (quality or None)
+        self.point = point if point is not None else model.manifest.operating_point
+        self.rule = rule if rule is not None else rule_or_default(model.manifest.sample_rule, self.point)
+        self.quality = limits_in_use(model.manifest.quality)[0] if quality is True else (quality or None)
         self._fields: list[FieldResult] = []
 
     @property

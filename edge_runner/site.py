@@ -8,7 +8,6 @@ site.json, looked up at --site-config, else $ALLX_SITE_CONFIG, else the user's c
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import platformdirs
 
 from allx import layout
 from allx.errors import DataError, UsageError
+from allx.jsonio import read_json
 
 ENV_SITE_CONFIG = "ALLX_SITE_CONFIG"
 KEYS = {"kind", "require_operator", "log_db"}
@@ -46,10 +46,7 @@ def load_site_config(path: str | Path | None = None) -> SiteConfig:
             raise DataError(f"{source}: no such site config, expected a JSON file like "
                             '{"require_operator": true}')
         return SiteConfig()
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{source}: unreadable site config ({err.__class__.__name__}), expected JSON") from None
+    data = read_json(source, "site config")
     if not isinstance(data, dict) or set(data) - KEYS:
         extra = sorted(set(data) - KEYS) if isinstance(data, dict) else type(data).__name__
         raise DataError(f"{source}: got {extra}, expected an object with keys among {sorted(KEYS - {'kind'})}")

@@ -9,24 +9,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from allx.edge_runner.manifest_check import Manifest
 from allx.errors import ModelError
 
-REJECTED = "rejected"
 NOTE = "REJECTED MODEL: failed its accuracy check"
 
 
-def is_rejected(manifest: dict, model_path: Path) -> bool:
+def is_rejected(manifest: Manifest, model_path: Path) -> bool:
     """The manifest says status rejected, or the file carries the rejected name allx convert gives."""
-    return manifest.get("status") == REJECTED or ".rejected." in Path(model_path).name
+    return manifest.rejected or ".rejected." in Path(model_path).name
 
 
-def admit(manifest: dict, model_path: Path, allow_rejected: bool) -> bool:
+def admit(manifest: Manifest, model_path: Path, allow_rejected: bool) -> bool:
     """True when the model is a rejected one that may run (allow_rejected); ModelError when it may not."""
     if not is_rejected(manifest, model_path):
         return False
     if allow_rejected:
         return True
-    failures = (manifest.get("check") or {}).get("failures") if isinstance(manifest.get("check"), dict) else None
-    why = f" ({'; '.join(str(f) for f in failures[:2])})" if isinstance(failures, list) and failures else ""
+    failures = manifest.check_failures
+    why = f" ({'; '.join(failures[:2])})" if failures else ""
     raise ModelError(f"{model_path}: got a model with status rejected{why}, expected one that passed allx "
                      "convert's accuracy check; pass --allow-rejected to run it anyway")

@@ -43,3 +43,21 @@ def ood_data_dir() -> Path:
     if not PBC_LYMPHOCYTES.is_dir():
         pytest.skip(f"out-of-distribution data set absent: {PBC_LYMPHOCYTES}")
     return PBC_LYMPHOCYTES
+
+
+@pytest.fixture(scope="session")
+def numbered_dir(tmp_path_factory) -> Path:
+    """4 classes x 12 generated 32 px images named cell-1.jpg .. cell-12.jpg (read-only by convention)."""
+    from tests.cv_runs import make_numbered_dir
+
+    return make_numbered_dir(tmp_path_factory.mktemp("cv") / "data")
+
+
+@pytest.fixture(scope="session")
+def cv_run(numbered_dir, tmp_path_factory):
+    """(CLI outcome, run folder, feature cache) of one tiny 3-fold `allx train --cv`."""
+    from tests.cv_runs import run_tiny_cv
+
+    out = tmp_path_factory.mktemp("cvrun") / "run"
+    cache = out.parent / "cache"
+    return run_tiny_cv(numbered_dir, out, cache), out, cache

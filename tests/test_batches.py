@@ -36,3 +36,16 @@ def test_shuffled_batches_cover_every_row_once(cached):
     features, labels = cached
     rows = np.concatenate([x[:, 0, 0, 0] for x, _ in batches_of(feature_batches(features, labels, 4, 3, True, seed=1))])
     assert sorted(rows.tolist()) == [float(i * 12) for i in range(10)]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_rows_pick_a_fold_of_one_cache_with_its_labels(cached, monkeypatch, streamed):
+    features, labels = cached
+    if streamed:
+        monkeypatch.setattr(allx.train.batches, "IN_MEMORY_BYTES", 0)
+    rows = np.array([7, 2, 9, 4])
+    source = feature_batches(features, labels, 4, batch_size=3, shuffle=True, seed=2, rows=rows)
+    assert isinstance(source, FeatureBatches) == streamed
+    batches = [source[i] for i in range(len(source))] if streamed else batches_of(source)
+    got = {int(x[0, 0, 0] // 12): int(y.argmax()) for xs, ys in batches for x, y in zip(xs, ys)}
+    assert got == {int(r): int(labels[r]) for r in rows}

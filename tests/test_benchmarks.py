@@ -47,16 +47,24 @@ def test_backbones_quick_compares_every_backbone_at_int8(tmp_path):
 
 
 @pytest.mark.slow
-def test_recipes_quick_cross_validates_every_recipe_with_and_without_tta(tmp_path):
+def test_recipes_quick_cross_validates_every_recipe_and_head_with_and_without_tta(tmp_path):
     out = tmp_path / "recipes.json"
-    printed = run_script("recipes.py", "--cache-dir", str(tmp_path / "cache"), "--out", str(out))
+    printed = run_script("recipes.py", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+                         "--heads", "gap,logreg")
     result = json.loads(out.read_text())
     assert result["kind"] == "recipes-cv" and result["folds"] == 5 and result["fold_kind"] == "block"
-    assert [(r["recipe"], r["tta"]) for r in result["rows"]] == [
-        (recipe, tta) for recipe in ("plain", "dihedral", "dihedral+stain") for tta in (False, True)]
+    assert [(r["recipe"], r["head"], r["tta"]) for r in result["rows"]] == [
+        (recipe, head, tta) for recipe in ("plain", "dihedral", "dihedral+stain") for head in ("gap", "logreg")
+        for tta in (False, True)]
     for row in result["rows"]:
         assert len(row["folds"]) == 5 and 0 <= row["worst_fold"]["accuracy"] <= row["mean"]["accuracy"] <= 1
-    assert result["best"]["recipe"] in ("plain", "dihedral", "dihedral+stain") and "| dihedral |" in printed
+        if row["head"] == "logreg":  # C chosen on each fold's validation block
+            assert all(chosen["C"] in (0.001, 0.01, 0.1, 1.0) for chosen in row["chosen_on_val"])
+    assert result["best"]["recipe"] in ("plain", "dihedral", "dihedral+stain") and "| dihedral | logreg |" in printed
+    # the image alone (no dihedral views) when only the plain recipe is asked for: no TTA row
+    run_script("recipes.py", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--recipes", "plain",
+               "--chunks", "3")
+    assert [(r["recipe"], r["tta"]) for r in json.loads(out.read_text())["rows"]] == [("plain", False)]
 
 
 def test_block_folds_hold_out_one_contiguous_block_per_class():

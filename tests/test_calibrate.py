@@ -125,9 +125,7 @@ def test_quality_limits_follow_the_site_camera(model_dir, site_dir, tmp_path):
     written = json.loads((out / layout.MANIFEST).read_text())["quality"]
     assert written["calibrated_on"] == "site" and written["colour_mean"] == quality["limits"]["colour_mean"]
     site = EdgeModel.load(out)
-    from allx.edge_runner.quality import limits_from_manifest
-
-    limits = limits_from_manifest(site.manifest)[0]
+    limits = site.manifest.quality
     pixels = site.load_pixels(next(site_dir.glob("*.png")))
     assert check_quality(pixels, limits).ok and not check_quality(pixels, lab).ok
     assert "image-quality limits: focus >=" in result.stderr

@@ -391,8 +391,8 @@ def test_two_precisions_in_one_folder_each_keep_their_own_manifest(run_folder, t
     assert json.loads((out / "model.json").read_text()) == int8_manifest
     assert float_manifest["ood"]["stats_file"] != int8_manifest["ood"]["stats_file"]
     float_model = EdgeModel.load(out / "model_float32.tflite")
-    assert float_model.manifest == float_manifest and float_model.has_ood
-    assert EdgeModel.load(out).manifest == int8_manifest
+    assert float_model.manifest.document == float_manifest and float_model.has_ood
+    assert EdgeModel.load(out).manifest.document == int8_manifest
 
 
 def test_operating_point_sample_rule_and_quality_limits_are_chosen_and_stored(int8_out):

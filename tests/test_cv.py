@@ -4,40 +4,19 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from allx import layout
 from allx.cli.main import app
 from allx.layout import RecordKind, SplitKind
-from allx.synthetic import make_image
+from allx.train.folds import grouped_folds
+from allx.train.groups import make_groups
+from allx.train.split import write_split
+from allx.train.trainer import DEFAULT_AUGMENT
+from tests.cv_runs import TINY
 
 runner = CliRunner()
-TINY = ["--backbone", "efficientnet-lite0", "--image-size", "32", "--epochs", "3", "--batch-size", "16",
-        "--head", "gap", "--learning-rate", "1e-3", "--no-neighbours"]
-
-
-@pytest.fixture(scope="module")
-def numbered_dir(tmp_path_factory) -> Path:
-    """4 classes x 12 generated 32 px images named cell-1.jpg .. cell-12.jpg."""
-    root = tmp_path_factory.mktemp("cv") / "data"
-    rng = np.random.default_rng(7)
-    for name in ("Benign", "Early", "Pre", "Pro"):
-        (root / name).mkdir(parents=True)
-        for n in range(1, 13):
-            Image.fromarray(make_image(name, 32, rng)).save(root / name / f"cell-{n}.jpg", quality=90)
-    return root
-
-
-@pytest.fixture(scope="module")
-def cv_run(numbered_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cvrun") / "run"
-    cache = out.parent / "cache"
-    outcome = runner.invoke(app, ["train", str(numbered_dir), "--out", str(out), "--cv", "3", "--group-by", "sequence",
-                                  "--block-size", "2", *TINY], env={"ALLX_CACHE_DIR": str(cache)})
-    return outcome, out, cache
 
 
 def test_cv_writes_cv_json_and_plot_with_each_fold_and_the_mean(cv_run, numbered_dir):
@@ -57,6 +36,34 @@ def test_cv_writes_cv_json_and_plot_with_each_fold_and_the_mean(cv_run, numbered
     assert (out / layout.CV_PLOT).is_file()
     assert "cv.json" in outcome.stdout
     assert not list(out.glob("*.tmp*"))
+
+
+def test_each_fold_trains_on_the_default_recipe_views_and_selects_on_its_val_part(cv_run):
+    outcome, out, _ = cv_run
+    assert outcome.exit_code == 0, outcome.output
+    document = json.loads((out / layout.CV).read_text())
+    assert document["settings"]["augment"] == DEFAULT_AUGMENT == "dihedral"
+    for fold in document["results"]:
+        assert fold["train_views"] == 8 * fold["n_train"], "the 8 dihedral views of every training image"
+        assert fold["epochs"]["monitor"] == "val_loss" and fold["operating_point"]["chosen_on"] == "fold val"
+
+
+def test_a_fold_is_allx_train_on_the_folds_split_with_the_same_options(cv_run, numbered_dir, tmp_path):
+    """Same head, same views, same selection: a fold's test numbers are those of `allx train --split FOLD`."""
+    _, out, cache = cv_run
+    document = json.loads((out / layout.CV).read_text())
+    grouping = make_groups(numbered_dir, SplitKind.SEQUENCE, block_size=2)
+    fold = grouped_folds(grouping, 3, seed=42, val=0.15)[1]
+    write_split(fold, tmp_path / "fold.json")
+    outcome = runner.invoke(app, ["train", str(numbered_dir), "--out", str(tmp_path / "run"), "--split",
+                                  str(tmp_path / "fold.json"), "--seed", "43", *TINY],
+                            env={"ALLX_CACHE_DIR": str(cache)})
+    assert outcome.exit_code == 0, outcome.output
+    metrics = json.loads((tmp_path / "run" / layout.METRICS).read_text())
+    in_cv = document["results"][1]
+    assert sorted(in_cv["test"]["paths"]) == sorted(fold.test)
+    assert metrics["confusion_matrix"] == in_cv["confusion_matrix"]
+    assert metrics["loss"] == pytest.approx(in_cv["loss"], abs=1e-3)
 
 
 def test_cv_reuses_cached_features(cv_run, numbered_dir, tmp_path):

@@ -115,7 +115,7 @@ def test_convert_folder_manifest_and_its_files(tiny, tmp_path):
     for path in (folder, folder / "model.json", folder / "model_int8.tflite"):
         model = EdgeModel.load(path)
         assert model.labels == ("B", "E", "Pr", "Po")  # the manifest wins over labels.txt
-        assert model.manifest["precision"] == "int8"
+        assert model.manifest.precision == "int8"
         assert model.model_path == folder / "model_int8.tflite"
 
 

@@ -3,7 +3,8 @@
 import numpy as np
 from PIL import Image, ImageFilter
 
-from allx.edge_runner.quality import QualityLimits, check_quality, limits_from_manifest, measure
+from allx.edge_runner.manifest_check import check_manifest
+from allx.edge_runner.quality import QualityLimits, check_quality, limits_in_use, measure
 
 
 def smear(seed: int = 0, size: int = 64) -> np.ndarray:
@@ -43,9 +44,9 @@ def test_clipped_shadows_highlights_and_odd_colour_each_say_why():
 
 
 def test_a_manifest_without_statistics_names_the_features_that_are_off():
-    found, warnings = limits_from_manifest({})
+    found, warnings = limits_in_use(check_manifest({}, "model.json").quality)
     assert found is None and "focus, exposure, colour" in warnings[0] and "allx convert" in warnings[0]
-    found, warnings = limits_from_manifest({"quality": {"focus_min": 10.0}})
+    found, warnings = limits_in_use(check_manifest({"quality": {"focus_min": 10.0}}, "model.json").quality)
     assert found.focus_min == 10.0 and "exposure, colour" in warnings[0]
     assert check_quality(smear(), found).ok  # what is there is still checked; the rest is not
 
@@ -55,4 +56,4 @@ def test_limits_round_trip_through_json():
 
     stored = json.loads(json.dumps(limits().to_dict()))
     assert QualityLimits.from_dict(stored) == limits()
-    assert limits_from_manifest({"quality": stored}) == (limits(), ())
+    assert limits_in_use(check_manifest({"quality": stored}, "model.json").quality) == (limits(), ())

@@ -12,6 +12,7 @@ from allx.errors import ModelError
 from allx.convert.ood_stats import fit_mahalanobis, stats_bytes, threshold_for
 from allx.edge_runner.cli import app
 from allx.edge_runner.model import EdgeModel
+from allx.edge_runner.manifest_check import check_manifest
 from allx.edge_runner.ood import mahalanobis_scores, make_scorer, read_stats
 
 runner = CliRunner()
@@ -90,17 +91,18 @@ def test_stats_file_round_trip_and_bad_files(tmp_path):
 
 def test_scorer_threshold_override_and_bad_requests(tmp_path):
     section = {"method": "max_softmax", "threshold": 0.5}
-    scorer, _ = make_scorer({"ood": section}, tmp_path)
+    scorer, _ = make_scorer(check_manifest({"ood": section}, "model.json"), tmp_path)
     assert scorer(np.array([0.4, 0.3, 0.3]), None) == (True, pytest.approx(0.6))
-    scorer, _ = make_scorer({"ood": section}, tmp_path, threshold=0.7)
+    scorer, _ = make_scorer(check_manifest({"ood": section}, "model.json"), tmp_path, threshold=0.7)
     assert scorer(np.array([0.4, 0.3, 0.3]), None)[0] is False
     for bad in (-1.0, float("nan")):
         with pytest.raises(ModelError, match="expected a number >= 0"):
-            make_scorer({"ood": section}, tmp_path, threshold=bad)
+            make_scorer(check_manifest({"ood": section}, "model.json"), tmp_path, threshold=bad)
     with pytest.raises(ModelError, match="has an out-of-distribution calibration"):
-        make_scorer({}, tmp_path, threshold=1.0)
+        make_scorer(check_manifest({}, "model.json"), tmp_path, threshold=1.0)
     with pytest.raises(ModelError, match="names no embedding output"):
-        make_scorer({"ood": {"method": "mahalanobis", "threshold": 1.0, "stats_file": "s.npz"}}, tmp_path)
+        make_scorer(check_manifest({"ood": {"method": "mahalanobis", "threshold": 1.0, "stats_file": "s.npz"}},
+                                   "model.json"), tmp_path)
 
 
 # --- allx-edge on a tiny two-output model (8-wide embedding) with fitted statistics ---
@@ -372,10 +374,15 @@ def test_benchmark_quick_run(tmp_path, capsys):
     spec.loader.exec_module(benchmark)
     # 128 axes (the shipped default) are capped by the tiny model's embedding, in the comparison as in convert
     assert benchmark.main(["--quick", "--out", str(tmp_path), "--models-dir", str(tmp_path / "models"),
-                           "--components", "4,128"]) == 0
-    document = json.loads((tmp_path / "ood.json").read_text())
+                           "--components", "4,128", "--name", "quick.json"]) == 0
+    document = json.loads((tmp_path / "quick.json").read_text())
     (measured,) = document["models"]
     shipped = measured["shipped"]
+    assert measured["split_kind"] == "image"  # the quick run's hand-made split says nothing of grouping
+    targets = shipped["targets"]
+    assert targets["test_met"] == (shipped["rates"]["test"] <= targets["test_at_most"] == 0.05)
+    assert targets["other_lab_met"] == (shipped["rates"]["other_lab"] >= targets["other_lab_at_least"] == 0.9)
+    assert "targets (shipped): test flagged <= 5%" in document["markdown"]
     k = shipped["ood"]["components"]
     assert set(measured["methods"]) == {"max_softmax", "energy", "mahalanobis_k4", f"mahalanobis_k{k}"}
     # The default gate's verdict is recorded (a tiny model on 76 fidelity images may go either way: one flip

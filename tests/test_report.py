@@ -280,3 +280,40 @@ def test_operating_points_of_convert_and_evaluate_are_reported(tmp_path):
     markdown = (tmp_path / "out" / "site.md").read_text()
     assert "single field (1 - p(Benign) >= 0.1234)" in markdown and "96.1%" in markdown and "98.8%" in markdown
     assert "at the val-chosen point for sensitivity >= 0.99" in markdown and "94.4%" in markdown
+
+
+def test_a_cv_run_folder_renders_folds_mean_interval_grouping_and_plot(cv_run, tmp_path):
+    outcome, run, _ = cv_run
+    assert outcome.exit_code == 0, outcome.output
+    document = json.loads((run / "cv.json").read_text())
+    result = run_report(tmp_path, run)
+    assert result.exit_code == 0, result.output
+    page, markdown = (tmp_path / "out" / "site.html").read_text(), (tmp_path / "out" / "site.md").read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    import base64
+
+    assert (run / "cv.png").read_bytes() in [base64.b64decode(image) for image in images]
+    assert re.search(r"!\[[^\]]*\]\(site_cv_1\.png\)", markdown)
+    for text in (page, markdown):
+        assert "Cross-validation: efficientnet-lite0, 3 folds" in text and "No accuracy file" not in text
+        assert SplitKind.SEQUENCE.words in text and f'split_kind "{SplitKind.SEQUENCE.value}"' in text.replace("&quot;", '"')
+        for name in ("accuracy", "malignant_sensitivity", "benign_specificity", "recall_Benign", "recall_Pro"):
+            entry = document["summary"][name]
+            assert f"{entry['mean'] * 100:.1f}% ({entry['low'] * 100:.1f}-{entry['high'] * 100:.1f}%)" in text, name
+            for value in entry["folds"]:
+                assert f"{value * 100:.1f}%" in text
+        assert "recall Benign" in text and "worst fold" in text and "training augmentation: dihedral" in text
+
+
+def test_an_interrupted_cv_is_a_warning_and_a_folder_without_records_is_named(cv_run, tmp_path):
+    _, run, _ = cv_run
+    document = json.loads((run / "cv.json").read_text())
+    document.update(folds_done=1, complete=False, results=document["results"][:1])
+    (tmp_path / "cv.json").write_text(json.dumps(document))
+    result = run_report(tmp_path, tmp_path / "cv.json")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "site.html").read_text()
+    assert "Interrupted: only 1 of 3 folds finished" in page and "No cv.png beside cv.json" in page
+    (tmp_path / "empty").mkdir()
+    result = run_report(tmp_path, tmp_path / "empty")
+    assert result.exit_code == 2 and "without model.json, cv.json or metrics.json" in result.output

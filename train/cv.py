@@ -1,8 +1,11 @@
 """`allx train DATA --cv K`: K heads on grouped, stratified folds, every image tested exactly once.
 
-Backbone features of every image are extracted once (the training cache), then each fold trains a
-fresh head on its train part, stops early on its grouped validation part, chooses the malignant/benign
-operating point there (allx.decision), and is scored on its test part only. cv.json holds each fold's
+A fold is `allx train` with the same options on the fold's subsets: the training recipe's views of every
+image (`--augment`, train.view_features) are extracted once into the training cache, then each fold
+trains a fresh head (trainer.new_head, trainer.fit_head_on_features: the code `allx train` runs) on the
+views of its train part, stops early on its grouped validation part, chooses the malignant/benign
+operating point there (allx.decision), and is scored on its test part only. Validation and test images
+are read as themselves (view 0, the image unchanged), as `allx train` evaluates them. cv.json holds each fold's
 numbers, the mean over folds with a 95% interval from a bootstrap over groups, and every test image's
 probabilities; cv.png draws them. Ctrl-C keeps the folds finished so far.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,12 +25,14 @@ from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target, choose_opera
 from allx.errors import UsageError
 from allx.files import write_json
 from allx.layout import RecordKind, SplitKind
+from allx.train.augment import parse_augmentation
 from allx.train.backbones import get_backbone
 from allx.train.folds import check_folds, grouped_folds
 from allx.train.groups import DEFAULT_BLOCK_SIZE, make_groups
 from allx.train.metrics import classification_metrics
 from allx.train.split import Split
-from allx.train.trainer import TrainConfig, TrainingInterrupted, balanced_class_weights, cached_features, validate_config
+from allx.train.trainer import (TrainConfig, TrainingInterrupted, cached_features, fit_head_on_features, new_head,
+                                validate_config)
 
 Progress = Callable[[str, int, int], None]
 BOOTSTRAP = 1000
@@ -65,7 +70,7 @@ def cross_validate(config: CVConfig, progress: Progress | None = None) -> CVResu
     run_dir = Path(config.train.out_dir)  # written only from here on: bad input above leaves nothing behind
     run_dir.mkdir(parents=True, exist_ok=True)
     features = all_features(config.train, classes, [p for g in grouping.groups for p in g], progress)
-    row_of = {p: k for k, p in enumerate(features.paths)}
+    row_of = first_rows(features)
     group_of = grouping.group_of()
     done: list[dict] = []
     try:
@@ -94,7 +99,8 @@ def check_cv_config(config: CVConfig) -> None:
 
 
 def all_features(config: TrainConfig, classes, paths, progress):
-    """Backbone features of every grouped image, extracted once into the training cache."""
+    """The training recipe's views of every grouped image (the image alone without augmentation),
+    extracted once into the training cache, as `allx train` extracts its train subset."""
     import keras
 
     keras.utils.set_random_seed(config.seed)
@@ -107,25 +113,36 @@ def all_features(config: TrainConfig, classes, paths, progress):
     extractor = keras.Model(pixels, base(backbone.make_preprocessing()(pixels), training=False), name="extractor")
     everything = Split(tuple(classes), tuple(sorted(paths)))
     report = (lambda stage, done, total: progress("features", done, total)) if progress else None
-    return cached_features(config, extractor, everything, "train", size, weights, report)
+    augmentation = parse_augmentation(config.augment, config.augment_copies)
+    return cached_features(config, extractor, everything, "train", size, weights, report, augmentation=augmentation)
+
+
+def first_rows(features) -> dict[str, tuple[int, int]]:
+    """path -> (its first feature row, its number of views): a view cache repeats each path once per view,
+    image-major (train.view_features)."""
+    rows: dict[str, list[int]] = {}
+    for k, path in enumerate(features.paths):
+        rows.setdefault(path, [k, 0])[1] += 1
+    return {path: (first, views) for path, (first, views) in rows.items()}
 
 
 def run_fold(config: CVConfig, fold: Split, features, row_of, group_of, progress) -> dict:
     """Train a fresh head on the fold's train part (early stopping and operating point on its val part)
     and score it on the fold's test part."""
-    import keras
-
-    from allx.train.head import build_head
-
-    settings, index = config.train, fold.meta["fold"]
+    index = fold.meta["fold"]
+    settings = replace(config.train, seed=config.train.seed + index)  # `allx train --seed SEED+k` on the fold
     started = time.perf_counter()
-    keras.utils.set_random_seed(settings.seed + index)
     parts = {name: rows(fold.subset(name), row_of) for name in ("train", "val", "test")}
-    x = {name: np.asarray(features.features[r], dtype=np.float32) for name, r in parts.items()}
-    y = {name: features.labels[r] for name, r in parts.items()}
+    train_views = rows(fold.subset("train"), row_of, all_views=True)
+    x = {name: np.asarray(features.features[parts[name]], dtype=np.float32) for name in ("val", "test")}
+    y = {name: features.labels[parts[name]] for name in ("val", "test")}
     n_classes = len(fold.classes)
-    head = build_head(x["train"].shape[1:], n_classes, settings.head)
-    epochs = fit_fold_head(settings, head, x, y, n_classes, index, fold.meta["folds"], progress)
+    head = new_head(settings, features.features.shape[1:], n_classes)
+    val = (features.features, features.labels, parts["val"]) if len(parts["val"]) else None
+    history = fit_head_on_features(settings, head, (features.features, features.labels, train_views), val,
+                                   n_classes, fold_stage(index, fold.meta["folds"]), progress)
+    monitor = "val_loss" if "val_loss" in history else "loss"
+    epochs = {"ran": len(history["loss"]), "best": int(np.argmin(history[monitor])) + 1, "monitor": monitor}
     probabilities = {name: predict(head, x[name], settings.batch_size) for name in ("val", "test") if len(parts[name])}
     metrics = classification_metrics(probabilities["test"], y["test"], fold.classes)
     point = fold_operating_point(probabilities.get("val"), y["val"], fold.classes, config.target_sensitivity)
@@ -133,6 +150,7 @@ def run_fold(config: CVConfig, fold: Split, features, row_of, group_of, progress
     test_paths = [features.paths[r] for r in parts["test"]]
     return {
         "fold": index, "n_train": len(parts["train"]), "n_val": len(parts["val"]), "n_test": len(parts["test"]),
+        "train_views": len(train_views),
         "test_groups": len({group_of[p] for p in test_paths}), "epochs": epochs,
         "seconds": round(time.perf_counter() - started, 1),
         "accuracy": metrics["accuracy"], "loss": metrics["loss"],
@@ -152,36 +170,18 @@ def predict(head, features: np.ndarray, batch_size: int) -> np.ndarray:
                            for k in range(0, len(features), 8 * batch_size)])
 
 
-def rows(paths, row_of) -> np.ndarray:
-    """Feature rows of the paths that were read (unreadable images have none), in file order."""
-    return np.array(sorted(row_of[p] for p in paths if p in row_of), dtype=np.int64)
+def rows(paths, row_of, all_views: bool = False) -> np.ndarray:
+    """Feature rows of the paths that were read (unreadable images have none), in the fold's order: each
+    image's first row (the image itself), or with `all_views` all its views' rows."""
+    read = [row_of[p] for p in paths if p in row_of]
+    if not all_views:
+        return np.array([first for first, _ in read], dtype=np.int64)
+    return np.array([first + v for first, views in read for v in range(views)], dtype=np.int64)
 
 
 def fold_stage(fold: int, folds: int) -> str:
     """The progress stage of a fold's head training (one line per epoch in a log)."""
     return f"fold {fold + 1}/{folds}"
-
-
-def fit_fold_head(settings: TrainConfig, head, x, y, n_classes, fold, folds, progress) -> dict:
-    """Adam + cross-entropy, early stopping on the fold's val loss with the best weights restored."""
-    import keras
-
-    from allx.train.batches import feature_batches
-    from allx.train.callbacks import EpochProgress
-
-    weights = balanced_class_weights(y["train"], n_classes) if settings.class_weights else None
-    train = feature_batches(x["train"], y["train"], n_classes, settings.batch_size, shuffle=True,
-                            seed=settings.seed + fold, class_weights=weights)
-    val = feature_batches(x["val"], y["val"], n_classes, settings.batch_size, False) if len(y["val"]) else None
-    head.compile(optimizer=keras.optimizers.Adam(settings.learning_rate), loss="categorical_crossentropy",
-                 metrics=["accuracy"])
-    monitor = "val_loss" if val is not None else "loss"
-    stopper = keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True)
-    fitted = head.fit(train, validation_data=val, epochs=settings.epochs, verbose=0, shuffle=False,
-                      callbacks=[stopper, EpochProgress(fold_stage(fold, folds), settings.epochs, progress)])
-    ran = len(fitted.history["loss"])
-    best = int(np.argmin(fitted.history[monitor])) + 1
-    return {"ran": ran, "best": best, "monitor": monitor}
 
 
 def fold_operating_point(probabilities, labels, classes, target: float):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from allx import layout
 from allx.errors import DataError
+from allx.files import interrupts_deferred
 
 
 def check_out_dir(out: Path) -> None:
@@ -39,7 +40,8 @@ def make_staging_dir(out: Path) -> Path:
 def publish_run(staging: Path, out: Path) -> Path:
     """Make the finished run in `staging` the folder `out` (the previous run replaced as a whole)."""
     try:
-        return swap_in(staging, out)
+        with interrupts_deferred():  # two renames: a Ctrl-C between them would leave no run at OUT
+            return swap_in(staging, out)
     except OSError as err:
         raise DataError(f"--out {out}: could not publish the run ({err.strerror or err}), expected a writable "
                         f"folder; the finished run is kept in {staging}") from None

@@ -15,7 +15,8 @@ from allx.report import write_report
 def report(
     inputs: Annotated[list[Path], typer.Argument(
         metavar="INPUT", show_default=False, help="JSON results: allx-edge bench --json, allx convert's model.json or "
-        "--json output (or its OUT_DIR), allx evaluate --json, benchmarks/*.py results.")],
+        "--json output (or its OUT_DIR), allx evaluate --json, allx train's cv.json and metrics.json (or its RUN "
+        "folder), benchmarks/*.py results.")],
     out: Annotated[Path, typer.Option("--out", help="The HTML report to write (self-contained: plots embedded).")],
     markdown: Annotated[Optional[Path], typer.Option(help="Also write a Markdown twin here, its plots as PNG files "
                                                           "beside it.")] = None,
@@ -32,6 +33,8 @@ def report(
     "passed", "float", "quantized", "agreement", "per_class" (at the top or under "check"): allx convert.
 
     "accuracy", "per_class", "confusion_matrix", "classes": allx evaluate --json.
+
+    "kind": "cv": allx train --cv's cv.json (per fold, mean with a 95% interval; the cv.png beside it embedded).
 
     A missing kind leaves its section out and says so. Unusable files are named in one error line (exit 2).
     """

@@ -1,4 +1,7 @@
-"""Read the report's JSON inputs, tell their kinds apart by their keys, and check the fields the report uses."""
+"""Read the report's JSON inputs, tell their kinds apart by their keys, and check the fields the report uses.
+
+A folder stands for the records allx wrote in it: a convert OUT_DIR for its model.json, a train run folder
+for its cv.json and metrics.json."""
 
 from __future__ import annotations
 
@@ -18,8 +21,11 @@ KIND_RULES = (
     ("check", '"passed", "float", "quantized", "agreement", "per_class" (allx convert --json), '
               'or such an object under "check" (model.json)'),
     ("evaluation", '"accuracy", "per_class", "confusion_matrix", "classes" (allx evaluate --json, metrics.json)'),
+    ("cv", '"kind": "cv" (allx train --cv, cv.json; the cv.png beside it is embedded)'),
 )
+RUN_RECORDS = (layout.CV, layout.METRICS)  # what a train run folder given as an input stands for
 CHECK_KEYS = ("passed", "float", "quantized", "agreement", "per_class")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EVALUATION_KEYS = ("accuracy", "per_class", "confusion_matrix", "classes")
 
 
@@ -103,6 +109,26 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class CrossValidation:
+    """`allx train --cv K` (cv.json): per fold and mean with a 95% bootstrap interval over groups."""
+
+    source: str
+    backbone: str
+    recipe: str  # the training augmentation, in words ("dihedral", "none")
+    split_kind: str  # the SplitKind code the folds were grouped by
+    grouping: str  # how the groups were made, in words (from the record's "grouping")
+    folds: int
+    folds_done: int
+    complete: bool
+    classes: tuple[str, ...]
+    target_sensitivity: float | None
+    bootstrap: int | None
+    summary: dict  # metric -> {"folds": [...], "mean", "low", "high", "min"}
+    results: tuple[dict, ...]  # one per finished fold: sizes, metrics, recall per class
+    plot: bytes | None  # cv.png beside cv.json, when present
+
+
+@dataclass(frozen=True)
 class BenchmarkScript:
     """A benchmarks/*.py result, shown as a key/value table plus one table per list of objects."""
 
@@ -119,13 +145,14 @@ class Inputs:
     checks: tuple[AccuracyCheck, ...] = ()
     evaluations: tuple[Evaluation, ...] = ()
     benchmarks: tuple[BenchmarkScript, ...] = ()
+    cvs: tuple[CrossValidation, ...] = ()
 
 
 def read_inputs(paths) -> Inputs:
     """Every file read and checked; all unusable files are named together in one ReportInputError."""
-    found = {"bench": [], "check": [], "evaluation": [], "benchmark": []}
+    found = {"bench": [], "check": [], "evaluation": [], "benchmark": [], "cv": []}
     sources, problems = [], []
-    for path in dict.fromkeys(Path(p) for p in paths):
+    for path in dict.fromkeys(p for given in paths for p in records_of(Path(given))):
         try:
             kind, items = read_input(path)
         except ReportInputError as err:
@@ -137,13 +164,21 @@ def read_inputs(paths) -> Inputs:
         count = f"{len(problems)} input files are" if len(problems) > 1 else "an input file is"
         raise ReportInputError(f"{count} unusable: " + "; ".join(problems))
     return Inputs(tuple(sources), tuple(found["bench"]), tuple(found["check"]), tuple(found["evaluation"]),
-                  tuple(found["benchmark"]))
+                  tuple(found["benchmark"]), tuple(found["cv"]))
+
+
+def records_of(path: Path) -> list[Path]:
+    """The files a given path stands for: a convert OUT_DIR -> its model.json; a train run folder -> its
+    cv.json and metrics.json; anything else -> itself (read_json names a folder that holds none)."""
+    if not path.is_dir():
+        return [path]
+    if (path / layout.MANIFEST).is_file():
+        return [path / layout.MANIFEST]
+    return [path / name for name in RUN_RECORDS if (path / name).is_file()] or [path]
 
 
 def read_input(path: Path) -> tuple[str, list]:
-    """(kind, parsed items) of one file; a convert OUT_DIR stands for its model.json."""
-    if path.is_dir() and (path / layout.MANIFEST).is_file():
-        path = path / layout.MANIFEST
+    """(kind, parsed items) of one file."""
     data = read_json(path)
     fields = Fields(data, str(path))
     kind = kind_of(data)
@@ -161,14 +196,16 @@ def read_input(path: Path) -> tuple[str, list]:
         return kind, [parse_check(check, path.name, fields)]
     if kind == "evaluation":
         return kind, [parse_evaluation(fields, path.name)]
+    if kind == "cv":
+        return kind, [parse_cv(fields, path)]
     return kind, [parse_benchmark(data, path.name)]
 
 
 def read_json(path: Path) -> dict:
     """The file as a JSON object (allx.jsonio: size and nesting limits, finite numbers, short integers)."""
     if path.is_dir():
-        raise ReportInputError(f"{path}: is a folder, expected a JSON file (or a convert OUT_DIR with "
-                               "model.json)")
+        raise ReportInputError(f"{path}: is a folder without {layout.MANIFEST}, {layout.CV} or {layout.METRICS}, "
+                               "expected a JSON file, a convert OUT_DIR or a train run folder")
     data = read_json_limited(path, "result file", ReportInputError)
     if not isinstance(data, dict):
         raise ReportInputError(f"{path}: got a JSON {type(data).__name__}, expected a JSON object")
@@ -183,7 +220,8 @@ def has_keys(data: dict, keys) -> bool:
 # (older versions, hand-made) are recognised by KIND_RULES.
 RECORD_KINDS = {RecordKind.BENCHMARK.value: "benchmark", RecordKind.BENCH.value: "bench",
                 RecordKind.CHECK.value: "check", RecordKind.MANIFEST.value: "check",
-                RecordKind.METRICS.value: "evaluation", RecordKind.EVALUATION.value: "evaluation"}
+                RecordKind.METRICS.value: "evaluation", RecordKind.EVALUATION.value: "evaluation",
+                RecordKind.CV.value: "cv"}
 
 
 def kind_of(data: dict) -> str | None:
@@ -318,6 +356,58 @@ def parse_evaluation(fields: Fields, source: str) -> Evaluation:
         malignant_sensitivity=fields.number("malignant_sensitivity", optional=True),
         benign_specificity=fields.number("benign_specificity", optional=True),
         at_operating_point=optional_object(fields, "at_operating_point"))
+
+
+def parse_cv(fields: Fields, path: Path) -> CrossValidation:
+    """cv.json as `allx train --cv` writes it (train.cv.write_cv), with the cv.png beside it if there is one."""
+    classes = fields.value("classes", "a list of class names", list)
+    if not classes or not all(isinstance(c, str) for c in classes):
+        raise ReportInputError(f"{path.name}: field classes is {json.dumps(classes)[:40]}, expected class names")
+    summary = fields.child("summary")
+    for name in summary.data:
+        entry = summary.child(name)
+        entry.value("folds", "a list of per-fold values", list)
+        for key in ("mean", "low", "high", "min"):
+            entry.number(key, optional=True)
+    results = fields.children("results")
+    for fold in results:
+        fold.integer("fold")
+        for key in ("n_train", "n_val", "n_test", "test_groups"):
+            fold.integer(key, optional=True)
+        for key in ("accuracy", "malignant_sensitivity", "benign_specificity", "op_sensitivity", "op_specificity"):
+            fold.number(key, optional=True)
+        recall = fold.child("recall")
+        for name in recall.data:
+            recall.number(name, optional=True)
+    settings = fields.child("settings", optional=True) or Fields({}, path.name)
+    plot = path.with_name(layout.CV_PLOT)
+    png = plot.read_bytes() if plot.is_file() else None
+    return CrossValidation(
+        source=path.name, backbone=settings.text("backbone", optional=True) or "unknown backbone",
+        recipe=(settings.text("augment", optional=True) or "none").replace(",", "+"),
+        split_kind=fields.text("split_kind"), grouping=grouping_words(fields.child("grouping", optional=True)),
+        folds=fields.integer("folds"), folds_done=fields.integer("folds_done"), complete=fields.flag("complete"),
+        classes=tuple(classes), target_sensitivity=fields.number("target_sensitivity", optional=True),
+        bootstrap=fields.integer("bootstrap", optional=True), summary=dict(summary.data),
+        results=tuple(fold.data for fold in results), plot=png if png and png.startswith(PNG_MAGIC) else None)
+
+
+def grouping_words(method: Fields | None) -> str:
+    """train.groups' record of how the groups were made, in a few words."""
+    if method is None:
+        return "not stated"
+    words = [f"{method.integer('groups', optional=True) or '?'} groups, the largest of "
+             f"{method.integer('largest_group', optional=True) or '?'} images"]
+    if method.has("block_size"):
+        words.append(f"blocks of {method.integer('block_size')} consecutive file numbers")
+    if method.has("groups_file"):
+        words.append(f"from {Path(method.text('groups_file')).name}")
+    if method.has("near_duplicate"):
+        words.append("exact and phash near-duplicates joined")
+    neighbours = method.child("neighbours", optional=True)
+    if neighbours is not None:
+        words.append(f"{neighbours.integer('pairs_joined', optional=True) or 0} embedding near-neighbour pairs joined")
+    return ", ".join(words)
 
 
 def parse_benchmark(data: dict, source: str) -> BenchmarkScript:

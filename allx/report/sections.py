@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from allx import __version__
+from allx import __version__, layout
 from allx.layout import SplitKind
 from allx.report import plots
 from allx.report.document import Bullets, Document, Figure, Paragraph, Section, Table
-from allx.report.inputs import KIND_RULES, AccuracyCheck, BenchRow, Evaluation, Inputs
+from allx.report.inputs import KIND_RULES, AccuracyCheck, BenchRow, CrossValidation, Evaluation, Inputs
 from allx.text import (accuracy_with_interval, images_per_hour, megabytes, millis,
                               near_duplicates_kept_together, number, percent, points)
 from allx.report.verdict import device_names, evidence_limits, make_verdicts
 
-NO_ACCURACY = ("No accuracy file was given (allx convert's model.json or --json output, or allx evaluate --json), "
-               "so this report says nothing about how accurate the model is.")
+NO_ACCURACY = ("No accuracy file was given (allx convert's model.json or --json output, allx evaluate --json, or "
+               "allx train --cv's cv.json), so this report says nothing about how accurate the model is.")
+CV_METRICS = (("accuracy", "accuracy"), ("malignant_sensitivity", "malignant sensitivity"),
+              ("benign_specificity", "benign specificity"), ("op_sensitivity", "malignant sensitivity at the point"),
+              ("op_specificity", "benign specificity at the point"))
 NO_BENCH = "No device benchmark was given (allx-edge bench --json), so this report says nothing about speed or memory."
 
 
@@ -29,7 +32,7 @@ def verdict_section(inputs: Inputs) -> Section:
     blocks = [Paragraph(f"{v.subject}: {v.text}", "verdict" if v.ok else "warning") for v in make_verdicts(inputs)]
     if not inputs.bench:
         blocks.append(Paragraph(NO_BENCH, "note"))
-    if not inputs.checks and not inputs.evaluations:
+    if not inputs.checks and not inputs.evaluations and not inputs.cvs:
         blocks.append(Paragraph(NO_ACCURACY, "note"))
     return Section("Verdict", tuple(blocks))
 
@@ -70,7 +73,7 @@ def device_row(row: BenchRow, name: str) -> tuple[str, ...]:
 
 
 def accuracy_sections(inputs: Inputs) -> list[Section]:
-    if not inputs.checks and not inputs.evaluations:
+    if not inputs.checks and not inputs.evaluations and not inputs.cvs:
         return [Section("Accuracy", (Paragraph(NO_ACCURACY),))]
     intro = []
     if not inputs.checks:
@@ -82,7 +85,53 @@ def accuracy_sections(inputs: Inputs) -> list[Section]:
     sections = [Section("Accuracy", tuple(intro))]
     sections += [check_section(check) for check in inputs.checks]
     sections += [evaluation_section(evaluation, i) for i, evaluation in enumerate(inputs.evaluations, 1)]
+    sections += [cv_section(cv, i) for i, cv in enumerate(inputs.cvs, 1)]
     return sections
+
+
+def cv_section(cv: CrossValidation, index: int) -> Section:
+    """Each fold's test numbers, then their mean with the 95% bootstrap-over-groups interval and the worst fold."""
+    kind = SplitKind.parse(cv.split_kind)
+    intro = (f"{cv.folds_done} of {cv.folds} folds of {cv.backbone} (training augmentation: {cv.recipe}). "
+             f"Folds grouped by: {kind.words} (split_kind \"{cv.split_kind}\"; groups: {cv.grouping}). "
+             "Each fold's model was selected (early stopping, operating point) on a validation part inside the fold "
+             "and tested once on the fold's held-out part; every image is in exactly one test part.")
+    blocks = [Paragraph(intro)]
+    if not cv.complete:
+        blocks.append(Paragraph(f"Interrupted: only {cv.folds_done} of {cv.folds} folds finished; the mean is over "
+                                "those.", "warning"))
+    metrics = CV_METRICS + tuple((f"recall_{c}", f"recall {c}") for c in cv.classes)
+    header = ("fold", "train / val / test images", "test groups", *(words for _, words in metrics))
+    rows = [cv_fold_row(fold, cv.classes) for fold in cv.results]
+    rows.append(("mean (95% interval)", "", "", *(mean_with_interval(cv.summary.get(key)) for key, _ in metrics)))
+    rows.append(("worst fold", "", "", *(percent((cv.summary.get(key) or {}).get("min")) for key, _ in metrics)))
+    point = f" for malignant sensitivity >= {cv.target_sensitivity:g}" if cv.target_sensitivity else ""
+    note = (f"95% interval: percentile bootstrap ({cv.bootstrap or '?'} samples) of the mean over folds, each fold's "
+            f"test groups resampled with replacement (the images of a group move together). Malignant = Early, Pre "
+            f"or Pro called malignant; the point = the operating point chosen on each fold's validation part{point}. "
+            "Recall of a class = the share of its images called that class.")
+    blocks.append(Table(header, tuple(rows), note))
+    if cv.plot:
+        blocks.append(Figure(f"cv_{index}", cv.plot, f"Cross-validation per fold and mean ({cv.source}; grouped by "
+                                                     f"{kind.words})."))
+    else:
+        blocks.append(Paragraph(f"No {layout.CV_PLOT} beside {cv.source}, so there is no plot.", "note"))
+    return Section(f"Cross-validation: {cv.backbone}, {cv.folds_done} folds ({cv.source})", tuple(blocks), level=3)
+
+
+def cv_fold_row(fold: dict, classes) -> tuple[str, ...]:
+    sizes = " / ".join(number(fold.get(key), 0) for key in ("n_train", "n_val", "n_test"))
+    recall = fold.get("recall") or {}
+    return (str(fold["fold"] + 1), sizes, number(fold.get("test_groups"), 0),
+            *(percent(fold.get(key)) for key, _ in CV_METRICS), *(percent(recall.get(c)) for c in classes))
+
+
+def mean_with_interval(entry: dict | None) -> str:
+    if not entry or entry.get("mean") is None:
+        return "-"
+    if entry.get("low") is None or entry.get("high") is None:
+        return percent(entry["mean"])
+    return f"{percent(entry['mean'])} ({entry['low'] * 100:.1f}-{entry['high'] * 100:.1f}%)"
 
 
 def split_sentence(subset: str, split_kind: str | None) -> str:

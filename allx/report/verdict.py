@@ -83,7 +83,7 @@ def check_sentence(check: AccuracyCheck) -> str:
 
 def evidence_limits(inputs: Inputs) -> list[str]:
     """What the numbers do not show; always stated, since a clinic reads the verdict first."""
-    split = split_limit((*inputs.evaluations, *inputs.checks))
+    split = split_limit((*inputs.evaluations, *inputs.checks, *inputs.cvs))
     limits = [split] if split else []
     limits += ["One hospital's data: the images come from a single hospital's data set (the Taleqani Hospital ALL "
                "set, Tehran, 89 patients, unless the files say otherwise), one staining protocol and one camera. "

@@ -6,15 +6,16 @@ folder is changed or removed while the server runs (`on_disk` says whether the f
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from allx import layout
+from allx.errors import AllxError
 from allx.files import sha256_file
+from allx.jsonio import read_json
 from allx.edge_runner.provenance import manifest_path_of
-from allx.edge_runner.quality import limits_from_manifest
-from allx.edge_runner.sample import point_from_manifest, rule_from_manifest
+from allx.edge_runner.quality import QualityLimits, limits_in_use
+from allx.edge_runner.sample import rule_or_default
 
 
 @dataclass(frozen=True)
@@ -47,21 +48,23 @@ class ModelCard:
 
 def describe_loaded(model) -> ModelCard:
     """The card of a loaded EdgeModel."""
-    manifest_path = manifest_path_of(model.model_path, model.manifest)
+    manifest = model.manifest
+    manifest_path = manifest_path_of(model.model_path, manifest)
     return ModelCard(
         model_path=str(model.model_path), model_sha256=sha256_file(model.model_path),
         manifest_path=None if manifest_path is None else str(manifest_path),
         manifest_sha256=None if manifest_path is None else sha256_file(manifest_path),
-        labels=tuple(model.labels), precision=model.manifest.get("precision"), runtime=model.runtime,
+        labels=tuple(model.labels), precision=manifest.precision, runtime=model.runtime,
         delegate=model.delegate, threads=model.threads, input_size=model.input_size,
-        check=model.manifest.get("check"), operating_point=model.manifest.get("operating_point"),
-        sample_rule=rule_from_manifest(model.manifest, point_from_manifest(model.manifest)).to_dict(),
-        sample_rule_stored="sample_rule" in model.manifest, quality_check=quality_words(model.manifest),
+        check=manifest.check,
+        operating_point=None if manifest.operating_point is None else manifest.operating_point.to_dict(),
+        sample_rule=rule_or_default(manifest.sample_rule, manifest.operating_point).to_dict(),
+        sample_rule_stored=manifest.sample_rule is not None, quality_check=quality_words(manifest.quality),
         bench=read_bench(model.model_path.parent / layout.BENCH), warnings=tuple(model.warnings))
 
 
-def quality_words(manifest: dict) -> str:
-    limits, notes = limits_from_manifest(manifest)
+def quality_words(limits: QualityLimits | None) -> str:
+    limits, notes = limits_in_use(limits)
     if notes:
         return "; ".join(notes)
     return "on (thresholds from model.json)" if limits is not None else "off"
@@ -70,11 +73,11 @@ def quality_words(manifest: dict) -> str:
 def read_bench(path: Path) -> dict | None:
     """The bench report's first result and machine (None when absent or unreadable: the page says so)."""
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        report = read_json(path, "bench report")
         result = report["results"][0]
         return {"machine": report.get("machine"), "created": report.get("created"),
                 **{key: result.get(key) for key in ("precision", "runtime", "threads", "delegate", "load_ms",
                                                     "throughput_ips", "peak_rss_mb")},
                 "latency_ms": {k: v for k, v in (result.get("latency_ms") or {}).items() if k != "samples"}}
-    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (AllxError, KeyError, IndexError, TypeError, AttributeError):
         return None

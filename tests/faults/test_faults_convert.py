@@ -110,3 +110,51 @@ def test_disk_full_while_publishing_is_exit_2_and_the_good_model_stays_whole(run
     assert "Traceback" not in again.output
     assert (out / manifest["ood"]["stats_file"]).read_bytes() == before[manifest["ood"]["stats_file"]]
     assert (out / "model.json").read_bytes() == before["model.json"]
+
+
+def folder_state(out):
+    """file name -> bytes of a convert folder (its log aside: every run appends to it)."""
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "convert.log"}
+
+
+def test_ctrl_c_at_any_moment_leaves_the_old_model_or_the_new_one_whole(run_folder, tmp_path):
+    """The real command in a subprocess, a real SIGINT at moments spread over a whole run (the campaign's
+    'Ctrl-C at a random moment'): during start-up, conversion, the check, publishing and shutdown. Whatever
+    the moment, the exit code is 0 or 130 with one line, and the folder is the old model or the new one, whole."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from allx.edge_runner.metadata import read_embedded
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", "from allx.entry import allx; allx()", "convert", str(run_folder.model),
+               "--out", str(out), "--int8"]
+    assert convert(run_folder.model, "--out", out, "--int8").exit_code == 0
+    old = folder_state(out)
+    began = time.monotonic()
+    full = subprocess.run([*command, "--target-sensitivity", "0.95"], capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+    new, duration = folder_state(out), time.monotonic() - began
+    assert new != old  # another operating point: the two models can be told apart
+    for fraction in (0.1, 0.45, 0.75, 0.9):
+        before, settings = (new, "0.99") if fraction in (0.45, 0.9) else (old, "0.95")
+        shutil.rmtree(out)
+        out.mkdir()
+        for name, data in before.items():
+            (out / name).write_bytes(data)
+        process = subprocess.Popen([*command, "--target-sensitivity", settings], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        time.sleep(fraction * duration)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode in (0, 130) and "Traceback" not in stderr, (fraction, process.returncode, stderr)
+        if process.returncode == 130:
+            assert stderr.endswith("error: interrupted\n"), stderr
+        after = folder_state(out)
+        assert set(after) == set(before), (fraction, sorted(after))  # no temp or half-named files left
+        manifest = json.loads(after["model.json"])
+        assert json.loads(after["model_int8.json"]) == manifest
+        assert read_embedded(after["model_int8.tflite"], out).manifest == manifest  # model and manifest agree
+        assert after == before or after[manifest["model_file"]] != before[manifest["model_file"]], fraction

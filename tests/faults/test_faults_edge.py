@@ -91,11 +91,56 @@ def test_allowed_rejected_model_says_so_in_every_result(tiny, image, tmp_path):
     ({"ood": {"method": "max_softmax", "threshold": -0.5}}, "field ood.threshold"),
     ({"ood": {"method": "mahalanobis", "threshold": 3, "stats_file": "../../etc/passwd"}}, "field ood.stats_file"),
     ({"input": {"shape": [1, 32, 32]}}, "field input.shape"),
+    ({"sample_rule": {"min_fields": "3"}}, "field sample_rule.min_fields"),
+    ({"sample_rule": {"threshold": 2}}, "field sample_rule.threshold"),
+    ({"operating_point": {"threshold": 0.4, "sensitivity": "high"}}, "field operating_point.sensitivity"),
+    ({"operating_point": {"threshold": 1.5}}, "field operating_point.threshold"),
+    ({"quality": {"focus_min": "sharp"}}, "field quality.focus_min"),
+    ({"quality": {"colour_mean": [120, 80]}}, "field quality.colour_mean"),
+    ({"ood": {"method": "max_softmax", "threshold": 0.5, "flag_rate": "5%"}}, "field ood.flag_rate"),
+    ({"check": {"failures": "too many"}}, "field check.failures"),
+    ({"check": {"quantized": [0.9]}}, "field check.quantized"),
 ])
 def test_wrong_manifest_fields_are_one_line_exit_2(tiny, image, tmp_path, manifest, message):
     folder = model_folder(tiny, tmp_path, **manifest)
     result = invoke("classify", image, "-m", folder)
     assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_manifest_is_read_into_typed_fields(tiny, tmp_path):
+    """One check where model.json arrives; everything after reads typed fields, not the raw JSON."""
+    from allx.decision import OperatingPoint, SampleRule
+    from allx.edge_runner.model import EdgeModel
+    from allx.edge_runner.quality import QualityLimits
+
+    folder = model_folder(tiny, tmp_path, status="passed", operating_point={"threshold": 0.3, "n_benign": 5},
+                          sample_rule={"min_fields": 4}, quality={"focus_min": 2, "colour_mean": [1, 2, 3]},
+                          ood={"method": "max_softmax", "threshold": 0.4, "flag_rate": 0.05},
+                          check={"failures": [], "quantized": {"accuracy": 0.9}})
+    manifest = EdgeModel.load(folder).manifest
+    assert manifest.labels == tuple(LABELS) and manifest.model_file == "model_int8.tflite"
+    assert manifest.operating_point == OperatingPoint(threshold=0.3, n_benign=5)
+    assert manifest.sample_rule == SampleRule(min_fields=4)
+    assert isinstance(manifest.quality, QualityLimits) and manifest.quality.colour_mean == (1.0, 2.0, 3.0)
+    assert (manifest.ood.method, manifest.ood.threshold, manifest.ood.flag_rate) == ("max_softmax", 0.4, 0.05)
+    assert not manifest.rejected and manifest.document["status"] == "passed"
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ({"labels": 5}, "field labels is int"),
+    ({"operating_point": {"threshold": "low"}}, "field operating_point.threshold"),
+])
+def test_embedded_manifest_is_checked_like_model_json(tiny, image, tmp_path, manifest, message):
+    """A lone .tflite carries its manifest; the same field checks apply to that copy."""
+    from allx.edge_runner.metadata import MANIFEST_ENTRY, embed_entries
+
+    document = {"format": "allx-tflite/1", "labels": list(LABELS), **manifest}
+    model = tmp_path / "lone.tflite"
+    model.write_bytes(embed_entries(tiny.int8.read_bytes(), {MANIFEST_ENTRY: json.dumps(document).encode()}))
+    for command in (("classify", image, "-m", model), ("info", model)):
+        result = invoke(*command)
+        assert result.exit_code == 2 and message in result.stderr and "embedded metadata" in result.stderr, \
+            result.output
 
 
 @pytest.mark.parametrize("text, message", [
@@ -142,13 +187,19 @@ def test_camera_ctrl_c_exits_130_after_its_summary(tiny, monkeypatch):
     assert invoke("camera", "-m", tiny.int8, "--headless").exit_code == 0
 
 
-def test_camera_log_pointing_at_a_folder_is_exit_2(tiny, tmp_path):
+def clip(tmp_path, frames: int):
+    """A short MJPG video of flat grey frames (OpenCV writes and reads it)."""
     cv2 = pytest.importorskip("cv2")
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
-    for i in range(3):
+    for i in range(frames):
         writer.write(np.full((32, 32, 3), 40 * i, np.uint8))
     writer.release()
+    return video
+
+
+def test_camera_log_pointing_at_a_folder_is_exit_2(tiny, tmp_path):
+    video = clip(tmp_path, 3)
     result = invoke("camera", "-m", tiny.int8, "--headless", "--source", video, "--log", tmp_path)
     assert result.exit_code == 2 and "cannot write" in result.stderr
 
@@ -161,3 +212,17 @@ def test_classify_csv_to_dev_full_is_exit_2_and_the_device_stays(tiny, image):
     result = invoke("classify", image, "-m", tiny.int8, "--csv", "/dev/full")
     assert result.exit_code == 2 and "No space left on device" in result.stderr
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_two_camera_sessions_on_one_log_keep_both_sessions_rows(tiny, tmp_path):
+    """The campaign lost the shorter of two sessions given the same --log; now both append."""
+    video = clip(tmp_path, 5)
+    log = tmp_path / "frames.csv"
+    for frames in ("5", "2"):
+        result = invoke("camera", "-m", tiny.int8, "--headless", "--source", video, "--log", log,
+                        "--max-frames", frames)
+        assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(log)))
+    sessions = list(dict.fromkeys(row["session"] for row in rows))
+    assert len(rows) == 7 and len(sessions) == 2
+    assert [int(r["frame"]) for r in rows if r["session"] == sessions[1]] == [1, 2]

@@ -11,7 +11,7 @@ import pytest
 
 from allx.edge_runner.output import StreamedCsv
 from allx.errors import AllxError
-from allx.files import StreamedFile, write_atomic
+from allx.files import write_atomic
 
 
 def test_planted_symlink_at_a_temp_name_is_never_written_through(tmp_path, monkeypatch):
@@ -26,13 +26,15 @@ def test_planted_symlink_at_a_temp_name_is_never_written_through(tmp_path, monke
     assert victim.read_text() == "keep me"
 
 
-def test_planted_symlink_at_the_log_part_name_is_refused(tmp_path):
+def test_a_planted_symlink_beside_the_log_is_never_written(tmp_path):
+    """The log is appended in place (no temporary name a link could be planted at)."""
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     (tmp_path / "x.csv.part").symlink_to(victim)
-    with pytest.raises(AllxError, match="cannot write"):
-        StreamedCsv(tmp_path / "x.csv", ["a"])
-    assert victim.read_text() == "keep me"
+    log = StreamedCsv(tmp_path / "x.csv", ["a"])
+    log.write([1])
+    log.close()
+    assert victim.read_text() == "keep me" and (tmp_path / "x.csv").read_text().split() == ["a", "1"]
 
 
 def test_symlinked_output_updates_its_target(tmp_path):
@@ -67,38 +69,57 @@ def test_dev_full_stays_a_device_and_the_error_is_disk_full():
     assert stat.S_ISCHR(os.stat(full).st_mode), "the device must never become a regular file"
 
 
-def test_a_second_writer_of_the_same_log_is_refused_and_the_first_log_is_kept(tmp_path):
+def test_two_writers_of_one_log_keep_every_row_and_one_header(tmp_path):
     first = StreamedCsv(tmp_path / "log.csv", ["frame"])
     first.write([1])
-    with pytest.raises(AllxError, match="another process is writing this log"):
-        StreamedCsv(tmp_path / "log.csv", ["frame"])
+    second = StreamedCsv(tmp_path / "log.csv", ["frame"])
+    second.write([10])
     first.write([2])
+    second.close()
     first.close()
-    assert (tmp_path / "log.csv").read_text().split() == ["frame", "1", "2"]
-    again = StreamedCsv(tmp_path / "log.csv", ["frame"])  # the lock is released on close
+    again = StreamedCsv(tmp_path / "log.csv", ["frame"])  # a later session appends, it replaces nothing
+    again.write([3])
     again.close()
+    assert (tmp_path / "log.csv").read_text().split() == ["frame", "1", "10", "2", "3"]
 
 
-def test_the_lock_holds_across_processes(tmp_path):
-    log = StreamedFile(tmp_path / "log.csv")
-    code = ("import sys; from allx.files import StreamedFile, LogInUse\n"
-            "try:\n    StreamedFile(sys.argv[1])\nexcept LogInUse:\n    sys.exit(7)\n")
-    other = subprocess.run([os.sys.executable, "-c", code, str(tmp_path / "log.csv")], timeout=60)
-    log.close()
-    assert other.returncode == 7
+def test_a_log_with_other_columns_is_refused_and_kept(tmp_path):
+    (tmp_path / "log.csv").write_text("time,label\n1,Pre\n")
+    with pytest.raises(AllxError, match="not this log's header.*give a new --log path"):
+        StreamedCsv(tmp_path / "log.csv", ["frame"])
+    assert (tmp_path / "log.csv").read_text() == "time,label\n1,Pre\n"
+
+
+def test_two_processes_appending_at_once_lose_and_tear_no_row(tmp_path):
+    """Two real processes write 300 rows each, as fast as they can, into one log."""
+    code = ("import sys; from allx.edge_runner.output import StreamedCsv\n"
+            "log = StreamedCsv(sys.argv[1], ['writer', 'row', 'padding'])\n"
+            "[log.write([sys.argv[2], i, 'x' * 3000]) for i in range(300)]\nlog.close()\n")
+    writers = [subprocess.Popen([os.sys.executable, "-c", code, str(tmp_path / "log.csv"), name])
+               for name in ("a", "b")]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    import csv
+
+    rows = list(csv.reader(open(tmp_path / "log.csv", newline="")))
+    assert rows[0] == ["writer", "row", "padding"] and len(rows) == 601
+    for name in ("a", "b"):
+        assert [int(r[1]) for r in rows[1:] if r[0] == name] == list(range(300))
+    assert all(r[2] == "x" * 3000 for r in rows[1:])
 
 
 def test_disk_full_while_logging_is_one_clear_error_and_the_rows_stay(tmp_path, monkeypatch):
+    import allx.files
+
     log = StreamedCsv(tmp_path / "log.csv", ["frame"])
     log.write([1])
 
-    def disk_full(text):
+    def disk_full(fd, payload):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(log.file.file, "write", disk_full)
+    monkeypatch.setattr(allx.files, "write_all", disk_full)
     with pytest.raises(AllxError, match="No space left on device.*rows so far are in"):
         log.write([2])
-    assert (tmp_path / "log.csv.part").read_text().split() == ["frame", "1"]
+    assert (tmp_path / "log.csv").read_text().split() == ["frame", "1"]
 
 
 def test_a_folder_given_as_log_is_a_clear_error(tmp_path):
@@ -122,3 +143,34 @@ def test_small_tmpfs_full_keeps_the_old_file(tmp_path):
         assert [p.name for p in mount.iterdir()] == ["model.json"], "no temp file is left behind"
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_ctrl_c_inside_interrupts_deferred_waits_for_the_block_to_end(tmp_path):
+    import signal
+
+    from allx.files import interrupts_deferred, write_atomic
+
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            for name in ("a", "b", "c"):
+                write_atomic(tmp_path / name, name)
+                written.append(name)
+                if name == "a":
+                    os.kill(os.getpid(), signal.SIGINT)
+    assert written == ["a", "b", "c"] and all((tmp_path / n).read_text() == n for n in written)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def test_ctrl_c_while_a_cli_loads_is_exit_130_with_one_line(monkeypatch, capsys):
+    import importlib
+
+    import allx.entry
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        allx.entry.allx_edge()
+    assert exited.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
