@@ -96,7 +96,7 @@ def backbones_section() -> list[str]:
     measured = {r["backbone"] for r in d["rows"]}
     missing = [name for name in ("resnet50", "efficientnet-lite0", "mobilenetv2") if name not in measured]
     if missing:
-        lines += ["", f"Not measured in this run (stopped before their turn): {', '.join(missing)}."]
+        lines += ["", f"Not in this JSON (the run had not finished them when it was saved): {', '.join(missing)}."]
     notes = [r for r in d["rows"] if r.get("weights_note")]
     if notes:
         lines += [""] + [f"- {r['backbone']}: {r['weights_note']}." for r in notes]
