@@ -130,7 +130,8 @@ def fidelity_set(split, limit: int, seed: int) -> FidelitySet:
 def needs_control(candidate: Candidate, options: ConvertOptions) -> bool:
     """Accuracy control runs for a failed plain int8 model, unless the user chose the layers or the Edge TPU."""
     return (options.accuracy_control and options.mode.name == "int8" and not options.float_layers
-            and not options.edgetpu and not candidate.check.passed)
+            and not options.edgetpu and not candidate.check.passed
+            and sanity.float_beats_chance(candidate.check, candidate.predictions.truth))
 
 
 def control_not_tried(candidate: Candidate, options: ConvertOptions) -> str | None:
@@ -142,6 +143,9 @@ def control_not_tried(candidate: Candidate, options: ConvertOptions) -> str | No
                 "activations cannot run on the Edge TPU)")
     if options.float_layers:
         return f"accuracy control not tried: --float-layers {options.float_layers} chose the float layers"
+    if not sanity.float_beats_chance(candidate.check, candidate.predictions.truth):
+        return ("accuracy control not tried: the float model itself does not beat chance, and no int8 variant "
+                "can do better than the model it copies (train it again, e.g. with pretrained weights)")
     return None
 
 

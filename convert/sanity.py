@@ -53,6 +53,12 @@ def needed_above_chance(chance: float, n: int) -> float:
     return min(chance + margin, (1 + chance) / 2)
 
 
+def float_beats_chance(report, truth) -> bool:
+    """Whether the float model itself is above chance on the check subset (no quantized copy can be, if not)."""
+    truth = np.asarray(truth)
+    return report.float.accuracy > needed_above_chance(chance_level(truth), len(truth))
+
+
 def chance_failures(report, truth: np.ndarray) -> list[str]:
     chance, n = chance_level(truth), len(truth)
     needed = needed_above_chance(chance, n)

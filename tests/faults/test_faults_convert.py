@@ -66,6 +66,21 @@ def test_model_with_every_label_wrong_is_refused_with_exit_3(run_folder, tmp_pat
     assert not (tmp_path / "out" / "model.json").exists(), "nothing is published as a passed model"
 
 
+def test_accuracy_control_is_not_tried_for_a_float_model_below_chance(run_folder, tmp_path):
+    """No int8 variant can beat the float model it copies: say so instead of spending conversions."""
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    shutil.copy(run_folder.model, wrong / "model.keras")
+    split = json.loads((run_folder.model.parent / "split.json").read_text())
+    split["classes"] = split["classes"][::-1]
+    (wrong / "split.json").write_text(json.dumps(split))
+    result = convert(wrong / "model.keras", "--out", tmp_path / "out", "--int8", "--json")
+    assert result.exit_code == 3, result.output
+    document = json.loads(result.stdout)
+    assert "float model itself does not beat chance" in document["accuracy_control_note"]
+    assert not document.get("accuracy_control"), document.get("accuracy_control")
+
+
 def test_a_sound_model_with_its_metrics_passes(run_folder, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(run_folder.model.parent, run)
