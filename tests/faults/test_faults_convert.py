@@ -50,13 +50,19 @@ def convert(*args):
     return runner.invoke(app, ["convert", *map(str, args)])
 
 
-def test_model_with_every_label_wrong_is_refused_with_exit_3(run_folder, tmp_path):
+def wrong_label_run(run_folder, tmp_path):
+    """The run's model beside a split.json whose class order is reversed: every label is wrong."""
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     shutil.copy(run_folder.model, wrong / "model.keras")
     split = json.loads((run_folder.model.parent / "split.json").read_text())
     split["classes"] = split["classes"][::-1]
     (wrong / "split.json").write_text(json.dumps(split))
+    return wrong, split
+
+
+def test_model_with_every_label_wrong_is_refused_with_exit_3(run_folder, tmp_path):
+    wrong, split = wrong_label_run(run_folder, tmp_path)
     (wrong / "labels.txt").write_text("\n".join(split["classes"]) + "\n")
     (wrong / "metrics.json").write_text(json.dumps({"accuracy": 1.0, "n": 24, "classes": split["classes"]}))
     result = convert(wrong / "model.keras", "--out", tmp_path / "out", "--float32")
@@ -68,12 +74,7 @@ def test_model_with_every_label_wrong_is_refused_with_exit_3(run_folder, tmp_pat
 
 def test_accuracy_control_is_not_tried_for_a_float_model_below_chance(run_folder, tmp_path):
     """No int8 variant can beat the float model it copies: say so instead of spending conversions."""
-    wrong = tmp_path / "wrong"
-    wrong.mkdir()
-    shutil.copy(run_folder.model, wrong / "model.keras")
-    split = json.loads((run_folder.model.parent / "split.json").read_text())
-    split["classes"] = split["classes"][::-1]
-    (wrong / "split.json").write_text(json.dumps(split))
+    wrong, _ = wrong_label_run(run_folder, tmp_path)
     result = convert(wrong / "model.keras", "--out", tmp_path / "out", "--int8", "--json")
     assert result.exit_code == 3, result.output
     document = json.loads(result.stdout)
