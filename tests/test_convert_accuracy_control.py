@@ -226,9 +226,15 @@ def test_a_failed_int8_says_why_accuracy_control_was_not_tried():
     from allx.convert.modes import resolve_options
     from allx.convert.pipeline import control_not_tried
 
-    failed, passed = (SimpleNamespace(check=SimpleNamespace(passed=ok)) for ok in (False, True))
+    def candidate(passed, float_accuracy=0.9):
+        return SimpleNamespace(check=SimpleNamespace(passed=passed, float=SimpleNamespace(accuracy=float_accuracy)),
+                               predictions=SimpleNamespace(truth=[0, 1, 2, 3] * 25))
+
+    failed, passed = candidate(False), candidate(True)
     assert "--edgetpu keeps every layer int8" in control_not_tried(failed, resolve_options("int8", edgetpu=True))
     assert "--float-layers 2" in control_not_tried(failed, resolve_options("int8", float_layers=2))
     assert control_not_tried(passed, resolve_options("int8", edgetpu=True)) is None
     assert control_not_tried(failed, resolve_options("int8", edgetpu=True, accuracy_control=False)) is None
     assert control_not_tried(failed, resolve_options("int8")) is None  # it ran: its own table says how it went
+    assert "float model itself does not beat chance" in control_not_tried(candidate(False, 0.3),
+                                                                         resolve_options("int8"))
