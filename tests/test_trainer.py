@@ -10,7 +10,8 @@ from allx.cli.main import app
 from allx.images import load_image
 
 runner = CliRunner()
-TINY = dict(backbone="efficientnet-lite0", image_size=48, epochs=4, batch_size=16, head="gap", learning_rate=1e-3)
+TINY = dict(backbone="efficientnet-lite0", image_size=48, epochs=4, batch_size=16, head="gap", learning_rate=1e-3,
+            features="last", augment="dihedral")
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +170,8 @@ def test_fine_tuning_unfreezes_the_top_layers_and_keeps_batchnorm_frozen(synthet
 
 
 def test_training_views_are_cached_per_augmentation(trained_run):
-    from allx.train.trainer import DEFAULT_AUGMENT
-
     result, config = trained_run
-    assert config.augment == DEFAULT_AUGMENT == "dihedral"
+    assert config.augment == "dihedral"
     split = json.loads((result.run_dir / "split.json").read_text())
     markers = [json.loads(p.read_text()) for p in config.cache_dir.glob("*.json")]
     augmented = [m for m in markers if m.get("views_per_image")]
@@ -198,3 +197,15 @@ def test_evaluate_with_tta_averages_over_the_views(trained_run, synthetic_dir):
     averaged = np.mean([model.predict(v, verbose=0) for v in dihedral_views(pixels)], axis=0)
     truth = [split["classes"].index(p.split("/")[0]) for p in split["test"]]
     assert metrics["accuracy"] == pytest.approx(float(np.mean(averaged.argmax(1) == truth)), abs=1e-6)
+
+
+def test_a_backbone_recipe_fills_in_what_was_not_given(tmp_path):
+    from allx.train.trainer import DEFAULT_AUGMENT, TrainConfig, with_backbone_recipe
+
+    seed = with_backbone_recipe(TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run"))
+    assert (seed.backbone, seed.head, seed.features, seed.augment) == ("resnet50", "flatten", "last", DEFAULT_AUGMENT)
+    lite0 = with_backbone_recipe(TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run", backbone="efficientnet-lite0"))
+    assert (lite0.head, lite0.features, lite0.augment) == ("logreg", "multiscale", "")
+    given = with_backbone_recipe(TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run", backbone="efficientnet-lite0",
+                                             head="gap", features="last", augment="none"))
+    assert (given.head, given.features, given.augment) == ("gap", "last", "none"), "what is given is kept"

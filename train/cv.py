@@ -26,13 +26,13 @@ from allx.errors import UsageError
 from allx.files import write_json
 from allx.layout import RecordKind, SplitKind
 from allx.train.augment import parse_augmentation
-from allx.train.backbones import get_backbone
+from allx.train.backbones import feature_base, get_backbone
 from allx.train.folds import check_folds, grouped_folds
 from allx.train.groups import DEFAULT_BLOCK_SIZE, make_groups
 from allx.train.metrics import classification_metrics
 from allx.train.split import Split
 from allx.train.trainer import (TrainConfig, TrainingInterrupted, cached_features, fit_head_on_features, new_head,
-                                validate_config)
+                                validate_config, with_backbone_recipe)
 
 Progress = Callable[[str, int, int], None]
 BOOTSTRAP = 1000
@@ -62,6 +62,7 @@ class CVResult:
 
 def cross_validate(config: CVConfig, progress: Progress | None = None) -> CVResult:
     """Make the groups and folds, train and score one head per fold, write OUT/cv.json and OUT/cv.png."""
+    config = replace(config, train=with_backbone_recipe(config.train))
     check_cv_config(config)
     grouping = make_groups(config.train.data_dir, config.group_by, config.groups_file, config.block_size,
                            config.similarity, progress=progress)
@@ -108,7 +109,7 @@ def all_features(config: TrainConfig, classes, paths, progress):
     size = (config.image_size, config.image_size) if config.image_size else tuple(backbone.input_size)
     weights = config.weights or backbone.default_weights
     pixels = keras.Input(shape=(*size, 3), name="pixels")
-    base = backbone.make_base(weights, (*size, 3))
+    base = feature_base(backbone, weights, (*size, 3), config.features)
     base.trainable = False
     extractor = keras.Model(pixels, base(backbone.make_preprocessing()(pixels), training=False), name="extractor")
     everything = Split(tuple(classes), tuple(sorted(paths)))

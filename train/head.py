@@ -1,14 +1,22 @@
-"""The classifier head: Flatten -> Dropout(0.5) -> Dense softmax (the default), or a GAP variant."""
+"""The classifier head: Flatten -> Dropout(0.5) -> Dense softmax (the default), a GAP variant, or a
+logistic regression (Flatten -> Dense softmax, fitted by train.logistic)."""
 
 from __future__ import annotations
 
 import keras
 
-HEADS = ("flatten", "gap")
+HEADS = ("flatten", "gap", "logreg")
 
 
 def build_head(feature_shape, n_classes: int, kind: str = "flatten", dropout: float = 0.5) -> keras.Sequential:
-    """Feature map -> class probabilities. `kind` = "flatten" (the default) or "gap" (global average pool)."""
+    """Feature map -> class probabilities. `kind` = "flatten" (the default), "gap" (global average pool) or
+    "logreg" (Flatten -> Dense softmax without dropout: a solver sets its weights, not gradient steps)."""
+    if kind == "logreg":
+        return keras.Sequential([
+            keras.Input(shape=tuple(feature_shape)),
+            keras.layers.Flatten(name="head_flatten"),
+            keras.layers.Dense(n_classes, activation="softmax", name="head_dense"),
+        ], name="head")
     pool = keras.layers.Flatten(name="head_flatten") if kind == "flatten" else \
         keras.layers.GlobalAveragePooling2D(name="head_gap")
     return keras.Sequential([

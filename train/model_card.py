@@ -26,8 +26,8 @@ def write_model_card(path: Path, config, backbone, weights, size, split, metrics
         "## Model",
         f"- Backbone: `{backbone.name}` (frozen), weights `{weights}` — {backbone.weights_source}; licence {backbone.licence}",
         f"- Input: raw RGB 0..255, {size[0]}x{size[1]}; preprocessing inside the model: {backbone.preprocessing}",
-        f"- Head: {config.head} -> Dropout(0.5) -> Dense({len(split.classes)}, softmax); Adam lr {config.learning_rate},"
-        f" categorical cross-entropy; up to {config.epochs} epochs, early stopping on validation loss",
+        f"- Features: {features_words(config, backbone)}",
+        f"- Head: {head_words(config, len(split.classes))}",
         f"- Fine-tuned top layers: {config.fine_tune_layers}",
         f"- Training augmentation: {config.augment or 'none'}",
         "",
@@ -47,3 +47,17 @@ def write_model_card(path: Path, config, backbone, weights, size, split, metrics
     else:
         lines.append(f"- {metrics.get('note', 'not evaluated')}")
     write_atomic(path, "\n".join(lines) + "\n")
+
+
+def features_words(config, backbone) -> str:
+    if config.features == "multiscale":
+        return f"global averages of {', '.join(backbone.taps)}, concatenated (multiscale)"
+    return f"the last feature map ({backbone.feature_layer_note})"
+
+
+def head_words(config, n_classes: int) -> str:
+    if config.head == "logreg":
+        return (f"Flatten -> Dense({n_classes}, softmax), a multinomial logistic regression on standardised features "
+                "(scikit-learn L-BFGS; C chosen by validation log-loss)")
+    return (f"{config.head} -> Dropout(0.5) -> Dense({n_classes}, softmax); Adam lr {config.learning_rate}, categorical "
+            f"cross-entropy; up to {config.epochs} epochs, early stopping on validation loss")

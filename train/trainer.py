@@ -6,7 +6,7 @@ Keras model (raw RGB 0..255 in, probabilities out) even though the head was trai
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +14,7 @@ from allx import layout
 from allx.errors import AllxError, DataError, ModelError, UsageError
 from allx.files import sha256_file, write_atomic, write_json
 from allx.train.augment import Augmentation, parse_augmentation
-from allx.train.backbones import get_backbone
+from allx.train.backbones import DEFAULT_AUGMENT, check_features, feature_base, get_backbone  # noqa: F401
 from allx.train.charts import save_split_charts
 from allx.train.distribute import check_strategy, describe_strategy, make_strategy
 from allx.train.evaluate import predict_images
@@ -33,12 +33,6 @@ from allx.train.view_features import extract_view_features
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
-# The augmentation `allx train` uses unless told otherwise, chosen by benchmarks/recipes.py (5-fold block
-# cross-validation of EfficientNet-Lite0, frozen cached features, every image of the real data; README
-# "Training recipes"): dihedral views in training, with --tta at prediction, gave the best benign
-# specificity at malignant sensitivity 0.99 (0.948 mean vs 0.907 plain with TTA, 0.934 dihedral+stain)
-# and accuracy 0.967.
-DEFAULT_AUGMENT = "dihedral"
 
 
 class TrainingInterrupted(AllxError):
@@ -52,7 +46,8 @@ class TrainConfig:
     split_path: Path | None = None
     backbone: str = "resnet50"
     weights: str | None = None  # None = the backbone's default
-    head: str = "flatten"
+    head: str | None = None  # None: the backbone's default_head (ResNet50: the seed's flatten)
+    features: str | None = None  # "last" | "multiscale"; None: the backbone's default_features
     epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1e-4  # measured: 1e-3 overfits a 62k-wide Flatten head within 2 epochs
@@ -66,7 +61,7 @@ class TrainConfig:
     val: float = 0.15
     test: float = 0.15
     cache_dir: Path | None = None
-    augment: str = DEFAULT_AUGMENT  # comma-separated subset of train.augment.KINDS, or "" / "none"
+    augment: str | None = None  # comma-separated subset of train.augment.KINDS, "" / "none"; None: the backbone's
     augment_copies: int = 2  # jittered views added to the clean ones per image (stain, crop, blur)
     strategy: str = "auto"  # tf.distribute strategy for the image-based phases (train.distribute)
     group_by: str = "near-duplicate"  # a SplitKind code: how a split made here keeps images together
@@ -84,6 +79,15 @@ class TrainResult:
     skipped: tuple = field(default_factory=tuple)
 
 
+def with_backbone_recipe(config: TrainConfig) -> TrainConfig:
+    """The config with --head, --features and --augment filled in from the backbone's registered recipe where not given
+    (an unknown backbone name is a ModelError here, before the data is read)."""
+    backbone = get_backbone(config.backbone)
+    return replace(config, head=config.head or backbone.default_head,
+                   features=config.features or backbone.default_features,
+                   augment=backbone.default_augment if config.augment is None else config.augment)
+
+
 def validate_config(config: TrainConfig) -> None:
     """Reject impossible options before any work starts ("got X, expected Y")."""
     from allx.train.head import HEADS
@@ -93,7 +97,8 @@ def validate_config(config: TrainConfig) -> None:
         (config.batch_size >= 1, f"--batch-size: got {config.batch_size}, expected >= 1"),
         (0 < config.learning_rate < 1, f"--learning-rate: got {config.learning_rate}, expected 0 < lr < 1"),
         (config.fine_tune_layers >= 0, f"--fine-tune-layers: got {config.fine_tune_layers}, expected >= 0"),
-        (config.head in HEADS, f"--head: got {config.head!r}, expected one of {', '.join(HEADS)}"),
+        (config.head is None or config.head in HEADS,
+         f"--head: got {config.head!r}, expected one of {', '.join(HEADS)}"),
         (config.image_size is None or config.image_size >= 32,
          f"--image-size: got {config.image_size}, expected >= 32"),
         (config.patience >= 1, f"--patience: got {config.patience}, expected >= 1"),
@@ -101,7 +106,9 @@ def validate_config(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    parse_augmentation(config.augment, config.augment_copies)
+    parse_augmentation(config.augment or "", config.augment_copies)
+    if config.features is not None:
+        check_features(get_backbone(config.backbone), config.features)
     check_strategy(config.strategy)
     if not Path(config.data_dir).is_dir():
         raise DataError(f"data directory not found: got {config.data_dir}, expected a folder of class folders")
@@ -113,6 +120,7 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
     Everything is written into a hidden staging folder beside --out first (train.publish): a failed or
     interrupted run leaves --out exactly as it was.
     """
+    config = with_backbone_recipe(config)
     validate_config(config)
     out_dir = Path(config.out_dir)
     check_out_dir(out_dir)
@@ -144,7 +152,7 @@ def train_into(config: TrainConfig, run_dir: Path, progress: Progress | None) ->
     with strategy.scope():  # a no-op on one device; several replicas share each batch otherwise
         # 1. The frozen pretrained backbone, with its preprocessing inside the model.
         pixels = keras.Input(shape=(*size, 3), name="pixels")  # raw RGB 0..255
-        base = backbone.make_base(weights, (*size, 3))
+        base = feature_base(backbone, weights, (*size, 3), config.features)
         base.trainable = False
         preprocess = backbone.make_preprocessing()
         feature_map = base(preprocess(pixels), training=False)
@@ -208,6 +216,8 @@ def cached_features(config, extractor, split, subset, size, weights, progress, s
     weights_id = weights if weights in ("imagenet", "none") else weights_file_sha256(weights)
     settings = {"augment": augmentation.key() if augmentation else None,
                 "augment_seed": config.seed if augmentation and augmentation.is_random else None}
+    if config.features not in (None, "last"):  # (absent for the last map: caches made before stay valid)
+        settings["features"] = config.features
     key = cache_key(feature_cache_parts(config.data_dir, relpaths, labels, split.classes, config.backbone,
                                         weights_id, size, settings,
                                         seed=config.seed if weights == "none" else None))
@@ -269,6 +279,10 @@ def fit_head_on_features(config, head, train, val, n_classes, stage, progress, c
     features, labels, rows = train
     picked = labels if rows is None else labels[rows]
     weights = balanced_class_weights(picked, n_classes) if config.class_weights else None
+    if config.head == "logreg":  # solved, not stepped: no epochs, early stopping or checkpoints
+        from allx.train.logistic import fit_logistic_head
+
+        return fit_logistic_head(head, train, val, n_classes, weights, progress, stage)
     train_batches = feature_batches(features, labels, n_classes, config.batch_size, shuffle=True, seed=config.seed,
                                     class_weights=weights, rows=rows)
     val_batches = feature_batches(*val[:2], n_classes, config.batch_size, False, rows=val[2]) if val else None

@@ -18,7 +18,7 @@ from allx.train.cv import CVConfig, cross_validate, fold_stage
 from allx.train.embeddings import SIMILARITY
 from allx.train.evaluate import evaluate_model
 from allx.train.groups import DEFAULT_BLOCK_SIZE, grouping_options
-from allx.train.trainer import DEFAULT_AUGMENT, TrainConfig, train_model
+from allx.train.trainer import TrainConfig, train_model
 
 
 @handle_errors
@@ -28,7 +28,8 @@ def train(
     split: Annotated[Optional[Path], typer.Option(help="SPLIT.json to use; default: make one and save it in the run.")] = None,
     backbone: Annotated[str, typer.Option(help="Backbone name: resnet50 (default: frozen ResNet50, Flatten head), efficientnet-lite0 (offline ImageNet weights), mobilenetv2.")] = "resnet50",
     weights: Annotated[Optional[str], typer.Option(help="imagenet | none | PATH to a local weights file. Default: the backbone's default.")] = None,
-    head: Annotated[str, typer.Option(help="flatten (Flatten -> Dropout(0.5) -> Dense softmax) or gap (global average pooling).")] = "flatten",
+    head: Annotated[Optional[str], typer.Option(help="flatten (Flatten -> Dropout(0.5) -> Dense softmax), gap (global average pooling) or logreg (logistic regression, solved; C chosen on validation). Default: the backbone's recipe (resnet50: flatten; efficientnet-lite0: logreg).", show_default=False)] = None,
+    features: Annotated[Optional[str], typer.Option(help="last (the last feature map) or multiscale (global averages of the middle stages, concatenated). Default: the backbone's recipe (resnet50: last; efficientnet-lite0: multiscale).", show_default=False)] = None,
     epochs: Annotated[int, typer.Option(help="Maximum head epochs (early stopping on validation loss).")] = 20,
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 32,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate for the head.")] = 1e-4,
@@ -40,9 +41,10 @@ def train(
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
     val: Annotated[float, typer.Option(help="Validation fraction when making a split.")] = 0.15,
     test: Annotated[float, typer.Option(help="Test fraction when making a split.")] = 0.15,
-    augment: Annotated[str, typer.Option(help="Training augmentation, a comma-separated subset of dihedral (the 8 "
+    augment: Annotated[Optional[str], typer.Option(help="Training augmentation, a comma-separated subset of dihedral (the 8 "
                                          "rotations/mirrors), stain (HED jitter), crop (small scale/crop), blur (mild); "
-                                         "none for none. Default: the winner of benchmarks/recipes.py.")] = DEFAULT_AUGMENT,
+                                         "none for none. Default: the backbone's recipe, the winner of benchmarks/recipes.py "
+                                         "(resnet50: dihedral; efficientnet-lite0: none).", show_default=False)] = None,
     augment_copies: Annotated[int, typer.Option(help="Jittered views (stain, crop, blur) added to each image's clean views.")] = 2,
     strategy: Annotated[str, typer.Option(help="tf.distribute strategy for augmented extraction and fine-tuning: auto "
                                           "(TF_CONFIG -> multiworker, 2+ GPUs -> mirrored, else one device), mirrored, "
@@ -76,7 +78,7 @@ def train(
                          "(make a grouped split with `allx data split --group-by ...`)")
     kind, threshold = grouping_options(group_by, groups, neighbours, similarity)
     config = TrainConfig(data_dir=data_dir, out_dir=out, split_path=split, backbone=backbone, weights=weights,
-                         head=head, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                         head=head, features=features, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                          fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
                          class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test,
                          augment=augment, augment_copies=augment_copies, strategy=strategy,

@@ -1,0 +1,126 @@
+"""The "logreg" head and "multiscale" features (EfficientNet-Lite0's recipe): the fit is scikit-learn's, the
+saved Keras model computes it exactly, and the model converts and runs on the device path."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from allx.cli.main import app
+from allx.errors import UsageError
+
+runner = CliRunner()
+
+
+def separable(rng, n, width=6, shift=(0.0, 0.0, 0.0, 0.0)):
+    """Generated features on very different scales, with a label that depends on some of them."""
+    x = rng.normal(size=(n, 1, 1, width)) * [1, 10, 100, 0.1, 1, 1][:width] + [0, 5, 50, 0, 0, 0][:width]
+    y = np.where(x[:, 0, 0, 4] > 0.8, 2, (x[:, 0, 0, 0] + x[:, 0, 0, 1] / 10 > 0.5).astype(int))  # never 3
+    return x.astype(np.float32), y
+
+
+def test_the_head_computes_the_scikit_learn_fit_with_c_chosen_on_validation():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from allx.train.head import build_head
+    from allx.train.logistic import C_GRID, fit_logistic_head
+
+    rng = np.random.default_rng(0)
+    x, y = separable(rng, 400)
+    head = build_head((1, 1, 6), 4, "logreg")
+    history = fit_logistic_head(head, (x, y, np.arange(300)), (x, y, np.arange(300, 400)), 4)
+    losses = history["C_tried"]
+    assert list(losses) == [str(c) for c in C_GRID]
+    assert history["C"] == [float(min(losses, key=losses.get))], "the C with the lowest validation log-loss"
+    c = history["C"][0]
+    reference = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000)).fit(x[:300, 0, 0], y[:300])
+    expected = np.zeros((100, 4))
+    expected[:, reference.classes_] = reference.predict_proba(x[300:, 0, 0])
+    ours = np.asarray(head(x[300:]))
+    assert np.abs(ours - expected).max() < 1e-4, "standardisation folded into the Dense layer, nothing lost"
+    assert history["val_loss"][0] == pytest.approx(log_loss(y[300:], expected, labels=range(4)), abs=1e-4)
+    assert ours[:, 3].max() < 1e-6, "class 3 had no training image: it is never answered"
+
+
+def test_without_validation_the_default_c_is_used():
+    from allx.train.head import build_head
+    from allx.train.logistic import DEFAULT_C, fit_logistic_head
+
+    x, y = separable(np.random.default_rng(1), 120)
+    history = fit_logistic_head(build_head((1, 1, 6), 4, "logreg"), (x, y, None), None, 4)
+    assert history["C"] == [DEFAULT_C] and "val_loss" not in history
+
+
+def test_a_flattened_feature_map_too_wide_for_the_solver_is_refused():
+    from allx.train.head import build_head
+    from allx.train.logistic import MAX_WIDTH, fit_logistic_head
+
+    x = np.zeros((4, 1, 1, MAX_WIDTH + 1), dtype=np.float32)
+    with pytest.raises(UsageError, match="--features multiscale"):
+        fit_logistic_head(build_head(x.shape[1:], 2, "logreg"), (x, np.array([0, 1, 0, 1]), None), None, 2)
+
+
+def test_multiscale_is_offered_only_where_taps_are_registered():
+    from allx.train.backbones import check_features, feature_base, get_backbone
+
+    lite0 = get_backbone("efficientnet-lite0")
+    base = feature_base(lite0, "none", (32, 32, 3), "multiscale")
+    assert base.output_shape == (None, 1, 1, 40 + 80 + 112 + 192)
+    assert base.get_layer("multiscale") is not None and "head_conv" not in [layer.name for layer in base.layers]
+    with pytest.raises(UsageError, match="no registered taps"):
+        check_features(get_backbone("resnet50"), "multiscale")
+    with pytest.raises(UsageError, match="expected one of last, multiscale"):
+        check_features(lite0, "middle")
+
+
+@pytest.fixture(scope="module")
+def lite0_run(synthetic_dir, tmp_path_factory):
+    """`allx train --backbone efficientnet-lite0` with nothing else said: the registered recipe."""
+    out = tmp_path_factory.mktemp("lite0") / "run"
+    cache = out.parent / "cache"
+    result = runner.invoke(app, ["train", str(synthetic_dir), "--out", str(out), "--backbone", "efficientnet-lite0",
+                                 "--image-size", "32", "--no-neighbours"], env={"ALLX_CACHE_DIR": str(cache)})
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_lite0_trains_its_recipe_and_the_saved_model_computes_the_fit(lite0_run, synthetic_dir):
+    from allx.images import load_image
+    from allx.train.metrics import classification_metrics
+    from allx.train.model_io import load_keras_model
+
+    settings = json.loads((lite0_run / "train_config.json").read_text())
+    assert (settings["head"], settings["features"], settings["augment"]) == ("logreg", "multiscale", "")
+    history = json.loads((lite0_run / "history.json").read_text())
+    assert history["C"] and history["val_loss"], "C chosen on the validation subset"
+    card = (lite0_run / "MODEL_CARD.md").read_text()
+    assert "logistic regression" in card and "block14_add" in card
+    model = load_keras_model(lite0_run / "model.keras")
+    split = json.loads((lite0_run / "split.json").read_text())
+    pixels = np.stack([load_image(synthetic_dir / p, (32, 32)) for p in split["test"]]).astype(np.float32)
+    truth = np.array([split["classes"].index(p.split("/")[0]) for p in split["test"]])
+    recomputed = classification_metrics(model.predict(pixels, verbose=0), truth, split["classes"])
+    metrics = json.loads((lite0_run / "metrics.json").read_text())
+    assert recomputed["loss"] == pytest.approx(metrics["loss"], abs=1e-4), "the saved model is the fitted head"
+    assert recomputed["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+def test_lite0_recipe_converts_with_its_ood_embedding_and_runs_on_the_device_path(lite0_run, synthetic_dir,
+                                                                                 tmp_path):
+    out = tmp_path / "int8"
+    result = runner.invoke(app, ["convert", str(lite0_run / "model.keras"), "--data", str(synthetic_dir), "--out",
+                                 str(out), "--json", "--representative-count", "16", "--no-accuracy-control"])
+    assert result.exit_code in (0, 3), result.output  # 3: the tiny model's int8 check may reject it, said so
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["ood"] and manifest["ood"]["method"], "the pooled multiscale vector is the OOD embedding"
+    from allx.edge_runner.model import EdgeModel
+
+    model = EdgeModel.load(out)
+    image = np.asarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3)), dtype=np.uint8)
+    prediction = model.classify(image)
+    assert len(prediction.probabilities) == 4 and abs(sum(prediction.probabilities) - 1) < 0.05
+    assert prediction.ood_score is not None, "the device computes the OOD score from the embedded statistics"
