@@ -126,8 +126,14 @@ def malignant_scores(probabilities: np.ndarray, classes) -> np.ndarray:
 
 def choose_operating_point(probabilities: np.ndarray, truth: np.ndarray, classes,
                            target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY,
-                           chosen_on: str = "val") -> OperatingPoint:
-    """The highest threshold whose malignant sensitivity on (probabilities, truth) reaches the target."""
+                           chosen_on: str = "val", confidence: float | None = None) -> OperatingPoint:
+    """The highest threshold whose malignant sensitivity on (probabilities, truth) reaches the target.
+
+    With `confidence`, the highest threshold whose sensitivity on NEW images reaches the target with that
+    probability (the Neyman-Pearson umbrella rule, Tong, Feng & Li 2018): the k-th lowest malignant score
+    for the largest k with P(Binomial(n, 1 - target) <= k - 1) <= 1 - confidence, i.e. it leaves fewer
+    misses on the choosing data than the plain rule, so a threshold fitted to one sample's lucky tail does
+    not lose the target on the next."""
     check_target(target_sensitivity)
     scores = malignant_scores(probabilities, classes)
     truth = np.asarray(truth)
@@ -137,8 +143,33 @@ def choose_operating_point(probabilities: np.ndarray, truth: np.ndarray, classes
                          f"{int(malignant.sum())} malignant of {len(truth)}")
     ordered = np.sort(scores[malignant])[::-1]  # malignant scores, highest first
     needed = int(np.ceil(target_sensitivity * len(ordered) - 1e-9))  # malignant images that must be caught
+    if confidence is not None:
+        needed = len(ordered) - allowed_misses(len(ordered), 1 - target_sensitivity, 1 - confidence)
     threshold = float(ordered[max(needed, 1) - 1])
     return point_at(threshold, scores, malignant, target_sensitivity, chosen_on)
+
+
+def allowed_misses(n: int, miss_rate: float, risk: float) -> int:
+    """The most misses m among n choosing images such that P(Binomial(n, miss_rate) <= m) <= risk: a
+    threshold leaving m misses has a true miss rate above `miss_rate` with probability at most `risk`."""
+    from math import exp, lgamma, log
+
+    if miss_rate <= 0:
+        return 0
+    cdf, m = 0.0, -1
+    for k in range(n + 1):
+        log_pmf = lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1) + k * log(miss_rate) + (n - k) * log1m(miss_rate)
+        cdf += exp(log_pmf)
+        if cdf > risk:
+            break
+        m = k
+    return max(m, 0)
+
+
+def log1m(x: float) -> float:
+    from math import log1p
+
+    return log1p(-x)
 
 
 def point_at(threshold: float, scores: np.ndarray, malignant: np.ndarray, target: float | None,

@@ -27,8 +27,9 @@ CURVES = "curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
 CV = "cv.json"
 CV_PLOT = "cv.png"
+OPERATING_POINT = "operating_point.json"  # a logreg head's cross-fitted operating point (train.crossfit)
 RUN_FILES = (MODEL_KERAS, LABELS, SPLIT, METRICS, HISTORY, TRAIN_CONFIG, MODEL_CARD, CURVES, CONFUSION_MATRIX, CV,
-             CV_PLOT)
+             CV_PLOT, OPERATING_POINT)
 
 
 def staging_prefix(out_name: str) -> str:
@@ -141,3 +142,4 @@ class RecordKind(str, Enum):
     PREDICTION = "prediction"
     SAMPLE = "sample"
     SITE_CALIBRATION = "site-calibration"
+    OPERATING_POINT = "operating-point"

@@ -43,15 +43,17 @@ def run_backbone(data_dir: Path, work: Path, backbone: str, weights: str, folds:
     result = cross_validate(config, progress=lambda stage, done, total: print(
         f"\r{backbone}: {stage} {done}/{total}   ", end="", flush=True))
     print()
-    return entry_from(result.path, backbone, weights, settings.head, time.perf_counter() - started)
+    return entry_from(result.path, backbone, weights, time.perf_counter() - started)
 
 
-def entry_from(path: Path, backbone: str, weights: str, head: str, seconds: float | None) -> dict:
-    """One table row from a run's cv.json."""
+def entry_from(path: Path, backbone: str, weights: str, seconds: float | None) -> dict:
+    """One table row from a run's cv.json (its settings say which recipe the backbone's defaults were)."""
     document = json.loads(path.read_text())
     if not document["complete"]:
         raise SystemExit(f"{path}: only {document['folds_done']} of {document['folds']} folds finished")
-    return {"backbone": backbone, "weights": weights, "recipe": "default", "head": head,
+    settings = document["settings"]
+    return {"backbone": backbone, "weights": weights, "recipe": "default", "head": settings.get("head"),
+            "features": settings.get("features"), "augment": settings.get("augment"),
             "folds": document["folds"], "split_kind": document["split_kind"], "grouping": document["grouping"],
             "seconds_total": None if seconds is None else round(seconds, 1), "summary": document["summary"],
             "cv_json": str(path), "per_fold_n_test": [f["n_test"] for f in document["results"]],
@@ -100,7 +102,7 @@ def main() -> None:
         args.folds = 3
     chosen = [parse_backbone(b) for b in args.backbone] if args.backbone else list(BACKBONES)
     if args.collect:
-        entries = [entry_from(args.work / b / "cv.json", b, w, TrainConfig.head, None) for b, w in chosen]
+        entries = [entry_from(args.work / b / "cv.json", b, w, None) for b, w in chosen]
     else:
         entries = [run_backbone(args.data_dir, args.work, b, w, args.folds, args.quick) for b, w in chosen]
     document = {"kind": "benchmark", "benchmark": "cv", "data_dir": str(args.data_dir), "quick": args.quick,

@@ -47,7 +47,8 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "all-taleqani" / "Original"
 RECIPES = {"plain": "", "dihedral": "dihedral", "dihedral+stain": "dihedral,stain"}
 HEADS = ("gap", "logreg")
-LOGREG_C = (0.001, 0.01, 0.1, 1.0)
+LOGREG_C = (0.001, 0.01, 0.03, 0.1, 0.3, 1.0)
+INNER_FOLDS = 4
 FOLDS = 5
 VAL_FRACTION = 0.15
 TARGET_SENSITIVITY = 0.99
@@ -69,6 +70,8 @@ def main():
     parser.add_argument("--backbone", default="efficientnet-lite0", help="a name from allx.train.backbones")
     parser.add_argument("--weights", default="imagenet", help="imagenet | none (random initialisation, seed 0)")
     parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated subset of {', '.join(RECIPES)}")
+    parser.add_argument("--features", default="last", help="last (the last map, pooled) | multiscale "
+                        "(allx.train.backbones.feature_base: pooled middle stages)")
     parser.add_argument("--heads", default="gap", help=f"comma-separated subset of {', '.join(HEADS)}")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipes.json")
     args = parser.parse_args()
@@ -156,7 +159,7 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
     import keras
 
     from allx.train.augment import parse_augmentation
-    from allx.train.backbones import get_backbone
+    from allx.train.backbones import feature_base, get_backbone
     from allx.train.dataset import data_fingerprint
     from allx.train.features import cache_key, default_cache_dir
     from allx.train.view_features import extract_view_features
@@ -165,10 +168,10 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
     size = (64, 64) if args.quick else tuple(backbone.input_size)
     pixels = keras.Input(shape=(*size, 3))
     keras.utils.set_random_seed(0)  # --weights none: the same random base for every chunk
-    base = backbone.make_base(args.weights, (*size, 3))
+    base = feature_base(backbone, args.weights, (*size, 3), args.features)
     base.trainable = False
     pooled = keras.layers.GlobalAveragePooling2D()(base(backbone.make_preprocessing()(pixels), training=False))
-    extractor = keras.Model(pixels, pooled)
+    extractor = keras.Model(pixels, pooled)  # (multiscale: a (1, 1, D) map, so the pooling is the identity)
     cache_dir = args.cache_dir or default_cache_dir()
     fingerprint = data_fingerprint(args.data, relpaths)
     out = {}
@@ -177,7 +180,8 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
         if name not in which:
             continue
         augmentation = parse_augmentation(text, STAIN_COPIES)
-        parts = {"data": fingerprint, "backbone": f"{args.backbone}+gap", "weights": args.weights,
+        pooling = "gap" if args.features == "last" else f"{args.features}:{','.join(backbone.taps)}"
+        parts = {"data": fingerprint, "backbone": f"{args.backbone}+{pooling}", "weights": args.weights,
                  "size": list(size), "augment": augmentation.key(), "format": 1}
         key = cache_key({**parts, "first_view": first_view} if first_view else parts)
         last = [0.0]
@@ -197,17 +201,15 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
 
 
 def run_fold(args, classes, views, recipe, labels, fold, head_kind: str = "gap") -> dict:
-    """Train a head for one recipe on one fold; test metrics without and with TTA."""
+    """Train a head for one recipe on one fold; test metrics without and with TTA. For the logreg head also
+    at a cross-fitted operating point: chosen on out-of-block predictions over the fold's train and val
+    images (INNER_FOLDS contiguous blocks of each class, each predicted by a head fitted without it)."""
     from allx.decision import choose_operating_point, sensitivity_specificity
 
     clean = views["clean"] if "clean" in views else views["single"]
-    train_views = {"plain": lambda: clean[fold["train"], :1], "dihedral": lambda: clean[fold["train"]],
-                   "dihedral+stain": lambda: np.concatenate([clean[fold["train"]], views["stain"][fold["train"]]], axis=1)}
-    train_x = train_views[recipe]()
-    train_y = np.repeat(labels[fold["train"]], train_x.shape[1])
+    train_x, train_y = training_views(views, recipe, labels, fold["train"])
     fit = fit_logreg if head_kind == "logreg" else fit_head
-    head, chosen = fit(args, train_x.reshape(-1, train_x.shape[-1]), train_y, clean[fold["val"], 0],
-                       labels[fold["val"]], len(classes))
+    head, chosen = fit(args, train_x, train_y, clean[fold["val"], 0], labels[fold["val"]], len(classes))
     result = {"fold": fold["fold"], "n_train": int(len(fold["train"])), "n_test": int(len(fold["test"])),
               "chosen_on_val": chosen}
     for tta in (False, True) if clean.shape[1] > 1 else (False,):
@@ -224,7 +226,39 @@ def run_fold(args, classes, views, recipe, labels, fold, head_kind: str = "gap")
             "sensitivity_at_val_point": at_point["malignant_sensitivity"],
             "specificity_at_val_point": at_point["benign_specificity"],
             "specificity_at_test_sens99": oracle.specificity}
+        if head_kind == "logreg":
+            crossfit = crossfit_point(views, recipe, labels, fold, classes, chosen["C"], tta)
+            at_crossfit = sensitivity_specificity(test_p, truth, classes, crossfit)
+            result["tta" if tta else "single"] |= {
+                "sensitivity_at_crossfit_point": at_crossfit["malignant_sensitivity"],
+                "specificity_at_crossfit_point": at_crossfit["benign_specificity"]}
     return result
+
+
+def training_views(views, recipe, labels, rows) -> tuple[np.ndarray, np.ndarray]:
+    """The recipe's training rows of `rows`' images: (images * views, d) features and their labels."""
+    clean = views["clean"] if "clean" in views else views["single"]
+    x = {"plain": lambda: clean[rows, :1], "dihedral": lambda: clean[rows],
+         "dihedral+stain": lambda: np.concatenate([clean[rows], views["stain"][rows]], axis=1)}[recipe]()
+    return x.reshape(-1, x.shape[-1]), np.repeat(labels[rows], x.shape[1])
+
+
+def inner_blocks(labels, rows, k: int) -> list[np.ndarray]:
+    """`rows` (in file-number order within each class) cut into k contiguous blocks per class."""
+    cut = [np.array_split(rows[labels[rows] == label], k) for label in np.unique(labels[rows])]
+    return [np.concatenate([blocks[j] for blocks in cut]) for j in range(k)]
+
+
+def crossfit_point(views, recipe, labels, fold, classes, c: float, tta: bool):
+    from allx.decision import choose_operating_point
+
+    clean = views["clean"] if "clean" in views else views["single"]
+    rest = np.sort(np.concatenate([fold["train"], fold["val"]]))
+    out_of_block = np.zeros((len(labels), len(classes)))
+    for block in inner_blocks(labels, rest, INNER_FOLDS):
+        head = LogisticHead(logreg_pipeline(c).fit(*training_views(views, recipe, labels, np.setdiff1d(rest, block))))
+        out_of_block[block] = predict(head, clean[block], tta)
+    return choose_operating_point(out_of_block[rest], labels[rest], classes, TARGET_SENSITIVITY, "cross-fitted")
 
 
 def fit_head(args, x, y, val_x, val_y, n_classes):
@@ -252,17 +286,21 @@ class LogisticHead:
         return self.pipeline.predict_proba(x.reshape(len(x), -1))
 
 
-def fit_logreg(args, x, y, val_x, val_y, n_classes):
-    """Standardised features -> multinomial logistic regression; C chosen by log-loss on the fold's val block."""
+def logreg_pipeline(c: float):
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+
+
+def fit_logreg(args, x, y, val_x, val_y, n_classes):
+    """Standardised features -> multinomial logistic regression; C chosen by log-loss on the fold's val block."""
+    from sklearn.metrics import log_loss
+
     best = None
     for c in LOGREG_C:
-        pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
-        pipeline.fit(x, y)
+        pipeline = logreg_pipeline(c).fit(x, y)
         loss = log_loss(val_y, pipeline.predict_proba(val_x), labels=list(range(n_classes)))
         if best is None or loss < best[0]:
             best = (loss, c, pipeline)
@@ -292,7 +330,8 @@ def summarise(args, dataset, results, extract_s, total_s) -> dict:
             "command": " ".join(["python benchmarks/recipes.py", *sys.argv[1:]]),
             "data": str(args.data), "quick": args.quick, "stride": args.stride,
             "images": sum(f["n_test"] for f in next(iter(results.values()))), "images_in_data": len(dataset.items),
-            "classes": list(dataset.classes), "backbone": args.backbone, "weights": args.weights, "heads": args.heads, "folds": FOLDS,
+            "classes": list(dataset.classes), "backbone": args.backbone, "weights": args.weights,
+            "features": args.features, "heads": args.heads, "folds": FOLDS,
             "fold_kind": "block", "target_sensitivity": TARGET_SENSITIVITY,
             "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
             "machine": f"{platform.machine()}, {platform.python_version()}",
@@ -306,15 +345,18 @@ def with_markdown(document: dict) -> dict:
 
 def markdown_table(document: dict) -> str:
     lines = ["| recipe | head | TTA | accuracy (mean / worst) | benign spec. at val point (mean / worst) | "
-             "malignant sens. at val point (mean / worst) | benign spec. at test sens 0.99 (mean / worst) |",
-             "|---|---|---|---:|---:|---:|---:|"]
+             "malignant sens. at val point (mean / worst) | benign spec. at test sens 0.99 (mean / worst) | "
+             "malignant sens. at cross-fitted point (mean / worst) | benign spec. at cross-fitted point (mean / worst) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in document["rows"]:
         m, w = r["mean"], r["worst_fold"]
         lines.append(f"| {r['recipe']} | {r.get('head', 'gap')} | {'yes' if r['tta'] else 'no'} | "
                      f"{m['accuracy']:.3f} / {w['accuracy']:.3f} | "
                      f"{m['specificity_at_val_point']:.3f} / {w['specificity_at_val_point']:.3f} | "
                      f"{m['sensitivity_at_val_point']:.3f} / {w['sensitivity_at_val_point']:.3f} | "
-                     f"{m['specificity_at_test_sens99']:.3f} / {w['specificity_at_test_sens99']:.3f} |")
+                     f"{m['specificity_at_test_sens99']:.3f} / {w['specificity_at_test_sens99']:.3f} | "
+                     + " | ".join(f"{m[key]:.3f} / {w[key]:.3f}" if key in m else "-" for key in
+                                  ("sensitivity_at_crossfit_point", "specificity_at_crossfit_point")) + " |")
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from allx.decision import OperatingPoint, choose_operating_point, decide
+from allx.decision import OperatingPoint, choose_operating_point, decide, malignant_scores, point_at
 from allx.edge_runner.model import Prediction
 from allx.edge_runner.sample import (BENIGN, INCONCLUSIVE, MALIGNANT, FieldResult, SampleRule, SampleVerdict,
                                      aggregate, aggregate_probabilities)
@@ -119,11 +119,23 @@ def score_verdicts(verdicts: Sequence[SampleVerdict], truth: Sequence[int], labe
 
 
 def operating_sections(relpaths: Sequence[str], truth: Sequence[int], probabilities: np.ndarray,
-                       labels: Sequence[str], target: float, subset: str, groups: dict | None = None) -> dict:
-    """model.json's "operating_point" and "sample_rule", both chosen on the check subset."""
-    point = choose_point(probabilities, truth, labels, target, subset)
+                       labels: Sequence[str], target: float, subset: str, groups: dict | None = None,
+                       trained: OperatingPoint | None = None) -> dict:
+    """model.json's "operating_point" (the one training chose for this model, `trained`, when it was chosen
+    for the same target; else chosen on the check subset) and "sample_rule" (chosen on the check subset),
+    with what the field point reaches on the check subset through the converted model."""
+    use_trained = trained is not None and trained.target_sensitivity == target
+    point = trained if use_trained else choose_point(probabilities, truth, labels, target, subset)
     rule = choose_sample_rule(relpaths, truth, probabilities, labels, point, target, subset, groups)
-    return {"operating_point": point.to_dict(), "sample_rule": rule.to_dict()}
+    reached = point_at(point.threshold, malignant_scores(probabilities, labels),
+                       np.asarray(truth) != list(labels).index("Benign"), target, subset)
+    sections = {"operating_point": point.to_dict(), "sample_rule": rule.to_dict(),
+                "operating_point_check": {"subset": subset, "sensitivity": reached.sensitivity,
+                                          "specificity": reached.specificity}}
+    if trained is not None and not use_trained:
+        sections["operating_note"] = (f"the training operating point was for sensitivity {trained.target_sensitivity}, "
+                                      f"not {target}: chosen on {subset} instead")
+    return sections
 
 
 def split_groups(split) -> dict | None:
@@ -145,6 +157,10 @@ def markdown(manifest: dict) -> str:
              f"{point['chosen_on']} for malignant sensitivity >= {point['target_sensitivity']}: sensitivity "
              f"{pct(point['sensitivity'])}, benign specificity {pct(point['specificity'])} "
              f"({point['n_malignant']} malignant, {point['n_benign']} benign images)."]
+    reached = manifest.get("operating_point_check")
+    if reached:
+        lines.append(f"- At that threshold on the {reached['subset']} check images through this converted model: "
+                     f"sensitivity {pct(reached['sensitivity'])}, benign specificity {pct(reached['specificity'])}.")
     if rule:
         lines.append(f"- Sample level ({rule['chosen_on']}, {rule['samples']} samples): mean log-probability over "
                      f"at least {rule['min_fields']} usable fields, threshold {rule['threshold']:.4f}, agreement >= "
@@ -154,7 +170,8 @@ def markdown(manifest: dict) -> str:
     return "\n".join(lines + [""])
 
 
-def sections_for(predictions, split, subset: str, labels: Sequence[str], target: float) -> dict:
+def sections_for(predictions, split, subset: str, labels: Sequence[str], target: float,
+                 trained: OperatingPoint | None = None) -> dict:
     """The model.json sections from the accuracy check's predictions, or "operating_note" saying why there are none.
 
     A model without a Benign class, or a check subset without both sides, has no malignant/benign
@@ -162,6 +179,6 @@ def sections_for(predictions, split, subset: str, labels: Sequence[str], target:
     """
     try:
         return operating_sections(predictions.paths, list(predictions.truth), predictions.quantized_probabilities,
-                                  labels, target, subset, split_groups(split))
+                                  labels, target, subset, split_groups(split), trained)
     except (UsageError, ModelError) as err:
         return {"operating_note": f"no operating point chosen: {err}"}

@@ -95,7 +95,7 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
     elif options.mode.name == "int8" and skipped_control:
         extra["accuracy_control_note"] = skipped_control
     extra.update(operating.sections_for(found.chosen.predictions, source.split, subset.name, source.labels,
-                                        options.target_sensitivity))
+                                        options.target_sensitivity, source.run_point))
     extra.update(calibrate_quality.quality_section(source.data_dir, source.split.train, source.input_size,
                                                    step("measuring image quality of train images")))
     warning = ood_outcome(found.chosen, ood_note, source, options, out_dir, progress)

@@ -65,3 +65,42 @@ def test_bad_requests_are_usage_errors():
         choose_operating_point(probabilities, [1, 1], CLASSES)
     with pytest.raises(ModelError, match="Benign"):
         malignant_scores(probabilities, ("A", "B", "C", "D"))
+
+
+def test_allowed_misses_is_the_binomial_bound():
+    from scipy.stats import binom
+
+    from allx.decision import allowed_misses
+
+    for n, rate, risk in ((2200, 0.01, 0.05), (500, 0.01, 0.05), (1000, 0.05, 0.1), (50, 0.01, 0.05)):
+        m = allowed_misses(n, rate, risk)
+        assert m == 0 or binom.cdf(m, n, rate) <= risk
+        assert binom.cdf(m + 1, n, rate) > risk or m == 0 and binom.cdf(0, n, rate) > risk
+
+
+def test_with_confidence_the_point_leaves_fewer_misses_than_the_plain_quantile():
+    from allx.decision import allowed_misses, choose_operating_point
+
+    rng = np.random.default_rng(3)
+    n_malignant, n_benign = 2000, 400
+    scores = np.concatenate([rng.beta(8, 1, n_malignant), rng.beta(1, 8, n_benign)])
+    probabilities = np.stack([1 - scores, scores, np.zeros_like(scores), np.zeros_like(scores)], axis=1)
+    truth = np.array([1] * n_malignant + [0] * n_benign)
+    classes = ["Benign", "Early", "Pre", "Pro"]
+    plain = choose_operating_point(probabilities, truth, classes, 0.99)
+    bounded = choose_operating_point(probabilities, truth, classes, 0.99, confidence=0.95)
+    assert round((1 - plain.sensitivity) * n_malignant) == 20
+    assert round((1 - bounded.sensitivity) * n_malignant) == allowed_misses(n_malignant, 0.01, 0.05) < 20
+    assert bounded.threshold < plain.threshold and bounded.specificity <= plain.specificity
+
+    # simulated: the plain quantile misses the target on new images about half the time, the bound ~5%
+    fails = {"plain": 0, "bounded": 0}
+    for _ in range(200):
+        chosen = rng.beta(8, 1, n_malignant)
+        fresh = rng.beta(8, 1, 20000)
+        for name, confidence in (("plain", None), ("bounded", 0.95)):
+            p = np.stack([1 - chosen, chosen, 0 * chosen, 0 * chosen], axis=1)
+            both = np.concatenate([p, [[1.0, 0.0, 0.0, 0.0]]])
+            point = choose_operating_point(both, np.r_[np.ones(n_malignant), 0], classes, 0.99, confidence=confidence)
+            fails[name] += (fresh >= point.threshold).mean() < 0.99
+    assert fails["plain"] > 60 and fails["bounded"] < 25

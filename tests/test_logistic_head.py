@@ -69,7 +69,7 @@ def test_multiscale_is_offered_only_where_taps_are_registered():
 
     lite0 = get_backbone("efficientnet-lite0")
     base = feature_base(lite0, "none", (32, 32, 3), "multiscale")
-    assert base.output_shape == (None, 1, 1, 40 + 80 + 112 + 192)
+    assert base.output_shape == (None, 1, 1, 24 + 40 + 80 + 112 + 192)
     assert base.get_layer("multiscale") is not None and "head_conv" not in [layer.name for layer in base.layers]
     with pytest.raises(UsageError, match="no registered taps"):
         check_features(get_backbone("resnet50"), "multiscale")
@@ -83,7 +83,8 @@ def lite0_run(synthetic_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("lite0") / "run"
     cache = out.parent / "cache"
     result = runner.invoke(app, ["train", str(synthetic_dir), "--out", str(out), "--backbone", "efficientnet-lite0",
-                                 "--image-size", "32", "--no-neighbours"], env={"ALLX_CACHE_DIR": str(cache)})
+                                 "--image-size", "32", "--group-by", "sequence", "--block-size", "1",
+                                 "--no-neighbours"], env={"ALLX_CACHE_DIR": str(cache)})
     assert result.exit_code == 0, result.output
     return out
 
@@ -109,6 +110,19 @@ def test_lite0_trains_its_recipe_and_the_saved_model_computes_the_fit(lite0_run,
     assert recomputed["confusion_matrix"] == metrics["confusion_matrix"]
 
 
+def test_lite0_run_records_its_cross_fitted_operating_point_for_this_model(lite0_run):
+    from allx.decision import OperatingPoint
+    from allx.files import sha256_file
+
+    record = json.loads((lite0_run / "operating_point.json").read_text())
+    assert record["kind"] == "operating-point" and record["model_sha256"] == sha256_file(lite0_run / "model.keras")
+    point = OperatingPoint.from_dict(record["operating_point"])
+    assert "cross-fitted" in point.chosen_on and "blocks of 1 file numbers" in point.chosen_on
+    assert point.target_sensitivity == 0.99 and point.n_malignant + point.n_benign > 0
+    split = json.loads((lite0_run / "split.json").read_text())
+    assert point.n_malignant + point.n_benign == len(split["train"]) + len(split["val"]), "train+val, each once"
+
+
 def test_lite0_recipe_converts_with_its_ood_embedding_and_runs_on_the_device_path(lite0_run, synthetic_dir,
                                                                                  tmp_path):
     out = tmp_path / "int8"
@@ -117,6 +131,10 @@ def test_lite0_recipe_converts_with_its_ood_embedding_and_runs_on_the_device_pat
     assert result.exit_code in (0, 3), result.output  # 3: the tiny model's int8 check may reject it, said so
     manifest = json.loads((out / "model.json").read_text())
     assert manifest["ood"] and manifest["ood"]["method"], "the pooled multiscale vector is the OOD embedding"
+    trained = json.loads((lite0_run / "operating_point.json").read_text())["operating_point"]
+    assert manifest["operating_point"] == trained, "the point training chose for this model is the one shipped"
+    assert "operating_point.json" in manifest["origin"]["operating_point"]
+    assert set(manifest["operating_point_check"]) == {"subset", "sensitivity", "specificity"}
     from allx.edge_runner.model import EdgeModel
 
     model = EdgeModel.load(out)
@@ -124,3 +142,19 @@ def test_lite0_recipe_converts_with_its_ood_embedding_and_runs_on_the_device_pat
     prediction = model.classify(image)
     assert len(prediction.probabilities) == 4 and abs(sum(prediction.probabilities) - 1) < 0.05
     assert prediction.ood_score is not None, "the device computes the OOD score from the embedded statistics"
+
+
+def test_an_operating_point_of_another_model_is_not_shipped(lite0_run, synthetic_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(lite0_run, run)
+    record = json.loads((run / "operating_point.json").read_text())
+    (run / "operating_point.json").write_text(json.dumps({**record, "model_sha256": "0" * 64}))
+    out = tmp_path / "int8"
+    result = runner.invoke(app, ["convert", str(run / "model.keras"), "--data", str(synthetic_dir), "--out", str(out),
+                                 "--representative-count", "8", "--no-accuracy-control", "--no-ood"])
+    assert result.exit_code in (0, 3), result.output
+    manifest = json.loads((out / "model.json").read_text())
+    assert "belongs to another model.keras" in manifest["origin"]["operating_point"]
+    assert "cross-fitted" not in manifest["operating_point"]["chosen_on"], "chosen on the check subset instead"

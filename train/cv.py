@@ -4,7 +4,8 @@ A fold is `allx train` with the same options on the fold's subsets: the training
 image (`--augment`, train.view_features) are extracted once into the training cache, then each fold
 trains a fresh head (trainer.new_head, trainer.fit_head_on_features: the code `allx train` runs) on the
 views of its train part, stops early on its grouped validation part, chooses the malignant/benign
-operating point there (allx.decision), and is scored on its test part only. Validation and test images
+operating point there (allx.decision; for the logreg head on cross-fitted predictions of the train and
+val parts, train.crossfit, as `allx train` does), and is scored on its test part only. Validation and test images
 are read as themselves (view 0, the image unchanged), as `allx train` evaluates them. cv.json holds each fold's
 numbers, the mean over folds with a 95% interval from a bootstrap over groups, and every test image's
 probabilities; cv.png draws them. Ctrl-C keeps the folds finished so far.
@@ -27,12 +28,13 @@ from allx.files import write_json
 from allx.layout import RecordKind, SplitKind
 from allx.train.augment import parse_augmentation
 from allx.train.backbones import feature_base, get_backbone
+from allx.train.crossfit import INNER_FOLDS, crossfitted_point, crossfitted_probabilities, first_rows
 from allx.train.folds import check_folds, grouped_folds
 from allx.train.groups import DEFAULT_BLOCK_SIZE, make_groups
 from allx.train.metrics import classification_metrics
 from allx.train.split import Split
-from allx.train.trainer import (TrainConfig, TrainingInterrupted, cached_features, fit_head_on_features, new_head,
-                                validate_config, with_backbone_recipe)
+from allx.train.trainer import (TrainConfig, TrainingInterrupted, balanced_class_weights, cached_features,
+                                fit_head_on_features, new_head, validate_config, with_backbone_recipe)
 
 Progress = Callable[[str, int, int], None]
 BOOTSTRAP = 1000
@@ -71,7 +73,7 @@ def cross_validate(config: CVConfig, progress: Progress | None = None) -> CVResu
     run_dir = Path(config.train.out_dir)  # written only from here on: bad input above leaves nothing behind
     run_dir.mkdir(parents=True, exist_ok=True)
     features = all_features(config.train, classes, [p for g in grouping.groups for p in g], progress)
-    row_of = first_rows(features)
+    row_of = first_rows(features.paths)
     group_of = grouping.group_of()
     done: list[dict] = []
     try:
@@ -118,15 +120,6 @@ def all_features(config: TrainConfig, classes, paths, progress):
     return cached_features(config, extractor, everything, "train", size, weights, report, augmentation=augmentation)
 
 
-def first_rows(features) -> dict[str, tuple[int, int]]:
-    """path -> (its first feature row, its number of views): a view cache repeats each path once per view,
-    image-major (train.view_features)."""
-    rows: dict[str, list[int]] = {}
-    for k, path in enumerate(features.paths):
-        rows.setdefault(path, [k, 0])[1] += 1
-    return {path: (first, views) for path, (first, views) in rows.items()}
-
-
 def run_fold(config: CVConfig, fold: Split, features, row_of, group_of, progress) -> dict:
     """Train a fresh head on the fold's train part (early stopping and operating point on its val part)
     and score it on the fold's test part."""
@@ -147,6 +140,8 @@ def run_fold(config: CVConfig, fold: Split, features, row_of, group_of, progress
     probabilities = {name: predict(head, x[name], settings.batch_size) for name in ("val", "test") if len(parts[name])}
     metrics = classification_metrics(probabilities["test"], y["test"], fold.classes)
     point = fold_operating_point(probabilities.get("val"), y["val"], fold.classes, config.target_sensitivity)
+    if point is not None and settings.head == "logreg":  # (train.crossfit: the same rule `allx train` ships)
+        point = fold_crossfit_point(config, settings, fold, features, row_of, group_of, history["C"][0])
     at_point = sensitivity_specificity(probabilities["test"], y["test"], fold.classes, point) if point else {}
     test_paths = [features.paths[r] for r in parts["test"]]
     return {
@@ -194,6 +189,22 @@ def fold_operating_point(probabilities, labels, classes, target: float):
     if not (labels == benign).any() or (labels == benign).all():
         return None
     return choose_operating_point(probabilities, labels, classes, target, chosen_on="fold val")
+
+
+def fold_crossfit_point(config: CVConfig, settings: TrainConfig, fold: Split, features, row_of, group_of,
+                        c: float):
+    """The operating point chosen on cross-fitted predictions of the fold's train and val images, grouped
+    by the fold's own groups (train.crossfit)."""
+    images = [p for p in (*fold.subset("train"), *fold.subset("val")) if p in row_of]
+    first = [row_of[p][0] for p in images]
+    views = [range(row_of[p][0], row_of[p][0] + row_of[p][1]) for p in images]
+    labels = np.asarray(features.labels[first])
+    n_classes = len(fold.classes)
+    weights = balanced_class_weights(labels, n_classes) if settings.class_weights else None
+    probabilities = crossfitted_probabilities(features.features, first, views, labels, [group_of[p] for p in images],
+                                              c, n_classes, class_weights=weights)
+    return crossfitted_point(probabilities, labels, fold.classes, config.target_sensitivity, "fold train+val",
+                             INNER_FOLDS)
 
 
 # --- summary: mean over folds with a bootstrap-over-groups interval ---------------------------------

@@ -68,7 +68,9 @@ def plot_cv(summary: dict, classes, folds_done: int, split_kind, path: Path) -> 
         if entry["mean"] is not None:
             low = entry["low"] if entry["low"] is not None else entry["mean"]
             high = entry["high"] if entry["high"] is not None else entry["mean"]
-            ax.errorbar([x + 0.3], [entry["mean"]], yerr=[[entry["mean"] - low], [high - entry["mean"]]], fmt="D",
+            # (a bootstrap interval of a few folds can sit a rounding error off the mean: never a negative bar)
+            below, above = max(entry["mean"] - low, 0.0), max(high - entry["mean"], 0.0)
+            ax.errorbar([x + 0.3], [entry["mean"]], yerr=[[below], [above]], fmt="D",
                         color="black", capsize=4, zorder=4, label="mean, 95% interval" if x == 0 else None)
     ax.set_xticks(range(len(names)), [label for _, label in names], fontsize=8)
     ax.set(ylim=(min(0.5, ax.get_ylim()[0]), 1.02), ylabel="on the fold's test part")

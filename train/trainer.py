@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from allx import layout
+from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
 from allx.errors import AllxError, DataError, ModelError, UsageError
 from allx.files import sha256_file, write_atomic, write_json
 from allx.train.augment import Augmentation, parse_augmentation
@@ -68,6 +69,7 @@ class TrainConfig:
     groups_file: Path | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
     similarity: float | None = None  # join embedding near-neighbours at this cosine similarity (None: not)
+    target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY  # the logreg head's cross-fitted operating point
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ def validate_config(config: TrainConfig) -> None:
         if not ok:
             raise UsageError(message)
     parse_augmentation(config.augment or "", config.augment_copies)
+    check_target(config.target_sensitivity)
     if config.features is not None:
         check_features(get_backbone(config.backbone), config.features)
     check_strategy(config.strategy)
@@ -180,6 +183,8 @@ def train_into(config: TrainConfig, run_dir: Path, progress: Progress | None) ->
     # 5. Save, evaluate on the test subset, and describe the run.
 
     save_keras_model(model, run_dir / layout.MODEL_KERAS)
+    if config.head == "logreg" and not config.fine_tune_layers:
+        history["operating_point"] = write_run_point(config, features, split, history, run_dir)
     metrics = evaluate_run(config, model, head, features, split, size, run_dir)
     skipped = tuple(s for fs in features.values() for s in fs.skipped)
     write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir, strategy)
@@ -217,7 +222,7 @@ def cached_features(config, extractor, split, subset, size, weights, progress, s
     settings = {"augment": augmentation.key() if augmentation else None,
                 "augment_seed": config.seed if augmentation and augmentation.is_random else None}
     if config.features not in (None, "last"):  # (absent for the last map: caches made before stay valid)
-        settings["features"] = config.features
+        settings["features"] = {"kind": config.features, "taps": list(get_backbone(config.backbone).taps)}
     key = cache_key(feature_cache_parts(config.data_dir, relpaths, labels, split.classes, config.backbone,
                                         weights_id, size, settings,
                                         seed=config.seed if weights == "none" else None))
@@ -374,6 +379,29 @@ def evaluate_run(config, model, head, features, split, size, run_dir) -> dict:
     plot_confusion_matrix(metrics["confusion_matrix"], split.classes, run_dir / layout.CONFUSION_MATRIX,
                           title=f"Test subset (n={metrics['n']})")
     return metrics
+
+
+def write_run_point(config, features, split, history, run_dir: Path) -> str:
+    """A logreg head's operating point, chosen on cross-fitted train+val predictions (train.crossfit), into
+    OPERATING_POINT with the sha256 of the model.keras it belongs to; `allx convert` ships it. Returns
+    what was done, for history.json."""
+    from allx.train.crossfit import proxy_groups, run_point
+
+    n_classes = len(split.classes)
+    try:
+        point, how = run_point(features, split.classes, lambda paths: proxy_groups(paths, config.block_size),
+                               history["C"][0], config.target_sensitivity,
+                               (lambda labels: balanced_class_weights(labels, n_classes)) if config.class_weights
+                               else None)
+    except ValueError as err:  # e.g. a single group: nothing to cross-fit over
+        return f"no cross-fitted operating point: {err}"
+    if point is None:
+        return "no cross-fitted operating point: the classes have no Benign, or train+val lack a side"
+    write_json(run_dir / layout.OPERATING_POINT,
+               {"kind": layout.RecordKind.OPERATING_POINT.value, "operating_point": point.to_dict(),
+                "grouping": how, "C": history["C"][0],
+                "model_sha256": sha256_file(run_dir / layout.MODEL_KERAS)})
+    return f"chosen on {point.chosen_on}: sensitivity {point.sensitivity:.4f}, specificity {point.specificity:.4f}"
 
 
 def write_labels(classes, path: Path) -> None:

@@ -57,8 +57,10 @@ def train(
     block_size: BlockSize = DEFAULT_BLOCK_SIZE,
     neighbours: Neighbours = None,
     similarity: Similarity = SIMILARITY,
-    target_sensitivity: Annotated[float, typer.Option(help="With --cv: each fold's operating point is chosen on "
-                                                      "its validation part to reach this malignant sensitivity.")]
+    target_sensitivity: Annotated[float, typer.Option(help="Malignant sensitivity the operating point must reach: "
+                                                      "chosen on cross-fitted train+val predictions for --head "
+                                                      "logreg (OUT/operating_point.json, shipped by allx convert), "
+                                                      "and per fold with --cv.")]
     = DEFAULT_TARGET_SENSITIVITY,
 ):
     """Train the classifier: frozen pretrained backbone, cached features, Flatten -> Dropout(0.5) -> Dense head.
@@ -78,7 +80,7 @@ def train(
                          "(make a grouped split with `allx data split --group-by ...`)")
     kind, threshold = grouping_options(group_by, groups, neighbours, similarity)
     config = TrainConfig(data_dir=data_dir, out_dir=out, split_path=split, backbone=backbone, weights=weights,
-                         head=head, features=features, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                         head=head, features=features, target_sensitivity=target_sensitivity, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                          fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
                          class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test,
                          augment=augment, augment_copies=augment_copies, strategy=strategy,
