@@ -317,8 +317,8 @@ def recipes_section() -> list[str]:
              f"Best mean benign specificity at malignant sensitivity 0.99: **{best['recipe']}**, {best.get('head', 'gap')} "
              f"head{', with TTA' if best['tta'] else ', no TTA'}. These rows pool the LAST feature map; for it "
              "`allx train` uses `--augment dihedral` (backbones.DEFAULT_AUGMENT, ResNet50's recipe). Lite0's registered "
-             "recipe is now the multiscale features with the logreg head (README, Patient-like splits, and the "
-             "multiscale table below when measured); TTA is a prediction-time "
+             "recipe is now the multiscale features with the logreg head, measured through `allx train --cv` itself "
+             "(README, Patient-like splits); TTA is a prediction-time "
              "option (`allx evaluate --tta`, `allx-edge classify|camera --tta`). "
              + (f"Features {d['extract_s'] / 60:.0f} min (the chunks not already in the cache)" if d["extract_s"] >= 60
                 else "Features read from the cache") + f", whole run {d['total_s'] / 60:.0f} min on the shared "
@@ -338,7 +338,8 @@ def recipes_section() -> list[str]:
                " >= 0.95", best["mean"]["specificity_at_test_sens99"] >= 0.95),
               (f"worst fold {best['worst_fold']['specificity_at_test_sens99']:.3f} >= 0.85",
                best["worst_fold"]["specificity_at_test_sens99"] >= 0.85))
-    lines.append("\nTargets, best row: " + "; ".join(f"{words}: {said[ok]}" for words, ok in checks) + ". Those "
+    lines.append("\nTargets, best last-map row (Lite0's multiscale recipe meets them through `allx train --cv`: "
+                 "Patient-like splits): " + "; ".join(f"{words}: {said[ok]}" for words, ok in checks) + ". Those "
                  "specificities are at the threshold each held-out block itself allows; the threshold chosen on each "
                  f"fold's validation block reaches only {min(reached):.2f}-{max(reached):.2f} mean malignant sensitivity "
                  "on the held-out block (table): new patients shift the scores, so a fixed operating point needs "
