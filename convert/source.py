@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allx import layout
-from allx.decision import OperatingPoint
 from allx.errors import DataError, ModelError
-from allx.files import sha256_file
 from allx.edge_runner.model import read_labels
+from allx.train.crossfit import read_run_point
 from allx.train.model_io import load_keras_model
 from allx.train.split import load_json
 from allx.train.split import make_split, read_split
@@ -44,24 +43,8 @@ def load_source(model_path: str | Path, data_dir: str | Path | None = None, spli
     origin["split_kind"] = split.kind.value
     labels, origin["labels"] = model_labels(model_path, split)
     check_classes(labels, split.classes, class_count(model, len(labels), model_path))
-    run_point, origin["operating_point"] = training_point(model_path)
+    run_point, origin["operating_point"] = read_run_point(model_path)
     return Source(model_path, model, input_size, labels, Path(data_dir), split, origin, run_point)
-
-
-def training_point(model_path: Path):
-    """(the OperatingPoint `allx train` chose for this very model.keras, where it came from), or (None, why
-    not): a file beside the model that names another model's sha256 is not used, and the note says so."""
-    path = model_path.parent / layout.OPERATING_POINT
-    if not path.is_file():
-        return None, f"chosen on the check subset (no {layout.OPERATING_POINT} beside the model)"
-    document = load_json(path)
-    if not isinstance(document, dict) or document.get("kind") != layout.RecordKind.OPERATING_POINT.value:
-        raise ModelError(f"{path}: expected a record of kind {layout.RecordKind.OPERATING_POINT.value!r}")
-    if document.get("model_sha256") != sha256_file(model_path):
-        return None, (f"chosen on the check subset: {layout.OPERATING_POINT} beside the model belongs to another "
-                      f"{model_path.name} (its sha256 differs), not used")
-    point = OperatingPoint.from_dict(document.get("operating_point"), str(path))
-    return point, f"{layout.OPERATING_POINT} beside the model: {point.chosen_on}"
 
 
 def image_input_size(model, model_path: Path) -> tuple[int, int]:

@@ -158,3 +158,16 @@ def test_an_operating_point_of_another_model_is_not_shipped(lite0_run, synthetic
     manifest = json.loads((out / "model.json").read_text())
     assert "belongs to another model.keras" in manifest["origin"]["operating_point"]
     assert "cross-fitted" not in manifest["operating_point"]["chosen_on"], "chosen on the check subset instead"
+
+
+def test_evaluate_reports_at_the_models_own_point_when_it_is_for_that_target(lite0_run, synthetic_dir):
+    record = json.loads((lite0_run / "operating_point.json").read_text())["operating_point"]
+    arguments = ["evaluate", str(lite0_run / "model.keras"), str(synthetic_dir), "--split",
+                 str(lite0_run / "split.json"), "--json", "--target-sensitivity"]
+    own = runner.invoke(app, [*arguments, "0.99"])
+    assert own.exit_code == 0, own.output
+    point = json.loads(own.stdout)["at_operating_point"]
+    assert point["threshold"] == record["threshold"] and "cross-fitted" in point["chosen_on"]
+    other = runner.invoke(app, [*arguments, "0.95"])
+    assert other.exit_code == 0, other.output
+    assert json.loads(other.stdout)["at_operating_point"]["chosen_on"] == "val", "another target: chosen on val"

@@ -14,11 +14,16 @@ this: its fit takes seconds (train.logistic).
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from allx import layout
 from allx.decision import OperatingPoint, choose_operating_point
+from allx.errors import ModelError
+from allx.files import sha256_file
+from allx.jsonio import read_json
 from allx.train.groups import file_number, sequence_blocks
 from allx.train.logistic import fit_one, predict
 
@@ -98,3 +103,19 @@ def proxy_groups(relpaths: Sequence[str], block_size: int) -> tuple[list[str], s
         blocks = sequence_blocks(relpaths, block_size)
         return [blocks[p] for p in relpaths], f"blocks of {block_size} file numbers"
     return list(relpaths), "single images"
+
+
+def read_run_point(model_path: Path):
+    """(the OperatingPoint `allx train` chose for this very model.keras, where it came from), or (None, why
+    not): OPERATING_POINT beside the model is used only when it names this model's sha256."""
+    path = Path(model_path).parent / layout.OPERATING_POINT
+    if not path.is_file():
+        return None, f"chosen on the check subset (no {layout.OPERATING_POINT} beside the model)"
+    document = read_json(path, "operating point", ModelError)
+    if not isinstance(document, dict) or document.get("kind") != layout.RecordKind.OPERATING_POINT.value:
+        raise ModelError(f"{path}: expected a record of kind {layout.RecordKind.OPERATING_POINT.value!r}")
+    if document.get("model_sha256") != sha256_file(model_path):
+        return None, (f"chosen on the check subset: {layout.OPERATING_POINT} beside the model belongs to another "
+                      f"{Path(model_path).name} (its sha256 differs), not used")
+    point = OperatingPoint.from_dict(document.get("operating_point"), str(path))
+    return point, f"{layout.OPERATING_POINT} beside the model: {point.chosen_on}"

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
-from allx.decision import check_target, choose_operating_point, sensitivity_specificity
+from allx.decision import OperatingPoint, check_target, choose_operating_point, sensitivity_specificity
 from allx.dihedral import dihedral_views
 from allx.errors import DataError, ModelError, UsageError
 from allx.images import read_batches
+from allx.train.crossfit import read_run_point
 from allx.train.metrics import classification_metrics
 from allx.train.model_io import load_keras_model
 from allx.train.split import read_split
@@ -60,8 +61,9 @@ def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progr
     """Metrics of the model at model_path on `subset` of the split (see train.metrics); `tta` averages
     over the 8 dihedral views of each image.
 
-    With `target_sensitivity`, the malignant/benign operating point is chosen on the val subset
-    (allx.decision) and sensitivity and specificity at it are reported on `subset` ("at_operating_point").
+    With `target_sensitivity`, sensitivity and specificity are reported on `subset` ("at_operating_point")
+    at the model's own operating point from training (operating_point.json, train.crossfit) when it is for
+    that target, else at the point chosen on the val subset (allx.decision).
     """
     if target_sensitivity is not None:
         check_target(target_sensitivity)
@@ -84,14 +86,20 @@ def evaluate_model(model_path, data_dir, split_path, subset: str = "test", progr
     metrics.update(kind=layout.RecordKind.EVALUATION.value, subset=subset, model=str(model_path),
                    skipped=[list(s) for s in skipped], split_kind=split.kind.value, tta=tta)
     if target_sensitivity is not None:
+        trained, _ = read_run_point(Path(model_path))
         metrics["at_operating_point"] = at_operating_point(model, data_dir, split, size, probabilities, labels,
-                                                           subset, target_sensitivity, progress, tta)
+                                                           subset, target_sensitivity, progress, tta, trained)
     return metrics
 
 
 def at_operating_point(model, data_dir, split, size, probabilities, labels, subset: str, target: float,
-                       progress=None, tta: bool = False) -> dict:
-    """The point chosen on val for `target`, and malignant sensitivity / benign specificity at it on `subset`."""
+                       progress=None, tta: bool = False, trained: OperatingPoint | None = None) -> dict:
+    """The model's own point from training (`trained`, when it is for `target`), else the point chosen on val
+    for `target`; and malignant sensitivity / benign specificity at it on `subset`."""
+    if trained is not None and trained.target_sensitivity == target:
+        reached = sensitivity_specificity(probabilities, labels, split.classes, trained)
+        return {**trained.to_dict(), "subset": subset, "subset_sensitivity": reached["malignant_sensitivity"],
+                "subset_specificity": reached["benign_specificity"]}
     if not split.val:
         raise DataError("--target-sensitivity: the split has no val subset, expected one to choose the "
                         "operating point on (never on the subset it is reported on)")

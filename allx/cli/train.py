@@ -132,8 +132,9 @@ def evaluate(
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON document.")] = False,
     tta: Annotated[bool, typer.Option("--tta", help="Average the probabilities over the 8 rotations/mirrors of each image.")] = False,
     target_sensitivity: Annotated[Optional[float], typer.Option(
-        "--target-sensitivity", help="Choose the malignant/benign operating point on the val subset for this "
-        "malignant sensitivity (e.g. 0.99) and report sensitivity and specificity at it on --subset.",
+        "--target-sensitivity", help="Report sensitivity and specificity on --subset at the malignant/benign "
+        "operating point for this malignant sensitivity (e.g. 0.99): the model's own from training "
+        "(operating_point.json, --head logreg) when it is for this target, else one chosen on the val subset.",
         show_default=False)] = None,
 ):
     """Evaluate a model: accuracy, loss, per-class precision/recall/F1, confusion matrix, malignant sensitivity."""
@@ -164,10 +165,11 @@ def render_metrics(metrics: dict) -> None:
         stdout.print(f"malignant sensitivity {sens:.4f}, benign specificity {spec:.4f}")
     point = metrics.get("at_operating_point")
     if point:
-        stdout.print(f"at the operating point chosen on val for sensitivity >= {point['target_sensitivity']} "
-                     f"(1 - p(Benign) >= {point['threshold']:.4f}): {point['subset']} malignant sensitivity "
-                     f"{ratio(point['subset_sensitivity'])}, benign specificity {ratio(point['subset_specificity'])} "
-                     f"(val: {ratio(point['sensitivity'])}, {ratio(point['specificity'])})", highlight=False)
+        stdout.print(f"at the operating point chosen on {point['chosen_on']} for sensitivity >= "
+                     f"{point['target_sensitivity']} (1 - p(Benign) >= {point['threshold']:.4f}): {point['subset']} "
+                     f"malignant sensitivity {ratio(point['subset_sensitivity'])}, benign specificity "
+                     f"{ratio(point['subset_specificity'])} (where chosen: {ratio(point['sensitivity'])}, "
+                     f"{ratio(point['specificity'])})", highlight=False)
     stdout.print(f"split: {SplitKind.parse(metrics['split_kind']).words}")
 
 
