@@ -48,7 +48,6 @@ REAL_DATA = REPO.parent / "shared" / "data" / "all-taleqani" / "Original"
 RECIPES = {"plain": "", "dihedral": "dihedral", "dihedral+stain": "dihedral,stain"}
 HEADS = ("gap", "logreg")
 LOGREG_C = (0.001, 0.01, 0.03, 0.1, 0.3, 1.0)
-INNER_FOLDS = 4
 FOLDS = 5
 VAL_FRACTION = 0.15
 TARGET_SENSITIVITY = 0.99
@@ -202,8 +201,7 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
 
 def run_fold(args, classes, views, recipe, labels, fold, head_kind: str = "gap") -> dict:
     """Train a head for one recipe on one fold; test metrics without and with TTA. For the logreg head also
-    at a cross-fitted operating point: chosen on out-of-block predictions over the fold's train and val
-    images (INNER_FOLDS contiguous blocks of each class, each predicted by a head fitted without it)."""
+    at the cross-fitted operating point `allx train` ships (train.crossfit, see crossfit_point)."""
     from allx.decision import choose_operating_point, sensitivity_specificity
 
     clean = views["clean"] if "clean" in views else views["single"]
@@ -227,7 +225,7 @@ def run_fold(args, classes, views, recipe, labels, fold, head_kind: str = "gap")
             "specificity_at_val_point": at_point["benign_specificity"],
             "specificity_at_test_sens99": oracle.specificity}
         if head_kind == "logreg":
-            crossfit = crossfit_point(views, recipe, labels, fold, classes, chosen["C"], tta)
+            crossfit = crossfit_point(views, recipe, labels, fold, classes, chosen["C"], tta, 4 if args.quick else None)
             at_crossfit = sensitivity_specificity(test_p, truth, classes, crossfit)
             result["tta" if tta else "single"] |= {
                 "sensitivity_at_crossfit_point": at_crossfit["malignant_sensitivity"],
@@ -243,22 +241,29 @@ def training_views(views, recipe, labels, rows) -> tuple[np.ndarray, np.ndarray]
     return x.reshape(-1, x.shape[-1]), np.repeat(labels[rows], x.shape[1])
 
 
-def inner_blocks(labels, rows, k: int) -> list[np.ndarray]:
-    """`rows` (in file-number order within each class) cut into k contiguous blocks per class."""
-    cut = [np.array_split(rows[labels[rows] == label], k) for label in np.unique(labels[rows])]
-    return [np.concatenate([blocks[j] for blocks in cut]) for j in range(k)]
-
-
-def crossfit_point(views, recipe, labels, fold, classes, c: float, tta: bool):
-    from allx.decision import choose_operating_point
+def crossfit_point(views, recipe, labels, fold, classes, c: float, tta: bool, block_size: int | None = None):
+    """allx train's rule (train.crossfit): out-of-group predictions of the fold's train and val images (5
+    grouped folds over blocks of `block_size`, default DEFAULT_BLOCK_SIZE, consecutive file numbers per class),
+    threshold reaching the target with 95% confidence."""
+    from allx.train.crossfit import INNER_FOLDS, crossfitted_point, crossfitted_probabilities
+    from allx.train.groups import DEFAULT_BLOCK_SIZE
 
     clean = views["clean"] if "clean" in views else views["single"]
     rest = np.sort(np.concatenate([fold["train"], fold["val"]]))
-    out_of_block = np.zeros((len(labels), len(classes)))
-    for block in inner_blocks(labels, rest, INNER_FOLDS):
-        head = LogisticHead(logreg_pipeline(c).fit(*training_views(views, recipe, labels, np.setdiff1d(rest, block))))
-        out_of_block[block] = predict(head, clean[block], tta)
-    return choose_operating_point(out_of_block[rest], labels[rest], classes, TARGET_SENSITIVITY, "cross-fitted")
+    rank = {row: k for label in np.unique(labels) for k, row in enumerate(np.flatnonzero(labels == label))}
+    groups = [f"{labels[row]}#{rank[row] // (block_size or DEFAULT_BLOCK_SIZE)}" for row in rest]
+    x, _ = training_views(views, recipe, labels, rest)
+    per_image = x.shape[0] // len(rest)
+    view_rows = [range(k * per_image, (k + 1) * per_image) for k in range(len(rest))]
+    if tta:  # the held-out images read as the mean over their 8 clean views: score each view, then average
+        probabilities = np.mean([crossfitted_probabilities(
+            np.concatenate([x, clean[rest, v]]), [len(x) + k for k in range(len(rest))], view_rows, labels[rest],
+            groups, c, len(classes)) for v in range(clean.shape[1])], axis=0)
+    else:
+        probabilities = crossfitted_probabilities(np.concatenate([x, clean[rest, 0]]),
+                                                  [len(x) + k for k in range(len(rest))], view_rows, labels[rest],
+                                                  groups, c, len(classes))
+    return crossfitted_point(probabilities, labels[rest], classes, TARGET_SENSITIVITY, "fold train+val", INNER_FOLDS)
 
 
 def fit_head(args, x, y, val_x, val_y, n_classes):

@@ -58,13 +58,15 @@ def test_recipes_quick_cross_validates_every_recipe_and_head_with_and_without_tt
         for tta in (False, True)]
     for row in result["rows"]:
         assert len(row["folds"]) == 5 and 0 <= row["worst_fold"]["accuracy"] <= row["mean"]["accuracy"] <= 1
-        if row["head"] == "logreg":  # C chosen on each fold's validation block
-            assert all(chosen["C"] in (0.001, 0.01, 0.1, 1.0) for chosen in row["chosen_on_val"])
+        if row["head"] == "logreg":  # C chosen on each fold's validation block; allx train's cross-fitted point
+            assert all(chosen["C"] in (0.001, 0.01, 0.03, 0.1, 0.3, 1.0) for chosen in row["chosen_on_val"])
+            assert all(0 <= fold["sensitivity_at_crossfit_point"] <= 1 for fold in row["folds"])
     assert result["best"]["recipe"] in ("plain", "dihedral", "dihedral+stain") and "| dihedral | logreg |" in printed
-    # the image alone (no dihedral views) when only the plain recipe is asked for: no TTA row
+    # the image alone (no dihedral views) when only the plain recipe is asked for: no TTA row; multiscale features
     run_script("recipes.py", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--recipes", "plain",
-               "--chunks", "3")
-    assert [(r["recipe"], r["tta"]) for r in json.loads(out.read_text())["rows"]] == [("plain", False)]
+               "--chunks", "3", "--features", "multiscale", "--heads", "logreg")
+    plain = json.loads(out.read_text())
+    assert [(r["recipe"], r["tta"]) for r in plain["rows"]] == [("plain", False)] and plain["features"] == "multiscale"
 
 
 def test_block_folds_hold_out_one_contiguous_block_per_class():
