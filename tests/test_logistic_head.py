@@ -171,3 +171,15 @@ def test_evaluate_reports_at_the_models_own_point_when_it_is_for_that_target(lit
     other = runner.invoke(app, [*arguments, "0.95"])
     assert other.exit_code == 0, other.output
     assert json.loads(other.stdout)["at_operating_point"]["chosen_on"] == "val", "another target: chosen on val"
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--backbone", "resnet50", "--features", "multiscale"], "no registered taps"),
+    (["--backbone", "efficientnet-lite0", "--features", "deep"], "expected one of last, multiscale"),
+    (["--backbone", "efficientnet-lite0", "--head", "svm"], "expected one of flatten, gap, logreg"),
+])
+def test_bad_recipe_options_are_one_line_exit_2_and_write_nothing(synthetic_dir, tmp_path, options, words):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(synthetic_dir), "--out", str(out), *options])
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
