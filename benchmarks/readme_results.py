@@ -247,7 +247,8 @@ def samples_section() -> list[str]:
     point, rule = d.get("operating_point") or {}, d.get("sample_rule") or {}
     lines = [f"### One verdict per sample: pseudo-samples of consecutive test fields through allx-edge ({provenance(d)})", "",
              f"{d['precision']} model, {d['test_images']} test images ({d['split_kind']} split); field operating point "
-             f"1 - p(Benign) >= {point.get('threshold', float('nan')):.4f} (val sensitivity {pct(point.get('sensitivity'))}, "
+             f"1 - p(Benign) >= {point.get('threshold', float('nan')):.4f} (chosen on {point.get('chosen_on') or 'val'}: "
+             f"sensitivity {pct(point.get('sensitivity'))}, "
              f"specificity {pct(point.get('specificity'))}); sample rule chosen on {rule.get('chosen_on', '?')}: "
              f"threshold {rule.get('threshold', float('nan')):.4f}, agreement >= {pct(rule.get('min_agreement'))}.", "",
              "| fields | samples | accuracy | malignant sensitivity | benign specificity | subtype accuracy | inconclusive "
@@ -266,8 +267,8 @@ def samples_section() -> list[str]:
     per_image = d.get("per_image_float_at_operating_point")
     if per_image:
         lines += ["", f"Per image (float Keras model, `allx evaluate --target-sensitivity "
-                  f"{per_image['target_sensitivity']}`): the point chosen on val (1 - p(Benign) >= "
-                  f"{per_image['threshold']:.3f}; val sensitivity {pct(per_image['sensitivity'])}, specificity "
+                  f"{per_image['target_sensitivity']}`): the point chosen on {per_image.get('chosen_on') or 'val'} (1 - p(Benign) >= "
+                  f"{per_image['threshold']:.3f}; sensitivity {pct(per_image['sensitivity'])}, specificity "
                   f"{pct(per_image['specificity'])}) gives on the {per_image['test_images']} test images malignant "
                   f"sensitivity {pct(per_image['subset_sensitivity'])}, benign specificity "
                   f"{pct(per_image['subset_specificity'])}."]
