@@ -93,6 +93,10 @@ def backbones_section() -> list[str]:
                      f"{'pass' if r['passed'] else 'REJECTED'} | {'met' if met else 'MISSED'} | "
                      f"{fidelity.get('agreement', r['agreement']):.4f} | {r['int8_size_mb']:.2f} | {r['p50_ms']:.2f} | "
                      f"{spent} | {r.get('convert_seconds', '')} |")
+    if len(d.get("runs", [])) > 1:
+        lines += ["", "The rows come from separate runs on the same split (`runs` in the JSON says which row came from "
+                  "which): their latencies were measured at different times on a shared machine, so compare them "
+                  "only roughly."]
     measured = {r["backbone"] for r in d["rows"]}
     missing = [name for name in ("resnet50", "efficientnet-lite0", "mobilenetv2") if name not in measured]
     if missing:
