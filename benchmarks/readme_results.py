@@ -100,7 +100,11 @@ def backbones_section() -> list[str]:
     measured = {r["backbone"] for r in d["rows"]}
     missing = [name for name in ("resnet50", "efficientnet-lite0", "mobilenetv2") if name not in measured]
     if missing:
-        lines += ["", f"Not in this JSON (the run had not finished them when it was saved): {', '.join(missing)}."]
+        lines += ["", f"Not in this JSON: {', '.join(missing)}."
+                  + (" ResNet50's ImageNet weights cannot be fetched on this machine (only package registries are "
+                     "reachable, and no package carries the Keras `resnet50..._notop.h5`); with that file: "
+                     "`python benchmarks/backbones.py --backbones resnet50 --resnet50-weights PATH`."
+                     if "resnet50" in missing else "")]
     notes = [r for r in d["rows"] if r.get("weights_note")]
     if notes:
         lines += [""] + [f"- {r['backbone']}: {r['weights_note']}." for r in notes]
