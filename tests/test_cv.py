@@ -188,3 +188,22 @@ def test_inspect_split_counts_near_neighbour_pairs_that_cross_subsets(numbered_d
     table = runner.invoke(app, ["data", "inspect", str(root), "--split", str(tmp_path / "split.json"),
                                 "--no-neighbours"])
     assert table.exit_code == 0 and "cross" in table.stdout
+
+
+def test_lite0_recipe_folds_choose_their_point_on_cross_fitted_train_and_val(numbered_dir, tmp_path):
+    """Lite0's registered recipe (multiscale, logreg): each fold's operating point is cross-fitted over its own
+    groups, the rule `allx train` ships, and its C is chosen on the fold's val part."""
+    from tests.cv_runs import run_tiny_cv
+
+    out = tmp_path / "run"
+    outcome = run_tiny_cv(numbered_dir, out, tmp_path / "cache", "--head", "logreg", "--features", "multiscale",
+                          "--augment", "none")
+    assert outcome.exit_code == 0, outcome.output
+    document = json.loads((out / layout.CV).read_text())
+    assert (document["settings"]["head"], document["settings"]["features"]) == ("logreg", "multiscale")
+    for fold in document["results"]:
+        point = fold["operating_point"]
+        assert "fold train+val, cross-fitted over 5 grouped folds, 95% confidence" == point["chosen_on"]
+        assert point["n_malignant"] + point["n_benign"] == fold["n_train"] + fold["n_val"]
+        assert fold["train_views"] == fold["n_train"], "no augmentation: one view per image"
+        assert fold["op_sensitivity"] is not None
