@@ -152,24 +152,18 @@ def choose_operating_point(probabilities: np.ndarray, truth: np.ndarray, classes
 def allowed_misses(n: int, miss_rate: float, risk: float) -> int:
     """The most misses m among n choosing images such that P(Binomial(n, miss_rate) <= m) <= risk: a
     threshold leaving m misses has a true miss rate above `miss_rate` with probability at most `risk`."""
-    from math import exp, lgamma, log
+    from math import exp, lgamma, log, log1p
 
     if miss_rate <= 0:
         return 0
     cdf, m = 0.0, -1
     for k in range(n + 1):
-        log_pmf = lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1) + k * log(miss_rate) + (n - k) * log1m(miss_rate)
+        log_pmf = lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1) + k * log(miss_rate) + (n - k) * log1p(-miss_rate)
         cdf += exp(log_pmf)
         if cdf > risk:
             break
         m = k
     return max(m, 0)
-
-
-def log1m(x: float) -> float:
-    from math import log1p
-
-    return log1p(-x)
 
 
 def point_at(threshold: float, scores: np.ndarray, malignant: np.ndarray, target: float | None,

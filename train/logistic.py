@@ -12,6 +12,7 @@ block CV, EfficientNet-Lite0 multiscale features): this head beat the Adam-train
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,12 +66,16 @@ def rows_of(part) -> tuple[np.ndarray, np.ndarray]:
     return x.reshape(len(x), -1), y
 
 
+@dataclass(frozen=True)
 class Fitted:
-    """A standardiser and a logistic regression, as the head's layers will hold them."""
+    """A standardiser and a logistic regression (scikit-learn's arrays), before folding into the head."""
 
-    def __init__(self, mean, scale, coef, intercept, present, converged):
-        self.mean, self.scale, self.coef, self.intercept = mean, scale, coef, intercept
-        self.present, self.converged = present, converged
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray  # (classes present, features)
+    intercept: np.ndarray
+    present: np.ndarray  # the class indices the fit saw
+    converged: bool
 
 
 def fit_one(x: np.ndarray, y: np.ndarray, c: float, class_weights: dict | None) -> Fitted:
@@ -89,28 +94,28 @@ def fit_one(x: np.ndarray, y: np.ndarray, c: float, class_weights: dict | None) 
     return Fitted(scaler.mean_, scaler.scale_, coef, intercept, model.classes_.astype(int), converged)
 
 
-def logits(model: Fitted, x: np.ndarray, n_classes: int) -> np.ndarray:
-    """Class logits for every class, as the head computes them (set_weights)."""
-    present = ((x - model.mean) / model.scale) @ model.coef.T + model.intercept
-    out = np.full((len(x), n_classes), 0.0, dtype=np.float64)
-    out[:] = (model.intercept - (model.mean / model.scale) @ model.coef.T).min() - ABSENT_LOGIT_GAP
-    out[:, model.present] = present
-    return out
+def folded(model: Fitted, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kernel, bias) of the Dense layer computing the fit on raw features: ((x - mean) / scale) @ W + b =
+    x @ (W / scale) + (b - (mean / scale) @ W); a class absent from the training labels gets a zero kernel
+    and a bias ABSENT_LOGIT_GAP below the lowest other one."""
+    kernel = np.zeros((len(model.mean), n_classes), dtype=np.float64)
+    present = model.intercept - (model.mean / model.scale) @ model.coef.T
+    bias = np.full(n_classes, present.min() - ABSENT_LOGIT_GAP, dtype=np.float64)
+    kernel[:, model.present] = model.coef.T / model.scale[:, None]
+    bias[model.present] = present
+    return kernel, bias
 
 
 def predict(model: Fitted, x: np.ndarray, n_classes: int) -> np.ndarray:
-    z = logits(model, x, n_classes)
+    """Class probabilities, as the head computes them (the same folded weights, in float64)."""
+    kernel, bias = folded(model, n_classes)
+    z = x @ kernel + bias
     z -= z.max(axis=1, keepdims=True)
     p = np.exp(z)
     return p / p.sum(axis=1, keepdims=True)
 
 
 def set_weights(head, model: Fitted, n_classes: int) -> None:
-    """Write the fit into the head's Dense layer: ((x - mean) / scale) @ W + b = x @ (W / scale) + (b - (mean /
-    scale) @ W); a class absent from the training labels keeps a bias far below the others."""
-    kernel = np.zeros((len(model.mean), n_classes), dtype=np.float64)
-    present = model.intercept - (model.mean / model.scale) @ model.coef.T
-    bias = np.full(n_classes, present.min() - ABSENT_LOGIT_GAP, dtype=np.float64)
-    kernel[:, model.present] = model.coef.T / model.scale[:, None]
-    bias[model.present] = present
+    """Write the fit into the head's Dense layer."""
+    kernel, bias = folded(model, n_classes)
     head.get_layer("head_dense").set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
