@@ -1,6 +1,7 @@
 """Shared fixtures: small generated image sets, and the real data set when ../shared/data is there."""
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,15 @@ def private_user_folders(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.delenv("ALLX_SITE_CONFIG", raising=False)
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own Ctrl-C handler for a test that sends itself SIGINT. A pytest started in the background
+    (`pytest &`, a CI job) inherits SIGINT ignored, and then no KeyboardInterrupt would ever come."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

@@ -160,8 +160,10 @@ def test_ctrl_c_at_any_moment_leaves_the_old_model_or_the_new_one_whole(run_fold
         out.mkdir()
         for name, data in before.items():
             (out / name).write_bytes(data)
+        # SIG_DFL in the child: a pytest started in the background hands its children SIGINT ignored.
         process = subprocess.Popen([*command, "--target-sensitivity", settings], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+                                   stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         time.sleep(fraction * duration)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=300)

@@ -145,7 +145,7 @@ def test_small_tmpfs_full_keeps_the_old_file(tmp_path):
         subprocess.run(["umount", str(mount)], check=False)
 
 
-def test_a_ctrl_c_inside_interrupts_deferred_waits_for_the_block_to_end(tmp_path):
+def test_a_ctrl_c_inside_interrupts_deferred_waits_for_the_block_to_end(tmp_path, default_sigint):
     import signal
 
     from allx.files import interrupts_deferred, write_atomic
@@ -174,3 +174,17 @@ def test_ctrl_c_while_a_cli_loads_is_exit_130_with_one_line(monkeypatch, capsys)
     with pytest.raises(SystemExit) as exited:
         allx.entry.allx_edge()
     assert exited.value.code == 130 and capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_the_ctrl_c_test_passes_when_pytest_starts_with_sigint_ignored():
+    """A pytest started in the background (`pytest &`) begins with SIGINT ignored; the test that sends itself
+    SIGINT must still see its KeyboardInterrupt."""
+    import signal
+    import subprocess
+    import sys
+
+    test = f"{__file__}::test_a_ctrl_c_inside_interrupts_deferred_waits_for_the_block_to_end"
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+                         capture_output=True, text=True, timeout=120,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert run.returncode == 0, run.stdout[-2000:]
