@@ -39,8 +39,9 @@ class LogMismatch(OSError):
     """A shared log file that already holds other columns."""
 
 
-def write_atomic(path: str | Path, data: bytes | str) -> Path:
-    """Write `data` (str is UTF-8) to `path`: atomically for a file, in place for a stream or device."""
+def write_atomic(path: str | Path, data: bytes | str, mode: int = 0o666) -> Path:
+    """Write `data` (str is UTF-8) to `path`: atomically for a file, in place for a stream or device.
+    `mode` (less the umask) is the new file's; 0o600 for a secret, readable from its first byte by its owner only."""
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
     if is_stream(path):
@@ -48,7 +49,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
         return path
     target = link_target(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp, handle = create_temp(target)
+    temp, handle = create_temp(target, mode)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(payload)
@@ -87,11 +88,48 @@ def write_json(path: str | Path, data, indent: int = 2) -> Path:
 
 
 def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    return write_atomic(path, csv_text(header, rows))
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...), +SUM(...), @cmd).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """A CSV cell a spreadsheet shows as text, never runs: a string starting with = + - @, tab or CR gets a
+    leading apostrophe (OWASP's CSV-injection rule). Numbers stay numbers, so -0.5 is still -0.5."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class SafeCsvWriter:
+    """csv.writer whose every cell goes through csv_safe: every CSV allx writes is written with it."""
+
+    def __init__(self, stream, lineterminator: str = "\r\n"):
+        self.writer = csv.writer(stream, lineterminator=lineterminator)
+
+    def writerow(self, row: Sequence) -> None:
+        self.writer.writerow([csv_safe(value) for value in row])
+
+    def writerows(self, rows: Iterable[Sequence]) -> None:
+        for row in rows:
+            self.writerow(row)
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence], lineterminator: str = "\r\n") -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = SafeCsvWriter(buffer, lineterminator)
     writer.writerow(header)
     writer.writerows(rows)
-    return write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def csv_line(row: Sequence) -> str:
+    """One CSV line (for a log appended row by row)."""
+    buffer = io.StringIO()
+    SafeCsvWriter(buffer).writerow(row)
+    return buffer.getvalue()
 
 
 def sha256_file(path: str | Path) -> str:
@@ -152,12 +190,12 @@ def link_target(path: Path) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
-def create_temp(target: Path) -> tuple[Path, int]:
-    """(temp path, open fd) beside `target`: a new file, never an existing one or a link; umask permissions."""
+def create_temp(target: Path, mode: int = 0o666) -> tuple[Path, int]:
+    """(temp path, open fd) beside `target`: a new file, never an existing one or a link; `mode` less the umask."""
     for _ in range(100):
         temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
         try:
-            return temp, os.open(temp, TEMP_FLAGS, 0o666)
+            return temp, os.open(temp, TEMP_FLAGS, mode)
         except FileExistsError:
             continue
     raise FileExistsError(errno.EEXIST, "could not create a temporary file", str(target.parent))

@@ -55,6 +55,11 @@ BENCH = "bench.json"
 SITE_CONFIG = "site.json"
 AUDIT_DB = "audit.db"
 SITE_CALIBRATION = "site_calibration.json"  # beside model.json in a folder `allx-edge calibrate` wrote
+# The audit log's sealing keys: a folder in the user's config folder (never the log's), one key per log.
+AUDIT_KEYS = "audit-keys"
+AUDIT_KEY = "{log_id}.key"  # mode 0600: the current sealing key and the spool's key
+AUDIT_KEY_LOCK = "{log_id}.lock"
+AUDIT_SPOOL = "{log_name}.spool"  # beside the log: rows that waited for a locked log, replayed by the next writer
 
 # `allx-edge serve`'s access token, in the user's config folder (mode 0600).
 SERVE_TOKEN = "serve_token"

@@ -15,6 +15,7 @@ import numpy as np
 from allx.convert.tflite import run_converter
 from allx.convert.modes import MODES
 from allx.convert.tflite import make_converter
+from allx.files import csv_text
 
 WORST_SHOWN = 10
 # Ranking: rmse relative to the float layer's own RMS ("noise-to-signal"). TensorFlow's guide ranks by
@@ -96,13 +97,9 @@ def selective_model(saved_model_dir: str, representative, denylisted: tuple[str,
 
 
 def layers_csv(layers: tuple[LayerError, ...]) -> str:
-    buffer = io.StringIO()
     fields = list(LayerError.__dataclass_fields__)
-    writer = csv.DictWriter(buffer, fieldnames=["rank", *fields], lineterminator="\n")
-    writer.writeheader()
-    for rank, layer in enumerate(layers, start=1):
-        writer.writerow({"rank": rank, **asdict(layer)})
-    return buffer.getvalue()
+    rows = ([rank, *asdict(layer).values()] for rank, layer in enumerate(layers, start=1))
+    return csv_text(["rank", *fields], rows, lineterminator="\n")
 
 
 def layers_markdown(layers: tuple[LayerError, ...], csv_name: str) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import datetime
-import io
 import json
 import struct
 from pathlib import Path
@@ -14,7 +12,7 @@ from allx.convert.check import CheckPredictions, CheckReport
 from allx.convert.edgetpu import METADATA_EMBEDDED
 from allx.edge_runner.metadata import TFLITE_IDENTIFIER, embed_metadata, metadata_tools  # noqa: F401  (convert checks the tools first)
 from allx.errors import AllxError
-from allx.files import interrupts_deferred, write_atomic
+from allx.files import csv_text, interrupts_deferred, write_atomic
 from allx.edge_runner.runtime import find_runtime
 
 FORMAT = "allx-tflite/1"
@@ -48,15 +46,12 @@ def build_manifest(model_file: str, check: CheckReport, tensors, source: dict, e
 
 def predictions_csv(predictions: CheckPredictions, labels: tuple[str, ...]) -> str:
     """One row per checked image: truth, both top-1 labels, and the converted model's probabilities."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "truth", "float_label", "quantized_label", *[f"p_{label}" for label in labels]])
+    header = ["path", "truth", "float_label", "quantized_label", *[f"p_{label}" for label in labels]]
     float_top = predictions.float_probabilities.argmax(axis=1)
     quant_top = predictions.quantized_probabilities.argmax(axis=1)
-    for i, path in enumerate(predictions.paths):
-        writer.writerow([path, labels[predictions.truth[i]], labels[float_top[i]], labels[quant_top[i]],
-                         *[f"{p:.6f}" for p in predictions.quantized_probabilities[i]]])
-    return buffer.getvalue()
+    rows = ([path, labels[predictions.truth[i]], labels[float_top[i]], labels[quant_top[i]],
+             *[f"{p:.6f}" for p in predictions.quantized_probabilities[i]]] for i, path in enumerate(predictions.paths))
+    return csv_text(header, rows, lineterminator="\n")
 
 
 def output_names(precision: str, passed: bool) -> dict[str, str]:

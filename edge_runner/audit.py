@@ -1,11 +1,19 @@
-"""The audit log: every result allx-edge gives, and every review of it, as a hash-chained row in SQLite.
+"""The audit log: every result allx-edge gives, and every review of it, as a hash-chained, sealed row in SQLite.
 
-One file (stdlib sqlite3, WAL journal, synchronous=FULL): each append is one transaction taken with
+One file (stdlib sqlite3, WAL journal, synchronous=FULL): each write is one transaction taken with
 BEGIN IMMEDIATE, so two processes writing at once queue on the lock (busy timeout) and lose nothing, and
 a crash or power cut loses at most the row being written. Each row stores the hash of the previous row
-and its own: sha256(previous hash + canonical JSON of its columns). Triggers refuse UPDATE and DELETE;
-`verify` finds a row changed or removed behind their back (with the sqlite3 shell, say) and names it.
-The `meta` table holds the schema version and the head of the chain (so removing the last rows shows).
+and its own: sha256(previous hash + canonical JSON of its columns). Triggers refuse UPDATE and DELETE.
+
+The chain alone has no secret: someone who can write the file could recompute it. So every write ends
+with a seal of the chain's head under the log's forward-secure sealing key (`edge_runner.seal`: a key
+file of mode 0600 in the user's config folder, never beside the log), and `verify` checks the rows, the
+chain, the seals against the key (or against a verification key kept off the device) and names each
+row changed, deleted, added or cut. A file of 0 bytes or cut short is a damaged log (DataError), never
+the start of a new one; a new log is started only where no file exists (and no key says a log was there).
+A row that cannot be written because another process holds the log goes to the spool
+(`edge_runner.spool`), which the next write replays; a log file removed or replaced while open is
+noticed before each write.
 
 A record is a plain dict: `kind` ("field", "sample" or "review") and whatever the result's to_dict()
 gave; the columns (sample_id, operator, image, image_sha256, label) are copied from its keys of those
@@ -14,19 +22,26 @@ names, the whole dict is kept as canonical JSON.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
+import os
+import secrets
 import sqlite3
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, TextIO
+from urllib.parse import quote
 
 from allx import layout
+from allx.edge_runner import seal, spool
+from allx.edge_runner.seal import SealingKey, VerifyKey
+from allx.edge_runner.site import default_key_dir
 from allx.errors import DataError, UsageError
+from allx.files import SafeCsvWriter
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: seals (schema 1 logs are sealed from their head on at their next write)
 FORMAT = "allx-audit"
 BUSY_TIMEOUT_S = 30.0
 GENESIS = "0" * 64
@@ -49,6 +64,21 @@ CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
 CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
+SEAL_COLUMNS = ("epoch", "head_id", "head_hash", "time_utc", "tag")
+SEALS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS seals (epoch INTEGER PRIMARY KEY, head_id INTEGER NOT NULL, "
+    "head_hash TEXT NOT NULL, time_utc TEXT NOT NULL, tag TEXT NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS seals_no_update BEFORE UPDATE ON seals "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS seals_no_delete BEFORE DELETE ON seals "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+)
+INSERT_SEAL = f"INSERT INTO seals ({', '.join(SEAL_COLUMNS)}) VALUES ({', '.join('?' * len(SEAL_COLUMNS))})"
+SQLITE_MAGIC = b"SQLite format 3\0"
+
+
+class LogLocked(DataError):
+    """Another process held the log past the busy timeout (the row goes to the spool, when allowed)."""
 
 
 def canonical_json(data) -> str:
@@ -72,42 +102,52 @@ def utc_now() -> str:
 
 def parse_since(since) -> str | None:
     """A date or date-time (naive = UTC) as the ISO text the rows' time_utc is compared with."""
-    if since is None or isinstance(since, datetime):
-        moment = since
-    else:
-        try:
-            moment = datetime.fromisoformat(str(since).replace("Z", "+00:00"))
-        except ValueError:
-            raise UsageError(f"--since: got {since!r}, expected a date like 2026-12-01 or 2026-12-01T08:00") from None
-    if moment is None:
+    if since is None:
         return None
-    moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    try:
+        moment = since if isinstance(since, datetime) else datetime.fromisoformat(str(since).replace("Z", "+00:00"))
+        moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: a time zone that moves it before year 1 or after 9999
+        raise UsageError(f"--since: got {since!r}, expected a date like 2026-12-01 or 2026-12-01T08:00 "
+                         "(years 1 to 9999 in UTC)") from None
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class AuditLog:
     """An open audit log; use `AuditLog.open(path)` (a context manager: closes on exit)."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path, readonly: bool):
+    def __init__(self, connection: sqlite3.Connection, path: Path, readonly: bool, key_dir: Path):
         self.connection = connection
         self.path = path
         self.readonly = readonly
+        self.key_dir = key_dir
+        self.log_id = ""
+        self.identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self.replayed = 0  # spooled rows this process wrote into the log
+        self.warnings: list[str] = []  # what verify could not check (no key), said but not a failure
 
     @classmethod
-    def open(cls, path: str | Path, readonly: bool = False) -> "AuditLog":
-        """Open (creating it unless `readonly`) the log at `path`; a file that is not a log, a log of a newer
-        schema, or (unless `readonly`) one this process cannot write is a DataError, before any result."""
+    def open(cls, path: str | Path, readonly: bool = False, key_dir: str | Path | None = None) -> "AuditLog":
+        """Open (creating it unless `readonly`) the log at `path`, its sealing key in `key_dir` (default: the
+        user's config folder). A file that is not a log, is empty or cut short, a log of a newer schema, or
+        (unless `readonly`) one this process cannot write or seal is a DataError, before any result."""
         path = Path(path)
+        key_dir = Path(key_dir) if key_dir is not None else default_key_dir()
         if readonly and not path.is_file():
             raise DataError(f"{path}: no such audit log, expected the --log-db file allx-edge classify wrote")
         if path.is_dir():
             raise DataError(f"{path}: got a folder, expected the audit log's file name (e.g. {path / layout.AUDIT_DB})")
+        if path.exists():
+            check_whole(path)
+        if not readonly:
+            check_key_dir_apart(path, key_dir)
+            if not path.exists():
+                check_not_gone(path, key_dir)
         with sqlite_errors(path):
             if not readonly:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            target = f"file:{path.resolve()}?mode=ro" if readonly else str(path)
-            connection = sqlite3.connect(target, uri=readonly, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        log = cls(connection, path, readonly)
+            connection = connect(path, readonly)
+        log = cls(connection, path, readonly, key_dir)
         try:
             with sqlite_errors(path):
                 connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -117,6 +157,8 @@ class AuditLog:
                 log.check_or_create_schema()
                 if not readonly:
                     log.probe_write()
+                    log.identity = file_identity(path)
+                    log.ready_to_write()
         except BaseException:
             connection.close()
             raise
@@ -134,11 +176,7 @@ class AuditLog:
     def check_or_create_schema(self) -> None:
         tables = {name for (name,) in self.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables and not self.readonly:
-            # One idempotent script in one transaction: two processes creating the log at once make one.
-            meta = [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION)), ("created_utc", utc_now()),
-                    ("head_id", "0"), ("head_hash", GENESIS)]
-            inserts = "".join(f"INSERT OR IGNORE INTO meta VALUES ('{key}', '{value}');\n" for key, value in meta)
-            self.connection.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}{inserts}COMMIT;")
+            self.create()
             tables = {"meta", "entries"}
         if not {"meta", "entries"} <= tables:
             raise DataError(f"{self.path}: a SQLite file with tables {sorted(tables)}, expected an allx audit log "
@@ -152,6 +190,22 @@ class AuditLog:
         if int(version) > SCHEMA_VERSION:
             raise DataError(f"{self.path}: audit log schema {version} was written by a newer allx, expected "
                             f"schema <= {SCHEMA_VERSION}: upgrade allx-edge (the log was left untouched)")
+        self.log_id = meta.get("log_id", "")
+
+    def create(self) -> None:
+        """A new log with its key and its first seal (of the empty chain). One idempotent script in one
+        transaction: two processes creating the log at once make one (the loser's key is never used)."""
+        log_id = secrets.token_hex(16)
+        key = seal.new_key(self.key_dir, log_id, self.path.resolve())
+        first = {"epoch": 0, "head_id": 0, "head_hash": GENESIS, "time_utc": utc_now()}
+        first["tag"] = seal.seal_tag(key.key, log_id, first)
+        meta = [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION)), ("created_utc", utc_now()),
+                ("head_id", "0"), ("head_hash", GENESIS), ("log_id", log_id)]
+        inserts = "".join(f"INSERT OR IGNORE INTO meta VALUES ('{key}', '{value}');\n" for key, value in meta)
+        values = ", ".join(repr(first[name]) for name in SEAL_COLUMNS)  # digits and hex only
+        seals = "".join(f"{statement};\n" for statement in SEALS_SCHEMA)
+        self.connection.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}{seals}{inserts}"
+                                      f"INSERT OR IGNORE INTO seals VALUES ({values});\nCOMMIT;")
 
     def probe_write(self) -> None:
         """Write nothing, but as a writer would: SQLite opens a read-only file without a word and fails only
@@ -159,9 +213,48 @@ class AuditLog:
         with self.transaction(commit=False):
             self.connection.execute("UPDATE meta SET value = value WHERE key = 'head_id'")
 
+    def ready_to_write(self) -> None:
+        """Seal a schema-1 log from its head on, check the key is here, and replay rows left in the spool."""
+        if int(self.meta()["schema_version"]) < SCHEMA_VERSION:
+            self.upgrade()
+        if seal.read_key(self.key_dir, self.log_id) is None:
+            raise DataError(f"{self.path}: no sealing key for this log in {self.key_dir}, expected "
+                            f"{seal.key_path(self.key_dir, self.log_id).name} there (the key made with the log): "
+                            "without it no row can be sealed; check the log with --verify-key, or use another --log-db")
+        if spool.spool_path(self.path).is_file():
+            with self.sealed_write():
+                pass
+
+    def upgrade(self) -> None:
+        """Schema 1 -> 2: a key and a first seal of the chain as it stands (its rows are provable from here on)."""
+        log_id = secrets.token_hex(16)
+        key = seal.new_key(self.key_dir, log_id, self.path.resolve())
+        with self.transaction():
+            if self.meta()["schema_version"] != "1":
+                return  # another process upgraded it first
+            for statement in SEALS_SCHEMA:
+                self.connection.execute(statement)
+            head_id, head_hash = self.last_row()
+            first = {"epoch": 0, "head_id": head_id, "head_hash": head_hash, "time_utc": utc_now()}
+            self.connection.execute(INSERT_SEAL, [*first.values(), seal.seal_tag(key.key, log_id, first)])
+            self.connection.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                        [("schema_version", str(SCHEMA_VERSION)), ("log_id", log_id)])
+        self.log_id = log_id
+
     def meta(self) -> dict[str, str]:
         with sqlite_errors(self.path):
             return dict(self.connection.execute("SELECT key, value FROM meta").fetchall())
+
+    def last_row(self) -> tuple[int, str]:
+        last = self.connection.execute("SELECT id, row_hash FROM entries ORDER BY id DESC LIMIT 1").fetchone()
+        return (last[0], last[1]) if last else (0, GENESIS)
+
+    def seals(self) -> list[dict] | None:
+        """Every seal in epoch order; None for a schema-1 log (no seals table)."""
+        if not self.connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seals'").fetchone():
+            return None
+        cursor = self.connection.execute(f"SELECT {', '.join(SEAL_COLUMNS)} FROM seals ORDER BY epoch")
+        return [dict(zip(SEAL_COLUMNS, values)) for values in cursor]
 
     @contextmanager
     def transaction(self, commit: bool = True) -> Iterator[None]:
@@ -174,25 +267,138 @@ class AuditLog:
             raise
         self.connection.execute("COMMIT" if commit else "ROLLBACK")
 
-    def append(self, record: dict) -> int:
-        """Add one result (kind "field" or "sample") or review (kind "review"); returns its row id."""
+    @contextmanager
+    def sealed_write(self) -> Iterator[list]:
+        """A write transaction that replays the spool, lets the caller add rows (`insert`), seals the new head
+        with the next key, commits, and only then moves the key file forward. A crash between the commit and
+        the key's move leaves a seal one epoch ahead of the key: the next write (and verify) accept it."""
+        self.check_same_file()
+        with sqlite_errors(self.path):
+            self.connection.execute("BEGIN IMMEDIATE")
+        pending = None
+        try:
+            with sqlite_errors(self.path), seal.key_lock(self.key_dir, self.log_id):
+                key = self.current_key()
+                head = list(self.sealed_head(key))
+                pending = spool.take(self.path, key)
+                self.replay(pending.lines, head)
+                yield head
+                following = key.forward()
+                new_seal = {"epoch": following.epoch, "head_id": head[0], "head_hash": head[1], "time_utc": utc_now()}
+                self.connection.execute(INSERT_SEAL, [*new_seal.values(),
+                                                      seal.seal_tag(following.key, self.log_id, new_seal)])
+                self.connection.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                                            [(str(head[0]), "head_id"), (head[1], "head_hash")])
+                self.connection.execute("COMMIT")
+                seal.save_key(following)
+            self.replayed += len(pending.lines)
+            pending.clear()
+        except BaseException:
+            if self.connection.in_transaction:
+                self.connection.execute("ROLLBACK")
+            if pending is not None:
+                pending.release()
+            raise
+
+    def current_key(self) -> SealingKey:
+        """The key of the log's last seal (caught up when a writer stopped between its commit and its key move);
+        a DataError when the log's seals and the key disagree: the log was changed behind allx's back."""
+        key = seal.read_key(self.key_dir, self.log_id)
+        if key is None:
+            raise DataError(f"{self.path}: no sealing key for this log in {self.key_dir}, expected the key made "
+                            "with the log")
+        last = self.connection.execute(f"SELECT {', '.join(SEAL_COLUMNS)} FROM seals ORDER BY epoch DESC LIMIT 1"
+                                       ).fetchone()
+        last = dict(zip(SEAL_COLUMNS, last)) if last else None
+        if last is not None and last["epoch"] == key.epoch + 1 and seal.tag_matches(
+                seal.evolve(key.key), self.log_id, last):
+            key = key.forward()
+            seal.save_key(key)
+        if last is None or last["epoch"] != key.epoch or not seal.tag_matches(key.key, self.log_id, last):
+            raise DataError(f"{self.path}: the log's last seal does not match its sealing key (seal "
+                            f"{None if last is None else last['epoch']}, key at {key.epoch}), expected an untouched "
+                            "log: nothing was written; `allx-edge log verify` names what changed")
+        return key
+
+    def sealed_head(self, key: SealingKey) -> tuple[int, str]:
+        head = self.last_row()
+        last = self.connection.execute("SELECT head_id, head_hash FROM seals WHERE epoch = ?", (key.epoch,)).fetchone()
+        if tuple(last) != head:
+            raise DataError(f"{self.path}: the last row ({head[0]}) is not the one sealed last ({last[0]}), expected "
+                            "an untouched log: nothing was written; `allx-edge log verify` names what changed")
+        return head
+
+    def insert(self, head: list, record: dict, text: str) -> int:
+        """One row after `head` (moved on to it)."""
+        row = {"id": head[0] + 1, "time_utc": utc_now(),  # the log's clock, never the caller's
+               "kind": record["kind"], **{name: text_or_none(record.get(name)) for name in
+                                          ("sample_id", "operator", "image", "image_sha256", "label")},
+               "record": text, "prev_hash": head[1]}
+        row["row_hash"] = row_hash(row)
+        self.connection.execute(INSERT_ROW, [row[name] for name in COLUMNS])
+        head[:] = [row["id"], row["row_hash"]]
+        return row["id"]
+
+    def replay(self, lines: list[dict], head: list) -> None:
+        """Spooled rows, in order, each once: the id of the last one replayed is kept in meta in the same
+        transaction, so a crash before the spool is emptied never writes them twice."""
+        done = self.connection.execute("SELECT value FROM meta WHERE key = 'spool_done'").fetchone()
+        ids = [line["id"] for line in lines]
+        start = ids.index(done[0]) + 1 if done and done[0] in ids else 0
+        for line in lines[start:]:
+            record = {**line["record"], "spooled_utc": line["spooled_utc"]}
+            self.insert(head, record, canonical_json(record))
+        if lines[start:]:
+            self.connection.execute("INSERT OR REPLACE INTO meta VALUES ('spool_done', ?)", (ids[-1],))
+
+    def check_same_file(self) -> None:
+        """Refuse to write when the path no longer names the file opened: SQLite would go on writing to a
+        deleted (or replaced) file that nobody will ever read."""
+        try:
+            now = file_identity(self.path)
+        except FileNotFoundError:
+            now = None
+        if now != self.identity:
+            what = "removed" if now is None else "replaced by another file"
+            raise DataError(f"{self.path}: the audit log was {what} while this process had it open, expected the "
+                            "file it opened: nothing more is written to it; restore the log, then start again")
+
+    def append(self, record: dict, spool_when_locked: bool = True) -> int | None:
+        """Add one result (kind "field" or "sample") or review (kind "review"); returns its row id, or None when
+        another process held the log past the busy timeout and the row went to the spool (the next write
+        replays it)."""
         if self.readonly:
             raise UsageError(f"{self.path}: opened read-only, expected AuditLog.open(path) to append")
         if not isinstance(record, dict) or record.get("kind") not in KINDS:
             got = record.get("kind") if isinstance(record, dict) else type(record).__name__
             raise UsageError(f"audit record: got kind {got!r}, expected one of {', '.join(KINDS)}")
         text = canonical_json(record)
-        with sqlite_errors(self.path), self.transaction():
-            meta = dict(self.connection.execute("SELECT key, value FROM meta WHERE key LIKE 'head_%'").fetchall())
-            row = {"id": int(meta["head_id"]) + 1, "time_utc": utc_now(),  # the log's clock, never the caller's
-                   "kind": record["kind"], **{name: text_or_none(record.get(name)) for name in
-                                              ("sample_id", "operator", "image", "image_sha256", "label")},
-                   "record": text, "prev_hash": meta["head_hash"]}
-            row["row_hash"] = row_hash(row)
-            self.connection.execute(INSERT_ROW, [row[name] for name in COLUMNS])
-            self.connection.executemany("UPDATE meta SET value = ? WHERE key = ?",
-                                        [(str(row["id"]), "head_id"), (row["row_hash"], "head_hash")])
-        return row["id"]
+        try:
+            with self.sealed_write() as head:
+                return self.insert(head, record, text)
+        except LogLocked:
+            if not spool_when_locked:
+                raise
+        spool.add(self.path, seal.read_key(self.key_dir, self.log_id), record, utc_now())
+        return None
+
+    def spooled(self) -> int:
+        """Rows waiting in the spool for the next write."""
+        try:
+            with spool.spool_path(self.path).open(encoding="utf-8", errors="replace") as file:
+                return max(0, sum(1 for line in file if line.endswith("\n")) - 1)
+        except FileNotFoundError:
+            return 0
+
+    def export_verify_key(self, force: bool = False) -> VerifyKey:
+        """The verification key of this log from the current seal on, given once (again with `force`)."""
+        with sqlite_errors(self.path), self.transaction(commit=False), seal.key_lock(self.key_dir, self.log_id):
+            key = self.current_key()
+            if key.exported_epoch is not None and not force:
+                raise UsageError(f"{self.path}: its verification key was already given (at seal {key.exported_epoch}), "
+                                 "expected it to be given once: keep that one, or --force for one from this seal on")
+            seal.save_key(replace(key, exported_epoch=key.epoch))
+        return VerifyKey(self.log_id, key.epoch, key.key)
 
     def review(self, sample_id: str, override: str | None = None, note: str = "",
                operator: str | None = None) -> int:
@@ -212,7 +418,7 @@ class AuditLog:
         return self.append({"kind": "review", "sample_id": sample_id, "operator": operator,
                             "action": "confirm" if override is None else "override",
                             "label": last["label"] if override is None else override, "note": note,
-                            "reviewed_label": last["label"], "reviewed_row": last["id"]})
+                            "reviewed_label": last["label"], "reviewed_row": last["id"]}, spool_when_locked=False)
 
     def rows(self, since=None, sample: str | None = None) -> list[dict]:
         """Rows in order, each a dict of the columns with "record" parsed back into a dict."""
@@ -229,8 +435,9 @@ class AuditLog:
             return [parsed(dict(zip(COLUMNS, values))) for values in cursor]
 
     def export_csv(self, stream: TextIO, since=None) -> int:
-        """One CSV line per row (the columns, the usual record fields, the whole record as JSON); returns rows."""
-        writer = csv.writer(stream)
+        """One CSV line per row (the columns, the usual record fields, the whole record as JSON); returns rows.
+        Text cells a spreadsheet would run as a formula are neutralised (allx.files.csv_safe)."""
+        writer = SafeCsvWriter(stream)
         header = [name for name in COLUMNS if name not in ("record", "prev_hash", "row_hash")]
         writer.writerow([*header, *CSV_FIELDS, "record", "row_hash"])
         rows = self.rows(since=since)
@@ -241,26 +448,114 @@ class AuditLog:
                              row["row_hash"]])
         return len(rows)
 
-    def verify(self) -> list[str]:
-        """Problems found in the chain, each naming a row ("row 7: edited ..."); empty when the log is intact."""
+    def verify(self, verify_key: VerifyKey | None = None) -> list[str]:
+        """Problems found, each naming a row or seal ("row 7: edited ...", "row 9: not sealed ..."); empty when
+        the log is intact. The seals are checked with `verify_key` (every seal from its epoch on), else with
+        this device's sealing key (the last seal); with neither, `warnings` says the seals went unchecked.
+        A file SQLite finds damaged is a DataError, not a list of problems."""
         problems: list[str] = []
+        self.warnings = []
+        hashes = {0: GENESIS}
         previous_id, previous_hash = 0, GENESIS
         with sqlite_errors(self.path):
             damage = [text for (text,) in self.connection.execute("PRAGMA quick_check") if text != "ok"]
-            problems += [f"file: damaged ({text})" for text in damage[:5]]
+            if damage:
+                raise DataError(f"{self.path}: damaged ({damage[0]}), expected an intact SQLite file: keep it for "
+                                "inspection and give another --log-db")
             cursor = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM entries ORDER BY id")
             for values in cursor:
                 row = dict(zip(COLUMNS, values))
                 problems += row_problems(row, previous_id, previous_hash)
                 previous_id, previous_hash = row["id"], row["row_hash"]
+                hashes[row["id"]] = row["row_hash"]
             meta = self.meta()
-        head_id, head_hash = int(meta.get("head_id", "0") or 0), meta.get("head_hash", GENESIS)
-        if head_id > previous_id:
-            problems.append(f"{rows_named(previous_id + 1, head_id)}: deleted (the log's head is row {head_id}, "
-                            f"the last row left is {previous_id})")
-        elif head_id < previous_id or head_hash != previous_hash:
-            problems.append(f"row {previous_id}: the log's head (row {head_id}) does not match the last row")
-        return problems
+            seals = self.seals()
+        if seals is None:
+            return problems + head_problems(meta, previous_id, previous_hash) + [
+                f"{rows_named(1, previous_id) if previous_id else 'the log'}: not sealed (schema 1, written before "
+                "allx sealed its logs): the hash chain holds, but anyone who could write the file could have "
+                "recomputed it; the next write seals it from there on"]
+        if not seals:
+            return problems + ["seals: none left (all deleted), expected at least the log's first seal"]
+        problems += gap_problems(seals) + chain_seal_problems(seals, hashes, previous_id, pinpoint=not problems)
+        if verify_key is not None:
+            return problems + self.verify_key_problems(seals, verify_key)
+        key = seal.read_key(self.key_dir, self.log_id)
+        if key is None:
+            self.warnings.append(f"seals not checked: no sealing key for this log in {self.key_dir} (off the device?), "
+                                 "expected this device's key or --verify-key KEY; the rows and the hash chain were "
+                                 "checked")
+            return problems
+        return problems + device_key_problems(seals[-1], key, self.log_id)
+
+    def verify_key_problems(self, seals: list[dict], verify_key: VerifyKey) -> list[str]:
+        """Every seal from the verification key's epoch on must carry that epoch's tag."""
+        if verify_key.log_id != self.log_id:
+            raise UsageError(f"--verify-key: got a key of log {verify_key.log_id}, expected one of this log "
+                             f"({self.log_id})")
+        checked = [item for item in seals if item["epoch"] >= verify_key.epoch]
+        if not checked:
+            return [f"{seals_named(seals[-1]['epoch'] + 1, verify_key.epoch)}: deleted (the verification key starts "
+                    f"at seal {verify_key.epoch}, the log's last seal is {seals[-1]['epoch']}): rows were cut from the end"]
+        epoch, key = verify_key.epoch, verify_key.key
+        for item in checked:
+            key, epoch = seal.evolve(key, item["epoch"] - epoch), item["epoch"]
+            if not seal.tag_matches(key, self.log_id, item):
+                return [f"seal {item['epoch']}: forged (its tag does not match the verification key): the rows after "
+                        f"seal {item['epoch'] - 1} were rewritten by someone who had the device's key"]
+        return []
+
+
+def head_problems(meta: dict, last_id: int, last_hash: str) -> list[str]:
+    """A schema-1 log: the head recorded in meta against the last row."""
+    head_id, head_hash = int(meta.get("head_id", "0") or 0), meta.get("head_hash", GENESIS)
+    if head_id > last_id:
+        return [f"{rows_named(last_id + 1, head_id)}: deleted (the log's head is row {head_id}, the last row left "
+                f"is {last_id})"]
+    if head_id < last_id or head_hash != last_hash:
+        return [f"row {last_id}: the log's head (row {head_id}) does not match the last row"]
+    return []
+
+
+def gap_problems(seals: list[dict]) -> list[str]:
+    return [f"{seals_named(before['epoch'] + 1, after['epoch'] - 1)}: deleted" for before, after in zip(seals, seals[1:])
+            if after["epoch"] != before["epoch"] + 1]
+
+
+def chain_seal_problems(seals: list[dict], hashes: dict[int, str], last_id: int, pinpoint: bool) -> list[str]:
+    """The chain against what the seals recorded: rows cut from the end, added after the last seal, or
+    (`pinpoint`: when the chain itself names no row) rewritten with the chain recomputed, named from the
+    first seal whose row no longer has its hash."""
+    last = seals[-1]
+    if last["head_id"] > last_id:
+        return [f"{rows_named(last_id + 1, last['head_id'])}: deleted (seal {last['epoch']} covers row "
+                f"{last['head_id']}, the last row left is {last_id})"]
+    problems = []
+    changed = next((item for item in seals if item["head_id"] in hashes and hashes[item["head_id"]] != item["head_hash"]),
+                   None) if pinpoint else None
+    if changed is not None:
+        problems.append(f"row {changed['head_id']}: changed after it was sealed (seal {changed['epoch']} holds "
+                        "another hash): rows were rewritten and the hash chain recomputed")
+    if last["head_id"] < last_id:
+        problems.append(f"{rows_named(last['head_id'] + 1, last_id)}: not sealed (added without the sealing key)")
+    return problems
+
+
+def device_key_problems(last: dict, key: SealingKey, log_id: str) -> list[str]:
+    """The last seal against this device's key: made with it (or with the next one, when a writer stopped
+    between its commit and its key move), and not older than the key (seals and rows cut from the end)."""
+    if last["epoch"] < key.epoch:
+        return [f"{seals_named(last['epoch'] + 1, key.epoch)}: deleted (the sealing key is at seal {key.epoch}, the "
+                f"log's last seal is {last['epoch']}): rows were cut from the end"]
+    if last["epoch"] == key.epoch and seal.tag_matches(key.key, log_id, last):
+        return []
+    if last["epoch"] == key.epoch + 1 and seal.tag_matches(seal.evolve(key.key), log_id, last):
+        return []
+    return [f"seal {last['epoch']}: forged (its tag does not match this device's sealing key)"]
+
+
+def seals_named(first: int, last: int) -> str:
+    return f"seal {first}" if first == last else f"seals {first}-{last}"
 
 
 def row_problems(row: dict, previous_id: int, previous_hash: str) -> list[str]:
@@ -300,14 +595,82 @@ def text_or_none(value) -> str | None:
     return None if value is None else str(value)
 
 
-def csv_cell(value) -> str:
+def csv_cell(value):
+    """A record value as a CSV cell: numbers stay numbers (so csv_safe leaves a negative one alone)."""
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
         return canonical_json(value)
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, (int, float)):
+        return value
     return str(value)
+
+
+def check_whole(path: Path) -> None:
+    """A file of 0 bytes, or shorter than its SQLite header says, is a damaged log. SQLite would take an
+    empty file for a new database, and the next write would silently start a new chain."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            header = file.read(100)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the audit log ({err.strerror or err}), expected a readable file") from None
+    if size == 0:
+        raise DataError(f"{path}: got 0 bytes, expected an audit log: the file was emptied, a damaged log (keep it "
+                        "for inspection; a new log is only started where no file exists)")
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise DataError(f"{path}: damaged or not an audit log (no SQLite header), expected an allx audit log "
+                        "(keep this file for inspection and give another --log-db)")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    counted = header[24:28] == header[92:96]  # the page count is valid when written with the change counter
+    if counted and size < pages * page_size:
+        raise DataError(f"{path}: got {size} bytes, expected {pages * page_size} ({pages} pages of {page_size} as "
+                        "its header says): the file was cut short, a damaged log (keep it for inspection)")
+
+
+def check_key_dir_apart(path: Path, key_dir: Path) -> None:
+    """The sealing key must not live in the log's folder: whoever may write there could read it too."""
+    folder, keys = path.resolve().parent, key_dir.resolve()
+    if keys == folder or folder in keys.parents:
+        raise UsageError(f"{key_dir}: got the sealing keys' folder inside the log's folder {folder}, expected it "
+                         "elsewhere (the user's config folder by default)")
+
+
+def check_not_gone(path: Path, key_dir: Path) -> None:
+    """No file, but a key says a log written to was here: it was removed or moved, not never made."""
+    for key in seal.keys_naming(key_dir, path.resolve()):
+        raise DataError(f"{path}: no such file, but the sealing key {key.path} belongs to a log written here (up to "
+                        f"seal {key.epoch}), expected that log: restore it, or move the key aside to start a new log")
+
+
+def connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    """A connection; read-only ones open an archived log in a read-only folder too (SQLite cannot make the
+    WAL index file there, so such a log is opened immutable, which it is, once every row is in the main file)."""
+    if not readonly:
+        return sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    target = f"file:{quote(str(path.resolve()))}"
+    connection = sqlite3.connect(f"{target}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return connection
+    except sqlite3.OperationalError as err:
+        connection.close()
+        if os.access(path.parent, os.W_OK) or not any(word in str(err) for word in ("readonly", "unable to open")):
+            raise
+    wal = path.with_name(path.name + "-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        raise DataError(f"{path}: in a read-only folder with rows still in {wal.name}, expected a log closed "
+                        "cleanly: copy both files to a writable folder to check it")
+    return sqlite3.connect(f"{target}?immutable=1", uri=True, isolation_level=None)
+
+
+def file_identity(path: Path) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
 
 
 @contextmanager
@@ -321,7 +684,7 @@ def sqlite_errors(path: Path) -> Iterator[None]:
             raise DataError(f"{path}: cannot write the audit log ({text}), expected a writable file and folder "
                             "(or another --log-db)") from None
         if "locked" in text or "busy" in text:
-            raise DataError(f"{path}: audit log still locked by another process after {BUSY_TIMEOUT_S:g} s "
+            raise LogLocked(f"{path}: audit log still locked by another process after {BUSY_TIMEOUT_S:g} s "
                             f"({text}), expected it to be free") from None
         raise DataError(f"{path}: damaged or not an audit log ({text}), expected an allx audit log "
                         "(keep this file for inspection and give another --log-db)") from None

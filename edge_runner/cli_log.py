@@ -1,7 +1,9 @@
-"""`allx-edge review` and `allx-edge log verify|export`: a technologist's word on a sample; the audit log's checks.
+"""`allx-edge review` and `allx-edge log verify|export|setup-keys`: a technologist's word on a sample; the
+audit log's checks.
 
-Exit codes: 0 ok; 2 usage error, or a log that is missing, read-only, damaged or of a newer schema;
-3 `log verify` found an edited or deleted row.
+Exit codes: 0 ok; 2 usage error, or a log that is missing, read-only, empty, cut short, damaged or of a
+newer schema; 3 `log verify` (or `log export`, after writing its rows) found an edited, deleted, added or
+unsealed row, or a forged seal.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import typer
 
 from allx.console import handle_errors, stderr, stdout
 from allx.edge_runner.audit import AuditLog
+from allx.edge_runner.seal import parse_verify_key
 from allx.edge_runner.provenance import RunLog, model_facts
 from allx.edge_runner.site import load_site_config, resolve_log_db, resolve_operator
 from allx.errors import CheckFailed, UsageError
-from allx.files import checked_write
+from allx.files import checked_write, write_atomic
 
 LogDbOption = Annotated[Optional[Path], typer.Option(
     "--log-db", help="The audit log (SQLite). Default: site.json's log_db, else the user's data folder "
@@ -30,8 +33,14 @@ SiteConfigOption = Annotated[Optional[Path], typer.Option(
     "--site-config", help="Site settings (JSON: require_operator, log_db). Default: $ALLX_SITE_CONFIG, else "
     "~/.config/allx/site.json when present.", show_default=False)]
 
+VerifyKeyOption = Annotated[Optional[str], typer.Option(
+    "--verify-key", help="Check every seal with the verification key `allx-edge log setup-keys` gave (the key "
+    "itself, or the file holding it), off the device too. Default: this device's sealing key, which checks the "
+    "last seal.", show_default=False)]
+
 log_app = typer.Typer(name="log", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                      help="Check or export the audit log. Exit codes: 0 ok; 2 bad log file; 3 tampered log.")
+                      help="Check or export the audit log, or give its verification key. Exit codes: 0 ok; "
+                      "2 bad, empty or cut-short log file; 3 tampered log.")
 
 
 def echo(text: str, err: bool = False) -> None:
@@ -64,26 +73,40 @@ def review(
     config = load_site_config(site_config)
     operator = resolve_operator(config, operator)
     with open_log(log_db, site_config, readonly=False) as log:
+        say_replayed(log)
         row = log.review(sample, override=override, note=note, operator=operator)
     action = "confirmed" if confirm else f"overridden to {override}"
     echo(f"sample {sample}: {action} (audit row {row}, {log.path})")
 
 
+def check_log(log: AuditLog, verify_key: str | None, err: bool = False) -> list[str]:
+    """verify's problems, each printed as a "tampered:" line (stderr with `err`, when stdout carries rows);
+    what went unchecked as a warning."""
+    problems = log.verify(parse_verify_key(verify_key) if verify_key else None)
+    for warning in log.warnings:
+        echo(f"warning: {warning}", err=True)
+    for problem in problems:
+        echo(f"tampered: {problem}", err=err)
+    return problems
+
+
 @log_app.command()
 @handle_errors
-def verify(log_db: LogDbOption = None, site_config: SiteConfigOption = None):
-    """Check the hash chain: every row unchanged, none deleted. Names each bad row.
+def verify(log_db: LogDbOption = None, site_config: SiteConfigOption = None, verify_key: VerifyKeyOption = None):
+    """Check every row, the hash chain and the seals: none changed, deleted, added or cut from the end. Names
+    each bad row. Opens the log read-only, so an archived copy in a read-only folder is checked as it is.
 
-    Exit codes: 0 intact; 2 missing, damaged or newer log file; 3 an edited or deleted row.
+    Exit codes: 0 intact; 2 missing, empty, cut-short, damaged or newer log file; 3 a changed, deleted, added
+    or unsealed row, or a forged seal.
     """
     with open_log(log_db, site_config, readonly=True) as log:
-        problems = log.verify()
+        problems = check_log(log, verify_key)
         count = len(log.rows())
-    for problem in problems:
-        echo(f"tampered: {problem}")
     if problems:
-        raise CheckFailed(f"{log.path}: {len(problems)} problem(s) in the audit log's hash chain ({count} rows left)")
-    echo(f"ok: {log.path}: {count} rows, hash chain intact")
+        raise CheckFailed(f"{log.path}: {len(problems)} problem(s) in the audit log ({count} rows left)")
+    checked = "seals checked with the verification key" if verify_key else \
+        "seals not checked" if log.warnings else "last seal checked with this device's key"
+    echo(f"ok: {log.path}: {count} rows, hash chain intact, {checked}")
 
 
 @log_app.command()
@@ -99,10 +122,14 @@ def export(
                                                 show_default=False)] = None,
     log_db: LogDbOption = None,
     site_config: SiteConfigOption = None,
+    verify_key: VerifyKeyOption = None,
 ):
-    """Export the audit log's rows (optionally --since a date) as CSV or JSON lines.
+    """Export the audit log's rows (optionally --since a date) as CSV or JSON lines. The log is verified first
+    (as `log verify`): a tampered log is still exported, with a "tampered:" line per problem on stderr, and
+    the exit code is 3. CSV cells that a spreadsheet would run as a formula get a leading apostrophe.
 
-    Exit codes: 0 ok; 2 usage error or a missing, damaged or newer log file.
+    Exit codes: 0 ok; 2 usage error or a missing, empty, cut-short, damaged or newer log file; 3 exported, but
+    the log was tampered with.
     """
     if csv == json_lines:
         raise UsageError("got " + ("both --csv and --json" if csv else "no format") + ", expected --csv or --json")
@@ -114,11 +141,45 @@ def export(
             rows = log.rows(since=since)
             buffer.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
             count = len(rows)
+        problems = check_log(log, verify_key, err=True)
     if out is None:
         typer.echo(buffer.getvalue(), nl=False)
     else:
         checked_write(out, buffer.getvalue())
         echo(f"{count} rows -> {out}", err=True)
+    if problems:
+        raise CheckFailed(f"{log.path}: exported, but {len(problems)} problem(s) in the audit log: the rows above "
+                          "may have been changed")
+
+
+@log_app.command("setup-keys")
+@handle_errors
+def setup_keys(
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write the key to this file (mode 0600) instead of printing it.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Give a key again (from the current seal on) after one was given.")] = False,
+    log_db: LogDbOption = None,
+    site_config: SiteConfigOption = None,
+):
+    """Give the audit log's verification key once (creating the log if there is none), as journalctl
+    --setup-keys does. Keep it OFF this device: with it, `allx-edge log verify --verify-key KEY` proves every row
+    sealed before the last seal, even against someone who later has root on the device. On the device stays
+    only the sealing key, which moves forward after every write.
+
+    Exit codes: 0 given; 2 usage error (a key already given, without --force) or a bad log file.
+    """
+    with open_log(log_db, site_config, readonly=False) as log:
+        key = log.export_verify_key(force=force)
+    if out is None:
+        typer.echo(str(key))
+    else:
+        try:
+            write_atomic(out, f"{key}\n", mode=0o600)
+        except OSError as err:
+            raise UsageError(f"{out}: cannot write ({err.strerror or err}), expected a writable path") from None
+    echo(f"verification key of {log.path} from seal {key.epoch} on{f' -> {out}' if out else ''}: keep it off this "
+         "device; check with allx-edge log verify --verify-key KEY", err=True)
 
 
 def check_operator(operator: str | None, site_config: Path | None) -> str | None:
@@ -130,4 +191,11 @@ def open_run_log(edge_model, log_db: Path | None, operator: str | None, site_con
     """The run's audit log (None with --no-log), opened before the first image so a bad log loses no result."""
     if not enabled:
         return None
-    return RunLog(open_log(log_db, site_config, readonly=False), model_facts(edge_model), operator)
+    log = open_log(log_db, site_config, readonly=False)
+    say_replayed(log)
+    return RunLog(log, model_facts(edge_model), operator)
+
+
+def say_replayed(log: AuditLog) -> None:
+    if log.replayed:
+        echo(f"{log.path}: {log.replayed} row(s) kept while the log was locked were written to it now", err=True)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Sequence
 
 from allx.errors import OutputError
-from allx.files import LogMismatch, SharedLog
+from allx.files import LogMismatch, SharedLog, csv_line
 
 
 class StreamedCsv:
@@ -43,8 +41,3 @@ class StreamedCsv:
         except OSError as err:
             raise OutputError(f"{self.path}: cannot close ({err.strerror or err})") from None
 
-
-def csv_line(row: Sequence) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerow(row)
-    return buffer.getvalue()

@@ -4,6 +4,8 @@ site.json, looked up at --site-config, else $ALLX_SITE_CONFIG, else the user's c
 (~/.config/allx/site.json on Linux); absent means the defaults. Keys:
   "require_operator": true   every classify and review must name its --operator
   "log_db": "PATH"           the audit log (default: the user's data folder, ~/.local/share/allx/audit.db)
+The audit logs' sealing keys live in the user's config folder (~/.config/allx/audit-keys/, mode 0700,
+each key 0600), never in the log's folder.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def default_site_config_path() -> Path:
 
 def default_log_db() -> Path:
     return platformdirs.user_data_path("allx") / layout.AUDIT_DB
+
+
+def default_key_dir() -> Path:
+    """Where the audit logs' sealing keys live: the user's config folder, apart from the logs' data folder."""
+    return platformdirs.user_config_path("allx") / layout.AUDIT_KEYS
 
 
 def load_site_config(path: str | Path | None = None) -> SiteConfig:

@@ -1,0 +1,178 @@
+"""Forward-secure sealing of the audit log, after systemd-journald's Forward Secure Sealing and RFC 5848.
+
+Each log has a sealing key on the device, in a file of mode 0600 in the user's config folder (never the
+log's folder). Every write to the log ends with a seal: an HMAC-SHA256 of the chain's head (row id and
+hash) under the key of the seal's epoch, stored in the log. Then the key moves forward,
+k(i+1) = HKDF-SHA256(k(i)), and the file holding k(i) is replaced: the device keeps only the key of the
+last seal. So:
+- someone who can write the log file but not read the key cannot make a seal, and any edit, deletion,
+  added row or emptied file no longer matches the last seal (or the key's epoch);
+- a verification key (log id, epoch e, k(e)) printed once by `allx-edge log setup-keys` and kept off the
+  device derives every later key, so it checks every seal from e on. Someone with root on the device later
+  learns only the current key: the seals made before it stay provable.
+The spool (rows that waited for a locked log) is authenticated with a second, fixed key of the same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from allx import layout
+from allx.errors import DataError, UsageError
+from allx.files import write_atomic
+
+KEY_KIND = "allx-audit-sealing-key"
+VERIFY_PREFIX = "allx-vk1"
+KEY_BYTES = 32
+EVOLVE_INFO = b"allx audit log: next sealing key"
+
+
+def evolve(key: bytes, steps: int = 1) -> bytes:
+    """The sealing key `steps` epochs later: HKDF-SHA256, one way, so a later key never gives an earlier one."""
+    for _ in range(steps):
+        key = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=EVOLVE_INFO).derive(key)
+    return key
+
+
+def mac(key: bytes, data: dict) -> str:
+    """HMAC-SHA256 (hex) of the canonical JSON of `data`."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(key, text.encode("utf-8"), "sha256").hexdigest()
+
+
+def seal_tag(key: bytes, log_id: str, seal: dict) -> str:
+    """The tag of a seal: what it says (epoch, head row and hash, time) bound to its log and key."""
+    return mac(key, {"log_id": log_id, **{name: seal[name] for name in ("epoch", "head_id", "head_hash", "time_utc")}})
+
+
+def tag_matches(key: bytes, log_id: str, seal: dict) -> bool:
+    return hmac.compare_digest(seal_tag(key, log_id, seal), str(seal.get("tag", "")))
+
+
+@dataclass(frozen=True)
+class SealingKey:
+    """A log's key file: the current sealing key (epoch = the log's last seal) and the spool's key."""
+
+    path: Path
+    log_id: str
+    log_path: str
+    epoch: int
+    key: bytes
+    spool_key: bytes
+    exported_epoch: int | None = None  # the epoch a verification key was printed at
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": KEY_KIND, "log_id": self.log_id, "log_path": self.log_path, "epoch": self.epoch,
+                           "key": self.key.hex(), "spool_key": self.spool_key.hex(),
+                           "exported_epoch": self.exported_epoch}, indent=2) + "\n"
+
+    def forward(self) -> "SealingKey":
+        return replace(self, epoch=self.epoch + 1, key=evolve(self.key))
+
+
+def key_path(key_dir: Path, log_id: str) -> Path:
+    return Path(key_dir) / layout.AUDIT_KEY.format(log_id=log_id)
+
+
+def new_key(key_dir: Path, log_id: str, log_path: Path) -> SealingKey:
+    """A fresh key at epoch 0 for a new log (written at once, before the log names it)."""
+    key = SealingKey(key_path(key_dir, log_id), log_id, str(log_path), 0, secrets.token_bytes(KEY_BYTES),
+                     secrets.token_bytes(KEY_BYTES))
+    save_key(key)
+    return key
+
+
+def save_key(key: SealingKey) -> None:
+    """Replace the key file (0600, folder 0700): the previous key is gone with the previous file."""
+    key.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        write_atomic(key.path, key.to_json(), mode=0o600)
+    except OSError as err:
+        raise DataError(f"{key.path}: cannot write the audit log's sealing key ({err.strerror or err}), expected a "
+                        "writable key folder") from None
+
+
+def read_key(key_dir: Path, log_id: str) -> SealingKey | None:
+    """The log's key file, or None when there is none (off the device, say); a bad file is a DataError."""
+    path = key_path(key_dir, log_id)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("kind") != KEY_KIND or data.get("log_id") != log_id:
+            raise ValueError(f"kind {data.get('kind')!r}, log {data.get('log_id')!r}")
+        return SealingKey(path, log_id, str(data["log_path"]), int(data["epoch"]), bytes.fromhex(data["key"]),
+                          bytes.fromhex(data["spool_key"]), data.get("exported_epoch"))
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the audit log's sealing key ({err.strerror or err}), expected a "
+                        "file this user can read") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise DataError(f"{path}: got a damaged sealing key ({err}), expected the key file allx-edge wrote") from None
+
+
+def keys_naming(key_dir: Path, log_path: Path) -> list[SealingKey]:
+    """Keys in `key_dir` of logs that lived at `log_path` and were written to (epoch > 0)."""
+    found = []
+    for path in sorted(Path(key_dir).glob(layout.AUDIT_KEY.format(log_id="*"))):
+        try:
+            key = read_key(key_dir, path.stem)
+        except DataError:
+            continue
+        if key is not None and key.epoch > 0 and key.log_path == str(log_path):
+            found.append(key)
+    return found
+
+
+@contextlib.contextmanager
+def key_lock(key_dir: Path, log_id: str) -> Iterator[None]:
+    """One writer at a time moves a log's key forward (taken inside the log's write lock, so never waits long)."""
+    path = Path(key_dir) / layout.AUDIT_KEY_LOCK.format(log_id=log_id)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@dataclass(frozen=True)
+class VerifyKey:
+    """What `allx-edge log setup-keys` prints: a log's key at one epoch, kept off the device."""
+
+    log_id: str
+    epoch: int
+    key: bytes
+
+    def __str__(self) -> str:
+        return f"{VERIFY_PREFIX}:{self.log_id}:{self.epoch}:{self.key.hex()}"
+
+    def key_at(self, epoch: int) -> bytes:
+        return evolve(self.key, epoch - self.epoch)
+
+
+def parse_verify_key(text: str) -> VerifyKey:
+    """A verification key as printed, or the file it was written to; anything else is a UsageError."""
+    text = str(text).strip()
+    if not text.startswith(VERIFY_PREFIX) and Path(text).is_file():
+        text = Path(text).read_text(encoding="utf-8").strip()
+    parts = text.split(":")
+    try:
+        if len(parts) != 4 or parts[0] != VERIFY_PREFIX or len(parts[3]) != 2 * KEY_BYTES:
+            raise ValueError
+        return VerifyKey(parts[1], int(parts[2]), bytes.fromhex(parts[3]))
+    except ValueError:
+        raise UsageError(f"--verify-key: got {text[:24]!r}..., expected {VERIFY_PREFIX}:LOG_ID:EPOCH:KEY as "
+                         "`allx-edge log setup-keys` printed it (or the file it wrote)") from None
+
