@@ -221,9 +221,7 @@ class AuditLog:
             raise DataError(f"{self.path}: no sealing key for this log in {self.key_dir}, expected "
                             f"{seal.key_path(self.key_dir, self.log_id).name} there (the key made with the log): "
                             "without it no row can be sealed; check the log with --verify-key, or use another --log-db")
-        if spool.spool_path(self.path).is_file():
-            with self.sealed_write():
-                pass
+        self.flush_spool()
 
     def upgrade(self) -> None:
         """Schema 1 -> 2: a key and a first seal of the chain as it stands (its rows are provable from here on)."""
@@ -381,6 +379,15 @@ class AuditLog:
                 raise
         spool.add(self.path, seal.read_key(self.key_dir, self.log_id), record, utc_now())
         return None
+
+    def flush_spool(self) -> int:
+        """Write the rows waiting in the spool now (before a reader looks, say); returns how many."""
+        if self.readonly or not self.spooled():
+            return 0
+        before = self.replayed
+        with self.sealed_write():
+            pass
+        return self.replayed - before
 
     def spooled(self) -> int:
         """Rows waiting in the spool for the next write."""
@@ -633,11 +640,11 @@ def check_whole(path: Path) -> None:
 
 
 def check_key_dir_apart(path: Path, key_dir: Path) -> None:
-    """The sealing key must not live in the log's folder: whoever may write there could read it too."""
+    """The sealing key must not sit beside the log: a key copied or backed up with the log proves nothing."""
     folder, keys = path.resolve().parent, key_dir.resolve()
-    if keys == folder or folder in keys.parents:
-        raise UsageError(f"{key_dir}: got the sealing keys' folder inside the log's folder {folder}, expected it "
-                         "elsewhere (the user's config folder by default)")
+    if keys == folder:
+        raise UsageError(f"{key_dir}: got the sealing keys' folder = the log's folder, expected another folder "
+                         "(the user's config folder by default)")
 
 
 def check_not_gone(path: Path, key_dir: Path) -> None:

@@ -7,8 +7,9 @@ per field and then one row with the sample's verdict as it stands, as a CLI run 
 
 Two single-thread executors keep the non-thread-safe parts in one thread each: the interpreter (one
 inference at a time) and the SQLite connection (which belongs to the thread that opened it). A row the
-log refuses (locked or read-only database) is kept in memory in order, stamped with its time, and
-written before anything else on the next request, so nothing is lost while the server runs.
+log refuses because another process holds it goes to the log's spool on disk (AuditLog.append), so a
+stop loses nothing; one it refuses otherwise (read-only database, say) is kept in memory in order, stamped
+with its time, and written before anything else on the next request.
 """
 
 from __future__ import annotations
@@ -198,6 +199,7 @@ class Workbench:
         """Write waiting rows in order; on failure they stay (raise LogUnavailable unless quiet)."""
         with self.lock:
             try:
+                self.on_log_thread(self.log.flush_spool)  # rows another process's lock sent to the spool
                 while self.pending:
                     self.on_log_thread(self.log.append, self.pending[0])
                     self.pending.pop(0)
@@ -208,8 +210,12 @@ class Workbench:
 
     @property
     def log_warning(self) -> str | None:
-        if not self.pending:
+        spooled = self.log.spooled()
+        if not self.pending and not spooled:
             return None
+        if not self.pending:
+            return (f"{spooled} result(s) not yet in the audit log (another process held it); kept on disk beside "
+                    "it and written on the next request, or by the next start")
         return (f"{len(self.pending)} result(s) not yet in the audit log ({self.last_log_error}); "
                 "kept in memory and retried on every request")
 
