@@ -39,7 +39,7 @@ from allx.edge_runner import seal, spool
 from allx.edge_runner.seal import SealingKey, VerifyKey
 from allx.edge_runner.site import default_key_dir
 from allx.errors import DataError, UsageError
-from allx.files import SafeCsvWriter
+from allx.files import SafeCsvWriter, create_temp
 
 SCHEMA_VERSION = 2  # 2: seals (schema 1 logs are sealed from their head on at their next write)
 FORMAT = "allx-audit"
@@ -137,15 +137,14 @@ class AuditLog:
             raise DataError(f"{path}: no such audit log, expected the --log-db file allx-edge classify wrote")
         if path.is_dir():
             raise DataError(f"{path}: got a folder, expected the audit log's file name (e.g. {path / layout.AUDIT_DB})")
-        if path.exists():
-            check_whole(path)
         if not readonly:
             check_key_dir_apart(path, key_dir)
             if not path.exists():
                 check_not_gone(path, key_dir)
+                with sqlite_errors(path):
+                    create_log(path, key_dir)
+        check_whole(path)
         with sqlite_errors(path):
-            if not readonly:
-                path.parent.mkdir(parents=True, exist_ok=True)
             connection = connect(path, readonly)
         log = cls(connection, path, readonly, key_dir)
         try:
@@ -175,9 +174,6 @@ class AuditLog:
 
     def check_or_create_schema(self) -> None:
         tables = {name for (name,) in self.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not tables and not self.readonly:
-            self.create()
-            tables = {"meta", "entries"}
         if not {"meta", "entries"} <= tables:
             raise DataError(f"{self.path}: a SQLite file with tables {sorted(tables)}, expected an allx audit log "
                             "(tables meta and entries); give another --log-db")
@@ -191,21 +187,6 @@ class AuditLog:
             raise DataError(f"{self.path}: audit log schema {version} was written by a newer allx, expected "
                             f"schema <= {SCHEMA_VERSION}: upgrade allx-edge (the log was left untouched)")
         self.log_id = meta.get("log_id", "")
-
-    def create(self) -> None:
-        """A new log with its key and its first seal (of the empty chain). One idempotent script in one
-        transaction: two processes creating the log at once make one (the loser's key is never used)."""
-        log_id = secrets.token_hex(16)
-        key = seal.new_key(self.key_dir, log_id, self.path.resolve())
-        first = {"epoch": 0, "head_id": 0, "head_hash": GENESIS, "time_utc": utc_now()}
-        first["tag"] = seal.seal_tag(key.key, log_id, first)
-        meta = [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION)), ("created_utc", utc_now()),
-                ("head_id", "0"), ("head_hash", GENESIS), ("log_id", log_id)]
-        inserts = "".join(f"INSERT OR IGNORE INTO meta VALUES ('{key}', '{value}');\n" for key, value in meta)
-        values = ", ".join(repr(first[name]) for name in SEAL_COLUMNS)  # digits and hex only
-        seals = "".join(f"{statement};\n" for statement in SEALS_SCHEMA)
-        self.connection.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}{seals}{inserts}"
-                                      f"INSERT OR IGNORE INTO seals VALUES ({values});\nCOMMIT;")
 
     def probe_write(self) -> None:
         """Write nothing, but as a writer would: SQLite opens a read-only file without a word and fails only
@@ -508,8 +489,8 @@ class AuditLog:
         for item in checked:
             key, epoch = seal.evolve(key, item["epoch"] - epoch), item["epoch"]
             if not seal.tag_matches(key, self.log_id, item):
-                return [f"seal {item['epoch']}: forged (its tag does not match the verification key): the rows after "
-                        f"seal {item['epoch'] - 1} were rewritten by someone who had the device's key"]
+                return [f"seal {item['epoch']}: forged (its tag does not match the verification key): the rows it "
+                        "covers were rewritten by someone who had the device's later key"]
         return []
 
 
@@ -613,6 +594,38 @@ def csv_cell(value):
     if isinstance(value, (int, float)):
         return value
     return str(value)
+
+
+def create_log(path: Path, key_dir: Path) -> None:
+    """A new log, whole (schema, key, first seal of the empty chain) before its name appears: built under a
+    temp name and linked into place, so no one ever sees the path as an empty file (which would be a wiped
+    log). Two processes creating it at once: the first link wins, the other's file and key are never used."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp, handle = create_temp(path)
+    os.close(handle)
+    try:
+        log_id = secrets.token_hex(16)
+        key = seal.new_key(key_dir, log_id, path.resolve())
+        first = {"epoch": 0, "head_id": 0, "head_hash": GENESIS, "time_utc": utc_now()}
+        first["tag"] = seal.seal_tag(key.key, log_id, first)
+        meta = [("format", FORMAT), ("schema_version", str(SCHEMA_VERSION)), ("created_utc", utc_now()),
+                ("head_id", "0"), ("head_hash", GENESIS), ("log_id", log_id)]
+        connection = sqlite3.connect(str(temp), isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.executescript(f"BEGIN;\n{SCHEMA}" + "".join(f"{statement};\n" for statement in SEALS_SCHEMA)
+                                     + "COMMIT;")
+            with connection:
+                connection.executemany("INSERT INTO meta VALUES (?, ?)", meta)
+                connection.execute(INSERT_SEAL, [first[name] for name in SEAL_COLUMNS])
+        finally:
+            connection.close()
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs is the log
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def check_whole(path: Path) -> None:

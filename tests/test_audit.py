@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -239,3 +240,255 @@ def test_sqlite_failures_read_as_one_line_each(tmp_path):
         with pytest.raises(DataError, match=expected):
             with sqlite_errors(tmp_path / "a.db"):
                 raise sqlite3.OperationalError(text)
+
+
+# --- seals: what someone who can write the file, but not read the key, can no longer do unnoticed ---
+
+def tamper_all(path, *statements):
+    """As tamper(), with the seals' triggers dropped too."""
+    connection = sqlite3.connect(path)
+    for trigger in ("entries_no_update", "entries_no_delete", "seals_no_update", "seals_no_delete"):
+        connection.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    for statement in statements:
+        connection.execute(*statement) if isinstance(statement, tuple) else connection.execute(statement)
+    connection.commit()
+    connection.close()
+
+
+def verify(path, verify_key=None):
+    with AuditLog.open(path, readonly=True) as log:
+        return log.verify(verify_key)
+
+
+def test_every_write_is_sealed_and_the_key_moves_forward(log_path):
+    from allx.edge_runner.seal import read_key
+    from allx.edge_runner.site import default_key_dir
+
+    with AuditLog.open(log_path, readonly=True) as log:
+        seals, log_id = log.seals(), log.log_id
+    key = read_key(default_key_dir(), log_id)
+    assert [s["epoch"] for s in seals] == list(range(6)) and [s["head_id"] for s in seals] == list(range(6))
+    assert key.epoch == 5 and oct(key.path.stat().st_mode & 0o777) == "0o600"
+    assert oct(key.path.parent.stat().st_mode & 0o777) == "0o700" and key.path.parent != log_path.parent
+
+
+def test_deleting_the_last_rows_and_fixing_the_head_is_found(log_path):
+    """The campaign's first attack: triggers dropped, last row deleted, meta's head set to the new last row."""
+    with AuditLog.open(log_path, readonly=True) as log:
+        row4 = log.rows()[3]
+    tamper_all(log_path, "DELETE FROM entries WHERE id = 5",
+               ("UPDATE meta SET value = ? WHERE key = 'head_id'", ("4",)),
+               ("UPDATE meta SET value = ? WHERE key = 'head_hash'", (row4["row_hash"],)))
+    assert verify(log_path) == ["row 5: deleted (seal 5 covers row 5, the last row left is 4)"]
+    tamper_all(log_path, "DELETE FROM seals WHERE epoch = 5")  # and the seal that named it
+    assert verify(log_path) == ["seal 5: deleted (the sealing key is at seal 5, the log's last seal is 4): "
+                                "rows were cut from the end"]
+
+
+def test_a_forged_row_with_a_correct_hash_is_found(log_path):
+    from allx.edge_runner.audit import canonical_json, row_hash
+
+    with AuditLog.open(log_path, readonly=True) as log:
+        last = log.rows()[-1]
+    forged = {"id": 6, "time_utc": last["time_utc"], "kind": "review", "sample_id": "S1", "operator": "eve",
+              "image": None, "image_sha256": None, "label": "Benign",
+              "record": canonical_json({"kind": "review", "label": "Benign"}), "prev_hash": last["row_hash"]}
+    forged["row_hash"] = row_hash(forged)
+    tamper_all(log_path, (f"INSERT INTO entries VALUES ({', '.join('?' * 11)})", tuple(forged.values())))
+    assert verify(log_path) == ["row 6: not sealed (added without the sealing key)"]
+    tamper_all(log_path, ("INSERT INTO seals VALUES (6, 6, ?, ?, ?)", (forged["row_hash"], last["time_utc"], "0" * 64)))
+    assert verify(log_path) == ["seal 6: forged (its tag does not match this device's sealing key)"]
+
+
+def test_an_edit_with_the_chain_recomputed_is_found(log_path):
+    from allx.edge_runner.audit import row_hash
+
+    statements, previous = [], None
+    with AuditLog.open(log_path, readonly=True) as log:
+        for row in log.rows():
+            if row["id"] >= 2:
+                record = row["record"] | ({"label": "Benign"} if row["id"] == 2 else {})
+                row = {**row, "record": json.dumps(record), "prev_hash": previous}
+                row["row_hash"] = row_hash(row)
+                statements.append(("UPDATE entries SET record = ?, prev_hash = ?, row_hash = ? WHERE id = ?",
+                                   (row["record"], row["prev_hash"], row["row_hash"], row["id"])))
+            previous = row["row_hash"]
+    tamper_all(log_path, *statements)
+    assert verify(log_path) == ["row 2: changed after it was sealed (seal 2 holds another hash): rows were "
+                                "rewritten and the hash chain recomputed"]
+    tamper_all(log_path, ("UPDATE seals SET head_hash = ? WHERE epoch = 5", (previous,)))  # the last seal too
+    assert verify(log_path)[-1] == "seal 5: forged (its tag does not match this device's sealing key)"
+
+
+def test_an_emptied_or_cut_file_is_damaged_and_never_a_new_log(tmp_path, log_path):
+    cut = tmp_path / "cut.db"
+    cut.write_bytes(log_path.read_bytes()[:8192])
+    with pytest.raises(DataError, match="cut.db: got 8192 bytes, expected .* the file was cut short"):
+        AuditLog.open(cut, readonly=True)
+    log_path.write_bytes(b"")
+    for readonly in (True, False):
+        with pytest.raises(DataError, match="audit.db: got 0 bytes, expected an audit log: the file was emptied"):
+            AuditLog.open(log_path, readonly=readonly)
+    assert log_path.read_bytes() == b""  # nothing started anew in its place
+
+
+def test_a_removed_log_is_not_silently_started_anew(log_path):
+    log_path.unlink()
+    with pytest.raises(DataError, match="no such file, but the sealing key .* belongs to a log written here"):
+        AuditLog.open(log_path)
+    assert not log_path.exists()
+
+
+def test_the_verification_key_proves_old_rows_even_against_root_on_the_device(log_path, tmp_path):
+    """Root copies the device key (at seal 5), rewrites row 2 and reseals every seal with it: the device's own
+    key is fooled, the verification key given at seal 0 is not."""
+    from allx.edge_runner.audit import row_hash
+    from allx.edge_runner.seal import VerifyKey, read_key, seal_tag
+    from allx.edge_runner.site import default_key_dir
+
+    fresh = tmp_path / "fresh.db"
+    with AuditLog.open(fresh) as log:
+        verify_key = log.export_verify_key()
+        with pytest.raises(UsageError, match="already given"):
+            log.export_verify_key()
+        for image in ("a.png", "b.png", "c.png"):
+            log.append(field(image=image))
+        log_id = log.log_id
+    assert verify_key.epoch == 0 and verify(fresh, verify_key=verify_key) == []
+    stolen = read_key(default_key_dir(), log_id)
+    statements, previous, heads = [], None, {}
+    with AuditLog.open(fresh, readonly=True) as log:
+        for row in log.rows():
+            if row["id"] >= 2:
+                record = row["record"] | ({"label": "Benign"} if row["id"] == 2 else {})
+                row = {**row, "record": json.dumps(record), "prev_hash": previous}
+                row["row_hash"] = row_hash(row)
+                statements.append(("UPDATE entries SET record = ?, prev_hash = ?, row_hash = ? WHERE id = ?",
+                                   (row["record"], row["prev_hash"], row["row_hash"], row["id"])))
+            previous = heads[row["id"]] = row["row_hash"]
+        for item in log.seals()[2:]:  # the seals of rows 2 on, retagged with the stolen key
+            item = {**item, "head_hash": heads[item["head_id"]]}
+            statements.append(("UPDATE seals SET head_hash = ?, tag = ? WHERE epoch = ?",
+                               (item["head_hash"], seal_tag(stolen.key, log_id, item), item["epoch"])))
+    tamper_all(fresh, *statements)
+    assert verify(fresh) == []  # root on the device fools the device's own check (the README says so)
+    assert verify(fresh, verify_key=verify_key) == [
+        "seal 2: forged (its tag does not match the verification key): the rows it covers were rewritten by "
+        "someone who had the device's later key"]
+    with pytest.raises(UsageError, match="got a key of log"):
+        verify(fresh, verify_key=VerifyKey("ab" * 16, 0, b"k" * 32))
+
+
+def test_off_the_device_the_seals_are_checked_with_the_verification_key_only(log_path, tmp_path):
+    with AuditLog.open(log_path, readonly=True, key_dir=tmp_path / "elsewhere") as log:
+        assert log.verify() == [] and "seals not checked" in log.warnings[0]
+
+
+def test_a_log_of_schema_1_is_sealed_from_its_head_at_its_next_write(tmp_path):
+    path = tmp_path / "old.db"
+    with AuditLog.open(path) as log:
+        log.append(field())
+    tamper_all(path, "DROP TABLE seals", "DELETE FROM meta WHERE key = 'log_id'",
+               "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    assert verify(path)[-1].startswith("row 1: not sealed (schema 1")
+    with AuditLog.open(path) as log:
+        log.append(field(image="f2.png"))
+        assert log.meta()["schema_version"] == str(SCHEMA_VERSION) and log.verify() == []
+
+
+# --- rows survive a stop: spooled while another process holds the log, replayed by the next write ---
+
+def hold_lock(path):
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    return locker
+
+
+def test_rows_for_a_locked_log_are_spooled_and_replayed_in_order(tmp_path):
+    path = tmp_path / "busy.db"
+    with AuditLog.open(path) as log:
+        log.append(field(image="before.png"))
+        log.connection.execute("PRAGMA busy_timeout = 100")
+        locker = hold_lock(path)
+        assert [log.append(field(image=name)) for name in ("w1.png", "w2.png")] == [None, None]
+        assert log.spooled() == 2
+        with pytest.raises(DataError, match="still locked"):
+            log.review("S1")  # a review counts only once it is in the log: never spooled
+        locker.rollback()
+        locker.close()
+    with AuditLog.open(path) as log:  # the next start (a new process) replays them first and says how many
+        assert log.replayed == 2 and log.spooled() == 0
+        log.append(field(image="after.png"))
+        rows = log.rows()
+        assert [row["image"] for row in rows] == ["before.png", "w1.png", "w2.png", "after.png"]
+        assert "spooled_utc" in rows[1]["record"] and log.verify() == []
+
+
+def test_a_spool_line_this_device_did_not_write_is_refused(tmp_path):
+    from allx.edge_runner.spool import spool_path
+
+    path = tmp_path / "busy.db"
+    with AuditLog.open(path) as log:
+        log.connection.execute("PRAGMA busy_timeout = 100")
+        locker = hold_lock(path)
+        log.append(field(image="kept.png"))
+        locker.rollback()
+        locker.close()
+    spool = spool_path(path)
+    spool.write_text(spool.read_text().replace("kept.png", "forged.png"))
+    with pytest.raises(DataError, match=r"busy.db.spool: line 2: got a row this device did not write"):
+        AuditLog.open(path)
+
+
+def test_a_log_removed_or_replaced_while_open_is_never_written_to(tmp_path):
+    path = tmp_path / "open.db"
+    with AuditLog.open(path) as log:
+        log.append(field())
+        path.rename(tmp_path / "moved.db")
+        with pytest.raises(DataError, match="open.db: the audit log was removed while this process had it open"):
+            log.append(field(image="lost.png"))
+        shutil.copy(tmp_path / "moved.db", path)
+        with pytest.raises(DataError, match="was replaced by another file"):
+            log.append(field(image="lost.png"))
+
+
+# --- export and read-only copies ---
+
+def test_since_out_of_range_is_a_usage_error():
+    from allx.edge_runner.audit import parse_since
+
+    for since in ("0001-01-01T00:00+01:00", "9999-12-31T23:59-01:00"):
+        with pytest.raises(UsageError, match=re.escape(f"--since: got '{since}', expected a date")):
+            parse_since(since)
+
+
+def test_exported_csv_cells_never_run_as_formulas(tmp_path):
+    with AuditLog.open(tmp_path / "a.db") as log:
+        log.append({**field(sample='=HYPERLINK("http://x.example","y")', operator="+SUM(1,2)"), "ood_score": -1.5})
+        stream = io.StringIO()
+        log.export_csv(stream)
+    import csv
+
+    header, row = list(csv.reader(io.StringIO(stream.getvalue())))
+    cells = dict(zip(header, row))
+    assert cells["sample_id"] == '\'=HYPERLINK("http://x.example","y")' and cells["operator"] == "'+SUM(1,2)"
+    assert cells["ood_score"] == "-1.5"
+
+
+def test_a_log_in_a_read_only_folder_is_verified_and_exported(log_path, tmp_path):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    shutil.copy(log_path, archive / "audit.db")
+    archive.chmod(0o555)
+    reader = textwrap.dedent("""
+        import sys
+        from allx.edge_runner.audit import AuditLog
+        with AuditLog.open(sys.argv[1], readonly=True) as log:
+            print(len(log.rows()), log.verify())
+    """)
+    try:
+        result = subprocess.run(as_unprivileged([sys.executable, "-c", reader, str(archive / "audit.db")]),
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        archive.chmod(0o755)
+    assert result.returncode == 0 and result.stdout.split() == ["5", "[]"], result.stderr
