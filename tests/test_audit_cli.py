@@ -261,3 +261,97 @@ def test_camera_sample_session_logs_its_frames_and_verdict(tmp_path):
     plain = invoke("camera", "-m", tiny_models().int8, "--labels", tiny_models().labels_file, "--source", video,
                    "--headless", "--max-frames", "2", "--log-db", tmp_path / "preview.db")
     assert plain.exit_code == 0 and not (tmp_path / "preview.db").exists()  # a preview is not a result
+
+
+# --- the campaign's tamperings, each a clear line and exit 3; damaged files exit 2 ---
+
+def library_log(path, rows=4):
+    with AuditLog.open(path) as log:
+        for index in range(rows):
+            log.append({"kind": "field", "sample_id": "S1", "image": f"f{index}.png", "label": "Pro",
+                        "probabilities": dict(zip(LABELS, (0.1, 0.1, 0.1, 0.7)))})
+    return path
+
+
+def test_every_tampering_of_the_campaign_fails_verify_with_exit_3(tmp_path):
+    from test_audit import tamper_all
+
+    cases = {
+        "last row deleted, head fixed": ["DELETE FROM entries WHERE id = 4",
+                                         "UPDATE meta SET value = '3' WHERE key = 'head_id'"],
+        "last row and its seal deleted": ["DELETE FROM entries WHERE id = 4", "DELETE FROM seals WHERE epoch = 4"],
+        "row added": ["INSERT INTO entries SELECT 5, time_utc, kind, sample_id, operator, image, image_sha256, "
+                      "label, record, row_hash, row_hash FROM entries WHERE id = 4"],
+        "row edited": ["UPDATE entries SET label = 'Benign' WHERE id = 2"],
+    }
+    expected = {"last row deleted, head fixed": "tampered: row 4: deleted",
+                "last row and its seal deleted": "tampered: seal 4: deleted",
+                "row added": "tampered: row 5:", "row edited": "tampered: row 2: edited"}
+    for name, statements in cases.items():
+        db = library_log(tmp_path / f"{name.replace(' ', '_').replace(',', '')}.db")
+        tamper_all(db, *statements)
+        result = invoke("log", "verify", "--log-db", db)
+        assert result.exit_code == 3 and expected[name] in result.stdout, (name, result.output)
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+
+
+def test_an_emptied_log_is_exit_2_everywhere_and_stays_as_it_is(images, model, tmp_path):
+    db = library_log(tmp_path / "audit.db")
+    db.write_bytes(b"")
+    for command in (("log", "verify"), ("log", "export", "--csv"), ("review", "S1", "--confirm")):
+        result = invoke(*command, "--log-db", db)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+        assert "got 0 bytes, expected an audit log" in result.stderr
+    result = classify(images, model, "--log-db", db)
+    assert result.exit_code == 2 and result.stdout == "" and "got 0 bytes" in result.stderr
+    assert db.read_bytes() == b""  # no new chain started in its place
+
+
+def test_export_of_a_tampered_log_warns_and_exits_3(tmp_path):
+    from test_audit import tamper_all
+
+    db = library_log(tmp_path / "audit.db")
+    tamper_all(db, "UPDATE entries SET label = 'Benign' WHERE id = 2")
+    out = tmp_path / "export.csv"
+    result = invoke("log", "export", "--csv", "-o", out, "--log-db", db)
+    assert result.exit_code == 3 and "tampered: row 2: edited" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("error: ") and "exported, but 1 problem(s)" in result.stderr
+    assert len(list(csv.DictReader(out.open()))) == 4  # the rows are still given, for inspection
+
+
+def test_since_out_of_range_is_one_line_and_exit_2(tmp_path):
+    db = library_log(tmp_path / "audit.db")
+    result = invoke("log", "export", "--csv", "--since", "0001-01-01T00:00+01:00", "--log-db", db)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "--since: got" in result.stderr
+
+
+def test_setup_keys_gives_the_verification_key_once_and_verify_uses_it(tmp_path):
+    db = tmp_path / "audit.db"
+    given = invoke("log", "setup-keys", "--log-db", db)
+    assert given.exit_code == 0 and given.stdout.startswith("allx-vk1:") and "keep it off this device" in given.stderr
+    library_log(db)
+    again = invoke("log", "setup-keys", "--log-db", db)
+    assert again.exit_code == 2 and "already given" in again.stderr
+    key_file = tmp_path / "vk.txt"
+    forced = invoke("log", "setup-keys", "--force", "-o", key_file, "--log-db", db)
+    assert forced.exit_code == 0 and oct(key_file.stat().st_mode & 0o777) == "0o600"
+    for key in (given.stdout.strip(), key_file):
+        checked = invoke("log", "verify", "--verify-key", key, "--log-db", db)
+        assert checked.exit_code == 0 and "seals checked with the verification key" in checked.stdout
+    bad = invoke("log", "verify", "--verify-key", "allx-vk1:nonsense", "--log-db", db)
+    assert bad.exit_code == 2 and "--verify-key: got" in bad.stderr
+
+
+def test_rows_spooled_while_the_log_was_locked_are_written_and_said(tmp_path):
+    db = library_log(tmp_path / "audit.db")
+    with AuditLog.open(db) as log:
+        log.connection.execute("PRAGMA busy_timeout = 100")
+        locker = sqlite3.connect(db, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        assert log.append({"kind": "sample", "sample_id": "S1", "label": "Pro"}) is None
+        locker.rollback()
+        locker.close()
+    result = invoke("review", "S1", "--confirm", "--log-db", db)
+    assert result.exit_code == 0 and "1 row(s) kept while the log was locked were written to it now" in result.stderr
+    with AuditLog.open(db, readonly=True) as log:
+        assert [row["kind"] for row in log.rows()][-2:] == ["sample", "review"] and log.verify() == []
