@@ -240,6 +240,9 @@ def test_unknown_sample_and_bad_review_are_clear_errors(client):
     assert client.post("/api/samples", json={"operator": "x"}).status_code == 422
     since = client.get("/api/log", params={"since": "yesterday"})
     assert since.status_code == 400 and "expected a date" in since.json()["error"]
+    for path in ("/api/log", "/api/log.csv"):  # a zone that moves it before year 1: still the client's error
+        early = client.get(path, params={"since": "0001-01-01T00:00+01:00"})
+        assert early.status_code == 400 and "expected a date" in early.json()["error"]
 
 
 def test_camera_missing_or_unplugged_is_a_clear_503(model_dir, tmp_path):
@@ -393,3 +396,13 @@ def test_serve_command_prints_the_link_and_rotates_the_token(model_dir, tmp_path
     network = CliRunner().invoke(app, [*base, "--host", "0.0.0.0", "--port", "9000"])
     assert "on the network" in network.output and ":9000/?token=" in network.output
     assert [o.host for o in served] == ["127.0.0.1"] * 3 + ["0.0.0.0"]
+
+
+def test_log_csv_cells_never_run_as_formulas(client):
+    import csv
+
+    key = start(client, '=HYPERLINK("http://x.example","y")', "+SUM(1,2)")
+    upload(client, key, [("a.png", png_bytes(1))])
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/log.csv").text)))
+    assert {row["sample_id"] for row in rows} == {'\'=HYPERLINK("http://x.example","y")'}
+    assert {row["operator"] for row in rows} == {"'+SUM(1,2)"}
