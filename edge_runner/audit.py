@@ -362,12 +362,16 @@ class AuditLog:
         return None
 
     def flush_spool(self) -> int:
-        """Write the rows waiting in the spool now (before a reader looks, say); returns how many."""
+        """Write the rows waiting in the spool now (before a reader looks, say); returns how many (0 while
+        another process still holds the log: they stay in the spool)."""
         if self.readonly or not self.spooled():
             return 0
         before = self.replayed
-        with self.sealed_write():
-            pass
+        try:
+            with self.sealed_write():
+                pass
+        except LogLocked:
+            return 0
         return self.replayed - before
 
     def spooled(self) -> int:

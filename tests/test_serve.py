@@ -406,3 +406,21 @@ def test_log_csv_cells_never_run_as_formulas(client):
     rows = list(csv.DictReader(io.StringIO(client.get("/api/log.csv").text)))
     assert {row["sample_id"] for row in rows} == {'\'=HYPERLINK("http://x.example","y")'}
     assert {row["operator"] for row in rows} == {"'+SUM(1,2)"}
+
+
+def test_rows_waiting_for_a_locked_log_survive_a_stop(model_dir, tmp_path):
+    """Uploads while another process holds the log, then the server stops (Ctrl-C closes the workbench): the
+    rows are on disk in the spool, and the next start writes them."""
+    client, bench = make_client(model_dir / "model.tflite", tmp_path / "log.db")
+    key = start(client)
+    locker = sqlite3.connect(tmp_path / "log.db")
+    locker.execute("begin exclusive")
+    response = upload(client, key, [("a.png", png_bytes(1)), ("b.png", png_bytes(2))])
+    assert "kept on disk" in response.json()["log_warning"]
+    bench.close()
+    locker.rollback()
+    locker.close()
+    with AuditLog.open(tmp_path / "log.db") as log:
+        assert log.replayed == 3 and log.verify() == []
+        assert [(row["kind"], row["image"]) for row in log.rows()] == [("field", "a.png"), ("field", "b.png"),
+                                                                       ("sample", None)]
