@@ -32,18 +32,18 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, TextIO
-from urllib.parse import quote
 
 from allx import layout
 from allx.edge_runner import seal, spool
-from allx.edge_runner.seal import SealingKey, VerifyKey
+from allx.edge_runner.audit_file import (BUSY_TIMEOUT_S, LogLocked, check_key_dir_apart, check_not_gone,
+                                         check_whole, connect, file_identity, sqlite_errors)
+from allx.edge_runner.seal import SealingKey, VerifyKey, rows_named
 from allx.edge_runner.site import default_key_dir
 from allx.errors import DataError, UsageError
 from allx.files import SafeCsvWriter, create_temp
 
 SCHEMA_VERSION = 2  # 2: seals (schema 1 logs are sealed from their head on at their next write)
 FORMAT = "allx-audit"
-BUSY_TIMEOUT_S = 30.0
 GENESIS = "0" * 64
 KINDS = ("field", "sample", "review")
 COLUMNS = ("id", "time_utc", "kind", "sample_id", "operator", "image", "image_sha256", "label", "record",
@@ -74,11 +74,8 @@ SEALS_SCHEMA = (
     "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
 )
 INSERT_SEAL = f"INSERT INTO seals ({', '.join(SEAL_COLUMNS)}) VALUES ({', '.join('?' * len(SEAL_COLUMNS))})"
-SQLITE_MAGIC = b"SQLite format 3\0"
 
 
-class LogLocked(DataError):
-    """Another process held the log past the busy timeout (the row goes to the spool, when allowed)."""
 
 
 def canonical_json(data) -> str:
@@ -469,33 +466,16 @@ class AuditLog:
                 "recomputed it; the next write seals it from there on"]
         if not seals:
             return problems + ["seals: none left (all deleted), expected at least the log's first seal"]
-        problems += gap_problems(seals) + chain_seal_problems(seals, hashes, previous_id, pinpoint=not problems)
+        problems += seal.gap_problems(seals) + seal.chain_seal_problems(seals, hashes, previous_id, pinpoint=not problems)
         if verify_key is not None:
-            return problems + self.verify_key_problems(seals, verify_key)
+            return problems + seal.verify_key_problems(seals, verify_key, self.log_id)
         key = seal.read_key(self.key_dir, self.log_id)
         if key is None:
             self.warnings.append(f"seals not checked: no sealing key for this log in {self.key_dir} (off the device?), "
                                  "expected this device's key or --verify-key KEY; the rows and the hash chain were "
                                  "checked")
             return problems
-        return problems + device_key_problems(seals[-1], key, self.log_id)
-
-    def verify_key_problems(self, seals: list[dict], verify_key: VerifyKey) -> list[str]:
-        """Every seal from the verification key's epoch on must carry that epoch's tag."""
-        if verify_key.log_id != self.log_id:
-            raise UsageError(f"--verify-key: got a key of log {verify_key.log_id}, expected one of this log "
-                             f"({self.log_id})")
-        checked = [item for item in seals if item["epoch"] >= verify_key.epoch]
-        if not checked:
-            return [f"{seals_named(seals[-1]['epoch'] + 1, verify_key.epoch)}: deleted (the verification key starts "
-                    f"at seal {verify_key.epoch}, the log's last seal is {seals[-1]['epoch']}): rows were cut from the end"]
-        epoch, key = verify_key.epoch, verify_key.key
-        for item in checked:
-            key, epoch = seal.evolve(key, item["epoch"] - epoch), item["epoch"]
-            if not seal.tag_matches(key, self.log_id, item):
-                return [f"seal {item['epoch']}: forged (its tag does not match the verification key): the rows it "
-                        "covers were rewritten by someone who had the device's later key"]
-        return []
+        return problems + seal.device_key_problems(seals[-1], key, self.log_id)
 
 
 def head_problems(meta: dict, last_id: int, last_hash: str) -> list[str]:
@@ -509,47 +489,6 @@ def head_problems(meta: dict, last_id: int, last_hash: str) -> list[str]:
     return []
 
 
-def gap_problems(seals: list[dict]) -> list[str]:
-    return [f"{seals_named(before['epoch'] + 1, after['epoch'] - 1)}: deleted" for before, after in zip(seals, seals[1:])
-            if after["epoch"] != before["epoch"] + 1]
-
-
-def chain_seal_problems(seals: list[dict], hashes: dict[int, str], last_id: int, pinpoint: bool) -> list[str]:
-    """The chain against what the seals recorded: rows cut from the end, added after the last seal, or
-    (`pinpoint`: when the chain itself names no row) rewritten with the chain recomputed, named from the
-    first seal whose row no longer has its hash."""
-    last = seals[-1]
-    if last["head_id"] > last_id:
-        return [f"{rows_named(last_id + 1, last['head_id'])}: deleted (seal {last['epoch']} covers row "
-                f"{last['head_id']}, the last row left is {last_id})"]
-    problems = []
-    changed = next((item for item in seals if item["head_id"] in hashes and hashes[item["head_id"]] != item["head_hash"]),
-                   None) if pinpoint else None
-    if changed is not None:
-        problems.append(f"row {changed['head_id']}: changed after it was sealed (seal {changed['epoch']} holds "
-                        "another hash): rows were rewritten and the hash chain recomputed")
-    if last["head_id"] < last_id:
-        problems.append(f"{rows_named(last['head_id'] + 1, last_id)}: not sealed (added without the sealing key)")
-    return problems
-
-
-def device_key_problems(last: dict, key: SealingKey, log_id: str) -> list[str]:
-    """The last seal against this device's key: made with it (or with the next one, when a writer stopped
-    between its commit and its key move), and not older than the key (seals and rows cut from the end)."""
-    if last["epoch"] < key.epoch:
-        return [f"{seals_named(last['epoch'] + 1, key.epoch)}: deleted (the sealing key is at seal {key.epoch}, the "
-                f"log's last seal is {last['epoch']}): rows were cut from the end"]
-    if last["epoch"] == key.epoch and seal.tag_matches(key.key, log_id, last):
-        return []
-    if last["epoch"] == key.epoch + 1 and seal.tag_matches(seal.evolve(key.key), log_id, last):
-        return []
-    return [f"seal {last['epoch']}: forged (its tag does not match this device's sealing key)"]
-
-
-def seals_named(first: int, last: int) -> str:
-    return f"seal {first}" if first == last else f"seals {first}-{last}"
-
-
 def row_problems(row: dict, previous_id: int, previous_hash: str) -> list[str]:
     problems = []
     if row["id"] > previous_id + 1:
@@ -560,10 +499,6 @@ def row_problems(row: dict, previous_id: int, previous_hash: str) -> list[str]:
     if row_hash(row) != row["row_hash"]:
         problems.append(f"row {row['id']}: edited (its content no longer matches its hash)")
     return problems
-
-
-def rows_named(first: int, last: int) -> str:
-    return f"row {first}" if first == last else f"rows {first}-{last}"
 
 
 def parsed(row: dict) -> dict:
@@ -632,83 +567,5 @@ def create_log(path: Path, key_dir: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
-def check_whole(path: Path) -> None:
-    """A file of 0 bytes, or shorter than its SQLite header says, is a damaged log. SQLite would take an
-    empty file for a new database, and the next write would silently start a new chain."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as file:
-            header = file.read(100)
-    except OSError as err:
-        raise DataError(f"{path}: cannot read the audit log ({err.strerror or err}), expected a readable file") from None
-    if size == 0:
-        raise DataError(f"{path}: got 0 bytes, expected an audit log: the file was emptied, a damaged log (keep it "
-                        "for inspection; a new log is only started where no file exists)")
-    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
-        raise DataError(f"{path}: damaged or not an audit log (no SQLite header), expected an allx audit log "
-                        "(keep this file for inspection and give another --log-db)")
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    counted = header[24:28] == header[92:96]  # the page count is valid when written with the change counter
-    if counted and size < pages * page_size:
-        raise DataError(f"{path}: got {size} bytes, expected {pages * page_size} ({pages} pages of {page_size} as "
-                        "its header says): the file was cut short, a damaged log (keep it for inspection)")
 
 
-def check_key_dir_apart(path: Path, key_dir: Path) -> None:
-    """The sealing key must not sit beside the log: a key copied or backed up with the log proves nothing."""
-    folder, keys = path.resolve().parent, key_dir.resolve()
-    if keys == folder:
-        raise UsageError(f"{key_dir}: got the sealing keys' folder = the log's folder, expected another folder "
-                         "(the user's config folder by default)")
-
-
-def check_not_gone(path: Path, key_dir: Path) -> None:
-    """No file, but a key says a log written to was here: it was removed or moved, not never made."""
-    for key in seal.keys_naming(key_dir, path.resolve()):
-        raise DataError(f"{path}: no such file, but the sealing key {key.path} belongs to a log written here (up to "
-                        f"seal {key.epoch}), expected that log: restore it, or move the key aside to start a new log")
-
-
-def connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    """A connection; read-only ones open an archived log in a read-only folder too (SQLite cannot make the
-    WAL index file there, so such a log is opened immutable, which it is, once every row is in the main file)."""
-    if not readonly:
-        return sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    target = f"file:{quote(str(path.resolve()))}"
-    connection = sqlite3.connect(f"{target}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-    try:
-        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return connection
-    except sqlite3.OperationalError as err:
-        connection.close()
-        if os.access(path.parent, os.W_OK) or not any(word in str(err) for word in ("readonly", "unable to open")):
-            raise
-    wal = path.with_name(path.name + "-wal")
-    if wal.is_file() and wal.stat().st_size > 0:
-        raise DataError(f"{path}: in a read-only folder with rows still in {wal.name}, expected a log closed "
-                        "cleanly: copy both files to a writable folder to check it")
-    return sqlite3.connect(f"{target}?immutable=1", uri=True, isolation_level=None)
-
-
-def file_identity(path: Path) -> tuple[int, int]:
-    status = os.stat(path)
-    return status.st_dev, status.st_ino
-
-
-@contextmanager
-def sqlite_errors(path: Path) -> Iterator[None]:
-    """sqlite3 failures as one DataError line: read-only, locked past the timeout, not a database, corrupt."""
-    try:
-        yield
-    except sqlite3.Error as err:
-        text = str(err)
-        if "readonly" in text or "read-only" in text or "unable to open" in text:
-            raise DataError(f"{path}: cannot write the audit log ({text}), expected a writable file and folder "
-                            "(or another --log-db)") from None
-        if "locked" in text or "busy" in text:
-            raise LogLocked(f"{path}: audit log still locked by another process after {BUSY_TIMEOUT_S:g} s "
-                            f"({text}), expected it to be free") from None
-        raise DataError(f"{path}: damaged or not an audit log ({text}), expected an allx audit log "
-                        "(keep this file for inspection and give another --log-db)") from None

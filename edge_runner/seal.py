@@ -176,3 +176,67 @@ def parse_verify_key(text: str) -> VerifyKey:
         raise UsageError(f"--verify-key: got {text[:24]!r}..., expected {VERIFY_PREFIX}:LOG_ID:EPOCH:KEY as "
                          "`allx-edge log setup-keys` printed it (or the file it wrote)") from None
 
+
+# --- what verify says about the seals (each problem names the rows or seals it is about) ---
+
+def verify_key_problems(seals: list[dict], verify_key: VerifyKey, log_id: str) -> list[str]:
+    """Every seal from the verification key's epoch on must carry that epoch's tag."""
+    if verify_key.log_id != log_id:
+        raise UsageError(f"--verify-key: got a key of log {verify_key.log_id}, expected one of this log "
+                         f"({log_id})")
+    checked = [item for item in seals if item["epoch"] >= verify_key.epoch]
+    if not checked:
+        return [f"{seals_named(seals[-1]['epoch'] + 1, verify_key.epoch)}: deleted (the verification key starts "
+                f"at seal {verify_key.epoch}, the log's last seal is {seals[-1]['epoch']}): rows were cut from the end"]
+    epoch, key = verify_key.epoch, verify_key.key
+    for item in checked:
+        key, epoch = evolve(key, item["epoch"] - epoch), item["epoch"]
+        if not tag_matches(key, log_id, item):
+            return [f"seal {item['epoch']}: forged (its tag does not match the verification key): the rows it "
+                    "covers were rewritten by someone who had the device's later key"]
+    return []
+
+
+def gap_problems(seals: list[dict]) -> list[str]:
+    return [f"{seals_named(before['epoch'] + 1, after['epoch'] - 1)}: deleted" for before, after in zip(seals, seals[1:])
+            if after["epoch"] != before["epoch"] + 1]
+
+
+def chain_seal_problems(seals: list[dict], hashes: dict[int, str], last_id: int, pinpoint: bool) -> list[str]:
+    """The chain against what the seals recorded: rows cut from the end, added after the last seal, or
+    (`pinpoint`: when the chain itself names no row) rewritten with the chain recomputed, named from the
+    first seal whose row no longer has its hash."""
+    last = seals[-1]
+    if last["head_id"] > last_id:
+        return [f"{rows_named(last_id + 1, last['head_id'])}: deleted (seal {last['epoch']} covers row "
+                f"{last['head_id']}, the last row left is {last_id})"]
+    problems = []
+    changed = next((item for item in seals if item["head_id"] in hashes and hashes[item["head_id"]] != item["head_hash"]),
+                   None) if pinpoint else None
+    if changed is not None:
+        problems.append(f"row {changed['head_id']}: changed after it was sealed (seal {changed['epoch']} holds "
+                        "another hash): rows were rewritten and the hash chain recomputed")
+    if last["head_id"] < last_id:
+        problems.append(f"{rows_named(last['head_id'] + 1, last_id)}: not sealed (added without the sealing key)")
+    return problems
+
+
+def device_key_problems(last: dict, key: SealingKey, log_id: str) -> list[str]:
+    """The last seal against this device's key: made with it (or with the next one, when a writer stopped
+    between its commit and its key move), and not older than the key (seals and rows cut from the end)."""
+    if last["epoch"] < key.epoch:
+        return [f"{seals_named(last['epoch'] + 1, key.epoch)}: deleted (the sealing key is at seal {key.epoch}, the "
+                f"log's last seal is {last['epoch']}): rows were cut from the end"]
+    if last["epoch"] == key.epoch and tag_matches(key.key, log_id, last):
+        return []
+    if last["epoch"] == key.epoch + 1 and tag_matches(evolve(key.key), log_id, last):
+        return []
+    return [f"seal {last['epoch']}: forged (its tag does not match this device's sealing key)"]
+
+
+def seals_named(first: int, last: int) -> str:
+    return f"seal {first}" if first == last else f"seals {first}-{last}"
+
+
+def rows_named(first: int, last: int) -> str:
+    return f"row {first}" if first == last else f"rows {first}-{last}"
