@@ -139,7 +139,11 @@ class AuditLog:
             if not path.exists():
                 check_not_gone(path, key_dir)
                 with sqlite_errors(path):
-                    create_log(path, key_dir)
+                    try:
+                        create_log(path, key_dir)
+                    except OSError as err:
+                        raise DataError(f"{path}: cannot create the audit log ({err.strerror or err}), expected a "
+                                        "writable folder (or another --log-db)") from None
         check_whole(path)
         with sqlite_errors(path):
             connection = connect(path, readonly)
@@ -563,6 +567,9 @@ def create_log(path: Path, key_dir: Path) -> None:
             os.link(temp, path)
         except FileExistsError:
             pass  # another process made it first: theirs is the log
+        except OSError:  # a file system without hard links (FAT on a USB stick): rename, unless one appeared
+            if not path.exists():
+                os.rename(temp, path)
     finally:
         temp.unlink(missing_ok=True)
 

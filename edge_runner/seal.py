@@ -95,8 +95,8 @@ def new_key(key_dir: Path, log_id: str, log_path: Path) -> SealingKey:
 
 def save_key(key: SealingKey) -> None:
     """Replace the key file (0600, folder 0700): the previous key is gone with the previous file."""
-    key.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
+        key.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomic(key.path, key.to_json(), mode=0o600)
     except OSError as err:
         raise DataError(f"{key.path}: cannot write the audit log's sealing key ({err.strerror or err}), expected a "
@@ -138,8 +138,12 @@ def keys_naming(key_dir: Path, log_path: Path) -> list[SealingKey]:
 def key_lock(key_dir: Path, log_id: str) -> Iterator[None]:
     """One writer at a time moves a log's key forward (taken inside the log's write lock, so never waits long)."""
     path = Path(key_dir) / layout.AUDIT_KEY_LOCK.format(log_id=log_id)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as err:
+        raise DataError(f"{path}: cannot lock the audit log's sealing key ({err.strerror or err}), expected a "
+                        "writable key folder") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
