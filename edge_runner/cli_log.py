@@ -148,7 +148,7 @@ def export(
         checked_write(out, buffer.getvalue())
         echo(f"{count} rows -> {out}", err=True)
     if problems:
-        raise CheckFailed(f"{log.path}: exported, but {len(problems)} problem(s) in the audit log: the rows above "
+        raise CheckFailed(f"{log.path}: exported, but {len(problems)} problem(s) in the audit log: the rows exported "
                           "may have been changed")
 
 
