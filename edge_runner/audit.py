@@ -154,7 +154,7 @@ class AuditLog:
                 if not readonly:
                     connection.execute("PRAGMA journal_mode = WAL")
                     connection.execute("PRAGMA synchronous = FULL")  # a committed row survives a power cut
-                log.check_or_create_schema()
+                log.check_schema()
                 if not readonly:
                     log.probe_write()
                     log.identity = file_identity(path)
@@ -173,7 +173,7 @@ class AuditLog:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def check_or_create_schema(self) -> None:
+    def check_schema(self) -> None:
         tables = {name for (name,) in self.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not {"meta", "entries"} <= tables:
             raise DataError(f"{self.path}: a SQLite file with tables {sorted(tables)}, expected an allx audit log "

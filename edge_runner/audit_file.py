@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -26,7 +27,10 @@ def check_whole(path: Path) -> None:
     """A file of 0 bytes, or shorter than its SQLite header says, is a damaged log. SQLite would take an
     empty file for a new database, and the next write would silently start a new chain."""
     try:
-        size = path.stat().st_size
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):  # a FIFO or device would block or never end
+            raise DataError(f"{path}: not a regular file, expected the audit log's SQLite file")
+        size = status.st_size
         with path.open("rb") as file:
             header = file.read(100)
     except OSError as err:

@@ -492,3 +492,10 @@ def test_a_log_in_a_read_only_folder_is_verified_and_exported(log_path, tmp_path
     finally:
         archive.chmod(0o755)
     assert result.returncode == 0 and result.stdout.split() == ["5", "[]"], result.stderr
+
+
+def test_a_fifo_as_the_log_is_one_line_never_a_hang(tmp_path):
+    fifo = tmp_path / "fifo.db"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="fifo.db: not a regular file"):
+        AuditLog.open(fifo)
