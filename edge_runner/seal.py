@@ -173,7 +173,7 @@ def parse_verify_key(text: str) -> VerifyKey:
         text = Path(text).read_text(encoding="utf-8").strip()
     parts = text.split(":")
     try:
-        if len(parts) != 4 or parts[0] != VERIFY_PREFIX or len(parts[3]) != 2 * KEY_BYTES:
+        if len(parts) != 4 or parts[0] != VERIFY_PREFIX or len(parts[3]) != 2 * KEY_BYTES or not parts[2].isdigit():
             raise ValueError
         return VerifyKey(parts[1], int(parts[2]), bytes.fromhex(parts[3]))
     except ValueError:
