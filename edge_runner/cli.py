@@ -18,13 +18,14 @@ from allx.edge_runner.cli_calibrate import calibrate
 from allx.edge_runner.cli_log import (LogDbOption, OperatorOption, SiteConfigOption, check_operator, log_app,
                                       open_run_log, review)
 from allx.edge_runner.info import describe_model
-from allx.edge_runner.model import EdgeModel, resolve_model
+from allx.edge_runner.manifest_check import REJECTED
+from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.quality import limits_in_use
 from allx.edge_runner.runtime import find_runtime
 from allx.edge_runner.serve import server  # light: FastAPI and uvicorn load inside server.build_app / run
 from allx.edge_runner.serve.uploads import UploadLimits
 from allx.edge_runner.sample import SampleSession, decision_record
-from allx.edge_runner.status import NOTE, admit
+from allx.edge_runner.status import NOTE
 from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
 from allx.edge_runner.views import (answer_words, batch_summary_line, bench_caption, bench_table, camera_summary_line,
                                     field_line, frame_line, info_lines, result_header, result_line, sample_line,
@@ -62,10 +63,9 @@ AllowRejectedOption = Annotated[bool, typer.Option(
 def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None, tta: bool = False,
                allow_rejected: bool = False):
     """The EdgeModel and whether it is a rejected one the user allowed (refused otherwise, exit 2)."""
-    model_path, manifest = resolve_model(Path(model))
-    rejected = admit(manifest, model_path, allow_rejected)
     edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold,
-                                tta=tta)
+                                tta=tta, allow_rejected=allow_rejected)
+    rejected = edge_model.rejected
     for warning in edge_model.warnings + ((NOTE,) if rejected else ()):
         stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     return edge_model, rejected
@@ -276,12 +276,12 @@ def bench(
     delegate, and the machine's facts. Exit codes: 0 ok; 2 usage or model error.
     """
 
-    resolved = [resolve_model(Path(path)) for path in model]
-    rejected = [str(path) for path, manifest in resolved if admit(manifest, path, allow_rejected)]
+    report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
+                          labels=labels, tta=tta, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None,
+                          allow_rejected=allow_rejected)
+    rejected = [result.model for result in report.results if result.model_status == REJECTED]
     for path in rejected:
         echo(f"warning: {path}: {NOTE}", err=True)
-    report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
-                          labels=labels, tta=tta, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
     for result in report.results:
         for warning in result.warnings:
             echo(f"warning: {Path(result.model).name}: {warning}", err=True)
@@ -290,9 +290,6 @@ def bench(
     for path in rejected:
         echo(f"{path}: {NOTE}")
     document = report.to_dict()
-    statuses = {str(path): manifest.status for path, manifest in resolved}  # None: no manifest
-    for row in document["results"]:
-        row["model_status"] = "rejected" if row["model"] in rejected else statuses.get(row["model"])
     if json_out is not None:
         write_json(json_out, document)
     if markdown is not None:
@@ -353,7 +350,7 @@ def serve(
     limits = UploadLimits(max_file_bytes=int(max_file_mb * 1024 * 1024), max_files=max_files)
     options = server.ServeOptions(model, host, port, log_db, None if camera.lower() == "none" else camera,
                                   new_token=new_token, limits=limits)
-    edge_model, _ = load_model(model, threads, delegate, None)  # a rejected model is never served
+    edge_model, _ = load_model(model, threads, delegate, None)  # a rejected model is never served (exit 2)
     edge_model.require_labels()
     web_app, token, log_db = server.build_app(options, edge_model)
     for line in server.banner(options, token, edge_model.model_path, log_db):

@@ -27,6 +27,7 @@ import numpy as np
 
 from allx import layout
 from allx.edge_runner.manifest_check import Manifest, check_manifest
+from allx.edge_runner.status import is_rejected
 from allx.errors import MissingDependency, ModelError
 from allx.jsonio import parse_json
 
@@ -62,7 +63,8 @@ class Embedded:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What allx-edge runs with: the manifest (the embedded copy when there is one), side files, sha256."""
+    """What allx-edge runs with: the manifest (the embedded copy when there is one), side files, sha256, and
+    whether the model is a rejected one (decided once, here, from the manifest in force)."""
 
     path: Path
     sha256: str
@@ -73,6 +75,11 @@ class ModelCard:
     features_off: tuple[str, ...]  # codes of FEATURES the model runs without
     warnings: tuple[str, ...]
     labels: tuple[str, ...] = ()  # set by choose_labels
+
+    @property
+    def rejected(self) -> bool:
+        """The manifest in force says status rejected, or the file has allx convert's rejected name."""
+        return is_rejected(self.manifest, self.path)
 
 
 def read_card(model_path: Path, folder_manifest: Manifest, data: bytes | None = None) -> ModelCard:

@@ -21,6 +21,7 @@ from allx.edge_runner.manifest_check import Manifest, check_manifest
 from allx.jsonio import read_json
 from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
 from allx.edge_runner.runtime import find_runtime, make_interpreter
+from allx.edge_runner.status import admit
 
 
 
@@ -73,17 +74,25 @@ class EdgeModel:
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, delegate: str = "auto",
              labels: str | Path | Sequence[str] | None = None, ood_threshold: float | None = None,
-             tta: bool = False) -> "EdgeModel":
+             tta: bool = False, allow_rejected: bool = False) -> "EdgeModel":
         """Load a .tflite file, a model.json, or a folder written by `allx convert`.
 
         Labels: `labels` (a file or a list) if given, else the manifest's, else labels.txt beside the
         model, else none (predict and bench work; classify asks for them). `ood_threshold` replaces the
         calibrated out-of-distribution threshold of the manifest. `tta`: average over the dihedral views.
+        A model whose manifest in force (the embedded copy first) says rejected is refused before any
+        interpreter is made, unless `allow_rejected`; `rejected` then says so.
         """
         model_path, card = resolve_card(Path(path), labels)
+        admit(card.manifest, model_path, allow_rejected)
         interpreter, used, threads, warnings = make_interpreter(model_path, threads, delegate)
         return cls(interpreter, model_path, card.labels, card.manifest, str(find_runtime()), used, threads,
                    (*card.warnings, *warnings), ood_threshold, tta, card)
+
+    @property
+    def rejected(self) -> bool:
+        """Whether this is a model that failed allx convert's accuracy check (it runs only when allowed)."""
+        return self.card.rejected
 
     @property
     def sha256(self) -> str:

@@ -83,6 +83,43 @@ def test_allowed_rejected_model_says_so_in_every_result(tiny, image, tmp_path):
     assert json.loads((tmp_path / "bench.json").read_text())["results"][0]["model_status"] == "rejected"
 
 
+def lone_rejected_copy(tiny, tmp_path):
+    """What `allx convert` embeds in model_int8.rejected.tflite, copied alone under a plain name."""
+    from allx.edge_runner.metadata import embed_metadata
+
+    manifest = {"format": "allx-tflite/1", "model_file": "model_int8.rejected.tflite", "labels": list(LABELS),
+                "status": "rejected", "check": {"passed": False, "failures": ["int8 accuracy drop 9 pp"]}}
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "only.tflite").write_bytes(embed_metadata(tiny.int8.read_bytes(), manifest, {}))
+    return folder / "only.tflite"
+
+
+def test_a_rejected_tflite_copied_alone_is_refused_everywhere(tiny, image, tmp_path):
+    model = lone_rejected_copy(tiny, tmp_path)
+    for args in (("classify", image, "-m", model), ("bench", "-m", model, "--runs", "1", "--warmup", "0"),
+                 ("serve", "-m", model, "--log-db", tmp_path / "log.db", "--camera", "none")):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "status rejected" in result.stderr and "int8 accuracy drop 9 pp" in result.stderr
+    allowed = invoke("classify", image, "-m", model, "--allow-rejected", "--json")
+    assert allowed.exit_code == 0 and json.loads(allowed.stdout.splitlines()[0])["model_status"] == "rejected"
+    assert NOTE in allowed.stderr
+
+
+def test_the_embedded_status_wins_over_a_passed_model_json_beside_it(tiny, image, tmp_path):
+    """A rejected .tflite dropped into a passed model's folder under the passed name still refuses."""
+    from allx.edge_runner.model import EdgeModel
+
+    model = lone_rejected_copy(tiny, tmp_path)
+    folder = model_folder(tiny, tmp_path, status="passed")
+    shutil.copy(model, folder / "model_int8.tflite")
+    result = invoke("classify", image, "-m", folder)
+    assert result.exit_code == 2 and "status rejected" in result.stderr, result.output
+    loaded = EdgeModel.load(folder, allow_rejected=True)
+    assert loaded.rejected and loaded.card.source == "embedded"
+
+
 @pytest.mark.parametrize("manifest, message", [
     ({"input": "224x224"}, "field input is str"),
     ({"labels": "Benign"}, "field labels is str"),
