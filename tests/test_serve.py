@@ -7,6 +7,8 @@ import re
 import sqlite3
 import stat
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -302,6 +304,36 @@ def test_locked_log_keeps_results_in_memory_and_writes_them_later(client, tmp_pa
     rows = client.get("/api/log").json()["rows"]
     assert [(r["kind"], r["image"]) for r in rows] == [("field", "a.png"), ("field", "b.png"), ("sample", None)]
     assert client.post(f"/api/samples/{key}/review", json={"action": "confirm"}).status_code == 200
+
+
+def test_health_answers_while_an_upload_waits_on_a_locked_log(model_dir, tmp_path):
+    """One event loop serves every request (as under uvicorn): an upload waiting for the log must not hold it."""
+    model = EdgeModel.load(model_dir / "model.tflite")
+    bench = Workbench(model, tmp_path / "log.db", log_busy_s=20)
+    client = TestClient(create_app(bench, describe_loaded(model), TOKEN))
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    with client:  # one portal, so one event loop, for all the requests below
+        key = start(client)
+        locker = sqlite3.connect(tmp_path / "log.db")
+        locker.execute("begin exclusive")
+        outcome = {}
+        uploading = threading.Thread(target=lambda: outcome.update(response=upload(client, key, [
+            ("a.png", png_bytes(1))])), daemon=True)
+        uploading.start()
+        for _ in range(600):  # the field is classified; its log row now waits for the lock
+            if bench.samples[key].fields or not uploading.is_alive():
+                break
+            time.sleep(0.05)
+        assert client.get("/health").json() == {"status": "ok"}
+        assert uploading.is_alive()  # /health answered while the upload still waits
+        locker.rollback()
+        locker.close()
+        uploading.join(60)
+        response = outcome["response"]
+        assert response.status_code == 200 and response.json()["log_warning"] is None, response.text
+        rows = client.get("/api/log").json()["rows"]
+        assert [(r["kind"], r["image"]) for r in rows] == [("field", "a.png"), ("sample", None)]
+    bench.close()
 
 
 def test_read_only_log_is_a_clear_message(model_dir, tmp_path):

@@ -1,6 +1,9 @@
 """The web app: server-rendered pages for the technician and a JSON API under /api for scripts and a LIS.
 
-Every route is a thin edge over the Workbench. Errors never escape as tracebacks: an AllxError
+Every route is a thin edge over the Workbench. Work that can wait (inference, the audit log, which another
+process may hold locked for seconds) never runs on the event loop: plain `def` routes run in Starlette's
+thread pool, and the async routes that read a form hand the Workbench call to it (`run_in_threadpool`),
+so /health and every other request keep answering while an upload waits. Errors never escape as tracebacks: an AllxError
 becomes its message with a status code (JSON `{"error": ...}` under /api, the page with a red line
 otherwise), and anything unexpected becomes a bare 500 while the server goes on serving.
 """
@@ -16,6 +19,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
@@ -125,7 +129,7 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
         if not uploads:
             return page(request, "sample.html", 400, sample=sample,
                         message="no file chosen, expected one or more images")
-        added, refused = bench.add_fields(key, uploads)
+        added, refused = await run_in_threadpool(bench.add_fields, key, uploads)
         return page(request, "sample.html", 200 if added else 400, sample=sample, refused=refused, added=added)
 
     @app.post("/samples/{key}/camera", response_class=HTMLResponse)
@@ -142,7 +146,8 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
         sample = bench.sample(key)
         form = await request.form(max_fields=10)
         try:
-            bench.review(key, form.get("action", ""), form.get("label"), form.get("note"), form.get("operator"))
+            await run_in_threadpool(bench.review, key, form.get("action", ""), form.get("label"), form.get("note"),
+                                    form.get("operator"))
         except AllxError as err:
             return page(request, "sample.html", status_of(err), sample=sample, message=str(err))
         return page(request, "sample.html", sample=sample, notice="review saved in the audit log")
@@ -183,7 +188,7 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
         uploads = await read_uploads(request, bench.limits.max_files)
         if not uploads:
             raise UploadRejected("no file in the request, expected multipart field 'files'")
-        added, refused = bench.add_fields(key, uploads)
+        added, refused = await run_in_threadpool(bench.add_fields, key, uploads)
         body = {"added": added, "refused": refused, "verdict": sample.verdict(), "log_warning": bench.log_warning}
         return JSONResponse(body, 200 if added else 400)
 
