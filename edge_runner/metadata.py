@@ -36,6 +36,7 @@ FILE_PREFIX = "allx.file/"
 FORMAT_NAME = "allx-tflite"
 FORMAT_VERSION = 1  # the newest manifest format this runner reads
 TFLITE_IDENTIFIER = b"TFL3"
+MAX_MANIFEST_BYTES = 1024 * 1024  # allx convert writes a few kilobytes; statistics travel as side files
 
 # Features a converted model can carry: code -> (manifest key, words, key of convert's note on why it is
 # absent). A model without the key runs without the feature, and allx-edge says so once (stderr and the
@@ -214,6 +215,9 @@ def buffer_bytes(model, index: int, data: bytes) -> bytes:
 
 
 def parse_manifest(raw: bytes, model_path: Path) -> dict:
+    if len(raw) > MAX_MANIFEST_BYTES:  # refused before any decoding or scanning
+        raise ModelError(f"{model_path}: embedded manifest of {len(raw):,} bytes, expected at most "
+                         f"{MAX_MANIFEST_BYTES:,}: copy or convert the model again")
     try:  # with allx.jsonio's limits: the bytes come from whoever made the file
         manifest = parse_json(raw.decode("utf-8"), "the manifest", ModelError)
     except (UnicodeDecodeError, ModelError) as err:

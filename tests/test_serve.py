@@ -197,7 +197,11 @@ def test_bad_uploads_are_refused_before_decoding_and_the_rest_is_kept(client):
     errors = " ".join(r["error"] for r in body["refused"])
     assert "not an image" in errors and "decompression bomb" in errors and "empty file" in errors
     only_bad = upload(client, key, [("bomb.png", bomb_png())])
-    assert only_bad.status_code == 400
+    assert only_bad.status_code == 413  # the README's codes: too large (a pixel count here), not an image
+    not_images = upload(client, key, [("a.txt", b"text"), ("b.txt", b"more text")])
+    assert not_images.status_code == 415 and len(not_images.json()["refused"]) == 2
+    mixed = upload(client, key, [("a.txt", b"text"), ("empty.png", b"")])
+    assert mixed.status_code == 400
 
 
 def test_size_and_count_limits(model_dir, tmp_path):
@@ -206,14 +210,48 @@ def test_size_and_count_limits(model_dir, tmp_path):
     key = start(client)
     big = png_bytes(3, size=120)  # ~43 KB of noise
     response = upload(client, key, [("big.png", big)])
-    assert response.status_code == 400 and "at most 20,000" in response.json()["refused"][0]["error"]
+    refusal = response.json()["refused"][0]
+    assert response.status_code == 413 and f"got {len(big):,} bytes, expected at most 20,000" in refusal["error"]
+    kept = upload(client, key, [("big.png", big), ("small.png", png_bytes(4, 8))])
+    assert kept.status_code == 200 and [f["path"] for f in kept.json()["added"]] == ["small.png"]
     too_many = upload(client, key, [(f"f{i}.png", png_bytes(i, 8)) for i in range(3)])
-    assert too_many.status_code == 400 and "Too many files" in too_many.json()["error"]
+    assert too_many.status_code == 413 and "got more than 2 files" in too_many.json()["error"]
+    page = client.post(f"/samples/{key}/fields", files=[("files", ("big.png", big, "image/png"))])
+    assert page.status_code == 413 and "expected at most 20,000" in page.text
     huge = client.post(f"/api/samples/{key}/fields", content=b"x" * (limits.max_request_bytes + 1),
                        headers={"Content-Type": "multipart/form-data; boundary=x"})
     assert huge.status_code == 413
     assert client.get("/health").status_code == 200
     bench.close()
+
+
+def test_a_file_over_the_limit_is_counted_not_kept():
+    """A 64 MB part streamed in 64 KB chunks: memory stays near the 1 MB limit, and the refusal says its size."""
+    import asyncio
+    import tracemalloc
+
+    from allx.edge_runner.serve.form import read_files
+
+    chunk, chunks = b"\0" * 65536, 1024
+
+    async def body():
+        yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="huge.png"\r\n\r\n'
+        for _ in range(chunks):
+            yield chunk
+        yield b'\r\n--b\r\nContent-Disposition: form-data; name="files"; filename="ok.png"\r\n\r\n'
+        yield png_bytes(1, 8) + b"\r\n--b--\r\n"
+
+    tracemalloc.start()
+    try:
+        uploads = asyncio.run(read_files("multipart/form-data; boundary=b", body(),
+                                         UploadLimits(max_file_bytes=1024 * 1024)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [name for name, _ in uploads.files] == ["ok.png"] and uploads.files[0][1] == png_bytes(1, 8)
+    assert uploads.refused[0]["status"] == 413
+    assert f"got {len(chunk) * chunks:,} bytes, expected at most 1,048,576" in uploads.refused[0]["error"]
+    assert peak < 8 * 1024 * 1024
 
 
 def test_pixel_limit_is_checked_from_the_header():

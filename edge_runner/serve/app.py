@@ -20,13 +20,13 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from allx.errors import AllxError, DataError, ModelError
 from allx.edge_runner.serve.card import ModelCard
 from allx.edge_runner.serve.guard import BodyLimit, BodyTooLarge, SecurityHeaders, TokenGuard, wants_json
-from allx.edge_runner.serve.uploads import UploadRejected, display_name
+from allx.edge_runner.serve.form import Uploads, read_files
+from allx.edge_runner.serve.uploads import UploadLimits, UploadRejected
 from allx.edge_runner.serve.workbench import LogUnavailable, NotFound, Workbench, recent_samples
 
 HERE = Path(__file__).parent
@@ -54,6 +54,15 @@ def status_of(err: Exception) -> int:
     if isinstance(err, (LogUnavailable, DataError, ModelError)):
         return 503  # camera unplugged, log locked or read-only, model gone: retry later
     return 400
+
+
+def upload_status(added: list, refused: list[dict]) -> int:
+    """200 when any field was added; else the refusals' status when they agree (413 all too large, 415 none
+    an image), else 400."""
+    if added:
+        return 200
+    statuses = {r.get("status", 400) for r in refused}
+    return statuses.pop() if len(statuses) == 1 else 400
 
 
 def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
@@ -125,12 +134,14 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     @app.post("/samples/{key}/fields", response_class=HTMLResponse)
     async def upload_page(request: Request, key: str):
         sample = bench.sample(key)
-        uploads = await read_uploads(request, bench.limits.max_files)
-        if not uploads:
+        uploads = await read_uploads(request, bench.limits)
+        if not uploads.files and not uploads.refused:
             return page(request, "sample.html", 400, sample=sample,
                         message="no file chosen, expected one or more images")
-        added, refused = await run_in_threadpool(bench.add_fields, key, uploads)
-        return page(request, "sample.html", 200 if added else 400, sample=sample, refused=refused, added=added)
+        added, refused = await run_in_threadpool(bench.add_fields, key, uploads.files)
+        refused = uploads.refused + refused
+        return page(request, "sample.html", upload_status(added, refused), sample=sample, refused=refused,
+                    added=added)
 
     @app.post("/samples/{key}/camera", response_class=HTMLResponse)
     def camera_page(request: Request, key: str):
@@ -185,12 +196,13 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     @app.post("/api/samples/{key}/fields")
     async def api_fields(request: Request, key: str):
         sample = bench.sample(key)
-        uploads = await read_uploads(request, bench.limits.max_files)
-        if not uploads:
+        uploads = await read_uploads(request, bench.limits)
+        if not uploads.files and not uploads.refused:
             raise UploadRejected("no file in the request, expected multipart field 'files'")
-        added, refused = await run_in_threadpool(bench.add_fields, key, uploads)
+        added, refused = await run_in_threadpool(bench.add_fields, key, uploads.files)
+        refused = uploads.refused + refused
         body = {"added": added, "refused": refused, "verdict": sample.verdict(), "log_warning": bench.log_warning}
-        return JSONResponse(body, 200 if added else 400)
+        return JSONResponse(body, upload_status(added, refused))
 
     @app.post("/api/samples/{key}/camera")
     def api_camera(key: str):
@@ -216,14 +228,7 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     return app
 
 
-async def read_uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
-    """(display name, bytes) of each file in the multipart field `files`; names are never paths."""
-    form = await request.form(max_files=max_files, max_fields=10)
-    files = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
-    uploads = []
-    for number, item in enumerate(files, 1):
-        if not item.filename and not item.size:
-            continue  # the browser's empty file input
-        uploads.append((display_name(item.filename, f"field-{number}"), await item.read()))
-        await item.close()
-    return uploads
+async def read_uploads(request: Request, limits: UploadLimits) -> Uploads:
+    """(display name, bytes) of each file in the multipart field `files`, read as it streams in (names are never
+    paths); a file over the per-file limit is refused by its size, its bytes past the limit never kept."""
+    return await read_files(request.headers.get("content-type", ""), request.stream(), limits)
