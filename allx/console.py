@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from allx.errors import EXIT_CODES, AllxError
+from allx.text import printable
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -35,7 +36,7 @@ def exit_codes_help(*codes: int) -> str:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: message` on stderr (one line, no markup) and return the Exit to raise."""
-    stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    stderr.print(f"error: {printable(message)}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -92,7 +93,7 @@ def set_verbose(verbose: bool) -> None:
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    stderr.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    stderr.print(f"warning: {printable(str(message))}", markup=False, highlight=False, soft_wrap=True)
 
 
 def import_tensorflow_quietly() -> None:

@@ -32,6 +32,7 @@ from allx.edge_runner.views import (answer_words, batch_summary_line, bench_capt
                                     samples_summary_line)
 from allx.errors import UsageError
 from allx.files import checked_write, write_csv, write_json
+from allx.text import printable
 
 EXIT_CODES = exit_codes_help(0, 1, 2, 3, 130)
 
@@ -67,7 +68,7 @@ def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float
                                 tta=tta, allow_rejected=allow_rejected)
     rejected = edge_model.rejected
     for warning in edge_model.warnings + ((NOTE,) if rejected else ()):
-        stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+        echo(f"warning: {printable(warning)}", err=True)
     return edge_model, rejected
 
 
@@ -76,7 +77,8 @@ def mark_rejected(text: str, rejected: bool) -> str:
 
 
 def echo(text: str, err: bool = False) -> None:
-    (stderr if err else stdout).print(text, markup=False, highlight=False, soft_wrap=True)
+    """Every line allx-edge prints for people: control characters escaped (the lines' own breaks kept)."""
+    (stderr if err else stdout).print(printable(text, keep="\n"), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
