@@ -337,6 +337,9 @@ def serve(
                                         "picamera2, or none.")] = "0",
     max_files: Annotated[int, typer.Option("--max-files", help="Most images in one upload.")] = 20,
     max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Largest image file accepted, in MB.")] = 20.0,
+    allow_host: Annotated[Optional[list[str]], typer.Option(
+        "--allow-host", help="A name this device is reached by (e.g. pi.clinic.lan), besides its IP addresses, "
+        "localhost and its host name; repeat for more. Other Host headers are refused (DNS rebinding).")] = None,
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
 ):
@@ -344,20 +347,22 @@ def serve(
 
     Prints http://HOST:PORT/?token=... : open it once, the page then keeps the session in a cookie.
     The token is made on first start and kept (mode 0600) in the user's config folder; every request but
-    /health needs it. Exit codes: 0 stopped with Ctrl-C; 2 usage or model error.
+    /health needs it (scripts send it as Authorization: Bearer; /api refuses it in the address).
+    Exit codes: 0 stopped with Ctrl-C; 2 usage or model error, a port in use or an unknown --host.
     """
     if not 0 < port < 65536 or max_files < 1 or max_file_mb <= 0:
         raise UsageError(f"got --port {port}, --max-files {max_files}, --max-file-mb {max_file_mb}, "
                          "expected a port in 1..65535 and positive limits")
     limits = UploadLimits(max_file_bytes=int(max_file_mb * 1024 * 1024), max_files=max_files)
     options = server.ServeOptions(model, host, port, log_db, None if camera.lower() == "none" else camera,
-                                  new_token=new_token, limits=limits)
+                                  new_token=new_token, limits=limits, allow_hosts=tuple(allow_host or ()))
     edge_model, _ = load_model(model, threads, delegate, None)  # a rejected model is never served (exit 2)
     edge_model.require_labels()
     web_app, token, log_db = server.build_app(options, edge_model)
+    listener = server.listen(options)
     for line in server.banner(options, token, edge_model.model_path, log_db):
         echo(line)
-    server.run(web_app, options)
+    server.run(web_app, options, listener)
 
 
 def version_callback(value: bool):

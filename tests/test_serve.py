@@ -106,6 +106,48 @@ def test_token_in_url_becomes_an_httponly_strict_cookie(client):
     assert browser.cookies.get(COOKIE) == TOKEN
 
 
+def test_a_token_in_the_address_is_refused_under_api(client):
+    anonymous = TestClient(client.app)
+    for headers in ({}, {"Authorization": f"Bearer {TOKEN}"}):
+        response = anonymous.get(f"/api/samples?token={TOKEN}", headers=headers)
+        assert response.status_code == 401 and "refused under /api" in response.json()["error"]
+    assert anonymous.get("/api/log.csv", params={"token": TOKEN}).status_code == 401
+    assert anonymous.get(f"/?token={TOKEN}", follow_redirects=False).status_code == 303  # the page sign-in stays
+
+
+def test_host_header_must_name_this_device(model_dir, tmp_path):
+    """DNS rebinding: a foreign name resolved to the device is refused; addresses and known names pass."""
+    model = EdgeModel.load(model_dir / "model.tflite")
+    bench = Workbench(model, tmp_path / "log.db")
+    app = create_app(bench, describe_loaded(model), TOKEN, host_names=("localhost", "pi.clinic.lan"))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for base in ("http://evil.example", "http://evil.example:8080", "http://localhost.evil.example"):
+        response = TestClient(app, base_url=base).get("/api/samples", headers=auth)
+        assert response.status_code == 400 and "unknown Host header" in response.json()["error"], base
+    for base in ("http://127.0.0.1:8080", "http://192.168.1.20", "http://[::1]:8080", "http://PI.clinic.lan:8080",
+                 "http://localhost"):
+        assert TestClient(app, base_url=base).get("/api/samples", headers=auth).status_code == 200, base
+    bench.close()
+
+
+def test_serve_on_a_port_in_use_or_an_unknown_host_is_one_line_exit_2(model_dir, tmp_path, monkeypatch):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from allx.edge_runner.cli import app
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    base = ["serve", "--model", str(model_dir / "model.tflite"), "--log-db", str(tmp_path / "log.db"),
+            "--camera", "none"]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = CliRunner().invoke(app, [*base, "--port", str(taken.getsockname()[1])])
+    assert busy.exit_code == 2 and "cannot listen on 127.0.0.1 port" in busy.stderr, busy.output
+    assert "open: http" not in busy.output  # no link printed to a server that never ran
+    unknown = CliRunner().invoke(app, [*base, "--host", "no-such-host.invalid"])
+    assert unknown.exit_code == 2 and "unknown host" in unknown.stderr and "Traceback" not in unknown.output
+
+
 def test_token_is_stored_0600_and_rotates(tmp_path):
     path = tmp_path / "cfg" / "serve_token"
     first = load_or_create_token(path)
@@ -446,7 +488,8 @@ def test_serve_command_prints_the_link_and_rotates_the_token(model_dir, tmp_path
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("ALLX_SITE_CONFIG", raising=False)
     served = []
-    monkeypatch.setattr(server, "run", lambda web_app, options: served.append(options))
+    monkeypatch.setattr(server, "listen", lambda options: None)  # no port taken on a shared machine
+    monkeypatch.setattr(server, "run", lambda web_app, options, listener: served.append(options))
     base = ["serve", "--model", str(model_dir / "model.tflite"), "--log-db", str(tmp_path / "log.db"),
             "--camera", "none"]
 

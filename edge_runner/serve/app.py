@@ -24,7 +24,8 @@ from starlette.exceptions import HTTPException
 
 from allx.errors import AllxError, DataError, ModelError
 from allx.edge_runner.serve.card import ModelCard
-from allx.edge_runner.serve.guard import BodyLimit, BodyTooLarge, SecurityHeaders, TokenGuard, wants_json
+from allx.edge_runner.serve.guard import (BodyLimit, BodyTooLarge, HostGuard, SecurityHeaders, TokenGuard,
+                                          wants_json)
 from allx.edge_runner.serve.form import Uploads, read_files
 from allx.edge_runner.serve.uploads import UploadLimits, UploadRejected
 from allx.edge_runner.serve.workbench import LogUnavailable, NotFound, Workbench, recent_samples
@@ -65,7 +66,8 @@ def upload_status(added: list, refused: list[dict]) -> int:
     return statuses.pop() if len(statuses) == 1 else 400
 
 
-def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
+def create_app(bench: Workbench, card: ModelCard, token: str, host_names: tuple[str, ...] | None = None) -> FastAPI:
+    """The app; with `host_names`, a request must name the device by an IP address or one of them (HostGuard)."""
     app = FastAPI(title="allx-edge serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.bench, app.state.card = bench, card
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on: every value is HTML-escaped
@@ -73,6 +75,8 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(BodyLimit, max_bytes=bench.limits.max_request_bytes)
     app.add_middleware(TokenGuard, token=token)
+    if host_names is not None:
+        app.add_middleware(HostGuard, names=host_names)  # before the token: a rebound name never gets a 401 page
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, a 401 included
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
