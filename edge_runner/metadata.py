@@ -153,6 +153,9 @@ def labels_in(path: Path) -> tuple[str, ...]:
 
 def read_model_bytes(model_path: Path) -> bytes:
     try:
+        if model_path.exists() and not model_path.is_file():  # a FIFO or device would block the read forever
+            raise ModelError(f"{model_path}: not a regular file, expected a .tflite file or a folder written by "
+                             "allx convert")
         return model_path.read_bytes()
     except FileNotFoundError:
         raise ModelError(f"{model_path}: no such model file, expected a .tflite file or a folder written by "

@@ -17,7 +17,7 @@ from allx.dihedral import dihedral_views
 from allx.errors import ImageError, ModelError
 from allx.images import load_image
 from allx.edge_runner import metadata, ood
-from allx.edge_runner.manifest_check import Manifest, check_manifest
+from allx.edge_runner.manifest_check import Manifest, check_manifest, label_problem
 from allx.jsonio import read_json
 from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
 from allx.edge_runner.runtime import find_runtime, make_interpreter
@@ -252,7 +252,11 @@ def read_manifest(path: Path) -> Manifest:
 
 def resolve_labels(labels, manifest: Manifest, model_path: Path) -> tuple[str, ...]:
     if labels is not None and not isinstance(labels, (str, Path)):
-        return tuple(str(label) for label in labels)
+        given = tuple(str(label) for label in labels)
+        if label_problem(given):
+            raise ModelError(f"labels: got {list(given)}, expected distinct, non-blank class names "
+                             f"({label_problem(given)})")
+        return given
     if labels is not None:
         return read_labels(Path(labels))
     if manifest.labels:
@@ -263,6 +267,8 @@ def resolve_labels(labels, manifest: Manifest, model_path: Path) -> tuple[str, .
 
 def read_labels(path: Path) -> tuple[str, ...]:
     try:
+        if path.exists() and not path.is_file():  # a FIFO or device would block the read forever
+            raise ModelError(f"{path}: not a regular file, expected a labels file")
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise ModelError(f"{path}: no such labels file") from None
@@ -271,6 +277,8 @@ def read_labels(path: Path) -> tuple[str, ...]:
     labels = tuple(line.strip() for line in lines if line.strip())
     if not labels:
         raise ModelError(f"{path}: empty labels file, expected one label per line")
+    if label_problem(labels):
+        raise ModelError(f"{path}: {label_problem(labels)}, expected distinct class names, one per line")
     return labels
 
 

@@ -137,6 +137,10 @@ def test_the_embedded_status_wins_over_a_passed_model_json_beside_it(tiny, image
     ({"ood": {"method": "max_softmax", "threshold": 0.5, "flag_rate": "5%"}}, "field ood.flag_rate"),
     ({"check": {"failures": "too many"}}, "field check.failures"),
     ({"check": {"quantized": [0.9]}}, "field check.quantized"),
+    ({"model_file": "../../tiny_int8.tflite"}, "field model_file"),
+    ({"model_file": "/etc/passwd"}, "field model_file"),
+    ({"labels": ["Benign", "Benign", "Pre", "Pro"]}, "Benign named twice"),
+    ({"labels": ["Benign", " ", "Pre", "Pro"]}, "label 2 is blank"),
 ])
 def test_wrong_manifest_fields_are_one_line_exit_2(tiny, image, tmp_path, manifest, message):
     folder = model_folder(tiny, tmp_path, **manifest)
@@ -210,6 +214,35 @@ def test_a_fifo_named_jpg_fails_at_once_instead_of_hanging(tiny, image, tmp_path
     assert result.exit_code == 1, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert any("not a regular file" in record.get("error", "") for record in records)
+
+
+def test_a_fifo_as_model_or_labels_fails_at_once(tiny, image, tmp_path):
+    fifo = tmp_path / "model.tflite"
+    os.mkfifo(fifo)
+    labels = tmp_path / "labels.fifo"
+    os.mkfifo(labels)
+    outcome = {}
+
+    def run():
+        outcome["model"] = runner.invoke(app, ["classify", str(image), "-m", str(fifo)])
+        outcome["labels"] = runner.invoke(app, ["classify", str(image), "-m", str(tiny.int8), "--labels", str(labels)])
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    if worker.is_alive():
+        for path in (fifo, labels):  # release a blocked reader so the test process can end
+            with open(path, "wb"):
+                pass
+        pytest.fail("classify hung on a FIFO given as --model or --labels")
+    for result in outcome.values():
+        assert result.exit_code == 2 and "not a regular file" in result.stderr, result.output
+
+
+def test_repeated_labels_in_a_labels_file_are_refused(tiny, image, tmp_path):
+    (tmp_path / "labels.txt").write_text("Benign\nEarly\nBenign\nPro\n")
+    result = invoke("classify", image, "-m", tiny.int8, "--labels", tmp_path / "labels.txt")
+    assert result.exit_code == 2 and "Benign named twice" in result.stderr, result.output
 
 
 def summary(ended_by):
