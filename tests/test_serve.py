@@ -296,6 +296,21 @@ def test_a_file_over_the_limit_is_counted_not_kept():
     assert peak < 8 * 1024 * 1024
 
 
+def test_many_form_fields_besides_the_files_are_refused():
+    import asyncio
+
+    from allx.edge_runner.serve.form import MAX_OTHER_PARTS, read_files
+    from allx.edge_runner.serve.uploads import UploadRejected
+
+    async def body():
+        for number in range(MAX_OTHER_PARTS + 1):
+            yield f'--b\r\nContent-Disposition: form-data; name="note{number}"\r\n\r\nx\r\n'.encode()
+        yield b"--b--\r\n"
+
+    with pytest.raises(UploadRejected, match=f"more than {MAX_OTHER_PARTS} form fields"):
+        asyncio.run(read_files("multipart/form-data; boundary=b", body(), UploadLimits()))
+
+
 def test_pixel_limit_is_checked_from_the_header():
     from allx.edge_runner.serve.uploads import UploadRejected, check_upload
 

@@ -19,6 +19,7 @@ from python_multipart.multipart import parse_options_header
 from allx.edge_runner.serve.uploads import UploadLimits, UploadRejected, display_name, too_large
 
 FILES_FIELD = b"files"
+MAX_OTHER_PARTS = 10  # the form's other fields (none is read): a body of thousands of tiny parts is refused
 
 
 @dataclass
@@ -73,6 +74,9 @@ class FormReader:
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self.disposition)
         if options.get(b"name") != FILES_FIELD or b"filename" not in options:
+            if len(self.parts) - sum(p.keep for p in self.parts) > MAX_OTHER_PARTS:
+                raise UploadRejected(f"got more than {MAX_OTHER_PARTS} form fields besides 'files', expected "
+                                     "only the images")
             return  # another field of the form: read past, never kept
         part = self.parts[-1]
         part.keep, part.filename = True, options[b"filename"].decode("utf-8", "replace")
