@@ -34,6 +34,12 @@ def exit_codes_help(*codes: int) -> str:
     return "Exit codes: " + "; ".join(f"{code} {EXIT_CODES[code]}" for code in chosen) + "."
 
 
+def echo(text: str, err: bool = False) -> None:
+    """Every line the CLIs print for people: control characters escaped (the text's own line breaks kept), so a
+    file name or ID from the user cannot move the cursor, colour the terminal or fake a line."""
+    (stderr if err else stdout).print(printable(text, keep="\n"), markup=False, highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: message` on stderr (one line, no markup) and return the Exit to raise."""
     stderr.print(f"error: {printable(message)}", markup=False, highlight=False, soft_wrap=True)

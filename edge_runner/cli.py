@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from allx import __version__
-from allx.console import exit_codes_help, handle_errors, show_progress, stderr, stdout
+from allx.console import echo, exit_codes_help, handle_errors, show_progress, stdout
 from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
 from allx.edge_runner.bench import bench_models, report_markdown
 from allx.edge_runner.camera import has_display, run_camera
@@ -74,11 +74,6 @@ def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float
 
 def mark_rejected(text: str, rejected: bool) -> str:
     return f"{text}  [{NOTE}]" if rejected else text
-
-
-def echo(text: str, err: bool = False) -> None:
-    """Every line allx-edge prints for people: control characters escaped (the lines' own breaks kept)."""
-    (stderr if err else stdout).print(printable(text, keep="\n"), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -251,3 +251,15 @@ def test_control_characters_in_names_and_sample_ids_are_escaped(tiny, mixed_dir,
         assert len(lines) == rows + 1, lines
     assert "a\\x1b[2K\\rb\\nfake.png" in table.stdout and "broken\\x1b[31m.png" in table.stdout
     assert "sample S-1\\nsample S-2: no B-ALL seen" in sample.stdout
+
+
+
+def test_the_log_commands_print_through_the_same_escape(tiny, mixed_dir, tmp_path):
+    """A sample ID logged by classify and named again by `review` is shown escaped there too."""
+    sample, db = "S-1\x1b[31m", tmp_path / "log.db"
+    logged = invoke("classify", mixed_dir / "plain.png", "--model", tiny.int8, "--labels", tiny.labels_file,
+                    "--sample", sample, "--log-db", db, "--operator", "ana")
+    assert logged.exit_code in (0, 1), logged.output
+    review = invoke("review", sample, "--confirm", "--operator", "ben", "--log-db", db)
+    assert review.exit_code == 0, review.output
+    assert "sample S-1\\x1b[31m: confirmed" in review.stdout and "\x1b" not in review.output
