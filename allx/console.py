@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from allx.errors import EXIT_CODES, AllxError
@@ -38,6 +39,12 @@ def echo(text: str, err: bool = False) -> None:
     """Every line the CLIs print for people: control characters escaped (the text's own line breaks kept), so a
     file name or ID from the user cannot move the cursor, colour the terminal or fake a line."""
     (stderr if err else stdout).print(printable(text, keep="\n"), markup=False, highlight=False, soft_wrap=True)
+
+
+def escape(text: str) -> str:
+    """User text (a path, a class name) for a line printed with rich markup: brackets and control characters
+    escaped."""
+    return escape_markup(printable(text))
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
