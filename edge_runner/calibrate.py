@@ -28,10 +28,10 @@ import numpy as np
 from allx import __version__, layout
 from allx.decision import ARGMAX_THRESHOLD, BENIGN, OperatingPoint, sensitivity_specificity
 from allx.errors import DataError, ImageError, ModelError, UsageError
-from allx.files import checked_write, interrupts_deferred, sha256_file
+from allx.files import checked_write, interrupts_deferred
 from allx.edge_runner.batch import expand_paths
 from allx.edge_runner.metadata import embed_metadata
-from allx.edge_runner.model import EdgeModel, resolve_model
+from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.ood import threshold_for
 from allx.edge_runner.quality import QualityLimits, calibrate_limits, judge, limits_in_use, measure
 
@@ -302,8 +302,7 @@ def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     if not (math.isfinite(max_drop) and 0 <= max_drop <= 1):
         raise UsageError(f"--max-drop: got {max_drop}, expected a fraction in [0, 1]")
     check_folders(model_dir, out_dir)
-    model_path, _ = resolve_model(model_dir)
-    model = EdgeModel.load(model_dir)
+    model = EdgeModel.load(model_dir)  # a rejected model is refused here, as everywhere
     model.require_labels()
     mapping = read_labels_csv(Path(labels_csv), model.labels) if labels_csv is not None else None
     paths, probabilities, scores, measures, unreadable = run_images(model, site_images(images_dir))
@@ -323,7 +322,7 @@ def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str |
         manifest["ood"] = {**manifest["ood"], "threshold": ood["threshold"], "flag_rate": ood["flag_rate"]}
     if quality is not None:
         manifest["quality"] = {**quality["limits"], "calibrated_on": "site"}
-    manifest["site_calibration"] = {"source_model": str(model_dir), "source_model_sha256": sha256_file(model_path),
+    manifest["site_calibration"] = {"source_model": str(model_dir), "source_model_sha256": model.sha256,
                                     "images_dir": str(images_dir), "images": len(paths),
                                     "time_utc": calibration.time_utc,
                                     "allx_version": __version__, "ood": ood, "quality": quality,
