@@ -15,9 +15,11 @@ from typing import Callable, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape as escape_markup
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from allx.errors import EXIT_CODES, AllxError
+from allx.text import printable
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -33,9 +35,21 @@ def exit_codes_help(*codes: int) -> str:
     return "Exit codes: " + "; ".join(f"{code} {EXIT_CODES[code]}" for code in chosen) + "."
 
 
+def echo(text: str, err: bool = False) -> None:
+    """Every line the CLIs print for people: control characters escaped (the text's own line breaks kept), so a
+    file name or ID from the user cannot move the cursor, colour the terminal or fake a line."""
+    (stderr if err else stdout).print(printable(text, keep="\n"), markup=False, highlight=False, soft_wrap=True)
+
+
+def escape(text: str) -> str:
+    """User text (a path, a class name) for a line printed with rich markup: brackets and control characters
+    escaped."""
+    return escape_markup(printable(text))
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: message` on stderr (one line, no markup) and return the Exit to raise."""
-    stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    stderr.print(f"error: {printable(message)}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -92,7 +106,7 @@ def set_verbose(verbose: bool) -> None:
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    stderr.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+    stderr.print(f"warning: {printable(str(message))}", markup=False, highlight=False, soft_wrap=True)
 
 
 def import_tensorflow_quietly() -> None:

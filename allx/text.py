@@ -1,8 +1,13 @@
-"""How allx writes numbers for people (%, pp, ms, MB, images per hour, intervals): one place for every report."""
+"""How allx writes numbers for people (%, pp, ms, MB, images per hour, intervals): one place for every report.
+
+Also the one rule for text that reaches a terminal: `printable` escapes control characters, so a file name
+or sample ID carrying ANSI escapes or newlines shows as text instead of moving the cursor or faking a line.
+"""
 
 from __future__ import annotations
 
 import math
+import unicodedata
 
 from allx.layout import SplitKind
 
@@ -74,3 +79,12 @@ def near_duplicates_kept_together(split_kind: str | None) -> bool | None:
     if not split_kind:
         return None
     return SplitKind.parse(split_kind).grouped
+
+
+def printable(text: str, keep: str = "") -> str:
+    """`text` with every control or format character (ANSI escape, newline, carriage return, bidi override, ...)
+    written as its Python escape (\\x1b, \\n, \\u202e); characters in `keep` (a line break between lines) stay."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch in keep or unicodedata.category(ch)[0] != "C"
+                   else ch.encode("unicode_escape").decode("ascii") for ch in text)

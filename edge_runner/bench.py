@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from allx.edge_runner.manifest_check import REJECTED
 from allx.edge_runner.model import EdgeModel
 from allx.errors import DataError, ImageError, UsageError
 from allx.images import is_image_file
@@ -80,6 +81,7 @@ class BenchResult:
     model_sha256: str = ""
     features_off: tuple[str, ...] = ()  # codes of edge_runner.metadata.FEATURES the model runs without
     warnings: tuple[str, ...] = ()  # what allx-edge said about the model at load
+    model_status: str | None = None  # the manifest's status ("passed", "rejected"; None: no manifest)
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,10 @@ class BenchReport:
 
 def bench_models(paths: Sequence[str | Path], runs: int = 100, warmup: int = 10, threads: int | None = None,
                  delegate: str = "auto", images: str | Path | None = None, labels=None,
-                 on_model: Callable[[str], None] | None = None, tta: bool = False) -> BenchReport:
-    """Benchmark each model in turn; speed_ratio = first model's mean latency / this model's."""
+                 on_model: Callable[[str], None] | None = None, tta: bool = False,
+                 allow_rejected: bool = False) -> BenchReport:
+    """Benchmark each model in turn; speed_ratio = first model's mean latency / this model's. A rejected
+    model is refused (ModelError) unless `allow_rejected`; its result then has model_status "rejected"."""
     if not paths:
         raise UsageError("got no models, expected at least one --model")
     if runs < 1 or warmup < 0:
@@ -114,7 +118,7 @@ def bench_models(paths: Sequence[str | Path], runs: int = 100, warmup: int = 10,
     for path in paths:
         if on_model is not None:
             on_model(str(path))
-        result = bench_model(path, runs, warmup, threads, delegate, image_paths, labels, tta)
+        result = bench_model(path, runs, warmup, threads, delegate, image_paths, labels, tta, allow_rejected)
         if results:
             result = dataclasses.replace(result, speed_ratio=results[0].latency_ms.mean / result.latency_ms.mean)
         results.append(result)
@@ -122,9 +126,10 @@ def bench_models(paths: Sequence[str | Path], runs: int = 100, warmup: int = 10,
 
 
 def bench_model(path, runs: int, warmup: int, threads: int | None, delegate: str,
-                image_paths: list[Path] | None, labels=None, tta: bool = False) -> BenchResult:
+                image_paths: list[Path] | None, labels=None, tta: bool = False,
+                allow_rejected: bool = False) -> BenchResult:
     start = time.perf_counter()
-    model = EdgeModel.load(path, threads=threads, delegate=delegate, labels=labels)
+    model = EdgeModel.load(path, threads=threads, delegate=delegate, labels=labels, allow_rejected=allow_rejected)
     load_ms = (time.perf_counter() - start) * 1000.0
     pixels = np.random.default_rng(0).integers(0, 256, (*model.input_size, 3), dtype=np.uint8)
     latencies = time_invoke(model, pixels, runs, warmup)
@@ -138,7 +143,7 @@ def bench_model(path, runs: int, warmup: int, threads: int | None, delegate: str
         delegate=model.delegate, load_ms=load_ms, warmup=warmup, runs=runs, latency_ms=stats,
         throughput_ips=1000.0 / stats.mean if stats.mean > 0 else 0.0, peak_rss_mb=peak_rss_mb(),
         end_to_end=end_to_end, tta=tta_cost, model_sha256=model.sha256, features_off=model.card.features_off,
-        warnings=model.warnings)
+        warnings=model.warnings, model_status=REJECTED if model.rejected else model.manifest.status)
 
 
 def time_invoke(model: EdgeModel, pixels: np.ndarray, runs: int, warmup: int) -> list[float]:

@@ -8,7 +8,9 @@ training images (edge_runner.quality.calibrate_limits), and writes a NEW model f
 every side file the manifest names, copied, and a
 model.json carrying the new threshold and a `site_calibration` record. With a labels CSV it also
 reports the site's accuracy, malignant sensitivity and benign specificity (allx.decision, at the model's
-operating point) beside the converter's numbers: an acceptance test to run on day one and monthly.
+operating point) beside the converter's numbers: an acceptance test to run on day one and monthly. Each
+figure it compares must rest on at least MIN_LABELLED labelled images, or the acceptance fails: a figure
+from one or two images passes or fails by chance.
 """
 
 from __future__ import annotations
@@ -24,18 +26,21 @@ from pathlib import Path
 import numpy as np
 
 from allx import __version__, layout
-from allx.decision import ARGMAX_THRESHOLD, OperatingPoint, sensitivity_specificity
+from allx.decision import ARGMAX_THRESHOLD, BENIGN, OperatingPoint, sensitivity_specificity
 from allx.errors import DataError, ImageError, ModelError, UsageError
-from allx.files import checked_write, interrupts_deferred, sha256_file
+from allx.files import checked_write, interrupts_deferred
 from allx.edge_runner.batch import expand_paths
 from allx.edge_runner.metadata import embed_metadata
-from allx.edge_runner.model import EdgeModel, resolve_model
+from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.ood import threshold_for
 from allx.edge_runner.quality import QualityLimits, calibrate_limits, judge, limits_in_use, measure
 
 MIN_IMAGES = 20  # below this a quantile threshold is mostly noise
 DRIFT_FACTOR = 3  # the shipped threshold flagging this many times its rate of the site's images: a different camera
 DEFAULT_MAX_DROP = 0.05  # site accuracy or sensitivity this far below the converter's fails the acceptance
+# Labelled images behind each figure the acceptance compares: with 20, a figure near 0.9 is known to about
+# +-0.14 (95% Wilson interval); with fewer the interval is wider still, and one lucky image could pass.
+MIN_LABELLED = 20
 DEFAULT_FLAG_RATE = 0.04  # allx convert's default (convert.modes), for a manifest that does not record its rate
 LABEL_COLUMNS = ("path", "file", "image", "filename")
 
@@ -221,11 +226,24 @@ def acceptance_failures(accuracy: SiteAccuracy | None, max_drop: float, ood: dic
                     "images: expected --labels-csv to show the model still works on them (or --force)",)
         return ()
     failures = []
+    counts = figure_images(accuracy)
     for name in ("accuracy", "malignant_sensitivity", "benign_specificity"):
         site, theirs = getattr(accuracy, name), accuracy.converter.get(name)
-        if site is not None and isinstance(theirs, (int, float)) and site < theirs - max_drop:
+        if site is None or not isinstance(theirs, (int, float)):
+            continue
+        if counts[name] < MIN_LABELLED:
+            failures.append(f"{name.replace('_', ' ')} measured on {counts[name]} labelled image(s), expected at "
+                            f"least {MIN_LABELLED} (fewer pass or fail by chance)")
+        elif site < theirs - max_drop:
             failures.append(f"{name.replace('_', ' ')} {site:.3f} < converter's {theirs:.3f} - {max_drop:g}")
     return tuple(failures)
+
+
+def figure_images(accuracy: SiteAccuracy) -> dict[str, int]:
+    """How many labelled images each site figure rests on: all of them, the malignant ones, the benign ones."""
+    benign = accuracy.per_class.get(BENIGN, (0, 0.0))[0]
+    return {"accuracy": accuracy.images, "malignant_sensitivity": accuracy.images - benign,
+            "benign_specificity": benign}
 
 
 def side_files(manifest: dict) -> set[str]:
@@ -284,8 +302,7 @@ def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str |
     if not (math.isfinite(max_drop) and 0 <= max_drop <= 1):
         raise UsageError(f"--max-drop: got {max_drop}, expected a fraction in [0, 1]")
     check_folders(model_dir, out_dir)
-    model_path, _ = resolve_model(model_dir)
-    model = EdgeModel.load(model_dir)
+    model = EdgeModel.load(model_dir)  # a rejected model is refused here, as everywhere
     model.require_labels()
     mapping = read_labels_csv(Path(labels_csv), model.labels) if labels_csv is not None else None
     paths, probabilities, scores, measures, unreadable = run_images(model, site_images(images_dir))
@@ -305,7 +322,7 @@ def calibrate_site(model_dir: str | Path, images_dir: str | Path, out_dir: str |
         manifest["ood"] = {**manifest["ood"], "threshold": ood["threshold"], "flag_rate": ood["flag_rate"]}
     if quality is not None:
         manifest["quality"] = {**quality["limits"], "calibrated_on": "site"}
-    manifest["site_calibration"] = {"source_model": str(model_dir), "source_model_sha256": sha256_file(model_path),
+    manifest["site_calibration"] = {"source_model": str(model_dir), "source_model_sha256": model.sha256,
                                     "images_dir": str(images_dir), "images": len(paths),
                                     "time_utc": calibration.time_utc,
                                     "allx_version": __version__, "ood": ood, "quality": quality,

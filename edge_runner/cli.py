@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from allx import __version__
-from allx.console import exit_codes_help, handle_errors, show_progress, stderr, stdout
+from allx.console import echo, exit_codes_help, handle_errors, show_progress, stdout
 from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
 from allx.edge_runner.bench import bench_models, report_markdown
 from allx.edge_runner.camera import has_display, run_camera
@@ -18,19 +18,21 @@ from allx.edge_runner.cli_calibrate import calibrate
 from allx.edge_runner.cli_log import (LogDbOption, OperatorOption, SiteConfigOption, check_operator, log_app,
                                       open_run_log, review)
 from allx.edge_runner.info import describe_model
-from allx.edge_runner.model import EdgeModel, resolve_model
+from allx.edge_runner.manifest_check import REJECTED
+from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.quality import limits_in_use
 from allx.edge_runner.runtime import find_runtime
 from allx.edge_runner.serve import server  # light: FastAPI and uvicorn load inside server.build_app / run
 from allx.edge_runner.serve.uploads import UploadLimits
 from allx.edge_runner.sample import SampleSession, decision_record
-from allx.edge_runner.status import NOTE, admit
+from allx.edge_runner.status import NOTE
 from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
 from allx.edge_runner.views import (answer_words, batch_summary_line, bench_caption, bench_table, camera_summary_line,
                                     field_line, frame_line, info_lines, result_header, result_line, sample_line,
                                     samples_summary_line)
 from allx.errors import UsageError
 from allx.files import checked_write, write_csv, write_json
+from allx.text import printable
 
 EXIT_CODES = exit_codes_help(0, 1, 2, 3, 130)
 
@@ -62,21 +64,16 @@ AllowRejectedOption = Annotated[bool, typer.Option(
 def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None, tta: bool = False,
                allow_rejected: bool = False):
     """The EdgeModel and whether it is a rejected one the user allowed (refused otherwise, exit 2)."""
-    model_path, manifest = resolve_model(Path(model))
-    rejected = admit(manifest, model_path, allow_rejected)
     edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold,
-                                tta=tta)
+                                tta=tta, allow_rejected=allow_rejected)
+    rejected = edge_model.rejected
     for warning in edge_model.warnings + ((NOTE,) if rejected else ()):
-        stderr.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+        echo(f"warning: {printable(warning)}", err=True)
     return edge_model, rejected
 
 
 def mark_rejected(text: str, rejected: bool) -> str:
     return f"{text}  [{NOTE}]" if rejected else text
-
-
-def echo(text: str, err: bool = False) -> None:
-    (stderr if err else stdout).print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -276,12 +273,12 @@ def bench(
     delegate, and the machine's facts. Exit codes: 0 ok; 2 usage or model error.
     """
 
-    resolved = [resolve_model(Path(path)) for path in model]
-    rejected = [str(path) for path, manifest in resolved if admit(manifest, path, allow_rejected)]
+    report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
+                          labels=labels, tta=tta, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None,
+                          allow_rejected=allow_rejected)
+    rejected = [result.model for result in report.results if result.model_status == REJECTED]
     for path in rejected:
         echo(f"warning: {path}: {NOTE}", err=True)
-    report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
-                          labels=labels, tta=tta, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
     for result in report.results:
         for warning in result.warnings:
             echo(f"warning: {Path(result.model).name}: {warning}", err=True)
@@ -290,9 +287,6 @@ def bench(
     for path in rejected:
         echo(f"{path}: {NOTE}")
     document = report.to_dict()
-    statuses = {str(path): manifest.status for path, manifest in resolved}  # None: no manifest
-    for row in document["results"]:
-        row["model_status"] = "rejected" if row["model"] in rejected else statuses.get(row["model"])
     if json_out is not None:
         write_json(json_out, document)
     if markdown is not None:
@@ -338,6 +332,9 @@ def serve(
                                         "picamera2, or none.")] = "0",
     max_files: Annotated[int, typer.Option("--max-files", help="Most images in one upload.")] = 20,
     max_file_mb: Annotated[float, typer.Option("--max-file-mb", help="Largest image file accepted, in MB.")] = 20.0,
+    allow_host: Annotated[Optional[list[str]], typer.Option(
+        "--allow-host", help="A name this device is reached by (e.g. pi.clinic.lan), besides its IP addresses, "
+        "localhost and its host name; repeat for more. Other Host headers are refused (DNS rebinding).")] = None,
     threads: ThreadsOption = None,
     delegate: DelegateOption = "auto",
 ):
@@ -345,20 +342,22 @@ def serve(
 
     Prints http://HOST:PORT/?token=... : open it once, the page then keeps the session in a cookie.
     The token is made on first start and kept (mode 0600) in the user's config folder; every request but
-    /health needs it. Exit codes: 0 stopped with Ctrl-C; 2 usage or model error.
+    /health needs it (scripts send it as Authorization: Bearer; /api refuses it in the address).
+    Exit codes: 0 stopped with Ctrl-C; 2 usage or model error, a port in use or an unknown --host.
     """
     if not 0 < port < 65536 or max_files < 1 or max_file_mb <= 0:
         raise UsageError(f"got --port {port}, --max-files {max_files}, --max-file-mb {max_file_mb}, "
                          "expected a port in 1..65535 and positive limits")
     limits = UploadLimits(max_file_bytes=int(max_file_mb * 1024 * 1024), max_files=max_files)
     options = server.ServeOptions(model, host, port, log_db, None if camera.lower() == "none" else camera,
-                                  new_token=new_token, limits=limits)
-    edge_model, _ = load_model(model, threads, delegate, None)  # a rejected model is never served
+                                  new_token=new_token, limits=limits, allow_hosts=tuple(allow_host or ()))
+    edge_model, _ = load_model(model, threads, delegate, None)  # a rejected model is never served (exit 2)
     edge_model.require_labels()
     web_app, token, log_db = server.build_app(options, edge_model)
+    listener = server.listen(options)
     for line in server.banner(options, token, edge_model.model_path, log_db):
         echo(line)
-    server.run(web_app, options)
+    server.run(web_app, options, listener)
 
 
 def version_callback(value: bool):

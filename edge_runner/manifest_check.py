@@ -84,10 +84,14 @@ def check_manifest(document, path: Path | str) -> Manifest:
     failures = check.texts("failures", optional=True) if check is not None else None
     if check is not None:
         check.child("quantized", optional=True)  # its figures are compared with a site's in allx-edge calibrate
+    labels = fields.texts("labels", optional=True) or ()
+    problem = label_problem(labels)
+    if problem:
+        raise fields.fail("labels", list(labels), f"distinct, non-blank class names ({problem})")
     return Manifest(
         document=document, format=fields.text("format", optional=True),
-        model_file=fields.text("model_file", optional=True), precision=fields.text("precision", optional=True),
-        status=status, labels=fields.texts("labels", optional=True) or (),
+        model_file=file_name(fields, "model_file"), precision=fields.text("precision", optional=True),
+        status=status, labels=labels,
         input=input_spec(fields.child("input", optional=True)),
         output_names=output_names(fields.child("outputs", optional=True)),
         ood=ood_spec(fields.child("ood", optional=True)),
@@ -97,6 +101,23 @@ def check_manifest(document, path: Path | str) -> Manifest:
         else SampleRule.from_dict(document["sample_rule"], str(path)),
         quality=quality_limits(fields.child("quality", optional=True)),
         check=None if check is None else check.data, check_failures=failures or ())
+
+
+def file_name(fields: Fields, key: str) -> str | None:
+    """A file the manifest names beside the model: a bare name, never a folder, `..` or an absolute path."""
+    name = fields.text(key, optional=True)
+    if name is not None and (Path(name).name != name or name in ("", ".", "..")):
+        raise fields.fail(key, name, "a file name beside the model (no folders)")
+    return name
+
+
+def label_problem(labels) -> str:
+    """What is wrong with a list of class names ("" when nothing): a blank one, or one named twice."""
+    blank = [i for i, label in enumerate(labels) if not label.strip()]
+    if blank:
+        return f"label {blank[0] + 1} is blank"
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    return f"{', '.join(repeated)} named twice" if repeated else ""
 
 
 def input_spec(spec: Fields | None) -> InputSpec:
@@ -123,9 +144,7 @@ def output_names(outputs: Fields | None) -> dict[str, str]:
 def ood_spec(section: Fields | None) -> OodSpec | None:
     if section is None or not section.data:
         return None
-    stats_file = section.text("stats_file", optional=True)
-    if stats_file is not None and (Path(stats_file).name != stats_file or stats_file in ("", ".", "..")):
-        raise section.fail("stats_file", stats_file, "a file name beside the model (no folders)")
+    stats_file = file_name(section, "stats_file")
     return OodSpec(method=section.text("method", optional=True) or "",
                    threshold=section.number("threshold", optional=True, minimum=0, maximum=MAX_OOD_THRESHOLD),
                    stats_file=stats_file, flag_rate=section.number("flag_rate", optional=True, minimum=0, maximum=1),

@@ -27,6 +27,7 @@ import numpy as np
 
 from allx import layout
 from allx.edge_runner.manifest_check import Manifest, check_manifest
+from allx.edge_runner.status import is_rejected
 from allx.errors import MissingDependency, ModelError
 from allx.jsonio import parse_json
 
@@ -35,6 +36,7 @@ FILE_PREFIX = "allx.file/"
 FORMAT_NAME = "allx-tflite"
 FORMAT_VERSION = 1  # the newest manifest format this runner reads
 TFLITE_IDENTIFIER = b"TFL3"
+MAX_MANIFEST_BYTES = 1024 * 1024  # allx convert writes a few kilobytes; statistics travel as side files
 
 # Features a converted model can carry: code -> (manifest key, words, key of convert's note on why it is
 # absent). A model without the key runs without the feature, and allx-edge says so once (stderr and the
@@ -62,7 +64,8 @@ class Embedded:
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What allx-edge runs with: the manifest (the embedded copy when there is one), side files, sha256."""
+    """What allx-edge runs with: the manifest (the embedded copy when there is one), side files, sha256, and
+    whether the model is a rejected one (decided once, here, from the manifest in force)."""
 
     path: Path
     sha256: str
@@ -73,6 +76,11 @@ class ModelCard:
     features_off: tuple[str, ...]  # codes of FEATURES the model runs without
     warnings: tuple[str, ...]
     labels: tuple[str, ...] = ()  # set by choose_labels
+
+    @property
+    def rejected(self) -> bool:
+        """The manifest in force says status rejected, or the file has allx convert's rejected name."""
+        return is_rejected(self.manifest, self.path)
 
 
 def read_card(model_path: Path, folder_manifest: Manifest, data: bytes | None = None) -> ModelCard:
@@ -145,6 +153,9 @@ def labels_in(path: Path) -> tuple[str, ...]:
 
 def read_model_bytes(model_path: Path) -> bytes:
     try:
+        if model_path.exists() and not model_path.is_file():  # a FIFO or device would block the read forever
+            raise ModelError(f"{model_path}: not a regular file, expected a .tflite file or a folder written by "
+                             "allx convert")
         return model_path.read_bytes()
     except FileNotFoundError:
         raise ModelError(f"{model_path}: no such model file, expected a .tflite file or a folder written by "
@@ -207,6 +218,9 @@ def buffer_bytes(model, index: int, data: bytes) -> bytes:
 
 
 def parse_manifest(raw: bytes, model_path: Path) -> dict:
+    if len(raw) > MAX_MANIFEST_BYTES:  # refused before any decoding or scanning
+        raise ModelError(f"{model_path}: embedded manifest of {len(raw):,} bytes, expected at most "
+                         f"{MAX_MANIFEST_BYTES:,}: copy or convert the model again")
     try:  # with allx.jsonio's limits: the bytes come from whoever made the file
         manifest = parse_json(raw.decode("utf-8"), "the manifest", ModelError)
     except (UnicodeDecodeError, ModelError) as err:

@@ -17,10 +17,11 @@ from allx.dihedral import dihedral_views
 from allx.errors import ImageError, ModelError
 from allx.images import load_image
 from allx.edge_runner import metadata, ood
-from allx.edge_runner.manifest_check import Manifest, check_manifest
+from allx.edge_runner.manifest_check import Manifest, check_manifest, label_problem
 from allx.jsonio import read_json
 from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
 from allx.edge_runner.runtime import find_runtime, make_interpreter
+from allx.edge_runner.status import admit
 
 
 
@@ -73,17 +74,25 @@ class EdgeModel:
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, delegate: str = "auto",
              labels: str | Path | Sequence[str] | None = None, ood_threshold: float | None = None,
-             tta: bool = False) -> "EdgeModel":
+             tta: bool = False, allow_rejected: bool = False) -> "EdgeModel":
         """Load a .tflite file, a model.json, or a folder written by `allx convert`.
 
         Labels: `labels` (a file or a list) if given, else the manifest's, else labels.txt beside the
         model, else none (predict and bench work; classify asks for them). `ood_threshold` replaces the
         calibrated out-of-distribution threshold of the manifest. `tta`: average over the dihedral views.
+        A model whose manifest in force (the embedded copy first) says rejected is refused before any
+        interpreter is made, unless `allow_rejected`; `rejected` then says so.
         """
         model_path, card = resolve_card(Path(path), labels)
+        admit(card.manifest, model_path, allow_rejected)
         interpreter, used, threads, warnings = make_interpreter(model_path, threads, delegate)
         return cls(interpreter, model_path, card.labels, card.manifest, str(find_runtime()), used, threads,
                    (*card.warnings, *warnings), ood_threshold, tta, card)
+
+    @property
+    def rejected(self) -> bool:
+        """Whether this is a model that failed allx convert's accuracy check (it runs only when allowed)."""
+        return self.card.rejected
 
     @property
     def sha256(self) -> str:
@@ -243,7 +252,11 @@ def read_manifest(path: Path) -> Manifest:
 
 def resolve_labels(labels, manifest: Manifest, model_path: Path) -> tuple[str, ...]:
     if labels is not None and not isinstance(labels, (str, Path)):
-        return tuple(str(label) for label in labels)
+        given = tuple(str(label) for label in labels)
+        if label_problem(given):
+            raise ModelError(f"labels: got {list(given)}, expected distinct, non-blank class names "
+                             f"({label_problem(given)})")
+        return given
     if labels is not None:
         return read_labels(Path(labels))
     if manifest.labels:
@@ -254,6 +267,8 @@ def resolve_labels(labels, manifest: Manifest, model_path: Path) -> tuple[str, .
 
 def read_labels(path: Path) -> tuple[str, ...]:
     try:
+        if path.exists() and not path.is_file():  # a FIFO or device would block the read forever
+            raise ModelError(f"{path}: not a regular file, expected a labels file")
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise ModelError(f"{path}: no such labels file") from None
@@ -262,6 +277,8 @@ def read_labels(path: Path) -> tuple[str, ...]:
     labels = tuple(line.strip() for line in lines if line.strip())
     if not labels:
         raise ModelError(f"{path}: empty labels file, expected one label per line")
+    if label_problem(labels):
+        raise ModelError(f"{path}: {label_problem(labels)}, expected distinct class names, one per line")
     return labels
 
 

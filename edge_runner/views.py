@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from allx.decision import BENIGN, decide
+from allx.text import printable
 
 from allx.edge_runner.batch import BatchSummary, ImageResult
 from allx.edge_runner.bench import BenchReport
@@ -27,8 +28,9 @@ def result_header(label_width: int) -> str:
 
 
 def result_line(result: ImageResult, label_width: int, answer: str = "") -> str:
+    """One image's row; a name or message with control characters is escaped, so a row is always one line."""
     if result.prediction is None:
-        return f"{result.path:<{PATH_WIDTH}}  FAILED: {result.error}"
+        return printable(f"{result.path:<{PATH_WIDTH}}  FAILED: {result.error}")
     p = result.prediction
     line = f"{result.path:<{PATH_WIDTH}}  {p.label:<{label_width}}  {p.score:>10.1%}  {p.latency_ms:>8.2f}"
     if len(p.top_k) > 1:
@@ -37,7 +39,7 @@ def result_line(result: ImageResult, label_width: int, answer: str = "") -> str:
         line += f"  {answer}"
     if p.ood:
         line += f"  {OOD_NOTE}"
-    return line
+    return printable(line)
 
 
 def answer_words(result: ImageResult, classes, point) -> str:
@@ -51,18 +53,18 @@ def field_line(field: FieldResult, label_width: int) -> str:
     """One field of a sample: label and confidence, its own answer, or why it was set aside."""
     p = field.prediction
     if p is None:
-        return f"{field.name:<{PATH_WIDTH}}  FAILED: {field.reason}"
+        return printable(f"{field.name:<{PATH_WIDTH}}  FAILED: {field.reason}")
     line = f"{field.name:<{PATH_WIDTH}}  {p.label:<{label_width}}  {p.score:>10.1%}  {p.latency_ms:>8.2f}"
     if field.decision is not None:
         line += f"  {field.decision.words}"
-    return line + ("" if field.usable else f"  set aside: {field.reason}")
+    return printable(line + ("" if field.usable else f"  set aside: {field.reason}"))
 
 
 def sample_line(verdict: SampleVerdict) -> str:
     """The sample's verdict, the fields it used, and those it set aside with why."""
     aside = "; ".join(f"{Path(name).name} ({why})" for name, why in verdict.fields_set_aside)
-    return (f"sample {verdict.sample_id}: {verdict.words} -- {len(verdict.fields_used)} field(s) used"
-            + (f", {len(verdict.fields_set_aside)} set aside: {aside}" if aside else ""))
+    return printable(f"sample {verdict.sample_id}: {verdict.words} -- {len(verdict.fields_used)} field(s) used"
+                     + (f", {len(verdict.fields_set_aside)} set aside: {aside}" if aside else ""))
 
 
 def samples_summary_line(s: SamplesSummary) -> str:
@@ -83,7 +85,7 @@ def frame_line(result: FrameResult) -> str:
     if result.field is None:
         return line + (f"  {OOD_NOTE}" if p.ood else "")
     aside = "" if result.field.usable else f"  set aside: {result.field.reason}"
-    return line + aside + f"  | sample {result.verdict.sample_id}: {result.verdict.words}"
+    return printable(line + aside + f"  | sample {result.verdict.sample_id}: {result.verdict.words}")
 
 
 def camera_summary_line(s: CameraSummary, with_ood: bool = False) -> str:
@@ -100,7 +102,7 @@ def bench_table(report: BenchReport) -> Table:
     table = Table(title="allx-edge bench (bare invoke latency, ms)")
     table.add_column("")
     for r in report.results:
-        table.add_column(Path(r.model).name, justify="right")
+        table.add_column(printable(Path(r.model).name), justify="right")
     rows = [("precision", lambda r: str(r.precision)), ("size MB", lambda r: f"{r.file_size_bytes / 1e6:.2f}"),
             ("load ms", lambda r: f"{r.load_ms:.1f}")]
     rows += [(name, lambda r, name=name: f"{getattr(r.latency_ms, name):.2f}")

@@ -173,6 +173,26 @@ def test_a_site_below_the_converter_fails_the_acceptance_and_writes_nothing(mode
     assert result.stderr.startswith("error: site acceptance failed: accuracy 0.746 < converter's 0.900 - 0.05")
 
 
+def test_one_labelled_image_cannot_pass_the_acceptance(model_dir, site_dir, tmp_path):
+    labels = tmp_path / "labels.csv"
+    write_labels(labels, site_dir, model_dir)
+    header, _, right = labels.read_text().splitlines()[:3]  # one image, labelled as the model says: 100%
+    labels.write_text(f"{header}\n{right}\n")
+    result = invoke("--model", model_dir, "--images", site_dir, "--out", tmp_path / "out", "--labels-csv", labels,
+                    "--max-drop", "0.2")
+    assert result.exit_code == 3 and not (tmp_path / "out").exists(), result.output
+    assert "accuracy measured on 1 labelled image(s), expected at least 20" in result.stderr
+
+
+def test_a_rejected_model_is_not_calibrated(model_dir, site_dir, tmp_path):
+    rejected = tmp_path / "rejected"
+    shutil.copytree(model_dir, rejected)
+    manifest = json.loads((rejected / layout.MANIFEST).read_text())
+    (rejected / layout.MANIFEST).write_text(json.dumps({**manifest, "status": "rejected"}))
+    result = invoke("--model", rejected, "--images", site_dir, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "status rejected" in result.stderr and not (tmp_path / "out").exists()
+
+
 def test_a_model_without_the_flag_calibrates_only_with_labels(model_dir, site_dir, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(model_dir, bare)

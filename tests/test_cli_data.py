@@ -39,6 +39,14 @@ def test_inspect_table_lists_problems_by_path(messy_dir):
         assert text in outcome.stdout, text
 
 
+def test_inspect_escapes_control_characters_in_file_names(synthetic_dir, tmp_path):
+    data = shutil.copytree(synthetic_dir, tmp_path / "data")
+    (data / "Benign" / "x\x1b[2J\nfake: 0 problems.txt").write_text("not an image")
+    outcome = runner.invoke(app, ["data", "inspect", str(data)])
+    assert outcome.exit_code == 0 and "\x1b" not in outcome.output, outcome.output
+    assert "Benign/x\\x1b[2J\\nfake: 0 problems.txt" in outcome.stdout
+
+
 def test_split_writes_the_split_and_three_charts(messy_dir, tmp_path):
     out = tmp_path / "out" / "my_split.json"
     outcome = runner.invoke(app, ["data", "split", str(messy_dir), "--out", str(out), "--seed", "3"])

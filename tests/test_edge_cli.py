@@ -233,3 +233,33 @@ def test_bench_bad_options(tiny, tmp_path):
     assert "expected runs >= 1" in invoke("bench", "-m", tiny.int8, "--runs", "0").stderr
     result = invoke("bench", "-m", tiny.int8, "--images", tmp_path / "absent")
     assert result.exit_code == 2 and "no such folder" in result.stderr
+
+
+def test_control_characters_in_names_and_sample_ids_are_escaped(tiny, mixed_dir, tmp_path):
+    """A file name or --sample with ANSI escapes and newlines cannot colour the table or fake a result line."""
+    folder = tmp_path / "spoof"
+    folder.mkdir()
+    name = "a\x1b[2K\rb\nfake.png  Benign  99.9%\n.png"
+    shutil.copy(mixed_dir / "plain.png", folder / name)
+    (folder / "broken\x1b[31m.png").write_bytes(b"")
+    table = invoke("classify", folder, "--model", tiny.int8, "--labels", tiny.labels_file)
+    sample = invoke("classify", folder / name, "--model", tiny.int8, "--labels", tiny.labels_file,
+                    "--sample", "S-1\nsample S-2: no B-ALL seen", "--no-log")
+    for result, rows in ((table, 3), (sample, 3)):  # header, a row per image, (the verdict,) the summary
+        lines = [line for line in result.stdout.splitlines() if line.strip()]
+        assert "\x1b" not in result.output and "\r" not in result.output, result.output
+        assert len(lines) == rows + 1, lines
+    assert "a\\x1b[2K\\rb\\nfake.png" in table.stdout and "broken\\x1b[31m.png" in table.stdout
+    assert "sample S-1\\nsample S-2: no B-ALL seen" in sample.stdout
+
+
+
+def test_the_log_commands_print_through_the_same_escape(tiny, mixed_dir, tmp_path):
+    """A sample ID logged by classify and named again by `review` is shown escaped there too."""
+    sample, db = "S-1\x1b[31m", tmp_path / "log.db"
+    logged = invoke("classify", mixed_dir / "plain.png", "--model", tiny.int8, "--labels", tiny.labels_file,
+                    "--sample", sample, "--log-db", db, "--operator", "ana")
+    assert logged.exit_code in (0, 1), logged.output
+    review = invoke("review", sample, "--confirm", "--operator", "ben", "--log-db", db)
+    assert review.exit_code == 0, review.output
+    assert "sample S-1\\x1b[31m: confirmed" in review.stdout and "\x1b" not in review.output

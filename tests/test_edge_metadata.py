@@ -185,6 +185,8 @@ def test_a_model_without_statistics_says_which_features_are_off_once(converted, 
     ({metadata.MANIFEST_ENTRY: json.dumps({"format": "allx-tflite/1", "labels": list(LABELS), "ood": {
         "method": "mahalanobis", "threshold": 1.0, "stats_file": STATS}}).encode()},
      f"embedded metadata names {STATS} but the model carries no such file"),
+    ({metadata.MANIFEST_ENTRY: json.dumps({"format": "allx-tflite/1", "note": "[" * metadata.MAX_MANIFEST_BYTES})
+      .encode()}, f"bytes, expected at most {metadata.MAX_MANIFEST_BYTES:,}"),
 ])
 def test_bad_embedded_metadata_is_one_line_and_exit_2(converted, images, tmp_path, entries, message):
     _, _, plain = converted

@@ -7,6 +7,8 @@ import re
 import sqlite3
 import stat
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -104,6 +106,48 @@ def test_token_in_url_becomes_an_httponly_strict_cookie(client):
     assert browser.cookies.get(COOKIE) == TOKEN
 
 
+def test_a_token_in_the_address_is_refused_under_api(client):
+    anonymous = TestClient(client.app)
+    for headers in ({}, {"Authorization": f"Bearer {TOKEN}"}):
+        response = anonymous.get(f"/api/samples?token={TOKEN}", headers=headers)
+        assert response.status_code == 401 and "refused under /api" in response.json()["error"]
+    assert anonymous.get("/api/log.csv", params={"token": TOKEN}).status_code == 401
+    assert anonymous.get(f"/?token={TOKEN}", follow_redirects=False).status_code == 303  # the page sign-in stays
+
+
+def test_host_header_must_name_this_device(model_dir, tmp_path):
+    """DNS rebinding: a foreign name resolved to the device is refused; addresses and known names pass."""
+    model = EdgeModel.load(model_dir / "model.tflite")
+    bench = Workbench(model, tmp_path / "log.db")
+    app = create_app(bench, describe_loaded(model), TOKEN, host_names=("localhost", "pi.clinic.lan"))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for base in ("http://evil.example", "http://evil.example:8080", "http://localhost.evil.example"):
+        response = TestClient(app, base_url=base).get("/api/samples", headers=auth)
+        assert response.status_code == 400 and "unknown Host header" in response.json()["error"], base
+    for base in ("http://127.0.0.1:8080", "http://192.168.1.20", "http://[::1]:8080", "http://PI.clinic.lan:8080",
+                 "http://localhost"):
+        assert TestClient(app, base_url=base).get("/api/samples", headers=auth).status_code == 200, base
+    bench.close()
+
+
+def test_serve_on_a_port_in_use_or_an_unknown_host_is_one_line_exit_2(model_dir, tmp_path, monkeypatch):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from allx.edge_runner.cli import app
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    base = ["serve", "--model", str(model_dir / "model.tflite"), "--log-db", str(tmp_path / "log.db"),
+            "--camera", "none"]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = CliRunner().invoke(app, [*base, "--port", str(taken.getsockname()[1])])
+    assert busy.exit_code == 2 and "cannot listen on 127.0.0.1 port" in busy.stderr, busy.output
+    assert "open: http" not in busy.output  # no link printed to a server that never ran
+    unknown = CliRunner().invoke(app, [*base, "--host", "no-such-host.invalid"])
+    assert unknown.exit_code == 2 and "unknown host" in unknown.stderr and "Traceback" not in unknown.output
+
+
 def test_token_is_stored_0600_and_rotates(tmp_path):
     path = tmp_path / "cfg" / "serve_token"
     first = load_or_create_token(path)
@@ -195,7 +239,11 @@ def test_bad_uploads_are_refused_before_decoding_and_the_rest_is_kept(client):
     errors = " ".join(r["error"] for r in body["refused"])
     assert "not an image" in errors and "decompression bomb" in errors and "empty file" in errors
     only_bad = upload(client, key, [("bomb.png", bomb_png())])
-    assert only_bad.status_code == 400
+    assert only_bad.status_code == 413  # the README's codes: too large (a pixel count here), not an image
+    not_images = upload(client, key, [("a.txt", b"text"), ("b.txt", b"more text")])
+    assert not_images.status_code == 415 and len(not_images.json()["refused"]) == 2
+    mixed = upload(client, key, [("a.txt", b"text"), ("empty.png", b"")])
+    assert mixed.status_code == 400
 
 
 def test_size_and_count_limits(model_dir, tmp_path):
@@ -204,14 +252,63 @@ def test_size_and_count_limits(model_dir, tmp_path):
     key = start(client)
     big = png_bytes(3, size=120)  # ~43 KB of noise
     response = upload(client, key, [("big.png", big)])
-    assert response.status_code == 400 and "at most 20,000" in response.json()["refused"][0]["error"]
+    refusal = response.json()["refused"][0]
+    assert response.status_code == 413 and f"got {len(big):,} bytes, expected at most 20,000" in refusal["error"]
+    kept = upload(client, key, [("big.png", big), ("small.png", png_bytes(4, 8))])
+    assert kept.status_code == 200 and [f["path"] for f in kept.json()["added"]] == ["small.png"]
     too_many = upload(client, key, [(f"f{i}.png", png_bytes(i, 8)) for i in range(3)])
-    assert too_many.status_code == 400 and "Too many files" in too_many.json()["error"]
+    assert too_many.status_code == 413 and "got more than 2 files" in too_many.json()["error"]
+    page = client.post(f"/samples/{key}/fields", files=[("files", ("big.png", big, "image/png"))])
+    assert page.status_code == 413 and "expected at most 20,000" in page.text
     huge = client.post(f"/api/samples/{key}/fields", content=b"x" * (limits.max_request_bytes + 1),
                        headers={"Content-Type": "multipart/form-data; boundary=x"})
     assert huge.status_code == 413
     assert client.get("/health").status_code == 200
     bench.close()
+
+
+def test_a_file_over_the_limit_is_counted_not_kept():
+    """A 64 MB part streamed in 64 KB chunks: memory stays near the 1 MB limit, and the refusal says its size."""
+    import asyncio
+    import tracemalloc
+
+    from allx.edge_runner.serve.form import read_files
+
+    chunk, chunks = b"\0" * 65536, 1024
+
+    async def body():
+        yield b'--b\r\nContent-Disposition: form-data; name="files"; filename="huge.png"\r\n\r\n'
+        for _ in range(chunks):
+            yield chunk
+        yield b'\r\n--b\r\nContent-Disposition: form-data; name="files"; filename="ok.png"\r\n\r\n'
+        yield png_bytes(1, 8) + b"\r\n--b--\r\n"
+
+    tracemalloc.start()
+    try:
+        uploads = asyncio.run(read_files("multipart/form-data; boundary=b", body(),
+                                         UploadLimits(max_file_bytes=1024 * 1024)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [name for name, _ in uploads.files] == ["ok.png"] and uploads.files[0][1] == png_bytes(1, 8)
+    assert uploads.refused[0]["status"] == 413
+    assert f"got {len(chunk) * chunks:,} bytes, expected at most 1,048,576" in uploads.refused[0]["error"]
+    assert peak < 8 * 1024 * 1024
+
+
+def test_many_form_fields_besides_the_files_are_refused():
+    import asyncio
+
+    from allx.edge_runner.serve.form import MAX_OTHER_PARTS, read_files
+    from allx.edge_runner.serve.uploads import UploadRejected
+
+    async def body():
+        for number in range(MAX_OTHER_PARTS + 1):
+            yield f'--b\r\nContent-Disposition: form-data; name="note{number}"\r\n\r\nx\r\n'.encode()
+        yield b"--b--\r\n"
+
+    with pytest.raises(UploadRejected, match=f"more than {MAX_OTHER_PARTS} form fields"):
+        asyncio.run(read_files("multipart/form-data; boundary=b", body(), UploadLimits()))
 
 
 def test_pixel_limit_is_checked_from_the_header():
@@ -307,6 +404,36 @@ def test_locked_log_keeps_results_in_memory_and_writes_them_later(client, tmp_pa
     assert client.post(f"/api/samples/{key}/review", json={"action": "confirm"}).status_code == 200
 
 
+def test_health_answers_while_an_upload_waits_on_a_locked_log(model_dir, tmp_path):
+    """One event loop serves every request (as under uvicorn): an upload waiting for the log must not hold it."""
+    model = EdgeModel.load(model_dir / "model.tflite")
+    bench = Workbench(model, tmp_path / "log.db", log_busy_s=20)
+    client = TestClient(create_app(bench, describe_loaded(model), TOKEN))
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    with client:  # one portal, so one event loop, for all the requests below
+        key = start(client)
+        locker = sqlite3.connect(tmp_path / "log.db")
+        locker.execute("begin exclusive")
+        outcome = {}
+        uploading = threading.Thread(target=lambda: outcome.update(response=upload(client, key, [
+            ("a.png", png_bytes(1))])), daemon=True)
+        uploading.start()
+        for _ in range(600):  # the field is classified; its log row now waits for the lock
+            if bench.samples[key].fields or not uploading.is_alive():
+                break
+            time.sleep(0.05)
+        assert client.get("/health").json() == {"status": "ok"}
+        assert uploading.is_alive()  # /health answered while the upload still waits
+        locker.rollback()
+        locker.close()
+        uploading.join(60)
+        response = outcome["response"]
+        assert response.status_code == 200 and response.json()["log_warning"] is None, response.text
+        rows = client.get("/api/log").json()["rows"]
+        assert [(r["kind"], r["image"]) for r in rows] == [("field", "a.png"), ("sample", None)]
+    bench.close()
+
+
 def test_read_only_log_is_a_clear_message(model_dir, tmp_path):
     client, bench = make_client(model_dir / "model.tflite", tmp_path / "log.db")
     key = start(client)
@@ -379,7 +506,8 @@ def test_serve_command_prints_the_link_and_rotates_the_token(model_dir, tmp_path
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("ALLX_SITE_CONFIG", raising=False)
     served = []
-    monkeypatch.setattr(server, "run", lambda web_app, options: served.append(options))
+    monkeypatch.setattr(server, "listen", lambda options: None)  # no port taken on a shared machine
+    monkeypatch.setattr(server, "run", lambda web_app, options, listener: served.append(options))
     base = ["serve", "--model", str(model_dir / "model.tflite"), "--log-db", str(tmp_path / "log.db"),
             "--camera", "none"]
 

@@ -3,6 +3,9 @@
 Classes are the sorted names of DATA_DIR's sub-folders (hidden ones ignored), as
 `keras.utils.image_dataset_from_directory` does; images may sit in nested folders below a class
 folder. A path is relative to DATA_DIR, POSIX style, and its first component is its class.
+A file that is a symbolic link to a regular image file elsewhere is an image of its class, as the usual
+loaders (Keras, torchvision) take it: a class folder of links is a common way to build a subset. A
+dangling link or one to something that is not a regular file is listed with why, never silently skipped.
 """
 
 from __future__ import annotations
@@ -101,18 +104,29 @@ def scan_dataset(data_dir: str | Path) -> Dataset:
     for index, class_dir in enumerate(class_dirs):
         for path in sorted(class_dir.rglob("*")):
             relpath = path.relative_to(root).as_posix()
-            if not path.is_file() or any(part.startswith(".") for part in path.relative_to(root).parts):
+            if path.is_dir() or any(part.startswith(".") for part in path.relative_to(root).parts):
                 continue
-            reason = None if inside(root, path) else "a symbolic link leading outside DATA_DIR"
-            reason = reason or check_image_header(path)
+            reason = file_problem(path) or check_image_header(path)
             if reason:
                 unreadable.append((relpath, reason))
             else:
                 items.append((relpath, index))
     if not items:
-        raise DataError(f"{root}: no readable images in {len(classes)} class folder(s), "
-                        f"expected image files ({', '.join(IMAGE_SUFFIXES)})")
+        skipped = "; ".join(f"{relpath}: {reason}" for relpath, reason in unreadable[:3])
+        more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        raise DataError(f"{root}: no readable images in {len(classes)} class folder(s)"
+                        + (f" (skipped {skipped}{more})" if skipped else "")
+                        + f", expected image files ({', '.join(IMAGE_SUFFIXES)})")
     return Dataset(root, classes, tuple(items), tuple(unreadable))
+
+
+def file_problem(path: Path) -> str | None:
+    """Why a file (or the file a link leads to) cannot be an image, before its header is read; else None."""
+    if path.is_symlink() and not path.exists():
+        return "a symbolic link to nothing (its target is missing)"
+    if not path.is_file():  # a FIFO would block the reader, a socket or device is no image
+        return "not a regular file" + (" (a symbolic link's target)" if path.is_symlink() else "")
+    return None
 
 
 def inside(root: Path, path: Path) -> bool:

@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from allx import layout
 from allx.layout import SplitKind
-from allx.console import handle_errors, progress_bars, stderr, stdout
+from allx.console import escape, handle_errors, progress_bars, stderr, stdout
 from allx.errors import UsageError
 from allx.train.duplicates import NEAR_DISTANCE
 from allx.train.charts import save_split_charts

@@ -1,6 +1,9 @@
 """The web app: server-rendered pages for the technician and a JSON API under /api for scripts and a LIS.
 
-Every route is a thin edge over the Workbench. Errors never escape as tracebacks: an AllxError
+Every route is a thin edge over the Workbench. Work that can wait (inference, the audit log, which another
+process may hold locked for seconds) never runs on the event loop: plain `def` routes run in Starlette's
+thread pool, and the async routes that read a form hand the Workbench call to it (`run_in_threadpool`),
+so /health and every other request keep answering while an upload waits. Errors never escape as tracebacks: an AllxError
 becomes its message with a status code (JSON `{"error": ...}` under /api, the page with a red line
 otherwise), and anything unexpected becomes a bare 500 while the server goes on serving.
 """
@@ -16,13 +19,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
-from starlette.datastructures import UploadFile
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from allx.errors import AllxError, DataError, ModelError
 from allx.edge_runner.serve.card import ModelCard
-from allx.edge_runner.serve.guard import BodyLimit, BodyTooLarge, SecurityHeaders, TokenGuard, wants_json
-from allx.edge_runner.serve.uploads import UploadRejected, display_name
+from allx.edge_runner.serve.guard import (BodyLimit, BodyTooLarge, HostGuard, SecurityHeaders, TokenGuard,
+                                          wants_json)
+from allx.edge_runner.serve.form import Uploads, read_files
+from allx.edge_runner.serve.uploads import UploadLimits, UploadRejected
 from allx.edge_runner.serve.workbench import LogUnavailable, NotFound, Workbench, recent_samples
 
 HERE = Path(__file__).parent
@@ -52,7 +57,17 @@ def status_of(err: Exception) -> int:
     return 400
 
 
-def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
+def upload_status(added: list, refused: list[dict]) -> int:
+    """200 when any field was added; else the refusals' status when they agree (413 all too large, 415 none
+    an image), else 400."""
+    if added:
+        return 200
+    statuses = {r.get("status", 400) for r in refused}
+    return statuses.pop() if len(statuses) == 1 else 400
+
+
+def create_app(bench: Workbench, card: ModelCard, token: str, host_names: tuple[str, ...] | None = None) -> FastAPI:
+    """The app; with `host_names`, a request must name the device by an IP address or one of them (HostGuard)."""
     app = FastAPI(title="allx-edge serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.bench, app.state.card = bench, card
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescape on: every value is HTML-escaped
@@ -60,6 +75,8 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(BodyLimit, max_bytes=bench.limits.max_request_bytes)
     app.add_middleware(TokenGuard, token=token)
+    if host_names is not None:
+        app.add_middleware(HostGuard, names=host_names)  # before the token: a rebound name never gets a 401 page
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, a 401 included
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
@@ -121,12 +138,14 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     @app.post("/samples/{key}/fields", response_class=HTMLResponse)
     async def upload_page(request: Request, key: str):
         sample = bench.sample(key)
-        uploads = await read_uploads(request, bench.limits.max_files)
-        if not uploads:
+        uploads = await read_uploads(request, bench.limits)
+        if not uploads.files and not uploads.refused:
             return page(request, "sample.html", 400, sample=sample,
                         message="no file chosen, expected one or more images")
-        added, refused = bench.add_fields(key, uploads)
-        return page(request, "sample.html", 200 if added else 400, sample=sample, refused=refused, added=added)
+        added, refused = await run_in_threadpool(bench.add_fields, key, uploads.files)
+        refused = uploads.refused + refused
+        return page(request, "sample.html", upload_status(added, refused), sample=sample, refused=refused,
+                    added=added)
 
     @app.post("/samples/{key}/camera", response_class=HTMLResponse)
     def camera_page(request: Request, key: str):
@@ -142,7 +161,8 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
         sample = bench.sample(key)
         form = await request.form(max_fields=10)
         try:
-            bench.review(key, form.get("action", ""), form.get("label"), form.get("note"), form.get("operator"))
+            await run_in_threadpool(bench.review, key, form.get("action", ""), form.get("label"), form.get("note"),
+                                    form.get("operator"))
         except AllxError as err:
             return page(request, "sample.html", status_of(err), sample=sample, message=str(err))
         return page(request, "sample.html", sample=sample, notice="review saved in the audit log")
@@ -180,12 +200,13 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     @app.post("/api/samples/{key}/fields")
     async def api_fields(request: Request, key: str):
         sample = bench.sample(key)
-        uploads = await read_uploads(request, bench.limits.max_files)
-        if not uploads:
+        uploads = await read_uploads(request, bench.limits)
+        if not uploads.files and not uploads.refused:
             raise UploadRejected("no file in the request, expected multipart field 'files'")
-        added, refused = bench.add_fields(key, uploads)
+        added, refused = await run_in_threadpool(bench.add_fields, key, uploads.files)
+        refused = uploads.refused + refused
         body = {"added": added, "refused": refused, "verdict": sample.verdict(), "log_warning": bench.log_warning}
-        return JSONResponse(body, 200 if added else 400)
+        return JSONResponse(body, upload_status(added, refused))
 
     @app.post("/api/samples/{key}/camera")
     def api_camera(key: str):
@@ -211,14 +232,7 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     return app
 
 
-async def read_uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
-    """(display name, bytes) of each file in the multipart field `files`; names are never paths."""
-    form = await request.form(max_files=max_files, max_fields=10)
-    files = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
-    uploads = []
-    for number, item in enumerate(files, 1):
-        if not item.filename and not item.size:
-            continue  # the browser's empty file input
-        uploads.append((display_name(item.filename, f"field-{number}"), await item.read()))
-        await item.close()
-    return uploads
+async def read_uploads(request: Request, limits: UploadLimits) -> Uploads:
+    """(display name, bytes) of each file in the multipart field `files`, read as it streams in (names are never
+    paths); a file over the per-file limit is refused by its size, its bytes past the limit never kept."""
+    return await read_files(request.headers.get("content-type", ""), request.stream(), limits)

@@ -1,13 +1,19 @@
-"""Two ASGI layers in front of every route: the access token, and a cap on the request body's size.
+"""ASGI layers in front of every route: the Host header, the access token, and a cap on the request body's size.
 
 The token check answers 401 with the same few words whether the token was missing or wrong, so a
 caller learns nothing; /health is the one open path. A `?token=` on a page sets the session cookie
 (HttpOnly, SameSite=Strict) and redirects to the same page without it, so the token leaves the
-address bar and the browser history.
+address bar and the browser history. Under /api a `?token=` is refused (even a right one): a script
+sends `Authorization: Bearer`, and a token in a URL ends up in logs and histories.
+
+The Host check stops DNS rebinding: a page on another site whose name is made to resolve to this device
+would otherwise reach the API from the technician's own browser. A request must name this device by an
+IP address, or by one of the names `allx-edge serve` knows for it (localhost, its host name, --allow-host).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
@@ -37,7 +43,12 @@ class TokenGuard:
         query_token = request.query_params.get("token")
         if query_token is not None and token_matches(query_token, self.token) and not wants_json(scope["path"]):
             return await self.sign_in(request)(scope, receive, send)
-        given = bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE) or query_token
+        if query_token is not None and wants_json(scope["path"]):
+            response = JSONResponse({"error": "unauthorized: a token in the address is refused under /api, "
+                                              "expected the header Authorization: Bearer TOKEN"}, 401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+            return await response(scope, receive, send)
+        given = bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE)
         if token_matches(given, self.token):
             return await self.app(scope, receive, send)
         if wants_json(scope["path"]):
@@ -52,6 +63,42 @@ class TokenGuard:
         response = RedirectResponse(target, 303)
         response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict", path="/")
         return response
+
+
+def host_name(header: str) -> str:
+    """The name or address of a Host header, without its port ("[::1]:8080" -> "::1")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class HostGuard:
+    """400 for a request whose Host header is neither an IP address nor one of `names` (DNS rebinding)."""
+
+    def __init__(self, app, names: tuple[str, ...]):
+        self.app = app
+        self.names = {name.lower().rstrip(".") for name in names}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+        name = host_name(header).rstrip(".")
+        if is_address(name) or name in self.names:
+            return await self.app(scope, receive, send)
+        message = "unknown Host header, expected this device's address or name (allx-edge serve --allow-host NAME)"
+        response = (JSONResponse({"error": message}, 400) if wants_json(scope["path"])
+                    else HTMLResponse(f"<!doctype html><meta charset=utf-8><p>{message}</p>", 400))
+        await response(scope, receive, send)
 
 
 SECURITY_HEADERS = [

@@ -1,7 +1,8 @@
 """Start `allx-edge serve`: load the model once, open the audit log, print the address with its token, run uvicorn.
 
 Binds to 127.0.0.1 unless told otherwise; with --host 0.0.0.0 (or a LAN address) it prints the address a
-phone on the clinic's network can open, and a QR code of it when the output is a terminal.
+phone on the clinic's network can open, and a QR code of it when the output is a terminal. The socket is
+bound before the address is printed, so a port in use or an unknown host is one line and exit 2.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import functools
 import io
 import ipaddress
+import os
 import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from allx.errors import MissingDependency
+from allx.errors import MissingDependency, UsageError
 from allx.edge_runner.camera import capture_still
 from allx.edge_runner.serve.access import load_or_create_token
 from allx.edge_runner.serve.card import describe_loaded
@@ -35,6 +37,7 @@ class ServeOptions:
     token_path: Path | None = None
     new_token: bool = False
     limits: UploadLimits = UploadLimits()
+    allow_hosts: tuple[str, ...] = ()  # names besides this device's own a request's Host header may carry
 
 
 def build_app(options: ServeOptions, model):
@@ -50,7 +53,15 @@ def build_app(options: ServeOptions, model):
     token = load_or_create_token(options.token_path, rotate=options.new_token)
     capture = None if options.camera is None else functools.partial(capture_still, options.camera)
     bench = Workbench(model, log_db, options.limits, capture)
-    return create_app(bench, describe_loaded(model), token), token, log_db
+    return create_app(bench, describe_loaded(model), token, host_names(options)), token, log_db
+
+
+def host_names(options: ServeOptions) -> tuple[str, ...]:
+    """The names a request may call this device by (IP addresses always pass): localhost, its host name (also
+    with .local, as mDNS announces it), its fully qualified name, --host when it is a name, and --allow-host."""
+    hostname = socket.gethostname()
+    names = ["localhost", hostname, f"{hostname}.local", socket.getfqdn(), options.host, *options.allow_hosts]
+    return tuple(dict.fromkeys(name.lower() for name in names if name))
 
 
 def banner(options: ServeOptions, token: str, model_path, log_db) -> list[str]:
@@ -94,12 +105,31 @@ def qr_text(url: str) -> str | None:
     return out.getvalue()
 
 
-def run(app, options: ServeOptions) -> None:
+def listen(options: ServeOptions) -> socket.socket:
+    """The listening socket on --host and --port; UsageError (exit 2) for a port in use or an unknown host."""
+    host = options.host or "0.0.0.0"
+    try:
+        family = socket.getaddrinfo(host, options.port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, options.port), family=family)
+    except socket.gaierror as err:
+        raise UsageError(f"--host {host}: unknown host ({err.strerror}), expected an address of this device, "
+                         "127.0.0.1 or 0.0.0.0") from None
+    except OSError as err:
+        why = os.strerror(err.errno) if err.errno else str(err)
+        raise UsageError(f"cannot listen on {host} port {options.port} ({why}), expected a free port "
+                         "(--port) on an address of this device (--host)") from None
+
+
+def run(app, options: ServeOptions, listener: socket.socket) -> None:
     import uvicorn  # the serve extra, only when serving
 
     # No access log: a first request's line would carry ?token=...; the audit log is the record.
-    uvicorn.run(app, host=options.host or "0.0.0.0", port=options.port, access_log=False, log_level="warning",
-                server_header=False)
+    config = uvicorn.Config(app, host=options.host or "0.0.0.0", port=options.port, access_log=False,
+                            log_level="warning", server_header=False)
+    try:
+        uvicorn.Server(config).run(sockets=[listener])
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then raises it again: a normal stop
+        pass
 
 
 def is_local(host: str) -> bool:

@@ -50,12 +50,16 @@ def display_name(filename: str | None, fallback: str) -> str:
     return name[:NAME_CHARS]
 
 
+def too_large(name: str, size: int, limits: UploadLimits) -> UploadRejected:
+    return UploadRejected(f"{name}: got {size:,} bytes, expected at most {limits.max_file_bytes:,}", 413)
+
+
 def check_upload(name: str, data: bytes, limits: UploadLimits) -> None:
     """Refuse an empty, oversized or non-image file, or one whose header declares too many pixels."""
     if not data:
         raise UploadRejected(f"{name}: empty file, expected an image")
     if len(data) > limits.max_file_bytes:
-        raise UploadRejected(f"{name}: got {len(data):,} bytes, expected at most {limits.max_file_bytes:,}", 413)
+        raise too_large(name, len(data), limits)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

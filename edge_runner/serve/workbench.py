@@ -129,7 +129,7 @@ class Workbench:
             try:
                 check_upload(name, data, self.limits)
             except AllxError as err:  # one bad file never stops the others (like a CLI batch)
-                refused.append({"name": name, "error": str(err)})
+                refused.append({"name": name, "error": str(err), "status": getattr(err, "status", 400)})
                 continue
             added.append(self.keep(sample, sample.session.add_field, name, data))
         if added:

@@ -83,6 +83,43 @@ def test_allowed_rejected_model_says_so_in_every_result(tiny, image, tmp_path):
     assert json.loads((tmp_path / "bench.json").read_text())["results"][0]["model_status"] == "rejected"
 
 
+def lone_rejected_copy(tiny, tmp_path):
+    """What `allx convert` embeds in model_int8.rejected.tflite, copied alone under a plain name."""
+    from allx.edge_runner.metadata import embed_metadata
+
+    manifest = {"format": "allx-tflite/1", "model_file": "model_int8.rejected.tflite", "labels": list(LABELS),
+                "status": "rejected", "check": {"passed": False, "failures": ["int8 accuracy drop 9 pp"]}}
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "only.tflite").write_bytes(embed_metadata(tiny.int8.read_bytes(), manifest, {}))
+    return folder / "only.tflite"
+
+
+def test_a_rejected_tflite_copied_alone_is_refused_everywhere(tiny, image, tmp_path):
+    model = lone_rejected_copy(tiny, tmp_path)
+    for args in (("classify", image, "-m", model), ("bench", "-m", model, "--runs", "1", "--warmup", "0"),
+                 ("serve", "-m", model, "--log-db", tmp_path / "log.db", "--camera", "none")):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "status rejected" in result.stderr and "int8 accuracy drop 9 pp" in result.stderr
+    allowed = invoke("classify", image, "-m", model, "--allow-rejected", "--json")
+    assert allowed.exit_code == 0 and json.loads(allowed.stdout.splitlines()[0])["model_status"] == "rejected"
+    assert NOTE in allowed.stderr
+
+
+def test_the_embedded_status_wins_over_a_passed_model_json_beside_it(tiny, image, tmp_path):
+    """A rejected .tflite dropped into a passed model's folder under the passed name still refuses."""
+    from allx.edge_runner.model import EdgeModel
+
+    model = lone_rejected_copy(tiny, tmp_path)
+    folder = model_folder(tiny, tmp_path, status="passed")
+    shutil.copy(model, folder / "model_int8.tflite")
+    result = invoke("classify", image, "-m", folder)
+    assert result.exit_code == 2 and "status rejected" in result.stderr, result.output
+    loaded = EdgeModel.load(folder, allow_rejected=True)
+    assert loaded.rejected and loaded.card.source == "embedded"
+
+
 @pytest.mark.parametrize("manifest, message", [
     ({"input": "224x224"}, "field input is str"),
     ({"labels": "Benign"}, "field labels is str"),
@@ -100,6 +137,10 @@ def test_allowed_rejected_model_says_so_in_every_result(tiny, image, tmp_path):
     ({"ood": {"method": "max_softmax", "threshold": 0.5, "flag_rate": "5%"}}, "field ood.flag_rate"),
     ({"check": {"failures": "too many"}}, "field check.failures"),
     ({"check": {"quantized": [0.9]}}, "field check.quantized"),
+    ({"model_file": "../../tiny_int8.tflite"}, "field model_file"),
+    ({"model_file": "/etc/passwd"}, "field model_file"),
+    ({"labels": ["Benign", "Benign", "Pre", "Pro"]}, "Benign named twice"),
+    ({"labels": ["Benign", " ", "Pre", "Pro"]}, "label 2 is blank"),
 ])
 def test_wrong_manifest_fields_are_one_line_exit_2(tiny, image, tmp_path, manifest, message):
     folder = model_folder(tiny, tmp_path, **manifest)
@@ -173,6 +214,35 @@ def test_a_fifo_named_jpg_fails_at_once_instead_of_hanging(tiny, image, tmp_path
     assert result.exit_code == 1, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert any("not a regular file" in record.get("error", "") for record in records)
+
+
+def test_a_fifo_as_model_or_labels_fails_at_once(tiny, image, tmp_path):
+    fifo = tmp_path / "model.tflite"
+    os.mkfifo(fifo)
+    labels = tmp_path / "labels.fifo"
+    os.mkfifo(labels)
+    outcome = {}
+
+    def run():
+        outcome["model"] = runner.invoke(app, ["classify", str(image), "-m", str(fifo)])
+        outcome["labels"] = runner.invoke(app, ["classify", str(image), "-m", str(tiny.int8), "--labels", str(labels)])
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    if worker.is_alive():
+        for path in (fifo, labels):  # release a blocked reader so the test process can end
+            with open(path, "wb"):
+                pass
+        pytest.fail("classify hung on a FIFO given as --model or --labels")
+    for result in outcome.values():
+        assert result.exit_code == 2 and "not a regular file" in result.stderr, result.output
+
+
+def test_repeated_labels_in_a_labels_file_are_refused(tiny, image, tmp_path):
+    (tmp_path / "labels.txt").write_text("Benign\nEarly\nBenign\nPro\n")
+    result = invoke("classify", image, "-m", tiny.int8, "--labels", tmp_path / "labels.txt")
+    assert result.exit_code == 2 and "Benign named twice" in result.stderr, result.output
 
 
 def summary(ended_by):

@@ -1,6 +1,7 @@
 """Inputs at the boundary: split.json spellings and sizes, symlinks out of DATA_DIR, bench.json numbers."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -63,16 +64,37 @@ def test_symlinked_class_folder_outside_data_dir_is_refused(data, tmp_path):
         scan_dataset(data)
 
 
-def test_symlinked_image_outside_data_dir_is_listed_not_read(data, tmp_path):
-    outside = tmp_path / "secret.jpg"
+def test_symlinked_image_outside_data_dir_is_an_image_of_its_class(data, tmp_path):
+    outside = tmp_path / "elsewhere.jpg"
     shutil.copy(data / images_of(data, "Benign")[0], outside)
     (data / "Benign" / "link.jpg").symlink_to(outside)
     dataset = scan_dataset(data)
-    assert ("Benign/link.jpg", "a symbolic link leading outside DATA_DIR") in dataset.unreadable
-    assert "Benign/link.jpg" not in dataset.paths()
+    assert "Benign/link.jpg" in dataset.paths() and not dataset.unreadable
     split = write(tmp_path, {"classes": ["Benign"], "train": ["Benign/link.jpg"]})
-    with pytest.raises(DataError, match="outside"):
-        read_split(split, data)
+    assert read_split(split, data).train == ("Benign/link.jpg",)
+
+
+def test_a_data_set_made_of_links_is_read_and_bad_links_are_named(tmp_path):
+    """A subset built as class folders of links to images elsewhere, as the usual loaders read it."""
+    from allx.synthetic import make_dataset
+
+    source = make_dataset(tmp_path / "source", per_class=2, size=16)
+    subset = tmp_path / "subset"
+    for image in sorted(source.rglob("*.jpg")):
+        (subset / image.parent.name).mkdir(parents=True, exist_ok=True)
+        (subset / image.parent.name / image.name).symlink_to(image)
+    (subset / "Benign" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    (subset / "Benign" / "pipe.png").symlink_to(tmp_path / "pipe.png")
+    dataset = scan_dataset(subset)
+    assert len(dataset.paths()) == len(list(source.rglob("*.jpg")))
+    assert dict(dataset.unreadable) == {"Benign/gone.png": "a symbolic link to nothing (its target is missing)",
+                                        "Benign/pipe.png": "not a regular file (a symbolic link's target)"}
+    for image in source.rglob("*.jpg"):
+        image.unlink()
+    with pytest.raises(DataError, match=r"no readable images in \d class folder\(s\) \(skipped Benign/.*: a "
+                                        r"symbolic link to nothing .* and \d+ more\)"):
+        scan_dataset(subset)
 
 
 def test_bench_json_with_negative_latencies_is_refused(tmp_path):
