@@ -216,6 +216,10 @@ class AuditLog:
 
     def rows(self, since=None, sample: str | None = None) -> list[dict]:
         """Rows in order, each a dict of the columns with "record" parsed back into a dict."""
+        return list(self.stream(since, sample))
+
+    def stream(self, since=None, sample: str | None = None) -> Iterator[dict]:
+        """The rows `rows` gives, one at a time from the cursor: a reader of a long log never holds it whole."""
         clauses, values = [], []
         if (moment := parse_since(since)) is not None:
             clauses.append("time_utc >= ?")
@@ -226,7 +230,8 @@ class AuditLog:
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with sqlite_errors(self.path):
             cursor = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM entries{where} ORDER BY id", values)
-            return [parsed(dict(zip(COLUMNS, values))) for values in cursor]
+            for row in cursor:
+                yield parsed(dict(zip(COLUMNS, row)))
 
     def export_csv(self, stream: TextIO, since=None) -> int:
         """One CSV line per row (the columns, the usual record fields, the whole record as JSON); returns rows."""
