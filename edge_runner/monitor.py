@@ -401,6 +401,13 @@ def monitor_log(log_db: str | Path, model: str | Path | None = None, size: int |
     """Read the audit log at `log_db` (read-only, streamed) and judge its windows against `model`'s expected rates."""
     check_windowing(size, by)
     expected, limits_from = model_expectations(model)
+    return monitor_with(log_db, expected, limits_from, size, by, since, family_alpha)
+
+
+def monitor_with(log_db: str | Path, expected: dict[str, Expected], limits_from: str, size: int | None = None,
+                 by: str | None = None, since=None, family_alpha: float = FAMILY_ALPHA) -> MonitorReport:
+    """`monitor_log` with the expectations already read (the web page reads them once, at start)."""
+    check_windowing(size, by)
     with AuditLog.open(log_db, readonly=True) as log:
         tallies = read_tallies(log.stream(since=since))
     return monitor_tallies(tallies, expected, limits_from, size, by, family_alpha, str(log_db))

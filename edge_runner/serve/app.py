@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from allx.errors import AllxError, DataError, ModelError
 from allx.edge_runner.serve.card import ModelCard
 from allx.edge_runner.serve.guard import BodyLimit, BodyTooLarge, SecurityHeaders, TokenGuard, wants_json
+from allx.edge_runner.serve.monitor_page import MonitorState, monitor_router
 from allx.edge_runner.serve.uploads import UploadRejected, display_name
 from allx.edge_runner.serve.workbench import LogUnavailable, NotFound, Workbench, recent_samples
 
@@ -66,6 +67,10 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
         context = {"card": card, "log_warning": bench.log_warning, "labels": bench.model.labels,
                    "has_camera": bench.capture_frame is not None, **context}
         return templates.TemplateResponse(request, name, context, status_code=status)
+
+    monitor = MonitorState(bench.log.path, bench.model)  # the Monitor page; its alarm in every page's header
+    templates.env.globals["monitor_alarm"] = monitor.header_alarm
+    app.include_router(monitor_router(monitor, page))
 
     def error_response(request: Request, err: Exception, status: int):
         if wants_json(request.url.path):
