@@ -20,9 +20,9 @@ SOURCES = {"site_calibration": "the site's calibration (site_calibration.json)",
            "none": "nothing (no model given): rates only, no limits, no alarms"}
 TABLE_HEADER = ("window", "samples", "fields", *(WORDS[name] for name in (*ALARMED, MALIGNANT_RATE)),
                 "mean confidence", "quality reasons", "alarms")
-PANEL_W, PANEL_H, LEFT, TOP, GAP = 720, 96, 56, 22, 16
+PANEL_W, PANEL_H, LEFT, TOP, GAP = 720, 110, 64, 26, 30
 INK, LIMIT, ALARM, MUTED = "#0969da", "#cf222e", "#cf222e", "#57606a"
-MAX_X_LABELS = 8
+MAX_X_LABELS = 5
 
 
 def percent(value: float | None) -> str:
@@ -90,7 +90,7 @@ def chart_svg(report: MonitorReport) -> str:
     names = [name for name in ALARMED if any(w.counts[name][1] for w in report.windows)] or [OOD]
     height = TOP + len(names) * (PANEL_H + GAP) + 24
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {PANEL_W} {height}" width="100%" '
-             f'role="img" aria-label="monitor chart" class="monitor-chart" font-family="sans-serif" font-size="11">']
+             f'role="img" aria-label="monitor chart" class="monitor-chart" font-family="sans-serif" font-size="15">']
     for index, name in enumerate(names):
         parts += panel(report, name, TOP + index * (PANEL_H + GAP))
     parts += x_labels(report, TOP + len(names) * (PANEL_H + GAP) + 4)
@@ -112,7 +112,7 @@ def panel(report: MonitorReport, name: str, top: int) -> list[str]:
     parts = [f'<text x="{LEFT}" y="{top - 6}" fill="{MUTED}">{html.escape(WORDS[name])}</text>',
              f'<rect x="{LEFT}" y="{top}" width="{PANEL_W - LEFT - 8}" height="{PANEL_H}" fill="none" '
              f'stroke="#d0d7de"/>',
-             f'<text x="{LEFT - 4}" y="{top + 10}" text-anchor="end" fill="{MUTED}">{percent(peak)}</text>',
+             f'<text x="{LEFT - 4}" y="{top + 14}" text-anchor="end" fill="{MUTED}">{percent(peak)}</text>',
              f'<text x="{LEFT - 4}" y="{top + PANEL_H}" text-anchor="end" fill="{MUTED}">0%</text>']
     if expected is not None:
         parts.append(f'<line x1="{LEFT}" x2="{PANEL_W - 8}" y1="{y(expected.rate)}" y2="{y(expected.rate)}" '
@@ -146,7 +146,7 @@ def x_of(index: int, count: int) -> float:
 def x_labels(report: MonitorReport, top: int) -> list[str]:
     count = len(report.windows)
     every = max(1, -(-count // MAX_X_LABELS))
-    return [f'<text x="{x_of(i, count)}" y="{top + 10}" text-anchor="middle" fill="{MUTED}">'
+    return [f'<text x="{x_of(i, count)}" y="{top + 14}" text-anchor="middle" fill="{MUTED}">'
             f'{html.escape(window.period)}</text>' for i, window in enumerate(report.windows) if i % every == 0]
 
 
@@ -160,8 +160,8 @@ def html_page(report: MonitorReport, title: str = "allx-edge monitor") -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
-<style>body{{font:15px/1.5 system-ui,sans-serif;margin:1rem;color:#1b1f24}}table{{border-collapse:collapse;font-size:.85rem}}
-th,td{{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;white-space:nowrap}}th{{background:#f6f8fa}}
+<style>body{{font:15px/1.5 system-ui,sans-serif;margin:1rem;color:#1b1f24}}
+table{{border-collapse:collapse;font-size:.85rem}}th,td{{border:1px solid #d0d7de;padding:.3rem .5rem;text-align:left;white-space:nowrap}}th{{background:#f6f8fa}}
 .alarm{{border-left:4px solid #cf222e;background:#fff5f5;padding:.5rem .75rem}}.scroll{{overflow-x:auto}}</style>
 </head><body>
 <h1>{html.escape(title)}</h1>

@@ -180,6 +180,7 @@ def test_monitor_page_and_header_alarm_in_chromium(tmp_path):
                 assert "Monitor alarm in the latest window" in page.inner_text("#alarm")
                 page.click("#alarm")
                 page.wait_for_selector("#monitor-chart svg")
+                page.select_option("select[name=by]", "samples")
                 page.fill("input[name=window]", "6")
                 page.click("#monitor-form button")
                 page.wait_for_selector("#monitor tbody tr:nth-child(2)")

@@ -22,6 +22,7 @@ from allx.edge_runner.monitor import PERIODS, MonitorReport, expected_rates, mon
 from allx.edge_runner.monitor_view import TABLE_HEADER, alarm_words, chart_svg, expected_lines, table_rows
 
 HEADER_REFRESH_S = 30.0
+SAMPLES, PAGE_WINDOW = "samples", 6  # the page's choice of windows of N consecutive samples, and its first N
 
 
 class MonitorState:
@@ -57,10 +58,13 @@ def monitor_router(state: MonitorState, page: Callable) -> APIRouter:
 
     @router.get("/monitor", response_class=HTMLResponse)
     def monitor_page(request: Request, window: int | None = None, by: str | None = None, since: str | None = None):
-        report = state.report(window, by or None, since or None)
+        """The form sends by=day|week, or by=samples with the window's size."""
+        size, period = (window or PAGE_WINDOW, None) if by == SAMPLES or (not by and window) else (None, by or None)
+        report = state.report(size, period, since or None)
         return page(request, "monitor.html", report=report, chart=chart_svg(report), header=TABLE_HEADER,
                     rows=table_rows(report), notes=expected_lines(report), current=alarm_words(report),
-                    periods=PERIODS, window=window or "", by=by or "", since=since or "")
+                    choices=(*PERIODS, SAMPLES), by=period or SAMPLES if size else period or "week",
+                    window=size or "", since=since or "")
 
     @router.get("/api/monitor")
     def api_monitor(window: int | None = None, by: str | None = None, since: str | None = None):
