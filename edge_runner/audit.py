@@ -21,7 +21,7 @@ import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Iterator, Sequence, TextIO
 
 from allx import layout
 from allx.errors import DataError, UsageError
@@ -232,6 +232,24 @@ class AuditLog:
             cursor = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM entries{where} ORDER BY id", values)
             for row in cursor:
                 yield parsed(dict(zip(COLUMNS, row)))
+
+    def stream_values(self, keys: Sequence[str], since=None) -> Iterator[tuple]:
+        """(time_utc, kind, sample_id, [the record's value at each key]) per row, in order. SQLite's JSON functions
+        pick the keys out of each record, so a long log is read without parsing whole records in Python; a dotted
+        key reaches into an object ("quality.ok"), a missing key gives None."""
+        paths = ["$." + key for key in keys] * (2 if len(keys) == 1 else 1)  # one path would give a bare value
+        clauses, values = [], [*paths]
+        if (moment := parse_since(since)) is not None:
+            clauses.append("time_utc >= ?")
+            values.append(moment)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        picks = ", ".join("?" * len(paths))
+        with sqlite_errors(self.path):
+            cursor = self.connection.execute(
+                f"SELECT time_utc, kind, sample_id, json_extract(record, {picks}) FROM entries{where} ORDER BY id",
+                values)
+            for time_utc, kind, sample_id, picked in cursor:
+                yield time_utc, kind, sample_id, json.loads(picked)[:len(keys)]
 
     def export_csv(self, stream: TextIO, since=None) -> int:
         """One CSV line per row (the columns, the usual record fields, the whole record as JSON); returns rows."""

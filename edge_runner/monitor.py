@@ -37,6 +37,7 @@ conversion check's accuracy for overrides).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -235,6 +236,7 @@ def expected_rates(manifest: Manifest, folder: Path | None) -> tuple[dict[str, E
 # --- limits ---------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # a long log has many windows of the same size
 def upper_count(expected: Expected, n: int, alpha: float) -> int:
     """The smallest count u with P(K >= u) <= alpha for K of n: beta-binomial when the expectation's own sample
     size is known (Jeffreys posterior), binomial otherwise. n + 1 when no count is that unlikely."""
@@ -278,46 +280,57 @@ def reason_code(reason: str) -> str:
     return str(reason).split(":", 1)[0].strip() or "other"
 
 
-def add_row(tallies: dict[str, SampleTally], row: dict) -> None:
-    """Count one audit row into its sample's tally; rows without a sample (plain classify) are not samples."""
-    sample_id = row.get("sample_id")
+KEYS = ("ood", "quality", "score", "verdict", "action", "reviewed_label")  # what a row's record tells the monitor
+
+
+def record_values(record: dict) -> list:
+    """A record's values at KEYS, as AuditLog.stream_values reads them from the log."""
+    return [record.get(key) for key in KEYS]
+
+
+def add_row(tallies: dict[str, SampleTally], time_utc: str, kind: str, sample_id: str | None, values) -> None:
+    """Count one audit row (its record's values at KEYS) into its sample's tally; rows without a sample (plain
+    classify) belong to no sample and are left out."""
     if not sample_id:
         return
     tally = tallies.get(sample_id)
     if tally is None:
-        tally = tallies[sample_id] = SampleTally(sample_id, row["time_utc"])
-    record, kind = row["record"], row["kind"]
+        tally = tallies[sample_id] = SampleTally(sample_id, time_utc)
+    ood, quality, score, verdict, action, reviewed_label = values
     if kind == "field":
-        add_field(tally, record)
+        add_field(tally, ood, quality, score)
     elif kind == "sample":
-        tally.verdict = record.get("verdict")
-    elif kind == "review" and record.get("reviewed_label") is not None:
-        tally.reviewed, tally.overridden = True, record.get("action") == "override"
+        tally.verdict = verdict
+    elif kind == "review" and reviewed_label is not None:
+        tally.reviewed, tally.overridden = True, action == "override"
 
 
-def add_field(tally: SampleTally, record: dict) -> None:
+def add_field(tally: SampleTally, ood, quality, score) -> None:
     tally.fields += 1
-    if isinstance(record.get("ood"), bool):
+    if isinstance(ood, bool):
         tally.ood_checked += 1
-        tally.ood += record["ood"]
-    quality = record.get("quality")
+        tally.ood += ood
     if isinstance(quality, dict):
         tally.quality_checked += 1
         if quality.get("ok") is False:
             tally.rejected += 1
             tally.reasons.update({reason_code(reason) for reason in quality.get("reasons") or ()})
-    score = record.get("score")
     if isinstance(score, (int, float)) and not isinstance(score, bool):
         tally.confidence_sum += score
         tally.scored += 1
 
 
-def read_tallies(rows: Iterable[dict]) -> list[SampleTally]:
-    """The samples the rows mention, in the order of their first row."""
+def read_tallies(rows: Iterable[tuple]) -> list[SampleTally]:
+    """The samples that rows of (time_utc, kind, sample_id, values at KEYS) mention, in the order of their first row."""
     tallies: dict[str, SampleTally] = {}
-    for row in rows:
-        add_row(tallies, row)
+    for time_utc, kind, sample_id, values in rows:
+        add_row(tallies, time_utc, kind, sample_id, values)
     return list(tallies.values())
+
+
+def log_tallies(log: AuditLog, since=None) -> list[SampleTally]:
+    """The samples of an open log, streamed row by row (SQLite picks KEYS out of each record)."""
+    return read_tallies(log.stream_values(KEYS, since))
 
 
 # --- windows --------------------------------------------------------------------------------------------
@@ -409,5 +422,5 @@ def monitor_with(log_db: str | Path, expected: dict[str, Expected], limits_from:
     """`monitor_log` with the expectations already read (the web page reads them once, at start)."""
     check_windowing(size, by)
     with AuditLog.open(log_db, readonly=True) as log:
-        tallies = read_tallies(log.stream(since=since))
+        tallies = log_tallies(log, since)
     return monitor_tallies(tallies, expected, limits_from, size, by, family_alpha, str(log_db))

@@ -14,7 +14,8 @@ from allx.edge_runner import audit
 from allx.edge_runner.audit import AuditLog
 from allx.edge_runner.manifest_check import check_manifest
 from allx.edge_runner.monitor import (CARD, DECLARED, FAMILY_ALPHA, SITE, Expected, expected_rates, monitor_log,
-                                      monitor_tallies, read_tallies, upper_count)
+                                      log_tallies, monitor_tallies, read_tallies, record_values,
+                                      upper_count)
 from allx.edge_runner.monitor_view import chart_svg, html_page
 from allx.errors import DataError, UsageError
 from allx.files import write_json
@@ -32,7 +33,11 @@ MANIFEST = {"format": "allx-tflite/1", "model_file": "model_int8.tflite", "label
 
 def tallies_of(path):
     with AuditLog.open(path, readonly=True) as log:
-        return read_tallies(log.stream())
+        tallies = log_tallies(log)
+        parsed = read_tallies((row["time_utc"], row["kind"], row["sample_id"], record_values(row["record"]))
+                              for row in log.stream())
+    assert tallies == parsed  # SQLite's picking of the record's keys reads what Python's parsing reads
+    return tallies
 
 
 def test_rates_per_window_count_fields_samples_and_reviews(tmp_path):
