@@ -46,8 +46,9 @@ def monitor(
     and the mean confidence.
 
     Each rate is judged against a one-sided binomial limit from the rate expected on good images (the site's
-    calibration when present, else model.json), with the window's false-alarm rate held at
-    {alpha} over all its rates: a window of an unchanged stream alarms at most once in 100.
+    calibration when present, else model.json; beta-binomial: the uncertainty of that rate included), the
+    window's false-alarm rate held at {alpha} over all its rates (Bonferroni): a window of an unchanged stream
+    alarms with a chance of at most {alpha}.
     --json prints {{"windows": [{{"samples", "fields", "rates", "limits", "alarms", "period"}}], "expected",
     "limits_from"}}. Reads the log only (streamed, never loaded whole).
     Exit codes: 0 the latest window is within its limits; 2 usage error or a missing, damaged or newer log;
