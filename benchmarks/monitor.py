@@ -114,7 +114,7 @@ def sample_tallies(model: EdgeModel, fields: list, samples: list[list[int]], tru
         tally = SampleTally(f"s{k}", "")
         for i in members:
             record = provenance.sample_field_record(fields[i], model.labels, {}, None, tally.sample_id)
-            add_row({tally.sample_id: tally}, "", "field", tally.sample_id, record_values(record))
+            add_row({tally.sample_id: tally}, "", "field", tally.sample_id, *record_values(record))
         verdict = aggregate([fields[i] for i in members], model.labels, rule, tally.sample_id)
         tally.verdict = verdict.verdict
         if verdict.verdict != INCONCLUSIVE:

@@ -234,22 +234,19 @@ class AuditLog:
                 yield parsed(dict(zip(COLUMNS, row)))
 
     def stream_values(self, keys: Sequence[str], since=None) -> Iterator[tuple]:
-        """(time_utc, kind, sample_id, [the record's value at each key]) per row, in order. SQLite's JSON functions
-        pick the keys out of each record, so a long log is read without parsing whole records in Python; a dotted
-        key reaches into an object ("quality.ok"), a missing key gives None."""
-        paths = ["$." + key for key in keys] * (2 if len(keys) == 1 else 1)  # one path would give a bare value
-        clauses, values = [], [*paths]
+        """(time_utc, kind, sample_id, value at each record key...) per row, in order. SQLite's json_extract picks
+        the keys out of each record (parsed once per row), so a long log is read without parsing whole records in
+        Python. A dotted key reaches into an object ("quality.ok"); values come as SQLite gives them: true/false
+        as 1/0, a list or object as its JSON text, a missing key as None."""
+        clauses, values = [], ["$." + key for key in keys]
         if (moment := parse_since(since)) is not None:
             clauses.append("time_utc >= ?")
             values.append(moment)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        picks = ", ".join("?" * len(paths))
+        picks = "".join(", json_extract(record, ?)" for _ in keys)
         with sqlite_errors(self.path):
-            cursor = self.connection.execute(
-                f"SELECT time_utc, kind, sample_id, json_extract(record, {picks}) FROM entries{where} ORDER BY id",
-                values)
-            for time_utc, kind, sample_id, picked in cursor:
-                yield time_utc, kind, sample_id, json.loads(picked)[:len(keys)]
+            yield from self.connection.execute(
+                f"SELECT time_utc, kind, sample_id{picks} FROM entries{where} ORDER BY id", values)
 
     def export_csv(self, stream: TextIO, since=None) -> int:
         """One CSV line per row (the columns, the usual record fields, the whole record as JSON); returns rows."""

@@ -38,6 +38,7 @@ conversion check's accuracy for overrides).
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -280,15 +281,23 @@ def reason_code(reason: str) -> str:
     return str(reason).split(":", 1)[0].strip() or "other"
 
 
-KEYS = ("ood", "quality", "score", "verdict", "action", "reviewed_label")  # what a row's record tells the monitor
+KEYS = ("ood", "quality.ok", "quality.reasons", "score", "verdict", "action", "reviewed_label")  # what a row tells
 
 
 def record_values(record: dict) -> list:
-    """A record's values at KEYS, as AuditLog.stream_values reads them from the log."""
-    return [record.get(key) for key in KEYS]
+    """A record's values at KEYS as AuditLog.stream_values gives them (SQLite's json_extract: true/false as 1/0,
+    a list as its JSON text)."""
+    values = []
+    for key in KEYS:
+        value = record
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        values.append(int(value) if isinstance(value, bool) else
+                      json.dumps(value) if isinstance(value, (list, dict)) else value)
+    return values
 
 
-def add_row(tallies: dict[str, SampleTally], time_utc: str, kind: str, sample_id: str | None, values) -> None:
+def add_row(tallies: dict[str, SampleTally], time_utc: str, kind: str, sample_id: str | None, *values) -> None:
     """Count one audit row (its record's values at KEYS) into its sample's tally; rows without a sample (plain
     classify) belong to no sample and are left out."""
     if not sample_id:
@@ -296,35 +305,35 @@ def add_row(tallies: dict[str, SampleTally], time_utc: str, kind: str, sample_id
     tally = tallies.get(sample_id)
     if tally is None:
         tally = tallies[sample_id] = SampleTally(sample_id, time_utc)
-    ood, quality, score, verdict, action, reviewed_label = values
+    ood, quality_ok, reasons, score, verdict, action, reviewed_label = values
     if kind == "field":
-        add_field(tally, ood, quality, score)
+        add_field(tally, ood, quality_ok, reasons, score)
     elif kind == "sample":
         tally.verdict = verdict
     elif kind == "review" and reviewed_label is not None:
         tally.reviewed, tally.overridden = True, action == "override"
 
 
-def add_field(tally: SampleTally, ood, quality, score) -> None:
+def add_field(tally: SampleTally, ood, quality_ok, reasons: str | None, score) -> None:
     tally.fields += 1
-    if isinstance(ood, bool):
+    if ood is not None:  # None: the model has no OOD check
         tally.ood_checked += 1
-        tally.ood += ood
-    if isinstance(quality, dict):
+        tally.ood += bool(ood)
+    if quality_ok is not None:  # None: not checked
         tally.quality_checked += 1
-        if quality.get("ok") is False:
+        if not quality_ok:
             tally.rejected += 1
-            tally.reasons.update({reason_code(reason) for reason in quality.get("reasons") or ()})
-    if isinstance(score, (int, float)) and not isinstance(score, bool):
+            tally.reasons.update({reason_code(reason) for reason in json.loads(reasons or "[]")})
+    if isinstance(score, (int, float)):
         tally.confidence_sum += score
         tally.scored += 1
 
 
 def read_tallies(rows: Iterable[tuple]) -> list[SampleTally]:
-    """The samples that rows of (time_utc, kind, sample_id, values at KEYS) mention, in the order of their first row."""
+    """The samples that rows of (time_utc, kind, sample_id, values at KEYS...) mention, in order of first row."""
     tallies: dict[str, SampleTally] = {}
-    for time_utc, kind, sample_id, values in rows:
-        add_row(tallies, time_utc, kind, sample_id, values)
+    for row in rows:
+        add_row(tallies, *row)
     return list(tallies.values())
 
 

@@ -34,7 +34,7 @@ MANIFEST = {"format": "allx-tflite/1", "model_file": "model_int8.tflite", "label
 def tallies_of(path):
     with AuditLog.open(path, readonly=True) as log:
         tallies = log_tallies(log)
-        parsed = read_tallies((row["time_utc"], row["kind"], row["sample_id"], record_values(row["record"]))
+        parsed = read_tallies((row["time_utc"], row["kind"], row["sample_id"], *record_values(row["record"]))
                               for row in log.stream())
     assert tallies == parsed  # SQLite's picking of the record's keys reads what Python's parsing reads
     return tallies
