@@ -102,9 +102,13 @@ class Limit:
     alpha: float
     expected: float
 
+    @property
+    def upper(self) -> float | None:
+        """The rate from which the window alarms; None when even every one of its n would not be that unlikely."""
+        return self.count / self.n if self.count <= self.n else None
+
     def to_dict(self) -> dict:
-        return {"upper": self.count / self.n, "count": self.count, "n": self.n, "alpha": self.alpha,
-                "expected": self.expected}
+        return {"upper": self.upper, "count": self.count, "n": self.n, "alpha": self.alpha, "expected": self.expected}
 
 
 @dataclass(frozen=True)

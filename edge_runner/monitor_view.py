@@ -36,8 +36,10 @@ def rate_cell(window: Window, name: str) -> str:
         return "–"
     text = f"{percent(count / n)} ({count}/{n})"
     limit = window.limits.get(name)
-    if limit is not None:
-        text += f" {'ALARM' if name in window.alarms else 'alarm'} at ≥ {percent(limit.count / limit.n)}"
+    if limit is not None and limit.upper is None:
+        text += " too few to alarm"
+    elif limit is not None:
+        text += f" {'ALARM' if name in window.alarms else 'alarm'} at ≥ {percent(limit.upper)}"
     return text
 
 
@@ -101,7 +103,7 @@ def chart_svg(report: MonitorReport) -> str:
 def panel(report: MonitorReport, name: str, top: int) -> list[str]:
     windows = report.windows
     values = [w.rate(name) for w in windows]
-    uppers = [w.limits[name].count / w.limits[name].n if name in w.limits else None for w in windows]
+    uppers = [w.limits[name].upper if name in w.limits else None for w in windows]
     expected = report.expected.get(name)
     peak = max([v for v in values + uppers if v is not None] + [expected.rate if expected else 0.0, 0.05])
     peak = min(1.0, peak * 1.1)

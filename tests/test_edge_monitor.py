@@ -190,3 +190,14 @@ def test_help_documents_exit_code_3():
     result = CliRunner().invoke(app, ["monitor", "--help"], terminal_width=200)
     assert "3 the latest window alarms" in " ".join(result.stdout.split())
     assert math.isclose(FAMILY_ALPHA, 0.01)  # the help's "1%" and "once in 100" are this constant
+
+
+def test_a_window_too_small_to_alarm_says_so():
+    from allx.edge_runner.monitor import SampleTally, judge
+    from allx.edge_runner.monitor_view import rate_cell
+
+    reviewed = SampleTally("A", "2026-12-06T08:00:00Z", reviewed=True, overridden=True, verdict="malignant")
+    window = judge("w", [reviewed], {"override_rate": Expected(0.3, 20, CARD, "")})
+    assert window.limits["override_rate"].upper is None and window.alarms == ()
+    assert rate_cell(window, "override_rate") == "100.0% (1/1) too few to alarm"
+    assert window.to_dict()["limits"]["override_rate"]["upper"] is None
