@@ -6,7 +6,7 @@ quality check, OOD flag, operating point), on the TEST subset of the model's spl
 `--group-by sequence`, blocks of consecutive file numbers never seen in training) under three cameras:
   clean     the images as they are;
   camera    a changed camera: the tungsten-like colour cast of benchmarks/site_calibration.py, then JPEG 35;
-  drift x   the same cast at a fraction x of its strength (0.25, 0.5, 0.75, 1; no re-compression): a lamp ageing.
+  drift x   the same cast at a fraction x of its strength (1/8 to 1; no re-compression): a lamp ageing.
 Each class's test images in file-number order are cut into pseudo-samples of --fields consecutive fields
 (convert.operating.pseudo_samples: neighbouring files are views of one slide, so the fields of a sample are
 correlated as a real smear's are); each pseudo-sample's verdict comes from sample.aggregate under the
@@ -53,13 +53,12 @@ from allx.edge_runner.audit import AuditLog  # noqa: E402
 from allx.edge_runner.model import EdgeModel  # noqa: E402
 from allx.edge_runner.monitor import (SampleTally, add_row, judge, model_expectations, monitor_log,  # noqa: E402
                                       record_values)
-from allx.edge_runner.sample import (BENIGN, INCONCLUSIVE, MALIGNANT, SampleSession, aggregate,  # noqa: E402
-                                     rule_or_default)
+from allx.edge_runner.sample import INCONCLUSIVE, SampleSession, aggregate, rule_or_default  # noqa: E402
 from allx.files import write_atomic  # noqa: E402
 from allx.images import load_image  # noqa: E402
 from site_calibration import CASTS, JPEG_QUALITY  # noqa: E402
 
-DRIFT_LEVELS = (0.25, 0.5, 0.75, 1.0)
+DRIFT_LEVELS = (0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
 STEP_WINDOW = 6  # samples: the target is an alarm in the first such window through a changed camera
 TARGET_PER_52 = 1.0
 
@@ -118,8 +117,8 @@ def sample_tallies(model: EdgeModel, fields: list, samples: list[list[int]], tru
             add_row({tally.sample_id: tally}, "", "field", tally.sample_id, *record_values(record))
         verdict = aggregate([fields[i] for i in members], model.labels, rule, tally.sample_id)
         tally.verdict = verdict.verdict
-        if verdict.verdict != INCONCLUSIVE:
-            answer = verdict.subtype if verdict.verdict == MALIGNANT else BENIGN
+        if verdict.verdict != INCONCLUSIVE:  # the label a review confirms or overrides, as the log records it
+            answer = provenance.sample_verdict_record(verdict, model.labels, {}, None)["label"]
             tally.reviewed, tally.overridden = True, answer != model.labels[truth[members[0]]]
         tallies.append(tally)
     return tallies
