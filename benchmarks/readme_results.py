@@ -468,8 +468,8 @@ def monitor_section() -> list[str]:
               "Model: `allx train ../shared/data/all-taleqani/Original --backbone efficientnet-lite0 --group-by "
               "sequence` (Lite0's recipe; per-image test accuracy 0.9835), then `allx convert --int8`. The stable "
               "stream's alarms are the quality and inconclusive rates, expected at 0 of 600 training images and 0 of "
-              "95 validation pseudo-samples: a site's own calibration (site_calibration.json) or out-of-group "
-              "expected_rates in model.json give tighter, truer expectations."]
+              "95 validation pseudo-samples (in-sample zeros); rates measured on held-out images (model.json "
+              "expected_rates) or on the site's own images (site_calibration.json) replace them when present."]
     return lines
 
 
