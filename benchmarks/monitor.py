@@ -138,7 +138,7 @@ def alarm_share(pool: list[SampleTally], size: int, windows: int, expected: dict
 
 def interval(hits: int, n: int) -> tuple[float, float]:
     """Clopper-Pearson 95% interval of a share."""
-    from scipy.stats import beta  # benchmarks only
+    from scipy.stats import beta  # benchmarks only; scipy comes with scikit-learn (the train extra)
 
     low = 0.0 if hits == 0 else float(beta.ppf(0.025, hits, n - hits + 1))
     high = 1.0 if hits == n else float(beta.ppf(0.975, hits + 1, n - hits))

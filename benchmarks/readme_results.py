@@ -436,7 +436,7 @@ def monitor_section() -> list[str]:
 
     def share(row: dict) -> str:
         low, high = row["interval_95"]
-        return f"{row['share']:.2%} ({row['alarming']}/{row['windows']}; 95% CI {low:.2%}-{high:.2%})"
+        return f"{row['share']:.2%} ({row['alarming']}/{row['windows']}; exact 95% CI {low:.2%}-{high:.2%})"
 
     lines = [f"### Drift monitor: false alarms, a changed camera, a slow drift, 100,000 rows ({provenance(d)})", "",
              f"int8 model, {d['test_images']} test images of a `{d['split_kind']}` split (held-out blocks of "
