@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from monitor_logs import BLURRED, LABELS, changed_camera_fields, good_fields, log_sample, write_log
+from monitor_logs import LABELS, changed_camera_fields, good_fields, log_sample, write_log
 from typer.testing import CliRunner
 
 from allx import layout
