@@ -9,7 +9,8 @@ EXIT_CODES = {
     0: "ok",
     1: "some inputs failed (a batch went on)",
     2: "usage, data or model error",
-    3: "a check failed (a converted model's accuracy check, every accuracy-control try too; a tampered audit log)",
+    3: "a check failed (a converted model's accuracy check, every accuracy-control try too; a tampered audit log; "
+       "the monitor's latest window alarms)",
     130: "interrupted (Ctrl-C)",
 }
 

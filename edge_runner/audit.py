@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Iterator, Sequence, TextIO
 
 from allx import layout
 from allx.edge_runner import seal, spool
@@ -415,6 +415,10 @@ class AuditLog:
 
     def rows(self, since=None, sample: str | None = None) -> list[dict]:
         """Rows in order, each a dict of the columns with "record" parsed back into a dict."""
+        return list(self.stream(since, sample))
+
+    def stream(self, since=None, sample: str | None = None) -> Iterator[dict]:
+        """The rows `rows` gives, one at a time from the cursor: a reader of a long log never holds it whole."""
         clauses, values = [], []
         if (moment := parse_since(since)) is not None:
             clauses.append("time_utc >= ?")
@@ -425,7 +429,23 @@ class AuditLog:
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with sqlite_errors(self.path):
             cursor = self.connection.execute(f"SELECT {', '.join(COLUMNS)} FROM entries{where} ORDER BY id", values)
-            return [parsed(dict(zip(COLUMNS, values))) for values in cursor]
+            for row in cursor:
+                yield parsed(dict(zip(COLUMNS, row)))
+
+    def stream_values(self, keys: Sequence[str], since=None) -> Iterator[tuple]:
+        """(time_utc, kind, sample_id, value at each record key...) per row, in order. SQLite's json_extract picks
+        the keys out of each record (parsed once per row), so a long log is read without parsing whole records in
+        Python. A dotted key reaches into an object ("quality.ok"); values come as SQLite gives them: true/false
+        as 1/0, a list or object as its JSON text, a missing key as None."""
+        clauses, values = [], ["$." + key for key in keys]
+        if (moment := parse_since(since)) is not None:
+            clauses.append("time_utc >= ?")
+            values.append(moment)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        picks = "".join(", json_extract(record, ?)" for _ in keys)
+        with sqlite_errors(self.path):
+            yield from self.connection.execute(
+                f"SELECT time_utc, kind, sample_id{picks} FROM entries{where} ORDER BY id", values)
 
     def export_csv(self, stream: TextIO, since=None) -> int:
         """One CSV line per row (the columns, the usual record fields, the whole record as JSON); returns rows.

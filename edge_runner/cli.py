@@ -15,6 +15,7 @@ from allx.edge_runner.batch import classify_paths, result_record, write_results_
 from allx.edge_runner.bench import bench_models, report_markdown
 from allx.edge_runner.camera import has_display, run_camera
 from allx.edge_runner.cli_calibrate import calibrate
+from allx.edge_runner.cli_monitor import monitor
 from allx.edge_runner.cli_log import (LogDbOption, OperatorOption, SiteConfigOption, check_operator, log_app,
                                       open_run_log, review)
 from allx.edge_runner.info import describe_model
@@ -191,6 +192,7 @@ def classify_as_samples(edge_model, paths, sample_id, from_folders: bool, recurs
 app.command()(review)
 app.add_typer(log_app)
 app.command()(calibrate)
+app.command()(monitor)
 
 
 @app.command()

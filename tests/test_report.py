@@ -317,3 +317,21 @@ def test_an_interrupted_cv_is_a_warning_and_a_folder_without_records_is_named(cv
     (tmp_path / "empty").mkdir()
     result = run_report(tmp_path, tmp_path / "empty")
     assert result.exit_code == 2 and "without model.json, cv.json or metrics.json" in result.output
+
+
+def test_an_audit_log_adds_the_monitor_chart_and_table_with_limits_from_the_model_given(tmp_path):
+    from monitor_logs import write_log
+
+    manifest = manifest_json(tmp_path / "model" / "model.json", 1)  # its check: 1 - accuracy is the override rate
+    write_log(tmp_path / "audit.db", good=6, review="Benign")  # every sample's answer overridden
+    result = run_report(tmp_path, tmp_path / "audit.db", manifest.parent)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "out" / "site.html").read_text()
+    assert "Drift monitor (audit.db)" in page and page.count("<svg") == 1 and "circle" in page
+    assert "Monitor alarm in the latest window" in page and "100.0% (6/6) ALARM" in page
+    assert "model.json check: 1 - accuracy per image on 40 val images" in page
+    markdown = (tmp_path / "out" / "site.md").read_text()
+    drawing, = re.findall(r"!\[[^\]]*\]\(([^)]+\.svg)\)", markdown)
+    assert (tmp_path / "out" / drawing).read_text().startswith("<svg")
+    alone = run_report(tmp_path, tmp_path / "audit.db", markdown=False)  # no model: rates, no limits
+    assert alone.exit_code == 0 and "no limits, no alarms" in (tmp_path / "out" / "site.html").read_text()

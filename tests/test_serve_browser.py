@@ -56,17 +56,21 @@ def server(tmp_path_factory):
     (model_dir / "model.tflite").write_bytes(tiny_models().int8.read_bytes())
     (model_dir / "labels.txt").write_text("\n".join(LABELS) + "\n")
     write_json(model_dir / layout.BENCH, bench_models([model_dir / "model.tflite"], runs=5, warmup=1).to_dict())
+    process, url = launch(folder, model_dir / "model.tflite", folder / "audit.db")
+    yield url, folder
+    process.terminate()
+    process.wait(timeout=20)
+
+
+def launch(folder: Path, model: Path, log_db: Path):
+    """`allx-edge serve` in a subprocess on a free loopback port: (process, sign-in URL)."""
     port = free_port()
     env = {**os.environ, "XDG_CONFIG_HOME": str(folder / "config"), "XDG_DATA_HOME": str(folder / "data")}
     env.pop("ALLX_SITE_CONFIG", None)
     command = [sys.executable, "-c", "from allx.edge_runner.cli import app; app()", "serve", "--model",
-               str(model_dir / "model.tflite"), "--port", str(port), "--log-db", str(folder / "audit.db"),
-               "--camera", "none"]
+               str(model), "--port", str(port), "--log-db", str(log_db), "--camera", "none"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = wait_for_url(process, port)
-    yield url, folder
-    process.terminate()
-    process.wait(timeout=20)
+    return process, wait_for_url(process, port)
 
 
 def wait_for_url(process, port: int, timeout_s: float = 60.0) -> str:
@@ -148,3 +152,46 @@ def run_workflow(page, url: str, tmp_path: Path) -> None:
     assert "This device's bench" in page.content() and "images/s" in page.inner_text("#bench")
     page.screenshot(path=str(tmp_path / "serve_model_page.png"), full_page=True)
     print(f"screenshots: {tmp_path}")
+
+
+def test_monitor_page_and_header_alarm_in_chromium(tmp_path):
+    """A log whose last samples came through a changed camera: the header of every page says so, and the
+    Monitor page draws the windows as an inline SVG chart with the alarm marked."""
+    from monitor_logs import write_log
+
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("Chromium absent: apt-get install -y chromium (.ci/run does it when it runs as root)")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model_int8.tflite").write_bytes(tiny_models().int8.read_bytes())
+    write_json(model_dir / layout.MANIFEST, {
+        "model_file": "model_int8.tflite", "labels": list(LABELS),
+        "sample_rule": {"threshold": 0.5, "inconclusive": 0.02, "samples": 100},
+        "ood": {"method": "max_softmax", "threshold": 1.0, "flag_rate": 0.04, "held_out_images": 473}})
+    write_log(tmp_path / "audit.db", good=6, changed=6)
+    process, url = launch(tmp_path, model_dir / "model_int8.tflite", tmp_path / "audit.db")
+    try:
+        with playwright_api.sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+            try:
+                page = browser.new_context(viewport={"width": 412, "height": 915}).new_page()
+                page.goto(url)
+                assert "Monitor alarm in the latest window" in page.inner_text("#alarm")
+                page.click("#alarm")
+                page.wait_for_selector("#monitor-chart svg")
+                page.select_option("select[name=by]", "samples")
+                page.fill("input[name=window]", "6")
+                page.click("#monitor-form button")
+                page.wait_for_selector("#monitor tbody tr:nth-child(2)")
+                assert "samples 7-12" in page.inner_text("#monitor-alarm")
+                assert page.locator("#monitor-chart circle.alarm").count() == 2  # OOD and inconclusive
+                box = page.locator("#monitor-chart svg").bounding_box()
+                assert box is not None and 300 < box["width"] <= 412 and box["height"] > 100
+                page.screenshot(path=str(tmp_path / "serve_monitor_page.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    print(f"screenshot: {tmp_path / 'serve_monitor_page.png'}")

@@ -22,7 +22,7 @@ __all__ = ["DEFAULT_TITLE", "KIND_RULES", "ReportInputError", "ReportResult", "w
 class ReportResult:
     html: Path
     markdown: Path | None
-    figures: tuple[Path, ...]  # PNG files written beside the Markdown
+    figures: tuple[Path, ...]  # PNG (and SVG) files written beside the Markdown
     verdicts: tuple[Verdict, ...]
     sections: tuple[str, ...]
 
@@ -43,8 +43,8 @@ def write_report(inputs, out: str | Path, markdown: str | Path | None = None, ti
     if markdown is not None:
         names = {}
         for figure in document.figures():
-            path = markdown.with_name(f"{markdown.stem}_{safe_name(figure.name)}.png")
-            figures.append(checked_write(path, figure.png))
+            path = markdown.with_name(f"{markdown.stem}_{safe_name(figure.name)}{figure.suffix}")
+            figures.append(checked_write(path, figure.data))
             names[figure.name] = path.name
         checked_write(markdown, render_markdown(document, names).encode("utf-8"))
     return ReportResult(out, markdown, tuple(figures), tuple(make_verdicts(data)),

@@ -52,9 +52,18 @@ class Table:
 
 @dataclass(frozen=True)
 class Figure:
-    name: str  # file-name safe, unique within the report (Markdown writes NAME.png)
+    name: str  # file-name safe, unique within the report (Markdown writes NAME.png, or NAME.svg for a drawing)
     png: bytes
     caption: str
+    svg: str = ""  # a drawing made as SVG text (the monitor chart): inlined in the HTML instead of the PNG
+
+    @property
+    def suffix(self) -> str:
+        return ".svg" if self.svg else ".png"
+
+    @property
+    def data(self) -> bytes:
+        return self.svg.encode("utf-8") if self.svg else self.png
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,8 @@ def html_block(block) -> str:
         rows = "".join("<tr>" + "".join(html_cell(cell) for cell in row) + "</tr>" for row in block.rows)
         note = f'<p class="note">{escape(block.note)}</p>' if block.note else ""
         return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>{note}'
+    if isinstance(block, Figure) and block.svg:
+        return f"<figure>{block.svg}<figcaption>{escape(block.caption)}</figcaption></figure>"
     if isinstance(block, Figure):
         data = base64.b64encode(block.png).decode("ascii")
         return (f'<figure><img src="data:image/png;base64,{data}" alt="{escape(block.caption)}">'

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allx import layout
+from allx.edge_runner.monitor import MonitorReport, monitor_log
+from allx.errors import AllxError
 from allx.jsonio import read_json as read_json_limited
 from allx.layout import RecordKind
 from allx.report.fields import Fields, ReportInputError
@@ -22,10 +24,13 @@ KIND_RULES = (
               'or such an object under "check" (model.json)'),
     ("evaluation", '"accuracy", "per_class", "confusion_matrix", "classes" (allx evaluate --json, metrics.json)'),
     ("cv", '"kind": "cv" (allx train --cv, cv.json; the cv.png beside it is embedded)'),
+    ("log", "an SQLite file (the audit log of allx-edge: the drift monitor's windows, limits from a model folder "
+            "given too)"),
 )
 RUN_RECORDS = (layout.CV, layout.METRICS)  # what a train run folder given as an input stands for
 CHECK_KEYS = ("passed", "float", "quantized", "agreement", "per_class")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SQLITE_MAGIC = b"SQLite format 3\x00"
 EVALUATION_KEYS = ("accuracy", "per_class", "confusion_matrix", "classes")
 
 
@@ -139,6 +144,14 @@ class BenchmarkScript:
 
 
 @dataclass(frozen=True)
+class MonitorInput:
+    """An audit log given as an input: `allx-edge monitor`'s weekly windows of it."""
+
+    source: str
+    report: MonitorReport
+
+
+@dataclass(frozen=True)
 class Inputs:
     sources: tuple[tuple[str, str], ...]  # (file name, kind)
     bench: tuple[BenchRow, ...] = ()
@@ -146,13 +159,18 @@ class Inputs:
     evaluations: tuple[Evaluation, ...] = ()
     benchmarks: tuple[BenchmarkScript, ...] = ()
     cvs: tuple[CrossValidation, ...] = ()
+    monitors: tuple[MonitorInput, ...] = ()
 
 
 def read_inputs(paths) -> Inputs:
     """Every file read and checked; all unusable files are named together in one ReportInputError."""
     found = {"bench": [], "check": [], "evaluation": [], "benchmark": [], "cv": []}
-    sources, problems = [], []
+    sources, problems, logs = [], [], []
     for path in dict.fromkeys(p for given in paths for p in records_of(Path(given))):
+        if is_sqlite(path):
+            logs.append(path)
+            sources.append((path.name, "log"))
+            continue
         try:
             kind, items = read_input(path)
         except ReportInputError as err:
@@ -160,11 +178,36 @@ def read_inputs(paths) -> Inputs:
             continue
         found[kind].extend(items)
         sources.append((path.name, kind))
+    monitors = read_logs(logs, next((p for p in map(Path, paths) if is_model(p)), None), problems)
     if problems:
         count = f"{len(problems)} input files are" if len(problems) > 1 else "an input file is"
         raise ReportInputError(f"{count} unusable: " + "; ".join(problems))
     return Inputs(tuple(sources), tuple(found["bench"]), tuple(found["check"]), tuple(found["evaluation"]),
-                  tuple(found["benchmark"]), tuple(found["cv"]))
+                  tuple(found["benchmark"]), tuple(found["cv"]), tuple(monitors))
+
+
+def is_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def is_model(path: Path) -> bool:
+    """A convert OUT_DIR or its model.json: where the monitor takes its expected rates from."""
+    return (path / layout.MANIFEST).is_file() if path.is_dir() else path.name == layout.MANIFEST
+
+
+def read_logs(logs: list[Path], model: Path | None, problems: list[str]) -> list[MonitorInput]:
+    """Each audit log's weekly windows, judged against the model's expected rates (no limits without a model)."""
+    monitors = []
+    for path in logs:
+        try:
+            monitors.append(MonitorInput(path.name, monitor_log(path, model)))
+        except AllxError as err:
+            problems.append(str(err))
+    return monitors
 
 
 def records_of(path: Path) -> list[Path]:

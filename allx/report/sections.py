@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from allx import __version__, layout
 from allx.layout import SplitKind
+from allx.edge_runner import monitor_view
 from allx.report import plots
 from allx.report.document import Bullets, Document, Figure, Paragraph, Section, Table
 from allx.report.inputs import KIND_RULES, AccuracyCheck, BenchRow, CrossValidation, Evaluation, Inputs
@@ -22,7 +23,7 @@ NO_BENCH = "No device benchmark was given (allx-edge bench --json), so this repo
 def build_document(inputs: Inputs, title: str, created: str) -> Document:
     limits = Section("Limits of the evidence", (Bullets(tuple(evidence_limits(inputs))),))
     sections = [verdict_section(inputs), device_section(inputs.bench), *accuracy_sections(inputs),
-                *benchmark_sections(inputs), limits, inputs_section(inputs)]
+                *benchmark_sections(inputs), *monitor_sections(inputs), limits, inputs_section(inputs)]
     subtitle = (f"Generated {created} by allx {__version__} from {len(inputs.sources)} input file(s). "
                 "Decision support only: not a diagnosis.")
     return Document(title, subtitle, tuple(sections))
@@ -222,6 +223,24 @@ def benchmark_sections(inputs: Inputs) -> list[Section]:
         blocks = [Table(("field", "value"), script.fields)] if script.fields else []
         blocks += [Table(header, rows, f"{key}") for key, header, rows in script.tables]
         sections.append(Section(f"{script.name} ({script.source})", tuple(blocks), level=3))
+    return sections
+
+
+def monitor_sections(inputs: Inputs) -> list[Section]:
+    """Each audit log's drift monitor: the alarm (or not) of its latest week, the chart, the table, the limits."""
+    sections = []
+    for index, monitor in enumerate(inputs.monitors, 1):
+        report = monitor.report
+        alarm = monitor_view.alarm_words(report)
+        state = (Paragraph(alarm, "warning") if alarm else
+                 Paragraph("The latest window is within its limits." if report.windows else "No sample in the log.",
+                           "verdict" if report.windows else "note"))
+        blocks = [state, Figure(f"monitor_{index}", b"", "Per week: the rate (blue), its alarm limit (red, dashed), "
+                                "the expected rate (grey); an alarm is a filled red dot.",
+                                svg=monitor_view.chart_svg(report)),
+                  Table(monitor_view.TABLE_HEADER, tuple(monitor_view.table_rows(report))),
+                  Bullets(tuple(monitor_view.expected_lines(report)), "note")]
+        sections.append(Section(f"Drift monitor ({monitor.source})", tuple(blocks)))
     return sections
 
 

@@ -28,6 +28,7 @@ from allx.edge_runner.serve.guard import (BodyLimit, BodyTooLarge, HostGuard, Se
                                           wants_json)
 from allx.edge_runner.serve.form import Uploads, read_files
 from allx.edge_runner.serve.uploads import UploadLimits, UploadRejected
+from allx.edge_runner.serve.monitor_page import MonitorState, monitor_router
 from allx.edge_runner.serve.workbench import LogUnavailable, NotFound, Workbench, recent_samples
 
 HERE = Path(__file__).parent
@@ -83,6 +84,10 @@ def create_app(bench: Workbench, card: ModelCard, token: str, host_names: tuple[
         context = {"card": card, "log_warning": bench.log_warning, "labels": bench.model.labels,
                    "has_camera": bench.capture_frame is not None, **context}
         return templates.TemplateResponse(request, name, context, status_code=status)
+
+    monitor = MonitorState(bench.log.path, bench.model)  # the Monitor page; its alarm in every page's header
+    templates.env.globals["monitor_alarm"] = monitor.header_alarm
+    app.include_router(monitor_router(monitor, page))
 
     def error_response(request: Request, err: Exception, status: int):
         if wants_json(request.url.path):
