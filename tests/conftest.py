@@ -33,6 +33,20 @@ def default_sigint():
     signal.signal(signal.SIGINT, previous)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_feature_cache(tmp_path_factory):
+    """One feature cache per test process (a CLI started by a test inherits it): with pytest-xdist two workers
+    never write the same entry at once, and no test reads or fills the user's own ~/.cache/allx. Tests that
+    need a cache of their own still pass ALLX_CACHE_DIR explicitly."""
+    previous = os.environ.get("ALLX_CACHE_DIR")
+    os.environ["ALLX_CACHE_DIR"] = str(tmp_path_factory.mktemp("allx-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("ALLX_CACHE_DIR", None)
+    else:
+        os.environ["ALLX_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     """4 classes x 16 generated 48x48 JPEGs (read-only by convention: copy before changing)."""
