@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from allx.errors import AllxError, DataError, ModelError
 from allx.edge_runner.serve.card import ModelCard
+from allx.edge_runner.serve.picture_routes import add_pictures
 from allx.edge_runner.serve.guard import BodyLimit, BodyTooLarge, SecurityHeaders, TokenGuard, wants_json
 from allx.edge_runner.serve.uploads import UploadRejected, display_name
 from allx.edge_runner.serve.workbench import LogUnavailable, NotFound, Workbench, recent_samples
@@ -93,6 +94,8 @@ def create_app(bench: Workbench, card: ModelCard, token: str) -> FastAPI:
     async def unexpected(request: Request, err: Exception):
         log.exception("unexpected error on %s", request.url.path)
         return error_response(request, Exception("internal error (details in the server's log)"), 500)
+
+    add_pictures(app, templates, bench)  # thumbnails, full images and occlusion maps of the fields
 
     @app.get("/health")
     def health():

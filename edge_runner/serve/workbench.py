@@ -30,6 +30,7 @@ from allx.edge_runner import provenance
 from allx.edge_runner.audit import AuditLog, utc_now
 from allx.edge_runner.camera import frame_pixels
 from allx.edge_runner.sample import SampleSession
+from allx.edge_runner.serve.pictures import FieldPictures, make_pictures
 from allx.edge_runner.serve.uploads import UploadLimits, UploadRejected, check_upload
 
 ID_CHARS = 64
@@ -56,6 +57,7 @@ class OpenSample:
     started: str
     fields: list[dict] = field(default_factory=list)
     review: dict | None = None
+    pictures: list[FieldPictures | None] = field(default_factory=list)  # one per field, None: unreadable
 
     def verdict(self) -> dict:
         verdict = self.session.verdict()
@@ -150,9 +152,12 @@ class Workbench:
     def keep(self, sample: OpenSample, add, name: str, image) -> dict:
         """Add one field through the session (on the inference thread, so the page lists fields in the
         session's order even when two uploads to one sample overlap), then log it as `classify --sample` does."""
+        pictures = make_pictures(image, self.model.input_size)  # off the interpreter's thread
+
         def add_and_list():
             result = add(name, image)
             sample.fields.append(result.to_dict())
+            sample.pictures.append(pictures)
             return result, sample.fields[-1]
 
         result, shown = self.inference.submit(add_and_list).result()
