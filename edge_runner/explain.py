@@ -65,8 +65,10 @@ class Explanation:
         return float(positive[np.asarray(mask, bool)].sum()) / total if total > 0 else 0.0
 
 
-def explain(model: EdgeModel, pixels: np.ndarray, occlusion: Occlusion | None = None) -> Explanation:
-    """The occlusion map of one uint8 (H, W, 3) field at the model's input size, for its own top class."""
+def explain(model: EdgeModel, pixels: np.ndarray, occlusion: Occlusion | None = None,
+            batch: int = BATCH) -> Explanation:
+    """The occlusion map of one uint8 (H, W, 3) field at the model's input size, for its own top class; `batch`
+    occluded copies per invoke when the model takes batches (1: one invoke per copy)."""
     pixels = np.ascontiguousarray(pixels, np.uint8)
     height, width = model.input_size
     if pixels.shape != (height, width, 3):
@@ -78,12 +80,12 @@ def explain(model: EdgeModel, pixels: np.ndarray, occlusion: Occlusion | None = 
     copies = np.repeat(pixels[np.newaxis], len(boxes), axis=0)
     for copy, (y, x) in zip(copies, boxes):
         copy[y:y + occlusion.patch, x:x + occlusion.patch] = GREY
-    occluded = model.predict_batch(copies)
+    occluded = model.predict_batch(copies, batch)
     total, covered = np.zeros((height, width), np.float64), np.zeros((height, width), np.float64)
     for (y, x), drop in zip(boxes, base[top] - occluded[:, top]):
         total[y:y + occlusion.patch, x:x + occlusion.patch] += drop
         covered[y:y + occlusion.patch, x:x + occlusion.patch] += 1
-    per_invoke = BATCH if model.takes_batches else 1
+    per_invoke = max(1, batch) if model.takes_batches else 1
     label = model.labels[top] if model.labels else str(top)
     return Explanation(label, top, float(base[top]), (total / covered).astype(np.float32), len(boxes),
                        1 + -(-len(boxes) // per_invoke))
