@@ -42,6 +42,10 @@ def card_lines(document: dict) -> tuple[CardLine, ...]:
     return tuple(lines)
 
 
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def section(document: dict, key: str) -> dict:
     value = document.get(key) if isinstance(document, dict) else None
     return value if isinstance(value, dict) else {}
@@ -69,7 +73,7 @@ def evidence_words(record: dict) -> str:
              f"{record['folds']} folds" if isinstance(record.get("folds"), int) else "",
              f"{record['images']:,} images" if isinstance(record.get("images"), int) else ""]
     interval = record.get("interval")
-    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(isinstance(v, (int, float)) for v in interval):
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(is_number(v) for v in interval):
         parts.append(f"95% interval {significant(100 * interval[0])}-{significant(100 * interval[1])}%")
     details = ", ".join(part for part in parts if part)
     return f"measured {where}" + (f" ({details})" if details else "")
@@ -80,9 +84,9 @@ def check_words(check: dict) -> str:
     subset = subset_words(check.get("subset"))
     disagreements = check.get("disagreements")
     agreeing = images - disagreements if isinstance(images, int) and isinstance(disagreements, int) else None
-    agree = (f"{precision} agrees with float32 on {agreeing:,} of {images:,} {subset} images"
-             if agreeing is not None else f"{precision} agrees with float32 on {percent_of(check.get('agreement'), images)} "
-             f"of the {subset} images")
+    counted = (f"{agreeing:,} of {images:,} {subset} images" if agreeing is not None
+               else f"{percent_of(check.get('agreement'), images)} of the {subset} images")
+    agree = f"{precision} agrees with float32 on {counted}"
     accuracy = ""
     floating, quantized = section(check, "float"), section(check, "quantized")
     if "accuracy" in floating and "accuracy" in quantized:
@@ -90,7 +94,8 @@ def check_words(check: dict) -> str:
                     f"{percent_of(quantized['accuracy'], images)} {precision}")
     limits = section(check, "thresholds")
     limit = f" (limit: a drop of at most {setting(limits['max_drop_pp'])} pp)" if "max_drop_pp" in limits else ""
-    status = "passed" if check.get("passed") else "FAILED: " + "; ".join(map(str, check.get("failures") or ["see model.json"]))
+    failures = check.get("failures") or ["see model.json"]
+    status = "passed" if check.get("passed") else "FAILED: " + "; ".join(map(str, failures))
     measured = evidence_words(section(check, "evidence"))
     return f"{agree}{accuracy}{limit}; {status}" + (f"; {measured}" if measured else "")
 
@@ -111,7 +116,7 @@ def point_words(point: dict) -> str:
     target, malignant, benign = point.get("target_sensitivity"), point.get("n_malignant"), point.get("n_benign")
     if isinstance(target, (int, float)):
         text += f": sensitivity >= {setting(100 * target)}%"
-    if isinstance(point.get("sensitivity"), (int, float)):
+    if is_number(point.get("sensitivity")):
         text += f", measured {percent_of(point['sensitivity'], malignant, 'malignant images')}"
     if isinstance(point.get("specificity"), (int, float)):
         text += f"; specificity {percent_of(point['specificity'], benign, 'benign images')}"
