@@ -146,7 +146,7 @@ def ood_words(ood: dict, note) -> str:
         return f"off: {note}" if note else "off: no calibration in the model's manifest"
     text = f"a field is flagged when its score is above {significant(ood.get('threshold'))}"
     if ood.get("score"):
-        text += f" (score: {ood['score']})"
+        text += f" (score: {str(ood['score']).split(';')[0]})"
     if isinstance(ood.get("flag_rate"), (int, float)):
         text += f"; set to flag {setting(100 * ood['flag_rate'])}% of {subset_words(ood.get('held_out_subset'))} images"
     if isinstance(ood.get("held_out_flagged"), (int, float)):
