@@ -192,7 +192,7 @@ def main(argv=None) -> None:
     write_json(args.out, result)
     cost = result["cost"]
     batched = (f"batched {cost['batched']['ms_p50']:.0f} ms p50 ({cost['batched']['invokes_per_field']} invokes), "
-               f"{cost['speedup_p50']:.2f}x faster than " if cost["batched"] else "the model takes no batch: ")
+               f"{cost['speedup_p50']:.2f}x the speed of " if cost["batched"] else "the model takes no batch: ")
     print(f"{cost['fields']} fields, {cost['copies_per_field']} occluded copies each: {batched}one per invoke "
           f"{cost['looped']['ms_p50']:.0f} ms ({cost['looped']['invokes_per_field']} invokes); a map costs "
           f"{cost['field_vs_single_p50']:.0f}x one classification ({cost['single_ms_p50']:.1f} ms here)")

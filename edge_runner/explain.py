@@ -19,10 +19,14 @@ from PIL import Image
 
 from allx.errors import ImageError, UsageError
 from allx.files import write_atomic
-from allx.edge_runner.model import BATCH, EdgeModel
+from allx.edge_runner.model import EdgeModel
 
 GREY = 128  # the occluder: mid grey, far from both the light background and the stained cell
 OVERLAY_OPACITY = 0.6  # at the strongest drop; the field stays visible under the colour
+# Copies per invoke by default: one. Batches of 8 were slower on one CPU thread, measured side by side
+# (benchmarks/explain.py --quick, MobileNetV2 int8: 0.89x and 0.78x the speed of one per invoke);
+# `batch=8` (model.BATCH) remains for a device where batches pay (benchmarks/explain.py measures both).
+PER_INVOKE = 1
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class Explanation:
 
 
 def explain(model: EdgeModel, pixels: np.ndarray, occlusion: Occlusion | None = None,
-            batch: int = BATCH) -> Explanation:
+            batch: int = PER_INVOKE) -> Explanation:
     """The occlusion map of one uint8 (H, W, 3) field at the model's input size, for its own top class; `batch`
     occluded copies per invoke when the model takes batches (1: one invoke per copy)."""
     pixels = np.ascontiguousarray(pixels, np.uint8)

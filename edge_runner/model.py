@@ -22,7 +22,7 @@ from allx.jsonio import read_json
 from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
 from allx.edge_runner.runtime import find_runtime, make_interpreter
 
-BATCH = 8  # images per invoke in predict_batch: most of the gain of batching, a small tensor arena on a Pi
+BATCH = 8  # images per invoke in predict_batch by default (a small tensor arena even on a Pi)
 
 
 @dataclass(frozen=True)

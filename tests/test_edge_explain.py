@@ -28,7 +28,7 @@ class RegionModel:
         bright = pixels[y0:y1, x0:x1].mean() / 255.0
         return np.array([bright, 1.0 - bright], np.float32)
 
-    def predict_batch(self, pixels):
+    def predict_batch(self, pixels, batch=1):
         return np.stack([self.predict_one(p) for p in pixels])
 
 
@@ -67,6 +67,9 @@ def test_corner_value_is_the_drop_of_the_one_square_covering_it(tiny):
     expected = base[result.class_index] - model.predict_one(covered)[result.class_index]
     assert result.heat[0, 0] == pytest.approx(expected, abs=1e-6)
     assert result.label == LABELS[int(np.argmax(base))] and result.heat.shape == (32, 32)
+    batched = explain(model, pixels, batch=8)  # 49 copies, 8 per invoke: 7 invokes and the field's own
+    assert batched.invokes == 8 and result.invokes == 50
+    np.testing.assert_allclose(batched.heat, result.heat, atol=1e-6)
 
 
 def test_batches_give_the_same_probabilities_as_single_runs(tiny):
