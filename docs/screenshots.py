@@ -11,6 +11,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -32,12 +33,17 @@ CHROMIUM = "/usr/bin/chromium"
 FIELDS = ("Snap_0142_Pre.jpg", "Snap_0143_Pre.jpg", "Snap_0144_Early.jpg", "Snap_0145_blurred.jpg")
 
 
-def write_fields(folder: Path) -> list[str]:
+def write_fields(folder: Path, stain: list[float] | None) -> list[str]:
+    """Generated fields, moved to the model's mean stain colour (model.json quality.colour_mean) when it has
+    one, so that the quality check judges their focus rather than their made-up colours."""
     rng = np.random.default_rng(3)
     paths = []
     for name in FIELDS:
-        picture = Image.fromarray(make_image(name.split("_")[-1].split(".")[0].title()
-                                             if "blurred" not in name else "Pre", 448, rng))
+        pixels = make_image("Pre" if "blurred" in name else name.split("_")[-1].split(".")[0], 448, rng)
+        if stain is not None:
+            shifted = pixels.astype(np.float32) - pixels.mean(axis=(0, 1)) + np.asarray(stain, np.float32)
+            pixels = np.clip(shifted, 0, 255).astype(np.uint8)
+        picture = Image.fromarray(pixels)
         if "blurred" in name:
             picture = picture.filter(ImageFilter.GaussianBlur(6))
         picture.save(folder / name, quality=92)
@@ -79,12 +85,13 @@ def main() -> None:
                 page.fill("input[name=operator]", "ana")
                 page.click("#start button")
                 page.wait_for_selector("#upload")
-                page.set_input_files("#files", write_fields(Path(temp)))
+                stain = (json.loads((args.model / "model.json").read_text()).get("quality") or {}).get("colour_mean")
+                page.set_input_files("#files", write_fields(Path(temp), stain))
                 page.click("#upload button")
                 page.wait_for_selector(f"#fields tbody tr:nth-child({len(FIELDS)})", timeout=120_000)
                 page.click("#fields tbody tr:first-child a[data-overlay]")
                 page.wait_for_selector("#fields tr.overlay-row img", state="visible")
-                page.wait_for_function("document.querySelector('#fields tr.overlay-row img').naturalWidth > 0",
+                page.wait_for_function("() => document.querySelector('#fields tr.overlay-row img').naturalWidth > 0",
                                        timeout=120_000)
                 time.sleep(0.3)
                 page.locator("#fields").screenshot(path=str(args.out / "serve_fields_1280.png"))

@@ -164,8 +164,9 @@ def check_pictures_and_layout(page, tmp_path: Path) -> None:
     assert "Red: where covering the field" in page.inner_text("#fields tr.overlay-row")
     for width, height in ((412, 915), (1280, 800)):
         page.set_viewport_size({"width": width, "height": height})
-        fits = page.evaluate("() => { const t = document.querySelector('#fields');"
-                             " return t.getBoundingClientRect().right <= document.documentElement.clientWidth; }")
+        fits = page.evaluate("() => { const t = document.querySelector('#fields'), box = t.parentElement;"
+                             " return box.scrollWidth <= box.clientWidth"
+                             " && t.getBoundingClientRect().right <= document.documentElement.clientWidth; }")
         assert fits, f"the fields table overflows a {width}-px screen"
         assert page.evaluate("() => getComputedStyle(document.querySelector('#fields td.name')).wordBreak") == "normal"
         page.screenshot(path=str(tmp_path / f"serve_fields_{width}px.png"), full_page=True)

@@ -49,7 +49,7 @@ def test_every_field_links_its_thumbnail_and_full_image_behind_the_token(served)
     page = client.get(f"/samples/{key}").text
     assert f'src="/samples/{key}/fields/1/thumbnail.jpg"' in page
     assert f'href="/samples/{key}/fields/1/image.jpg"' in page
-    assert "Snap_<wbr>001-<wbr>left.<wbr>png" in page  # the name wraps after separators only
+    assert "Snap_<wbr>001-<wbr>left.png" in page  # the name wraps after separators only
     assert 'class="set-aside"' in page and "no picture" in page  # the broken field: greyed, with its reason
     assert 'class="reason">broken.png: unreadable image' in page
     thumbnail = client.get(f"/samples/{key}/fields/1/thumbnail.jpg")
@@ -85,4 +85,4 @@ def test_camera_still_has_pictures_too(model_dir, tmp_path):  # noqa: F811
 
 
 def test_breakable_escapes_and_marks_separators():
-    assert str(breakable("a_b<c>.jpg")) == "a_<wbr>b&lt;c&gt;.<wbr>jpg"
+    assert str(breakable("a_b<c>-d.jpg")) == "a_<wbr>b&lt;c&gt;-<wbr>d.jpg"

@@ -18,7 +18,7 @@ from allx.edge_runner.serve.pictures import FieldPictures
 from allx.edge_runner.serve.workbench import NotFound, Workbench
 
 FIELD = "/samples/{key}/fields/{number}"
-BREAK_AFTER = re.compile(r"([_\-.,/])")  # where a long file name may wrap: after its separators, not mid-word
+BREAK_AFTER = re.compile(r"([_\-/])")  # where a long file name may wrap: after _ - /, never mid-word
 
 
 def add_pictures(app: FastAPI, templates: Jinja2Templates, bench: Workbench) -> None:
