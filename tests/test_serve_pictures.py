@@ -12,7 +12,7 @@ pytest.importorskip("fastapi", reason='allx-edge serve needs the serve extra: pi
 from fastapi.testclient import TestClient  # noqa: E402
 
 from allx.edge_runner.serve.picture_routes import breakable  # noqa: E402
-from allx.edge_runner.serve.pictures import THUMBNAIL_SIDE, make_pictures  # noqa: E402
+from allx.edge_runner.serve.pictures import THUMBNAIL_SIDE, forget_old_pictures, make_pictures  # noqa: E402
 from allx.images import decode_image_bytes  # noqa: E402
 from test_serve import make_client, model_dir, png_bytes, start, upload  # noqa: E402,F401  (model_dir: fixture)
 
@@ -86,3 +86,16 @@ def test_camera_still_has_pictures_too(model_dir, tmp_path):  # noqa: F811
 
 def test_breakable_escapes_and_marks_separators():
     assert str(breakable("a_b<c>-d.jpg")) == "a_<wbr>b&lt;c&gt;-<wbr>d.jpg"
+
+
+def test_only_the_most_recent_samples_keep_their_pictures(served):
+    client, bench = served
+    old, new = start(client, "S-old"), start(client, "S-new")
+    upload(client, old, [("a.png", png_bytes(5))])
+    upload(client, new, [("b.png", png_bytes(6))])
+    forget_old_pictures(bench.samples.values(), keep=1)
+    assert client.get(f"/samples/{new}/fields/1/thumbnail.jpg").status_code == 200
+    gone = client.get(f"/samples/{old}/fields/1/thumbnail.jpg")
+    assert gone.status_code == 404 and "most recent samples" in gone.text
+    page = client.get(f"/samples/{old}").text
+    assert "picture not kept" in page and "a.png" in page and "data-overlay" not in page

@@ -14,7 +14,7 @@ from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
-from allx.edge_runner.serve.pictures import FieldPictures
+from allx.edge_runner.serve.pictures import KEPT_SAMPLES, FieldPictures
 from allx.edge_runner.serve.workbench import NotFound, Workbench
 
 FIELD = "/samples/{key}/fields/{number}"
@@ -47,7 +47,8 @@ def pictures_router(bench: Workbench) -> APIRouter:
         if not 1 <= number <= len(pictures):
             raise NotFound(f"field {number}: no such field, expected 1 to {len(pictures)}")
         if pictures[number - 1] is None:
-            raise NotFound(f"field {number}: no picture, expected a readable image (the field was set aside)")
+            raise NotFound(f"field {number}: no picture, expected a readable image of one of the {KEPT_SAMPLES} "
+                           "most recent samples")
         return pictures[number - 1]
 
     @router.get(FIELD + "/thumbnail.jpg")

@@ -19,9 +19,10 @@ from allx.images import decode_image_bytes, resize_rgb
 from allx.edge_runner.explain import explain, overlay_png
 
 THUMBNAIL_SIDE = 160  # px, longest side: sharp at the page's 80 CSS px on a phone's 2x screen
-FULL_SIDE = 1600  # px, longest side of the image a click opens: enough to judge focus and stain, while
-                  # twenty fields of a sample stay a few MB of the Pi's memory
+FULL_SIDE = 1280  # px, longest side of the image a click opens: enough to judge focus and stain
 JPEG_QUALITY = 85
+KEPT_SAMPLES = 10  # the most recently started samples keep their pictures; older ones drop them, so a
+                   # server that runs for weeks holds at most ~10 samples x 20 fields x ~0.5 MB
 
 
 @dataclass
@@ -57,3 +58,11 @@ def jpeg(picture: Image.Image, side: int) -> bytes:
     out = io.BytesIO()
     copy.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
     return out.getvalue()
+
+
+def forget_old_pictures(samples, keep: int = KEPT_SAMPLES) -> None:
+    """Drop the pictures of all but the last `keep` of `samples` (in the order they were started); their
+    fields stay listed."""
+    started = list(samples)
+    for sample in started[:max(0, len(started) - keep)]:
+        sample.pictures[:] = [None] * len(sample.pictures)

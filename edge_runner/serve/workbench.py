@@ -30,7 +30,7 @@ from allx.edge_runner import provenance
 from allx.edge_runner.audit import AuditLog, utc_now
 from allx.edge_runner.camera import frame_pixels
 from allx.edge_runner.sample import SampleSession
-from allx.edge_runner.serve.pictures import FieldPictures, make_pictures
+from allx.edge_runner.serve.pictures import FieldPictures, forget_old_pictures, make_pictures
 from allx.edge_runner.serve.uploads import UploadLimits, UploadRejected, check_upload
 
 ID_CHARS = 64
@@ -156,11 +156,13 @@ class Workbench:
 
         def add_and_list():
             result = add(name, image)
+            sample.pictures.append(pictures)  # first: a page listing the fields always finds their pictures
             sample.fields.append(result.to_dict())
-            sample.pictures.append(pictures)
             return result, sample.fields[-1]
 
         result, shown = self.inference.submit(add_and_list).result()
+        with self.lock:
+            forget_old_pictures(self.samples.values())
         self.write_log(provenance.sample_field_record(result, self.model.labels, self.facts, sample.operator,
                                                       sample.sample_id))
         return shown
