@@ -107,3 +107,31 @@ def test_no_rounding_ever_writes_more_than_four_significant_digits():
     assert not [v for v in values if too_precise(significant(float(v))) or too_precise(setting(float(v)))]
     assert share(2156, 2169, "malignant images") == "99.4% (2,156 of 2,169 malignant images)"
     assert setting(0.99 * 100) == "99" and setting(1.5) == "1.5" and share(1, 0) == "-"
+
+
+def test_report_and_info_say_the_card_in_the_same_words(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from allx.edge_runner.cli import app as edge_app
+    from edge_models import LABELS, tiny_models
+    from test_report import manifest_json, run_report
+
+    manifest = manifest_json(tmp_path / "model.json")
+    document = json.loads(manifest.read_text())
+    document.update(operating_point=MANIFEST["operating_point"], quality=MANIFEST["quality"])
+    manifest.write_text(json.dumps(document))
+    assert run_report(tmp_path, manifest).exit_code == 0
+    report = (tmp_path / "out" / "site.md").read_text()
+    expected = {line.topic: line.words for line in card_lines(document)}
+    assert expected["Operating point"] in report and expected["Quality check"] in report
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model_int8.tflite").write_bytes(tiny_models().int8.read_bytes())
+    (folder / "model.json").write_text(json.dumps({**document, "labels": list(LABELS), "input": {}}))
+    info = CliRunner().invoke(edge_app, ["info", str(folder)])
+    assert info.exit_code == 0, info.output
+    assert expected["Operating point"] in info.stdout and expected["Accuracy check"] in info.stdout
+    assert not too_precise(info.stdout.split("accuracy check")[1])
