@@ -151,16 +151,17 @@ def run_workflow(page, url: str, tmp_path: Path) -> None:
     print(f"screenshots: {tmp_path}")
 
 
+# Predicates are passed as function source: an expression string would be eval'ed, which the page's CSP forbids.
 LOADED = "imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"
 
 
 def check_pictures_and_layout(page, tmp_path: Path) -> None:
     """Every field's thumbnail loads, "Why?" brings its occlusion map, and the table fits a phone and a
     1280-px screen with file names wrapping only between words."""
-    page.wait_for_function(f"({LOADED})(Array.from(document.querySelectorAll('#fields td.picture img')))")
+    page.wait_for_function(f"() => ({LOADED})(Array.from(document.querySelectorAll('#fields td.picture img')))")
     assert page.locator("#fields td.picture img").count() == 3
     page.click("#fields tbody tr:first-child a[data-overlay]")
-    page.wait_for_function(f"({LOADED})(Array.from(document.querySelectorAll('#fields tr.overlay-row img')))")
+    page.wait_for_function(f"() => ({LOADED})(Array.from(document.querySelectorAll('#fields tr.overlay-row img')))")
     assert "Red: where covering the field" in page.inner_text("#fields tr.overlay-row")
     for width, height in ((412, 915), (1280, 800)):
         page.set_viewport_size({"width": width, "height": height})
