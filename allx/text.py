@@ -88,3 +88,31 @@ def printable(text: str, keep: str = "") -> str:
         return text
     return "".join(ch if ch in keep or unicodedata.category(ch)[0] != "C"
                    else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
+def significant(value: float | int | None, digits: int = 3, missing: str = "-") -> str:
+    """A measured number for people: `digits` significant digits, thousands separated, never in exponent
+    form (0.6176318 -> "0.618", 351.11 -> "351", 12345.6 -> "12,300"). Whole numbers of that many digits or
+    fewer stay as they are."""
+    if value is None or not math.isfinite(value):
+        return missing
+    if isinstance(value, int) and abs(value) < 10 ** digits:
+        return f"{value:,}"
+    if value == 0:
+        return "0"
+    rounded = round(value, digits - 1 - math.floor(math.log10(abs(value))))
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))  # 0.9999 -> 1.00, not 1.000
+    return f"{rounded:,.{decimals}f}"
+
+
+def share(count: int, total: int, noun: str = "", digits: int = 3) -> str:
+    """A share with its counts: "99.4% (2,156 of 2,169 images)" for noun="images"; "-" of nothing."""
+    if not total:
+        return "-"
+    return f"{significant(100.0 * count / total, digits)}% ({count:,} of {total:,}{' ' + noun if noun else ''})"
+
+
+def setting(value: float | None, digits: int = 3) -> str:
+    """A chosen limit for people: significant digits without trailing zeros (0.99 -> "0.99", 2.0 -> "2")."""
+    text = significant(value, digits)
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -470,6 +470,40 @@ def monitor_section() -> list[str]:
               "stream's alarms are the quality and inconclusive rates, expected at 0 of 600 training images and 0 of "
               "95 validation pseudo-samples (in-sample zeros); rates measured on held-out images (model.json "
               "expected_rates) or on the site's own images (site_calibration.json) replace them when present."]
+
+
+def explain_section() -> list[str]:
+    d = load("explain.json")
+    if not d:
+        return ["Occlusion maps: not run (`python benchmarks/explain.py --quick`)."]
+    cost, maps = d["cost"], d.get("maps")
+    batched, looped = cost["batched"], cost["looped"]
+    lines = [f"### Occlusion maps (`allx-edge classify --explain`): cost and sanity on real smears ({provenance(d)})", "",
+             f"Model {Path(d['model']).name} ({d['precision']}, {d['input_size'][0]}x{d['input_size'][1]}), "
+             f"{d['threads']} interpreter thread; {cost['copies_per_field']} occluded copies per field "
+             f"(a quarter-side grey square, 7 x 7 positions).", "",
+             "| way | invokes per field | ms per field (median) | max |", "|---|---|---|---|"]
+    if batched:
+        lines.append(f"| {d['batch']} copies per invoke | {batched['invokes_per_field']} | {batched['ms_p50']:.0f} | "
+                     f"{batched['ms_max']:.0f} |")
+    lines += [f"| one copy per invoke | {looped['invokes_per_field']} | **{looped['ms_p50']:.0f}** | "
+              f"{looped['ms_max']:.0f} |", "",
+              (f"Batching vs one per invoke: **{cost['speedup_p50']:.2f}x** (medians, side by side on the same "
+               f"{cost['fields']} fields, alternating). " if batched else
+               "This model's input has a fixed batch of 1, so the copies run one per invoke. ")
+              + f"A map costs **{cost['field_vs_single_p50']:.0f}x** one classification of the same field "
+              f"({cost['single_ms_p50']:.1f} ms median here, measured beside it); the target is <= 1 s per field."]
+    if maps:
+        low, high = maps["mass_ratio_interval"]
+        lines += ["", f"Sanity: {maps['fields']} held-out test fields (split: {d.get('split_kind') or 'unknown'}), "
+                  f"{maps['right']} classified right. {maps['flat']} of those have a flat map: no square moved the "
+                  f"int8 probability by one step. On the other {maps['mapped']}, the share of the map's mass inside "
+                  f"the cells of the Segmented set is **{maps['mass_inside_mean']:.1%}**, where a uniform map would "
+                  f"put {maps['uniform_mean']:.1%}: **{maps['mass_ratio']:.2f}x** (95% bootstrap over fields "
+                  f"{low:.2f}-{high:.2f}x; target >= 1.5x). With its segmented cells painted over in the colour of "
+                  f"the rest of the field, the model still gives the same class on **{maps['without_cells_same']} of "
+                  f"{maps['right']}** fields (median probability of that class "
+                  f"{maps['without_cells_probability_median']:.3f})."]
     return lines
 
 
@@ -478,7 +512,7 @@ def main():
              "was measured on this project's 2-core x86-64 CI-size machine (no GPU) unless a row says otherwise._", ""]
     for section in (accuracy_section, precision_section, backbones_section, gate_section, training_section,
                     edge_section, ood_section, quality_section, samples_section, serve_section, recipes_section,
-                    tta_section, monitor_section):
+                    tta_section, monitor_section, explain_section):
         parts += section() + [""]
     readme = (REPO / "README.md").read_text()
     head, rest = readme.split(START, 1)

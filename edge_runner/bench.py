@@ -205,13 +205,33 @@ def guess_precision(model: EdgeModel) -> str:
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process so far (cumulative over the models benched before)."""
+    """Peak resident memory of this process so far, in MB (cumulative over the models benched before).
+
+    Linux: VmHWM of /proc/self/status, which exec resets, so the figure is this program's own. The
+    getrusage ru_maxrss figure is not: Linux carries it from the parent through fork and exec, so a bench
+    started by a 700 MB Python process would report 700 MB for a 3 MB model. Elsewhere ru_maxrss is the
+    only figure there is (None on Windows)."""
+    own = high_water_mark_mb(Path("/proc/self/status"))
+    if own is not None:
+        return own
     try:
         import resource
     except ImportError:  # Windows
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def high_water_mark_mb(status: Path) -> float | None:
+    """The VmHWM line of a /proc/PID/status file in MB (None where there is no such file or line)."""
+    try:
+        lines = status.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0  # the kernel writes kB
+    return None
 
 
 def machine_info() -> MachineInfo:
@@ -251,6 +271,7 @@ def report_markdown(report: BenchReport) -> str:
     lines += [""] + [f"TTA, {Path(r.model).name}: predict median {r.tta.single_ms.p50:.2f} ms -> {r.tta.tta_ms.p50:.2f} "
                      f"ms averaged over 8 views ({r.tta.ratio:.2f}x)." for r in report.results if r.tta]
     lines += ["", f"Latency: bare invoke() over {report.results[0].runs} runs after "
-              f"{report.results[0].warmup} warm-up runs. Peak RSS is the process's peak so far (cumulative). "
+              f"{report.results[0].warmup} warm-up runs. Peak RSS is the bench process's own peak so far "
+              "(VmHWM on Linux; cumulative over the models before it). "
               "End-to-end: decode + resize + invoke per image, one after another.", ""]
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from allx.edge_runner.card_text import CardLine, card_lines
 from allx.edge_runner.model import resolve_card
 from allx.edge_runner.quant import tensor_quantization
 from allx.edge_runner.runtime import find_runtime, is_edgetpu_model, make_interpreter
@@ -47,6 +48,7 @@ class ModelInfo:
     metadata: str = ""  # where the manifest came from: "embedded" in the .tflite, "model.json", or "none"
     features_off: tuple[str, ...] = ()  # codes of edge_runner.metadata.FEATURES the model runs without
     overridden: tuple[str, ...] = ()  # files or options the embedded metadata won over
+    card: tuple[CardLine, ...] = ()  # the manifest's figures in words (edge_runner.card_text)
 
 
 def describe_model(path: str | Path, labels=None, delegate: str = "auto") -> ModelInfo:
@@ -62,7 +64,8 @@ def describe_model(path: str | Path, labels=None, delegate: str = "auto") -> Mod
         outputs=tuple(tensor_info(d) for d in interpreter.get_output_details()),
         op_counts=count_ops(interpreter), labels=card.labels, manifest=fields,
         check=manifest.get("check"), warnings=(*card.warnings, *warnings), sha256=card.sha256,
-        metadata=card.source, features_off=card.features_off, overridden=card.overridden)
+        metadata=card.source, features_off=card.features_off, overridden=card.overridden,
+        card=card_lines(manifest))
 
 
 def tensor_info(details: dict) -> TensorInfo:

@@ -23,6 +23,7 @@ from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
 from allx.edge_runner.runtime import find_runtime, make_interpreter
 from allx.edge_runner.status import admit
 
+BATCH = 8  # images per invoke in predict_batch by default (a small tensor arena even on a Pi)
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,43 @@ class EdgeModel:
             return batch
         if self.tta:
             return self.predict_views(pixels)
+        self.set_input(pixels)
+        self.invoke()
+        return self.read_probabilities().copy()
+
+    @property
+    def takes_batches(self) -> bool:
+        """Whether the input's batch dimension may be resized (-1 in its signature, as Keras models convert)."""
+        signature = self.input.get("shape_signature")
+        return signature is not None and len(signature) == 4 and int(signature[0]) == -1
+
+    def predict_batch(self, pixels: np.ndarray, batch: int = BATCH) -> np.ndarray:
+        """uint8 (N, H, W, 3) -> float32 (N, classes), one view each (never tta): `batch` images per invoke when
+        the model takes batches, else one invoke per image. The input is back to one image afterwards."""
+        pixels = np.asarray(pixels)
+        if not self.takes_batches or len(pixels) < 2 or batch < 2:
+            return np.stack([self.predict_one(one) for one in pixels])
+        size = min(batch, len(pixels))
+        scale, zero_point = self.input_quantization
+        out_scale, out_zero_point = tensor_quantization(self.output)
+        index, results = self.input["index"], []
+        self.interpreter.resize_tensor_input(index, [size, *self.input_size, 3], strict=True)
+        self.interpreter.allocate_tensors()
+        try:
+            for start in range(0, len(pixels), size):
+                chunk = pixels[start:start + size]
+                padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+                self.interpreter.set_tensor(index, quantize(padded, scale, zero_point, self.input_dtype))
+                self.invoke()
+                raw = self.interpreter.get_tensor(self.output["index"])[:len(chunk)]
+                results.append(dequantize(raw, out_scale, out_zero_point).copy())
+        finally:
+            self.interpreter.resize_tensor_input(index, [1, *self.input_size, 3], strict=True)
+            self.interpreter.allocate_tensors()
+        return np.concatenate(results)
+
+    def predict_one(self, pixels: np.ndarray) -> np.ndarray:
+        """One view of one uint8 image -> float32 (classes,), whatever tta says."""
         self.set_input(pixels)
         self.invoke()
         return self.read_probabilities().copy()

@@ -139,6 +139,6 @@ def info_lines(info: ModelInfo) -> list[str]:
         lines.append("ops       " + ", ".join(f"{name} x{count}" for name, count in info.op_counts.items()))
     for key, value in info.manifest.items():
         lines.append(f"{key:<9} {value}")
-    if info.check:
-        lines.append("check     " + ", ".join(f"{k}={v}" for k, v in info.check.items() if not isinstance(v, (dict, list))))
+    if info.manifest or info.check:  # a bare .tflite has no card to show
+        lines += [f"{line.topic.lower():<16} {line.words}" for line in info.card]
     return lines

@@ -110,3 +110,17 @@ def test_quality_quick_writes_rejection_rates(tmp_path):
     assert {"good", "blur_sigma_1.5", "under_exposed_x0.35", "over_exposed_x1.8"} <= set(result["rejected"])
     assert result["rejected"]["blur_sigma_2"] >= 0.9 and result["limits"]["focus_min"] > 0
     assert "blurred copies rejected" in printed
+
+
+def test_explain_quick_times_both_ways_side_by_side(tmp_path):
+    from edge_models import tiny_models
+
+    out = tmp_path / "explain.json"
+    printed = run_script("explain.py", "--model", str(tiny_models().int8), "--out", str(out))
+    result = json.loads(out.read_text())
+    cost = result["cost"]
+    assert result["benchmark"] == "explain" and result["takes_batches"] and cost["fields"] == 8
+    assert cost["copies_per_field"] == 49 and cost["looped"]["invokes_per_field"] == 50
+    assert cost["batched"]["invokes_per_field"] == 8  # 49 copies, 8 per invoke, and the field's own
+    assert cost["speedup_p50"] == pytest.approx(cost["looped"]["ms_p50"] / cost["batched"]["ms_p50"])
+    assert result["maps"] is None and "one per invoke" in printed

@@ -134,6 +134,7 @@ def run_workflow(page, url: str, tmp_path: Path) -> None:
     page.wait_for_selector("#fields tbody tr:nth-child(3)")
     verdict = page.inner_text("#verdict")
     assert "3 field(s) used" in verdict, verdict
+    check_pictures_and_layout(page, tmp_path)
     page.check("input[name=action][value=override]")
     page.select_option("select[name=label]", "Pre")
     page.fill("textarea[name=note]", "blasts seen <by eye>")
@@ -196,3 +197,26 @@ def test_monitor_page_and_header_alarm_in_chromium(tmp_path, monkeypatch):
         process.terminate()
         process.wait(timeout=20)
     print(f"screenshot: {tmp_path / 'serve_monitor_page.png'}")
+
+
+# Predicates are passed as function source: an expression string would be eval'ed, which the page's CSP forbids.
+LOADED = "imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"
+
+
+def check_pictures_and_layout(page, tmp_path: Path) -> None:
+    """Every field's thumbnail loads, "Why?" brings its occlusion map, and the table fits a phone and a
+    1280-px screen with file names wrapping only between words."""
+    page.wait_for_function(f"() => ({LOADED})(Array.from(document.querySelectorAll('#fields td.picture img')))")
+    assert page.locator("#fields td.picture img").count() == 3
+    page.click("#fields tbody tr:first-child a[data-overlay]")
+    page.wait_for_function(f"() => ({LOADED})(Array.from(document.querySelectorAll('#fields tr.overlay-row img')))")
+    assert "Red: where covering the field" in page.inner_text("#fields tr.overlay-row")
+    for width, height in ((412, 915), (1280, 800)):
+        page.set_viewport_size({"width": width, "height": height})
+        fits = page.evaluate("() => { const t = document.querySelector('#fields'), box = t.parentElement;"
+                             " return box.scrollWidth <= box.clientWidth"
+                             " && t.getBoundingClientRect().right <= document.documentElement.clientWidth; }")
+        assert fits, f"the fields table overflows a {width}-px screen"
+        assert page.evaluate("() => getComputedStyle(document.querySelector('#fields td.name')).wordBreak") == "normal"
+        page.screenshot(path=str(tmp_path / f"serve_fields_{width}px.png"), full_page=True)
+    page.set_viewport_size({"width": 412, "height": 915})

@@ -89,6 +89,7 @@ class AccuracyCheck:
     split_origin: str | None  # where convert took the split from (model.json "origin.split")
     operating_point: dict | None = None  # model.json "operating_point" (allx.decision.OperatingPoint.to_dict)
     sample_rule: dict | None = None  # model.json "sample_rule" (edge_runner.sample.SampleRule.to_dict)
+    manifest: dict | None = None  # the whole model.json when the check came from one (its card in words)
 
     @property
     def drop_pp(self) -> float:
@@ -350,7 +351,8 @@ def parse_check(check: Fields, source: str, document: Fields) -> AccuracyCheck:
         max_drop_pp=thresholds.number("max_drop_pp", optional=True) if thresholds else None,
         split_kind=split_kind, split_origin=origin.text("split", optional=True),
         operating_point=optional_object(document, "operating_point"),
-        sample_rule=optional_object(document, "sample_rule"))
+        sample_rule=optional_object(document, "sample_rule"),
+        manifest=None if document.data is check.data else document.data)
 
 
 def optional_object(fields: Fields, key: str) -> dict | None:

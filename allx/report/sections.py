@@ -5,6 +5,7 @@ from __future__ import annotations
 from allx import __version__, layout
 from allx.layout import SplitKind
 from allx.edge_runner import monitor_view
+from allx.edge_runner.card_text import card_lines
 from allx.report import plots
 from allx.report.document import Bullets, Document, Figure, Paragraph, Section, Table
 from allx.report.inputs import KIND_RULES, AccuracyCheck, BenchRow, CrossValidation, Evaluation, Inputs
@@ -171,6 +172,11 @@ def check_section(check: AccuracyCheck) -> Section:
         blocks.insert(3, operating_table(check.operating_point, check.sample_rule))
     if check.failures:
         blocks.insert(1, Bullets(check.failures, "warning"))
+    if check.manifest:
+        blocks.append(Table(("model card", "in words"), tuple((line.topic, line.words) for line in
+                                                              card_lines(check.manifest)),
+                            "The same words as allx-edge info and the device's Model page; model.json keeps full "
+                            "precision."))
     return Section(f"Float vs {check.precision} ({check.source})", tuple(blocks), level=3)
 
 

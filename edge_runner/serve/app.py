@@ -29,6 +29,7 @@ from allx.edge_runner.serve.guard import (BodyLimit, BodyTooLarge, HostGuard, Se
 from allx.edge_runner.serve.form import Uploads, read_files
 from allx.edge_runner.serve.uploads import UploadLimits, UploadRejected
 from allx.edge_runner.serve.monitor_page import MonitorState, monitor_router
+from allx.edge_runner.serve.picture_routes import add_pictures
 from allx.edge_runner.serve.workbench import LogUnavailable, NotFound, Workbench, recent_samples
 
 HERE = Path(__file__).parent
@@ -115,6 +116,8 @@ def create_app(bench: Workbench, card: ModelCard, token: str, host_names: tuple[
     async def unexpected(request: Request, err: Exception):
         log.exception("unexpected error on %s", request.url.path)
         return error_response(request, Exception("internal error (details in the server's log)"), 500)
+
+    add_pictures(app, templates, bench)  # thumbnails, full images and occlusion maps of the fields
 
     @app.get("/health")
     def health():

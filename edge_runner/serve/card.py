@@ -13,6 +13,7 @@ from allx import layout
 from allx.errors import AllxError
 from allx.files import sha256_file
 from allx.jsonio import read_json
+from allx.edge_runner.card_text import CardLine, bench_lines, card_lines
 from allx.edge_runner.provenance import manifest_path_of
 from allx.edge_runner.quality import QualityLimits, limits_in_use
 from allx.edge_runner.sample import rule_or_default
@@ -37,6 +38,8 @@ class ModelCard:
     quality_check: str
     bench: dict | None  # the device's `allx-edge bench --json` report found beside the model, if any
     warnings: tuple[str, ...]
+    lines: tuple[CardLine, ...] = ()  # the figures above in words, rounded for people (edge_runner.card_text)
+    bench_lines: tuple[CardLine, ...] = ()
 
     @property
     def on_disk(self) -> bool:
@@ -50,6 +53,7 @@ def describe_loaded(model) -> ModelCard:
     """The card of a loaded EdgeModel."""
     manifest = model.manifest
     manifest_path = manifest_path_of(model.model_path, manifest)
+    bench = read_bench(model.model_path.parent / layout.BENCH)
     return ModelCard(
         model_path=str(model.model_path), model_sha256=sha256_file(model.model_path),
         manifest_path=None if manifest_path is None else str(manifest_path),
@@ -60,7 +64,8 @@ def describe_loaded(model) -> ModelCard:
         operating_point=None if manifest.operating_point is None else manifest.operating_point.to_dict(),
         sample_rule=rule_or_default(manifest.sample_rule, manifest.operating_point).to_dict(),
         sample_rule_stored=manifest.sample_rule is not None, quality_check=quality_words(manifest.quality),
-        bench=read_bench(model.model_path.parent / layout.BENCH), warnings=tuple(model.warnings))
+        bench=bench, warnings=tuple(model.warnings), lines=card_lines(manifest.document),
+        bench_lines=() if bench is None else bench_lines(bench))
 
 
 def quality_words(limits: QualityLimits | None) -> str:
@@ -76,7 +81,7 @@ def read_bench(path: Path) -> dict | None:
         report = read_json(path, "bench report")
         result = report["results"][0]
         return {"machine": report.get("machine"), "created": report.get("created"),
-                **{key: result.get(key) for key in ("precision", "runtime", "threads", "delegate", "load_ms",
+                **{key: result.get(key) for key in ("precision", "runtime", "threads", "delegate", "load_ms", "runs",
                                                     "throughput_ips", "peak_rss_mb")},
                 "latency_ms": {k: v for k, v in (result.get("latency_ms") or {}).items() if k != "samples"}}
     except (AllxError, KeyError, IndexError, TypeError, AttributeError):

@@ -31,6 +31,7 @@ from allx.edge_runner import provenance
 from allx.edge_runner.audit import AuditLog, utc_now
 from allx.edge_runner.camera import frame_pixels
 from allx.edge_runner.sample import SampleSession
+from allx.edge_runner.serve.pictures import FieldPictures, forget_old_pictures, make_pictures
 from allx.edge_runner.serve.uploads import UploadLimits, UploadRejected, check_upload
 
 ID_CHARS = 64
@@ -57,6 +58,7 @@ class OpenSample:
     started: str
     fields: list[dict] = field(default_factory=list)
     review: dict | None = None
+    pictures: list[FieldPictures | None] = field(default_factory=list)  # one per field, None: unreadable
 
     def verdict(self) -> dict:
         verdict = self.session.verdict()
@@ -151,12 +153,17 @@ class Workbench:
     def keep(self, sample: OpenSample, add, name: str, image) -> dict:
         """Add one field through the session (on the inference thread, so the page lists fields in the
         session's order even when two uploads to one sample overlap), then log it as `classify --sample` does."""
+        pictures = make_pictures(image, self.model.input_size)  # off the interpreter's thread
+
         def add_and_list():
             result = add(name, image)
+            sample.pictures.append(pictures)  # first: a page listing the fields always finds their pictures
             sample.fields.append(result.to_dict())
             return result, sample.fields[-1]
 
         result, shown = self.inference.submit(add_and_list).result()
+        with self.lock:
+            forget_old_pictures(self.samples.values())
         self.write_log(provenance.sample_field_record(result, self.model.labels, self.facts, sample.operator,
                                                       sample.sample_id))
         return shown
