@@ -11,6 +11,7 @@ EXIT_CODES = {
     2: "usage, data or model error",
     3: "a check failed (a converted model's accuracy check, every accuracy-control try too; an edited or deleted audit-log row)",
     130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM)",
 }
 
 
@@ -48,6 +49,16 @@ class ModelError(AllxError):
 
 class ConversionError(AllxError):
     """TensorFlow Lite conversion failed (details in the log file named in the message)."""
+
+
+class ClusterError(AllxError):
+    """A worker of a multi-worker run did not join in time, stopped answering or failed."""
+
+
+class Terminated(AllxError):
+    """SIGTERM arrived while a command that stops cleanly on it was running."""
+
+    exit_code = 143
 
 
 class CheckFailed(AllxError):
