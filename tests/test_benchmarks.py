@@ -110,3 +110,14 @@ def test_quality_quick_writes_rejection_rates(tmp_path):
     assert {"good", "blur_sigma_1.5", "under_exposed_x0.35", "over_exposed_x1.8"} <= set(result["rejected"])
     assert result["rejected"]["blur_sigma_2"] >= 0.9 and result["limits"]["focus_min"] > 0
     assert "blurred copies rejected" in printed
+
+
+@pytest.mark.slow
+def test_multiworker_quick_times_one_and_two_workers(tmp_path):
+    out = tmp_path / "multiworker.json"
+    printed = run_script("multiworker.py", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "multiworker" and result["images"] == 60 and result["threads_per_worker"] == 1
+    assert result["one_worker_s"] > 0 and result["two_workers_s"] >= result["two_workers_extract_s"] > 0
+    assert result["speedup"] == pytest.approx(result["one_worker_s"] / result["two_workers_s"], rel=0.01)
+    assert len(result["load_average_before"]) == 3 and "speedup" in printed

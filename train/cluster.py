@@ -115,7 +115,11 @@ class Peer:
         if len(self.buffer) > MAX_LINE:
             return None
         *lines, self.buffer = self.buffer.split(b"\n")
-        return [json.loads(line) for line in lines if line and line != b"."]
+        try:
+            messages = [json.loads(line) for line in lines if line and line != b"."]
+        except ValueError:
+            return None  # not one of ours: treated as a broken link
+        return messages if all(isinstance(m, dict) for m in messages) else None
 
 
 class Links:
@@ -230,12 +234,12 @@ def check_hello(cluster: Cluster, options: dict, hello: dict, joined: dict, peer
         peer.send({"fail": f"got task index {index}, expected a free one of 1..{cluster.size - 1}"})
         raise ClusterError(f"a worker said it is task {index}: got a duplicate or unknown index, expected "
                            f"each of 1..{cluster.size - 1} once")
-    differ = sorted(k for k in options.keys() | hello.get("options", {}).keys()
-                    if options.get(k) != hello.get("options", {}).get(k))
+    theirs = hello.get("options") if isinstance(hello.get("options"), dict) else {}
+    differ = sorted(k for k in options.keys() | theirs.keys() if options.get(k) != theirs.get(k))
     if differ:
         key = differ[0]
         message = (f"{cluster.name(index)} runs with other options: --{key.replace('_', '-')} got "
-                   f"{hello['options'].get(key)!r}, expected the chief's {options.get(key)!r} (the same command "
+                   f"{theirs.get(key)!r}, expected the chief's {options.get(key)!r} (the same command "
                    "on every host)")
         peer.send({"fail": message})
         raise UsageError(message)

@@ -65,7 +65,11 @@ def train_multiworker(config, cluster: Cluster, progress=None) -> TrainResult:
                 links.tell({"fail": str(err) or err.__class__.__name__})
                 raise
             if cluster.is_chief:
-                publish_run(run_dir, out_dir)
+                held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # never between two renames
+                try:
+                    publish_run(run_dir, out_dir)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
             else:
                 discard_staging(run_dir)
             links.tell({"done": True})
