@@ -24,9 +24,8 @@ STRATEGIES = ("auto", "mirrored", "multiworker")
 PHASES = {
     "each": "on every worker alike (the split, checked equal across workers)",
     "sharded": "sharded: worker k extracted the images i with i % workers == k; all-gathered by the strategy",
-    "cached": "read from the chief's feature cache (sent to the other workers when they need it)",
+    "cached": "read from the chief's feature cache, nothing extracted",
     "chief": "once, on the chief",
-    "data-parallel": "on every worker, each global batch split over the workers and the gradients all-reduced",
 }
 
 

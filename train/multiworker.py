@@ -13,9 +13,11 @@ cache too) and remove it, so they write nothing else.
 The phases (train_config.json's distribution.phases, words in train.distribute.PHASES):
     split        every worker makes it from the same data and seed; the workers check they agree
     features     sharded (train.sharding): each worker extracts its share, the strategy all-gathers them
-    head         logreg: fitted once, on the chief (scikit-learn, the others are done after the features);
-                 the Adam-trained heads (flatten, gap: the ResNet50 recipe): Keras fit under the strategy
-                 on every worker, data-parallel; the chief then keeps a copy of the fitted head
+    head         fitted once, on the chief, exactly as in one process (logreg: scikit-learn; flatten/gap,
+                 the ResNet50 recipe: Keras fit on the cached features); the others are done by then.
+                 Data-parallel Keras fit is not used: Keras 3 does not train under
+                 MultiWorkerMirroredStrategy (keras-team/keras#20585), and a head on cached features
+                 trains in seconds, where the extraction takes minutes
     evaluation   the chief alone, as a one-process run does it
 Fine-tuning (--fine-tune-layers) is not offered across hosts: it is refused before any work starts.
 """

@@ -4,11 +4,9 @@ Image i of a subset belongs to worker i % W (interleaved, so every worker gets a
 file sizes). A worker runs the frozen extractor on its share alone, with no collective per batch (the
 extractor is built outside the strategy's scope: inference needs no mirrored variables). Then the
 shares are all-gathered through the strategy's collectives (`strategy.gather`), first which images were
-readable, then the features in chunks of about CHUNK_BYTES, so every worker ends with the subset's
-features in the split's order, as one process would have extracted them, in the same cache format (a
-one-process run reads a cache a multi-worker run wrote, and the other way round). When the chief's cache
-already holds the subset, the chief alone "extracts" (reads its cache) and sends it to the others, or to
-nobody when they need no features (a head fitted on the chief alone).
+readable, then the features in chunks of about CHUNK_BYTES; the chief puts them in the split's order, as
+one process would have extracted them, and stores them in the same cache format (a one-process run reads
+an entry a multi-worker run wrote, and the other way round). The other workers take part and keep nothing.
 
 Each image's views come from a generator seeded by (seed, the image's index in the subset), as in
 train.view_features, so sharding changes no view.
@@ -82,16 +80,6 @@ def extract_share(extractor, data_dir: Path, relpaths, indices: np.ndarray, imag
             if progress:
                 progress(step[-1] + 1, len(indices))
     return Share(np.asarray(indices, np.int64), readable, rows)
-
-
-def share_from_cache(cached: FeatureSet, relpaths, views: int) -> Share:
-    """All of a subset as the chief's share, read from its cache (unreadable images have zero rows)."""
-    unread = {path for path, _ in cached.skipped}
-    readable = np.array([UNREADABLE if path in unread else READABLE for path in relpaths], np.int32)
-    rows = np.zeros((len(relpaths) * views, *cached.features.shape[1:]), np.float16)
-    kept = np.repeat(np.flatnonzero(readable == READABLE) * views, views) + np.tile(np.arange(views), int(readable.sum()))
-    rows[kept] = cached.features
-    return Share(np.arange(len(relpaths), dtype=np.int64), readable, rows)
 
 
 def all_gather(strategy, array: np.ndarray) -> np.ndarray:

@@ -18,9 +18,8 @@ from allx.train.augment import Augmentation, parse_augmentation
 from allx.train.backbones import get_backbone
 from allx.train.cluster import Cluster
 from allx.train.distribute import describe_strategy, make_strategy
-from allx.train.features import FeatureSet, cache_file, default_cache_dir
-from allx.train.sharding import (Share, all_gather, extract_share, gather_share, read_if_cached, share_from_cache,
-                                 shares_of, write_gathered)
+from allx.train.features import cache_file, default_cache_dir
+from allx.train.sharding import all_gather, extract_share, gather_share, read_if_cached, shares_of, write_gathered
 from allx.train.trainer import (build_extractor, check_some_readable, feature_cache_key, finish_run,
                                 fit_head_on_features, full_model, new_head, prepare_split, write_labels)
 
@@ -46,37 +45,26 @@ def train_worker_into(config, cluster: Cluster, run_dir: Path, progress):
     # model built inside it would turn every predict into a collective of all the workers.
     pixels, _, feature_map, extractor = build_extractor(backbone, weights, size, config.features)
     augmentation = parse_augmentation(config.augment, config.augment_copies)
-    solved = config.head == "logreg"  # fitted on the chief alone: the others need no features back
     cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if cluster.is_chief \
         else run_dir / "cache"
     features, phases, counts = {}, {}, {}
     for name in (n for n in SUBSETS if split.subset(n)):
         features[name], phases[name], counts[name] = sharded_features(
             strategy, cluster, extractor, config, split, name, size, weights, cache_dir, progress,
-            augmentation if name == "train" and augmentation.kinds else None, not solved)
-    if solved and not cluster.is_chief:
-        return None
+            augmentation if name == "train" and augmentation.kinds else None)
+    if not cluster.is_chief:
+        return None  # the head is fitted on the chief alone: this worker's part is done
     check_some_readable(features)
 
     n_classes, shape = len(split.classes), extractor.output_shape[1:]
     train = (features["train"].features, features["train"].labels, None)
     val = (features["val"].features, features["val"].labels, None) if "val" in features else None
-    if solved:
-        head = new_head(config, shape, n_classes)
-        history = fit_head_on_features(config, head, train, val, n_classes, "head", progress)
-    else:
-        with strategy.scope():  # Keras splits each global batch over the workers, gradients all-reduced
-            shared = new_head(config, shape, n_classes)
-            history = fit_head_on_features(config, shared, train, val, n_classes, "head", progress)
-        if not cluster.is_chief:
-            return None
-        head = new_head(config, shape, n_classes)  # a plain copy: the chief's evaluation needs no peers
-        head.set_weights(shared.get_weights())
+    head = new_head(config, shape, n_classes)
+    history = fit_head_on_features(config, head, train, val, n_classes, "head", progress)
     write_labels(split.classes, run_dir / layout.LABELS)
     model = full_model(backbone, pixels, head(feature_map))
     distribution = {**describe_strategy(strategy), "workers": cluster.size,
-                    "phases": {"split": "each", "features": phases, "head": "chief" if solved else "data-parallel",
-                               "evaluation": "chief"},
+                    "phases": {"split": "each", "features": phases, "head": "chief", "evaluation": "chief"},
                     "images_per_worker": counts}
     result = finish_run(config, backbone, weights, size, split, (model, head), features, history, run_dir,
                         distribution)
@@ -96,24 +84,17 @@ def check_same_split(strategy, split) -> None:
 
 
 def sharded_features(strategy, cluster: Cluster, extractor, config, split, subset, size, weights, cache_dir: Path,
-                     progress, augmentation: Augmentation | None, others_need: bool):
-    """(the subset's FeatureSet or None where not needed, how it was made, images per worker): extracted in
-    shares and all-gathered (train.sharding), or read from the chief's cache."""
+                     progress, augmentation: Augmentation | None):
+    """(the subset's FeatureSet on the chief, None elsewhere; how it was made; images per worker): extracted
+    in shares and all-gathered (train.sharding), or read from the chief's cache."""
     relpaths, labels = list(split.subset(subset)), split.labels(subset)
     views = augmentation.views_per_image if augmentation else 1
     shape = tuple(int(d) for d in extractor.output_shape[1:])
     cache_path = cache_file(cache_dir, feature_cache_key(config, split, subset, size, weights, augmentation))
     cached = read_if_cached(cache_path, relpaths, labels, shape, views) if cluster.is_chief else None
     chief_has = bool(all_gather(strategy, np.array([cached is not None], np.int32))[0])
-    if chief_has:
-        counts = [len(relpaths)] + [0] * (cluster.size - 1)
-        if others_need:
-            shares = [np.arange(len(relpaths))] + [np.zeros(0, np.int64)] * (cluster.size - 1)
-            mine = share_from_cache(cached, relpaths, views) if cluster.is_chief else \
-                Share(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros((0, *shape), np.float16))
-            return receive(strategy, mine, shares, cached, cache_path, relpaths, labels, views, shape,
-                           augmentation, config, size), "cached", counts
-        return cached, "cached", counts
+    if chief_has:  # nobody extracts; only the chief needs the features
+        return cached, "cached", [len(relpaths)] + [0] * (cluster.size - 1)
     shares = shares_of(len(relpaths), cluster.size)
     share_path = partial_path(cache_path, "share")
     cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,24 +102,13 @@ def sharded_features(strategy, cluster: Cluster, extractor, config, split, subse
     try:
         mine = extract_share(extractor, Path(config.data_dir), relpaths, shares[cluster.index], size,
                              augmentation or Augmentation(), config.seed, share_path, report)
-        keep = cluster.is_chief or others_need
-        gathered = receive(strategy, mine, shares, None if keep else "nothing", cache_path, relpaths, labels,
-                           views, shape, augmentation, config, size)
+        store = partial_path(cache_path, "") if cluster.is_chief else None
+        readable = gather_share(strategy, mine, shares, views, shape, store)
+        gathered = write_gathered(cache_path, relpaths, labels, readable, store, views, shape, augmentation,
+                                  Path(config.data_dir), size) if cluster.is_chief else None
     finally:
         share_path.unlink(missing_ok=True)
     return gathered, "sharded", [len(s) for s in shares]
-
-
-def receive(strategy, mine: Share, shares, cached: FeatureSet | str | None, cache_path: Path, relpaths, labels,
-            views, shape, augmentation, config, size) -> FeatureSet | None:
-    """Gather every share; a worker without `cached` features stores them as its cache entry (one that
-    needs none, `cached` "nothing", takes part and keeps nothing)."""
-    store = None if cached is not None else partial_path(cache_path, "")
-    readable = gather_share(strategy, mine, shares, views, shape, store)
-    if cached is not None:
-        return cached if isinstance(cached, FeatureSet) else None
-    return write_gathered(cache_path, relpaths, labels, readable, store, views, shape, augmentation,
-                          Path(config.data_dir), size)
 
 
 def partial_path(cache_path: Path, kind: str) -> Path:
