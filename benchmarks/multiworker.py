@@ -11,7 +11,8 @@ share (`train.sharding.extract_share`), then the all-gather (`gather_share`); th
 barrier after both have built the model to the end of the gather, on the chief. Neither includes
 starting Python and TensorFlow or building the model. Both sides run one after the other in this run;
 the load average of the machine before and after is recorded, because other work on it depresses the
-ratio. Writes JSON (default benchmarks/results/multiworker.json) and prints the ratio.
+ratio, and so is each process's CPU time for the measured part (all its threads), which shows whether two
+workers do more work in all than one. Writes JSON (default benchmarks/results/multiworker.json) and prints the ratio.
 """
 
 from __future__ import annotations
@@ -55,13 +56,16 @@ def main():
     job_file.write_text(json.dumps(job))
     load_before = os.getloadavg()
     one = run_roles(["single"], job_file, work)[0]
-    two = run_roles(["0", "1"], job_file, work)[0]  # the chief's time covers both shares and the gather
+    two = run_roles(["0", "1"], job_file, work)  # the chief's time covers both shares and the gather
     load_after = os.getloadavg()
-    result = {"benchmark": "multiworker", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    result = {"benchmark": "multiworker", "command": " ".join(["python benchmarks/multiworker.py", *sys.argv[1:]]),
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "data": "synthetic (--quick)" if args.quick else str(data), "images": len(job["relpaths"]),
               "backbone": BACKBONE, "features": "multiscale", "image_size": one["image_size"],
-              "threads_per_worker": 1, "one_worker_s": one["seconds"], "two_workers_s": two["seconds"],
-              "two_workers_extract_s": two["extract_seconds"], "speedup": round(one["seconds"] / two["seconds"], 3),
+              "threads_per_worker": 1, "one_worker_s": one["seconds"], "two_workers_s": two[0]["seconds"],
+              "two_workers_extract_s": two[0]["extract_seconds"],
+              "speedup": round(one["seconds"] / two[0]["seconds"], 3),
+              "one_worker_cpu_s": one["cpu_seconds"], "two_workers_cpu_s": [w["cpu_seconds"] for w in two],
               "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in load_after], "cpus": os.cpu_count(),
               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -69,7 +73,7 @@ def main():
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{result['images']} images, 1 thread per worker: one worker {one['seconds']:.1f} s, two workers "
-          f"{two['seconds']:.1f} s -> speedup {result['speedup']:.2f}x (load average before "
+          f"{two[0]['seconds']:.1f} s -> speedup {result['speedup']:.2f}x (load average before "
           f"{load_before[0]:.1f}, after {load_after[0]:.1f}; {os.cpu_count()} CPUs)")
 
 
@@ -124,6 +128,7 @@ def measure(role: str, job: dict) -> None:
     labels = [0] * len(relpaths)
     shape = tuple(int(d) for d in extractor.output_shape[1:])
     extractor.predict_on_batch(np.zeros((1, *size, 3), np.float32))  # the first call traces: not measured
+    cpu = time.process_time()
     if strategy is None:
         start = time.perf_counter()
         extract_features(extractor, data, relpaths, labels, size, Path("single.npy"))
@@ -136,8 +141,8 @@ def measure(role: str, job: dict) -> None:
         extract = time.perf_counter() - start
         gather_share(strategy, mine, shares, 1, shape, Path(f"gathered{index}.npy"))
         seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": round(seconds, 3), "extract_seconds": round(extract, 3), "image_size": list(size)}),
-          flush=True)
+    print(json.dumps({"seconds": round(seconds, 3), "extract_seconds": round(extract, 3), "image_size": list(size),
+                      "cpu_seconds": round(time.process_time() - cpu, 3)}), flush=True)
     os._exit(0)  # skips TensorFlow's shutdown barrier, which would wait for the other worker
 
 

@@ -257,3 +257,36 @@ def test_two_workers_shard_the_features_and_match_one_process(tmp_path, monkeypa
     assert [p.name for p in gathered] == [p.name for p in alone], "the same cache entries (same keys)"
     for mine, theirs in zip(gathered, alone):
         np.testing.assert_allclose(np.load(mine).astype(np.float32), np.load(theirs).astype(np.float32), atol=2e-2)
+
+
+def test_shares_of_augmented_views_are_the_one_process_views(tmp_path):
+    """Sharding changes no view: each image's jitters are seeded by its place in the subset, so the two
+    shares, put back in order, hold the rows one process extracts (an unreadable image flagged, not fatal)."""
+    from allx.synthetic import make_dataset
+    from allx.train.augment import parse_augmentation
+    from allx.train.backbones import get_backbone
+    from allx.train.sharding import READABLE, UNREADABLE, extract_share, shares_of
+    from allx.train.trainer import build_extractor
+    from allx.train.view_features import extract_view_features
+
+    data = make_dataset(tmp_path / "data", per_class=2, size=32)
+    (data / "Benign" / "broken.jpg").write_bytes(b"not a jpeg")
+    relpaths = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.jpg"))
+    labels = [0] * len(relpaths)
+    backbone = get_backbone("efficientnet-lite0")
+    _, _, _, extractor = build_extractor(backbone, backbone.default_weights, (32, 32), "multiscale")
+    augmentation = parse_augmentation("dihedral,stain", 1)
+    views = augmentation.views_per_image
+    alone = extract_view_features(extractor, data, relpaths, labels, (32, 32), augmentation, tmp_path / "one.npy", 5)
+
+    rows = {}
+    for worker, indices in enumerate(shares_of(len(relpaths), 2)):
+        share = extract_share(extractor, data, relpaths, indices, (32, 32), augmentation, 5, tmp_path / f"{worker}.npy")
+        for j, index in enumerate(share.indices):
+            expected = UNREADABLE if relpaths[index].endswith("broken.jpg") else READABLE
+            assert share.readable[j] == expected
+            if expected == READABLE:
+                rows[int(index)] = np.asarray(share.rows[j * views:(j + 1) * views], np.float32)
+    together = np.concatenate([rows[i] for i in sorted(rows)])
+    assert len(together) == len(alone.features) == (len(relpaths) - 1) * views
+    np.testing.assert_allclose(together, np.asarray(alone.features, np.float32), atol=2e-2)

@@ -125,7 +125,8 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
     """Run one training end to end and publish the run folder (see models/README.md) as a whole.
 
     Everything is written into a hidden staging folder beside --out first (train.publish): a failed or
-    interrupted run leaves --out exactly as it was.
+    interrupted run leaves --out exactly as it was. With a TF_CONFIG cluster of two or more workers,
+    train.multiworker runs it (this process becomes one worker of the run).
     """
     config = with_backbone_recipe(config)
     validate_config(config)

@@ -51,7 +51,9 @@ def train(
     augment_copies: Annotated[int, typer.Option(help="Jittered views (stain, crop, blur) added to each image's clean views.")] = 2,
     strategy: Annotated[str, typer.Option(help="tf.distribute strategy for augmented extraction and fine-tuning: auto "
                                           "(TF_CONFIG -> multiworker, 2+ GPUs -> mirrored, else one device), mirrored, "
-                                          "multiworker.")] = "auto",
+                                          "multiworker (the hosts in TF_CONFIG, the same command on each: features "
+                                          "sharded, the head fitted once on task 0, which alone writes --out).")]
+    = "auto",
     worker_timeout: Annotated[float, typer.Option(help="Seconds a multi-worker run (TF_CONFIG) waits for every "
                                                   "worker to join, and for a silent one, before it stops with exit 2.")]
     = DEFAULT_WORKER_TIMEOUT,
