@@ -290,3 +290,15 @@ def test_shares_of_augmented_views_are_the_one_process_views(tmp_path):
     together = np.concatenate([rows[i] for i in sorted(rows)])
     assert len(together) == len(alone.features) == (len(relpaths) - 1) * views
     np.testing.assert_allclose(together, np.asarray(alone.features, np.float32), atol=2e-2)
+
+
+def test_impossible_multiworker_options_are_refused_before_any_work(tmp_path):
+    from allx.train.multiworker import train_multiworker
+    from allx.train.trainer import TrainConfig, validate_config
+
+    with pytest.raises(UsageError, match="--worker-timeout: got 0, expected > 0 seconds"):
+        validate_config(TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run", worker_timeout=0))
+    cluster = Cluster(tuple(f"127.0.0.1:{p}" for p in free_ports(2)), 0)
+    with pytest.raises(UsageError, match="--fine-tune-layers 2 with 2 workers: got fine-tuning, expected 0"):
+        train_multiworker(TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run", fine_tune_layers=2), cluster)
+    assert not (tmp_path / "run").exists()
