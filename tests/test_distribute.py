@@ -302,3 +302,14 @@ def test_impossible_multiworker_options_are_refused_before_any_work(tmp_path):
     with pytest.raises(UsageError, match="--fine-tune-layers 2 with 2 workers: got fine-tuning, expected 0"):
         train_multiworker(TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run", fine_tune_layers=2), cluster)
     assert not (tmp_path / "run").exists()
+
+
+def test_cross_validation_is_refused_on_a_cluster(tmp_path, synthetic_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from allx.cli.main import app
+
+    monkeypatch.setenv("TF_CONFIG", tf_config(free_ports(2), 0))
+    done = CliRunner().invoke(app, ["train", str(synthetic_dir), "--out", str(tmp_path / "run"), "--cv", "3"])
+    assert done.exit_code == 2 and "--cv with TF_CONFIG's 2 workers" in done.output
+    assert not (tmp_path / "run").exists()

@@ -24,6 +24,7 @@ Fine-tuning (--fine-tune-layers) is not offered across hosts: it is refused befo
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import tempfile
@@ -89,8 +90,6 @@ def shared_options(config) -> dict:
 def run_child(config, cluster: Cluster, run_dir: Path, links: Links, progress):
     """Train in a child process, watching it, the links and the signals; (metrics, history, skipped) on
     the chief, None elsewhere. The child is killed however this ends."""
-    import multiprocessing
-
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: TensorFlow is never forked
     here, there = context.Pipe()
     child = context.Process(target=child_main, args=(config, cluster, run_dir, there, os.getpid()),

@@ -21,7 +21,7 @@ from allx.train.distribute import uses_cluster
 from allx.train.embeddings import SIMILARITY
 from allx.train.evaluate import evaluate_model
 from allx.train.groups import DEFAULT_BLOCK_SIZE, grouping_options
-from allx.train.trainer import TrainConfig, train_model
+from allx.train.trainer import TrainConfig, cluster_for, train_model
 
 
 @handle_errors
@@ -96,6 +96,10 @@ def train(
                          worker_timeout=worker_timeout,
                          group_by=kind.value, groups_file=groups, block_size=block_size, similarity=threshold)
     if cv is not None:
+        cluster = cluster_for(strategy)
+        if cluster is not None and cluster.size > 1:
+            raise UsageError(f"--cv with TF_CONFIG's {cluster.size} workers: got a multi-worker cluster, expected one "
+                             "process (cross-validation is not sharded across hosts; unset TF_CONFIG)")
         return cross_validate_command(config, cv, target_sensitivity)
     with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
         result = train_model(config, progress=report)
