@@ -238,6 +238,7 @@ def test_two_workers_shard_the_features_and_match_one_process(tmp_path, monkeypa
     assert (chief / "model.keras").is_file()
     assert not (tmp_path / "run1").exists(), "worker 1 writes no run folder"
     assert not list((tmp_path / "worker1" / "tmp").glob("allx-worker-*")), "worker 1 removed its temporary folder"
+    assert not (tmp_path / "worker1" / "cache").exists(), "worker 1 cached nothing outside its temporary folder"
     settings = json.loads((chief / "train_config.json").read_text())["distribution"]
     assert settings["name"] == "CollectiveAllReduceStrategy" and settings["workers"] == 2
     assert settings["phases"] == {"split": "each", "head": "chief", "evaluation": "chief",

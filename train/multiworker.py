@@ -103,8 +103,9 @@ def run_child(config, cluster: Cluster, run_dir: Path, links: Links, progress):
             child.kill()
         child.join(KILL_WAIT_S)
         cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-        for partial in cache_dir.glob(f"*.{child.pid}.*partial.npy"):  # a killed child's unfinished entries
-            partial.unlink(missing_ok=True)
+        for folder in (cache_dir, default_cache_dir().parent / "embeddings"):  # a killed child's unfinished entries
+            for partial in folder.glob(f"*.{child.pid}.*partial.npy"):
+                partial.unlink(missing_ok=True)
 
 
 def watch_child(child, connection, cluster: Cluster, links: Links, progress):
@@ -145,6 +146,8 @@ def child_main(config, cluster: Cluster, run_dir: Path, connection, parent: int)
     of all the workers) never runs."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not cluster.is_chief:  # every cache of this worker (the split's embeddings too) lives in its temporary folder
+        os.environ["ALLX_CACHE_DIR"] = str(run_dir / "cache")
     threading.Thread(target=end_with_parent, args=(parent,), daemon=True).start()
     try:
         from allx.train.worker import train_worker_into  # (TensorFlow: imported only in the child)

@@ -45,8 +45,7 @@ def train_worker_into(config, cluster: Cluster, run_dir: Path, progress):
     # model built inside it would turn every predict into a collective of all the workers.
     pixels, _, feature_map, extractor = build_extractor(backbone, weights, size, config.features)
     augmentation = parse_augmentation(config.augment, config.augment_copies)
-    cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if cluster.is_chief \
-        else run_dir / "cache"
+    cache_dir = Path(config.cache_dir) if config.cache_dir and cluster.is_chief else default_cache_dir()
     features, phases, counts = {}, {}, {}
     for name in (n for n in SUBSETS if split.subset(n)):
         features[name], phases[name], counts[name] = sharded_features(
