@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,6 +47,13 @@ def main():
         return measure(args.role, json.loads(args.data.read_text()))
 
     work = Path(tempfile.mkdtemp(prefix="allx-bench-mw-"))
+    try:
+        measure_both(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the generated images, the shares and the gathered features
+
+
+def measure_both(args, work: Path) -> None:
     data, size = args.data, None
     if args.quick:
         from allx.synthetic import make_dataset
