@@ -12,6 +12,7 @@ EXIT_CODES = {
     3: "a check failed (a converted model's accuracy check, every accuracy-control try too; a tampered audit log; "
        "the monitor's latest window alarms)",
     130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM)",
 }
 
 
@@ -49,6 +50,16 @@ class ModelError(AllxError):
 
 class ConversionError(AllxError):
     """TensorFlow Lite conversion failed (details in the log file named in the message)."""
+
+
+class ClusterError(AllxError):
+    """A worker of a multi-worker run did not join in time, stopped answering or failed."""
+
+
+class Terminated(AllxError):
+    """SIGTERM arrived while a command that stops cleanly on it was running."""
+
+    exit_code = 143
 
 
 class CheckFailed(AllxError):

@@ -504,6 +504,26 @@ def explain_section() -> list[str]:
                   f"the rest of the field, the model still gives the same class on **{maps['without_cells_same']} of "
                   f"{maps['right']}** fields (median probability of that class "
                   f"{maps['without_cells_probability_median']:.3f})."]
+
+
+def multiworker_section() -> list[str]:
+    d = load("multiworker.json")
+    if not d:
+        return ["Two workers: not run (`python benchmarks/multiworker.py`)."]
+    lines = [f"### Two workers: feature extraction, 1 thread each vs one worker at 1 thread "
+             f"({provenance(d, 'python benchmarks/multiworker.py')})", "",
+             "| images | backbone, features | one worker s | two workers s (extraction only) | speed-up | load average before / after |",
+             "|---|---|---|---|---|---|",
+             f"| {d['images']} | {d['backbone']} {d['image_size'][0]} px, {d['features']} | {d['one_worker_s']:.1f} | "
+             f"{d['two_workers_s']:.1f} ({d['two_workers_extract_s']:.1f}) | **{d['speedup']:.2f}x** | "
+             f"{d['load_average_before'][0]:.1f} / {d['load_average_after'][0]:.1f} on {d['cpus']} CPUs |", "",
+             "Two `allx train`-style workers on 127.0.0.1 (MultiWorkerMirroredStrategy), each extracting its share and "
+             "all-gathering, against `extract_features` in one process; start-up and model building excluded on both "
+             "sides. The target is 1.7x on 2 cores; a load average above the CPU count means other work shared them, "
+             "which depresses the ratio."]
+    if "one_worker_cpu_s" in d:
+        lines += ["", f"CPU time of the measured part: one worker {d['one_worker_cpu_s']:.1f} s; two workers "
+                  f"{' + '.join(f'{s:.1f}' for s in d['two_workers_cpu_s'])} s."]
     return lines
 
 
@@ -512,7 +532,7 @@ def main():
              "was measured on this project's 2-core x86-64 CI-size machine (no GPU) unless a row says otherwise._", ""]
     for section in (accuracy_section, precision_section, backbones_section, gate_section, training_section,
                     edge_section, ood_section, quality_section, samples_section, serve_section, recipes_section,
-                    tta_section, monitor_section, explain_section):
+                    tta_section, monitor_section, explain_section, multiworker_section):
         parts += section() + [""]
     readme = (REPO / "README.md").read_text()
     head, rest = readme.split(START, 1)

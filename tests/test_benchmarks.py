@@ -124,3 +124,14 @@ def test_explain_quick_times_both_ways_side_by_side(tmp_path):
     assert cost["batched"]["invokes_per_field"] == 8  # 49 copies, 8 per invoke, and the field's own
     assert cost["speedup_p50"] == pytest.approx(cost["looped"]["ms_p50"] / cost["batched"]["ms_p50"])
     assert result["maps"] is None and "one per invoke" in printed
+
+
+@pytest.mark.slow
+def test_multiworker_quick_times_one_and_two_workers(tmp_path):
+    out = tmp_path / "multiworker.json"
+    printed = run_script("multiworker.py", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "multiworker" and result["images"] == 60 and result["threads_per_worker"] == 1
+    assert result["one_worker_s"] > 0 and result["two_workers_s"] >= result["two_workers_extract_s"] > 0
+    assert result["speedup"] == pytest.approx(result["one_worker_s"] / result["two_workers_s"], rel=0.01)
+    assert len(result["load_average_before"]) == 3 and "speedup" in printed

@@ -4,7 +4,8 @@
                  else the default single-device strategy (nothing changes)
     mirrored     MirroredStrategy: one host, every GPU (every logical CPU device when there is no GPU)
     multiworker  MultiWorkerMirroredStrategy: several hosts, each described by the TF_CONFIG environment
-                 variable (one worker alone when it is unset)
+                 variable (one worker alone when it is unset); with two or more workers, train.multiworker
+                 runs the whole training: features sharded, the head fitted once (see PHASES)
 
 The model is built, compiled and trained inside `strategy.scope()`; Keras then splits each batch over
 the replicas. TensorFlow wants a multi-worker strategy created before any other TF operation, so
@@ -19,6 +20,14 @@ from allx.errors import UsageError
 
 STRATEGIES = ("auto", "mirrored", "multiworker")
 
+# How each phase of a multi-worker run was split (train_config.json's distribution.phases carries the codes).
+PHASES = {
+    "each": "on every worker alike (the split, checked equal across workers)",
+    "sharded": "sharded: worker k extracted the images i with i % workers == k; all-gathered by the strategy",
+    "cached": "read from the chief's feature cache, nothing extracted",
+    "chief": "once, on the chief",
+}
+
 
 def check_strategy(name: str) -> str:
     if name not in STRATEGIES:
@@ -26,12 +35,17 @@ def check_strategy(name: str) -> str:
     return name
 
 
+def uses_cluster(name: str) -> bool:
+    """Whether `name` runs on the hosts that TF_CONFIG describes (train.cluster, train.multiworker)."""
+    return name == "multiworker" or (name == "auto" and bool(os.environ.get("TF_CONFIG")))
+
+
 def make_strategy(name: str):
     """A tf.distribute strategy for `name` (see the module docstring)."""
     import tensorflow as tf
 
     check_strategy(name)
-    if name == "multiworker" or (name == "auto" and os.environ.get("TF_CONFIG")):
+    if uses_cluster(name):
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
     if name == "auto":

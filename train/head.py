@@ -3,14 +3,14 @@ logistic regression (Flatten -> Dense softmax, fitted by train.logistic)."""
 
 from __future__ import annotations
 
-import keras
-
 HEADS = ("flatten", "gap", "logreg")
 
 
 def build_head(feature_shape, n_classes: int, kind: str = "flatten", dropout: float = 0.5) -> keras.Sequential:
     """Feature map -> class probabilities. `kind` = "flatten" (the default), "gap" (global average pool) or
     "logreg" (Flatten -> Dense softmax without dropout: a solver sets its weights, not gradient steps)."""
+    import keras  # (heavy: imported when a head is built, so checking --head's name stays light)
+
     if kind == "logreg":
         return keras.Sequential([
             keras.Input(shape=tuple(feature_shape)),

@@ -6,6 +6,7 @@ Keras model (raw RGB 0..255 in, probabilities out) even though the head was trai
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -17,7 +18,8 @@ from allx.files import sha256_file, write_atomic, write_json
 from allx.train.augment import Augmentation, parse_augmentation
 from allx.train.backbones import DEFAULT_AUGMENT, check_features, feature_base, get_backbone  # noqa: F401
 from allx.train.charts import save_split_charts
-from allx.train.distribute import check_strategy, describe_strategy, make_strategy
+from allx.train.cluster import DEFAULT_WORKER_TIMEOUT, read_cluster
+from allx.train.distribute import check_strategy, describe_strategy, make_strategy, uses_cluster
 from allx.train.evaluate import predict_images
 from allx.train.features import cache_file, cache_key, default_cache_dir, extract_features, feature_cache_parts
 from allx.train.groups import DEFAULT_BLOCK_SIZE
@@ -65,6 +67,7 @@ class TrainConfig:
     augment: str | None = None  # comma-separated subset of train.augment.KINDS, "" / "none"; None: the backbone's
     augment_copies: int = 2  # jittered views added to the clean ones per image (stain, crop, blur)
     strategy: str = "auto"  # tf.distribute strategy for the image-based phases (train.distribute)
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT  # seconds a multi-worker run waits for a peer (train.cluster)
     group_by: str = "near-duplicate"  # a SplitKind code: how a split made here keeps images together
     groups_file: Path | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
@@ -104,6 +107,7 @@ def validate_config(config: TrainConfig) -> None:
         (config.image_size is None or config.image_size >= 32,
          f"--image-size: got {config.image_size}, expected >= 32"),
         (config.patience >= 1, f"--patience: got {config.patience}, expected >= 1"),
+        (config.worker_timeout > 0, f"--worker-timeout: got {config.worker_timeout}, expected > 0 seconds"),
     ]
     for ok, message in checks:
         if not ok:
@@ -121,10 +125,16 @@ def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainR
     """Run one training end to end and publish the run folder (see models/README.md) as a whole.
 
     Everything is written into a hidden staging folder beside --out first (train.publish): a failed or
-    interrupted run leaves --out exactly as it was.
+    interrupted run leaves --out exactly as it was. With a TF_CONFIG cluster of two or more workers,
+    train.multiworker runs it (this process becomes one worker of the run).
     """
     config = with_backbone_recipe(config)
     validate_config(config)
+    cluster = cluster_for(config.strategy)
+    if cluster is not None and cluster.size > 1:
+        from allx.train.multiworker import train_multiworker  # (it builds on this module's steps)
+
+        return train_multiworker(config, cluster, progress)
     out_dir = Path(config.out_dir)
     check_out_dir(out_dir)
     staging = make_staging_dir(out_dir)
@@ -154,12 +164,7 @@ def train_into(config: TrainConfig, run_dir: Path, progress: Progress | None) ->
 
     with strategy.scope():  # a no-op on one device; several replicas share each batch otherwise
         # 1. The frozen pretrained backbone, with its preprocessing inside the model.
-        pixels = keras.Input(shape=(*size, 3), name="pixels")  # raw RGB 0..255
-        base = feature_base(backbone, weights, (*size, 3), config.features)
-        base.trainable = False
-        preprocess = backbone.make_preprocessing()
-        feature_map = base(preprocess(pixels), training=False)
-        extractor = keras.Model(pixels, feature_map, name="extractor")
+        pixels, base, feature_map, extractor = build_extractor(backbone, weights, size, config.features)
 
         # 2. Backbone features once per (data, backbone, weights, size, augmentation), cached on disk;
         #    the training subset as its augmented views (train.view_features).
@@ -167,12 +172,11 @@ def train_into(config: TrainConfig, run_dir: Path, progress: Progress | None) ->
         features = {name: cached_features(config, extractor, split, name, size, weights, progress, strategy,
                                           augmentation if name == "train" else None)
                     for name in ("train", "val", "test") if split.subset(name)}
-        if len(features["train"].labels) == 0:
-            raise DataError("no readable training images: every image in the train subset failed to load")
+        check_some_readable(features)
 
         # 3. The head, trained on the cached features; the full model is checkpointed on each improvement.
         head = new_head(config, extractor.output_shape[1:], len(split.classes))
-        model = keras.Model(pixels, head(feature_map), name=f"allx_{backbone.name.replace('-', '_')}")
+        model = full_model(backbone, pixels, head(feature_map))
         write_labels(split.classes, run_dir / layout.LABELS)
         history = fit_head(config, head, model, features, len(split.classes), run_dir, progress)
 
@@ -181,13 +185,49 @@ def train_into(config: TrainConfig, run_dir: Path, progress: Progress | None) ->
             history["fine_tune"] = fine_tune(config, model, base, split, size, run_dir, progress, features)
 
     # 5. Save, evaluate on the test subset, and describe the run.
+    return finish_run(config, backbone, weights, size, split, (model, head), features, history, run_dir,
+                      describe_strategy(strategy))
 
+
+def cluster_for(strategy: str):
+    """The TF_CONFIG cluster this process belongs to when `strategy` runs on several hosts (else None)."""
+    return read_cluster(os.environ.get("TF_CONFIG")) if uses_cluster(strategy) else None
+
+
+def build_extractor(backbone, weights, size, features):
+    """(pixels input, frozen base, its feature map, the extractor model): the backbone with its
+    preprocessing inside the model, raw RGB 0..255 in."""
+    import keras
+
+    pixels = keras.Input(shape=(*size, 3), name="pixels")
+    base = feature_base(backbone, weights, (*size, 3), features)
+    base.trainable = False
+    preprocess = backbone.make_preprocessing()
+    feature_map = base(preprocess(pixels), training=False)
+    return pixels, base, feature_map, keras.Model(pixels, feature_map, name="extractor")
+
+
+def full_model(backbone, pixels, probabilities):
+    import keras
+
+    return keras.Model(pixels, probabilities, name=f"allx_{backbone.name.replace('-', '_')}")
+
+
+def check_some_readable(features: dict) -> None:
+    if len(features["train"].labels) == 0:
+        raise DataError("no readable training images: every image in the train subset failed to load")
+
+
+def finish_run(config, backbone, weights, size, split, models, features, history, run_dir: Path,
+               distribution: dict) -> TrainResult:
+    """Save the (model, head) pair, evaluate on the test subset, and describe the run in run_dir."""
+    model, head = models
     save_keras_model(model, run_dir / layout.MODEL_KERAS)
     if config.head == "logreg" and not config.fine_tune_layers:
         history["operating_point"] = write_run_point(config, features, split, history, run_dir)
     metrics = evaluate_run(config, model, head, features, split, size, run_dir)
     skipped = tuple(s for fs in features.values() for s in fs.skipped)
-    write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir, strategy)
+    write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir, distribution)
     return TrainResult(run_dir, run_dir / layout.MODEL_KERAS, metrics, history, skipped)
 
 
@@ -218,14 +258,7 @@ def cached_features(config, extractor, split, subset, size, weights, progress, s
     has kinds, every image's augmented views (train.view_features)."""
     relpaths, labels = list(split.subset(subset)), split.labels(subset)
     augmentation = augmentation if augmentation and augmentation.kinds else None
-    weights_id = weights if weights in ("imagenet", "none") else weights_file_sha256(weights)
-    settings = {"augment": augmentation.key() if augmentation else None,
-                "augment_seed": config.seed if augmentation and augmentation.is_random else None}
-    if config.features not in (None, "last"):  # (absent for the last map: caches made before stay valid)
-        settings["features"] = {"kind": config.features, "taps": list(get_backbone(config.backbone).taps)}
-    key = cache_key(feature_cache_parts(config.data_dir, relpaths, labels, split.classes, config.backbone,
-                                        weights_id, size, settings,
-                                        seed=config.seed if weights == "none" else None))
+    key = feature_cache_key(config, split, subset, size, weights, augmentation)
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     report = (lambda done, total: progress(f"features {subset}", done, total)) if progress else None
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -235,6 +268,18 @@ def cached_features(config, extractor, split, subset, size, weights, progress, s
                                      strategy)
     return extract_features(extractor, Path(config.data_dir), relpaths, labels, size,
                             cache_file(cache_dir, key), report)
+
+
+def feature_cache_key(config, split, subset, size, weights, augmentation: Augmentation | None) -> str:
+    """The cache key of a subset's features (`augmentation` None or with kinds): everything they depend on."""
+    relpaths, labels = list(split.subset(subset)), split.labels(subset)
+    weights_id = weights if weights in ("imagenet", "none") else weights_file_sha256(weights)
+    settings = {"augment": augmentation.key() if augmentation else None,
+                "augment_seed": config.seed if augmentation and augmentation.is_random else None}
+    if config.features not in (None, "last"):  # (absent for the last map: caches made before stay valid)
+        settings["features"] = {"kind": config.features, "taps": list(get_backbone(config.backbone).taps)}
+    return cache_key(feature_cache_parts(config.data_dir, relpaths, labels, split.classes, config.backbone,
+                                         weights_id, size, settings, seed=config.seed if weights == "none" else None))
 
 
 def weights_file_sha256(path) -> str:
@@ -408,7 +453,7 @@ def write_labels(classes, path: Path) -> None:
     write_atomic(path, "\n".join(classes) + "\n")
 
 
-def write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir, strategy) -> None:
+def write_run_files(config, backbone, weights, size, split, history, metrics, skipped, run_dir, distribution) -> None:
     from allx.train.plots import plot_curves
 
     write_json(run_dir / layout.HISTORY, history)
@@ -417,5 +462,5 @@ def write_run_files(config, backbone, weights, size, split, history, metrics, sk
     write_json(run_dir / layout.TRAIN_CONFIG, {**settings, "weights": weights, "image_size": list(size),
                                                 "weights_source": backbone.weights_source,
                                                 "skipped_images": [list(s) for s in skipped],
-                                                "distribution": describe_strategy(strategy)})
+                                                "distribution": distribution})
     write_model_card(run_dir / layout.MODEL_CARD, config, backbone, weights, size, split, metrics, skipped)

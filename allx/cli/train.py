@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,11 +15,13 @@ from allx.layout import SplitKind
 from allx.cli.data import BlockSize, GroupBy, GroupsFile, Neighbours, Similarity
 from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
 from allx.errors import UsageError
+from allx.train.cluster import DEFAULT_WORKER_TIMEOUT
 from allx.train.cv import CVConfig, cross_validate, fold_stage
+from allx.train.distribute import uses_cluster
 from allx.train.embeddings import SIMILARITY
 from allx.train.evaluate import evaluate_model
 from allx.train.groups import DEFAULT_BLOCK_SIZE, grouping_options
-from allx.train.trainer import TrainConfig, train_model
+from allx.train.trainer import TrainConfig, cluster_for, train_model
 
 
 @handle_errors
@@ -48,7 +51,12 @@ def train(
     augment_copies: Annotated[int, typer.Option(help="Jittered views (stain, crop, blur) added to each image's clean views.")] = 2,
     strategy: Annotated[str, typer.Option(help="tf.distribute strategy for augmented extraction and fine-tuning: auto "
                                           "(TF_CONFIG -> multiworker, 2+ GPUs -> mirrored, else one device), mirrored, "
-                                          "multiworker.")] = "auto",
+                                          "multiworker (the hosts in TF_CONFIG, the same command on each: features "
+                                          "sharded, the head fitted once on task 0, which alone writes --out).")]
+    = "auto",
+    worker_timeout: Annotated[float, typer.Option(help="Seconds a multi-worker run (TF_CONFIG) waits for every "
+                                                  "worker to join, and for a silent one, before it stops with exit 2.")]
+    = DEFAULT_WORKER_TIMEOUT,
     cv: Annotated[Optional[int], typer.Option("--cv", help="K-fold cross-validation instead of one model: K heads on "
                                               "grouped, stratified folds; writes OUT/cv.json and OUT/cv.png.",
                                               show_default=False)] = None,
@@ -72,7 +80,8 @@ def train(
     With --cv K: K models on grouped folds (--groups / --group-by as in `allx data split`); writes
     OUT/cv.json and OUT/cv.png; Ctrl-C keeps the folds finished so far.
     """
-    import_tensorflow_quietly()
+    if not (uses_cluster(strategy) and os.environ.get("TF_CONFIG")):  # else TensorFlow runs in a child only
+        import_tensorflow_quietly()
 
     check_target(target_sensitivity)
     if split is not None and (groups is not None or group_by is not None):
@@ -84,8 +93,13 @@ def train(
                          fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
                          class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test,
                          augment=augment, augment_copies=augment_copies, strategy=strategy,
+                         worker_timeout=worker_timeout,
                          group_by=kind.value, groups_file=groups, block_size=block_size, similarity=threshold)
     if cv is not None:
+        cluster = cluster_for(strategy)
+        if cluster is not None and cluster.size > 1:
+            raise UsageError(f"--cv with TF_CONFIG's {cluster.size} workers: got a multi-worker cluster, expected one "
+                             "process (cross-validation is not sharded across hosts; unset TF_CONFIG)")
         return cross_validate_command(config, cv, target_sensitivity)
     with progress_bars(transient=False, lines_when_piped=True, every_step=("head", "fine-tune")) as report:
         result = train_model(config, progress=report)
@@ -94,6 +108,9 @@ def train(
     metrics = result.metrics
     if "accuracy" in metrics:
         stdout.print(f"test accuracy {metrics['accuracy']:.4f} (n={metrics['n']}, {SplitKind.parse(metrics['split_kind']).words})")
+    if result.model_path is None:
+        stdout.print("worker done: the chief (task 0 of TF_CONFIG) writes the run folder", highlight=False)
+        return
     stdout.print(f"model: {result.model_path}")
 
 

@@ -1,0 +1,115 @@
+"""One worker's training in a multi-worker run (the child process of train.multiworker), read top to
+bottom like train.trainer.train_into, whose steps it reuses: the split, the features (sharded), the
+head (once), and on the chief the evaluation and the run files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from allx import layout
+from allx.errors import DataError
+from allx.train.augment import Augmentation, parse_augmentation
+from allx.train.backbones import get_backbone
+from allx.train.cluster import Cluster
+from allx.train.distribute import describe_strategy, make_strategy
+from allx.train.features import cache_file, default_cache_dir
+from allx.train.sharding import all_gather, extract_share, gather_share, read_if_cached, shares_of, write_gathered
+from allx.train.trainer import (build_extractor, check_some_readable, feature_cache_key, finish_run,
+                                fit_head_on_features, full_model, new_head, prepare_split, write_labels)
+
+SUBSETS = ("train", "val", "test")
+
+
+def train_worker_into(config, cluster: Cluster, run_dir: Path, progress):
+    """The run as worker `cluster.index`, written into run_dir: (metrics, history, skipped) on the chief;
+    None on the others, which are done once the chief needs nothing more from them."""
+    import keras
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # (the all-gathers of uneven chunks retrace; that is expected)
+    strategy = make_strategy("multiworker")  # before any other TF operation; every peer has joined already
+    keras.utils.set_random_seed(config.seed)
+    backbone = get_backbone(config.backbone)
+    split = prepare_split(config, run_dir)
+    check_same_split(strategy, split)
+    size = (config.image_size, config.image_size) if config.image_size else tuple(backbone.input_size)
+    weights = config.weights or backbone.default_weights
+
+    # The extractor is built outside the strategy's scope: inference needs no mirrored variables, and a
+    # model built inside it would turn every predict into a collective of all the workers.
+    pixels, _, feature_map, extractor = build_extractor(backbone, weights, size, config.features)
+    augmentation = parse_augmentation(config.augment, config.augment_copies)
+    cache_dir = Path(config.cache_dir) if config.cache_dir and cluster.is_chief else default_cache_dir()
+    features, phases, counts = {}, {}, {}
+    for name in (n for n in SUBSETS if split.subset(n)):
+        features[name], phases[name], counts[name] = sharded_features(
+            strategy, cluster, extractor, config, split, name, size, weights, cache_dir, progress,
+            augmentation if name == "train" and augmentation.kinds else None)
+    if not cluster.is_chief:
+        return None  # the head is fitted on the chief alone: this worker's part is done
+    check_some_readable(features)
+
+    n_classes, shape = len(split.classes), extractor.output_shape[1:]
+    train = (features["train"].features, features["train"].labels, None)
+    val = (features["val"].features, features["val"].labels, None) if "val" in features else None
+    head = new_head(config, shape, n_classes)
+    history = fit_head_on_features(config, head, train, val, n_classes, "head", progress)
+    write_labels(split.classes, run_dir / layout.LABELS)
+    model = full_model(backbone, pixels, head(feature_map))
+    distribution = {**describe_strategy(strategy), "workers": cluster.size,
+                    "phases": {"split": "each", "features": phases, "head": "chief", "evaluation": "chief"},
+                    "images_per_worker": counts}
+    result = finish_run(config, backbone, weights, size, split, (model, head), features, history, run_dir,
+                        distribution)
+    return result.metrics, result.history, result.skipped
+
+
+def check_same_split(strategy, split) -> None:
+    """Every worker made the same split (same files, labels and subsets): DataError on all of them if not."""
+    text = json.dumps([list(split.classes), *[[list(split.subset(n)), [int(c) for c in split.labels(n)]]
+                                              for n in SUBSETS]])
+    digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int64)
+    digests = all_gather(strategy, digest)
+    differ = [index for index, value in enumerate(digests) if value != digests[0]]
+    if differ:
+        raise DataError(f"worker(s) {', '.join(map(str, differ))} made another split than the chief: got different "
+                        "files, labels or subsets, expected the same data folder and options on every host")
+
+
+def sharded_features(strategy, cluster: Cluster, extractor, config, split, subset, size, weights, cache_dir: Path,
+                     progress, augmentation: Augmentation | None):
+    """(the subset's FeatureSet on the chief, None elsewhere; how it was made; images per worker): extracted
+    in shares and all-gathered (train.sharding), or read from the chief's cache."""
+    relpaths, labels = list(split.subset(subset)), split.labels(subset)
+    views = augmentation.views_per_image if augmentation else 1
+    shape = tuple(int(d) for d in extractor.output_shape[1:])
+    cache_path = cache_file(cache_dir, feature_cache_key(config, split, subset, size, weights, augmentation))
+    cached = read_if_cached(cache_path, relpaths, labels, shape, views) if cluster.is_chief else None
+    chief_has = bool(all_gather(strategy, np.array([cached is not None], np.int32))[0])
+    if chief_has:  # nobody extracts; only the chief needs the features
+        return cached, "cached", [len(relpaths)] + [0] * (cluster.size - 1)
+    shares = shares_of(len(relpaths), cluster.size)
+    share_path = partial_path(cache_path, "share")
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    report = (lambda done, total: progress(f"features {subset}", done, total)) if progress else None
+    try:
+        mine = extract_share(extractor, Path(config.data_dir), relpaths, shares[cluster.index], size,
+                             augmentation or Augmentation(), config.seed, share_path, report)
+        store = partial_path(cache_path, "") if cluster.is_chief else None
+        readable = gather_share(strategy, mine, shares, views, shape, store)
+        gathered = write_gathered(cache_path, relpaths, labels, readable, store, views, shape, augmentation,
+                                  Path(config.data_dir), size) if cluster.is_chief else None
+    finally:
+        share_path.unlink(missing_ok=True)
+    return gathered, "sharded", [len(s) for s in shares]
+
+
+def partial_path(cache_path: Path, kind: str) -> Path:
+    """A file of this process beside a cache entry (train.multiworker removes a killed child's)."""
+    return cache_path.with_name(f"{cache_path.stem}.{os.getpid()}.{kind + '.' if kind else ''}partial.npy")
