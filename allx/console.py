@@ -39,6 +39,11 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def echo(text: str, err: bool = False) -> None:
+    """One line of plain text on stdout (stderr with `err`): no rich markup, no wrapping of long paths."""
+    (stderr if err else stdout).print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def handle_errors(command):
     """Decorator for a Typer command: AllxError -> one line + its exit code; Ctrl-C -> 130."""
 

@@ -13,6 +13,7 @@ from typing import Callable, Iterator, Sequence
 
 from allx.errors import DataError, ImageError
 from allx.images import is_image_file
+from allx.edge_runner.manifest_check import REJECTED
 from allx.edge_runner.model import EdgeModel, Prediction
 from allx.files import write_csv
 
@@ -171,5 +172,5 @@ def write_results_csv(path, results: Sequence[ImageResult], with_ood: bool = Fal
             f"{p.latency_ms:.3f}", ""]
         if with_ood:
             row += ["", ""] if p is None or p.ood is None else [str(p.ood).lower(), f"{p.ood_score:.6f}"]
-        rows.append(row + ([model_sha256] if model_sha256 else []) + (["rejected"] if rejected else []))
+        rows.append(row + ([model_sha256] if model_sha256 else []) + ([REJECTED] if rejected else []))
     return write_csv(path, header, rows)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from allx import __version__
-from allx.console import exit_codes_help, handle_errors, show_progress, stderr, stdout
+from allx.console import echo, exit_codes_help, handle_errors, show_progress, stderr, stdout
 from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
 from allx.edge_runner.bench import bench_models, report_markdown
 from allx.edge_runner.camera import has_display, run_camera
@@ -18,17 +18,19 @@ from allx.edge_runner.cli_calibrate import calibrate
 from allx.edge_runner.cli_log import (LogDbOption, OperatorOption, SiteConfigOption, check_operator, log_app,
                                       open_run_log, review)
 from allx.edge_runner.info import describe_model
+from allx.edge_runner.manifest_check import REJECTED
 from allx.edge_runner.model import EdgeModel, resolve_model
 from allx.edge_runner.quality import limits_in_use
 from allx.edge_runner.runtime import find_runtime
 from allx.edge_runner.serve import server  # light: FastAPI and uvicorn load inside server.build_app / run
 from allx.edge_runner.serve.uploads import UploadLimits
-from allx.edge_runner.sample import SampleSession, decision_record
+from allx.edge_runner.sample import SampleSession, decision_record, field_decision
 from allx.edge_runner.status import NOTE, admit
 from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
 from allx.edge_runner.views import (answer_words, batch_summary_line, bench_caption, bench_table, camera_summary_line,
                                     field_line, frame_line, info_lines, result_header, result_line, sample_line,
                                     samples_summary_line)
+from allx.decision import UNLIKE_TRAINING
 from allx.errors import UsageError
 from allx.files import checked_write, write_csv, write_json
 
@@ -48,7 +50,7 @@ ThreadsOption = Annotated[Optional[int], typer.Option(
 DelegateOption = Annotated[str, typer.Option(
     "--delegate", help="auto (Edge TPU for a model compiled for it), cpu, or edgetpu.")]
 OodThresholdOption = Annotated[Optional[float], typer.Option(
-    "--ood-threshold", help="Flag an image 'uncertain: unlike training images' when its out-of-distribution score "
+    "--ood-threshold", help=f"Flag an image '{UNLIKE_TRAINING}' when its out-of-distribution score "
     "is above this (default: the threshold allx convert calibrated, in model.json ood.threshold; higher flags "
     "fewer images).", show_default=False)]
 TtaOption = Annotated[bool, typer.Option(
@@ -73,10 +75,6 @@ def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float
 
 def mark_rejected(text: str, rejected: bool) -> str:
     return f"{text}  [{NOTE}]" if rejected else text
-
-
-def echo(text: str, err: bool = False) -> None:
-    (stderr if err else stdout).print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -138,15 +136,14 @@ def classify(
 
     def show(result) -> None:
         probabilities = None if result.prediction is None else result.prediction.probabilities
-        decision = decision_record(probabilities, edge_model.labels, point)
+        decision = field_decision(probabilities, edge_model.labels, point)
         if audit is not None:
-            audit.field(result, edge_model.labels, extra=decision)
+            audit.field(result, edge_model.labels, extra=decision_record(decision))
         if json_lines:
-            record = {**result_record(result, edge_model.has_ood, edge_model), **decision}
-            typer.echo(json.dumps({**record, "model_status": "rejected"} if rejected else record))
+            record = {**result_record(result, edge_model.has_ood, edge_model), **decision_record(decision)}
+            typer.echo(json.dumps({**record, "model_status": REJECTED} if rejected else record))
         else:
-            echo(mark_rejected(result_line(result, label_width, answer_words(result, edge_model.labels, point)),
-                               rejected))
+            echo(mark_rejected(result_line(result, label_width, answer_words(decision)), rejected))
 
     if not json_lines:
         echo(result_header(label_width))
@@ -292,7 +289,7 @@ def bench(
     document = report.to_dict()
     statuses = {str(path): manifest.status for path, manifest in resolved}  # None: no manifest
     for row in document["results"]:
-        row["model_status"] = "rejected" if row["model"] in rejected else statuses.get(row["model"])
+        row["model_status"] = REJECTED if row["model"] in rejected else statuses.get(row["model"])
     if json_out is not None:
         write_json(json_out, document)
     if markdown is not None:

@@ -8,13 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.console import handle_errors, stderr, stdout
+from allx.console import echo, handle_errors
 from allx.edge_runner.calibrate import DEFAULT_MAX_DROP, calibrate_site, drifted
 from allx.errors import CheckFailed
-
-
-def echo(text: str, err: bool = False) -> None:
-    (stderr if err else stdout).print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @handle_errors

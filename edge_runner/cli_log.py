@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.console import handle_errors, stderr, stdout
+from allx.console import echo, handle_errors
 from allx.edge_runner.audit import AuditLog
 from allx.edge_runner.seal import parse_verify_key
 from allx.edge_runner.provenance import RunLog, model_facts
@@ -41,10 +41,6 @@ VerifyKeyOption = Annotated[Optional[str], typer.Option(
 log_app = typer.Typer(name="log", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                       help="Check or export the audit log, or give its verification key. Exit codes: 0 ok; "
                       "2 bad, empty or cut-short log file; 3 tampered log.")
-
-
-def echo(text: str, err: bool = False) -> None:
-    (stderr if err else stdout).print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def open_log(log_db: Path | None, site_config: Path | None, readonly: bool) -> AuditLog:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from allx.decision import BENIGN, decide
+from allx.decision import UNLIKE_TRAINING, Decision
 
 from allx.edge_runner.batch import BatchSummary, ImageResult
 from allx.edge_runner.bench import BenchReport
@@ -16,7 +16,7 @@ from allx.edge_runner.sample import FieldResult, SampleVerdict
 from allx.edge_runner.sample_batch import SamplesSummary
 
 PATH_WIDTH = 40
-OOD_NOTE = "uncertain: unlike training images"
+OOD_NOTE = UNLIKE_TRAINING
 METADATA_WORDS = {"embedded": "embedded in the .tflite (labels, manifest, statistics)",
                   "model.json": "from model.json beside the model (none embedded)",
                   "none": "none (no allx metadata embedded, no model.json beside the model)"}
@@ -40,11 +40,9 @@ def result_line(result: ImageResult, label_width: int, answer: str = "") -> str:
     return line
 
 
-def answer_words(result: ImageResult, classes, point) -> str:
-    """The field's clinical answer at the model's operating point ("" for a model without a Benign class)."""
-    if result.prediction is None or BENIGN not in classes:
-        return ""
-    return decide(result.prediction.probabilities, classes, point).words
+def answer_words(decision: Decision | None) -> str:
+    """The field's clinical answer, rendered from the decision its record carries ("" without one)."""
+    return "" if decision is None else decision.words
 
 
 def field_line(field: FieldResult, label_width: int) -> str:
