@@ -12,18 +12,13 @@ import typer
 from allx import __version__
 from allx.console import echo, exit_codes_help, handle_errors, show_progress, stderr, stdout
 from allx.edge_runner.batch import classify_paths, result_record, write_results_csv
-from allx.edge_runner.bench import bench_models, report_markdown
-from allx.edge_runner.camera import has_display, run_camera
 from allx.edge_runner.cli_calibrate import calibrate
 from allx.edge_runner.cli_log import (LogDbOption, OperatorOption, SiteConfigOption, check_operator, log_app,
                                       open_run_log, review)
-from allx.edge_runner.info import describe_model
 from allx.edge_runner.manifest_check import REJECTED
 from allx.edge_runner.model import EdgeModel, resolve_model
 from allx.edge_runner.quality import limits_in_use
 from allx.edge_runner.runtime import find_runtime
-from allx.edge_runner.serve import server  # light: FastAPI and uvicorn load inside server.build_app / run
-from allx.edge_runner.serve.uploads import UploadLimits
 from allx.edge_runner.sample import SampleSession, decision_record, field_decision
 from allx.edge_runner.status import NOTE, admit
 from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
@@ -33,6 +28,9 @@ from allx.edge_runner.views import (answer_words, batch_summary_line, bench_capt
 from allx.decision import UNLIKE_TRAINING
 from allx.errors import UsageError
 from allx.files import checked_write, write_csv, write_json
+
+# The camera, bench, info and serve code is imported inside its own command: `classify`, the command
+# that must start fast, loads none of it.
 
 EXIT_CODES = exit_codes_help(0, 1, 2, 3, 130)
 
@@ -228,6 +226,8 @@ def camera(
     edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, tta, allow_rejected)
     audit = open_run_log(edge_model, log_db, operator, site_config, enabled=sample is not None and not no_log)
     session = None if sample is None else SampleSession(edge_model, sample)
+    from allx.edge_runner.camera import has_display, run_camera
+
     display = not headless and has_display()
 
     def on_frame(result) -> None:
@@ -277,6 +277,8 @@ def bench(
     rejected = [str(path) for path, manifest in resolved if admit(manifest, path, allow_rejected)]
     for path in rejected:
         echo(f"warning: {path}: {NOTE}", err=True)
+    from allx.edge_runner.bench import bench_models, report_markdown
+
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
                           labels=labels, tta=tta, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None)
     for result in report.results:
@@ -310,6 +312,8 @@ def info(
     Inputs/outputs (shape, dtype, scale/zero point), op counts, labels, manifest fields, the
     conversion check results. Exit codes: 0 ok; 2 model error.
     """
+    from allx.edge_runner.info import describe_model
+
     description = describe_model(model, labels=labels, delegate=delegate)
     for warning in description.warnings:
         echo(f"warning: {warning}", err=True)
@@ -347,6 +351,9 @@ def serve(
     if not 0 < port < 65536 or max_files < 1 or max_file_mb <= 0:
         raise UsageError(f"got --port {port}, --max-files {max_files}, --max-file-mb {max_file_mb}, "
                          "expected a port in 1..65535 and positive limits")
+    from allx.edge_runner.serve import server  # FastAPI and uvicorn load inside server.build_app / run
+    from allx.edge_runner.serve.uploads import UploadLimits
+
     limits = UploadLimits(max_file_bytes=int(max_file_mb * 1024 * 1024), max_files=max_files)
     options = server.ServeOptions(model, host, port, log_db, None if camera.lower() == "none" else camera,
                                   new_token=new_token, limits=limits)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from allx.decision import UNLIKE_TRAINING, Decision
 
 from allx.edge_runner.batch import BatchSummary, ImageResult
-from allx.edge_runner.bench import BenchReport
-from allx.edge_runner.camera import CameraSummary, FrameResult
-from allx.edge_runner.info import ModelInfo
 from allx.edge_runner.sample import FieldResult, SampleVerdict
 from allx.edge_runner.sample_batch import SamplesSummary
+
+if TYPE_CHECKING:  # named in annotations only: classify's start-up does not load the bench, camera or info code
+    from allx.edge_runner.bench import BenchReport
+    from allx.edge_runner.camera import CameraSummary, FrameResult
+    from allx.edge_runner.info import ModelInfo
 
 PATH_WIDTH = 40
 OOD_NOTE = UNLIKE_TRAINING
