@@ -32,15 +32,15 @@ def exit_codes_help(*codes: int) -> str:
     return "Exit codes: " + "; ".join(f"{code} {EXIT_CODES[code]}" for code in chosen) + "."
 
 
+def echo(text: str, err: bool = False) -> None:
+    """One line of plain text on stdout (stderr with `err`): no rich markup, no wrapping of long paths."""
+    (stderr if err else stdout).print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: message` on stderr (one line, no markup) and return the Exit to raise."""
     stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     return typer.Exit(code)
-
-
-def echo(text: str, err: bool = False) -> None:
-    """One line of plain text on stdout (stderr with `err`): no rich markup, no wrapping of long paths."""
-    (stderr if err else stdout).print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def handle_errors(command):
