@@ -57,6 +57,7 @@ TtaOption = Annotated[bool, typer.Option(
 AllowRejectedOption = Annotated[bool, typer.Option(
     "--allow-rejected", help="Run a model that failed allx convert's accuracy check (status rejected); every "
     "result then says so.")]
+NoLogOption = Annotated[bool, typer.Option("--no-log", help="Do not write the audit log.")]
 
 
 def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None, tta: bool = False,
@@ -97,7 +98,7 @@ def classify(
         "(the sub-folder's name is the sample ID).")] = False,
     log_db: LogDbOption = None,
     operator: OperatorOption = None,
-    no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the audit log.")] = False,
+    no_log: NoLogOption = False,
     site_config: SiteConfigOption = None,
     allow_rejected: AllowRejectedOption = False,
 ):
@@ -210,7 +211,7 @@ def camera(
         "sample verdict is shown with every frame and at the end.", show_default=False)] = None,
     log_db: LogDbOption = None,
     operator: OperatorOption = None,
-    no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the audit log.")] = False,
+    no_log: NoLogOption = False,
     site_config: SiteConfigOption = None,
     allow_rejected: AllowRejectedOption = False,
 ):
