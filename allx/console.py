@@ -16,7 +16,6 @@ from typing import Callable, Iterator
 import typer
 from rich.console import Console
 from rich.markup import escape as escape_markup
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from allx.errors import EXIT_CODES, AllxError
 from allx.text import printable
@@ -155,6 +154,9 @@ def progress_bars(transient: bool = True, lines_when_piped: bool = False,
 
         yield line_at_end
         return
+    # imported here: `allx-edge classify` starts without the progress-bar code it never draws
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr, transient=transient) as bars:
         tasks: dict[str, int] = {}

@@ -16,7 +16,15 @@ import numpy as np
 from allx.errors import ModelError, UsageError
 from allx.jsonio import Fields
 
-BENIGN = "Benign"
+BENIGN = "Benign"  # the one class that is not B-ALL: the only place its name is spelled
+# The codes a record carries for a field's or a sample's answer (JSON, CSV, audit log); the words for people
+# come from `Decision.words` and `SampleVerdict.words`.
+VERDICT_MALIGNANT, VERDICT_BENIGN, VERDICT_INCONCLUSIVE = "malignant", "benign", "inconclusive"
+# The note shown beside an image flagged by the out-of-distribution check, and the reason a sample sets it aside.
+UNLIKE_TRAINING = "uncertain: unlike training images"
+# The kinds of audit-log rows: one classified image, one sample's verdict, one reviewer's action.
+FIELD_RECORD, SAMPLE_RECORD, REVIEW_RECORD = "field", "sample", "review"
+AUDIT_KINDS = (FIELD_RECORD, SAMPLE_RECORD, REVIEW_RECORD)
 DEFAULT_TARGET_SENSITIVITY = 0.99
 ARGMAX_THRESHOLD = 0.5  # without a chosen point: malignant when 1 - p(Benign) >= 0.5 (close to argmax)
 
@@ -101,6 +109,10 @@ class Decision:
     confidence: float  # p(label) renormalised within the side the decision took
 
     @property
+    def code(self) -> str:
+        return VERDICT_MALIGNANT if self.malignant else VERDICT_BENIGN
+
+    @property
     def words(self) -> str:
         return f"B-ALL suspected ({self.label}, {self.confidence:.2f})" if self.malignant else "no B-ALL seen"
 
@@ -109,6 +121,11 @@ def check_target(target: float) -> float:
     if not isinstance(target, (int, float)) or not 0 < target <= 1:
         raise UsageError(f"--target-sensitivity: got {target!r}, expected a number in (0, 1]")
     return float(target)
+
+
+def has_benign(classes) -> bool:
+    """Whether these classes allow the malignant/benign decision (one of them is Benign)."""
+    return BENIGN in list(classes)
 
 
 def benign_index(classes) -> int:

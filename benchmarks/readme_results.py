@@ -188,17 +188,26 @@ def edge_section() -> list[str]:
     d = load("edge_throughput.json")
     if not d:
         return ["Edge throughput: not run (`python benchmarks/edge_throughput.py`)."]
-    cold = d["cold_start_ms"]
+    cold, cpu, busy = d["cold_start_ms"], d["cpu_ms_per_image"], d["load_average"]
     command = ("python benchmarks/edge_throughput.py --model runs/lite0/tflite --images "
-               "../shared/data/all-taleqani/Original --limit 300 --out benchmarks/results/edge_throughput.json")
+               "../shared/data/all-taleqani/Original --limit 300 --repeats 5")
     return [f"### `allx-edge classify` on a folder vs bare `invoke()` ({provenance(d, command)})", "",
-            "| model | images | bare invoke img/s | classify img/s | classify / invoke | cold start to first result |",
-            "|---|---|---|---|---|---|",
+            "| model | images | bare invoke img/s | classify img/s (CPU ms/img) | classify / invoke | sequential loop "
+            "img/s (CPU ms/img) | classify / sequential | cold start to first result (CPU) |",
+            "|---|---|---|---|---|---|---|---|",
             f"| {Path(d['model']).name} ({d['runtime']}, {d['threads']} threads) | {d['images']} real | "
-            f"{d['invoke_ips']:.0f} | {d['classify_ips']:.0f} | **{d['classify_vs_invoke']:.2f}x** (target >= 0.8x) | "
-            f"{cold['median']:.0f} ms median |", "",
-            "Classify includes decode, resize, the out-of-distribution score and the output; decoding of the next"
-            " images overlaps inference. Ratios measured in alternating rounds in one process."]
+            f"{d['invoke_ips']:.0f} | {d['classify_ips']:.0f} ({cpu['classify']:.2f}) | "
+            f"**{d['classify_vs_invoke']:.2f}x** (target >= 0.92x) | {d['sequential_ips']:.0f} ({cpu['sequential']:.2f}) | "
+            f"**{d['classify_vs_sequential']:.2f}x** (target >= 1.00x) | {cold['median']:.0f} ms median "
+            f"({cold['cpu_median']:.0f} ms) (target <= 350 ms) |", "",
+            f"Measured with load average {busy[0]:.1f} before and {d['load_average_after'][0]:.1f} after on "
+            f"{d['machine']['cores']} cores shared with other work: the wall-clock rates move with that load; the "
+            "ratios come from alternating rounds in one process (median of the per-round ratios). Classify includes "
+            "decode, the out-of-distribution score and the output; the next images are decoded at the lowest CPU "
+            "priority while the interpreter runs, and one whose decode has not started in time is decoded in turn. "
+            "Under heavy load the overlapped pass, with more threads, also wins a larger share of the CPU than the "
+            "other two, so its ratio flatters it there: the CPU time per image is the steadier comparison. Rerun "
+            "the command on an idle machine before quoting the ratio as the device's."]
 
 
 def ood_section() -> list[str]:

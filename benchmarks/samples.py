@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from allx.convert.operating import pseudo_samples, score_verdicts  # noqa: E402
+from allx.decision import benign_index  # noqa: E402
 from allx.edge_runner.model import EdgeModel  # noqa: E402
 from allx.edge_runner.sample import SampleSession, SampleVerdict  # noqa: E402
 from allx.files import write_atomic  # noqa: E402
@@ -60,7 +61,7 @@ def run(model: EdgeModel, data: Path, relpaths: list[str], truth: list[int], siz
         vote_right.append(bool(labels) and majority(labels) == model.labels[truth[members[0]]])
     sample_truth = [truth[m[0]] for m in samples]
     scored = score_verdicts(verdicts, sample_truth, model.labels)
-    benign = model.labels.index("Benign")
+    benign = benign_index(model.labels)
     set_aside = Counter(why.split(":")[0] for v in verdicts for _, why in v.fields_set_aside)
     return {"fields_per_sample": size, "samples": len(samples),
             "malignant_samples": sum(t != benign for t in sample_truth), **scored,

@@ -11,6 +11,7 @@ from allx import layout
 from allx.convert.check import CheckPredictions, CheckReport
 from allx.convert.edgetpu import METADATA_EMBEDDED
 from allx.edge_runner.metadata import TFLITE_IDENTIFIER, embed_metadata, metadata_tools  # noqa: F401  (convert checks the tools first)
+from allx.edge_runner.manifest_check import STATUSES
 from allx.errors import AllxError
 from allx.files import csv_text, interrupts_deferred, write_atomic
 from allx.edge_runner.runtime import find_runtime
@@ -35,7 +36,7 @@ def build_manifest(model_file: str, check: CheckReport, tensors, source: dict, e
         outputs["embedding"] = embedding.to_dict()
     return {
         "kind": layout.RecordKind.MANIFEST.value, "format": FORMAT, "model_file": model_file, "precision": check.precision, "status":
-        "passed" if check.passed else "rejected", "labels": list(check.labels), "input": input_spec.to_dict(),
+        STATUSES[0] if check.passed else STATUSES[1], "labels": list(check.labels), "input": input_spec.to_dict(),
         "outputs": outputs,
         "preprocessing": f"raw RGB uint8 0..255, resized bilinear to {height}x{width} (allx.images); "
                          "scaling inside the model",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from allx.decision import UNLIKE_TRAINING
+
 if TYPE_CHECKING:
     from allx.convert.ood import OodCalibration
 
@@ -30,7 +32,7 @@ def report_section(calibration: OodCalibration | None, note: str | None = None) 
               f"principal axes, shared covariance), fit on {c.fit_images} train images through the converted model. "
               f"Threshold {c.threshold:.4g} flags {c.held_out_flagged:.1%} of {c.held_out_images} {c.held_out_subset} "
               f"images (asked: at most {c.flag_rate:.1%}); allx-edge marks such results "
-              "\"uncertain: unlike training images\" (`--ood-threshold` overrides).", "",
+              f"\"{UNLIKE_TRAINING}\" (`--ood-threshold` overrides).", "",
               f"| {c.held_out_subset} images flagged | threshold |", "|---|---|"]
     lines += [f"| {rate:.0%} | {value:.4g} |" for rate, value in c.tradeoff]
     lines += ["", "Generated non-smear images flagged: " +

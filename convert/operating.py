@@ -19,10 +19,10 @@ from typing import Sequence
 
 import numpy as np
 
-from allx.decision import OperatingPoint, choose_operating_point, decide, malignant_scores, point_at
+from allx.decision import (VERDICT_BENIGN, VERDICT_INCONCLUSIVE, VERDICT_MALIGNANT, OperatingPoint, benign_index,
+                           choose_operating_point, decide, malignant_scores, point_at)
 from allx.edge_runner.model import Prediction
-from allx.edge_runner.sample import (BENIGN, INCONCLUSIVE, MALIGNANT, FieldResult, SampleRule, SampleVerdict,
-                                     aggregate, aggregate_probabilities)
+from allx.edge_runner.sample import FieldResult, SampleRule, SampleVerdict, aggregate, aggregate_probabilities
 from allx.errors import ModelError, UsageError
 
 FIELDS_PER_SAMPLE = 5
@@ -82,7 +82,7 @@ def choose_sample_rule(relpaths: Sequence[str], truth: Sequence[int], probabilit
     """The sample threshold and agreement requirement, with the sample-level numbers they reached."""
     samples = pseudo_samples(relpaths, truth, groups, size)
     sample_truth = np.array([truth[members[0]] for members in samples])
-    benign = list(labels).index("Benign")
+    benign = benign_index(labels)
     if len(samples) < 2 or (sample_truth == benign).all() or (sample_truth != benign).all():
         raise UsageError(f"choosing the sample rule needs benign and malignant pseudo-samples in {subset}, got "
                          f"{len(samples)} samples ({int((sample_truth != benign).sum())} malignant)")
@@ -107,15 +107,15 @@ def choose_sample_rule(relpaths: Sequence[str], truth: Sequence[int], probabilit
 
 def score_verdicts(verdicts: Sequence[SampleVerdict], truth: Sequence[int], labels: Sequence[str]) -> dict:
     """Sample-level sensitivity, specificity, accuracy and subtype accuracy over the conclusive samples."""
-    benign = list(labels).index("Benign")
-    called = [(v, t) for v, t in zip(verdicts, truth) if v.verdict != INCONCLUSIVE]
-    malignant = [v.verdict == MALIGNANT for v, t in called if t != benign]
-    benign_ok = [v.verdict == BENIGN for v, t in called if t == benign]
+    benign = benign_index(labels)
+    called = [(v, t) for v, t in zip(verdicts, truth) if v.verdict != VERDICT_INCONCLUSIVE]
+    malignant = [v.verdict == VERDICT_MALIGNANT for v, t in called if t != benign]
+    benign_ok = [v.verdict == VERDICT_BENIGN for v, t in called if t == benign]
     subtype = [v.subtype == labels[t] for v, t in called if t != benign]
     ratio = (lambda xs: float(np.mean(xs)) if xs else None)
     return {"sensitivity": ratio(malignant), "specificity": ratio(benign_ok),
             "accuracy": ratio(malignant + benign_ok), "subtype_accuracy": ratio(subtype),
-            "inconclusive": float(np.mean([v.verdict == INCONCLUSIVE for v in verdicts]))}
+            "inconclusive": float(np.mean([v.verdict == VERDICT_INCONCLUSIVE for v in verdicts]))}
 
 
 def operating_sections(relpaths: Sequence[str], truth: Sequence[int], probabilities: np.ndarray,
@@ -128,7 +128,7 @@ def operating_sections(relpaths: Sequence[str], truth: Sequence[int], probabilit
     point = trained if use_trained else choose_point(probabilities, truth, labels, target, subset)
     rule = choose_sample_rule(relpaths, truth, probabilities, labels, point, target, subset, groups)
     reached = point_at(point.threshold, malignant_scores(probabilities, labels),
-                       np.asarray(truth) != list(labels).index("Benign"), target, subset)
+                       np.asarray(truth) != benign_index(labels), target, subset)
     sections = {"operating_point": point.to_dict(), "sample_rule": rule.to_dict(),
                 "operating_point_check": {"subset": subset, "sensitivity": reached.sensitivity,
                                           "specificity": reached.specificity}}

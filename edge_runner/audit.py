@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Iterator, Sequence, TextIO
 
 from allx import layout
+from allx.decision import AUDIT_KINDS, REVIEW_RECORD, SAMPLE_RECORD
 from allx.edge_runner import seal, spool
 from allx.edge_runner.audit_file import (BUSY_TIMEOUT_S, LogLocked, check_key_dir_apart, check_not_gone,
                                          check_whole, connect, file_identity, sqlite_errors)
@@ -45,7 +46,7 @@ from allx.files import SafeCsvWriter, create_temp
 SCHEMA_VERSION = 2  # 2: seals (schema 1 logs are sealed from their head on at their next write)
 FORMAT = "allx-audit"
 GENESIS = "0" * 64
-KINDS = ("field", "sample", "review")
+KINDS = AUDIT_KINDS
 COLUMNS = ("id", "time_utc", "kind", "sample_id", "operator", "image", "image_sha256", "label", "record",
            "prev_hash", "row_hash")
 INSERT_ROW = f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -397,7 +398,7 @@ class AuditLog:
                operator: str | None = None) -> int:
         """A technologist's word on a logged sample: confirm (override None) or override with a label and a note."""
         sample_id = str(sample_id or "").strip()
-        results = [row for row in self.rows(sample=sample_id) if row["kind"] != "review"]
+        results = [row for row in self.rows(sample=sample_id) if row["kind"] != REVIEW_RECORD]
         if not results:
             raise DataError(f"{self.path}: got sample {sample_id!r}, expected a sample ID with results in the log "
                             "(allx-edge log export --csv lists them)")
@@ -407,8 +408,8 @@ class AuditLog:
                 raise UsageError(f"--override: got {override!r}, expected one of {', '.join(known) or 'a label'}")
             if not note.strip():
                 raise UsageError("--override without --note: expected a note saying why the result is overridden")
-        last = ([row for row in results if row["kind"] == "sample"] or results)[-1]
-        return self.append({"kind": "review", "sample_id": sample_id, "operator": operator,
+        last = ([row for row in results if row["kind"] == SAMPLE_RECORD] or results)[-1]
+        return self.append({"kind": REVIEW_RECORD, "sample_id": sample_id, "operator": operator,
                             "action": "confirm" if override is None else "override",
                             "label": last["label"] if override is None else override, "note": note,
                             "reviewed_label": last["label"], "reviewed_row": last["id"]}, spool_when_locked=False)

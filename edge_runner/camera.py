@@ -14,8 +14,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from allx.decision import UNLIKE_TRAINING
 from allx.errors import DataError, MissingDependency, UsageError
 from allx.images import resize_rgb
+from allx.edge_runner.manifest_check import REJECTED
 from allx.edge_runner.model import EdgeModel, Prediction
 from allx.edge_runner.output import StreamedCsv
 from allx.edge_runner.sample import FieldResult, SampleSession, SampleVerdict
@@ -162,7 +164,7 @@ class Window:
         if prediction is not None:
             lines.insert(0, f"{prediction.label} {prediction.score:.0%}")
             if prediction.ood:
-                lines.insert(1, "uncertain: unlike training images")
+                lines.insert(1, UNLIKE_TRAINING)
         for i, text in enumerate(lines):
             cv2.putText(frame, text, (10, 28 + 26 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 255), 2)
         cv2.imshow(self.NAME, frame)
@@ -203,7 +205,7 @@ def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: 
     window, warnings = open_window() if display else (None, ())
     log = StreamedCsv(log_path, LOG_HEADER) if log_path else None
     session_id = f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}-{os.getpid()}-{secrets.token_hex(2)}"
-    status = "rejected" if rejected else (model.manifest.status or "")
+    status = REJECTED if rejected else (model.manifest.status or "")
     latencies, flagged, read, ended_by, last = [], 0, 0, "max frames", None
     start = time.perf_counter()
     try:

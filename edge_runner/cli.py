@@ -10,31 +10,30 @@ from typing import Annotated, Optional
 import typer
 
 from allx import __version__
-from allx.console import echo, exit_codes_help, handle_errors, show_progress, stderr, stdout
+from allx.console import echo, exit_codes_help, handle_errors, show_progress, stdout
 from allx.edge_runner.batch import classify_paths, expand_paths, result_record, write_results_csv
-from allx.edge_runner.bench import bench_models, report_markdown
-from allx.edge_runner.camera import has_display, run_camera
 from allx.edge_runner.cli_calibrate import calibrate
 from allx.edge_runner.cli_monitor import monitor
 from allx.edge_runner.cli_log import (LogDbOption, OperatorOption, SiteConfigOption, check_operator, log_app,
                                       open_run_log, review)
 from allx.edge_runner.explain import explain_files
-from allx.edge_runner.info import describe_model
 from allx.edge_runner.manifest_check import REJECTED
 from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.quality import limits_in_use
 from allx.edge_runner.runtime import find_runtime
-from allx.edge_runner.serve import server  # light: FastAPI and uvicorn load inside server.build_app / run
-from allx.edge_runner.serve.uploads import UploadLimits
-from allx.edge_runner.sample import SampleSession, decision_record
+from allx.edge_runner.sample import SampleSession, decision_record, field_decision
 from allx.edge_runner.status import NOTE
 from allx.edge_runner.sample_batch import CSV_HEADER, classify_samples, csv_rows, samples_from_arguments
 from allx.edge_runner.views import (answer_words, batch_summary_line, bench_caption, bench_table, camera_summary_line,
                                     field_line, frame_line, info_lines, result_header, result_line, sample_line,
                                     samples_summary_line)
+from allx.decision import UNLIKE_TRAINING
 from allx.errors import UsageError
 from allx.files import checked_write, write_csv, write_json
 from allx.text import printable
+
+# The camera, bench, info and serve code is imported inside its own command: `classify`, the command
+# that must start fast, loads none of it.
 
 EXIT_CODES = exit_codes_help(0, 1, 2, 3, 130)
 
@@ -52,7 +51,7 @@ ThreadsOption = Annotated[Optional[int], typer.Option(
 DelegateOption = Annotated[str, typer.Option(
     "--delegate", help="auto (Edge TPU for a model compiled for it), cpu, or edgetpu.")]
 OodThresholdOption = Annotated[Optional[float], typer.Option(
-    "--ood-threshold", help="Flag an image 'uncertain: unlike training images' when its out-of-distribution score "
+    "--ood-threshold", help=f"Flag an image '{UNLIKE_TRAINING}' when its out-of-distribution score "
     "is above this (default: the threshold allx convert calibrated, in model.json ood.threshold; higher flags "
     "fewer images).", show_default=False)]
 TtaOption = Annotated[bool, typer.Option(
@@ -61,6 +60,7 @@ TtaOption = Annotated[bool, typer.Option(
 AllowRejectedOption = Annotated[bool, typer.Option(
     "--allow-rejected", help="Run a model that failed allx convert's accuracy check (status rejected); every "
     "result then says so.")]
+NoLogOption = Annotated[bool, typer.Option("--no-log", help="Do not write the audit log.")]
 
 
 def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None, tta: bool = False,
@@ -100,7 +100,7 @@ def classify(
         "(the sub-folder's name is the sample ID).")] = False,
     log_db: LogDbOption = None,
     operator: OperatorOption = None,
-    no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the audit log.")] = False,
+    no_log: NoLogOption = False,
     site_config: SiteConfigOption = None,
     allow_rejected: AllowRejectedOption = False,
     explain: Annotated[Optional[Path], typer.Option(
@@ -142,15 +142,14 @@ def classify(
 
     def show(result) -> None:
         probabilities = None if result.prediction is None else result.prediction.probabilities
-        decision = decision_record(probabilities, edge_model.labels, point)
+        decision = field_decision(probabilities, edge_model.labels, point)
         if audit is not None:
-            audit.field(result, edge_model.labels, extra=decision)
+            audit.field(result, edge_model.labels, extra=decision_record(decision))
         if json_lines:
-            record = {**result_record(result, edge_model.has_ood, edge_model), **decision}
-            typer.echo(json.dumps({**record, "model_status": "rejected"} if rejected else record))
+            record = {**result_record(result, edge_model.has_ood, edge_model), **decision_record(decision)}
+            typer.echo(json.dumps({**record, "model_status": REJECTED} if rejected else record))
         else:
-            echo(mark_rejected(result_line(result, label_width, answer_words(result, edge_model.labels, point)),
-                               rejected))
+            echo(mark_rejected(result_line(result, label_width, answer_words(decision)), rejected))
 
     if not json_lines:
         echo(result_header(label_width))
@@ -230,7 +229,7 @@ def camera(
         "sample verdict is shown with every frame and at the end.", show_default=False)] = None,
     log_db: LogDbOption = None,
     operator: OperatorOption = None,
-    no_log: Annotated[bool, typer.Option("--no-log", help="Do not write the audit log.")] = False,
+    no_log: NoLogOption = False,
     site_config: SiteConfigOption = None,
     allow_rejected: AllowRejectedOption = False,
 ):
@@ -246,6 +245,8 @@ def camera(
     edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, tta, allow_rejected)
     audit = open_run_log(edge_model, log_db, operator, site_config, enabled=sample is not None and not no_log)
     session = None if sample is None else SampleSession(edge_model, sample)
+    from allx.edge_runner.camera import has_display, run_camera
+
     display = not headless and has_display()
 
     def on_frame(result) -> None:
@@ -290,6 +291,7 @@ def bench(
     Load time, mean/std/min/p50/p90/p99/max, throughput, peak memory, size, runtime, threads,
     delegate, and the machine's facts. Exit codes: 0 ok; 2 usage or model error.
     """
+    from allx.edge_runner.bench import bench_models, report_markdown
 
     report = bench_models(model, runs=runs, warmup=warmup, threads=threads, delegate=delegate, images=images,
                           labels=labels, tta=tta, on_model=(lambda path: echo(f"benchmarking {path} ...", err=True)) if show_progress() else None,
@@ -325,6 +327,8 @@ def info(
     Inputs/outputs (shape, dtype, scale/zero point), op counts, labels, manifest fields, the
     conversion check results. Exit codes: 0 ok; 2 model error.
     """
+    from allx.edge_runner.info import describe_model
+
     description = describe_model(model, labels=labels, delegate=delegate)
     for warning in description.warnings:
         echo(f"warning: {warning}", err=True)
@@ -366,6 +370,9 @@ def serve(
     if not 0 < port < 65536 or max_files < 1 or max_file_mb <= 0:
         raise UsageError(f"got --port {port}, --max-files {max_files}, --max-file-mb {max_file_mb}, "
                          "expected a port in 1..65535 and positive limits")
+    from allx.edge_runner.serve import server  # FastAPI and uvicorn load inside server.build_app / run
+    from allx.edge_runner.serve.uploads import UploadLimits
+
     limits = UploadLimits(max_file_bytes=int(max_file_mb * 1024 * 1024), max_files=max_files)
     options = server.ServeOptions(model, host, port, log_db, None if camera.lower() == "none" else camera,
                                   new_token=new_token, limits=limits, allow_hosts=tuple(allow_host or ()))

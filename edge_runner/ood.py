@@ -45,8 +45,8 @@ def mahalanobis_scores(embeddings: np.ndarray, stats: MahalanobisStats) -> np.nd
 
     In float64: the score is printed to 6 decimals and must be the same on x86-64 and arm64, whose float32
     matrix kernels sum in different orders (they differed in the 7th significant digit on a Pi's core)."""
-    projected = ((np.atleast_2d(embeddings).astype(np.float64) - stats.mean.astype(np.float64))
-                 @ stats.projection.astype(np.float64))
+    projected = ((np.atleast_2d(embeddings).astype(np.float64) - np.asarray(stats.mean, np.float64))
+                 @ np.asarray(stats.projection, np.float64))
     distances = ((projected[:, np.newaxis, :] - stats.class_means[np.newaxis]) ** 2).sum(axis=2)
     return distances.min(axis=1)
 
@@ -83,6 +83,8 @@ def mahalanobis_scorer(section: dict, folder: Path, embedding_size: int | None, 
         stats = read_stats(folder / f"{name} (embedded in the model)", embedding_size, files[name])
     else:
         stats = read_stats(folder / name, embedding_size)
+    # widened once here, not per image: float32 -> float64 is exact, so the scores are the same
+    stats = MahalanobisStats(*(np.asarray(a, np.float64) for a in (stats.mean, stats.projection, stats.class_means)))
     return lambda probabilities, embedding: float(mahalanobis_scores(embedding, stats)[0])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from allx import __version__, layout
-from allx.decision import BENIGN
+from allx.decision import BENIGN, FIELD_RECORD, SAMPLE_RECORD, VERDICT_BENIGN, VERDICT_MALIGNANT
 from allx.edge_runner.manifest_check import Manifest
 from allx.errors import ModelError
 from allx.files import sha256_file
@@ -52,7 +52,7 @@ def model_facts(edge_model) -> dict:
 
 def field_record(result, labels, model: dict, operator: str | None, sample_id: str | None = None) -> dict:
     """The audit record of one classified (or failed) image of a batch: batch.ImageResult -> dict."""
-    record = {"kind": "field", "sample_id": sample_id, "operator": operator, **image_facts(result.path), **model}
+    record = {"kind": FIELD_RECORD, "sample_id": sample_id, "operator": operator, **image_facts(result.path), **model}
     p = result.prediction
     if p is None:
         return {**record, "label": None, "error": result.error}
@@ -68,7 +68,7 @@ def sample_field_record(field, labels, model: dict, operator: str | None, sample
     probabilities = result.get("probabilities")
     if probabilities is not None:
         result["probabilities"] = dict(zip(labels, probabilities))
-    return {"kind": "field", "sample_id": sample_id, "operator": operator, "image": Path(field.name).name,
+    return {"kind": FIELD_RECORD, "sample_id": sample_id, "operator": operator, "image": Path(field.name).name,
             "image_path": field.name, "image_sha256": field.sha256 or None, **model, **result}
 
 
@@ -78,8 +78,8 @@ def sample_verdict_record(verdict, labels, model: dict, operator: str | None) ->
     result = {key: value for key, value in verdict.to_dict().items() if key != "kind"}
     if result.get("probabilities") is not None:
         result["probabilities"] = dict(zip(labels, result["probabilities"]))
-    label = verdict.subtype if verdict.verdict == "malignant" else BENIGN if verdict.verdict == "benign" else None
-    return {"kind": "sample", "operator": operator, **model, **result, "label": label, "words": verdict.words}
+    label = {VERDICT_MALIGNANT: verdict.subtype, VERDICT_BENIGN: BENIGN}.get(verdict.verdict)
+    return {"kind": SAMPLE_RECORD, "operator": operator, **model, **result, "label": label, "words": verdict.words}
 
 
 class RunLog:

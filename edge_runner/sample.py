@@ -22,16 +22,15 @@ from typing import Sequence
 
 import numpy as np
 
-from allx.decision import ARGMAX_THRESHOLD, Decision, OperatingPoint, SampleRule, decide
+from allx.decision import (ARGMAX_THRESHOLD, UNLIKE_TRAINING, VERDICT_BENIGN, VERDICT_INCONCLUSIVE, VERDICT_MALIGNANT,
+                           Decision, OperatingPoint, SampleRule, decide, has_benign)
 from allx.errors import ImageError
 from allx.images import decode_image_bytes
 from allx.layout import RecordKind
 from allx.edge_runner.model import EdgeModel, Prediction
 from allx.edge_runner.quality import QualityLimits, QualityResult, check_quality, limits_in_use
 
-MALIGNANT, BENIGN, INCONCLUSIVE = "malignant", "benign", "inconclusive"
 LOG_FLOOR = 1e-6  # a probability of 0 from an int8 output would make one field veto every other
-OOD_REASON = "uncertain: unlike training images"
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class FieldResult:
         return {"kind": RecordKind.PREDICTION.value, "path": self.name, "sha256": self.sha256,
                 "label": None if p is None else p.label, "score": None if p is None else round(p.score, 6),
                 "probabilities": None if p is None else [round(v, 6) for v in p.probabilities],
-                "decision": None if d is None else (MALIGNANT if d.malignant else BENIGN),
+                "decision": None if d is None else d.code,
                 "subtype": d.label if d is not None and d.malignant else None,
                 "malignant_score": None if d is None else round(d.score, 6),
                 "ood": None if p is None else p.ood, "quality": None if self.quality is None else self.quality.to_dict(),
@@ -63,7 +62,7 @@ class SampleVerdict:
     """One sample's answer: malignant (with subtype), benign, or inconclusive (with the reason)."""
 
     sample_id: str
-    verdict: str  # MALIGNANT, BENIGN or INCONCLUSIVE
+    verdict: str  # VERDICT_MALIGNANT, VERDICT_BENIGN or VERDICT_INCONCLUSIVE (allx.decision)
     subtype: str | None
     confidence: float | None
     reason: str | None  # why inconclusive; None otherwise
@@ -76,9 +75,9 @@ class SampleVerdict:
 
     @property
     def words(self) -> str:
-        if self.verdict == MALIGNANT:
+        if self.verdict == VERDICT_MALIGNANT:
             return f"B-ALL suspected ({self.subtype}, {self.confidence:.2f})"
-        return "no B-ALL seen" if self.verdict == BENIGN else f"inconclusive: {self.reason}"
+        return "no B-ALL seen" if self.verdict == VERDICT_BENIGN else f"inconclusive: {self.reason}"
 
     def to_dict(self) -> dict:
         return {"kind": RecordKind.SAMPLE.value, "sample_id": self.sample_id, "verdict": self.verdict,
@@ -105,7 +104,7 @@ def aggregate(fields: Sequence[FieldResult], classes: Sequence[str], rule: Sampl
     names = tuple(f.name for f in used)
 
     def inconclusive(reason: str, **extra) -> SampleVerdict:
-        return SampleVerdict(sample_id, INCONCLUSIVE, None, None, reason, names, aside, threshold=rule.threshold,
+        return SampleVerdict(sample_id, VERDICT_INCONCLUSIVE, None, None, reason, names, aside, threshold=rule.threshold,
                              **extra)
 
     if not fields:
@@ -124,18 +123,24 @@ def aggregate(fields: Sequence[FieldResult], classes: Sequence[str], rule: Sampl
              "probabilities": tuple(float(v) for v in probabilities)}
     if agreement < rule.min_agreement:
         return inconclusive(f"fields disagree: {sum(field_sides)} of {len(used)} say B-ALL suspected", **extra)
-    return SampleVerdict(sample_id, MALIGNANT if decision.malignant else BENIGN,
+    return SampleVerdict(sample_id, decision.code,
                          decision.label if decision.malignant else None, decision.confidence, None, names, aside,
                          threshold=rule.threshold, **extra)
 
 
-def decision_record(probabilities, classes, point: OperatingPoint | None) -> dict:
-    """The clinical answer as JSON codes ({} for a model without a Benign class): decision, subtype, score."""
-    if "Benign" not in classes or probabilities is None:
+def field_decision(probabilities, classes, point: OperatingPoint | None) -> Decision | None:
+    """One image's answer at `point`, decided once and carried to its record and its words (None for an image
+    that failed or a model without a Benign class)."""
+    if probabilities is None or not has_benign(classes):
+        return None
+    return decide(probabilities, classes, point)
+
+
+def decision_record(d: Decision | None) -> dict:
+    """The clinical answer as JSON codes ({} without one): decision, subtype, malignant score."""
+    if d is None:
         return {}
-    d = decide(probabilities, classes, point)
-    return {"decision": MALIGNANT if d.malignant else BENIGN, "subtype": d.label if d.malignant else None,
-            "malignant_score": round(d.score, 6)}
+    return {"decision": d.code, "subtype": d.label if d.malignant else None, "malignant_score": round(d.score, 6)}
 
 
 def rule_or_default(rule: SampleRule | None, point: OperatingPoint | None = None) -> SampleRule:
@@ -187,7 +192,7 @@ class SampleSession:
         decision = decide(prediction.probabilities, self.model.labels, self.point)
         reason = "; ".join(quality.reasons) if quality is not None and not quality.ok else None
         if reason is None and prediction.ood:
-            reason = OOD_REASON
+            reason = UNLIKE_TRAINING
         return self._keep(FieldResult(str(name), digest, prediction, quality, reason is None, reason, decision))
 
     def set_aside(self, name: str, reason: str) -> FieldResult:

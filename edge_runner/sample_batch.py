@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from allx.decision import FIELD_RECORD, SAMPLE_RECORD, VERDICT_INCONCLUSIVE
 from allx.errors import DataError, UsageError
 from allx.images import is_image_file
 from allx.edge_runner.batch import expand_paths
@@ -88,7 +89,7 @@ def summarize(fields: list[tuple[str, FieldResult]], verdicts: list[SampleVerdic
     quality = sum(f.prediction is not None and f.quality is not None and not f.quality.ok for f in results)
     flagged = sum(not f.usable and f.prediction is not None and (f.quality is None or f.quality.ok) for f in results)
     return SamplesSummary(len(verdicts), len(results), sum(f.usable for f in results), failed, quality, flagged,
-                          sum(v.verdict == "inconclusive" for v in verdicts), seconds)
+                          sum(v.verdict == VERDICT_INCONCLUSIVE for v in verdicts), seconds)
 
 
 def csv_rows(fields: list[tuple[str, FieldResult]], verdicts: list[SampleVerdict]) -> list[list]:
@@ -96,11 +97,11 @@ def csv_rows(fields: list[tuple[str, FieldResult]], verdicts: list[SampleVerdict
     rows = []
     for sample_id, f in fields:
         p, d = f.prediction, f.decision
-        rows.append(["field", sample_id, f.name, f.sha256, p.label if p else "", f"{p.score:.6f}" if p else "",
-                     "" if d is None else ("malignant" if d.malignant else "benign"), d.label if d and d.malignant else "",
+        rows.append([FIELD_RECORD, sample_id, f.name, f.sha256, p.label if p else "", f"{p.score:.6f}" if p else "",
+                     "" if d is None else d.code, d.label if d and d.malignant else "",
                      f"{d.confidence:.6f}" if d else "", str(f.usable).lower(), f.reason or "", "", ""])
     for v in verdicts:
-        rows.append(["sample", v.sample_id, "", "", "", "", v.verdict, v.subtype or "",
+        rows.append([SAMPLE_RECORD, v.sample_id, "", "", "", "", v.verdict, v.subtype or "",
                      "" if v.confidence is None else f"{v.confidence:.6f}", "", v.reason or "",
                      ";".join(v.fields_used), ";".join(f"{name}: {why}" for name, why in v.fields_set_aside)])
     return rows

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from allx.decision import BENIGN, decide
+from allx.decision import UNLIKE_TRAINING, Decision
 from allx.text import printable
 
 from allx.edge_runner.batch import BatchSummary, ImageResult
-from allx.edge_runner.bench import BenchReport
-from allx.edge_runner.camera import CameraSummary, FrameResult
-from allx.edge_runner.info import ModelInfo
 from allx.edge_runner.sample import FieldResult, SampleVerdict
 from allx.edge_runner.sample_batch import SamplesSummary
 
+if TYPE_CHECKING:  # named in annotations only: classify's start-up does not load the bench, camera or info code
+    from allx.edge_runner.bench import BenchReport
+    from allx.edge_runner.camera import CameraSummary, FrameResult
+    from allx.edge_runner.info import ModelInfo
+
 PATH_WIDTH = 40
-OOD_NOTE = "uncertain: unlike training images"
+OOD_NOTE = UNLIKE_TRAINING
 METADATA_WORDS = {"embedded": "embedded in the .tflite (labels, manifest, statistics)",
                   "model.json": "from model.json beside the model (none embedded)",
                   "none": "none (no allx metadata embedded, no model.json beside the model)"}
@@ -42,11 +45,9 @@ def result_line(result: ImageResult, label_width: int, answer: str = "") -> str:
     return printable(line)
 
 
-def answer_words(result: ImageResult, classes, point) -> str:
-    """The field's clinical answer at the model's operating point ("" for a model without a Benign class)."""
-    if result.prediction is None or BENIGN not in classes:
-        return ""
-    return decide(result.prediction.probabilities, classes, point).words
+def answer_words(decision: Decision | None) -> str:
+    """The field's clinical answer, rendered from the decision its record carries ("" without one)."""
+    return "" if decision is None else decision.words
 
 
 def field_line(field: FieldResult, label_width: int) -> str:

@@ -1,10 +1,15 @@
 """allx.decision: the malignant/benign answer at an operating point chosen for a target sensitivity."""
 
+import ast
+
 import numpy as np
 import pytest
+from test_architecture import module_sources
 
-from allx.decision import (OperatingPoint, choose_operating_point, decide, malignant_scores,
-                           sensitivity_specificity)
+from allx.decision import (AUDIT_KINDS, BENIGN, UNLIKE_TRAINING, VERDICT_BENIGN, VERDICT_INCONCLUSIVE,
+                           VERDICT_MALIGNANT, OperatingPoint, benign_index, choose_operating_point, decide, has_benign,
+                           malignant_scores, sensitivity_specificity)
+from allx.edge_runner.manifest_check import STATUSES
 from allx.errors import ModelError, UsageError
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")
@@ -104,3 +109,45 @@ def test_with_confidence_the_point_leaves_fewer_misses_than_the_plain_quantile()
             point = choose_operating_point(both, np.r_[np.ones(n_malignant), 0], classes, 0.99, confidence=confidence)
             fails[name] += (fresh >= point.threshold).mean() < 0.99
     assert fails["plain"] > 60 and fails["bounded"] < 25
+
+
+def test_the_code_a_record_carries_matches_the_decision():
+    assert decide([0.2, 0.1, 0.6, 0.1], CLASSES).code == VERDICT_MALIGNANT
+    assert decide([0.9, 0.05, 0.03, 0.02], CLASSES).code == VERDICT_BENIGN
+    assert has_benign(CLASSES) and not has_benign(("Early", "Pre"))
+    with pytest.raises(ModelError, match="expected one named 'Benign'"):
+        benign_index(("Early", "Pre"))
+
+
+# The vocabulary has one owner: the Benign class name, the verdict codes, the audit record kinds and the
+# out-of-distribution note are spelled in allx.decision (record file kinds in allx.layout) and imported
+# everywhere else, so a record writer and its reader cannot drift apart.
+CODES = {VERDICT_MALIGNANT, VERDICT_BENIGN, VERDICT_INCONCLUSIVE, *AUDIT_KINDS, UNLIKE_TRAINING, *STATUSES}
+CODE_OWNERS = ("allx.decision", "allx.layout", "allx.edge_runner.manifest_check")
+GENERATED_CLASSES = "allx.synthetic"  # names the class folders of generated test images
+
+
+def spelled_values(source: str) -> list[tuple[int, str]]:
+    """(line, text) of every string literal used as a value: dict keys and subscripts name a field, not a code."""
+    tree = ast.parse(source)
+    keys = {id(key) for node in ast.walk(tree) if isinstance(node, ast.Dict) for key in node.keys if key is not None}
+    keys |= {id(node.slice) for node in ast.walk(tree) if isinstance(node, ast.Subscript)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in keys]
+
+
+def test_benign_is_named_and_defined_only_in_decision():
+    named = [f"{name}:{line}" for name, source in module_sources().items()
+             if name not in ("allx.decision", GENERATED_CLASSES)
+             for line, text in spelled_values(source) if text == BENIGN]
+    defined = [name for name, source in module_sources().items() for node in ast.walk(ast.parse(source))
+               if isinstance(node, ast.Assign)
+               for target in node.targets for leaf in ast.walk(target) if getattr(leaf, "id", None) == "BENIGN"]
+    assert named == [] and defined == ["allx.decision"]
+
+
+def test_record_codes_are_not_spelled_outside_their_owner():
+    spelled = [f"{name}:{line} {text!r}" for name, source in module_sources().items()
+               if name.startswith(("allx.edge_runner", "allx.convert")) and name not in CODE_OWNERS
+               for line, text in spelled_values(source) if text in CODES]
+    assert spelled == []

@@ -1,5 +1,7 @@
 """Batch classification: which paths a pattern names, input order kept, decoding ahead but bounded."""
 
+import os
+import sys
 import threading
 
 import numpy as np
@@ -8,7 +10,7 @@ from edge_models import tiny_models
 from PIL import Image
 
 from allx.errors import DataError
-from allx.edge_runner.batch import classify_paths, expand_paths
+from allx.edge_runner.batch import DECODE_NICENESS, classify_paths, expand_paths
 from allx.edge_runner.model import EdgeModel
 
 
@@ -84,6 +86,33 @@ def test_order_kept_and_prefetch_bounded(tmp_path):
     reference = EdgeModel.load(tiny_models().int8)
     first = reference.predict(reference.load_pixels(tmp_path / "00.png"))
     assert results[0].prediction.probabilities == pytest.approx(tuple(first))
+
+
+class PriorityModel(EdgeModel):
+    """The real model, noting the CPU priority (nice value) of each thread that decodes an image."""
+
+    def __init__(self, model):
+        self.__dict__.update(model.__dict__)
+        self.seen = []
+
+    def load_pixels(self, path):
+        nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        self.seen.append((threading.current_thread() is threading.main_thread(), nice))
+        return super().load_pixels(path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value per thread is Linux's")
+def test_prefetched_decodes_run_at_the_lowest_priority(tmp_path):
+    for i in range(12):
+        Image.new("RGB", (32, 32), (10 * i, 90, 160)).save(tmp_path / f"{i:02d}.png")
+    model = PriorityModel(EdgeModel.load(tiny_models().int8))
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    results, _ = classify_paths(model, [str(tmp_path)], workers=2, prefetch=4)
+    in_pool = [nice for on_main, nice in model.seen if not on_main]
+    on_main = [nice for on_main, nice in model.seen if on_main]  # decodes that had not started in time
+    assert len(model.seen) == len(results) == 12 and in_pool
+    assert set(in_pool) == {DECODE_NICENESS} and set(on_main) <= {before}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # the interpreter's thread keeps its own
 
 
 def test_nothing_to_classify(tmp_path):

@@ -115,6 +115,20 @@ def test_table_and_summary(tiny, mixed_dir):
     assert "2 images: 1 classified, 1 failed" in lines[-1] and "images/s" in lines[-1]
 
 
+def test_each_image_is_decided_once_for_its_record_and_its_words(tiny, mixed_dir, monkeypatch):
+    from allx import decision
+    from allx.edge_runner import sample, views
+
+    calls, real = [], decision.decide
+    counting = (lambda *args, **kwargs: calls.append(args[0]) or real(*args, **kwargs))
+    for module in (decision, sample, views):  # wherever a copy of the name could be called from
+        monkeypatch.setattr(module, "decide", counting, raising=False)
+    result = invoke("classify", mixed_dir / "plain.png", mixed_dir / "rgba.png", mixed_dir / "zero.jpg",
+                    "-m", tiny.int8, "--no-log")
+    answers = [line for line in result.stdout.splitlines() if "B-ALL" in line]
+    assert result.exit_code == 1 and len(answers) == 2 and len(calls) == 2
+
+
 def test_globs_and_recursive_folders(tiny, mixed_dir, tmp_path):
     nested = tmp_path / "top" / "sub"
     nested.mkdir(parents=True)

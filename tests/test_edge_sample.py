@@ -8,10 +8,9 @@ import pytest
 from edge_models import LABELS, SIZE, tiny_models
 from PIL import Image, ImageFilter
 
-from allx.decision import OperatingPoint
+from allx.decision import VERDICT_BENIGN, VERDICT_INCONCLUSIVE, VERDICT_MALIGNANT, OperatingPoint
 from allx.edge_runner.model import EdgeModel, Prediction
-from allx.edge_runner.sample import (BENIGN, INCONCLUSIVE, MALIGNANT, FieldResult, SampleRule, SampleSession,
-                                     aggregate, aggregate_probabilities)
+from allx.edge_runner.sample import FieldResult, SampleRule, SampleSession, aggregate, aggregate_probabilities
 from allx.errors import ModelError
 
 PRE = (0.02, 0.03, 0.9, 0.05)
@@ -33,7 +32,7 @@ def test_mean_log_probability_is_a_normalised_geometric_mean():
 
 def test_five_malignant_fields_give_one_subtype_verdict():
     verdict = aggregate([field(f"f{i}.jpg", PRE) for i in range(5)], LABELS, SampleRule(), "S1")
-    assert (verdict.verdict, verdict.subtype, verdict.reason) == (MALIGNANT, "Pre", None)
+    assert (verdict.verdict, verdict.subtype, verdict.reason) == (VERDICT_MALIGNANT, "Pre", None)
     assert verdict.words.startswith("B-ALL suspected (Pre, 0.9") and len(verdict.fields_used) == 5
     record = verdict.to_dict()
     assert record["kind"] == "sample" and record["sample_id"] == "S1" and record["verdict"] == "malignant"
@@ -42,14 +41,14 @@ def test_five_malignant_fields_give_one_subtype_verdict():
 
 def test_benign_fields_say_no_b_all_seen():
     verdict = aggregate([field(f"f{i}", BENIGN_ROW) for i in range(4)], LABELS, SampleRule())
-    assert verdict.verdict == BENIGN and verdict.words == "no B-ALL seen" and verdict.subtype is None
+    assert verdict.verdict == VERDICT_BENIGN and verdict.words == "no B-ALL seen" and verdict.subtype is None
 
 
 def test_the_rule_threshold_moves_the_verdict():
     row = (0.7, 0.1, 0.1, 0.1)  # malignant score 0.3
     fields = [field(f"f{i}", row) for i in range(3)]
-    assert aggregate(fields, LABELS, SampleRule(threshold=0.5, min_agreement=0)).verdict == BENIGN
-    assert aggregate(fields, LABELS, SampleRule(threshold=0.2, min_agreement=0)).verdict == MALIGNANT
+    assert aggregate(fields, LABELS, SampleRule(threshold=0.5, min_agreement=0)).verdict == VERDICT_BENIGN
+    assert aggregate(fields, LABELS, SampleRule(threshold=0.2, min_agreement=0)).verdict == VERDICT_MALIGNANT
 
 
 @pytest.mark.parametrize("fields, reason", [
@@ -62,14 +61,14 @@ def test_the_rule_threshold_moves_the_verdict():
 ])
 def test_inconclusive_says_why(fields, reason):
     verdict = aggregate(fields, LABELS, SampleRule(min_agreement=0.6), "S")
-    assert verdict.verdict == INCONCLUSIVE and verdict.subtype is None and verdict.reason.startswith(reason)
+    assert verdict.verdict == VERDICT_INCONCLUSIVE and verdict.subtype is None and verdict.reason.startswith(reason)
     assert verdict.words == f"inconclusive: {verdict.reason}"
 
 
 def test_set_aside_fields_are_named_with_their_reason():
     fields = [field(f"f{i}", PRE) for i in range(3)] + [field("blur.jpg", BENIGN_ROW, False, "blurred: focus 3 < 40")]
     verdict = aggregate(fields, LABELS, SampleRule())
-    assert verdict.verdict == MALIGNANT and verdict.fields_set_aside == (("blur.jpg", "blurred: focus 3 < 40"),)
+    assert verdict.verdict == VERDICT_MALIGNANT and verdict.fields_set_aside == (("blur.jpg", "blurred: focus 3 < 40"),)
     assert verdict.to_dict()["fields_set_aside"] == [{"path": "blur.jpg", "reason": "blurred: focus 3 < 40"}]
 
 
@@ -113,7 +112,7 @@ def test_a_session_reads_checks_classifies_and_sets_aside(model_folder, tmp_path
     assert results[3].reason.startswith("blurred: focus ") and "not a readable image" in results[4].reason
     assert len(results[0].sha256) == 64 and results[0].decision is not None and results[0].quality.ok
     verdict = session.verdict()
-    assert verdict.sample_id == "P-7" and verdict.verdict in (MALIGNANT, BENIGN)
+    assert verdict.sample_id == "P-7" and verdict.verdict in (VERDICT_MALIGNANT, VERDICT_BENIGN)
     assert verdict.fields_used == tuple(str(tmp_path / f"good{i}.png") for i in range(3))
     assert [name for name, _ in verdict.fields_set_aside] == [str(tmp_path / "blur.png"), str(tmp_path / "broken.jpg")]
     same = SampleSession(model, "bytes")
@@ -126,4 +125,4 @@ def test_a_session_with_zero_usable_fields_is_inconclusive(model_folder, tmp_pat
     session.add_field(tmp_path / "broken.jpg")
     session.add_field(tmp_path / "missing.jpg")
     verdict = session.verdict()
-    assert verdict.verdict == INCONCLUSIVE and "set aside" in verdict.reason and len(verdict.fields_set_aside) == 2
+    assert verdict.verdict == VERDICT_INCONCLUSIVE and "set aside" in verdict.reason and len(verdict.fields_set_aside) == 2

@@ -45,6 +45,16 @@ def test_start_up_imports_nothing_heavy():
     assert json.loads(loaded.stdout) == []
 
 
+def test_start_up_leaves_the_other_commands_code_unloaded():
+    """classify must start fast: the camera, bench, info and serve code loads inside its own command."""
+    other = ("allx.edge_runner.camera", "allx.edge_runner.bench", "allx.edge_runner.info",
+             "allx.edge_runner.serve.server", "rich.progress")
+    code = "import sys, json, allx.edge_runner.cli; print(json.dumps(sorted(m for m in sys.modules if m in %r)))" % (other,)
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert loaded.returncode == 0, loaded.stderr
+    assert json.loads(loaded.stdout) == []
+
+
 def test_classifies_where_tensorflow_cannot_be_imported(tmp_path, image):
     blocked = blocker_dir(tmp_path, "tensorflow", "keras")
     probe = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True,

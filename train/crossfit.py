@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from allx import layout
-from allx.decision import OperatingPoint, choose_operating_point
+from allx.decision import OperatingPoint, benign_index, choose_operating_point, has_benign
 from allx.errors import ModelError
 from allx.files import sha256_file
 from allx.jsonio import read_json
@@ -86,7 +86,7 @@ def run_point(features: dict, classes, groups_of, c: float, target: float, class
     images = list(rows)
     first = [rows[p][0] for p in images]
     labels = labels_all[first]
-    if "Benign" not in classes or len(set(labels == list(classes).index("Benign"))) < 2:
+    if not has_benign(classes) or len(set(labels == benign_index(classes))) < 2:
         return None, None
     groups, how = groups_of(images)
     views = [range(rows[p][0], rows[p][0] + rows[p][1]) for p in images]

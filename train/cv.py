@@ -22,7 +22,8 @@ from typing import Callable
 import numpy as np
 
 from allx import __version__, layout
-from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target, choose_operating_point, sensitivity_specificity
+from allx.decision import (DEFAULT_TARGET_SENSITIVITY, benign_index, check_target, choose_operating_point, has_benign,
+                           sensitivity_specificity)
 from allx.errors import UsageError
 from allx.files import write_json
 from allx.layout import RecordKind, SplitKind
@@ -183,9 +184,9 @@ def fold_stage(fold: int, folds: int) -> str:
 def fold_operating_point(probabilities, labels, classes, target: float):
     """The operating point chosen on the fold's val part; None when val lacks a benign or malignant image
     (or the classes have no Benign)."""
-    if probabilities is None or "Benign" not in classes:
+    if probabilities is None or not has_benign(classes):
         return None
-    benign = list(classes).index("Benign")
+    benign = benign_index(classes)
     if not (labels == benign).any() or (labels == benign).all():
         return None
     return choose_operating_point(probabilities, labels, classes, target, chosen_on="fold val")
@@ -249,8 +250,8 @@ def fold_hits(fold: dict, classes) -> dict:
     hits = {"accuracy": ((predicted == labels).astype(float), np.ones(len(labels), bool))}
     for k, name in enumerate(classes):
         hits[f"recall_{name}"] = ((predicted == k).astype(float), labels == k)
-    if "Benign" in classes:
-        benign = list(classes).index("Benign")
+    if has_benign(classes):
+        benign = benign_index(classes)
         malignant = labels != benign
         hits["malignant_sensitivity"] = ((predicted != benign).astype(float), malignant)
         hits["benign_specificity"] = ((predicted == benign).astype(float), ~malignant)

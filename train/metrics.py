@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BENIGN = "Benign"
+from allx.decision import benign_index, has_benign
 
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, classes) -> dict:
@@ -40,9 +40,9 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, classe
 
 def malignant_vs_benign(labels: np.ndarray, predicted: np.ndarray, classes) -> dict:
     """Sensitivity for malignant (any non-Benign class) and specificity for Benign; None without a Benign class."""
-    if BENIGN not in classes:
+    if not has_benign(classes):
         return {"malignant_sensitivity": None, "benign_specificity": None}
-    benign = list(classes).index(BENIGN)
+    benign = benign_index(classes)
     truly_malignant = labels != benign
     said_malignant = predicted != benign
     sensitivity = float(said_malignant[truly_malignant].mean()) if truly_malignant.any() else None

@@ -26,6 +26,7 @@ from typing import Callable
 
 import numpy as np
 
+from allx.decision import FIELD_RECORD, REVIEW_RECORD, SAMPLE_RECORD
 from allx.errors import AllxError, UsageError
 from allx.edge_runner import provenance
 from allx.edge_runner.audit import AuditLog, utc_now
@@ -262,11 +263,11 @@ def recent_samples(rows: list[dict], limit: int = 50) -> list[dict]:
         entry = samples.setdefault(row["sample_id"], {"sample_id": row["sample_id"], "fields": 0, "verdict": None,
                                                       "review": None})
         entry.update(time_utc=row["time_utc"], operator=row["operator"] or entry.get("operator"))
-        if row["kind"] == "field":
+        if row["kind"] == FIELD_RECORD:
             entry["fields"] += 1
-        elif row["kind"] == "sample":
+        elif row["kind"] == SAMPLE_RECORD:
             entry["verdict"] = row["record"].get("words") or row["label"]
-        elif row["kind"] == "review":
+        elif row["kind"] == REVIEW_RECORD:
             record = row["record"]
             entry["review"] = f"{record.get('action')} {row['label'] or ''}".strip()
     return sorted(samples.values(), key=lambda s: s["time_utc"], reverse=True)[:limit]

@@ -12,7 +12,7 @@ from edge_models import LABELS, tiny_models
 from PIL import Image
 from typer.testing import CliRunner
 
-import allx.edge_runner.cli as edge_cli
+import allx.edge_runner.camera as edge_camera
 from allx.edge_runner.camera import CameraSummary
 from allx.edge_runner.cli import app
 from allx.edge_runner.status import NOTE
@@ -250,10 +250,10 @@ def summary(ended_by):
 
 
 def test_camera_ctrl_c_exits_130_after_its_summary(tiny, monkeypatch):
-    monkeypatch.setattr(edge_cli, "run_camera", lambda *a, **k: summary("interrupted"))
+    monkeypatch.setattr(edge_camera, "run_camera", lambda *a, **k: summary("interrupted"))
     result = invoke("camera", "-m", tiny.int8, "--headless")
     assert result.exit_code == 130 and "interrupted: 3 frames read" in result.stdout
-    monkeypatch.setattr(edge_cli, "run_camera", lambda *a, **k: summary("source ended"))
+    monkeypatch.setattr(edge_camera, "run_camera", lambda *a, **k: summary("source ended"))
     assert invoke("camera", "-m", tiny.int8, "--headless").exit_code == 0
 
 
