@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from allx.edge_runner.model import resolve_card
+from allx.evidence import Evidence
 from allx.edge_runner.quant import tensor_quantization
 from allx.edge_runner.runtime import find_runtime, is_edgetpu_model, make_interpreter
 
@@ -47,6 +48,7 @@ class ModelInfo:
     metadata: str = ""  # where the manifest came from: "embedded" in the .tflite, "model.json", or "none"
     features_off: tuple[str, ...] = ()  # codes of edge_runner.metadata.FEATURES the model runs without
     overridden: tuple[str, ...] = ()  # files or options the embedded metadata won over
+    figures: tuple[str, ...] = ()  # each figure allx convert shipped, with how it was measured, in words
 
 
 def describe_model(path: str | Path, labels=None, delegate: str = "auto") -> ModelInfo:
@@ -62,7 +64,33 @@ def describe_model(path: str | Path, labels=None, delegate: str = "auto") -> Mod
         outputs=tuple(tensor_info(d) for d in interpreter.get_output_details()),
         op_counts=count_ops(interpreter), labels=card.labels, manifest=fields,
         check=manifest.get("check"), warnings=(*card.warnings, *warnings), sha256=card.sha256,
-        metadata=card.source, features_off=card.features_off, overridden=card.overridden)
+        metadata=card.source, features_off=card.features_off, overridden=card.overridden,
+        figures=shipped_figures(manifest))
+
+
+def shipped_figures(manifest: dict) -> tuple[str, ...]:
+    """"<figure> <value>, measured <how>" for each number model.json states with an evidence record."""
+    section = (lambda key: manifest.get(key) if isinstance(manifest.get(key), dict) else {})
+    checks = section("check_evidence")
+    rates = section("expected_rates")
+    figures = [("fields flagged unlike training", section("ood").get("held_out_flagged"), section("ood")),
+               ("benign specificity at the operating point", section("operating_point").get("specificity"),
+                section("operating_point")),
+               ("samples inconclusive under the sample rule", section("sample_rule").get("inconclusive"),
+                section("sample_rule")),
+               ("fields rejected for quality", section("quality").get("rejected_out_of_group"), section("quality")),
+               ("int8 accuracy on the check images", section("check").get("quantized", {}).get("accuracy"),
+                {"evidence": checks.get("accuracy")}),
+               ("int8 agreement with the float model", (section("check").get("fidelity") or {}).get("agreement"),
+                {"evidence": checks.get("fidelity")})]
+    figures += [(f"expected {name.replace('_', ' ')}", record.get("rate"), record)
+                for name, record in rates.items() if isinstance(record, dict)]
+    lines = []
+    for name, value, holder in figures:
+        evidence = Evidence.from_dict(holder.get("evidence"))
+        if isinstance(value, (int, float)) and evidence is not None:
+            lines.append(f"{name} {value:.1%}, measured {evidence.words()}")
+    return tuple(lines)
 
 
 def tensor_info(details: dict) -> TensorInfo:

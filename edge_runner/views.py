@@ -139,4 +139,5 @@ def info_lines(info: ModelInfo) -> list[str]:
         lines.append(f"{key:<9} {value}")
     if info.check:
         lines.append("check     " + ", ".join(f"{k}={v}" for k, v in info.check.items() if not isinstance(v, (dict, list))))
+    lines += [f"figure    {figure}" for figure in info.figures]
     return lines
