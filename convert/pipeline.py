@@ -18,7 +18,6 @@ from allx.convert.gate import binomial_interval
 from allx.convert.manifest import (build_manifest, embed_in_compiled, metadata_tools, output_names,
                                   predictions_csv, publish)
 from allx.convert.modes import ConvertOptions
-from allx.convert.ood_report import report_section
 from allx.convert.report import render_report
 from allx.convert.representative import calibration_batches, draw_representative, load_representative
 from allx.convert.source import Source, load_source
