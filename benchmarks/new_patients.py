@@ -142,6 +142,39 @@ def as_weighted(fields, weight: float):
     return [replace(f, usable=False, reason=OOD_REASON, flagged=False) if f.flagged else f for f in fields]
 
 
+def markdown(result: dict) -> str:
+    """The README's table: each target, what was measured on the held-out block, and the trade-off."""
+    shipped = next(r for r in result["samples"]["rows"] if r["shipped"])
+    pct = (lambda v: "n/a" if v is None else f"{v:.1%}")
+    stated = result["stated"]
+    rates = stated.get("expected_rates") or {}
+    lo, hi = result["benign_specificity_interval"]
+    rows = [("fields flagged unlike training, held-out block", pct(result["block_flagged"]), "<= 5%"),
+            ("other-lab lymphocytes flagged", pct(result.get("other_lab_flagged")), ">= 90%"),
+            ("five-field samples inconclusive", f"{pct(shipped['inconclusive'])} ({shipped['inconclusive_samples']} "
+             f"of {shipped['samples']})", "<= 5%"),
+            ("Benign samples inconclusive", f"{shipped['benign_inconclusive']} of {shipped['benign_samples']}",
+             "<= 10%"),
+            ("wrong sample verdicts", f"{shipped['wrong']} of {shipped['samples']}", "0 in >= 100"),
+            ("per-image benign specificity at the shipped point", f"{result['benign_specificity']:.3f} "
+             f"({lo:.3f}-{hi:.3f})", ">= 0.93"),
+            ("per-image malignant sensitivity there", f"{result['malignant_sensitivity']:.3f}", ">= 0.99"),
+            ("int8 check", "passed" if result["check"]["passed"] else "rejected", "not rejected")]
+    lines = ["| measure (held-out last 20% of file numbers) | measured | target |", "|---|---|---|"]
+    lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
+    lines += ["", "| weight of a flagged field | inconclusive, block | wrong, block | Benign inconclusive, block | "
+              "inconclusive, cross-fitted (model.json) | wrong, cross-fitted |", "|---|---|---|---|---|---|"]
+    stated_rows = {row["flagged_weight"]: row for row in stated.get("sample_rule_tradeoff") or []
+                   if row["min_agreement"] == (stated.get("sample_rule") or {}).get("min_agreement")}
+    for row in result["samples"]["rows"]:
+        cv = stated_rows.get(row["flagged_weight"], {})
+        lines.append(f"| {row['flagged_weight']:g}{' (shipped)' if row['shipped'] else ''} | {pct(row['inconclusive'])} "
+                     f"| {row['wrong']} | {row['benign_inconclusive']} of {row['benign_samples']} | "
+                     f"{pct(cv.get('inconclusive'))} | {pct(cv.get('wrong'))} |")
+    said = [f"- {name}: {pct(record.get('rate'))} (n {record.get('n')})" for name, record in rates.items()]
+    return "\n".join(lines + ["", "model.json's expected rates (out of group):", *said])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     folder, split = prepare(args)
@@ -179,6 +212,7 @@ def main(argv=None) -> int:
         result["other_lab_flagged"] = float(per_image(model, args.ood_dir, others)[1].mean())
         result["other_lab_images"] = len(others)
     write_atomic(args.out, json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
     shipped = next(r for r in result["samples"]["rows"] if r["shipped"])
     print(f"block fields flagged {result['block_flagged']:.1%} of {len(relpaths)}; other lab flagged "
           f"{result.get('other_lab_flagged', float('nan')):.1%}; samples {shipped['samples']}: inconclusive "
