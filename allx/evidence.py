@@ -26,7 +26,7 @@ FILE_BLOCKS = SplitKind.SEQUENCE.value  # contiguous blocks of file numbers per 
 SINGLE_IMAGES = SplitKind.IMAGE.value  # each image its own group (file names carry no numbers: no proxy)
 GROUPING_WORDS = {
     PATIENT_GROUPS: "patient groups (--groups)",
-    FILE_BLOCKS: "blocks of consecutive file numbers per class, a proxy for patients (no patient IDs given)",
+    FILE_BLOCKS: "blocks of consecutive file numbers per class, a proxy for patients: no patient IDs given",
     SINGLE_IMAGES: "single images: no patient IDs, and no file numbers to stand in for them",
     SplitKind.NEAR_DUPLICATE.value: "near-duplicate groups, which cannot see patients",
 }
@@ -88,9 +88,11 @@ def group_interval(values: Sequence[float], groups: Sequence, seed: int = 0,
     return (float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)))
 
 
-def rate_record(flags: Sequence[bool], groups: Sequence, evidence: Evidence, seed: int = 0) -> dict:
-    """model.json "expected_rates" entry: {"rate", "n", "evidence"} with the group-bootstrap interval."""
+def rate_record(flags: Sequence[bool], groups: Sequence, evidence: Evidence, seed: int = 0,
+                images: int | None = None) -> dict:
+    """model.json "expected_rates" entry: {"rate", "n", "evidence"} with the group-bootstrap interval; n counts
+    the flags (fields or samples), `images` the images behind them (default: one per flag)."""
     flags = np.asarray(flags, dtype=np.float64)
-    record = Evidence(evidence.on, evidence.grouping, evidence.groups, evidence.folds, len(flags),
-                      group_interval(flags, groups, seed))
+    record = Evidence(evidence.on, evidence.grouping, evidence.groups, evidence.folds,
+                      len(flags) if images is None else images, group_interval(flags, groups, seed))
     return {"rate": float(flags.mean()) if len(flags) else 0.0, "n": len(flags), "evidence": record.to_dict()}

@@ -212,9 +212,10 @@ def sample_rates(crossfit: CrossFitted, labels: Sequence[str], point: OperatingP
     fields = field_results(crossfit.probabilities, labels, point, crossfit.flags, rule.flagged_weight)
     verdicts = [aggregate([fields[i] for i in members], labels, rule).verdict for members in samples]
     sample_groups = [folds.groups[members[0]] for members in samples]
-    evidence = folds.evidence()
-    return {"inconclusive_rate": rate_record([v == INCONCLUSIVE for v in verdicts], sample_groups, evidence),
-            "malignant_rate": rate_record([v == MALIGNANT for v in verdicts], sample_groups, evidence)}
+    evidence, images = folds.evidence(), sum(len(members) for members in samples)
+    return {"inconclusive_rate": rate_record([v == INCONCLUSIVE for v in verdicts], sample_groups, evidence,
+                                             images=images),
+            "malignant_rate": rate_record([v == MALIGNANT for v in verdicts], sample_groups, evidence, images=images)}
 
 
 def with_interval(evidence: Evidence | None, share: float | None, trials: int) -> dict | None:
@@ -233,7 +234,8 @@ def point_evidence(point: OperatingPoint, crossfit: CrossFitted | None, subset_e
 
 
 def rule_evidence(rule: SampleRule, crossfit: CrossFitted | None, subset_evidence: Evidence | None) -> dict | None:
-    """The sample rule's inconclusive share, with its exact interval over the pseudo-samples."""
+    """The sample rule's inconclusive share, with its exact interval over the pseudo-samples (their images
+    are those of the fields: up to fields_per_sample each)."""
     evidence = crossfit.folds.evidence() if crossfit is not None else subset_evidence
     if evidence is None:
         return None

@@ -11,6 +11,7 @@ from allx.evidence import Evidence
 from allx.edge_runner.quant import tensor_quantization
 from allx.edge_runner.runtime import find_runtime, is_edgetpu_model, make_interpreter
 
+SAMPLE_RATES = ("inconclusive_rate", "malignant_rate")  # model.json expected_rates counted per sample, not per field
 MANIFEST_FIELDS = ("format", "precision", "preprocessing", "representative_count", "source_model_sha256",
                    "data_fingerprint", "versions", "created")
 
@@ -83,8 +84,10 @@ def shipped_figures(manifest: dict) -> tuple[str, ...]:
                 {"evidence": checks.get("accuracy")}),
                ("int8 agreement with the float model", (section("check").get("fidelity") or {}).get("agreement"),
                 {"evidence": checks.get("fidelity")})]
-    figures += [(f"expected {name.replace('_', ' ')}", record.get("rate"), record)
-                for name, record in rates.items() if isinstance(record, dict)]
+    for name, record in rates.items():
+        if isinstance(record, dict):
+            unit = "samples" if name in SAMPLE_RATES else "fields"
+            figures.append((f"expected {name.replace('_', ' ')} (of {record.get('n')} {unit})", record.get("rate"), record))
     lines = []
     for name, value, holder in figures:
         evidence = Evidence.from_dict(holder.get("evidence"))

@@ -14,9 +14,9 @@ def test_figures_are_said_with_their_evidence_and_unrecorded_ones_are_left_out()
                 "expected_rates": {"ood_rate": {"rate": 0.04, "n": 2604, "evidence": OUT}}}
     lines = shipped_figures(manifest)
     assert lines[0] == ("fields flagged unlike training 4.0%, measured out of group: 5 folds over 56 groups (blocks "
-                        "of consecutive file numbers per class, a proxy for patients (no patient IDs given)), 2,604 "
+                        "of consecutive file numbers per class, a proxy for patients: no patient IDs given), 2,604 "
                         "images; 95% interval 3.1%-5.0%")
     assert lines[1].startswith("int8 accuracy on the check images 100.0%, measured on images that share groups with "
                                "training")
-    assert lines[2].startswith("expected ood rate 4.0%, measured out of group")
+    assert lines[2].startswith("expected ood rate (of 2604 fields) 4.0%, measured out of group")
     assert len(lines) == 3 and shipped_figures({}) == ()
