@@ -69,6 +69,9 @@ class SampleRule:
     min_fields: int = 3  # fewer usable fields: inconclusive
     min_agreement: float = 0.5  # share of usable fields whose own answer takes the verdict's side, at least
     max_set_aside: float = 0.5  # share of fields set aside (unreadable, poor quality, flagged), at most
+    # a field flagged "unlike training" counts with this weight in the aggregate (0: it is set aside, the
+    # rule of models converted before the weight existed); chosen on cross-fitted pseudo-samples
+    flagged_weight: float = 0.0
     method: str = MEAN_LOG_PROBABILITY
     chosen_on: str = ""  # e.g. "val pseudo-samples of 5 consecutive fields"; empty for the defaults
     fields_per_sample: int | None = None
@@ -79,6 +82,7 @@ class SampleRule:
     accuracy: float | None = None  # malignant/benign accuracy over conclusive samples
     subtype_accuracy: float | None = None  # malignant samples called with their own subtype
     inconclusive: float | None = None  # share of samples left inconclusive
+    wrong: float | None = None  # share of samples given the wrong side (benign vs malignant)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,8 +95,9 @@ class SampleRule:
         if method != MEAN_LOG_PROBABILITY:
             raise fields.fail("method", method, repr(MEAN_LOG_PROBABILITY))
         share = {key: fields.number(key, optional=True, minimum=0, maximum=1)
-                 for key in ("threshold", "min_agreement", "max_set_aside", "target_sensitivity", "sensitivity",
-                             "specificity", "accuracy", "subtype_accuracy", "inconclusive")}
+                 for key in ("threshold", "min_agreement", "max_set_aside", "flagged_weight", "target_sensitivity",
+                             "sensitivity",
+                             "specificity", "accuracy", "subtype_accuracy", "inconclusive", "wrong")}
         defaults = cls()
         return cls(**{key: value for key, value in share.items() if value is not None},
                    min_fields=fields.integer("min_fields", optional=True, minimum=1) or defaults.min_fields,

@@ -60,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ood-dir", type=Path, default=PBC if PBC.is_dir() else None,
                         help="images from another lab (default: ../shared/data/pbc-lymphocytes when present)")
     parser.add_argument("--components", default="8,16,32,64,128,256", help="Mahalanobis principal axes to compare")
-    parser.add_argument("--flag-rate", type=float, default=DEFAULT_FLAG_RATE, help="fraction of val images flagged")
+    parser.add_argument("--flag-rate", type=float, default=DEFAULT_FLAG_RATE, help="fraction of in-distribution images flagged (train+val out of group for Mahalanobis, val for the others)")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: all cores)")
     parser.add_argument("--name", default="ood.json", help="file name of the results in --out")
     args = parser.parse_args(argv)
@@ -203,9 +203,12 @@ def measure_sets(model, logits_detail, sets: dict) -> dict[str, dict[str, np.nda
     return measured
 
 
-def method_scores(measured: dict, train_labels, components: list[int]) -> dict[str, dict[str, np.ndarray]]:
-    """method -> set -> scores (higher = stranger), all from the int8 model's outputs."""
-    from allx.convert.ood_stats import fit_mahalanobis
+def method_scores(measured: dict, split, components: list[int]) -> dict[str, dict[str, np.ndarray]]:
+    """method -> set -> scores (higher = stranger), all from the int8 model's outputs. Mahalanobis is fitted
+    as `allx convert` fits it: on train+val, its threshold set on their out-of-group scores ("threshold_on")."""
+    from allx.convert.ood import out_of_group_scores
+    from allx.convert.operating import split_groups
+    from allx.convert.out_of_group import TrainVal, groups_for, make_folds
     from allx.edge_runner.ood import mahalanobis_scores, max_softmax_scores
 
     def energy(logits):
@@ -214,22 +217,31 @@ def method_scores(measured: dict, train_labels, components: list[int]) -> dict[s
 
     methods = {"max_softmax": {name: max_softmax_scores(m["p"]) for name, m in measured.items()},
                "energy": {name: energy(m["l"]) for name, m in measured.items()}}
+    paths = [*split.train, *split.val]
+    order = np.argsort(paths, kind="stable")  # convert reads train+val in sorted order: the same folds
+    paths = [paths[i] for i in order]
+    labels = np.concatenate([split.labels("train"), split.labels("val")])[order]
+    embeddings = np.concatenate([measured["train"]["e"], measured["val"]["e"]])[order]
+    groups, grouping = groups_for(paths, split_groups(split))
+    folds = make_folds(paths, labels, groups, grouping)
     for k in components:
-        stats = fit_mahalanobis(measured["train"]["e"], np.asarray(train_labels), k)
+        out_of_group, stats = out_of_group_scores(TrainVal(folds, embeddings, ()), k)
         methods[f"mahalanobis_k{stats.projection.shape[1]}"] = {
-            name: mahalanobis_scores(m["e"], stats) for name, m in measured.items()}
+            **{name: mahalanobis_scores(m["e"], stats) for name, m in measured.items()}, "threshold_on": out_of_group}
     return methods
 
 
 def rates_of(methods: dict, flag_rate: float) -> dict[str, dict]:
-    """method -> threshold (flags flag_rate of val) and the fraction flagged in every set but train."""
+    """method -> threshold (flags flag_rate of its "threshold_on" scores, else of val) and the fraction
+    flagged in every set but train."""
     from allx.convert.ood_stats import threshold_for
 
     rows = {}
     for method, scores in methods.items():
-        threshold = threshold_for(scores["val"], flag_rate)
+        threshold = threshold_for(scores.get("threshold_on", scores["val"]), flag_rate)
         rows[method] = {"threshold": threshold, "rates": {name: float(np.mean(values > threshold))
-                                                          for name, values in scores.items() if name != "train"}}
+                                                          for name, values in scores.items()
+                                                          if name not in ("train", "threshold_on")}}
     return rows
 
 
@@ -254,7 +266,7 @@ def measure_model(model_path: Path, args, scratch: Path) -> dict:
     sets = image_sets(source, args.ood_dir)
     measured = measure_sets(model, logits, sets)
     components = [int(k) for k in args.components.split(",")]
-    rows = rates_of(method_scores(measured, source.split.labels("train"), components), args.flag_rate)
+    rows = rates_of(method_scores(measured, source.split, components), args.flag_rate)
     (scratch / "plain.tflite").write_bytes(plain)
     reference = EdgeModel.load(scratch / "plain.tflite", labels=source.labels, threads=args.threads)
     test_name = "test" if source.split.test else "val"
@@ -327,7 +339,8 @@ def markdown(document: dict) -> str:
     for m in document["models"]:
         columns = [name for name in ("val", *SHOWN) if name in m["images"]]
         split = f", split {m['split_kind']}" if "split_kind" in m else ""
-        out += [f"### {m['model']} (embedding {m['embedding_size']}, threshold flags {m['flag_rate']:.0%} of val{split})", "",
+        out += [f"### {m['model']} (embedding {m['embedding_size']}, threshold flags {m['flag_rate']:.0%}: of val "
+                f"for max-softmax and energy, of train+val scored out of group for Mahalanobis{split})", "",
                 "| method | " + " | ".join(f"{c} ({m['images'][c]})" for c in columns) + " |",
                 "|---|" + "---|" * len(columns)]
         rows = [(name, row["rates"]) for name, row in m["methods"].items()]

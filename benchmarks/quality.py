@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from PIL import Image, ImageFilter  # noqa: E402
 
-from allx.convert.calibrate_quality import calibrate_limits, draw_evenly, measure_images  # noqa: E402
+from allx.convert.calibrate_quality import MAX_IMAGES, calibrate_limits, draw_evenly, measure_images  # noqa: E402
 from allx.edge_runner.quality import check_quality  # noqa: E402
 from allx.files import write_atomic  # noqa: E402
 from allx.images import is_image_file, load_image  # noqa: E402
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
         return 2
     train, held_out = blocks(data)
     start = time.perf_counter()
-    limits = calibrate_limits(measure_images(data, draw_evenly(train), SIZE))
+    limits = calibrate_limits(measure_images(data, draw_evenly(train, MAX_IMAGES), SIZE))
     rates, reasons = rejection_rates(data, held_out, limits)
     command = "python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"kind": "benchmark", "benchmark": "quality", "command": command.strip(), "data": str(data),

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -106,9 +105,10 @@ def main():
 
 
 def file_number(relpath: str) -> tuple:
-    """Sort key: the last number in the file name (acquisition order), then the name."""
-    numbers = re.findall(r"\d+", Path(relpath).stem)
-    return (int(numbers[-1]) if numbers else -1, relpath)
+    """Sort key in acquisition order (the project's one file-number rule, train.groups.file_order)."""
+    from allx.train.groups import file_order
+
+    return file_order(relpath)
 
 
 def ordered_items(dataset, stride: int = 1, offset: int = 0) -> tuple[list[str], np.ndarray]:

@@ -7,6 +7,10 @@ training images' focus (a Gaussian blur of 1 px already divides it by about ten 
 benchmarks/quality.py), clipped shadows and highlights may exceed the 99.5th percentile by a quarter,
 and the stain colour may lie up to a quarter beyond the 99.5th percentile of the training images' own
 colour distances.
+
+With the cross-fitted evidence (convert.out_of_group), the limits are calibrated on every train+val
+image and the share of good fields they reject is measured out of group: each image is judged by limits
+calibrated without its fold, as a new patient's field would be.
 """
 
 from __future__ import annotations
@@ -18,18 +22,12 @@ import numpy as np
 
 from allx.errors import DataError, ImageError
 from allx.images import load_image
-from allx.edge_runner.quality import QualityMeasures, calibrate_limits, measure
+from allx.convert.out_of_group import draw_evenly, out_of_fold
+from allx.edge_runner.quality import QualityMeasures, calibrate_limits, judge, measure
+from allx.evidence import group_interval
 
 MAX_IMAGES = 600  # training images measured: enough for a 1st percentile, a few seconds of decoding
 Progress = Callable[[int, int], None]
-
-
-def draw_evenly(relpaths: Sequence[str], count: int = MAX_IMAGES) -> list[str]:
-    """Every k-th path (sorted), so each class and each stretch of file numbers is represented."""
-    ordered = sorted(relpaths)
-    if len(ordered) <= count:
-        return ordered
-    return [ordered[int(i)] for i in np.linspace(0, len(ordered) - 1, count)]
 
 
 def measure_images(data_dir: Path, relpaths: Sequence[str], size: tuple[int, int],
@@ -51,7 +49,21 @@ def quality_section(data_dir: Path, train_relpaths: Sequence[str], size: tuple[i
     """model.json "quality" (the limits, calibrated on up to MAX_IMAGES training images), or "quality_note"
     saying why there are none: allx-edge then names the check as off rather than guessing limits."""
     try:
-        limits = calibrate_limits(measure_images(data_dir, draw_evenly(train_relpaths), size, progress))
+        limits = calibrate_limits(measure_images(data_dir, draw_evenly(train_relpaths, MAX_IMAGES), size, progress))
     except DataError as err:
         return {"quality_note": f"no image-quality limits: {err}"}
     return {"quality": {**limits.to_dict(), "calibrated_on": "train"}}
+
+
+def crossfit_quality(train_val, seed: int = 0) -> tuple[dict, np.ndarray]:
+    """(model.json "quality" or "quality_note", which train+val images the limits reject out of group)."""
+    measures, folds = list(train_val.measures), train_val.folds
+    try:
+        limits = calibrate_limits(measures)
+        rejected = out_of_fold(folds, lambda fit, held: np.array(
+            [not judge(measures[i], calibrate_limits([measures[j] for j in fit])).ok for i in held]))
+    except DataError as err:
+        return {"quality_note": f"no image-quality limits: {err}"}, np.zeros(len(measures), bool)
+    evidence = folds.evidence(interval=group_interval(rejected, folds.groups, seed))
+    return {"quality": {**limits.to_dict(), "calibrated_on": "train+val",
+                        "rejected_out_of_group": float(rejected.mean()), "evidence": evidence.to_dict()}}, rejected

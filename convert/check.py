@@ -11,6 +11,7 @@ import numpy as np
 
 from allx.convert.gate import Fidelity, PairedCount, failures_of, fidelity_of, paired_counts, with_thresholds
 from allx.convert.modes import Thresholds
+from allx.dihedral import dihedral_view
 from allx.errors import DataError
 from allx.images import read_batches
 from allx.train.evaluate import keras_probabilities
@@ -121,6 +122,7 @@ class FidelitySet:
     relpaths: tuple[str, ...]
     subsets: str
     float_cache: dict = field(default_factory=dict)
+    views: int = 1  # dihedral views of each image compared (allx.dihedral): more evidence from few images
 
 
 def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str, ...], truth: list[int],
@@ -162,20 +164,25 @@ def run_check(keras_model, edge_model, data_dir: str | Path, relpaths: tuple[str
         more, images = count_disagreements(keras_model, edge_model, data_dir, extra, len(labels), cache,
                                            (lambda done, _: on_progress(len(relpaths) + done, total))
                                            if on_progress else None)
-        counted = (int(changed[in_fidelity].sum()) + more, int(in_fidelity.sum()) + images, fidelity.subsets)
+        turned, turned_images = (0, 0) if fidelity.views < 2 else count_disagreements(
+            keras_model, edge_model, data_dir, fidelity.relpaths, len(labels), cache, None, range(1, fidelity.views))
+        counted = (int(changed[in_fidelity].sum()) + more + turned, int(in_fidelity.sum()) + images + turned_images,
+                   fidelity.subsets if fidelity.views < 2 else f"{fidelity.subsets} (x{fidelity.views} dihedral views)")
     return summarize(predictions, labels, precision, subset, thresholds, latencies, tuple(skipped),
                      counted), predictions
 
 
 def count_disagreements(keras_model, edge_model, data_dir, relpaths: tuple[str, ...], classes: int, cache: dict,
-                        on_progress) -> tuple[int, int]:
-    """(images whose top-1 label differs between the float and the converted model, readable images)."""
+                        on_progress, views=(0,)) -> tuple[int, int]:
+    """(images whose top-1 label differs between the float and the converted model, readable images), over
+    the given dihedral `views` of each image (0: the image itself)."""
     disagreements = images = 0
     for batch in read_batches(data_dir, relpaths, edge_model.input_size, BATCH, on_progress):
-        if batch.indices:
-            paths = [relpaths[i] for i in batch.indices]
-            float_top = cached_probabilities(keras_model, batch.pixels, paths, classes, cache).argmax(axis=1)
-            disagreements += int(np.sum(float_top != edge_model.predict(batch.pixels).argmax(axis=1)))
+        for view in views if batch.indices else ():
+            pixels = batch.pixels if view == 0 else np.stack([dihedral_view(p, view) for p in batch.pixels])
+            paths = [relpaths[i] if view == 0 else f"{relpaths[i]}#view{view}" for i in batch.indices]
+            float_top = cached_probabilities(keras_model, pixels, paths, classes, cache).argmax(axis=1)
+            disagreements += int(np.sum(float_top != edge_model.predict(pixels).argmax(axis=1)))
             images += len(paths)
     return disagreements, images
 

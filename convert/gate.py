@@ -37,6 +37,16 @@ def upper_share(successes, trials, confidence: float):
     return np.where(failures <= 0, 1.0, bound)
 
 
+def binomial_interval(successes: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided interval of a binomial share; (0, 1) without trials."""
+    if trials <= 0:
+        return (0.0, 1.0)
+    tail = (1 - level) / 2
+    low = 0.0 if successes <= 0 else float(beta.ppf(tail, successes, trials - successes + 1))
+    high = 1.0 if successes >= trials else float(beta.ppf(1 - tail, successes + 1, trials - successes))
+    return (low, high)
+
+
 def drop_bound(right_to_wrong, wrong_to_right, images, confidence: float):
     """One-sided upper bound on the true accuracy drop (a fraction) from paired counts (vectorised)."""
     b, c = np.asarray(right_to_wrong, dtype=float), np.asarray(wrong_to_right, dtype=float)
@@ -92,6 +102,7 @@ class Fidelity:
     subsets: str  # e.g. "train+val"
     agreement_bound: float
     min_agreement: float
+    thin: bool = False  # so few images that even no changed label could not show min_agreement
 
     @property
     def agreement(self) -> float:
@@ -99,17 +110,21 @@ class Fidelity:
 
     @property
     def passed(self) -> bool:
-        return self.agreement_bound >= self.min_agreement - EPSILON
+        """The bound reaches the limit, or no label changed on images too few to show it: a conversion that
+        changes nothing is not rejected for lack of evidence (the verdict says the evidence is thin)."""
+        return self.agreement_bound >= self.min_agreement - EPSILON or (self.thin and self.disagreements == 0)
 
     def verdict(self, confidence: float) -> str:
-        return (f"fidelity: {self.disagreements} of {self.images} {self.subsets} images changed top-1 label; "
+        thin = (f"{self.images} images cannot show agreement >= {self.min_agreement:g} at {confidence:.0%}; "
+                if self.thin else "")
+        return (f"fidelity: {thin}{self.disagreements} of {self.images} {self.subsets} images changed top-1 label; "
                 f"agreement {self.agreement:.4f}, lower bound {self.agreement_bound:.4f} at {confidence:.0%} "
                 f"(limit --min-agreement {self.min_agreement:g})")
 
     def to_dict(self) -> dict:
         return {"images": self.images, "disagreements": self.disagreements, "subsets": self.subsets,
                 "agreement": self.agreement, "agreement_bound": self.agreement_bound,
-                "min_agreement": self.min_agreement, "passed": self.passed}
+                "min_agreement": self.min_agreement, "thin": self.thin, "passed": self.passed}
 
 
 def paired_counts(truth: np.ndarray, float_top: np.ndarray, quant_top: np.ndarray, labels: tuple[str, ...],
@@ -145,7 +160,8 @@ def with_thresholds(paired: tuple[PairedCount, ...], fidelity: Fidelity | None,
 
 def fidelity_of(disagreements: int, images: int, subsets: str, thresholds: Thresholds) -> Fidelity:
     bound = float(agreement_bound(disagreements, images, thresholds.confidence))
-    return Fidelity(images, disagreements, subsets, bound, thresholds.min_agreement)
+    thin = float(agreement_bound(0, images, thresholds.confidence)) < thresholds.min_agreement - EPSILON
+    return Fidelity(images, disagreements, subsets, bound, thresholds.min_agreement, thin)
 
 
 def failures_of(paired: tuple[PairedCount, ...], fidelity: Fidelity | None, thresholds: Thresholds) -> tuple[str, ...]:
@@ -169,4 +185,7 @@ def gate_markdown(paired: tuple[PairedCount, ...], fidelity: Fidelity | None, th
               "`benchmarks/gate_simulation.py`."]
     if fidelity is not None:
         lines += ["", f"{fidelity.verdict(thresholds.confidence).capitalize()}: {'pass' if fidelity.passed else 'FAIL'}."]
+        if fidelity.thin:
+            lines += ["", "Too few images to show the agreement limit: give the conversion more train+val images "
+                      "(they need no labels), or lower --min-agreement / --confidence knowingly."]
     return lines

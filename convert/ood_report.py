@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from allx.decision import UNLIKE_TRAINING
+from allx.evidence import Evidence
 
 if TYPE_CHECKING:
     from allx.convert.ood import OodCalibration
@@ -18,7 +19,13 @@ def summary_line(section: dict | None, note: str | None) -> str:
     return (f"out-of-distribution warning: {section['method']} ({section.get('components')} axes), threshold "
             f"{section['threshold']:.4g} flags {section.get('held_out_flagged', 0):.1%} of "
             f"{section.get('held_out_images')} {section.get('held_out_subset')} images; generated non-smear images "
-            f"flagged: {generated}")
+            f"flagged: {generated}{measured(section.get('evidence'))}")
+
+
+def measured(record) -> str:
+    """"; measured out of group: ..." from a stored evidence record ("" when there is none)."""
+    evidence = Evidence.from_dict(record)
+    return "" if evidence is None else f"; measured {evidence.words()}"
 
 
 def report_section(calibration: OodCalibration | None, note: str | None = None) -> str:
@@ -29,9 +36,10 @@ def report_section(calibration: OodCalibration | None, note: str | None = None) 
         return "\n".join(lines + [note[:1].upper() + note[1:] + "."]) + "\n"
     c = calibration
     lines += [f"Method: {c.method} distance of the pooled embedding to the nearest class mean (top {c.components} "
-              f"principal axes, shared covariance), fit on {c.fit_images} train images through the converted model. "
+              f"principal axes, shared covariance), fit on {c.fit_images} train+val images through the converted model. "
               f"Threshold {c.threshold:.4g} flags {c.held_out_flagged:.1%} of {c.held_out_images} {c.held_out_subset} "
-              f"images (asked: at most {c.flag_rate:.1%}); allx-edge marks such results "
+              f"images (asked: at most {c.flag_rate:.1%}{measured(None if c.evidence is None else c.evidence.to_dict())}); "
+              "allx-edge marks such results "
               f"\"{UNLIKE_TRAINING}\" (`--ood-threshold` overrides).", "",
               f"| {c.held_out_subset} images flagged | threshold |", "|---|---|"]
     lines += [f"| {rate:.0%} | {value:.4g} |" for rate, value in c.tradeoff]

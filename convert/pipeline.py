@@ -10,20 +10,25 @@ from pathlib import Path
 import numpy as np
 
 from allx import layout
-from allx.convert import accuracy_control, calibrate_quality, debug, edgetpu, embedding, ood, operating, sanity
+from allx.convert import (accuracy_control, calibrate_quality, debug, edgetpu, embedding, ood, operating,
+                          out_of_group, sanity)
 from allx.convert.check import CheckPredictions, CheckReport, FidelitySet, run_check
 from allx.convert.files import check_writable
+from allx.convert.gate import binomial_interval
 from allx.convert.manifest import (build_manifest, embed_in_compiled, metadata_tools, output_names,
                                   predictions_csv, publish)
 from allx.convert.modes import ConvertOptions
-from allx.convert.ood_report import report_section
 from allx.convert.report import render_report
 from allx.convert.representative import calibration_batches, draw_representative, load_representative
 from allx.convert.source import Source, load_source
 from allx.convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors,
                                  int16x8_model, output_to_log, saved_model_of)
+from allx.dihedral import N_VIEWS
+from allx.edge_runner.info import shipped_figures
 from allx.edge_runner.model import EdgeModel
-from allx.errors import DataError, UsageError
+from allx.errors import DataError, ModelError, UsageError
+from allx.evidence import SHARES_GROUPS, Evidence
+from allx.jsonio import read_json
 from allx.files import sha256_file, write_atomic
 from allx.train.dataset import data_fingerprint as fingerprint
 
@@ -90,15 +95,21 @@ def convert_keras(model_path: str | Path, out_dir: str | Path, options: ConvertO
              "representative_count": None if pixels is None else len(pixels),
              "float_layers": list(found.float_layers), "data_fingerprint": data_fingerprint(source),
              "origin": source.origin}
+    extra["check_evidence"] = check_evidence(found.chosen.check, found.chosen.predictions, source.split)
     if control is not None:
         extra["accuracy_control"] = control.to_dict()
     elif options.mode.name == "int8" and skipped_control:
         extra["accuracy_control_note"] = skipped_control
+    evidence = out_of_group_evidence(found.chosen, ood_note, source, options, step)
     extra.update(operating.sections_for(found.chosen.predictions, source.split, subset.name, source.labels,
-                                        options.target_sensitivity, source.run_point))
-    extra.update(calibrate_quality.quality_section(source.data_dir, source.split.train, source.input_size,
-                                                   step("measuring image quality of train images")))
-    warning = ood_outcome(found.chosen, ood_note, source, options, out_dir, progress)
+                                        options.target_sensitivity, source.run_point, evidence.crossfit))
+    if evidence.crossfit is not None:
+        extra.update(evidence.quality)
+        extra.setdefault("expected_rates", operating.field_rates(evidence.crossfit))
+    else:
+        extra.update(calibrate_quality.quality_section(source.data_dir, source.split.train, source.input_size,
+                                                       step("measuring image quality of train images")))
+    warning = ood.outcome_for(evidence.calibration, evidence.note, layout.ood_stats_name(options.mode.name))
     if warning.section is not None:
         extra["ood"] = warning.section
     else:
@@ -118,13 +129,19 @@ class CheckPlan:
     fidelity: FidelitySet
 
 
+FIDELITY_EVIDENCE = 1000  # compared images wanted: 0 changed labels in 46 already show 0.98 at 60%, a few in 1000 too
+
+
 def fidelity_set(split, limit: int, seed: int) -> FidelitySet:
-    """Every train+val image (never test), a seeded random `limit` of them when there are more."""
+    """Every train+val image (never test), a seeded random `limit` of them when there are more; with fewer
+    than FIDELITY_EVIDENCE images, their dihedral views too (up to 8 each: agreement needs no labels, and a
+    conversion that changes nothing on 40 images must not be rejected for want of images)."""
     relpaths = [*split.subset("train"), *split.subset("val")]
     if len(relpaths) > limit:
         keep = np.sort(np.random.default_rng(seed).permutation(len(relpaths))[:limit])
         relpaths = [relpaths[i] for i in keep]
-    return FidelitySet(tuple(relpaths), "train+val")
+    views = min(N_VIEWS, -(-FIDELITY_EVIDENCE // max(len(relpaths), 1))) if relpaths else 1
+    return FidelitySet(tuple(relpaths), "train+val", views=views)
 
 
 def needs_control(candidate: Candidate, options: ConvertOptions) -> bool:
@@ -171,14 +188,58 @@ def controlled(saved_model_dir: str, representative, found: Diagnosis, source: S
     return control, replace(found, chosen=chosen.candidate, float_layers=chosen.float_layers)
 
 
-def ood_outcome(chosen: Candidate, note: str | None, source: Source, options: ConvertOptions, out_dir: Path,
-                progress: Progress | None) -> ood.OodOutcome:
-    """The out-of-distribution warning (convert.ood): calibrated on the converted model when it passed."""
+@dataclass(frozen=True)
+class OutOfGroup:
+    """The cross-fitted evidence every shipped number is set on (convert.out_of_group), or why there is none."""
+
+    calibration: ood.OodCalibration | None = None
+    crossfit: operating.CrossFitted | None = None
+    quality: dict | None = None
+    note: str | None = None  # why the out-of-distribution warning is off
+
+
+def out_of_group_evidence(chosen: Candidate, note: str | None, source: Source, options: ConvertOptions,
+                          step) -> OutOfGroup:
+    """One pass over train+val through the converted model (a rejected one is not worth the time), then
+    the OOD threshold, the quality limits and the out-of-fold probabilities, fold by fold."""
     if note is not None:
-        return ood.OodOutcome(None, report_section(None, note), None, note)
+        return OutOfGroup(note=note)
+    if not chosen.check.passed:
+        return OutOfGroup(note="not calibrated: the model failed the accuracy check")
+    edge_model = ood.edge_model_of(chosen.tflite, chosen.tensors, source.labels)
+    train_val = out_of_group.read_train_val(edge_model, source.data_dir, source.split,
+                                            operating.split_groups(source.split), options.seed,
+                                            step("out-of-group evidence: train+val images"))
     flag_rate = ood.DEFAULT_FLAG_RATE if options.ood_flag_rate is None else options.ood_flag_rate
-    return ood.outcome_for(chosen.tflite, chosen.tensors, chosen.check.passed, source, flag_rate,
-                           options.seed, progress, stats_name=layout.ood_stats_name(options.mode.name))
+    calibration = ood.calibrate(edge_model, train_val, flag_rate, seed=options.seed)
+    quality, poor = calibrate_quality.crossfit_quality(train_val, options.seed)
+    probabilities = out_of_group.surrogate_probabilities(train_val.folds, train_val.embeddings, len(source.labels),
+                                                         trained_c(source))
+    flags = operating.FieldFlags(calibration.scores > calibration.threshold, poor)
+    return OutOfGroup(calibration, operating.CrossFitted(train_val.folds, probabilities, flags), quality)
+
+
+def check_evidence(check: CheckReport, predictions: CheckPredictions, split) -> dict:
+    """model.json "check_evidence": how the check's accuracy and fidelity relate to training. Accuracy is
+    measured on the check subset (out of group only when the split kept patients or file blocks whole);
+    fidelity on the train+val images themselves, which needs no labels but shares groups with training."""
+    accuracy = operating.subset_evidence(split, predictions.paths)
+    correct = int(round(check.quantized.accuracy * check.images))
+    records = {"accuracy": replace(accuracy, interval=binomial_interval(correct, check.images)).to_dict()}
+    if check.fidelity is not None:
+        seen = operating.subset_evidence(split, [*split.subset("train"), *split.subset("val")])
+        records["fidelity"] = Evidence(SHARES_GROUPS, seen.grouping, seen.groups, 0, check.fidelity.images,
+                                       (check.fidelity.agreement_bound, 1.0)).to_dict()
+    return records
+
+
+def trained_c(source: Source) -> float | None:
+    """The C a logreg head was fitted with (OPERATING_POINT beside the model, read only when it is this
+    model's), so the out-of-fold head matches the shipped one; None: the default."""
+    if source.run_point is None:
+        return None
+    c = read_json(source.model_path.parent / layout.OPERATING_POINT, "operating point", ModelError).get("C")
+    return float(c) if isinstance(c, (int, float)) and c > 0 else None
 
 
 @dataclass(frozen=True)
@@ -275,6 +336,9 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
         readiness = with_compiled_metadata(readiness, out_dir, manifest, side_files)
         manifest["edgetpu"] = readiness.to_dict()
         sections.append(edgetpu.readiness_markdown(readiness))
+    figures = shipped_figures(manifest)
+    if figures:
+        sections.append("## How each figure was measured\n\n" + "\n".join(f"- {line}." for line in figures) + "\n")
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
                               tuple(sections))
     previous = {name: (out_dir / name).read_bytes() for name in side_files if (out_dir / name).is_file()}

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from allx.layout import SplitKind
+from allx.evidence import Evidence
 from allx.text import setting, share, significant
 
 SUBSET_WORDS = {"val": "validation", "test": "test", "train": "training", "train+val": "training and validation"}
-OUT_OF_GROUP = "out-of-group"
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,8 @@ def card_lines(document: dict) -> tuple[CardLine, ...]:
                           "defaults (none stored): one verdict from at least 3 usable fields"))
     lines.append(CardLine("Unlike training", ood_words(section(document, "ood"), document.get("ood_note"))))
     lines.append(CardLine("Quality check", quality_words(section(document, "quality"))))
+    if expected_words(section(document, "expected_rates")):
+        lines.append(CardLine("Expected on site", expected_words(section(document, "expected_rates"))))
     return tuple(lines)
 
 
@@ -63,20 +64,22 @@ def percent_of(fraction, total, noun: str = "") -> str:
 
 
 def evidence_words(record: dict) -> str:
-    """How a figure was measured, from its evidence record; "" when there is none."""
-    if not record:
-        return ""
-    where = ("on images out of the training groups" if record.get("on") == OUT_OF_GROUP
-             else "on images that share groups with training (optimistic)")
-    parts = [f"grouped by {SplitKind.parse(record['grouping']).words}" if record.get("grouping") else "",
-             f"{record['groups']:,} groups" if isinstance(record.get("groups"), int) else "",
-             f"{record['folds']} folds" if isinstance(record.get("folds"), int) else "",
-             f"{record['images']:,} images" if isinstance(record.get("images"), int) else ""]
-    interval = record.get("interval")
-    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(is_number(v) for v in interval):
-        parts.append(f"95% interval {significant(100 * interval[0])}-{significant(100 * interval[1])}%")
-    details = ", ".join(part for part in parts if part)
-    return f"measured {where}" + (f" ({details})" if details else "")
+    """How a figure was measured, from its evidence record (allx.evidence words it); "" when there is none."""
+    evidence = Evidence.from_dict(record)
+    return "" if evidence is None else f"measured {evidence.words()}"
+
+
+def expected_words(rates: dict) -> str:
+    """The rates a site should see (model.json "expected_rates", the drift monitor's baseline), each with how
+    it was measured."""
+    words = []
+    for name, record in rates.items():
+        if isinstance(record, dict) and is_number(record.get("rate")):
+            unit = "samples" if name in ("inconclusive_rate", "malignant_rate") else "fields"
+            measured = evidence_words(section(record, "evidence"))
+            words.append(f"{name.removesuffix('_rate').replace('_', ' ')} {significant(100 * record['rate'])}% of "
+                         f"{unit}" + (f" ({measured})" if measured else ""))
+    return "; ".join(words)
 
 
 def check_words(check: dict) -> str:

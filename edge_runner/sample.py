@@ -3,11 +3,13 @@
 A technician looks at several fields of one smear and reports one result. Each field is read once
 (its sha256 is of the very bytes classified), checked for quality (edge_runner.quality), classified by
 the one inference path (EdgeModel) and decided at the model's operating point (allx.decision). A field
-that could not be read, failed the quality check or was flagged unlike the training images is set
-aside with its reason. The usable fields are aggregated by a rule stored in model.json "sample_rule"
-(chosen by `allx convert` on validation pseudo-samples): mean log-probability over the usable fields
-(a geometric mean, renormalised), decided at the rule's own threshold, unless too many fields were
-set aside, too few are left, or the fields disagree -- then the verdict is "inconclusive" with why.
+that could not be read or failed the quality check is set aside with its reason. A field flagged unlike
+the training images is set aside too, unless the rule gives flagged fields a weight: then it stays in
+the aggregate at that weight (it lowers its pull on the verdict instead of leaving the sample short of
+fields; `allx convert` chooses the weight on cross-fitted pseudo-samples). The usable fields are
+aggregated by a rule stored in model.json "sample_rule": weighted mean log-probability over the usable
+fields (a geometric mean, renormalised), decided at the rule's own threshold, unless too many fields
+were set aside, too few are left, or the fields disagree -- then the verdict is "inconclusive" with why.
 
 `aggregate` is a pure function of field results, so `classify --sample`, `camera` (a running verdict
 over a session's frames), the web page and the convert-time calibration all give the same answer.
@@ -44,6 +46,7 @@ class FieldResult:
     usable: bool
     reason: str | None = None  # why it was set aside
     decision: Decision | None = None  # the field's own answer at the model's operating point
+    flagged: bool = False  # unlike training, yet kept in the aggregate at the rule's flagged_weight
 
     def to_dict(self) -> dict:
         p, d = self.prediction, self.decision
@@ -72,12 +75,15 @@ class SampleVerdict:
     agreement: float | None = None  # share of usable fields on the verdict's side
     probabilities: tuple[float, ...] | None = None  # aggregated class probabilities
     threshold: float | None = None
+    fields_flagged: tuple[str, ...] = ()  # usable fields flagged unlike training, counted at a lower weight
 
     @property
     def words(self) -> str:
+        flagged = (f"; {len(self.fields_flagged)} of {len(self.fields_used)} fields unlike training, counted at "
+                   "lower weight") if self.fields_flagged else ""
         if self.verdict == VERDICT_MALIGNANT:
-            return f"B-ALL suspected ({self.subtype}, {self.confidence:.2f})"
-        return "no B-ALL seen" if self.verdict == VERDICT_BENIGN else f"inconclusive: {self.reason}"
+            return f"B-ALL suspected ({self.subtype}, {self.confidence:.2f}){flagged}"
+        return f"no B-ALL seen{flagged}" if self.verdict == VERDICT_BENIGN else f"inconclusive: {self.reason}"
 
     def to_dict(self) -> dict:
         return {"kind": RecordKind.SAMPLE.value, "sample_id": self.sample_id, "verdict": self.verdict,
@@ -85,13 +91,15 @@ class SampleVerdict:
                 "reason": self.reason, "fields_used": list(self.fields_used),
                 "fields_set_aside": [{"path": name, "reason": why} for name, why in self.fields_set_aside],
                 "malignant_score": None if self.malignant_score is None else round(self.malignant_score, 6),
-                "agreement": self.agreement, "threshold": self.threshold,
+                "agreement": self.agreement, "threshold": self.threshold, "fields_flagged": list(self.fields_flagged),
                 "probabilities": None if self.probabilities is None else [round(v, 6) for v in self.probabilities]}
 
 
-def aggregate_probabilities(rows) -> np.ndarray:
-    """Mean log-probability over fields, back to probabilities that sum to 1 (a normalised geometric mean)."""
-    logs = np.log(np.maximum(np.atleast_2d(np.asarray(rows, np.float64)), LOG_FLOOR)).mean(axis=0)
+def aggregate_probabilities(rows, weights=None) -> np.ndarray:
+    """(Weighted) mean log-probability over fields, back to probabilities that sum to 1 (a normalised
+    geometric mean)."""
+    logs = np.log(np.maximum(np.atleast_2d(np.asarray(rows, np.float64)), LOG_FLOOR))
+    logs = np.average(logs, axis=0, weights=weights)
     exp = np.exp(logs - logs.max())
     return exp / exp.sum()
 
@@ -102,10 +110,11 @@ def aggregate(fields: Sequence[FieldResult], classes: Sequence[str], rule: Sampl
     used = [f for f in fields if f.usable]
     aside = tuple((f.name, f.reason or "set aside") for f in fields if not f.usable)
     names = tuple(f.name for f in used)
+    flagged = tuple(f.name for f in used if f.flagged)
 
     def inconclusive(reason: str, **extra) -> SampleVerdict:
         return SampleVerdict(sample_id, VERDICT_INCONCLUSIVE, None, None, reason, names, aside, threshold=rule.threshold,
-                             **extra)
+                             fields_flagged=flagged, **extra)
 
     if not fields:
         return inconclusive("no fields")
@@ -114,18 +123,18 @@ def aggregate(fields: Sequence[FieldResult], classes: Sequence[str], rule: Sampl
                             f"(more than {rule.max_set_aside:.0%})")
     if len(used) < rule.min_fields:
         return inconclusive(f"too few usable fields: {len(used)}, expected at least {rule.min_fields}")
-    probabilities = aggregate_probabilities([f.prediction.probabilities for f in used])
+    weights = np.array([rule.flagged_weight if f.flagged else 1.0 for f in used])
+    probabilities = aggregate_probabilities([f.prediction.probabilities for f in used], weights)
     decision = decide(probabilities, classes, OperatingPoint(rule.threshold))
-    field_sides = [(f.decision or decide(f.prediction.probabilities, classes)).malignant for f in used]
-    agreeing = sum(side == decision.malignant for side in field_sides)
-    agreement = agreeing / len(used)
+    field_sides = np.array([(f.decision or decide(f.prediction.probabilities, classes)).malignant for f in used])
+    agreement = float(weights[field_sides == decision.malignant].sum() / weights.sum())
     extra = {"malignant_score": decision.score, "agreement": agreement,
              "probabilities": tuple(float(v) for v in probabilities)}
     if agreement < rule.min_agreement:
-        return inconclusive(f"fields disagree: {sum(field_sides)} of {len(used)} say B-ALL suspected", **extra)
+        return inconclusive(f"fields disagree: {int(field_sides.sum())} of {len(used)} say B-ALL suspected", **extra)
     return SampleVerdict(sample_id, decision.code,
                          decision.label if decision.malignant else None, decision.confidence, None, names, aside,
-                         threshold=rule.threshold, **extra)
+                         threshold=rule.threshold, fields_flagged=flagged, **extra)
 
 
 def field_decision(probabilities, classes, point: OperatingPoint | None) -> Decision | None:
@@ -191,9 +200,11 @@ class SampleSession:
         prediction = self.model.classify(pixels)
         decision = decide(prediction.probabilities, self.model.labels, self.point)
         reason = "; ".join(quality.reasons) if quality is not None and not quality.ok else None
-        if reason is None and prediction.ood:
-            reason = UNLIKE_TRAINING
-        return self._keep(FieldResult(str(name), digest, prediction, quality, reason is None, reason, decision))
+        flagged = reason is None and bool(prediction.ood)
+        if flagged and not self.rule.flagged_weight:
+            reason, flagged = UNLIKE_TRAINING, False
+        return self._keep(FieldResult(str(name), digest, prediction, quality, reason is None, reason, decision,
+                                      flagged))
 
     def set_aside(self, name: str, reason: str) -> FieldResult:
         """A field that could not even be opened (a pattern that matched nothing, a folder without images)."""

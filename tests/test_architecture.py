@@ -16,7 +16,7 @@ PACKAGE_DIRS = {"allx": REPO / "allx", "allx.train": REPO / "train", "allx.conve
                 "allx.edge_runner": REPO / "edge_runner"}
 
 GROUND = ("allx", "allx.errors", "allx.images", "allx.files", "allx.jsonio", "allx.layout", "allx.decision", "allx.dihedral",
-          "allx.text", "allx.console", "allx.synthetic")
+          "allx.text", "allx.console", "allx.synthetic", "allx.evidence")
 TOP = ("allx.cli", "allx.report", "allx.demo", "allx.entry", "allx.edge_runner.cli")
 # What each domain package may import besides the ground floor and itself.
 DOMAIN = {"allx.train": (), "allx.edge_runner": (), "allx.convert": ("allx.train", "allx.edge_runner")}

@@ -60,6 +60,9 @@ def test_split_writes_the_split_and_three_charts(messy_dir, tmp_path):
         ["my_split.json", "my_split_sizes.png", "my_split_proportions.png", "my_split_classes.png"])
     assert "dropped 1 label-conflict group" in outcome.stderr
     assert "wrote" in outcome.stdout
+    # no --groups, no --group-by sequence: one line says val figures will be optimistic and what to pass
+    warning = [line for line in outcome.stderr.splitlines() if "no patient grouping" in line]
+    assert len(warning) == 1 and "--groups" in warning[0] and "--group-by sequence" in warning[0]
 
 
 def test_bad_input_gives_one_error_line_and_exit_2(synthetic_dir, tmp_path):

@@ -360,6 +360,17 @@ def test_ood_warning_is_calibrated_for_the_train_layout(run_folder, tmp_path):
     assert manifest["outputs"]["embedding"]["shape"] == [1, 16]
     assert "Out-of-distribution warning" in (tmp_path / "on" / "report.md").read_text()
     assert json.loads(on.stdout)["ood"]["threshold"] == manifest["ood"]["threshold"]
+    # with an embedding, every shipped number is set on train+val images scored out of group
+    assert manifest["ood"]["evidence"]["on"] == "out-of-group" and manifest["ood"]["held_out_images"] == 64
+    rule, rates = manifest["sample_rule"], manifest["expected_rates"]
+    assert rule["chosen_on"].startswith("train+val, cross-fitted over 5 group folds pseudo-samples")
+    assert rule["evidence"]["on"] == "out-of-group" and rule["flagged_weight"] in (0.0, 0.5, 1.0)
+    assert {row["flagged_weight"] for row in manifest["sample_rule_tradeoff"]} == {0.0, 0.5, 1.0}
+    assert set(rates) == {"ood_rate", "quality_rate", "inconclusive_rate", "malignant_rate"}
+    assert rates["ood_rate"]["n"] == 64 and rates["ood_rate"]["evidence"]["grouping"] == "sequence"
+    assert manifest["quality"]["calibrated_on"] == "train+val" and manifest["quality"]["evidence"]["folds"] == 5
+    assert manifest["check_evidence"]["accuracy"]["on"] == "shares groups with training"
+    assert "## How each figure was measured" in (tmp_path / "on" / "report.md").read_text()
     plain = json.loads((tmp_path / "off" / "model.json").read_text())
     assert "ood" not in plain and "embedding" not in plain["outputs"]
     probabilities = [np.loadtxt(tmp_path / name / "check_predictions_int8.csv", delimiter=",", skiprows=1,

@@ -171,7 +171,7 @@ def test_failed_int8_is_rescued_and_every_try_is_listed(run_folder, tmp_path):
     assert manifest["fully_quantized"] is False and manifest["input"]["dtype"] == "float32"
     report = (tmp_path / "report.md").read_text()
     assert "## Accuracy control" in report and "int8 (plain)" in report and "Edge TPU: not Edge TPU-ready" in report
-    assert document["fidelity"]["subsets"] == "train+val" and document["fidelity"]["images"] == 64
+    assert document["fidelity"]["subsets"] == "train+val (x8 dihedral views)" and document["fidelity"]["images"] == 512
 
 
 def test_no_accuracy_control_rejects_like_before(run_folder, tmp_path):

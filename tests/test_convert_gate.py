@@ -81,3 +81,25 @@ def test_simulation_quick_mode_writes_its_json(tmp_path):
     main(["--quick", "--out", str(tmp_path / "sim.json")])
     result = json.loads((tmp_path / "sim.json").read_text())
     assert result["benchmark"] == "gate_simulation" and result["grid"] and "old_rule" in result
+
+
+def test_a_conversion_that_changes_nothing_is_not_rejected_for_want_of_images():
+    """40 images (10 per class) with no label changed: too few to show 0.98 at 60%, yet not rejected; the
+    verdict says the evidence is thin. One changed label on as few images fails, saying why."""
+    nothing = fidelity_of(0, 40, "train+val", DEFAULT_THRESHOLDS)
+    assert nothing.thin and nothing.passed and nothing.agreement_bound < 0.98
+    assert "40 images cannot show agreement >= 0.98 at 60%" in nothing.verdict(0.6)
+    one = fidelity_of(1, 40, "train+val", DEFAULT_THRESHOLDS)
+    assert one.thin and not one.passed and "40 images cannot show agreement >= 0.98 at 60%" in one.verdict(0.6)
+    views = fidelity_of(0, 320, "train+val (x8 dihedral views)", DEFAULT_THRESHOLDS)
+    assert views.passed and not views.thin  # the 8 views of the same 40 images show it
+
+
+def test_fidelity_uses_dihedral_views_when_train_and_val_are_few():
+    from allx.convert.pipeline import FIDELITY_EVIDENCE, fidelity_set
+    from allx.train.split import Split
+
+    few = Split(("A", "B"), tuple(f"A/{i}.jpg" for i in range(30)), tuple(f"B/{i}.jpg" for i in range(10)))
+    assert fidelity_set(few, 3000, 0).views == 8 and len(fidelity_set(few, 3000, 0).relpaths) == 40
+    many = Split(("A",), tuple(f"A/{i}.jpg" for i in range(FIDELITY_EVIDENCE)))
+    assert fidelity_set(many, 3000, 0).views == 1

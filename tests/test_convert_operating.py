@@ -60,3 +60,42 @@ def test_without_benign_samples_there_is_a_note_not_a_crash():
     with pytest.raises(Exception):
         choose_sample_rule(Predictions.paths, list(Predictions.truth), Predictions.quantized_probabilities, LABELS,
                            OperatingPoint(0.5), 0.99, "val")
+
+
+def test_a_flag_weight_is_chosen_so_flagged_fields_do_not_make_healthy_samples_inconclusive():
+    """Cross-fitted pseudo-samples where 3 of 5 fields of some benign samples are flagged unlike training:
+    setting them aside leaves those samples inconclusive; a weight keeps them decided, with no wrong verdict."""
+    from allx.convert.operating import FieldFlags
+
+    paths, truth, probabilities = noisy_data()
+    unlike = np.zeros(len(paths), bool)
+    unlike[[0, 1, 2, 5, 6, 7]] = True  # Benign files 0-2 and 5-7: two benign samples, 3 fields of 5 flagged
+    flags = FieldFlags(unlike, np.zeros(len(paths), bool))
+    point = OperatingPoint(0.5)
+    rule, table = choose_sample_rule(paths, truth, probabilities, LABELS, point, 0.99, "cv", flags=flags)
+    by_weight = {row["flagged_weight"]: row for row in table if row["min_agreement"] == rule.min_agreement}
+    assert by_weight[0.0]["inconclusive"] >= 2 / 32  # set aside: too many fields set aside, twice
+    assert rule.flagged_weight > 0 and rule.inconclusive < by_weight[0.0]["inconclusive"] and rule.wrong == 0
+    assert {row["flagged_weight"] for row in table} == {0.0, 0.5, 1.0}
+    unflagged, _ = choose_sample_rule(paths, truth, probabilities, LABELS, point, 0.99, "val")
+    assert unflagged.flagged_weight == 0.0  # without flags there is nothing to weigh
+
+
+def test_cross_fitted_sections_carry_evidence_and_expected_rates():
+    from allx.convert.operating import CrossFitted, FieldFlags
+    from allx.convert.out_of_group import groups_for, make_folds
+
+    paths, truth, probabilities = noisy_data(per_class=50)
+    groups, code = groups_for(paths, None)
+    folds = make_folds(paths, truth, groups, code)
+    flags = FieldFlags(np.arange(len(paths)) % 20 == 0, np.zeros(len(paths), bool))
+    check = slice(None, None, 5)  # every 5th image stands for the check subset
+    sections = operating_sections(paths[check], truth[check], probabilities[check], LABELS, 0.99, "val",
+                                  crossfit=CrossFitted(folds, probabilities, flags))
+    point, rule, rates = sections["operating_point"], sections["sample_rule"], sections["expected_rates"]
+    assert point["chosen_on"] == "train+val, cross-fitted over 5 group folds" and point["n_benign"] == 50
+    assert point["evidence"]["on"] == "out-of-group" and point["evidence"]["images"] == 50
+    assert rule["samples"] == 40 and rule["evidence"]["folds"] == 5
+    assert rates["ood_rate"]["rate"] == pytest.approx(0.05) and rates["ood_rate"]["n"] == 200
+    assert rates["inconclusive_rate"]["n"] == 40 and 0 <= rates["malignant_rate"]["rate"] <= 1
+    assert sections["operating_point_check"]["evidence"] is None  # no split: nothing to say of the check subset

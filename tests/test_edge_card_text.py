@@ -70,11 +70,22 @@ def test_evidence_record_is_rendered_when_present_and_today_s_fields_otherwise()
                 "interval": [0.9891234, 0.9973]}
     with_evidence = {**MANIFEST, "operating_point": {**MANIFEST["operating_point"], "evidence": evidence}}
     point = words(with_evidence)["Operating point"]
-    assert ("measured on images out of the training groups (grouped by blocks of consecutive file numbers kept "
-            "together (patient proxy), 120 groups, 5 folds, 2,169 images, 95% interval 98.9-99.7%)") in point
-    assert "images out of the training groups" not in words()["Operating point"]
-    shared = evidence_words({"on": "shares groups with training", "images": 40})
-    assert shared == "measured on images that share groups with training (optimistic) (40 images)"
+    assert ("measured out of group: 5 folds over 120 groups (blocks of consecutive file numbers per class, a proxy "
+            "for patients: no patient IDs given), 2,169 images; 95% interval 98.9%-99.7%") in point
+    assert "measured out of group" not in words()["Operating point"]
+    shared = evidence_words({"on": "shares groups with training", "grouping": "image", "groups": 40, "images": 40})
+    assert shared.startswith("measured on images that share groups with training (") and "40 images" in shared
+    assert evidence_words({"on": "somewhere else"}) == ""
+
+
+def test_expected_rates_are_a_line_of_the_card_with_their_evidence():
+    evidence = {"on": "out-of-group", "grouping": "sequence", "groups": 56, "folds": 5, "images": 2604,
+                "interval": [0.031, 0.05]}
+    card = words({**MANIFEST, "expected_rates": {"ood_rate": {"rate": 0.04, "n": 2604, "evidence": evidence},
+                                                 "inconclusive_rate": {"rate": 0.013, "n": 500}}})
+    assert card["Expected on site"].startswith("ood 4% of fields (measured out of group: 5 folds over 56 groups")
+    assert card["Expected on site"].endswith("; inconclusive 1.3% of samples")
+    assert "Expected on site" not in words()
 
 
 def test_a_bare_model_and_an_ood_note_say_what_is_off():

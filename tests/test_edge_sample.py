@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -126,3 +127,27 @@ def test_a_session_with_zero_usable_fields_is_inconclusive(model_folder, tmp_pat
     session.add_field(tmp_path / "missing.jpg")
     verdict = session.verdict()
     assert verdict.verdict == VERDICT_INCONCLUSIVE and "set aside" in verdict.reason and len(verdict.fields_set_aside) == 2
+
+
+def test_a_flagged_field_lowers_its_pull_instead_of_leaving_the_sample_short():
+    """Three of five benign fields flagged unlike training: set aside (weight 0) the sample is inconclusive;
+    counted at half weight it is decided by its fields, and the verdict names the flagged ones."""
+    flagged = [replace(field(f"f{i}", BENIGN_ROW), flagged=True) for i in range(3)]
+    plain = [field(f"g{i}", BENIGN_ROW) for i in range(2)]
+    aside = [replace(f, usable=False, reason="uncertain: unlike training images", flagged=False) for f in flagged]
+    assert aggregate(aside + plain, LABELS, SampleRule()).reason.startswith("too many fields set aside: 3 of 5")
+    verdict = aggregate(flagged + plain, LABELS, SampleRule(flagged_weight=0.5))
+    assert verdict.verdict == VERDICT_BENIGN and verdict.fields_flagged == ("f0", "f1", "f2")
+    assert verdict.words == "no B-ALL seen; 3 of 5 fields unlike training, counted at lower weight"
+    assert verdict.to_dict()["fields_flagged"] == ["f0", "f1", "f2"]
+
+
+def test_flagged_fields_weigh_less_in_the_aggregate_and_the_agreement():
+    # two flagged malignant fields against two plain benign ones: at full weight a tie the threshold settles,
+    # at a small weight the plain fields decide and agree
+    fields = [replace(field("m0", PRE), flagged=True), replace(field("m1", PRE), flagged=True),
+              field("b0", BENIGN_ROW), field("b1", BENIGN_ROW)]
+    light = aggregate(fields, LABELS, SampleRule(flagged_weight=0.1, min_fields=3, min_agreement=0.8))
+    assert light.verdict == VERDICT_BENIGN and light.agreement == pytest.approx(2 / 2.2)
+    full = aggregate(fields, LABELS, SampleRule(flagged_weight=1.0, min_fields=3, min_agreement=0.8))
+    assert full.verdict == VERDICT_INCONCLUSIVE and full.reason.startswith("fields disagree")

@@ -93,6 +93,7 @@ def test_split_json_records_the_kind_and_reads_back(numbered_dir, tmp_path):
     assert json.loads(out.read_text())["meta"]["split_kind"] == SplitKind.SEQUENCE.value
     assert read_split(out, numbered_dir).kind is SplitKind.SEQUENCE
     assert "groups assigned whole" in outcome.stdout
+    assert "no patient grouping" not in outcome.stderr  # a patient proxy was given: no warning
 
 
 def test_embedding_neighbours_join_groups_within_a_class(numbered_dir, monkeypatch):

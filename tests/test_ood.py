@@ -301,9 +301,13 @@ def test_calibration_through_the_converted_model(converted, synthetic_dir):
 
     _, _, tflite, tensors, split, root = converted
     calibration = calibrate_tflite(tflite["two"], tensors, LABELS, synthetic_dir, split, flag_rate=0.1)
-    assert calibration.fit_images == 40 and calibration.held_out_subset == "val" and calibration.held_out_images == 24
-    assert calibration.components <= 40 - 4 and calibration.stats.dimensions == 12
+    assert calibration.fit_images == calibration.held_out_images == 64  # every train+val image, scored out of group
+    assert calibration.held_out_subset == "train+val out of group" and len(calibration.scores) == 64
+    assert calibration.components <= 64 - 4 and calibration.stats.dimensions == 12
     assert calibration.held_out_flagged <= 0.1
+    evidence = calibration.to_manifest("ood_stats.npz")["evidence"]
+    assert evidence["on"] == "out-of-group" and evidence["grouping"] == "sequence" and evidence["folds"] == 5
+    assert evidence["images"] == 64 and evidence["groups"] >= 8 and 0 <= evidence["interval"][0] <= 0.1
     assert set(calibration.generated_flagged) == {"noise", "flat", "photo", "other_medical"}
     thresholds = [value for _, value in calibration.tradeoff]
     assert thresholds == sorted(thresholds, reverse=True)  # flagging more images needs a lower threshold

@@ -155,6 +155,12 @@ def file_number(relpath: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def file_order(relpath: str) -> tuple[int, str]:
+    """Sort key in capture order: the file number (unnumbered names first), then the name."""
+    number = file_number(relpath)
+    return (-1 if number is None else number, PurePosixPath(relpath).name)
+
+
 def sequence_blocks(relpaths, block_size: int) -> dict[str, str]:
     """path -> "<class>#<block>": blocks of block_size consecutive file numbers within each class."""
     unnumbered = [p for p in relpaths if file_number(p) is None]

@@ -206,10 +206,16 @@ def operating_lines(manifest: dict) -> list[str]:
     if rule:
         lines.append(f"sample rule ({rule['chosen_on']}, {rule['samples']} samples): sensitivity "
                      f"{percent_or_na(rule['sensitivity'])}, specificity {percent_or_na(rule['specificity'])}, subtype accuracy "
-                     f"{percent_or_na(rule['subtype_accuracy'])}, inconclusive {percent_or_na(rule['inconclusive'])}")
-    lines.append(f"image-quality limits from {quality['images']} train images: focus >= {quality['focus_min']:.0f}, "
-                 f"rejecting {percent_or_na(quality['rejected_share'])} of them" if quality
-                 else manifest.get("quality_note") or "no image-quality limits")
+                     f"{percent_or_na(rule['subtype_accuracy'])}, inconclusive {percent_or_na(rule['inconclusive'])}"
+                     f", flagged fields counted at weight {rule.get('flagged_weight', 0):g}")
+    if quality and "rejected_out_of_group" in quality:
+        lines.append(f"image-quality limits from {quality['images']} train+val images: focus >= "
+                     f"{quality['focus_min']:.0f}, rejecting {percent_or_na(quality['rejected_out_of_group'])} of "
+                     "them scored out of group")
+    else:
+        lines.append(f"image-quality limits from {quality['images']} train images: focus >= {quality['focus_min']:.0f}, "
+                     f"rejecting {percent_or_na(quality['rejected_share'])} of them" if quality
+                     else manifest.get("quality_note") or "no image-quality limits")
     return lines
 
 

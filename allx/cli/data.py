@@ -134,6 +134,10 @@ def split(
     write_split(result, out)
     charts = save_split_charts(result, out)
     render_split(result, out, charts)
+    if kind is SplitKind.NEAR_DUPLICATE:
+        stderr.print("[bold red]warning:[/] no patient grouping given: a patient's fields can land in train and "
+                     "val, so figures measured on val will be optimistic; pass --groups PATIENTS.csv, or "
+                     "--group-by sequence when file numbers follow capture order", soft_wrap=True)
     conflicts = result.meta["label_conflicts"]
     if conflicts:
         images = sum(len(c["paths"]) for c in conflicts)
