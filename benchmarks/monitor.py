@@ -53,7 +53,8 @@ from allx.edge_runner.audit import AuditLog  # noqa: E402
 from allx.edge_runner.model import EdgeModel  # noqa: E402
 from allx.edge_runner.monitor import (SampleTally, add_row, judge, model_expectations, monitor_log,  # noqa: E402
                                       record_values)
-from allx.edge_runner.sample import INCONCLUSIVE, SampleSession, aggregate, rule_or_default  # noqa: E402
+from allx.decision import VERDICT_INCONCLUSIVE  # noqa: E402
+from allx.edge_runner.sample import SampleSession, aggregate, rule_or_default  # noqa: E402
 from allx.files import write_atomic  # noqa: E402
 from allx.images import load_image  # noqa: E402
 from site_calibration import CASTS, JPEG_QUALITY  # noqa: E402
@@ -117,7 +118,7 @@ def sample_tallies(model: EdgeModel, fields: list, samples: list[list[int]], tru
             add_row({tally.sample_id: tally}, "", "field", tally.sample_id, *record_values(record))
         verdict = aggregate([fields[i] for i in members], model.labels, rule, tally.sample_id)
         tally.verdict = verdict.verdict
-        if verdict.verdict != INCONCLUSIVE:  # the label a review confirms or overrides, as the log records it
+        if verdict.verdict != VERDICT_INCONCLUSIVE:  # the label a review confirms or overrides, as the log records it
             answer = provenance.sample_verdict_record(verdict, model.labels, {}, None)["label"]
             tally.reviewed, tally.overridden = True, answer != model.labels[truth[members[0]]]
         tallies.append(tally)

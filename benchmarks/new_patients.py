@@ -39,7 +39,8 @@ from allx.convert.gate import binomial_interval  # noqa: E402
 from allx.convert.operating import FIELDS_PER_SAMPLE, FLAGGED_WEIGHTS, pseudo_samples, score_verdicts  # noqa: E402
 from allx.decision import decide  # noqa: E402
 from allx.edge_runner.model import EdgeModel  # noqa: E402
-from allx.edge_runner.sample import INCONCLUSIVE, OOD_REASON, SampleSession, aggregate  # noqa: E402
+from allx.decision import UNLIKE_TRAINING, VERDICT_INCONCLUSIVE  # noqa: E402
+from allx.edge_runner.sample import SampleSession, aggregate  # noqa: E402
 from allx.files import write_atomic  # noqa: E402
 from allx.images import load_image  # noqa: E402
 from allx.train.groups import file_order  # noqa: E402
@@ -128,8 +129,8 @@ def block_samples(model: EdgeModel, data: Path, relpaths: list[str], truth: list
         rows.append({"flagged_weight": weight, "shipped": weight == shipped.flagged_weight, "samples": len(verdicts),
                      "inconclusive": scored["inconclusive"], "wrong": round(scored["wrong"] * len(verdicts)),
                      "benign_samples": len(benign_verdicts),
-                     "benign_inconclusive": sum(v.verdict == INCONCLUSIVE for v in benign_verdicts),
-                     "inconclusive_samples": sum(v.verdict == INCONCLUSIVE for v in verdicts),
+                     "benign_inconclusive": sum(v.verdict == VERDICT_INCONCLUSIVE for v in benign_verdicts),
+                     "inconclusive_samples": sum(v.verdict == VERDICT_INCONCLUSIVE for v in verdicts),
                      "subtype_accuracy": scored["subtype_accuracy"], "reasons": sorted(
                          {v.reason.split(":")[0] for v in verdicts if v.reason})})
     return {"rows": rows}
@@ -139,7 +140,7 @@ def as_weighted(fields, weight: float):
     """The session's fields as a rule with `weight` would have kept them: flagged fields set aside at 0."""
     if weight:
         return fields
-    return [replace(f, usable=False, reason=OOD_REASON, flagged=False) if f.flagged else f for f in fields]
+    return [replace(f, usable=False, reason=UNLIKE_TRAINING, flagged=False) if f.flagged else f for f in fields]
 
 
 def markdown(result: dict) -> str:

@@ -24,7 +24,7 @@ from allx.convert.source import Source, load_source
 from allx.convert.tflite import (TensorSpec, check_input_quantization, convert_model, describe_tensors,
                                  int16x8_model, output_to_log, saved_model_of)
 from allx.dihedral import N_VIEWS
-from allx.edge_runner.info import shipped_figures
+from allx.edge_runner.card_text import card_lines
 from allx.edge_runner.model import EdgeModel
 from allx.errors import DataError, ModelError, UsageError
 from allx.evidence import SHARES_GROUPS, Evidence
@@ -336,9 +336,10 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
         readiness = with_compiled_metadata(readiness, out_dir, manifest, side_files)
         manifest["edgetpu"] = readiness.to_dict()
         sections.append(edgetpu.readiness_markdown(readiness))
-    figures = shipped_figures(manifest)
-    if figures:
-        sections.append("## How each figure was measured\n\n" + "\n".join(f"- {line}." for line in figures) + "\n")
+    measured = [line for line in card_lines(manifest) if "measured" in line.words]  # the words allx-edge info uses
+    if measured:
+        sections.append("## How each figure was measured\n\n" + "\n".join(f"- {line.topic}: {line.words}"
+                                                                          for line in measured) + "\n")
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
                               tuple(sections))
     previous = {name: (out_dir / name).read_bytes() for name in side_files if (out_dir / name).is_file()}

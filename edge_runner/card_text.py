@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from allx.decision import VERDICT_INCONCLUSIVE
+from allx.edge_runner.manifest_check import PASSED
 from allx.evidence import Evidence
 from allx.text import setting, share, significant
 
@@ -77,7 +79,7 @@ def expected_words(rates: dict) -> str:
         if isinstance(record, dict) and is_number(record.get("rate")):
             unit = "samples" if name in ("inconclusive_rate", "malignant_rate") else "fields"
             measured = evidence_words(section(record, "evidence"))
-            words.append(f"{name.removesuffix('_rate').replace('_', ' ')} {significant(100 * record['rate'])}% of "
+            words.append(f"{name.removesuffix('_rate').replace('_', ' ')} {setting(100 * record['rate'])}% of "
                          f"{unit}" + (f" ({measured})" if measured else ""))
     return "; ".join(words)
 
@@ -98,7 +100,7 @@ def check_words(check: dict) -> str:
     limits = section(check, "thresholds")
     limit = f" (limit: a drop of at most {setting(limits['max_drop_pp'])} pp)" if "max_drop_pp" in limits else ""
     failures = check.get("failures") or ["see model.json"]
-    status = "passed" if check.get("passed") else "FAILED: " + "; ".join(map(str, failures))
+    status = PASSED if check.get(PASSED) else "FAILED: " + "; ".join(map(str, failures))
     measured = evidence_words(section(check, "evidence"))
     return f"{agree}{accuracy}{limit}; {status}" + (f"; {measured}" if measured else "")
 
@@ -136,7 +138,8 @@ def rule_words(rule: dict) -> str:
     samples = rule.get("samples")
     if isinstance(samples, int) and samples > 0:
         figures = [f"{name} {significant(100 * rule[key])}%" for key, name in
-                   (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("inconclusive", "inconclusive"))
+                   (("sensitivity", "sensitivity"), ("specificity", "specificity"),
+                    (VERDICT_INCONCLUSIVE, VERDICT_INCONCLUSIVE))
                    if isinstance(rule.get(key), (int, float))]
         text += f". On {samples:,} {rule.get('chosen_on') or 'pseudo-samples'}: {', '.join(figures)}"
     measured = evidence_words(section(rule, "evidence"))

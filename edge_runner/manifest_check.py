@@ -18,8 +18,8 @@ from allx.edge_runner.quality import QualityLimits
 from allx.errors import ModelError
 from allx.jsonio import Fields
 
-STATUSES = ("passed", "rejected")
-REJECTED = "rejected"
+PASSED, REJECTED = "passed", "rejected"
+STATUSES = (PASSED, REJECTED)
 MAX_OOD_THRESHOLD = 1e6  # scores are 1 - max probability (<= 1) or a squared distance over k <= 64 axes
 OUTPUT_ROLES = ("probabilities", "embedding")
 QUALITY_NUMBERS = ("focus_min", "shadows_max", "highlights_max", "colour_max")

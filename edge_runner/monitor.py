@@ -50,7 +50,7 @@ from allx import layout
 from allx.edge_runner.audit import AuditLog
 from allx.edge_runner.manifest_check import Manifest
 from allx.edge_runner.model import resolve_model
-from allx.edge_runner.sample import INCONCLUSIVE, MALIGNANT
+from allx.decision import FIELD_RECORD, REVIEW_RECORD, SAMPLE_RECORD, VERDICT_INCONCLUSIVE, VERDICT_MALIGNANT
 from allx.errors import DataError, UsageError
 from allx.jsonio import Fields, read_json
 
@@ -310,11 +310,11 @@ def add_row(tallies: dict[str, SampleTally], time_utc: str, kind: str, sample_id
     if tally is None:
         tally = tallies[sample_id] = SampleTally(sample_id, time_utc)
     ood, quality_ok, reasons, score, verdict, action, reviewed_label = values
-    if kind == "field":
+    if kind == FIELD_RECORD:
         add_field(tally, ood, quality_ok, reasons, score)
-    elif kind == "sample":
+    elif kind == SAMPLE_RECORD:
         tally.verdict = verdict
-    elif kind == "review" and reviewed_label is not None:
+    elif kind == REVIEW_RECORD and reviewed_label is not None:
         tally.reviewed, tally.overridden = True, action == "override"
 
 
@@ -383,13 +383,13 @@ def group_samples(tallies: list[SampleTally], size: int | None = None,
 def judge(period: str, tallies: list[SampleTally], expected: dict[str, Expected],
           family_alpha: float = FAMILY_ALPHA) -> Window:
     """One window's counts, its limits (Bonferroni over the rates judged) and the alarms it raises."""
-    conclusive = [t for t in tallies if t.verdict not in (None, INCONCLUSIVE)]
+    conclusive = [t for t in tallies if t.verdict not in (None, VERDICT_INCONCLUSIVE)]
     counts = {OOD: (sum(t.ood for t in tallies), sum(t.ood_checked for t in tallies)),
               QUALITY: (sum(t.rejected for t in tallies), sum(t.quality_checked for t in tallies)),
-              INCONCLUSIVE_RATE: (sum(t.verdict == INCONCLUSIVE for t in tallies),
+              INCONCLUSIVE_RATE: (sum(t.verdict == VERDICT_INCONCLUSIVE for t in tallies),
                                   sum(t.verdict is not None for t in tallies)),
               OVERRIDE: (sum(t.overridden for t in tallies), sum(t.reviewed for t in tallies)),
-              MALIGNANT_RATE: (sum(t.verdict == MALIGNANT for t in conclusive), len(conclusive))}
+              MALIGNANT_RATE: (sum(t.verdict == VERDICT_MALIGNANT for t in conclusive), len(conclusive))}
     judged = [name for name in ALARMED if name in expected and counts[name][1] > 0]
     alpha = family_alpha / len(judged) if judged else family_alpha
     limits = {name: Limit(upper_count(expected[name], counts[name][1], alpha), counts[name][1], alpha,

@@ -11,7 +11,8 @@ from allx.edge_runner import provenance
 from allx.edge_runner.audit import AuditLog
 from allx.edge_runner.model import Prediction
 from allx.edge_runner.quality import QualityMeasures, QualityResult
-from allx.edge_runner.sample import OOD_REASON, FieldResult, aggregate
+from allx.decision import UNLIKE_TRAINING
+from allx.edge_runner.sample import FieldResult, aggregate
 
 LABELS = ("Benign", "Early", "Pre", "Pro")
 FACTS = {"model_file": "model_int8.tflite", "model_sha256": "a" * 64, "manifest_sha256": None, "runtime": "test",
@@ -27,7 +28,7 @@ def field(name: str, label: str = "Pre", ood: bool = False, reason: str | None =
     probabilities = tuple(score if other == label else rest for other in LABELS)
     prediction = Prediction(label, score, ((label, score),), probabilities, 1.0, ood, 500.0 if ood else 10.0)
     quality = QualityResult(QualityMeasures(100.0, 0.0, 0.0, (200.0, 200.0, 220.0)), (reason,) if reason else (), 1.0)
-    why = reason or (OOD_REASON if ood else None)
+    why = reason or (UNLIKE_TRAINING if ood else None)
     decision = decide(probabilities, LABELS, OperatingPoint(0.5))
     return FieldResult(name, "b" * 64, prediction, quality, why is None, why, decision)
 
