@@ -24,8 +24,8 @@ NPM_CACHE = Path(os.environ.get("ALLX_NPM_CACHE", Path.home() / ".cache" / "allx
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ALLX_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache" / layout.WEIGHTS_FOLDER
+    monkeypatch.setenv("ALLX_WEIGHTS_DIR", str(tmp_path / "weights"))
+    return tmp_path / "weights"
 
 
 @pytest.fixture(scope="module")

@@ -97,7 +97,10 @@ class ProofResult:
 
 
 def weights_dir() -> Path:
-    """The allx cache's weights folder: $ALLX_CACHE_DIR/weights, else the XDG cache (~/.cache/allx/weights)."""
+    """Where imported weights live: $ALLX_WEIGHTS_DIR, else $ALLX_CACHE_DIR/weights, else the XDG cache
+    (~/.cache/allx/weights)."""
+    if os.environ.get("ALLX_WEIGHTS_DIR"):
+        return Path(os.environ["ALLX_WEIGHTS_DIR"])
     root = os.environ.get("ALLX_CACHE_DIR") or platformdirs.user_cache_path("allx")
     return Path(root) / layout.WEIGHTS_FOLDER
 
@@ -300,7 +303,7 @@ def npm_pack(folder: Path | None = None) -> Path:
     """
     import subprocess
 
-    folder = folder or Path(os.environ.get("ALLX_NPM_CACHE") or weights_dir().parent / "npm")
+    folder = folder or Path(os.environ.get("ALLX_NPM_CACHE") or platformdirs.user_cache_path("allx") / "npm")
     tarball = folder / NPM_TARBALL
     if tarball.is_file() and sha256_file(tarball) == KNOWN_SHA256[NPM_TARBALL]:
         return tarball
