@@ -19,10 +19,11 @@ On new patients (held-out blocks of file numbers), each backbone with more than 
 
 `--split` reuses a split (an `allx data split --group-by sequence` file); `--recipes`: reference (the
 product's Flatten -> Dropout(0.5) -> Dense head, Adam, on the last feature map, no augmentation) and/or
-default (the backbone's registered recipe). Each row then also gets the float32 model converted and timed
-beside the kept int8 model in the same run (`--threads`), and the test subset's paired check: float Keras
-vs the kept model through EdgeModel, image by image (the check `allx convert` runs on val, here on the
-held-out test blocks). `--keep-rows` keeps the rows of the existing JSON that this run does not redo.
+default (the backbone's registered recipe). With --split the conversion's paired check (float Keras vs
+the kept model through EdgeModel, image by image) runs on the held-out test blocks, without the OOD
+statistics; each row also gets the float32 model converted and timed beside the kept model in the same
+run (`--threads`), and the kept model's malignant sensitivity / benign specificity on those images at the
+operating point it carries. `--keep-rows` keeps the rows of the existing JSON that this run does not redo.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from allx import layout
 from pathlib import Path
+
+import numpy as np
+
+from allx import layout
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "all-taleqani" / "Original"
@@ -60,6 +64,7 @@ def main():
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads for latency (default: all)")
     parser.add_argument("--fidelity-images", type=int, default=None,
                         help="train+val images for convert's fidelity check (default: convert's)")
+    parser.add_argument("--representative-count", type=int, default=None, help="int8 calibration images")
     parser.add_argument("--keep-rows", action="store_true", help="keep the existing JSON's other rows")
     args = parser.parse_args()
 
@@ -67,7 +72,7 @@ def main():
     from allx.convert.pipeline import convert_keras
     from allx.edge_runner.bench import bench_models
     from allx.train.split import make_split, write_split
-    from allx.train.trainer import TrainConfig, train_model
+    from allx.train.trainer import TrainConfig, train_model, with_backbone_recipe
 
     work = args.work or Path(tempfile.mkdtemp(prefix="allx-backbones-"))
     data = args.data
@@ -85,20 +90,23 @@ def main():
         note = weights_note(name, weights)
         print(f"== {name} {recipe} ({weights}{'; ' + note if note else ''})", flush=True)
         run = work / (name if recipe == "default" else f"{name}-{recipe}")
-        trained = train_model(TrainConfig(data_dir=data, out_dir=run, split_path=split_path, backbone=name,
-                                          weights=weights, epochs=args.epochs,
-                                          image_size=64 if args.quick else None, **RECIPES[recipe]))
-        options = {} if args.fidelity_images is None else {"fidelity_images": args.fidelity_images}
+        config = with_backbone_recipe(TrainConfig(data_dir=data, out_dir=run, split_path=split_path, backbone=name,
+                                                  weights=weights, epochs=args.epochs,
+                                                  image_size=64 if args.quick else None, **RECIPES[recipe]))
+        trained = train_model(config)
+        options = {key: value for key, value in (("fidelity_images", args.fidelity_images),
+                                                 ("representative_count", args.representative_count)) if value is not None}
         started = time.perf_counter()
-        converted = convert_keras(run / layout.MODEL_KERAS, run / "tflite",
-                                  resolve_options("int8", ood=False if args.split else None, **options))
+        if args.split:  # new patients: the check (float Keras vs the kept model through EdgeModel) on test
+            options.update(check_subset="test", ood=False)
+        converted = convert_keras(run / layout.MODEL_KERAS, run / "tflite", resolve_options("int8", **options))
         convert_seconds = time.perf_counter() - started
         model_file = converted.files.get("model") or next((run / "tflite").glob("model_int8*.tflite"))
         check = converted.check.to_dict()
         control = converted.control.to_dict() if converted.control else None
         row = {
             "backbone": name, "recipe": recipe, "weights": weights, "weights_note": note,
-            "head": trained.metrics.get("head"), "features": trained.metrics.get("features"),
+            "head": config.head, "features": config.features, "augment": config.augment or "none",
             "test_accuracy_float": trained.metrics.get("accuracy"),
             "check_subset": check.get("subset"), "float_accuracy": check["float"]["accuracy"],
             "int8_accuracy": check["quantized"]["accuracy"], "agreement": check["agreement"],
@@ -110,7 +118,7 @@ def main():
             "target": target(check),
         }
         if args.split:
-            row.update(side_by_side(run, model_file, data, split_path, args))
+            row.update(side_by_side(run, model_file, check, args), test_metrics_float=trained.metrics)
         else:
             bench = bench_models([model_file], runs=args.runs, warmup=5, threads=args.threads).results[0]
             row.update({"p50_ms": round(bench.latency_ms.p50, 2), "p95_ms": round(bench.latency_ms.p95, 2),
@@ -127,45 +135,40 @@ RECIPES = {"reference": {"head": "flatten", "features": "last", "augment": "none
            "default": {}}
 
 
-def side_by_side(run: Path, int8_file: Path, data: Path, split_path: Path, args) -> dict:
-    """float32 and the kept int8 model timed one after the other in this run, and both on the test subset."""
+def side_by_side(run: Path, int8_file: Path, check: dict, args) -> dict:
+    """float32 and the kept int8 model timed one after the other in this run; the check's images (the test
+    subset with --split) at the operating point the kept model carries, as allx-edge decides with it."""
+    import csv
+
     import keras
 
-    from allx.convert.check import run_check
-    from allx.decision import sensitivity_specificity
-    from allx.convert.modes import DEFAULT_THRESHOLDS, get_mode
+    from allx.convert.modes import get_mode
     from allx.convert.tflite import convert_model, saved_model_of
+    from allx.decision import sensitivity_specificity
     from allx.edge_runner.bench import bench_models
     from allx.edge_runner.model import EdgeModel
-    from allx.train.split import read_split
 
     model = keras.models.load_model(run / layout.MODEL_KERAS)
-    labels = tuple((run / layout.LABELS).read_text().split())
     float_file = run / "tflite" / "model_float32_nocheck.tflite"
     with saved_model_of(model, tuple(model.input_shape[1:3])) as saved:
         float_file.write_bytes(convert_model(saved, get_mode("float32"), "float", run / "tflite" / "float32.log"))
     float_bench, int8_bench = bench_models([float_file, int8_file], runs=args.runs, warmup=5,
                                            threads=args.threads).results
-    split = read_split(split_path, data)
-    if tuple(split.classes) != labels:
-        raise SystemExit(f"{split_path}: classes {split.classes}, expected the run's labels {labels}")
-    edge = EdgeModel.load(int8_file, labels=labels)
-    report, predictions = run_check(model, edge, data, split.test, split.labels("test"), labels, "int8", "test",
-                                    DEFAULT_THRESHOLDS)
-    tested, point = report.to_dict(), edge.manifest.operating_point  # the point allx-edge decides with
-    at_point = None if point is None else {
-        "threshold": point.threshold, "chosen_on": point.chosen_on,
-        "float": sensitivity_specificity(predictions.float_probabilities, predictions.truth, labels, point),
-        "int8": sensitivity_specificity(predictions.quantized_probabilities, predictions.truth, labels, point)}
+    labels = tuple(check["labels"])
+    point = EdgeModel.load(int8_file, labels=labels).manifest.operating_point  # the point allx-edge decides with
+    with open(run / "tflite" / layout.predictions_name("int8")) as file:
+        rows = list(csv.DictReader(file))
+    probabilities = np.array([[float(row[f"p_{label}"]) for label in labels] for row in rows])
+    truth = np.array([labels.index(row["truth"]) for row in rows])
     return {
         "threads": int8_bench.threads, "runtime": int8_bench.runtime, "runs": args.runs,
         "p50_ms": round(int8_bench.latency_ms.p50, 2), "p95_ms": round(int8_bench.latency_ms.p95, 2),
-        "float32_p50_ms": round(float_bench.latency_ms.p50, 2), "float32_size_mb": round(float_file.stat().st_size / 1e6, 2),
+        "float32_p50_ms": round(float_bench.latency_ms.p50, 2),
+        "float32_size_mb": round(float_file.stat().st_size / 1e6, 2),
         "int8_speedup_p50": round(float_bench.latency_ms.p50 / int8_bench.latency_ms.p50, 2),
-        "test": {"images": tested["images"], "float": tested["float"], "int8": tested["quantized"],
-                 "paired": tested["paired"], "verdicts": tested["verdicts"], "per_class": tested["per_class"],
-                 "at_operating_point": at_point,
-                 "accuracy_drop_pp": round((tested["float"]["accuracy"] - tested["quantized"]["accuracy"]) * 100, 3)},
+        "int8_at_operating_point": None if point is None else {
+            "threshold": point.threshold, "chosen_on": point.chosen_on, "images": len(rows),
+            **sensitivity_specificity(probabilities, truth, labels, point)},
     }
 
 

@@ -80,7 +80,7 @@ def test_a_foreign_model_is_refused_by_name_and_shape(tmp_path):
     foreign = write_tfjs(tmp_path / "tiny", {"dense/kernel": np.zeros((4, 2), np.float32)})
     outcome = runner.invoke(app, ["weights", "import", str(foreign)])
     assert outcome.exit_code == 2
-    assert "missing tensor conv1/kernel, expected a ResNet50 ImageNet file" in outcome.output
+    assert "missing tensor conv1_conv/kernel, expected a ResNet50 ImageNet file" in outcome.output
     shapes = {name: np.zeros((2,) * len(array.shape), np.float32) for name, array in
               {"conv1/kernel": np.zeros((1, 1, 1, 1)), "conv1/bias": np.zeros(1)}.items()}
     wrong = write_tfjs(tmp_path / "wrong", shapes)
