@@ -18,8 +18,10 @@ On new patients (held-out blocks of file numbers), each backbone with more than 
         --backbones resnet50 --resnet50-weights imagenet --keep-rows
 
 `--split` reuses a split (an `allx data split --group-by sequence` file); `--recipes`: reference (the
-product's Flatten -> Dropout(0.5) -> Dense head, Adam, on the last feature map, no augmentation) and/or
-default (the backbone's registered recipe). With --split the conversion's paired check (float Keras vs
+product's Flatten -> Dropout(0.5) -> Dense head, Adam, on the last feature map, no augmentation),
+multiscale (the taps' pooled features, logistic-regression head, no augmentation) and/or default (the
+backbone's registered recipe). `--reuse-runs` takes WORK/<backbone>-<recipe> (WORK/<backbone> for default)
+from an `allx train` run of that recipe instead of training again. With --split the conversion's paired check (float Keras vs
 the kept model through EdgeModel, image by image) runs on the held-out test blocks, without the OOD
 statistics; each row also gets the float32 model converted and timed beside the kept model in the same
 run (`--threads`), and the kept model's malignant sensitivity / benign specificity on those images at the
@@ -60,12 +62,14 @@ def main():
     parser.add_argument("--backbones", default="resnet50,efficientnet-lite0,mobilenetv2",
                         help="comma-separated, in the order to run (the JSON is rewritten after each)")
     parser.add_argument("--split", type=Path, default=None, help="a split file to use (default: make one)")
-    parser.add_argument("--recipes", default="default", help="comma-separated: reference and/or default")
+    parser.add_argument("--recipes", default="default", help="comma-separated: reference, multiscale, default")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads for latency (default: all)")
     parser.add_argument("--fidelity-images", type=int, default=None,
                         help="train+val images for convert's fidelity check (default: convert's)")
     parser.add_argument("--representative-count", type=int, default=None, help="int8 calibration images")
     parser.add_argument("--keep-rows", action="store_true", help="keep the existing JSON's other rows")
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="use WORK/<backbone>[-<recipe>]/model.keras when there (an `allx train` run) instead of training")
     args = parser.parse_args()
 
     from allx.convert.modes import resolve_options
@@ -93,7 +97,10 @@ def main():
         config = with_backbone_recipe(TrainConfig(data_dir=data, out_dir=run, split_path=split_path, backbone=name,
                                                   weights=weights, epochs=args.epochs,
                                                   image_size=64 if args.quick else None, **RECIPES[recipe]))
-        trained = train_model(config)
+        if args.reuse_runs and (run / layout.MODEL_KERAS).is_file():  # an `allx train` run of this recipe
+            metrics, trained_by = json.loads((run / layout.METRICS).read_text()), f"reused run {run.resolve()}"
+        else:
+            metrics, trained_by = train_model(config).metrics, "this run"
         options = {key: value for key, value in (("fidelity_images", args.fidelity_images),
                                                  ("representative_count", args.representative_count)) if value is not None}
         started = time.perf_counter()
@@ -107,7 +114,7 @@ def main():
         row = {
             "backbone": name, "recipe": recipe, "weights": weights, "weights_note": note,
             "head": config.head, "features": config.features, "augment": config.augment or "none",
-            "test_accuracy_float": trained.metrics.get("accuracy"),
+            "trained_by": trained_by, "test_accuracy_float": metrics.get("accuracy"),
             "check_subset": check.get("subset"), "float_accuracy": check["float"]["accuracy"],
             "int8_accuracy": check["quantized"]["accuracy"], "agreement": check["agreement"],
             "passed": check["passed"], "int8_size_mb": round(Path(model_file).stat().st_size / 1e6, 2),
@@ -118,7 +125,8 @@ def main():
             "target": target(check),
         }
         if args.split:
-            row.update(side_by_side(run, model_file, check, args), test_metrics_float=trained.metrics)
+            row.update(side_by_side(run, model_file, converted.files["predictions"], check, args),
+                       test_metrics_float=metrics)
         else:
             bench = bench_models([model_file], runs=args.runs, warmup=5, threads=args.threads).results[0]
             row.update({"p50_ms": round(bench.latency_ms.p50, 2), "p95_ms": round(bench.latency_ms.p95, 2),
@@ -132,10 +140,11 @@ def main():
 
 # The product's reference head, and each backbone's registered recipe (None: the registry decides).
 RECIPES = {"reference": {"head": "flatten", "features": "last", "augment": "none"},
+           "multiscale": {"head": "logreg", "features": "multiscale", "augment": "none"},
            "default": {}}
 
 
-def side_by_side(run: Path, int8_file: Path, check: dict, args) -> dict:
+def side_by_side(run: Path, int8_file: Path, predictions_file: Path, check: dict, args) -> dict:
     """float32 and the kept int8 model timed one after the other in this run; the check's images (the test
     subset with --split) at the operating point the kept model carries, as allx-edge decides with it."""
     import csv
@@ -156,7 +165,7 @@ def side_by_side(run: Path, int8_file: Path, check: dict, args) -> dict:
                                            threads=args.threads).results
     labels = tuple(check["labels"])
     point = EdgeModel.load(int8_file, labels=labels).manifest.operating_point  # the point allx-edge decides with
-    with open(run / "tflite" / layout.predictions_name("int8")) as file:
+    with open(predictions_file) as file:
         rows = list(csv.DictReader(file))
     probabilities = np.array([[float(row[f"p_{label}"]) for label in labels] for row in rows])
     truth = np.array([labels.index(row["truth"]) for row in rows])

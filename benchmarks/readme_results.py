@@ -88,7 +88,8 @@ def backbones_section() -> list[str]:
         kept = r.get("variant", "int8") if r["passed"] else "none passed (int8 saved as rejected)"
         if not r["passed"]:
             rejected.append((r["backbone"], ((control or {}).get("int8") or {}).get("failures") or r.get("verdicts", [])))
-        lines.append(f"| {r['backbone']} | {weights} | {r['test_accuracy_float']:.4f} | {kept} | "
+        name = r["backbone"] + (f" ({r['recipe']}, {r['split_kind']})" if r.get("recipe") else "")
+        lines.append(f"| {name} | {weights} | {r['test_accuracy_float']:.4f} | {kept} | "
                      f"{r['float_accuracy']:.4f} -> {r['int8_accuracy']:.4f} | {drop_pp:+.2f} | {worst:+.2f} | "
                      f"{'pass' if r['passed'] else 'REJECTED'} | {'met' if met else 'MISSED'} | "
                      f"{fidelity.get('agreement', r['agreement']):.4f} | {r['int8_size_mb']:.2f} | {r['p50_ms']:.2f} | "
@@ -113,10 +114,9 @@ def backbones_section() -> list[str]:
     missing = [name for name in ("resnet50", "efficientnet-lite0", "mobilenetv2") if name not in measured]
     if missing:
         lines += ["", f"Not in this JSON: {', '.join(missing)}."
-                  + (" ResNet50's ImageNet weights cannot be fetched on this machine (only package registries are "
-                     "reachable, and no package carries the Keras `resnet50..._notop.h5`); with that file: "
-                     "`python benchmarks/backbones.py --backbones resnet50 --resnet50-weights PATH`."
-                     if "resnet50" in missing else "")]
+                  + (" ResNet50's ImageNet weights come offline from `allx weights import` (README, ResNet50's "
+                     "ImageNet weights without internet); then: `python benchmarks/backbones.py --backbones resnet50 "
+                     "--resnet50-weights imagenet`." if "resnet50" in missing else "")]
     notes = [r for r in d["rows"] if r.get("weights_note")]
     if notes:
         lines += [""] + [f"- {r['backbone']}: {r['weights_note']}." for r in notes]

@@ -30,12 +30,13 @@ def demo(
     """
     import_tensorflow_quietly()
 
+    backbone = get_backbone(backbone).name  # a mistyped name fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     folder, synthetic = prepare_data(out, data)
     if synthetic:
         stdout.print(f"[bold]data:[/] {folder} — generated images, SYNTHETIC, NOT MEDICAL")
     started = time.perf_counter()
-    stages = plan_stages(out, folder, epochs, get_backbone(backbone).name)
+    stages = plan_stages(out, folder, epochs, backbone)
     with open(out / "demo.log", "w") as log:
         for number, stage in enumerate(stages, 1):
             if stage.name == "allx-edge classify":
