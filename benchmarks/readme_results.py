@@ -107,7 +107,10 @@ def backbones_section() -> list[str]:
                       f"target is met) in {strict['accuracy_control_seconds']:.0f} s. Tries: {tries}. The price is the "
                       "latency measured above and Edge TPU readiness (int16 activations run on the CPU only)."]
     if len(d.get("runs", [])) > 1:
-        lines += ["", "The rows come from separate runs on the same split (`runs` in the JSON says which row came from "
+        split_note = ("on the same split" if not any(r.get("recipe") for r in d["rows"]) else
+                      "(rows marked `sequence` on the held-out blocks of the next section, the others on one "
+                      "near-duplicate split, so compare accuracies only within a split)")
+        lines += ["", f"The rows come from separate runs {split_note} (`runs` in the JSON says which row came from "
                   "which): their latencies were measured at different times on a shared machine, so compare them "
                   "only roughly."]
     measured = {r["backbone"] for r in d["rows"]}
@@ -405,13 +408,22 @@ def multiscale_targets(d: dict) -> list[str]:
 HELDOUT_TARGETS = {"accuracy": 0.97, "benign_specificity": 0.90, "malignant_sensitivity": 0.99}
 
 
+def wilson(share: float, n: int, z: float = 1.96) -> str:
+    """The 95% Wilson score interval of a proportion measured on n images, as "low, high"."""
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((share * (1 - share) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return f"{max(0.0, centre - half):.3f}, {min(1.0, centre + half):.3f}"
+
+
 def heldout_section() -> list[str]:
     """The backbones.json rows measured on held-out blocks (`--split`, `--recipes`), and their block CV."""
     d = load("backbones.json")
     rows = [r for r in (d or {}).get("rows", []) if r.get("recipe")]
     if not rows:
         return ["Held-out blocks: not run (`python benchmarks/backbones.py --split SPLIT.json --recipes ...`)."]
-    lines = [f"### On new patients: held-out blocks of file numbers, float and int8 through the edge runner ({provenance(d)})",
+    runs = [run for run in d.get("runs", []) if any("(" in kept for kept in run.get("kept_rows", []))]
+    said_where = "; ".join(f"`{run['command']}`, {run['date']}" for run in runs) or d["_measured"]
+    lines = [f"### On new patients: held-out blocks of file numbers, float and int8 through the edge runner (_{said_where}_)",
              "", "Split: `allx data split --group-by sequence` (blocks of 48 consecutive file numbers per class kept whole, "
              "embedding near-neighbours joined; train 2,199 / val 473 / test 544 images). Every figure is on the 544 "
              "test images: float = the Keras model, int8 = the kept .tflite run by `EdgeModel` (allx-edge's code), "
@@ -430,13 +442,15 @@ def heldout_section() -> list[str]:
                      f"**{r['int8_speedup_p50']:.2f}x** |")
     for r in rows:
         f = r["test_metrics_float"]
-        said = [f"{name.replace('_', ' ')} {f[name]:.3f} {'>=' if f[name] >= bar else '<'} {bar}"
-                for name, bar in HELDOUT_TARGETS.items()]
+        sizes = {"accuracy": f["n"], "benign_specificity": f["per_class"]["Benign"]["support"],
+                 "malignant_sensitivity": f["n"] - f["per_class"]["Benign"]["support"]}
+        said = [f"{name.replace('_', ' ')} {f[name]:.3f} [{wilson(f[name], sizes[name])}] "
+                f"{'>=' if f[name] >= bar else '<'} {bar}" for name, bar in HELDOUT_TARGETS.items()]
         point = r.get("int8_at_operating_point")
         at_point = (f"; int8 at the shipped operating point (1 - p(Benign) >= {point['threshold']:.3f}, chosen on "
                     f"{point['chosen_on']}): sensitivity {point['malignant_sensitivity']:.3f}, specificity "
                     f"{point['benign_specificity']:.3f}" if point else "")
-        lines += ["", f"- {r['backbone']} ({r['recipe']}), float, argmax: " + ", ".join(said) + at_point +
+        lines += ["", f"- {r['backbone']} ({r['recipe']}), float, argmax (95% Wilson intervals): " + ", ".join(said) + at_point +
                   f"; int8 drop {r['target']['accuracy_drop_pp']:+.2f} pp (target <= 0.5), worst class "
                   f"{r['target']['worst_class_drop_pp']:+.2f} pp (<= 2): {'met' if r['target']['met'] else 'MISSED'}"
                   f" (gate: {'pass' if r['passed'] else 'rejected'}); int8 {r['int8_speedup_p50']:.2f}x faster than "
