@@ -455,6 +455,14 @@ def heldout_section() -> list[str]:
                   f"{r['target']['worst_class_drop_pp']:+.2f} pp (<= 2): {'met' if r['target']['met'] else 'MISSED'}"
                   f" (gate: {'pass' if r['passed'] else 'rejected'}); int8 {r['int8_speedup_p50']:.2f}x faster than "
                   f"float32 on one thread (target >= 3.0)."]
+    for name in sorted(RESULTS.glob("samples_resnet50_*.json")):
+        for row in json.loads(name.read_text())["rows"]:
+            lines += ["", f"{name.stem.removeprefix('samples_')}: pseudo-samples of {row['fields_per_sample']} consecutive "
+                      f"test fields through allx-edge's SampleSession, int8 ({row['samples']} samples, "
+                      f"{row['samples'] - row['malignant_samples']} benign): majority vote of the fields' labels "
+                      f"{row['majority_vote_accuracy']:.3f} (benign samples {row['majority_vote_benign_accuracy']:.3f}). "
+                      "Only the vote is out-of-sample here: the point and rule of that model were chosen on the test "
+                      "images (its check subset), so its rule-based figures are not quoted."]
     for name in sorted(RESULTS.glob("cv_resnet50_*.json")):
         cv = json.loads(name.read_text())
         summary = cv["summary"]
