@@ -88,7 +88,7 @@ def backbones_section() -> list[str]:
         kept = r.get("variant", "int8") if r["passed"] else "none passed (int8 saved as rejected)"
         if not r["passed"]:
             rejected.append((r["backbone"], ((control or {}).get("int8") or {}).get("failures") or r.get("verdicts", [])))
-        name = r["backbone"] + (f" ({r['recipe']}, {r['split_kind']})" if r.get("recipe") else "")
+        name = r["backbone"] + (f" ({r['recipe']}, {r['split_kind']})" if r.get("recipe") and r.get("split_kind") else "")
         lines.append(f"| {name} | {weights} | {r['test_accuracy_float']:.4f} | {kept} | "
                      f"{r['float_accuracy']:.4f} -> {r['int8_accuracy']:.4f} | {drop_pp:+.2f} | {worst:+.2f} | "
                      f"{'pass' if r['passed'] else 'REJECTED'} | {'met' if met else 'MISSED'} | "
@@ -107,7 +107,7 @@ def backbones_section() -> list[str]:
                       f"target is met) in {strict['accuracy_control_seconds']:.0f} s. Tries: {tries}. The price is the "
                       "latency measured above and Edge TPU readiness (int16 activations run on the CPU only)."]
     if len(d.get("runs", [])) > 1:
-        split_note = ("on the same split" if not any(r.get("recipe") for r in d["rows"]) else
+        split_note = ("on the same split" if not any(r.get("test_metrics_float") for r in d["rows"]) else
                       "(rows marked `sequence` on the held-out blocks of the next section, the others on one "
                       "near-duplicate split, so compare accuracies only within a split)")
         lines += ["", f"The rows come from separate runs {split_note} (`runs` in the JSON says which row came from "
@@ -418,7 +418,7 @@ def wilson(share: float, n: int, z: float = 1.96) -> str:
 def heldout_section() -> list[str]:
     """The backbones.json rows measured on held-out blocks (`--split`, `--recipes`), and their block CV."""
     d = load("backbones.json")
-    rows = [r for r in (d or {}).get("rows", []) if r.get("recipe")]
+    rows = [r for r in (d or {}).get("rows", []) if r.get("test_metrics_float")]
     if not rows:
         return ["Held-out blocks: not run (`python benchmarks/backbones.py --split SPLIT.json --recipes ...`)."]
     runs = [run for run in d.get("runs", []) if any("(" in kept for kept in run.get("kept_rows", []))]
