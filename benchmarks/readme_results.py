@@ -87,7 +87,7 @@ def backbones_section() -> list[str]:
         weights = Path(str(r["weights"])).name + (" (no ImageNet weights)" if r.get("weights_note") else "")
         kept = r.get("variant", "int8") if r["passed"] else "none passed (int8 saved as rejected)"
         if not r["passed"]:
-            rejected.append((r["backbone"], ((control or {}).get("int8") or {}).get("failures") or r.get("verdicts", [])))
+            rejected.append((r["backbone"] + (f" ({r['recipe']})" if r.get("recipe") else ""), ((control or {}).get("int8") or {}).get("failures") or r.get("verdicts", [])))
         name = r["backbone"] + (f" ({r['recipe']}, {r['split_kind']})" if r.get("recipe") and r.get("split_kind") else "")
         lines.append(f"| {name} | {weights} | {r['test_accuracy_float']:.4f} | {kept} | "
                      f"{r['float_accuracy']:.4f} -> {r['int8_accuracy']:.4f} | {drop_pp:+.2f} | {worst:+.2f} | "
@@ -450,6 +450,9 @@ def heldout_section() -> list[str]:
         at_point = (f"; int8 at the shipped operating point (1 - p(Benign) >= {point['threshold']:.3f}, chosen on "
                     f"{point['chosen_on']}): sensitivity {point['malignant_sensitivity']:.3f}, specificity "
                     f"{point['benign_specificity']:.3f}" if point else "")
+        if not r["passed"]:
+            at_point += (f"; the int8 model was REJECTED by the gate ({r['verdicts'][0]}; accuracy control "
+                         f"{'not run' if not r.get('accuracy_control') else 'ran'})")
         lines += ["", f"- {r['backbone']} ({r['recipe']}), float, argmax (95% Wilson intervals): " + ", ".join(said) + at_point +
                   f"; int8 drop {r['target']['accuracy_drop_pp']:+.2f} pp (target <= 0.5), worst class "
                   f"{r['target']['worst_class_drop_pp']:+.2f} pp (<= 2): {'met' if r['target']['met'] else 'MISSED'}"
