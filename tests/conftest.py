@@ -17,10 +17,12 @@ PBC_LYMPHOCYTES = SHARED_DATA / "pbc-lymphocytes"
 @pytest.fixture(autouse=True)
 def private_user_folders(tmp_path_factory, monkeypatch):
     """allx-edge writes its audit log under the user's data folder and reads site.json from the config
-    folder: tests get their own, so they never touch the real ones (nor each other's site config)."""
+    folder; `allx weights import` keeps weights in the cache folder: tests get their own, so they never
+    touch the real ones (nor each other's site config), and never find weights a user imported."""
     home = tmp_path_factory.mktemp("user")
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("ALLX_WEIGHTS_DIR", str(home / "weights"))
     monkeypatch.delenv("ALLX_SITE_CONFIG", raising=False)
 
 

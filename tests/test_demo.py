@@ -38,3 +38,16 @@ def test_a_failing_stage_is_named_with_exit_1(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--data", str(data.parent)])
     assert result.exit_code == 1
     assert "stage 'split data' failed" in result.output and "Traceback" not in result.output
+
+
+def test_the_backbone_option_reaches_the_train_stage_and_a_typo_writes_nothing(tmp_path):
+    from allx.demo import plan_stages
+
+    train = next(stage for stage in plan_stages(tmp_path, tmp_path / "data", backbone="resnet50")
+                 if stage.name == "train")
+    command = train.commands[0]
+    assert command[command.index("--backbone") + 1] == "resnet50"
+    assert command[command.index("--weights") + 1] == "imagenet"  # ResNet50's from `allx weights import`, offline
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--backbone", "resnet5O"])
+    assert result.exit_code == 2 and "did you mean 'resnet50'" in result.output
+    assert not (tmp_path / "demo").exists()

