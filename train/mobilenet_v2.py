@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from allx.train.torch_weights import assign_torch_weights, load_state_dict
+from allx.train.torch_weights import assign_torch_weights, inverted_residual_mapping, load_state_dict
 
 BN_EPSILON = 1e-5
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -96,16 +96,12 @@ def torch_mapping(include_top: bool):
     """(keras layer, torch prefix, kind) for every weighted layer of torchvision's module tree."""
     mapping = [("features_0_conv", "features.0.0", "conv"), ("features_0_bn", "features.0.1", "bn")]
     for index, (expansion, *_rest) in enumerate(block_specs(), start=1):
-        torch_block, block = f"features.{index}.conv", f"features_{index}"
-        step = 0
-        if expansion != 1:
-            mapping += [(f"{block}_expand_conv", f"{torch_block}.0.0", "conv"),
-                        (f"{block}_expand_bn", f"{torch_block}.0.1", "bn")]
-            step = 1
-        mapping += [(f"{block}_dw_conv", f"{torch_block}.{step}.0", "dwconv"),
-                    (f"{block}_dw_bn", f"{torch_block}.{step}.1", "bn"),
-                    (f"{block}_project_conv", f"{torch_block}.{step + 1}", "conv"),
-                    (f"{block}_project_bn", f"{torch_block}.{step + 2}", "bn")]
+        torch_block = f"features.{index}.conv"
+        step = 1 if expansion != 1 else 0  # torchvision numbers the sub-modules in order: [expansion], depthwise, ...
+        expand = (f"{torch_block}.0.0", f"{torch_block}.0.1") if expansion != 1 else None
+        mapping += inverted_residual_mapping(f"features_{index}", expand,
+                                             (f"{torch_block}.{step}.0", f"{torch_block}.{step}.1"),
+                                             (f"{torch_block}.{step + 1}", f"{torch_block}.{step + 2}"))
     mapping += [("features_18_conv", "features.18.0", "conv"), ("features_18_bn", "features.18.1", "bn")]
     if include_top:
         mapping.append(("predictions", "classifier.1", "dense"))

@@ -296,6 +296,17 @@ def keras_arrays(state_dict: dict[str, np.ndarray], prefix: str, kind: str) -> l
     return arrays
 
 
+def inverted_residual_mapping(block: str, expand: tuple[str, str] | None, depthwise: tuple[str, str],
+                              project: tuple[str, str]) -> list[tuple[str, str, str]]:
+    """(keras layer, torch name, kind) of one MobileNet-style block, whose Keras layers are named
+    {block}_expand_*, {block}_dw_*, {block}_project_*: an optional 1x1 expansion, the depthwise conv and the 1x1
+    projection, each a (conv, batch norm) pair of torch names."""
+    mapping = [] if expand is None else [(f"{block}_expand_conv", expand[0], "conv"),
+                                         (f"{block}_expand_bn", expand[1], "bn")]
+    return mapping + [(f"{block}_dw_conv", depthwise[0], "dwconv"), (f"{block}_dw_bn", depthwise[1], "bn"),
+                      (f"{block}_project_conv", project[0], "conv"), (f"{block}_project_bn", project[1], "bn")]
+
+
 def assign_torch_weights(model, state_dict, mapping, source: str, architecture: str) -> None:
     """Set each (keras_layer_name, torch_prefix, kind) of `mapping` from the state dict, checking shapes."""
     for layer_name, prefix, kind in mapping:
