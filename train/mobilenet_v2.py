@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from allx.train.torch_weights import assign_torch_weights, inverted_residual_mapping, load_state_dict
+from allx.train.torch_weights import assign_torch_weights, load_state_dict, mobilenet_mapping
 
 BN_EPSILON = 1e-5
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,9 +38,8 @@ def build_torchvision_mobilenet_v2(input_shape, include_top: bool = False, class
     PixelNormalization layer maps to that.
     """
     import keras
-    from keras import layers
 
-    from allx.train.layers import PixelNormalization
+    from allx.train.layers import PixelNormalization, imagenet_top
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = inputs
@@ -51,9 +50,7 @@ def build_torchvision_mobilenet_v2(input_shape, include_top: bool = False, class
         x = inverted_residual(x, *spec, name=f"features_{index}")
     x = conv_bn_relu(x, HEAD_CHANNELS, 1, 1, "features_18")
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dropout(0.2, name="top_dropout")(x)
-        x = layers.Dense(classes, activation="softmax", name="predictions")(x)
+        x = imagenet_top(x, classes)
     return keras.Model(inputs, x, name="torchvision_mobilenet_v2")
 
 
@@ -94,18 +91,18 @@ def inverted_residual(inputs, expansion: int, stride: int, channels_in: int, cha
 
 def torch_mapping(include_top: bool):
     """(keras layer, torch prefix, kind) for every weighted layer of torchvision's module tree."""
-    mapping = [("features_0_conv", "features.0.0", "conv"), ("features_0_bn", "features.0.1", "bn")]
-    for index, (expansion, *_rest) in enumerate(block_specs(), start=1):
-        torch_block = f"features.{index}.conv"
-        step = 1 if expansion != 1 else 0  # torchvision numbers the sub-modules in order: [expansion], depthwise, ...
-        expand = (f"{torch_block}.0.0", f"{torch_block}.0.1") if expansion != 1 else None
-        mapping += inverted_residual_mapping(f"features_{index}", expand,
-                                             (f"{torch_block}.{step}.0", f"{torch_block}.{step}.1"),
-                                             (f"{torch_block}.{step + 1}", f"{torch_block}.{step + 2}"))
-    mapping += [("features_18_conv", "features.18.0", "conv"), ("features_18_bn", "features.18.1", "bn")]
-    if include_top:
-        mapping.append(("predictions", "classifier.1", "dense"))
-    return mapping
+    return mobilenet_mapping(("features_0", "features.0.0", "features.0.1"),
+                             [torchvision_block(index, expansion) for index, (expansion, *_rest)
+                              in enumerate(block_specs(), start=1)],
+                             ("features_18", "features.18.0", "features.18.1"), "classifier.1" if include_top else None)
+
+
+def torchvision_block(index: int, expansion: int) -> tuple:
+    """inverted_residual_mapping's arguments for block `index`: torchvision numbers its sub-modules in order,
+    [expansion conv+BN], depthwise conv+BN, projection conv, projection BN."""
+    conv, step = f"features.{index}.conv", 1 if expansion != 1 else 0
+    return (f"features_{index}", (f"{conv}.0.0", f"{conv}.0.1") if expansion != 1 else None,
+            (f"{conv}.{step}.0", f"{conv}.{step}.1"), (f"{conv}.{step + 1}", f"{conv}.{step + 2}"))
 
 
 def make_torchvision_mobilenet_v2(weights_path: str | Path | None, input_shape, include_top: bool = False,

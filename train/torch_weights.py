@@ -296,15 +296,28 @@ def keras_arrays(state_dict: dict[str, np.ndarray], prefix: str, kind: str) -> l
     return arrays
 
 
+def mobilenet_mapping(stem: tuple[str, str, str], blocks, head: tuple[str, str, str],
+                      top: str | None) -> list[tuple[str, str, str]]:
+    """(keras layer, torch name, kind) of every weighted layer of a MobileNet-style network: the stem and the head
+    as (keras prefix, torch conv, torch batch norm), the blocks as inverted_residual_mapping's arguments, and the
+    classifier `top` (a torch name) when it is kept."""
+    mapping = conv_bn_mapping(*stem)
+    for block in blocks:
+        mapping += inverted_residual_mapping(*block)
+    return mapping + conv_bn_mapping(*head) + ([("predictions", top, "dense")] if top else [])
+
+
 def inverted_residual_mapping(block: str, expand: tuple[str, str] | None, depthwise: tuple[str, str],
                               project: tuple[str, str]) -> list[tuple[str, str, str]]:
-    """(keras layer, torch name, kind) of one MobileNet-style block, whose Keras layers are named
-    {block}_expand_*, {block}_dw_*, {block}_project_*: an optional 1x1 expansion, the depthwise conv and the 1x1
-    projection, each a (conv, batch norm) pair of torch names."""
-    mapping = [] if expand is None else [(f"{block}_expand_conv", expand[0], "conv"),
-                                         (f"{block}_expand_bn", expand[1], "bn")]
-    return mapping + [(f"{block}_dw_conv", depthwise[0], "dwconv"), (f"{block}_dw_bn", depthwise[1], "bn"),
-                      (f"{block}_project_conv", project[0], "conv"), (f"{block}_project_bn", project[1], "bn")]
+    """One block, whose Keras layers are named {block}_expand_*, {block}_dw_*, {block}_project_*: an optional
+    1x1 expansion, the depthwise conv and the 1x1 projection, each a (conv, batch norm) pair of torch names."""
+    expansion = [] if expand is None else conv_bn_mapping(f"{block}_expand", *expand)
+    return expansion + [(f"{block}_dw_conv", depthwise[0], "dwconv"), (f"{block}_dw_bn", depthwise[1], "bn"),
+                        *conv_bn_mapping(f"{block}_project", *project)]
+
+
+def conv_bn_mapping(layer: str, conv: str, bn: str) -> list[tuple[str, str, str]]:
+    return [(f"{layer}_conv", conv, "conv"), (f"{layer}_bn", bn, "bn")]
 
 
 def assign_torch_weights(model, state_dict, mapping, source: str, architecture: str) -> None:
