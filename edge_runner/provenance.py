@@ -86,9 +86,3 @@ class RunLog:
 
     def close(self) -> None:
         self.log.close()
-
-    def __enter__(self) -> "RunLog":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

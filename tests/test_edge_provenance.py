@@ -1,6 +1,7 @@
 """What an audit row says about where a result came from: the image's facts, and the model's, from its card."""
 
 import json
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_run_log_rows_carry_the_operator_and_model_facts(folder, tmp_path):
     assert record["kind"] == "field" and record["label"] is None and record["error"] == "unreadable image"
     pixels = np.zeros((*model.input_size, 3), np.uint8)
     good = ImageResult(str(tmp_path / "field.png"), model.classify(pixels))
-    with RunLog(AuditLog.open(tmp_path / "audit.db"), model_facts(model), "ana") as run:
+    with closing(RunLog(AuditLog.open(tmp_path / "audit.db"), model_facts(model), "ana")) as run:
         run.field(good, model.labels, sample_id="S-1")
     with AuditLog.open(tmp_path / "audit.db", readonly=True) as log:
         row = log.rows()[0]
