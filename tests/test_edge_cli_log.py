@@ -1,4 +1,4 @@
-"""`allx-edge classify` logging every result, `review`, `log verify|export`, and the log's bad input as one line."""
+"""`allx-edge review` and `log verify|export|setup-keys` (edge_runner.cli_log), and classify writing every result to the audit log."""
 
 import csv
 import io
