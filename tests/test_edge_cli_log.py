@@ -1,4 +1,5 @@
-"""`allx-edge review` and `log verify|export|setup-keys` (edge_runner.cli_log), and classify writing every result to the audit log."""
+"""`allx-edge review` and `log verify|export|setup-keys` (edge_runner.cli_log), and classify logging every
+result: the audit log's rows, and its bad input as one line."""
 
 import csv
 import io
