@@ -154,7 +154,7 @@ def run_workflow(page, url: str, tmp_path: Path) -> None:
     print(f"screenshots: {tmp_path}")
 
 
-def test_monitor_page_and_header_alarm_in_chromium(tmp_path):
+def test_monitor_page_and_header_alarm_in_chromium(tmp_path, monkeypatch):
     """A log whose last samples came through a changed camera: the header of every page says so, and the
     Monitor page draws the windows as an inline SVG chart with the alarm marked."""
     from monitor_logs import write_log
@@ -169,6 +169,7 @@ def test_monitor_page_and_header_alarm_in_chromium(tmp_path):
         "model_file": "model_int8.tflite", "labels": list(LABELS),
         "sample_rule": {"threshold": 0.5, "inconclusive": 0.02, "samples": 100},
         "ood": {"method": "max_softmax", "threshold": 1.0, "flag_rate": 0.04, "held_out_images": 473}})
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the log's sealing key where serve looks
     write_log(tmp_path / "audit.db", good=6, changed=6)
     process, url = launch(tmp_path, model_dir / "model_int8.tflite", tmp_path / "audit.db")
     try:
