@@ -13,6 +13,7 @@ layer inside the model, so nothing here normalises.
 
 from __future__ import annotations
 
+import io
 import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -32,24 +33,31 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 def load_image(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read `path` as uint8 RGB (H, W, 3); resize to size=(height, width) when given."""
     path = Path(path)
+    return decode_rgb(path, path, size)
+
+
+def decode_rgb(source, name, size: tuple[int, int] | None) -> np.ndarray:
+    """The one decoding rule for a file path or an in-memory file `source` (`name` in messages): the pixel
+    count checked from the header before decoding, EXIF rotation applied, RGB, resized when `size` is given."""
     try:
-        check_regular_file(path)
+        if isinstance(source, Path):
+            check_regular_file(source)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                check_pixel_count(image.size, path)
+            with Image.open(source) as image:
+                check_pixel_count(image.size, name)
                 image.load()
                 rgb = to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{name}: no such file") from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, expected an image file") from None
+        raise ImageError(f"{name}: is a directory, expected an image file") from None
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"{path}: not a readable image ({err.__class__.__name__})") from None
+        raise ImageError(f"{name}: not a readable image ({err.__class__.__name__})") from None
     except (OSError, ValueError, SyntaxError) as err:
-        raise ImageError(f"{path}: unreadable image ({first_line(err)})") from None
+        raise ImageError(f"{name}: unreadable image ({first_line(err)})") from None
     if size is not None:
         rgb = resize_rgb(rgb, size)
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
@@ -108,24 +116,7 @@ def read_batches(root: str | Path, relpaths: Sequence[str], size: tuple[int, int
 
 def decode_image_bytes(data: bytes, name: str = "<bytes>", size: tuple[int, int] | None = None) -> np.ndarray:
     """Same rule as load_image, for an image already in memory (e.g. an upload)."""
-    import io
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                check_pixel_count(image.size, name)
-                image.load()
-                rgb = to_rgb(ImageOps.exif_transpose(image))
-    except ImageError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"{name}: not a readable image ({err.__class__.__name__})") from None
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ImageError(f"{name}: unreadable image ({first_line(err)})") from None
-    if size is not None:
-        rgb = resize_rgb(rgb, size)
-    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+    return decode_rgb(io.BytesIO(data), name, size)
 
 
 def check_pixel_count(size: tuple[int, int], path) -> None:

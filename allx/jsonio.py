@@ -10,6 +10,7 @@ checks the types and ranges of the fields a reader uses, naming the file and the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -30,6 +31,12 @@ CHUNK = 1 << 20  # brackets are counted a megabyte at a time, so the count's arr
 
 def read_json(path: str | Path, what: str, error: type[AllxError] = DataError, max_bytes: int = MAX_BYTES):
     """The JSON document in `path` ("got X, expected Y" `error` for a missing, huge, deep or bad file)."""
+    return read_json_sha256(path, what, error, max_bytes)[0]
+
+
+def read_json_sha256(path: str | Path, what: str, error: type[AllxError] = DataError, max_bytes: int = MAX_BYTES):
+    """(the JSON document in `path`, sha256 of the very bytes parsed): one read, so what was checked is what
+    was hashed."""
     path = Path(path)
     try:
         if path.exists() and not path.is_file():
@@ -37,14 +44,15 @@ def read_json(path: str | Path, what: str, error: type[AllxError] = DataError, m
         size = path.stat().st_size
         if size > max_bytes:
             raise error(f"{what} {path}: got {size} bytes, expected at most {max_bytes}")
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise error(f"{what} {path}: no such file") from None
     except UnicodeDecodeError:
         raise error(f"{what} {path}: not UTF-8 text, expected JSON") from None
     except OSError as err:
         raise error(f"{what} {path}: cannot be read ({err.strerror or err}), expected a JSON file") from None
-    return parse_json(text, f"{what} {path}", error)
+    return parse_json(text, f"{what} {path}", error), hashlib.sha256(data).hexdigest()
 
 
 def parse_json(text: str, source: str, error: type[AllxError] = DataError, max_depth: int = MAX_DEPTH):

@@ -138,7 +138,7 @@ def bench_model(path, runs: int, warmup: int, threads: int | None, delegate: str
     tta_cost = time_tta(model, pixels, max(1, runs // 8), min(warmup, 2)) if tta else None
     return BenchResult(
         model=str(model.model_path), precision=model.manifest.precision or guess_precision(model),
-        file_size_bytes=model.model_path.stat().st_size, input_shape=tuple(int(n) for n in model.input["shape"]),
+        file_size_bytes=len(model.card.content), input_shape=tuple(int(n) for n in model.input["shape"]),
         input_dtype=model.input_dtype.name, runtime=model.runtime, threads=model.threads,
         delegate=model.delegate, load_ms=load_ms, warmup=warmup, runs=runs, latency_ms=stats,
         throughput_ips=1000.0 / stats.mean if stats.mean > 0 else 0.0, peak_rss_mb=peak_rss_mb(),

@@ -125,9 +125,9 @@ def classify(
     none), written before it is shown, with the operator, the image's and the model's sha256 and the runtime.
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error (or an unusable audit log).
     """
-    operator = check_operator(operator, site_config)
+    operator, site = check_operator(operator, site_config)
     edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, tta, allow_rejected)
-    audit = open_run_log(edge_model, log_db, operator, site_config, enabled=not no_log)
+    audit = open_run_log(edge_model, log_db, operator, site, enabled=not no_log)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
     if sample is not None or samples_from_folders:
         try:
@@ -241,9 +241,10 @@ def camera(
     the final verdict a sample row (--no-log for none); without it, a live preview, nothing is logged.
     Exit codes: 0 ok; 2 source, usage or model error (or an unusable audit log).
     """
-    operator = check_operator(operator, site_config) if sample is not None else operator  # a preview logs nothing
+    # a preview logs nothing: the site config is read for a sample only
+    operator, site = check_operator(operator, site_config) if sample is not None else (operator, None)
     edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, tta, allow_rejected)
-    audit = open_run_log(edge_model, log_db, operator, site_config, enabled=sample is not None and not no_log)
+    audit = open_run_log(edge_model, log_db, operator, site, enabled=sample is not None and not no_log)
     session = None if sample is None else SampleSession(edge_model, sample)
     from allx.edge_runner.camera import has_display, run_camera
 

@@ -19,7 +19,7 @@ from allx.console import echo, handle_errors
 from allx.edge_runner.audit import AuditLog
 from allx.edge_runner.seal import parse_verify_key
 from allx.edge_runner.provenance import RunLog, model_facts
-from allx.edge_runner.site import load_site_config, resolve_log_db, resolve_operator
+from allx.edge_runner.site import SiteConfig, load_site_config, resolve_log_db, resolve_operator
 from allx.errors import CheckFailed, UsageError
 from allx.files import checked_write, write_atomic
 
@@ -43,9 +43,9 @@ log_app = typer.Typer(name="log", no_args_is_help=True, add_completion=False, pr
                       "2 bad, empty or cut-short log file; 3 tampered log.")
 
 
-def open_log(log_db: Path | None, site_config: Path | None, readonly: bool) -> AuditLog:
+def open_log(log_db: Path | None, site: SiteConfig, readonly: bool) -> AuditLog:
     """The log --log-db names, else the site config's, else the user's data folder's."""
-    return AuditLog.open(resolve_log_db(load_site_config(site_config), log_db), readonly=readonly)
+    return AuditLog.open(resolve_log_db(site, log_db), readonly=readonly)
 
 
 @handle_errors
@@ -68,7 +68,7 @@ def review(
                          + ", expected exactly one")
     config = load_site_config(site_config)
     operator = resolve_operator(config, operator)
-    with open_log(log_db, site_config, readonly=False) as log:
+    with open_log(log_db, config, readonly=False) as log:
         say_replayed(log)
         row = log.review(sample, override=override, note=note, operator=operator)
     action = "confirmed" if confirm else f"overridden to {override}"
@@ -95,7 +95,7 @@ def verify(log_db: LogDbOption = None, site_config: SiteConfigOption = None, ver
     Exit codes: 0 intact; 2 missing, empty, cut-short, damaged or newer log file; 3 a changed, deleted, added
     or unsealed row, or a forged seal.
     """
-    with open_log(log_db, site_config, readonly=True) as log:
+    with open_log(log_db, load_site_config(site_config), readonly=True) as log:
         problems = check_log(log, verify_key)
         count = len(log.rows())
     if problems:
@@ -130,7 +130,7 @@ def export(
     if csv == json_lines:
         raise UsageError("got " + ("both --csv and --json" if csv else "no format") + ", expected --csv or --json")
     buffer = io.StringIO()
-    with open_log(log_db, site_config, readonly=True) as log:
+    with open_log(log_db, load_site_config(site_config), readonly=True) as log:
         if csv:
             count = log.export_csv(buffer, since=since)
         else:
@@ -165,7 +165,7 @@ def setup_keys(
 
     Exit codes: 0 given; 2 usage error (a key already given, without --force) or a bad log file.
     """
-    with open_log(log_db, site_config, readonly=False) as log:
+    with open_log(log_db, load_site_config(site_config), readonly=False) as log:
         key = log.export_verify_key(force=force)
     if out is None:
         typer.echo(str(key))
@@ -178,16 +178,19 @@ def setup_keys(
          "device; check with allx-edge log verify --verify-key KEY", err=True)
 
 
-def check_operator(operator: str | None, site_config: Path | None) -> str | None:
-    """Before any work: the operator to log, or a UsageError when the site requires one."""
-    return resolve_operator(load_site_config(site_config), operator)
+def check_operator(operator: str | None, site_config: Path | None) -> tuple[str | None, SiteConfig]:
+    """Before any work: the operator to log and the site config it was checked against (read once: the run's
+    log is opened from it too), or a UsageError when the site requires an operator."""
+    site = load_site_config(site_config)
+    return resolve_operator(site, operator), site
 
 
-def open_run_log(edge_model, log_db: Path | None, operator: str | None, site_config: Path | None, enabled: bool):
-    """The run's audit log (None with --no-log), opened before the first image so a bad log loses no result."""
-    if not enabled:
+def open_run_log(edge_model, log_db: Path | None, operator: str | None, site: SiteConfig | None, enabled: bool):
+    """The run's audit log (None with --no-log), opened before the first image so a bad log loses no result;
+    the model facts every row carries come from the model's card."""
+    if not enabled or site is None:
         return None
-    log = open_log(log_db, site_config, readonly=False)
+    log = open_log(log_db, site, readonly=False)
     say_replayed(log)
     return RunLog(log, model_facts(edge_model), operator)
 

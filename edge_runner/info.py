@@ -9,7 +9,7 @@ from pathlib import Path
 from allx.edge_runner.card_text import CardLine, card_lines
 from allx.edge_runner.model import resolve_card
 from allx.edge_runner.quant import tensor_quantization
-from allx.edge_runner.runtime import find_runtime, is_edgetpu_model, make_interpreter
+from allx.edge_runner.runtime import EDGETPU_OP, find_runtime, make_interpreter
 
 MANIFEST_FIELDS = ("format", "precision", "preprocessing", "representative_count", "source_model_sha256",
                    "data_fingerprint", "versions", "created")
@@ -49,23 +49,24 @@ class ModelInfo:
     features_off: tuple[str, ...] = ()  # codes of edge_runner.metadata.FEATURES the model runs without
     overridden: tuple[str, ...] = ()  # files or options the embedded metadata won over
     card: tuple[CardLine, ...] = ()  # the manifest's figures in words (edge_runner.card_text)
+    manifest_sha256: str | None = None  # of the manifest file in force (None: embedded only, or none)
 
 
 def describe_model(path: str | Path, labels=None, delegate: str = "auto") -> ModelInfo:
     """Describe any .tflite (image classifier or not) or an `allx convert` folder."""
     model_path, card = resolve_card(Path(path), labels)
     manifest = card.manifest.document
-    interpreter, used, _threads, warnings = make_interpreter(model_path, 1, delegate)
+    interpreter, used, _threads, warnings = make_interpreter(model_path, 1, delegate, content=card.content)
     fields = {key: manifest[key] for key in MANIFEST_FIELDS if key in manifest}
     return ModelInfo(
-        path=str(model_path), file_size_bytes=model_path.stat().st_size, runtime=str(find_runtime()),
-        delegate=used, edgetpu_compiled=is_edgetpu_model(model_path),
+        path=str(model_path), file_size_bytes=len(card.content), runtime=str(find_runtime()),
+        delegate=used, edgetpu_compiled=EDGETPU_OP in card.content,
         inputs=tuple(tensor_info(d) for d in interpreter.get_input_details()),
         outputs=tuple(tensor_info(d) for d in interpreter.get_output_details()),
         op_counts=count_ops(interpreter), labels=card.labels, manifest=fields,
         check=manifest.get("check"), warnings=(*card.warnings, *warnings), sha256=card.sha256,
         metadata=card.source, features_off=card.features_off, overridden=card.overridden,
-        card=card_lines(manifest))
+        card=card_lines(manifest), manifest_sha256=card.manifest_sha256)
 
 
 def tensor_info(details: dict) -> TensorInfo:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +63,21 @@ class Embedded:
 
 
 @dataclass(frozen=True)
+class ManifestFile:
+    """A model.json (or model_<precision>.json) as read when the model was resolved: the checked Manifest,
+    the file, and the sha256 of the bytes parsed. The empty one stands for "no manifest file"."""
+
+    manifest: Manifest = Manifest()
+    path: Path | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelCard:
-    """What allx-edge runs with: the manifest (the embedded copy when there is one), side files, sha256, and
-    whether the model is a rejected one (decided once, here, from the manifest in force)."""
+    """What allx-edge runs with, read once when the model is resolved: the manifest in force (the embedded copy
+    when there is one) and where it came from, side files, the sha256 of the .tflite and of its manifest file,
+    and whether the model is a rejected one. Admission, provenance, serve's Model page and `info` read it;
+    nothing hashes or reads the files again."""
 
     path: Path
     sha256: str
@@ -76,6 +88,9 @@ class ModelCard:
     features_off: tuple[str, ...]  # codes of FEATURES the model runs without
     warnings: tuple[str, ...]
     labels: tuple[str, ...] = ()  # set by choose_labels
+    manifest_path: Path | None = None  # the manifest file whose document is the one in force, if any
+    manifest_sha256: str | None = None  # of that file's bytes
+    content: bytes = field(default=b"", repr=False, compare=False)  # the .tflite's bytes: the interpreter's too
 
     @property
     def rejected(self) -> bool:
@@ -83,15 +98,17 @@ class ModelCard:
         return is_rejected(self.manifest, self.path)
 
 
-def read_card(model_path: Path, folder_manifest: Manifest, data: bytes | None = None) -> ModelCard:
+def read_card(model_path: Path, folder: ManifestFile | Manifest, data: bytes | None = None) -> ModelCard:
     """Read the model file once (or take its bytes, `data`): its sha256 and its embedded metadata (checked into
-    a Manifest here, as model.json is where it is read), reconciled with the folder's manifest."""
+    a Manifest here, as model.json is where it is read), reconciled with the folder's manifest file."""
+    folder = folder if isinstance(folder, ManifestFile) else ManifestFile(folder)
+    folder_manifest = folder.manifest
     data = read_model_bytes(model_path) if data is None else data
     embedded = read_embedded(data, model_path)
     sha256 = hashlib.sha256(data).hexdigest()
     if embedded is None:
         source = MetadataSource.MANIFEST_FILE if folder_manifest else MetadataSource.NONE
-        return finish_card(model_path, sha256, folder_manifest, {}, source, ())
+        return finish_card(model_path, sha256, folder_manifest, {}, source, (), folder, data)
     manifest = check_manifest(embedded.manifest, f"{model_path} (embedded metadata)")
     overridden = ()
     if folder_manifest and without_file_name(folder_manifest.document) != without_file_name(embedded.manifest):
@@ -99,16 +116,19 @@ def read_card(model_path: Path, folder_manifest: Manifest, data: bytes | None = 
     beside = model_path.parent / layout.LABELS
     if not folder_manifest and model_path.is_file() and beside.is_file() and labels_in(beside) != manifest.labels:
         overridden += (layout.LABELS,)
-    return finish_card(model_path, sha256, manifest, embedded.files, MetadataSource.EMBEDDED, overridden)
+    in_force = folder if folder_manifest and folder_manifest.document == embedded.manifest else ManifestFile()
+    return finish_card(model_path, sha256, manifest, embedded.files, MetadataSource.EMBEDDED, overridden, in_force,
+                       data)
 
 
 def finish_card(model_path: Path, sha256: str, manifest: Manifest, files: dict, source: str,
-                overridden: tuple[str, ...]) -> ModelCard:
+                overridden: tuple[str, ...], manifest_file: ManifestFile, data: bytes) -> ModelCard:
     off = tuple(code for code, (key, _, _) in FEATURES.items() if not manifest.document.get(key))
     warnings = [override_warning(model_path, what) for what in overridden]
     if off:
         warnings.append(features_off_warning(model_path, manifest, off, source))
-    return ModelCard(model_path, sha256, manifest, files, source, overridden, off, tuple(warnings))
+    return ModelCard(model_path, sha256, manifest, files, source, overridden, off, tuple(warnings),
+                     manifest_path=manifest_file.path, manifest_sha256=manifest_file.sha256, content=data)
 
 
 def choose_labels(card: ModelCard, labels: tuple[str, ...], given: bool) -> ModelCard:

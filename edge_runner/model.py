@@ -18,7 +18,7 @@ from allx.errors import ImageError, ModelError
 from allx.images import load_image
 from allx.edge_runner import metadata, ood
 from allx.edge_runner.manifest_check import Manifest, check_manifest, label_problem
-from allx.jsonio import read_json
+from allx.jsonio import read_json_sha256
 from allx.edge_runner.quant import dequantize, quantize, tensor_quantization
 from allx.edge_runner.runtime import find_runtime, make_interpreter
 from allx.edge_runner.status import admit
@@ -47,11 +47,13 @@ class EdgeModel:
     def __init__(self, interpreter, model_path: Path, labels: tuple[str, ...], manifest: Manifest,
                  runtime: str, delegate: str, threads: int, warnings: tuple[str, ...] = (),
                  ood_threshold: float | None = None, tta: bool = False, card: metadata.ModelCard | None = None):
+        """`card` is what resolving the model read (metadata.read_card); without it, the file is read here."""
         self.interpreter = interpreter
         self.tta = tta
         self.model_path = model_path
         self.manifest = manifest  # checked and typed where it was read (edge_runner.manifest_check)
-        self.card = card or metadata.read_card(model_path, manifest)  # sha256, embedded files, features off
+        self.card = card or metadata.read_card(model_path, manifest)  # sha256s, source, status, embedded files
+        self.content = self.card.content  # the interpreter reads these bytes for as long as it lives
         self.runtime = runtime
         self.delegate = delegate
         self.threads = threads
@@ -86,7 +88,7 @@ class EdgeModel:
         """
         model_path, card = resolve_card(Path(path), labels)
         admit(card.manifest, model_path, allow_rejected)
-        interpreter, used, threads, warnings = make_interpreter(model_path, threads, delegate)
+        interpreter, used, threads, warnings = make_interpreter(model_path, threads, delegate, content=card.content)
         return cls(interpreter, model_path, card.labels, card.manifest, str(find_runtime()), used, threads,
                    (*card.warnings, *warnings), ood_threshold, tta, card)
 
@@ -107,10 +109,8 @@ class EdgeModel:
         card = metadata.read_card(Path(name), check_manifest(dict(manifest or {}), name), content)
         label_names = tuple(str(label) for label in labels) if labels is not None else card.manifest.labels
         interpreter, used, threads, warnings = make_interpreter(name, threads, "cpu", content=content)
-        model = cls(interpreter, Path(name), label_names, card.manifest, str(find_runtime()), used, threads, warnings,
-                    card=card)
-        model.content = content  # the interpreter reads these bytes for as long as it lives
-        return model
+        return cls(interpreter, Path(name), label_names, card.manifest, str(find_runtime()), used, threads, warnings,
+                   card=card)
 
     @property
     def has_ood(self) -> bool:
@@ -243,15 +243,16 @@ class EdgeModel:
 
 def resolve_card(path: Path, labels=None) -> tuple[Path, metadata.ModelCard]:
     """The .tflite and what describes it: the metadata embedded in it (which wins over the files beside it,
-    with a warning), else the folder's manifest; labels resolved as EdgeModel.load documents."""
-    model_path, folder_manifest = resolve_model(path)
-    card = metadata.read_card(model_path, folder_manifest)
+    with a warning), else the folder's manifest; labels resolved as EdgeModel.load documents. Each file is
+    read once, here: the card keeps the model's bytes and both sha256s."""
+    model_path, folder = resolve_model(path)
+    card = metadata.read_card(model_path, folder)
     return model_path, metadata.choose_labels(card, resolve_labels(labels, card.manifest, model_path), labels is not None)
 
 
-def resolve_model(path: Path) -> tuple[Path, Manifest]:
-    """(the .tflite file, its folder manifest or the empty Manifest) for a .tflite path, a model.json, or a
-    convert folder."""
+def resolve_model(path: Path) -> tuple[Path, metadata.ManifestFile]:
+    """(the .tflite file, its folder's manifest file or the empty ManifestFile) for a .tflite path, a model.json,
+    or a convert folder."""
     if path.is_dir():
         manifest_path = path / layout.MANIFEST
         if not manifest_path.is_file():
@@ -263,29 +264,32 @@ def resolve_model(path: Path) -> tuple[Path, Manifest]:
         return model_from_manifest(path)
     own = path.with_suffix(".json")  # model_int8.json / model_int8.rejected.json written by allx convert
     if own.is_file() and own.name != layout.MANIFEST:
-        manifest = read_manifest(own)
-        if manifest.model_file == path.name:
-            return path, manifest
+        found = read_manifest(own)
+        if found.manifest.model_file == path.name:
+            return path, found
     beside = path.parent / layout.MANIFEST
     if beside.is_file():
-        manifest = read_manifest(beside)
-        if manifest.model_file == path.name:
-            return path, manifest
-    return path, Manifest()
+        found = read_manifest(beside)
+        if found.manifest.model_file == path.name:
+            return path, found
+    return path, metadata.ManifestFile()
 
 
-def model_from_manifest(manifest_path: Path) -> tuple[Path, Manifest]:
-    manifest = read_manifest(manifest_path)
-    if not manifest.model_file:
-        raise ModelError(f"{manifest_path}: got model_file={manifest.model_file!r}, expected the .tflite file name")
-    return manifest_path.parent / manifest.model_file, manifest
+def model_from_manifest(manifest_path: Path) -> tuple[Path, metadata.ManifestFile]:
+    found = read_manifest(manifest_path)
+    if not found.manifest.model_file:
+        raise ModelError(f"{manifest_path}: got model_file={found.manifest.model_file!r}, "
+                         "expected the .tflite file name")
+    return manifest_path.parent / found.manifest.model_file, found
 
 
-def read_manifest(path: Path) -> Manifest:
-    """model.json read with allx.jsonio's limits into a checked Manifest (edge_runner.manifest_check)."""
-    manifest = check_manifest(read_json(path, "unreadable manifest", ModelError), path)
+def read_manifest(path: Path) -> metadata.ManifestFile:
+    """model.json read once with allx.jsonio's limits into a checked Manifest (edge_runner.manifest_check),
+    with the sha256 of the bytes read."""
+    document, sha256 = read_json_sha256(path, "unreadable manifest", ModelError)
+    manifest = check_manifest(document, path)
     metadata.check_format(manifest.format or f"{metadata.FORMAT_NAME}/{metadata.FORMAT_VERSION}", path)
-    return manifest
+    return metadata.ManifestFile(manifest, path, sha256)
 
 
 def resolve_labels(labels, manifest: Manifest, model_path: Path) -> tuple[str, ...]:

@@ -418,8 +418,8 @@ def model_expectations(model: str | Path | None) -> tuple[dict[str, Expected], s
     """The expected rates of a model (.tflite, model.json or its folder); none without a model."""
     if model is None:
         return {}, "none"
-    model_path, manifest = resolve_model(Path(model))
-    return expected_rates(manifest, model_path.parent)
+    model_path, folder = resolve_model(Path(model))
+    return expected_rates(folder.manifest, model_path.parent)
 
 
 def monitor_log(log_db: str | Path, model: str | Path | None = None, size: int | None = None,

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from allx import __version__, layout
+from allx import __version__
 from allx.decision import BENIGN, FIELD_RECORD, SAMPLE_RECORD, VERDICT_BENIGN, VERDICT_MALIGNANT
-from allx.edge_runner.manifest_check import Manifest
-from allx.errors import ModelError
 from allx.files import sha256_file
-from allx.jsonio import read_json
 
 
 def image_facts(path: str | Path) -> dict:
@@ -21,29 +18,12 @@ def image_facts(path: str | Path) -> dict:
     return {"image": Path(path).name, "image_path": str(path), "image_sha256": sha}
 
 
-def manifest_path_of(model_path: Path, manifest: Manifest) -> Path | None:
-    """The manifest file EdgeModel.load read for `model_path` (model.json or model_<precision>.json), if any."""
-    if not manifest:
-        return None
-    for candidate in (model_path.parent / layout.MANIFEST, model_path.with_suffix(".json")):
-        if candidate.is_file() and candidate != model_path:
-            try:
-                if read_json(candidate, "manifest", ModelError) == manifest.document:
-                    return candidate
-            except ModelError:
-                continue
-    return None
-
-
 def model_facts(edge_model) -> dict:
-    """The model and runtime behind every result of one run: hashes taken once, at load."""
-    manifest_path = manifest_path_of(Path(edge_model.model_path), edge_model.manifest)
-    try:
-        model_sha = sha256_file(edge_model.model_path)
-    except OSError as err:
-        raise ModelError(f"{edge_model.model_path}: cannot read the model to hash it ({err.strerror})") from None
-    return {"model_file": Path(edge_model.model_path).name, "model_sha256": model_sha,
-            "manifest_sha256": sha256_file(manifest_path) if manifest_path else None,
+    """The model and runtime behind every result of one run, from the card read when it was resolved (the
+    sha256 of the .tflite and of its manifest file were taken then, once)."""
+    card = edge_model.card
+    return {"model_file": Path(edge_model.model_path).name, "model_sha256": card.sha256,
+            "manifest_sha256": card.manifest_sha256,
             "runtime": str(edge_model.runtime), "delegate": edge_model.delegate, "allx_version": __version__,
             "operating_point": None if edge_model.manifest.operating_point is None
             else edge_model.manifest.operating_point.to_dict(),
@@ -106,9 +86,3 @@ class RunLog:
 
     def close(self) -> None:
         self.log.close()
-
-    def __enter__(self) -> "RunLog":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

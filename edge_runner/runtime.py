@@ -88,9 +88,13 @@ def check_model_file(path: Path) -> None:
     if not path.is_file():
         raise ModelError(f"{path}: got a {'folder' if path.is_dir() else 'special file'}, expected a .tflite file")
     with open(path, "rb") as file:
-        header = file.read(8)
-    if len(header) < 8 or header[4:8] != b"TFL3":
-        raise ModelError(f"{path}: not a TFLite model (got {len(header)} header bytes without the TFL3 "
+        check_tflite_header(file.read(8), path)
+
+
+def check_tflite_header(data: bytes, path: Path) -> None:
+    """Refuse bytes without the TFL3 file identifier (an empty, cut or foreign file)."""
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelError(f"{path}: not a TFLite model (got {min(len(data), 8)} header bytes without the TFL3 "
                          "identifier, expected a .tflite flatbuffer)")
 
 
@@ -130,8 +134,8 @@ def make_interpreter(path: str | Path, threads: int | None = None, delegate: str
     check_delegate(delegate)
     if content is None:
         check_model_file(path)
-    elif len(content) < 8 or content[4:8] != b"TFL3":
-        raise ModelError(f"{path}: not a TFLite model (no TFL3 identifier in {len(content)} bytes)")
+    else:
+        check_tflite_header(content, path)
     runtime = find_runtime()
     threads = default_threads() if threads is None else threads
     if threads < 1:

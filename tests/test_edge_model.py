@@ -10,7 +10,6 @@ from edge_models import LABELS, tiny_models
 
 from allx.errors import ImageError, ModelError
 from allx.edge_runner.model import EdgeModel
-from allx.edge_runner.runtime import EDGETPU_OP, plan_delegate
 
 
 @pytest.fixture(scope="module")
@@ -195,30 +194,3 @@ def test_bad_model_files(tiny, tmp_path, make, message):
 def test_model_whose_input_is_not_an_image(tiny):
     with pytest.raises(ModelError, match=r"not an image tensor, got shape \(1, 10\)"):
         EdgeModel.load(tiny.vector)
-
-
-def test_unknown_delegate(tiny):
-    with pytest.raises(ModelError, match="unknown delegate 'gpu', expected one of auto, cpu, edgetpu"):
-        EdgeModel.load(tiny.int8, delegate="gpu")
-
-
-def test_edgetpu_without_library_says_how_to_install(tiny, tmp_path):
-    if shutil.which("edgetpu_compiler") or os.path.exists("/usr/lib/libedgetpu.so.1"):
-        pytest.skip("an Edge TPU runtime is installed here")
-    with pytest.raises(ModelError, match="libedgetpu.*apt-get install libedgetpu1-std"):
-        EdgeModel.load(tiny.int8, delegate="edgetpu")
-    compiled = tmp_path / "m_edgetpu.tflite"  # stands for edgetpu_compiler output: carries the custom op name
-    compiled.write_bytes(tiny.int8.read_bytes() + EDGETPU_OP)
-    with pytest.raises(ModelError, match="libedgetpu"):
-        EdgeModel.load(compiled)  # auto: such a model needs the TPU
-    with pytest.raises(ModelError, match="compiled for the Edge TPU"):
-        EdgeModel.load(compiled, delegate="cpu")
-
-
-def test_delegate_plan(tmp_path):
-    path = tmp_path / "m.tflite"
-    assert plan_delegate("auto", False, path) == ("cpu", ())
-    assert plan_delegate("auto", True, path) == ("edgetpu", ())
-    assert plan_delegate("cpu", False, path) == ("cpu", ())
-    used, warnings = plan_delegate("edgetpu", False, path)
-    assert used == "edgetpu" and "will run on the CPU" in warnings[0]

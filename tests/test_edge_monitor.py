@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 
 import pytest
 from monitor_logs import LABELS, changed_camera_fields, good_fields, log_sample, write_log
@@ -16,7 +14,6 @@ from allx.edge_runner.manifest_check import check_manifest
 from allx.edge_runner.monitor import (CARD, DECLARED, FAMILY_ALPHA, SITE, Expected, expected_rates, monitor_log,
                                       log_tallies, monitor_tallies, read_tallies, record_values,
                                       upper_count)
-from allx.edge_runner.monitor_view import chart_svg, html_page
 from allx.errors import DataError, UsageError
 from allx.files import write_json
 
@@ -135,18 +132,6 @@ def test_bad_expectations_and_options_are_one_clear_error(tmp_path):
         monitor_log(tmp_path / "missing.db")
 
 
-def test_the_chart_and_page_show_every_window_and_mark_alarms(tmp_path):
-    db = tmp_path / "audit.db"
-    write_log(db, good=6, changed=6)
-    report = monitor_tallies(tallies_of(db), EXPECTED, CARD, size=6, log=str(db))
-    svg = chart_svg(report)
-    assert svg.startswith("<svg") and svg.count('class="alarm"') == 3 and svg.count('class="point"') == 4
-    assert "samples 7-12: 100.0% (30/30) ALARM" in svg and "http" not in svg.replace(
-        'xmlns="http://www.w3.org/2000/svg"', "")
-    page = html_page(report)
-    assert "Monitor alarm in the latest window (samples 7-12)" in page and "<script" not in page
-
-
 def write_model_folder(folder):
     folder.mkdir()
     write_json(folder / layout.MANIFEST, MANIFEST)
@@ -160,44 +145,3 @@ def invoke(*args):
     result = CliRunner().invoke(app, ["monitor", *(str(a) for a in args)])
     assert "Traceback" not in result.output, result.output
     return result
-
-
-def test_cli_exits_3_when_the_latest_window_alarms_and_0_otherwise(tmp_path):
-    model = write_model_folder(tmp_path / "model")
-    db = tmp_path / "audit.db"
-    write_log(db, good=6, changed=6)
-    result = invoke("--log-db", db, "--model", model, "--window", 6, "--json", "--html", tmp_path / "m.html")
-    assert result.exit_code == 3, result.output
-    data = json.loads(result.stdout)
-    assert data["limits_from"] == CARD and [w["alarms"] for w in data["windows"]][0] == []
-    assert "ood_rate" in data["windows"][-1]["alarms"] and data["windows"][-1]["limits"]["ood_rate"]["n"] == 30
-    assert "latest window (samples 7-12) alarms: ood_rate" in result.stderr
-    assert "<svg" in (tmp_path / "m.html").read_text()
-    good = tmp_path / "good.db"
-    write_log(good, good=6)
-    result = invoke("--log-db", good, "--model", model, "--window", 6)
-    assert result.exit_code == 0 and "samples 1-6: 6 samples, 30 fields" in result.stdout
-    assert "limits from what model.json states" in result.stdout
-    unlimited = invoke("--log-db", db, "--window", 6)  # no model: rates only, never an alarm
-    assert unlimited.exit_code == 0 and "no limits, no alarms" in unlimited.stdout
-    bad = invoke("--log-db", db, "--window", 6, "--by", "day")
-    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and "expected one of them" in bad.stderr
-
-
-def test_help_documents_exit_code_3():
-    from allx.edge_runner.cli import app
-
-    result = CliRunner().invoke(app, ["monitor", "--help"], terminal_width=200)
-    assert "3 the latest window alarms" in " ".join(result.stdout.split())
-    assert math.isclose(FAMILY_ALPHA, 0.01)  # the help's "1%" and "once in 100" are this constant
-
-
-def test_a_window_too_small_to_alarm_says_so():
-    from allx.edge_runner.monitor import SampleTally, judge
-    from allx.edge_runner.monitor_view import rate_cell
-
-    reviewed = SampleTally("A", "2026-12-06T08:00:00Z", reviewed=True, overridden=True, verdict="malignant")
-    window = judge("w", [reviewed], {"override_rate": Expected(0.3, 20, CARD, "")})
-    assert window.limits["override_rate"].upper is None and window.alarms == ()
-    assert rate_cell(window, "override_rate") == "100.0% (1/1) too few to alarm"
-    assert window.to_dict()["limits"]["override_rate"]["upper"] is None

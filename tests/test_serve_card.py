@@ -1,4 +1,5 @@
-"""serve's Model page reads as a card in words, and no page shows a raw float with more than 4 significant digits."""
+"""The Model page of `allx-edge serve`: the loaded model's card in words (no page shows a raw float with more than
+4 significant digits), kept when its folder goes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from allx.edge_runner.bench import bench_models  # noqa: E402
 from allx.files import write_json  # noqa: E402
 from edge_models import LABELS, tiny_models  # noqa: E402
 from test_edge_card_text import MANIFEST, too_precise  # noqa: E402
-from test_serve import make_client, png_bytes, start, upload  # noqa: E402
+from serve_clients import client, make_client, model_dir, png_bytes, start, upload  # noqa: E402,F401 (fixtures)
 
 TAG = re.compile(r"<[^>]+>")
 
@@ -55,3 +56,27 @@ def test_no_page_shows_a_raw_float_with_more_than_4_significant_digits(carded_mo
         assert not too_precise(text), (path, too_precise(text))
     bench.close()
     assert json.loads((carded_model / layout.MANIFEST).read_text())["quality"]["focus_min"] == 351.1124398803711
+
+
+def test_model_folder_removed_while_serving(model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "gone"
+    shutil.copytree(model_dir, folder)
+    client, bench = make_client(folder / "model.tflite", tmp_path / "log.db")
+    key = start(client)
+    shutil.rmtree(folder)
+    response = upload(client, key, [("a.png", png_bytes(1))])
+    assert response.status_code == 200 and response.json()["added"][0]["label"] in LABELS
+    page = client.get("/model")
+    assert page.status_code == 200 and "gone from disk" in page.text
+    assert client.get("/api/model").json()["on_disk"] is False
+    bench.close()
+
+
+def test_model_page_shows_card_and_bench(client):
+    page = client.get("/model")
+    assert page.status_code == 200
+    card = client.get("/api/model").json()
+    assert card["labels"] == list(LABELS) and len(card["model_sha256"]) == 64
+    assert card["model_sha256"] in page.text and "allx-edge bench" in page.text

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from allx.edge_runner.serve.picture_routes import breakable  # noqa: E402
 from allx.edge_runner.serve.pictures import THUMBNAIL_SIDE, forget_old_pictures, make_pictures  # noqa: E402
 from allx.images import decode_image_bytes  # noqa: E402
-from test_serve import make_client, model_dir, png_bytes, start, upload  # noqa: E402,F401  (model_dir: fixture)
+from serve_clients import make_client, model_dir, png_bytes, start, upload  # noqa: E402,F401  (model_dir: fixture)
 
 
 def jpeg_bytes(width: int, height: int) -> bytes:

@@ -53,7 +53,8 @@ def block_specs():
 def build_efficientnet_lite0(input_shape, include_top: bool = False, classes: int = 1000):
     """The Keras network (preprocessed input, see INPUT_MEAN/INPUT_STD); random weights."""
     import keras
-    from keras import layers
+
+    from allx.train.layers import imagenet_top
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = conv_bn(inputs, STEM_CHANNELS, 3, 2, "stem")
@@ -61,9 +62,7 @@ def build_efficientnet_lite0(input_shape, include_top: bool = False, classes: in
         x = mbconv_block(x, *spec, name=f"block{index}")
     x = conv_bn(x, HEAD_CHANNELS, 1, 1, "head")
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dropout(0.2, name="top_dropout")(x)
-        x = layers.Dense(classes, activation="softmax", name="predictions")(x)
+        x = imagenet_top(x, classes)
     return keras.Model(inputs, x, name="efficientnet_lite0")
 
 

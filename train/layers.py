@@ -52,3 +52,11 @@ def as_triple(value, name: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise ValueError(f"got {len(values)} {name} values, expected 1 or 3 (one per RGB channel)")
     return tuple(values)
+
+
+def imagenet_top(x, classes: int):
+    """The ImageNet classifier of the MobileNet family (pooling, dropout 0.2, softmax), under the layer names
+    the torch weight mappings use ("predictions")."""
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = keras.layers.Dropout(0.2, name="top_dropout")(x)
+    return keras.layers.Dense(classes, activation="softmax", name="predictions")(x)

@@ -38,9 +38,8 @@ def build_torchvision_mobilenet_v2(input_shape, include_top: bool = False, class
     PixelNormalization layer maps to that.
     """
     import keras
-    from keras import layers
 
-    from allx.train.layers import PixelNormalization
+    from allx.train.layers import PixelNormalization, imagenet_top
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = inputs
@@ -51,9 +50,7 @@ def build_torchvision_mobilenet_v2(input_shape, include_top: bool = False, class
         x = inverted_residual(x, *spec, name=f"features_{index}")
     x = conv_bn_relu(x, HEAD_CHANNELS, 1, 1, "features_18")
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dropout(0.2, name="top_dropout")(x)
-        x = layers.Dense(classes, activation="softmax", name="predictions")(x)
+        x = imagenet_top(x, classes)
     return keras.Model(inputs, x, name="torchvision_mobilenet_v2")
 
 

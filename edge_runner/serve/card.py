@@ -1,7 +1,10 @@
-"""The model card the page shows: labels, precision, accuracy check, operating point, sha256s, bench numbers.
+"""What the Model page shows of the loaded model's card: labels, precision, accuracy check, operating point,
+sha256s, bench numbers.
 
-Computed once at start, so the page keeps describing the model actually loaded in memory even when its
-folder is changed or removed while the server runs (`on_disk` says whether the files are still there).
+Taken once at start from `EdgeModel.card` (the sha256s were computed when the model was resolved; nothing is
+hashed or read again here but the bench report), so the page keeps describing the model actually loaded in
+memory even when its folder is changed or removed while the server runs (`on_disk` says whether the files
+are still there).
 """
 
 from __future__ import annotations
@@ -11,16 +14,16 @@ from pathlib import Path
 
 from allx import layout
 from allx.errors import AllxError
-from allx.files import sha256_file
 from allx.jsonio import read_json
 from allx.edge_runner.card_text import CardLine, bench_lines, card_lines
-from allx.edge_runner.provenance import manifest_path_of
 from allx.edge_runner.quality import QualityLimits, limits_in_use
 from allx.edge_runner.sample import rule_or_default
 
 
 @dataclass(frozen=True)
-class ModelCard:
+class ModelPage:
+    """The loaded model's card (edge_runner.metadata.ModelCard) as the page and /api/model show it."""
+
     model_path: str
     model_sha256: str
     manifest_path: str | None
@@ -49,15 +52,14 @@ class ModelCard:
         return {"kind": layout.RecordKind.MANIFEST.value, **asdict(self), "on_disk": self.on_disk}
 
 
-def describe_loaded(model) -> ModelCard:
-    """The card of a loaded EdgeModel."""
-    manifest = model.manifest
-    manifest_path = manifest_path_of(model.model_path, manifest)
+def describe_loaded(model) -> ModelPage:
+    """The page of a loaded EdgeModel, from its card."""
+    manifest, card = model.manifest, model.card
     bench = read_bench(model.model_path.parent / layout.BENCH)
-    return ModelCard(
-        model_path=str(model.model_path), model_sha256=sha256_file(model.model_path),
-        manifest_path=None if manifest_path is None else str(manifest_path),
-        manifest_sha256=None if manifest_path is None else sha256_file(manifest_path),
+    return ModelPage(
+        model_path=str(model.model_path), model_sha256=card.sha256,
+        manifest_path=None if card.manifest_path is None else str(card.manifest_path),
+        manifest_sha256=card.manifest_sha256,
         labels=tuple(model.labels), precision=manifest.precision, runtime=model.runtime,
         delegate=model.delegate, threads=model.threads, input_size=model.input_size,
         check=manifest.check,

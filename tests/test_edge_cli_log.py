@@ -1,4 +1,5 @@
-"""`allx-edge classify` logging every result, `review`, `log verify|export`, and the log's bad input as one line."""
+"""`allx-edge review` and `log verify|export|setup-keys` (edge_runner.cli_log), and classify logging every
+result: the audit log's rows, and its bad input as one line."""
 
 import csv
 import io
@@ -355,3 +356,37 @@ def test_rows_spooled_while_the_log_was_locked_are_written_and_said(tmp_path):
     assert result.exit_code == 0 and "1 row(s) kept while the log was locked were written to it now" in result.stderr
     with AuditLog.open(db, readonly=True) as log:
         assert [row["kind"] for row in log.rows()][-2:] == ["sample", "review"] and log.verify() == []
+
+
+OPENED: list[list[str]] = []  # the recorders of opens_of; the audit hook below stays for the session
+
+
+def record_open(event: str, args: tuple) -> None:
+    if event == "open" and OPENED and isinstance(args[0], (str, bytes, os.PathLike)):
+        OPENED[-1].append(os.path.realpath(os.fsdecode(args[0])))
+
+
+sys.addaudithook(record_open)
+
+
+def test_one_classify_run_reads_the_model_its_manifest_and_the_site_config_once(images, model, tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.tflite").write_bytes(model.read_bytes())
+    (folder / "model.json").write_text(json.dumps({"format": "allx-tflite/1", "model_file": "model.tflite",
+                                                   "labels": list(LABELS)}))
+    site = tmp_path / "site.json"
+    site.write_text(json.dumps({"require_operator": True, "log_db": str(tmp_path / "audit.db")}))
+    OPENED.append([])
+    try:
+        result = invoke("classify", images / "field0.png", "-m", folder, "--operator", "ana", "--site-config", site,
+                        "--json")
+    finally:
+        opened = OPENED.pop()
+    assert result.exit_code == 0, result.output
+    for path in (folder / "model.tflite", folder / "model.json", site):
+        assert opened.count(os.path.realpath(path)) == 1, (path, opened)
+    with AuditLog.open(tmp_path / "audit.db", readonly=True) as log:
+        record = log.rows()[0]["record"]
+    assert record["model_sha256"] == sha256_file(folder / "model.tflite")
+    assert record["manifest_sha256"] == sha256_file(folder / "model.json")
