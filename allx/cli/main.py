@@ -9,7 +9,7 @@ import os
 import typer
 
 from allx import __version__
-from allx.cli import convert, data, demo, report, train
+from allx.cli import convert, data, demo, report, tools, train
 from allx.console import exit_codes_help, set_verbose
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
@@ -22,6 +22,7 @@ app = typer.Typer(
     + exit_codes_help(),
 )
 app.add_typer(data.app, name="data")
+app.add_typer(tools.app, name="tools")
 app.command("train")(train.train)
 app.command("evaluate")(train.evaluate)
 app.command("convert")(convert.convert)
