@@ -67,8 +67,8 @@ def convert_imx500(model_path: str | Path, out_dir: str | Path, options: Convert
     write_atomic(log_path, f"allx convert {model_path} -> {out_dir} ({PRECISION})\n")
     step = (lambda stage: (lambda done, total: progress(stage, done, total))) if progress else (lambda stage: None)
     source = load_source(model_path, data_dir, split_path, step("scanning data for a split"))
+    check_fits(source.model.count_params(), source.model_path)  # before anything else: ResNet50 stops here
     description, weights = describe_model(source.model)
-    check_fits(weight_bytes(weights), source.model_path)
     env = imx500_env.ensure(log_path, lambda text: step(f"tool environment: {text}")(0, 1))
     subset = check_subset(source.split, options.check_subset)
     fidelity = fidelity_set(source.split, options.fidelity_images, options.seed)
@@ -96,8 +96,9 @@ def convert_imx500(model_path: str | Path, out_dir: str | Path, options: Convert
     return Imx500Result(report, files, manifest, fits)
 
 
-def check_fits(bytes_at_int8: int, model_path: Path) -> None:
-    """Refuse up front a network whose int8 weights alone exceed the chip's 8 MB (ResNet50: 23.5 M weights)."""
+def check_fits(weights: int, model_path: Path) -> None:
+    """Refuse up front a network whose int8 weights alone (a byte each) exceed the chip's 8 MB (ResNet50: 23.5 M)."""
+    bytes_at_int8 = weights
     if bytes_at_int8 > CHIP_BYTES:
         raise ModelError(f"{model_path}: got {bytes_at_int8 / 1e6:.1f} M weights ({bytes_at_int8 / 2 ** 20:.1f} MB at "
                          f"8 bits), expected at most {CHIP_BYTES / 2 ** 20:.0f} MB: the IMX500 holds the whole network "
