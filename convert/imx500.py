@@ -85,7 +85,7 @@ def convert_imx500(model_path: str | Path, out_dir: str | Path, options: Convert
         report, predictions = judge(scored, quantized, source, subset, fidelity, options, tool)
         converted = work / "converted"
         memory = memory_report(converted)
-        fits = chip_fit(memory)
+        fits = require_fit(memory, converted, out_dir)
         extra = manifest_extra(source, options, description, weights, tool, memory, fits, len(representative))
         extra.update(operating.sections_for(predictions, source.split, subset, source.labels,
                                             options.target_sensitivity, source.run_point))
@@ -201,6 +201,21 @@ def chip_fit(memory: dict | None) -> bool | None:
             if found is not None:
                 return found
     return None
+
+
+def require_fit(memory: dict | None, converted: Path, out_dir: Path) -> bool | None:
+    """The report's "Fit In Chip"; a network that does not fit is a ConversionError (its report kept in OUT_DIR)."""
+    fits = chip_fit(memory)
+    if fits is not False:
+        return fits
+    kept = []
+    for report in converted.glob(f"*{MEMORY_REPORT_SUFFIX}"):
+        kept.append(write_atomic(out_dir / report.name, report.read_bytes()).name)
+    usage = (memory.get("Memory Report") or memory).get("Memory Usage", "?")
+    available = (memory.get("Memory Report") or memory).get("Total Memory Available On Chip", "8.00MB")
+    raise ConversionError(f"the network does not fit in the IMX500: got {usage} of memory, expected at most "
+                          f"{available} (\"Fit In Chip\": false; see {', '.join(kept) or 'the memory report'}); "
+                          "a smaller backbone or input size is needed")
 
 
 def manifest_extra(source: Source, options: ConvertOptions, description: dict, weights: dict, tool: dict,

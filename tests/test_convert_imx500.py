@@ -244,7 +244,7 @@ def test_install_builds_the_venv_in_place_and_marks_it_whole_last(monkeypatch, t
             (Path(command[3]) / "bin").mkdir(parents=True)
             Path(command[3], "bin", "python").write_text("")
         elif "pip" in command:
-            if "fail" in str(tmp_path):
+            if "/fail/" in command[0]:
                 return type("Done", (), {"returncode": 1})()
             Path(command[0]).parent.joinpath("imxconv-tf").write_text("")
         return type("Done", (), {"returncode": 0})()
@@ -258,3 +258,19 @@ def test_install_builds_the_venv_in_place_and_marks_it_whole_last(monkeypatch, t
     with pytest.raises(imx500_env.MissingDependency, match="pip install failed"):
         imx500_env.install(tmp_path / "install.log")
     assert imx500_env.installed() is None  # no marker: the next convert installs again
+
+
+def test_a_network_that_does_not_fit_fails_clearly_and_keeps_its_memory_report(tmp_path):
+    from allx.convert.imx500 import require_fit
+    from allx.errors import ConversionError
+
+    converted, out = tmp_path / "converted", tmp_path / "out"
+    converted.mkdir()
+    out.mkdir()
+    report = {"Memory Report": {"Memory Usage": "9.10MB", "Total Memory Available On Chip": "8.00MB",
+                                "Fit In Chip": False}}
+    (converted / "net_MemoryReport.json").write_text(__import__("json").dumps(report))
+    with pytest.raises(ConversionError, match=r"got 9.10MB of memory, expected at most 8.00MB"):
+        require_fit(report, converted, out)
+    assert (out / "net_MemoryReport.json").is_file()
+    assert require_fit({"Memory Report": {"Fit In Chip": True}}, converted, out) is True
