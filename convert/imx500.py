@@ -69,7 +69,7 @@ def convert_imx500(model_path: str | Path, out_dir: str | Path, options: Convert
     source = load_source(model_path, data_dir, split_path, step("scanning data for a split"))
     check_fits(source.model.count_params(), source.model_path)  # before anything else: ResNet50 stops here
     description, weights = describe_model(source.model)
-    env = imx500_env.ensure(log_path, lambda text: step(f"tool environment: {text}")(0, 1))
+    env = imx500_env.ensure(log_path, (lambda text: progress(f"tool environment: {text}", 0, 1)) if progress else None)
     subset = check_subset(source.split, options.check_subset)
     fidelity = fidelity_set(source.split, options.fidelity_images, options.seed)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".imx500-work-") as scratch:
