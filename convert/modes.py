@@ -33,7 +33,7 @@ class Mode:
 
     @property
     def file_name(self) -> str:
-        return layout.tflite_name(self.name)
+        return layout.tflite_name(self.name) if self.tflite else layout.IMX500_PACKAGE
 
 
 MODES: dict[str, Mode] = {
