@@ -15,6 +15,9 @@ from allx.errors import ModelError
 
 PREPROCESSING = ("PixelNormalization", "Rescaling")
 CHIP_BYTES = 8 * 1024 * 1024  # the IMX500's memory for the whole network: weights and activations
+# imxconv-tf 3.19 refuses a fully connected layer fed more values ("[INVOP] Input size exceeds the supported
+# limit of 32700"): a Flatten head on MobileNetV2's 7x7x1280 map (62,720) does; --head gap (1,280) does not.
+MAX_DENSE_INPUTS = 32700
 
 
 def describe_model(model) -> tuple[dict, dict[str, np.ndarray]]:
@@ -70,6 +73,10 @@ class Graph:
         if kind not in LAYER_ARGS:
             raise ModelError(f"layer {layer.name}: got {kind}, expected one of {', '.join(LAYER_ARGS)} "
                              "(the layers the IMX500 network description knows)")
+        if kind == "Dense" and layer.kernel.shape[0] > MAX_DENSE_INPUTS:
+            raise ModelError(f"layer {layer.name}: got {layer.kernel.shape[0]} inputs, expected at most "
+                             f"{MAX_DENSE_INPUTS} (the IMX500 converter's limit for a fully connected layer): train "
+                             "with --head gap, or Lite0's multiscale features")
         config = layer.get_config()
         args = {key: jsonable(config[key]) for key in LAYER_ARGS[kind] if key in config}
         self.entries.append({"name": name, "class": kind, "inputs": inputs, "args": args})

@@ -139,6 +139,10 @@ def test_what_cannot_go_to_the_chip_is_named():
     odd = keras.layers.LayerNormalization(name="layer_norm")(pixels)
     with pytest.raises(ModelError, match="layer_norm: got LayerNormalization, expected one of"):
         describe_model(keras.Model(pixels, keras.layers.Flatten()(odd)))
+    large = keras.Input((110, 110, 3))  # flattened: 36,300 values, beyond the converter's fully connected limit
+    wide = keras.layers.Dense(2, name="wide_dense")(keras.layers.Flatten()(large))
+    with pytest.raises(ModelError, match="wide_dense: got 36300 inputs, expected at most 32700.*--head gap"):
+        describe_model(keras.Model(large, wide))
     bgr = PixelNormalization(mean=100.0, std=1.0, reverse_channels=True)(pixels)
     with pytest.raises(ModelError, match="channel reversal"):
         describe_model(keras.Model(pixels, keras.layers.Flatten()(bgr)))
