@@ -278,3 +278,29 @@ def test_a_network_that_does_not_fit_fails_clearly_and_keeps_its_memory_report(t
         require_fit(report, converted, out)
     assert (out / "net_MemoryReport.json").is_file()
     assert require_fit({"Memory Report": {"Fit In Chip": True}}, converted, out) is True
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_cli_prints_the_gate_and_fit_and_exits_3_when_rejected(damaged, tmp_path, monkeypatch):
+    import allx.cli.convert as cli
+    from allx.convert.imx500 import Imx500Result
+
+    labels = ("Benign", "Early", "Pre", "Pro")
+    truth = np.repeat(np.arange(4), 30)
+    same = scored(truth, truth)
+    quantized = same.float_probabilities[:, ::-1].copy() if damaged else same.float_probabilities.copy()
+    fidelity = type("F", (), {"relpaths": (), "subsets": "train+val"})()
+    report, _ = judge(same, quantized, type("S", (), {"labels": labels})(), "val", fidelity, resolve_options("imx500"),
+                      {"seconds": {"score": 1.0}})
+    files = {"model": tmp_path / ("packerOut.rejected.zip" if damaged else "packerOut.zip"),
+             "report": tmp_path / "report.md"}
+    manifest = {"imx500": {"fit_in_chip": True, "weights_int8_bytes": 2_389_412,
+                           "tool_seconds": {"rebuild": 1.0, "quantize": 2.0, "score": 1.0, "convert": 3.0}},
+                "operating_note": "no operating point chosen: test", "quality_note": "no image-quality limits: test"}
+    monkeypatch.setattr(cli, "convert_imx500", lambda *args, **kwargs: Imx500Result(report, files, manifest, True))
+    outcome = runner.invoke(app, ["convert", str(tmp_path / "model.keras"), "--out", str(tmp_path), "--imx500"])
+    assert "Fit In Chip: True; int8 weights 2.39 MB; tool step 7 s" in outcome.output
+    if damaged:
+        assert outcome.exit_code == 3 and "REJECTED" in outcome.output and "packerOut.rejected.zip" in outcome.output
+    else:
+        assert outcome.exit_code == 0 and "PASSED" in outcome.output and "wrote packerOut.zip" in outcome.output
