@@ -13,9 +13,8 @@ outputs are published under passed or rejected names.
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,7 +149,8 @@ def run_tool(env: imx500_env.ToolEnv, work: Path, log_path: Path, progress) -> d
         log.write(f"$ {env.python} {TOOL_SCRIPT} {work}\n")
         log.flush()
         done = subprocess.run([str(env.python), str(TOOL_SCRIPT), str(work)], stdout=log, stderr=subprocess.STDOUT,
-                              env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": f"{env.python.parent}:/usr/bin:/bin"})
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",  # the tool's bin first: imxconv-tf
+                                   "PATH": os.pathsep.join([str(env.python.parent), os.environ.get("PATH", "")])})
     if done.returncode != 0 or not (work / "result.json").is_file():
         raise ConversionError(f"the IMX500 tool step failed (exit {done.returncode}), expected MCT and imxconv-tf to "
                               f"finish; see {log_path}")

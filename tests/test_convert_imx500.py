@@ -9,7 +9,6 @@ from typer.testing import CliRunner
 
 from allx.cli.main import app
 from allx.convert import imx500_env
-from allx.convert.check import summarize  # noqa: F401  (the gate judge() reuses)
 from allx.convert.imx500 import Scored, check_fits, chip_fit, judge
 from allx.convert.embedding import feature_map_of
 from allx.convert.imx500_export import CHIP_BYTES, describe_model
@@ -192,7 +191,6 @@ def scored(truth, float_top, paths=None, classes=4):
 
 def test_the_paired_gate_judges_the_tools_scores():
     from allx.convert.modes import Thresholds
-    from allx.train.split import Split  # noqa: F401
 
     labels = ("Benign", "Early", "Pre", "Pro")
     truth = np.repeat(np.arange(4), 30)
