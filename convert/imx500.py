@@ -40,7 +40,7 @@ from allx.train.evaluate import keras_probabilities
 PRECISION = "imx500"
 TOOL_SCRIPT = Path(__file__).with_name("imx500_tool.py")
 REFERENCE_IMAGES = 8  # images on which the rebuilt Keras 2 network must reproduce the Keras 3 model
-MAX_REBUILD_DIFFERENCE = 1e-4  # probabilities; the trial measured 0.0 (same float32 arithmetic)
+MAX_REBUILD_DIFFERENCE = 1e-4  # probabilities; measured at most 3e-6 (float32 round-off, TF 2.21 vs 2.15)
 MANIFEST_FORMAT = "allx-imx500/1"
 MEMORY_REPORT_SUFFIX = "MemoryReport.json"
 
