@@ -47,6 +47,7 @@ REPORT = "report.md"
 CONVERT_LOG = "convert.log"
 LAYER_ERRORS = "layer_errors_{precision}.csv"
 EDGETPU_LOG = "edgetpu_compiler.log"
+IMX500_PACKAGE = "packerOut.zip"  # `allx convert --imx500`: Sony's converter output, packaged on the Pi into an .rpk
 
 # Written by `allx-edge bench --json` and read by `allx report` (and by `allx-edge serve` beside the model).
 BENCH = "bench.json"
@@ -67,6 +68,12 @@ SERVE_TOKEN = "serve_token"
 
 def tflite_name(precision: str, rejected: bool = False) -> str:
     return f"model_{precision}.rejected.tflite" if rejected else f"model_{precision}.tflite"
+
+
+def imx500_rejected(name: str) -> str:
+    """A rejected IMX500 result's name for `name` (packerOut.rejected.zip, model.rejected.json, ...)."""
+    stem, dot, suffix = name.partition(".")
+    return f"{stem}.rejected{dot}{suffix}"
 
 
 def precision_manifest_name(precision: str) -> str:

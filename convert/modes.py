@@ -25,6 +25,7 @@ class Mode:
     io_choices: tuple[str, ...]  # allowed --io values; the first is the default
     needs_representative: bool  # calibration data for activations
     fully_integer: bool  # every op int8: the only kind the Edge TPU can run
+    tflite: bool = True  # False: another converter (convert.imx500), so TFLite-only options do not apply
 
     @property
     def default_io(self) -> str:
@@ -32,7 +33,7 @@ class Mode:
 
     @property
     def file_name(self) -> str:
-        return layout.tflite_name(self.name)
+        return layout.tflite_name(self.name) if self.tflite else layout.IMX500_PACKAGE
 
 
 MODES: dict[str, Mode] = {
@@ -41,7 +42,12 @@ MODES: dict[str, Mode] = {
     "dynamic": Mode("dynamic", "int8 weights, float activations (dynamic range)", ("float",), False, False),
     "int8": Mode("int8", "int8 weights and activations, TFLITE_BUILTINS_INT8 only", ("uint8", "int8", "float"),
                  True, True),
+    "imx500": Mode("imx500", "Raspberry Pi AI Camera (Sony IMX500): MCT int8 in the tool environment, then "
+                   "Sony's imxconv-tf", ("uint8",), True, True, tflite=False),
 }
+# TFLite-only options: named with a mode whose `tflite` is False, they are refused rather than ignored.
+TFLITE_ONLY = ("--io", "--debug", "--float-layers", "--edgetpu", "--ood", "--ood-flag-rate", "--no-accuracy-control",
+               "--max-tries")
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,10 @@ def resolve_options(mode: str, io: str | None = None, representative_count: int 
                     max_tries: int = DEFAULT_MAX_TRIES, fidelity_images: int = DEFAULT_FIDELITY_IMAGES) -> ConvertOptions:
     """Check a request against its mode; None means "not given" so a default is never mistaken for a choice."""
     chosen = get_mode(mode)
+    refuse_tflite_options(chosen, {"--io": io is not None, "--debug": debug, "--float-layers": float_layers != 0,
+                                   "--edgetpu": edgetpu, "--ood": bool(ood), "--ood-flag-rate": ood_flag_rate is not None,
+                                   "--no-accuracy-control": not accuracy_control,
+                                   "--max-tries": max_tries != DEFAULT_MAX_TRIES})
     refuse_calibration_options(chosen, representative_count, debug, float_layers, edgetpu)
     io = resolve_io(chosen, io, float_layers, edgetpu)
     if chosen.needs_representative and representative_count is not None:  # None: the default, capped later
@@ -127,6 +137,14 @@ def resolve_options(mode: str, io: str | None = None, representative_count: int 
     return ConvertOptions(chosen, io, representative_count, check_subset, thresholds, debug or float_layers > 0,
                           float_layers, edgetpu, seed, ood, ood_flag_rate, check_target(target_sensitivity),
                           accuracy_control, max_tries, fidelity_images)
+
+
+def refuse_tflite_options(mode: Mode, given: dict[str, bool]) -> None:
+    """Options of the TFLite converter or its check, refused up front with a mode that uses another converter."""
+    named = [name for name in TFLITE_ONLY if given.get(name)]
+    if named and not mode.tflite:
+        raise UsageError(f"got {', '.join(named)} with --{mode.name}, expected none of {', '.join(TFLITE_ONLY)} "
+                         f"(TFLite options; --{mode.name} quantizes with MCT and converts with Sony's converter)")
 
 
 def refuse_calibration_options(mode: Mode, representative_count, debug: bool, float_layers: int,

@@ -191,17 +191,18 @@ def frame_pixels(frame_rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def run_camera(model: EdgeModel, source: str = "0", every: int = 1, max_frames: int | None = None,
                log_path: str | Path | None = None, display: bool = False,
                on_frame: Callable[[FrameResult], None] | None = None,
-               session: SampleSession | None = None, rejected: bool = False) -> CameraSummary:
+               session: SampleSession | None = None, rejected: bool = False, frames=None) -> CameraSummary:
     """Classify every `every`-th frame until the source ends, `max_frames` frames are read, `q`, or Ctrl-C.
 
     With a `session`, each classified frame is a field of that one sample (quality-checked, set aside
     when poor) and every FrameResult carries the running verdict. `rejected`: the model failed its
-    accuracy check and runs by --allow-rejected; every log row and the window say so.
+    accuracy check and runs by --allow-rejected; every log row and the window say so. `frames`: an
+    opened source to read instead of `source` (the AI Camera, edge_runner.imx500); it is closed at the end.
     """
     if every < 1 or (max_frames is not None and max_frames < 1):
         raise UsageError(f"got every={every}, max_frames={max_frames}, expected positive numbers")
     model.require_labels()
-    frames = open_source(source)
+    frames = frames if frames is not None else open_source(source)
     window, warnings = open_window() if display else (None, ())
     log = StreamedCsv(log_path, LOG_HEADER) if log_path else None
     session_id = f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}-{os.getpid()}-{secrets.token_hex(2)}"

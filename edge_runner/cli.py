@@ -74,6 +74,18 @@ def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float
     return edge_model, rejected
 
 
+def load_imx500(path: Path, allow_rejected: bool):
+    """(Imx500Model, rejected, the opened AI Camera) for `camera --imx500`."""
+    from allx.edge_runner import imx500  # the AI Camera's code loads only for this option
+    from allx.edge_runner.status import admit
+
+    network = imx500.network_file(path)
+    model = imx500.Imx500Model.load(network)
+    rejected = admit(model.manifest, network, allow_rejected)
+    model.source = imx500.Imx500Source(network)
+    return model, rejected, model.source
+
+
 def mark_rejected(text: str, rejected: bool) -> str:
     return f"{text}  [{NOTE}]" if rejected else text
 
@@ -213,8 +225,14 @@ app.command()(monitor)
 @app.command()
 @handle_errors
 def camera(
-    model: ModelOption,
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", "-m", help="A .tflite file (allx convert embeds labels and statistics in it) or its folder.",
+        show_default=False)] = None,
     source: Annotated[str, typer.Option("--source", "-s", help="Camera index, /dev/videoN, a video file, or picamera2.")] = "0",
+    imx500: Annotated[Optional[Path], typer.Option(
+        "--imx500", help="The Raspberry Pi AI Camera runs the network itself: the .rpk, or the packerOut.zip of "
+        "`allx convert --imx500` (packaged once with imx500-package), with its model.json beside it. Instead of "
+        "--model and --source.", show_default=False)] = None,
     every: Annotated[int, typer.Option("--every", help="Classify every Nth frame.")] = 1,
     headless: Annotated[bool, typer.Option("--headless", help="No window: one line per classified frame.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop after reading N frames.")] = None,
@@ -243,7 +261,15 @@ def camera(
     """
     # a preview logs nothing: the site config is read for a sample only
     operator, site = check_operator(operator, site_config) if sample is not None else (operator, None)
-    edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, tta, allow_rejected)
+    if (model is None) == (imx500 is None):
+        raise UsageError(f"got {'both --model and --imx500' if model else 'neither --model nor --imx500'}, "
+                         "expected one of them")
+    frames = None
+    if imx500 is not None:
+        edge_model, rejected, frames = load_imx500(imx500, allow_rejected)
+        source = "imx500"
+    else:
+        edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, tta, allow_rejected)
     audit = open_run_log(edge_model, log_db, operator, site, enabled=sample is not None and not no_log)
     session = None if sample is None else SampleSession(edge_model, sample)
     from allx.edge_runner.camera import has_display, run_camera
@@ -258,7 +284,7 @@ def camera(
 
     try:
         summary = run_camera(edge_model, source, every=every, max_frames=max_frames, log_path=log, display=display,
-                             on_frame=on_frame, session=session, rejected=rejected)
+                             on_frame=on_frame, session=session, rejected=rejected, frames=frames)
         if audit is not None and summary.verdict is not None:
             audit.sample_verdict(summary.verdict, edge_model.labels)
     finally:

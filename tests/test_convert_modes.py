@@ -11,9 +11,11 @@ from allx.errors import UsageError
 def test_every_mode_has_a_default_io_among_its_choices():
     for mode in MODES.values():
         assert mode.default_io in mode.io_choices
-        assert mode.file_name == f"model_{mode.name}.tflite"
+        assert mode.file_name == (f"model_{mode.name}.tflite" if mode.tflite else "packerOut.zip")
     assert MODES["int8"].fully_integer and MODES["int8"].needs_representative
-    assert not any(m.fully_integer or m.needs_representative for name, m in MODES.items() if name != "int8")
+    assert MODES["imx500"].needs_representative and not MODES["imx500"].tflite  # MCT, then Sony's converter
+    assert not any(m.fully_integer or m.needs_representative for name, m in MODES.items()
+                   if name not in ("int8", "imx500"))
 
 
 def test_int8_defaults():

@@ -15,6 +15,7 @@ from allx.convert.edgetpu import METADATA_EMBEDDED
 from allx.convert.modes import (DEFAULT_FIDELITY_IMAGES, DEFAULT_FLAG_RATE, DEFAULT_MAX_TRIES,
                                 DEFAULT_REPRESENTATIVE_COUNT, DEFAULT_THRESHOLDS, resolve_options)
 from allx.convert.ood_report import summary_line
+from allx.convert.imx500 import convert_imx500
 from allx.convert.pipeline import convert_keras
 from allx.errors import CheckFailed, ConversionError, UsageError
 from allx.layout import RecordKind
@@ -31,6 +32,11 @@ def convert(
     float16: Annotated[bool, typer.Option("--float16", help="float16 weights.")] = False,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic range: int8 weights, float activations.")] = False,
     float32: Annotated[bool, typer.Option("--float32", help="No quantization (reference).")] = False,
+    imx500: Annotated[bool, typer.Option("--imx500", help="Raspberry Pi AI Camera (Sony IMX500): MCT int8 and "
+                                         "Sony's imxconv-tf in the tool environment (`allx tools install imx500`, "
+                                         "created on first use); writes packerOut.zip and its memory report. The "
+                                         "network must fit the chip's 8 MB: EfficientNet-Lite0 and MobileNetV2 do, "
+                                         "ResNet50 does not.")] = False,
     data: Annotated[Optional[Path], typer.Option("--data", help="DATA_DIR with one folder per class "
                                                  "(default: meta.data_dir of the split).")] = None,
     split: Annotated[Optional[Path], typer.Option("--split", help="SPLIT.json (default: split.json beside "
@@ -90,12 +96,16 @@ def convert(
     import_tensorflow_quietly()
 
     chosen = [name for name, flag in (("int8", int8), ("float16", float16), ("dynamic", dynamic),
-                                      ("float32", float32)) if flag]
+                                      ("float32", float32), ("imx500", imx500)) if flag]
     if len(chosen) > 1:
         raise UsageError(f"got {' and '.join('--' + c for c in chosen)}, expected one precision")
     options = resolve_options(chosen[0] if chosen else "int8", io, representative_count, check_subset, max_drop,
                               max_class_drop, min_agreement, debug, float_layers, edgetpu, seed, ood, ood_flag_rate,
                               target_sensitivity, confidence, accuracy_control, max_tries, fidelity_images)
+    if not options.mode.tflite:
+        with progress_bars(lines_when_piped=True) as progress:
+            convert_for_camera(convert_imx500(model, out, options, data, split, progress), json_output)
+        return
     with progress_bars() as progress:
         result = convert_keras(model, out, options, data, split, progress)
     if json_output:
@@ -110,6 +120,39 @@ def convert(
     if result.edgetpu is not None and not result.edgetpu.ready:
         raise ConversionError(f"{result.files['model'].name} passed the check but is not Edge TPU-ready: "
                               f"{'; '.join(result.edgetpu.problems)}")
+
+
+def convert_for_camera(result, json_output: bool) -> None:
+    """Print an --imx500 result; a rejected one is exit 3 like any other target."""
+    if json_output:
+        document = {"kind": RecordKind.CHECK.value, **result.check.to_dict(), "imx500": result.manifest["imx500"],
+                    "files": {role: str(path) for role, path in result.files.items()}}
+        for key in ("operating_point", "sample_rule", "quality"):
+            document[key] = result.manifest.get(key)
+        print(json.dumps(document, indent=2))
+    else:
+        render_imx500(result)
+    if not result.passed:
+        raise CheckFailed(f"imx500 failed the accuracy check: {'; '.join(result.check.failures)}; saved as "
+                          f"{result.files['model'].name}, see {result.files['report']}")
+
+
+def render_imx500(result) -> None:
+    check, imx = result.check, result.manifest["imx500"]
+    verdict = "[green]PASSED[/green]" if check.passed else "[red]REJECTED[/red]"
+    stdout.print(f"imx500 (MCT-quantized, run on this CPU): {verdict} on {check.images} {check.subset} images "
+                 f"(float {percent(check.float.accuracy, 2, 'n/a')}, quantized {percent(check.quantized.accuracy, 2, 'n/a')}, "
+                 f"drop {check.drop_pp:.2f} pp, agreement {check.agreement:.4f})")
+    for count in check.paired:
+        stdout.print(f"  {count.verdict()}", highlight=False, markup=False)
+    if check.fidelity is not None:
+        stdout.print(f"  {check.fidelity.verdict(check.thresholds.confidence)}", highlight=False, markup=False)
+    stdout.print(f"Fit In Chip: {imx['fit_in_chip']}; int8 weights {imx['weights_int8_bytes'] / 1e6:.2f} MB; tool "
+                 f"step {sum(imx['tool_seconds'].values()):.0f} s", highlight=False, markup=False)
+    for line in operating_lines(result.manifest):
+        stdout.print(line, highlight=False, markup=False)
+    stdout.print(f"wrote {', '.join(path.name for path in result.files.values())} in {result.files['model'].parent}",
+                 highlight=False)
 
 
 def result_json(result) -> dict:

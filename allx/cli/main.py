@@ -9,7 +9,7 @@ import os
 import typer
 
 from allx import __version__
-from allx.cli import convert, data, demo, report, train, weights
+from allx.cli import convert, data, demo, report, tools, train, weights
 from allx.console import exit_codes_help, set_verbose
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides our output
@@ -23,6 +23,7 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(weights.app, name="weights")
+app.add_typer(tools.app, name="tools")
 app.command("train")(train.train)
 app.command("evaluate")(train.evaluate)
 app.command("convert")(convert.convert)
