@@ -30,45 +30,6 @@ def test_training_speed_quick_writes_both_timings(tmp_path):
     assert "synthetic" in result["data"] and "speedup" in printed
 
 
-@pytest.mark.slow
-def test_backbones_quick_compares_every_backbone_at_int8(tmp_path):
-    out = tmp_path / "backbones.json"
-    run_script("backbones.py", "--epochs", "2", "--runs", "3", "--work", str(tmp_path / "work"), "--out", str(out))
-    rows = {row["backbone"]: row for row in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {"resnet50", "efficientnet-lite0", "mobilenetv2"}
-    assert not any("skipped" in row for row in rows.values())  # MobileNetV2 without its .pth: --weights none
-    assert rows["resnet50"]["weights_note"] and rows["efficientnet-lite0"]["weights_note"] is None
-    assert rows["mobilenetv2"]["weights"] != "none" or "random weights" in rows["mobilenetv2"]["weights_note"]
-    for row in rows.values():
-        assert 0 <= row["int8_accuracy"] <= 1 and row["int8_size_mb"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0
-        target = row["target"]
-        assert target["met"] == (row["passed"] and target["accuracy_drop_pp"] <= 0.5 and
-                                 target["worst_class_drop_pp"] <= 2.0)
-
-
-@pytest.mark.slow
-def test_recipes_quick_cross_validates_every_recipe_and_head_with_and_without_tta(tmp_path):
-    out = tmp_path / "recipes.json"
-    printed = run_script("recipes.py", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
-                         "--heads", "gap,logreg")
-    result = json.loads(out.read_text())
-    assert result["kind"] == "recipes-cv" and result["folds"] == 5 and result["fold_kind"] == "block"
-    assert [(r["recipe"], r["head"], r["tta"]) for r in result["rows"]] == [
-        (recipe, head, tta) for recipe in ("plain", "dihedral", "dihedral+stain") for head in ("gap", "logreg")
-        for tta in (False, True)]
-    for row in result["rows"]:
-        assert len(row["folds"]) == 5 and 0 <= row["worst_fold"]["accuracy"] <= row["mean"]["accuracy"] <= 1
-        if row["head"] == "logreg":  # C chosen on each fold's validation block; allx train's cross-fitted point
-            assert all(chosen["C"] in (0.001, 0.01, 0.03, 0.1, 0.3, 1.0) for chosen in row["chosen_on_val"])
-            assert all(0 <= fold["sensitivity_at_crossfit_point"] <= 1 for fold in row["folds"])
-    assert result["best"]["recipe"] in ("plain", "dihedral", "dihedral+stain") and "| dihedral | logreg |" in printed
-    # the image alone (no dihedral views) when only the plain recipe is asked for: no TTA row; multiscale features
-    run_script("recipes.py", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--recipes", "plain",
-               "--chunks", "3", "--features", "multiscale", "--heads", "logreg")
-    plain = json.loads(out.read_text())
-    assert [(r["recipe"], r["tta"]) for r in plain["rows"]] == [("plain", False)] and plain["features"] == "multiscale"
-
-
 def test_block_folds_hold_out_one_contiguous_block_per_class():
     import importlib.util
 
