@@ -32,6 +32,7 @@ from allx.convert.modes import ConvertOptions
 from allx.convert.pipeline import check_subset, data_fingerprint, fidelity_set
 from allx.convert.representative import draw_representative, load_representative
 from allx.convert.source import Source, load_source
+from allx.edge_runner.manifest_check import PASSED, REJECTED
 from allx.errors import ConversionError, DataError, ModelError
 from allx.files import interrupts_deferred, sha256_file, write_atomic
 from allx.images import read_batches
@@ -244,7 +245,7 @@ def build_manifest(report: CheckReport, source: Source, extra: dict) -> dict:
     return {
         "kind": layout.RecordKind.MANIFEST.value, "format": MANIFEST_FORMAT,
         "model_file": layout.IMX500_PACKAGE if report.passed else layout.imx500_rejected(layout.IMX500_PACKAGE),
-        "precision": PRECISION, "status": "passed" if report.passed else "rejected", "labels": list(report.labels),
+        "precision": PRECISION, "status": PASSED if report.passed else REJECTED, "labels": list(report.labels),
         "input": {"shape": [1, height, width, 3], "dtype": "uint8", "scale": 1.0, "zero_point": 0},
         "outputs": {"probabilities": {"shape": [1, len(report.labels)], "dtype": "float32"}},
         "preprocessing": (f"raw RGB uint8 0..255 from the camera, {height}x{width}; the network's first layer (a 1x1 "

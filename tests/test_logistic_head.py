@@ -139,7 +139,7 @@ def test_lite0_recipe_converts_with_its_ood_embedding_and_runs_on_the_device_pat
     assert shipped == trained, "the point training chose for this model is the one shipped"
     assert manifest["operating_point"]["evidence"]["on"] == "out-of-group"  # training cross-fitted it over groups
     assert "operating_point.json" in manifest["origin"]["operating_point"]
-    assert set(manifest["operating_point_check"]) == {"subset", "sensitivity", "specificity"}
+    assert set(manifest["operating_point_check"]) == {"subset", "sensitivity", "specificity", "evidence"}
     from allx.edge_runner.model import EdgeModel
 
     model = EdgeModel.load(out)
