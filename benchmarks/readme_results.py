@@ -555,6 +555,7 @@ def monitor_section() -> list[str]:
               "stream's alarms are the quality and inconclusive rates, expected at 0 of 600 training images and 0 of "
               "95 validation pseudo-samples (in-sample zeros); rates measured on held-out images (model.json "
               "expected_rates) or on the site's own images (site_calibration.json) replace them when present."]
+    return lines
 
 
 def explain_section() -> list[str]:
@@ -589,6 +590,7 @@ def explain_section() -> list[str]:
                   f"the rest of the field, the model still gives the same class on **{maps['without_cells_same']} of "
                   f"{maps['right']}** fields (median probability of that class "
                   f"{maps['without_cells_probability_median']:.3f})."]
+    return lines
 
 
 def multiworker_section() -> list[str]:

@@ -3,6 +3,7 @@
 They assert the shape of the results, never a time: speed claims live in benchmarks/results/.
 """
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -96,3 +97,16 @@ def test_multiworker_quick_times_one_and_two_workers(tmp_path):
     assert result["one_worker_s"] > 0 and result["two_workers_s"] >= result["two_workers_extract_s"] > 0
     assert result["speedup"] == pytest.approx(result["one_worker_s"] / result["two_workers_s"], rel=0.01)
     assert len(result["load_average_before"]) == 3 and "speedup" in printed
+
+
+def test_every_readme_results_section_renders_lines():
+    """readme_results.py rewrites the README's results block from every section: each one must give lines (a
+    section that returns nothing would stop the whole rewrite)."""
+    spec = importlib.util.spec_from_file_location("readme_results", REPO / "benchmarks" / "readme_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sections = [getattr(module, name) for name in dir(module) if name.endswith("_section")]
+    assert len(sections) >= 10
+    for section in sections:
+        lines = section()
+        assert isinstance(lines, list) and lines and all(isinstance(line, str) for line in lines), section.__name__
