@@ -300,11 +300,13 @@ def test_a_forged_row_with_a_correct_hash_is_found(log_path):
     assert verify(log_path) == ["seal 6: forged (its tag does not match this device's sealing key)"]
 
 
-def test_an_edit_with_the_chain_recomputed_is_found(log_path):
+def rechained_edit(path) -> tuple[list, dict[int, str]]:
+    """The UPDATE statements that relabel row 2 as Benign and recompute the hash chain from there, and every
+    row's hash after that edit (row id -> hash)."""
     from allx.edge_runner.audit import row_hash
 
-    statements, previous = [], None
-    with AuditLog.open(log_path, readonly=True) as log:
+    statements, previous, heads = [], None, {}
+    with AuditLog.open(path, readonly=True) as log:
         for row in log.rows():
             if row["id"] >= 2:
                 record = row["record"] | ({"label": "Benign"} if row["id"] == 2 else {})
@@ -312,7 +314,13 @@ def test_an_edit_with_the_chain_recomputed_is_found(log_path):
                 row["row_hash"] = row_hash(row)
                 statements.append(("UPDATE entries SET record = ?, prev_hash = ?, row_hash = ? WHERE id = ?",
                                    (row["record"], row["prev_hash"], row["row_hash"], row["id"])))
-            previous = row["row_hash"]
+            previous = heads[row["id"]] = row["row_hash"]
+    return statements, heads
+
+
+def test_an_edit_with_the_chain_recomputed_is_found(log_path):
+    statements, heads = rechained_edit(log_path)
+    previous = heads[max(heads)]
     tamper_all(log_path, *statements)
     assert verify(log_path) == ["row 2: changed after it was sealed (seal 2 holds another hash): rows were "
                                 "rewritten and the hash chain recomputed"]
@@ -356,16 +364,8 @@ def test_the_verification_key_proves_old_rows_even_against_root_on_the_device(lo
         log_id = log.log_id
     assert verify_key.epoch == 0 and verify(fresh, verify_key=verify_key) == []
     stolen = read_key(default_key_dir(), log_id)
-    statements, previous, heads = [], None, {}
+    statements, heads = rechained_edit(fresh)
     with AuditLog.open(fresh, readonly=True) as log:
-        for row in log.rows():
-            if row["id"] >= 2:
-                record = row["record"] | ({"label": "Benign"} if row["id"] == 2 else {})
-                row = {**row, "record": json.dumps(record), "prev_hash": previous}
-                row["row_hash"] = row_hash(row)
-                statements.append(("UPDATE entries SET record = ?, prev_hash = ?, row_hash = ? WHERE id = ?",
-                                   (row["record"], row["prev_hash"], row["row_hash"], row["id"])))
-            previous = heads[row["id"]] = row["row_hash"]
         for item in log.seals()[2:]:  # the seals of rows 2 on, retagged with the stolen key
             item = {**item, "head_hash": heads[item["head_id"]]}
             statements.append(("UPDATE seals SET head_hash = ?, tag = ? WHERE epoch = ?",
