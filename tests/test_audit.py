@@ -350,7 +350,6 @@ def test_a_removed_log_is_not_silently_started_anew(log_path):
 def test_the_verification_key_proves_old_rows_even_against_root_on_the_device(log_path, tmp_path):
     """Root copies the device key (at seal 5), rewrites row 2 and reseals every seal with it: the device's own
     key is fooled, the verification key given at seal 0 is not."""
-    from allx.edge_runner.audit import row_hash
     from allx.edge_runner.seal import VerifyKey, read_key, seal_tag
     from allx.edge_runner.site import default_key_dir
 
