@@ -14,18 +14,14 @@ import warnings
 from typing import Callable, Iterator
 
 import typer
-from rich.console import Console
-from rich.markup import escape as escape_markup
 
 from allx.errors import EXIT_CODES, AllxError
 from allx.text import printable
 
-stdout = Console()
-stderr = Console(stderr=True)
-
 Report = Callable[[str, int, int], None]  # report(stage, done, total)
 LIBRARY_MODULES = r"(tensorflow|keras|tf_keras|absl|sklearn|h5py|google|ml_dtypes)(\.|$)"
 settings = {"verbose": False}
+consoles: dict = {}  # "stdout"/"stderr" -> rich Console, made by rich_console
 
 
 def exit_codes_help(*codes: int) -> str:
@@ -36,19 +32,42 @@ def exit_codes_help(*codes: int) -> str:
 
 def echo(text: str, err: bool = False) -> None:
     """Every line the CLIs print for people: control characters escaped (the text's own line breaks kept), so a
-    file name or ID from the user cannot move the cursor, colour the terminal or fake a line."""
-    (stderr if err else stdout).print(printable(text, keep="\n"), markup=False, highlight=False, soft_wrap=True)
+    file name or ID from the user cannot move the cursor, colour the terminal or fake a line. Written as it is
+    (no markup, no emoji codes) and flushed, so a pipe sees each line when it is printed."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(printable(text, keep="\n") + "\n")
+    stream.flush()
+
+
+def rich_console(err: bool = False):
+    """The rich Console on stdout (or stderr) for tables and progress bars, made on first use: a command that
+    prints only plain lines (`allx-edge classify`) starts without importing rich."""
+    name = "stderr" if err else "stdout"
+    if name not in consoles:
+        from rich.console import Console
+
+        consoles[name] = Console(stderr=err)
+    return consoles[name]
+
+
+def __getattr__(name: str):
+    """`from allx.console import stdout, stderr`: the two rich Consoles, made when first asked for."""
+    if name in ("stdout", "stderr"):
+        return rich_console(err=name == "stderr")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def escape(text: str) -> str:
     """User text (a path, a class name) for a line printed with rich markup: brackets and control characters
     escaped."""
+    from rich.markup import escape as escape_markup
+
     return escape_markup(printable(text))
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print `error: message` on stderr (one line, no markup) and return the Exit to raise."""
-    stderr.print(f"error: {printable(message)}", markup=False, highlight=False, soft_wrap=True)
+    echo(f"error: {printable(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -105,7 +124,7 @@ def set_verbose(verbose: bool) -> None:
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    stderr.print(f"warning: {printable(str(message))}", markup=False, highlight=False, soft_wrap=True)
+    echo(f"warning: {printable(str(message))}", err=True)
 
 
 def import_tensorflow_quietly() -> None:
@@ -150,7 +169,7 @@ def progress_bars(transient: bool = True, lines_when_piped: bool = False,
 
         def line_at_end(stage: str, done: int, total: int) -> None:
             if done == total or stage in every_step:
-                stderr.print(f"{stage}: {done}/{total}", markup=False, highlight=False)
+                echo(f"{stage}: {done}/{total}", err=True)
 
         yield line_at_end
         return
@@ -158,7 +177,7 @@ def progress_bars(transient: bool = True, lines_when_piped: bool = False,
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr, transient=transient) as bars:
+    with Progress(*columns, console=rich_console(err=True), transient=transient) as bars:
         tasks: dict[str, int] = {}
 
         def update(stage: str, done: int, total: int) -> None:

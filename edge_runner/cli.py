@@ -10,13 +10,12 @@ from typing import Annotated, Optional
 import typer
 
 from allx import __version__
-from allx.console import echo, exit_codes_help, handle_errors, show_progress, stdout
+from allx.console import echo, exit_codes_help, handle_errors, rich_console, show_progress
 from allx.edge_runner.batch import classify_paths, expand_paths, result_record, write_results_csv
 from allx.edge_runner.cli_calibrate import calibrate
 from allx.edge_runner.cli_monitor import monitor
 from allx.edge_runner.cli_log import (LogDbOption, OperatorOption, SiteConfigOption, check_operator, log_app,
                                       open_run_log, review)
-from allx.edge_runner.explain import explain_files
 from allx.edge_runner.manifest_check import REJECTED
 from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.quality import limits_in_use
@@ -32,8 +31,8 @@ from allx.errors import UsageError
 from allx.files import checked_write, write_csv, write_json
 from allx.text import printable
 
-# The camera, bench, info and serve code is imported inside its own command: `classify`, the command
-# that must start fast, loads none of it.
+# The camera, bench, info, serve and occlusion-map code is imported inside its own command (or option):
+# `classify`, the command that must start fast, loads none of it.
 
 EXIT_CODES = exit_codes_help(0, 1, 2, 3, 130)
 
@@ -181,6 +180,8 @@ def write_explanations(edge_model, paths, recursive: bool, folder: Path | None, 
     """classify --explain: the occlusion maps of the images just classified (none without the option)."""
     if folder is None:
         return
+    from allx.edge_runner.explain import explain_files  # 49 inferences per image: loaded only when asked for
+
     images = [path for path, error in expand_paths(paths, recursive) if error is None]
     written = explain_files(edge_model, images, folder)
     echo(f"{len(written)} occlusion map(s) written to {folder}", err=json_lines)
@@ -329,7 +330,7 @@ def bench(
     for result in report.results:
         for warning in result.warnings:
             echo(f"warning: {Path(result.model).name}: {warning}", err=True)
-    stdout.print(bench_table(report))
+    rich_console().print(bench_table(report))
     echo(bench_caption(report))
     for path in rejected:
         echo(f"{path}: {NOTE}")

@@ -8,17 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from allx.console import handle_errors, stderr, stdout
+from allx.console import echo, handle_errors
 from allx.edge_runner.cli_log import LogDbOption, SiteConfigOption
 from allx.edge_runner.monitor import FAMILY_ALPHA, PERIODS, monitor_log
-from allx.edge_runner.monitor_view import html_page, text_lines
 from allx.edge_runner.site import load_site_config, resolve_log_db
 from allx.errors import CheckFailed
 from allx.files import checked_write
-
-
-def echo(text: str, err: bool = False) -> None:
-    (stderr if err else stdout).print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @handle_errors
@@ -54,6 +49,8 @@ def monitor(
     Exit codes: 0 the latest window is within its limits; 2 usage error or a missing, damaged or newer log;
     3 the latest window alarms (the alarms are named on stderr).
     """
+    from allx.edge_runner.monitor_view import html_page, text_lines  # the report's words: this command's own
+
     path = resolve_log_db(load_site_config(site_config), log_db)
     report = monitor_log(path, model, window, by, since)
     if json_out:

@@ -51,9 +51,16 @@ def find_runtime() -> Runtime:
             module = importlib.import_module(module_name)
         except ImportError:
             continue
-        return Runtime(name, distribution_version(distribution), module)
+        return Runtime(name, package_version(module_name, distribution), module)
     raise ModelError('no TFLite interpreter found, expected one of ai-edge-litert, tflite-runtime, tensorflow: '
                      'pip install "allx[edge]"')
+
+
+def package_version(module_name: str, distribution: str) -> str:
+    """The package's own `__version__` (the three candidates set it), else the installed distribution's: reading
+    the distribution's metadata scans site-packages, a cost every start would pay."""
+    version = getattr(sys.modules.get(module_name.partition(".")[0]), "__version__", None)
+    return str(version) if version else distribution_version(distribution)
 
 
 def distribution_version(distribution: str) -> str:

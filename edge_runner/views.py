@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.table import Table
-
 from allx.decision import UNLIKE_TRAINING, Decision
 from allx.text import printable
 
@@ -15,6 +13,8 @@ from allx.edge_runner.sample import FieldResult, SampleVerdict
 from allx.edge_runner.sample_batch import SamplesSummary
 
 if TYPE_CHECKING:  # named in annotations only: classify's start-up does not load the bench, camera or info code
+    from rich.table import Table
+
     from allx.edge_runner.bench import BenchReport
     from allx.edge_runner.camera import CameraSummary, FrameResult
     from allx.edge_runner.info import ModelInfo
@@ -100,6 +100,8 @@ def camera_summary_line(s: CameraSummary, with_ood: bool = False) -> str:
 
 def bench_table(report: BenchReport) -> Table:
     """Metrics as rows and models as columns, so two or three models fit side by side on a terminal."""
+    from rich.table import Table  # only bench draws a table: classify starts without rich
+
     table = Table(title="allx-edge bench (bare invoke latency, ms)")
     table.add_column("")
     for r in report.results:

@@ -55,6 +55,22 @@ def test_start_up_leaves_the_other_commands_code_unloaded():
     assert json.loads(loaded.stdout) == []
 
 
+def test_classify_loads_only_what_it_uses(tmp_path, image):
+    """A whole classify run, to its result line: no rich (plain lines need none), and none of the code of the
+    options it was not given (occlusion maps) or of the other commands (monitor's report, bench, camera)."""
+    unused = ("rich", "allx.edge_runner.explain", "allx.edge_runner.monitor_view", "allx.edge_runner.camera",
+              "allx.edge_runner.bench", "allx.edge_runner.info", "allx.edge_runner.serve")
+    code = ("import atexit, json, sys\n"
+            "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))\n" + RUN_CLI)
+    result = subprocess.run([sys.executable, "-c", code, "classify", str(image), "--model", str(tiny_models().int8),
+                             "--json", "--no-log"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["label"] in ("Benign", "Early", "Pre", "Pro")
+    loaded = json.loads(result.stderr.strip().splitlines()[-1])
+    assert "allx.edge_runner.model" in loaded  # the list is the run's own
+    assert [name for name in loaded if name.split(".")[0] in unused or name.startswith(unused)] == []
+
+
 def test_classifies_where_tensorflow_cannot_be_imported(tmp_path, image):
     blocked = blocker_dir(tmp_path, "tensorflow", "keras")
     probe = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True, text=True,
