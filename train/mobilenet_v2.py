@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from allx.train.weight_mapping import conv_bn_rows, load_torch_weights
+from allx.train.weight_mapping import load_torch_weights, mobilenet_rows
 
 BN_EPSILON = 1e-5
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -91,19 +91,17 @@ def inverted_residual(inputs, expansion: int, stride: int, channels_in: int, cha
 
 def torch_mapping(include_top: bool):
     """(keras layer, torch prefix, kind) for every weighted layer of torchvision's module tree."""
-    mapping = conv_bn_rows("features_0", "features.0.0", "features.0.1")
-    for index, (expansion, *_rest) in enumerate(block_specs(), start=1):
-        torch_block, block = f"features.{index}.conv", f"features_{index}"
-        step = 0
-        if expansion != 1:
-            mapping += conv_bn_rows(f"{block}_expand", f"{torch_block}.0.0", f"{torch_block}.0.1")
-            step = 1
-        mapping += conv_bn_rows(f"{block}_dw", f"{torch_block}.{step}.0", f"{torch_block}.{step}.1", "dwconv")
-        mapping += conv_bn_rows(f"{block}_project", f"{torch_block}.{step + 1}", f"{torch_block}.{step + 2}")
-    mapping += conv_bn_rows("features_18", "features.18.0", "features.18.1")
-    if include_top:
-        mapping.append(("predictions", "classifier.1", "dense"))
-    return mapping
+    blocks = [torchvision_block(index, expansion) for index, (expansion, *_rest) in enumerate(block_specs(), start=1)]
+    return mobilenet_rows(("features_0", "features.0.0", "features.0.1"), blocks,
+                          ("features_18", "features.18.0", "features.18.1"), "classifier.1" if include_top else None)
+
+
+def torchvision_block(index: int, expansion: int) -> tuple:
+    """inverted_residual_rows' arguments for block `index`: torchvision numbers a block's modules in order,
+    [expansion conv+BN], depthwise conv+BN, projection conv, projection BN."""
+    conv, step = f"features.{index}.conv", 1 if expansion != 1 else 0
+    return (f"features_{index}", (f"{conv}.0.0", f"{conv}.0.1") if expansion != 1 else None,
+            (f"{conv}.{step}.0", f"{conv}.{step}.1"), (f"{conv}.{step + 1}", f"{conv}.{step + 2}"))
 
 
 def make_torchvision_mobilenet_v2(weights_path: str | Path | None, input_shape, include_top: bool = False,

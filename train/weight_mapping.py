@@ -57,6 +57,26 @@ def conv_bn_rows(keras_prefix: str, conv_source: str, bn_source: str, conv_kind:
     return [(f"{keras_prefix}_conv", conv_source, conv_kind), (f"{keras_prefix}_bn", bn_source, bn_kind)]
 
 
+def mobilenet_rows(stem: tuple[str, str, str], blocks, head: tuple[str, str, str],
+                   top: str | None) -> list[tuple[str, str, str]]:
+    """The rows of every weighted layer of a MobileNet-style network (MobileNetV2, EfficientNet-Lite): the stem and
+    the head as conv_bn_rows' arguments, each block as inverted_residual_rows', and the classifier `top` (its
+    source name) when it is kept."""
+    rows = conv_bn_rows(*stem)
+    for block in blocks:
+        rows += inverted_residual_rows(*block)
+    return rows + conv_bn_rows(*head) + ([("predictions", top, "dense")] if top else [])
+
+
+def inverted_residual_rows(block: str, expand: tuple[str, str] | None, depthwise: tuple[str, str],
+                           project: tuple[str, str]) -> list[tuple[str, str, str]]:
+    """The rows of one inverted residual block (MobileNetV2, EfficientNet-Lite): the 1x1 expansion (None in a block
+    without one), the depthwise and the 1x1 projection convolution, each a (conv, BatchNorm) pair of source names,
+    named `<block>_expand`, `<block>_dw` and `<block>_project` in Keras."""
+    rows = [] if expand is None else conv_bn_rows(f"{block}_expand", *expand)
+    return rows + conv_bn_rows(f"{block}_dw", *depthwise, "dwconv") + conv_bn_rows(f"{block}_project", *project)
+
+
 def assign_weights(model, tensors: dict[str, np.ndarray], mapping, source: str, expected: str) -> None:
     """Set each (keras_layer_name, source_prefix, kind) of `mapping` from `tensors`, checking every shape.
 
