@@ -8,9 +8,10 @@ and TFLite Support writes "TFLITE_METADATA". `allx convert` adds two kinds of en
                          quantization, check, thresholds, OOD section, source hashes, ...)
     allx.file/<name>     a side file the manifest names (e.g. ood_stats_int8.npz), byte for byte
 
-so one copied .tflite is the whole model. The entries are read with the TFLite schema code that ships
-in ai-edge-litert (`schema_py_generated`, generated from schema.fbs; it needs only `flatbuffers`) and
-written with its `tools.flatbuffer_utils` (by `allx convert` and by `allx-edge calibrate`).
+so one copied .tflite is the whole model. The entries are read with `flatbuffers`' own table reader, at
+the few fields of schema.fbs they need (the TFLite schema module of ai-edge-litert, 19,000 generated lines,
+took longer to import than the rest of the read), and written with ai-edge-litert's
+`tools.flatbuffer_utils` (by `allx convert` and by `allx-edge calibrate`).
 When the embedded copy and the files beside the model disagree, the embedded copy wins and says so.
 """
 
@@ -37,6 +38,13 @@ FORMAT_NAME = "allx-tflite"
 FORMAT_VERSION = 1  # the newest manifest format this runner reads
 TFLITE_IDENTIFIER = b"TFL3"
 MAX_MANIFEST_BYTES = 1024 * 1024  # allx convert writes a few kilobytes; statistics travel as side files
+
+# The fields of the TFLite schema (schema.fbs) read here, as vtable offsets (4 + 2 x the field's id):
+# Model.buffers (id 4), Model.metadata (6); Metadata.name (0), .buffer (1); Buffer.data (0), .offset (1),
+# .size (2). A flatbuffer field keeps its id for good (new fields are appended), so these never move.
+MODEL_BUFFERS, MODEL_METADATA = 12, 16
+METADATA_NAME, METADATA_BUFFER = 4, 6
+BUFFER_DATA, BUFFER_OFFSET, BUFFER_SIZE = 4, 6, 8
 
 # Features a converted model can carry: code -> (manifest key, words, key of convert's note on why it is
 # absent). A model without the key runs without the feature, and allx-edge says so once (stderr and the
@@ -203,21 +211,21 @@ def read_embedded(data: bytes, model_path: Path) -> Embedded | None:
 
 def allx_entries(data: bytes, model_path: Path) -> dict[str, bytes]:
     """name -> bytes of every metadata entry whose name starts with "allx." (the converter's own are skipped)."""
-    schema = tflite_schema()
-    if schema is None:
+    table = flatbuffer_table()
+    if table is None:
         if MANIFEST_ENTRY.encode() not in data:
             return {}
         raise MissingDependency(f"{model_path}: the model carries allx metadata but this install cannot read it "
-                         "(ai_edge_litert.schema_py_generated is missing), expected ai-edge-litert >= 1.2: "
+                         "(the flatbuffers package is missing), expected ai-edge-litert >= 1.2, which brings it: "
                          'pip install "allx[edge]"')
     found = {}
     try:
-        model = schema.Model.GetRootAs(data, 0)
-        for i in range(model.MetadataLength()):
-            entry = model.Metadata(i)
-            name = (entry.Name() or b"").decode("utf-8")
+        model = table(data, struct.unpack_from("<I", data, 0)[0])
+        for i in range(vector_length(model, MODEL_METADATA)):
+            entry = vector_table(model, MODEL_METADATA, i)
+            name = field_bytes(entry, METADATA_NAME, string=True).decode("utf-8")
             if name.startswith("allx."):
-                found[name] = buffer_bytes(model, entry.Buffer(), data)
+                found[name] = buffer_bytes(model, field_uint(entry, METADATA_BUFFER, "<I"), data)
     except (IndexError, ValueError, TypeError, OverflowError, struct.error) as err:  # offsets past the end, bad text
         raise ModelError(f"{model_path}: corrupt metadata in the model flatbuffer ({err.__class__.__name__}), "
                          "expected a .tflite written by allx convert: copy or convert it again") from None
@@ -226,15 +234,45 @@ def allx_entries(data: bytes, model_path: Path) -> dict[str, bytes]:
 
 def buffer_bytes(model, index: int, data: bytes) -> bytes:
     """A buffer's bytes: inside the flatbuffer, or (models over 2 GB) at offset/size after it."""
-    if not 0 <= index < model.BuffersLength():
-        raise IndexError(f"buffer {index} of {model.BuffersLength()}")
-    buffer = model.Buffers(index)
-    if buffer.Offset() > 1:
-        if buffer.Offset() + buffer.Size() > len(data):
+    count = vector_length(model, MODEL_BUFFERS)
+    if not 0 <= index < count:
+        raise IndexError(f"buffer {index} of {count}")
+    buffer = vector_table(model, MODEL_BUFFERS, index)
+    offset, size = field_uint(buffer, BUFFER_OFFSET, "<Q"), field_uint(buffer, BUFFER_SIZE, "<Q")
+    if offset > 1:
+        if offset + size > len(data):
             raise IndexError("buffer past the end of the file")
-        return bytes(data[buffer.Offset():buffer.Offset() + buffer.Size()])
-    values = buffer.DataAsNumpy()
-    return values.tobytes() if isinstance(values, np.ndarray) else b""
+        return bytes(data[offset:offset + size])
+    return field_bytes(buffer, BUFFER_DATA)
+
+
+def vector_length(table, field: int) -> int:
+    """The length of a table's vector field (0 when it is absent)."""
+    where = table.Offset(field)
+    return table.VectorLen(where) if where else 0
+
+
+def vector_table(table, field: int, index: int):
+    """Element `index` of a table's vector of tables (the caller keeps it below vector_length)."""
+    return type(table)(table.Bytes, table.Indirect(table.Vector(table.Offset(field)) + 4 * index))
+
+
+def field_uint(table, field: int, layout: str) -> int:
+    """An unsigned scalar field ("<I": uint32, "<Q": uint64); 0, the schema's default, when it is absent."""
+    where = table.Offset(field)
+    return struct.unpack_from(layout, table.Bytes, table.Pos + where)[0] if where else 0
+
+
+def field_bytes(table, field: int, string: bool = False) -> bytes:
+    """A [ubyte] vector or a string field's bytes (b"" when absent); past the end of the file: IndexError."""
+    where = table.Offset(field)
+    if not where:
+        return b""
+    start = table.Indirect(table.Pos + where) + 4 if string else table.Vector(where)
+    length = table.VectorLen(where) if not string else struct.unpack_from("<I", table.Bytes, start - 4)[0]
+    if start + length > len(table.Bytes):
+        raise IndexError("vector past the end of the file")
+    return bytes(table.Bytes[start:start + length])
 
 
 def parse_manifest(raw: bytes, model_path: Path) -> dict:
@@ -301,10 +339,10 @@ def embed_entries(tflite: bytes, entries: dict[str, bytes]) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def tflite_schema():
-    """The TFLite schema reader of ai-edge-litert, or None where it is not installed (tflite-runtime only)."""
+def flatbuffer_table():
+    """flatbuffers' Table reader, or None where the package is not installed (a tflite-runtime-only install)."""
     try:
-        from ai_edge_litert import schema_py_generated
+        from flatbuffers.table import Table
     except ImportError:
         return None
-    return schema_py_generated if hasattr(schema_py_generated, "Model") else None
+    return Table

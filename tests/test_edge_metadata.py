@@ -91,6 +91,11 @@ def test_the_model_carries_its_manifest_and_statistics(converted):
 
     model = schema.Model.GetRootAs(data, 0)
     assert b"min_runtime_version" in {model.Metadata(i).Name() for i in range(model.MetadataLength())}
+    # The few schema fields read by hand give what ai-edge-litert's generated schema reader gives.
+    entries = [model.Metadata(i) for i in range(model.MetadataLength())]
+    assert metadata.allx_entries(data, folder) == {
+        entry.Name().decode(): model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+        for entry in entries if entry.Name().startswith(b"allx.")}
 
 
 def test_embedding_leaves_the_outputs_unchanged(converted, tmp_path):
@@ -216,9 +221,9 @@ def test_a_damaged_metadata_table_is_one_line(converted, tmp_path):
         metadata.read_embedded(bytes(data), tmp_path / "damaged.tflite")
 
 
-def test_without_the_schema_reader_a_model_with_metadata_is_refused(converted, monkeypatch):
+def test_without_the_flatbuffer_reader_a_model_with_metadata_is_refused(converted, monkeypatch):
     folder, _, plain = converted
-    monkeypatch.setattr(metadata, "tflite_schema", lambda: None)
+    monkeypatch.setattr(metadata, "flatbuffer_table", lambda: None)
     with pytest.raises(MissingDependency, match="carries allx metadata but this install cannot read it"):
         EdgeModel.load(folder / "model_int8.tflite")
     assert metadata.read_embedded(plain, folder / "plain.tflite") is None  # nothing to read: nothing refused
