@@ -48,6 +48,14 @@ def model_dir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture
+def served(model_dir, tmp_path):
+    """(client, workbench) over the tiny model folder, with a log of the test's own; the workbench closed after."""
+    client, bench = make_client(model_dir / "model.tflite", tmp_path / "log.db")
+    yield client, bench
+    bench.close()
+
+
 def make_client(model_path, log_path, limits=UploadLimits(), capture=None):
     model = EdgeModel.load(model_path)
     bench = Workbench(model, log_path, limits, capture, log_busy_s=0.2)

@@ -11,14 +11,7 @@ pytest.importorskip("fastapi", reason='allx-edge serve needs the serve extra: pi
 from fastapi.testclient import TestClient  # noqa: E402
 
 from allx.edge_runner.serve.picture_routes import FIELD, breakable, picture_urls  # noqa: E402
-from serve_clients import make_client, model_dir, png_bytes, start, upload  # noqa: E402,F401  (model_dir: fixture)
-
-
-@pytest.fixture
-def served(model_dir, tmp_path):  # noqa: F811
-    client, bench = make_client(model_dir / "model.tflite", tmp_path / "log.db")
-    yield client, bench
-    bench.close()
+from serve_clients import model_dir, png_bytes, served, start, upload  # noqa: E402,F401  (fixtures)
 
 
 def test_picture_urls_are_the_routes_of_one_field():

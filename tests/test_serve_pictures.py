@@ -12,7 +12,7 @@ pytest.importorskip("fastapi", reason='allx-edge serve needs the serve extra: pi
 
 from allx.edge_runner.serve.pictures import THUMBNAIL_SIDE, forget_old_pictures, make_pictures  # noqa: E402
 from allx.images import decode_image_bytes  # noqa: E402
-from serve_clients import make_client, model_dir, png_bytes, start, upload  # noqa: E402,F401  (model_dir: fixture)
+from serve_clients import make_client, model_dir, png_bytes, served, start, upload  # noqa: E402,F401  (fixtures)
 
 
 def jpeg_bytes(width: int, height: int) -> bytes:
@@ -20,13 +20,6 @@ def jpeg_bytes(width: int, height: int) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, "JPEG")
     return out.getvalue()
-
-
-@pytest.fixture
-def served(model_dir, tmp_path):  # noqa: F811
-    client, bench = make_client(model_dir / "model.tflite", tmp_path / "log.db")
-    yield client, bench
-    bench.close()
 
 
 def test_pictures_are_made_once_with_the_model_input_of_the_classified_field():
