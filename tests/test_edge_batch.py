@@ -119,3 +119,21 @@ def test_nothing_to_classify(tmp_path):
     model = EdgeModel.load(tiny_models().int8)
     with pytest.raises(DataError, match="got no paths"):
         classify_paths(model, [])
+
+
+def test_one_image_is_decoded_without_a_decode_thread(tmp_path):
+    Image.new("RGB", (32, 32), (120, 90, 160)).save(tmp_path / "one.png")
+    (tmp_path / "broken.png").write_bytes(b"broken")
+    model = PriorityModel(EdgeModel.load(tiny_models().int8))
+    decode_threads = []
+
+    def note_threads(result):
+        decode_threads.extend(t.name for t in threading.enumerate() if t.name.startswith("allx-decode"))
+
+    results, summary = classify_paths(model, [str(tmp_path / "one.png")], on_result=note_threads)
+    assert results[0].prediction is not None and [on_main for on_main, _ in model.seen] == [True]
+    assert decode_threads == []
+    results, _ = classify_paths(model, [str(tmp_path / "broken.png")])
+    assert results[0].prediction is None and "broken.png" in results[0].error
+    both, _ = classify_paths(model, [str(tmp_path)], on_result=note_threads)
+    assert [r.prediction is not None for r in both] == [False, True] and decode_threads  # two: the pool runs
