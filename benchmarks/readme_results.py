@@ -210,7 +210,18 @@ def edge_section() -> list[str]:
             "priority while the interpreter runs, and one whose decode has not started in time is decoded in turn. "
             "Under heavy load the overlapped pass, with more threads, also wins a larger share of the CPU than the "
             "other two, so its ratio flatters it there: the CPU time per image is the steadier comparison. Rerun "
-            "the command on an idle machine before quoting the ratio as the device's."]
+            "the command on an idle machine before quoting the ratio as the device's."
+            + cold_start_note(d.get("cold_start_from_source_ms"))]
+
+
+def cold_start_note(source: dict | None) -> str:
+    """How the cold start was timed: with bytecode compiled, as `pip install` leaves it, and (in runs that timed
+    it too) from source."""
+    if source is None:
+        return ""
+    return (" The cold start reads compiled bytecode, as `pip install` leaves it; from source (allx compiled at every "
+            f"start, an editable checkout under PYTHONDONTWRITEBYTECODE=1) it took {source['median']:.0f} ms median "
+            f"({source['cpu_median']:.0f} ms CPU).")
 
 
 def ood_section() -> list[str]:
