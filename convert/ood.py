@@ -4,8 +4,10 @@ Everything is measured on the CONVERTED model through edge_runner.EdgeModel (the
 effects included): class means and a shared covariance of the train+val embeddings, in the top principal
 axes, and the threshold that flags a chosen fraction of those images when each is scored by statistics
 fitted without its group (convert.out_of_group): a threshold set on validation images that share
-patients with training flagged 12% of a new-patient block instead of the 4% asked. Why Mahalanobis and
-why these defaults: benchmarks/ood.py measures the alternatives (max-softmax, energy, other k) on real data.
+patients with training flagged 12% of a new-patient block instead of the 4% asked. The threshold is one per
+class (class scales on the nearest class's distance, convert.ood_stats.class_scales), so a class that spreads
+more widely does not carry the others' flags. Why Mahalanobis and why these defaults: benchmarks/ood.py
+measures the alternatives (max-softmax, energy, other k) on real data.
 """
 
 from __future__ import annotations
