@@ -2,8 +2,8 @@
 
 import json
 import shutil
-
 from dataclasses import replace
+
 import numpy as np
 import pytest
 from edge_models import LABELS, tiny_models
