@@ -43,6 +43,19 @@ def report_section(calibration: OodCalibration | None, note: str | None = None) 
               f"\"{UNLIKE_TRAINING}\" (`--ood-threshold` overrides).", "",
               f"| {c.held_out_subset} images flagged | threshold |", "|---|---|"]
     lines += [f"| {rate:.0%} | {value:.4g} |" for rate, value in c.tradeoff]
+    if c.class_flagged:
+        lines += ["", "Flagged per class (a threshold per class, each set out of group to the asked rate): " +
+                  ", ".join(f"{name} {record['rate']:.1%} of {record['n']}{interval(record)}"
+                            for name, record in c.class_flagged.items()) + "."]
     lines += ["", "Generated non-smear images flagged: " +
               ", ".join(f"{name} {rate:.0%}" for name, rate in c.generated_flagged.items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def interval(record: dict) -> str:
+    """" (95% interval a-b)" of an expected_rates-style record ("" when it has none)."""
+    evidence = Evidence.from_dict(record.get("evidence"))
+    if evidence is None or evidence.interval is None:
+        return ""
+    lo, hi = evidence.interval
+    return f" ({lo:.1%}-{hi:.1%})"

@@ -34,9 +34,14 @@ FIELDS_PER_SAMPLE = 5
 MIN_FIELDS = 3
 AGREEMENT_CHOICES = (0.8, 0.6, 0.5, 0.0)  # strictest first
 MAX_INCONCLUSIVE = 0.05
-# weights a field flagged unlike training may get in the aggregate, in the order ties are broken: half
-# weight first (the flag still counts against the field, and the field still counts for the sample)
-FLAGGED_WEIGHTS = (0.5, 1.0, 0.0)
+# Weights a field flagged unlike training may get in the aggregate, in the order ties are broken: the most
+# evidence kept first. A flagged field is discounted only where the cross-fitted pseudo-samples show that
+# discounting gives fewer wrong verdicts or fewer inconclusive samples; when they cannot tell two weights
+# apart, the field keeps its full say (discounting it would throw away evidence for no measured gain, and a
+# discount turns agreeing fields into "fields disagree" once the flagged ones lower the agreement).
+FLAGGED_WEIGHTS = (1.0, 0.5, 0.0)
+CHOICE_RULE = ("fewest wrong verdicts, then fewest inconclusive samples; a tie keeps the larger weight of a flagged "
+               "field (a field is discounted only where that is measured to help)")
 
 
 def pseudo_samples(relpaths: Sequence[str], truth: Sequence[int], groups: dict | None = None,
@@ -99,8 +104,9 @@ def choose_sample_rule(relpaths: Sequence[str], truth: Sequence[int], probabilit
     sample-level numbers they reached, and the trade-off table of every (weight, agreement) tried.
 
     Per weight, the strictest agreement leaving at most MAX_INCONCLUSIVE of the pseudo-samples
-    inconclusive; between weights, the fewest wrong verdicts, then the fewest inconclusive (ties go to
-    FLAGGED_WEIGHTS' order). Without `flags` (no out-of-distribution or quality evidence) only 0 is tried."""
+    inconclusive; between weights, CHOICE_RULE (ties go to FLAGGED_WEIGHTS' order, the largest weight
+    first). The chosen row of the table says "chosen". Without `flags` (no out-of-distribution or quality
+    evidence) only 0 is tried."""
     samples = pseudo_samples(relpaths, truth, groups, size)
     sample_truth = np.array([truth[members[0]] for members in samples])
     benign = benign_index(labels)
@@ -128,9 +134,10 @@ def choose_sample_rule(relpaths: Sequence[str], truth: Sequence[int], probabilit
             if scored["inconclusive"] <= MAX_INCONCLUSIVE or agreement == AGREEMENT_CHOICES[-1]:
                 key = (scored["wrong"], scored["inconclusive"])
                 if best is None or key < best[0]:
-                    best = (key, rule, scored)
+                    best = (key, rule, scored, len(table) - 1)
                 break
-    _, rule, scored = best
+    _, rule, scored, row = best
+    table[row]["chosen"] = True
     return SampleRule(**{**rule.to_dict(), **scored, "samples": len(samples)}), tuple(table)
 
 
@@ -275,10 +282,11 @@ def markdown(manifest: dict) -> str:
                      f"{rule.get('flagged_weight', 0):g} (0: set aside).")
     table = manifest.get("sample_rule_tradeoff") or []
     if table:
-        lines += ["", "Sample rules tried (weight of a flagged field, agreement required) on the same pseudo-samples:",
-                  "", "| flagged weight | agreement >= | inconclusive | wrong verdict |", "|---|---|---|---|"]
+        lines += ["", "Sample rules tried (weight of a flagged field, agreement required) on the same pseudo-samples; "
+                  f"chosen: {CHOICE_RULE}.",
+                  "", "| flagged weight | agreement >= | inconclusive | wrong verdict | chosen |", "|---|---|---|---|---|"]
         lines += [f"| {row['flagged_weight']:g} | {row['min_agreement']:.0%} | {pct(row['inconclusive'])} | "
-                  f"{pct(row['wrong'])} |" for row in table]
+                  f"{pct(row['wrong'])} | {'yes' if row.get('chosen') else ''} |" for row in table]
     return "\n".join(lines + [""])
 
 

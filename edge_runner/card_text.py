@@ -160,7 +160,19 @@ def ood_words(ood: dict, note) -> str:
     if isinstance(ood.get("fit_images"), int):
         text += f"; statistics fitted on {ood['fit_images']:,} training images"
     measured = evidence_words(section(ood, "evidence"))
-    return text + (f"; {measured}" if measured else "")
+    return text + (f"; {measured}" if measured else "") + class_flagged_words(section(ood, "class_held_out_flagged"))
+
+
+def class_flagged_words(by_class: dict) -> str:
+    """"; per class: Benign 3.7% (2.1%-5.6%), ..." from the ood section's out-of-group shares per class."""
+    words = []
+    for name, record in by_class.items():
+        if isinstance(record, dict) and is_number(record.get("rate")):
+            evidence = Evidence.from_dict(record.get("evidence"))
+            interval = "" if evidence is None or evidence.interval is None else (
+                f" ({significant(100 * evidence.interval[0])}%-{significant(100 * evidence.interval[1])}%)")
+            words.append(f"{name} {significant(100 * record['rate'])}%{interval}")
+    return f"; per class: {', '.join(words)}" if words else ""
 
 
 def quality_words(quality: dict) -> str:

@@ -20,6 +20,7 @@ from allx.edge_runner.manifest_check import Manifest
 from allx.errors import ModelError
 
 STATS_KEYS = ("mean", "projection", "class_means")
+CLASS_SCALES = "class_scales"  # optional key: older statistics files have none (every class at scale 1)
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class MahalanobisStats:
     mean: np.ndarray  # (D,) mean embedding of the fit images
     projection: np.ndarray  # (D, k): top-k principal axes, scaled so the shared within-class covariance is identity
     class_means: np.ndarray  # (C, k) class centres, projected
+    # (C,) or None: the nearest class's distance is multiplied by its scale, so one threshold on the score is
+    # a threshold per class on the distance (each class flags the same share of its own new patients)
+    class_scales: np.ndarray | None = None
 
     @property
     def dimensions(self) -> int:
@@ -40,15 +44,26 @@ def max_softmax_scores(probabilities: np.ndarray) -> np.ndarray:
     return 1.0 - np.max(np.atleast_2d(probabilities), axis=1)
 
 
-def mahalanobis_scores(embeddings: np.ndarray, stats: MahalanobisStats) -> np.ndarray:
-    """Squared Mahalanobis distance to the nearest class centre (shared covariance, k principal axes).
+def nearest_class(embeddings: np.ndarray, stats: MahalanobisStats) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the nearest class centre, squared Mahalanobis distance to it) per row (shared covariance,
+    k principal axes).
 
     In float64: the score is printed to 6 decimals and must be the same on x86-64 and arm64, whose float32
     matrix kernels sum in different orders (they differed in the 7th significant digit on a Pi's core)."""
     projected = ((np.atleast_2d(embeddings).astype(np.float64) - np.asarray(stats.mean, np.float64))
                  @ np.asarray(stats.projection, np.float64))
     distances = ((projected[:, np.newaxis, :] - stats.class_means[np.newaxis]) ** 2).sum(axis=2)
-    return distances.min(axis=1)
+    nearest = distances.argmin(axis=1)
+    return nearest, distances[np.arange(len(distances)), nearest]
+
+
+def mahalanobis_scores(embeddings: np.ndarray, stats: MahalanobisStats) -> np.ndarray:
+    """Squared Mahalanobis distance to the nearest class centre, times that class's scale when the
+    statistics carry class scales (class-conditional thresholds, as in Lee et al. 2018)."""
+    nearest, distances = nearest_class(embeddings, stats)
+    if stats.class_scales is None:
+        return distances
+    return distances * np.asarray(stats.class_scales, np.float64)[nearest]
 
 
 def threshold_for(scores: np.ndarray, flag_rate: float) -> float:
@@ -84,7 +99,8 @@ def mahalanobis_scorer(section: dict, folder: Path, embedding_size: int | None, 
     else:
         stats = read_stats(folder / name, embedding_size)
     # widened once here, not per image: float32 -> float64 is exact, so the scores are the same
-    stats = MahalanobisStats(*(np.asarray(a, np.float64) for a in (stats.mean, stats.projection, stats.class_means)))
+    stats = MahalanobisStats(*(None if a is None else np.asarray(a, np.float64)
+                               for a in (stats.mean, stats.projection, stats.class_means, stats.class_scales)))
     return lambda probabilities, embedding: float(mahalanobis_scores(embedding, stats)[0])
 
 
@@ -100,7 +116,8 @@ def read_stats(path: Path, embedding_size: int, data: bytes | None = None) -> Ma
             if missing:
                 raise ModelError(f"{path}: statistics file without {', '.join(missing)}, "
                                  f"expected {', '.join(STATS_KEYS)}")
-            arrays = {key: np.asarray(archive[key], dtype=np.float32) for key in STATS_KEYS}
+            arrays = {key: np.asarray(archive[key], dtype=np.float32)
+                      for key in (*STATS_KEYS, CLASS_SCALES) if key in archive.files}
     except FileNotFoundError:
         raise ModelError(f"{path}: no such file, expected the out-of-distribution statistics that allx convert "
                          "writes beside the model") from None
@@ -112,6 +129,10 @@ def read_stats(path: Path, embedding_size: int, data: bytes | None = None) -> Ma
             or len(class_means) != 2 or class_means[1] != projection[1]):
         raise ModelError(f"{path}: got mean {mean}, projection {projection}, class_means {class_means}; expected "
                          f"({embedding_size},), ({embedding_size}, k), (classes, k) for this model's embedding")
+    scales = stats.class_scales
+    if scales is not None and (scales.shape != class_means[:1] or not np.all(np.isfinite(scales) & (scales > 0))):
+        raise ModelError(f"{path}: got class_scales of shape {scales.shape}, expected {class_means[0]} positive "
+                         "numbers, one per class")
     return stats
 
 

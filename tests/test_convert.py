@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from allx.cli.main import app
+from allx.edge_runner.card_text import card_lines
 from tests.convert_models import CLASSES, SIZE, make_run_folder
 
 runner = CliRunner()
@@ -373,6 +374,13 @@ def test_ood_warning_is_calibrated_for_the_train_layout(run_folder, tmp_path):
     assert "## How each figure was measured" in (tmp_path / "on" / "report.md").read_text()
     plain = json.loads((tmp_path / "off" / "model.json").read_text())
     assert "ood" not in plain and "embedding" not in plain["outputs"]
+    # --no-ood: no embedding, so no out-of-group pass; what is then set on the check images says so
+    assert "expected_rates" not in plain and plain["sample_rule"]["chosen_on"].startswith("val pseudo-samples")
+    for name in ("operating_point", "sample_rule", "operating_point_check"):
+        assert plain[name]["evidence"]["on"] == "shares groups with training", name
+    card = {line.topic: line.words for line in card_lines(plain)}
+    assert "measured on images that share groups with training" in card["Sample rule"]
+    assert "measured on images that share groups with training" in card["Operating point"]
     probabilities = [np.loadtxt(tmp_path / name / "check_predictions_int8.csv", delimiter=",", skiprows=1,
                                 usecols=(4, 5, 6, 7)) for name in ("on", "off")]
     np.testing.assert_array_equal(*probabilities)

@@ -81,6 +81,35 @@ def test_a_flag_weight_is_chosen_so_flagged_fields_do_not_make_healthy_samples_i
     assert unflagged.flagged_weight == 0.0  # without flags there is nothing to weigh
 
 
+def test_a_tie_keeps_the_flagged_field_at_full_weight_and_a_measured_gain_discounts_it():
+    """Weights the pseudo-samples cannot tell apart (same wrong, same inconclusive): the largest is chosen.
+    Where discounting flagged fields turns a wrong verdict right, the discount is chosen."""
+    from allx.convert.operating import CHOICE_RULE, FieldFlags
+
+    paths, truth, probabilities = noisy_data()
+    point = OperatingPoint(0.5)
+    unlike = np.zeros(len(paths), bool)
+    unlike[[0, 5]] = True  # one flagged field in two benign samples: every weight decides them alike
+    rule, table = choose_sample_rule(paths, truth, probabilities, LABELS, point, 0.99, "cv",
+                                     flags=FieldFlags(unlike, np.zeros(len(paths), bool)))
+    by_weight = {row["flagged_weight"]: row for row in table if row["min_agreement"] == rule.min_agreement}
+    assert by_weight[1.0]["wrong"] == by_weight[0.5]["wrong"] == 0
+    assert by_weight[1.0]["inconclusive"] == by_weight[0.5]["inconclusive"]
+    assert rule.flagged_weight == 1.0
+    assert [row["flagged_weight"] for row in table if row.get("chosen")] == [1.0]
+    assert "a tie keeps the larger weight" in CHOICE_RULE
+
+    odd = probabilities.copy()
+    odd[[0, 1]] = [0.001, 0.997, 0.001, 0.001]  # two fields of a benign sample look malignant, and are flagged
+    unlike = np.zeros(len(paths), bool)
+    unlike[[0, 1]] = True
+    rule, table = choose_sample_rule(paths, truth, odd, LABELS, point, 0.99, "cv",
+                                     flags=FieldFlags(unlike, np.zeros(len(paths), bool)))
+    tried = {row["flagged_weight"]: row for row in table}  # per weight, the agreement it settled on (the last)
+    assert tried[1.0]["inconclusive"] > 0 and tried[1.0]["wrong"] == 0  # at full say the fields disagree
+    assert rule.flagged_weight == 0.0 and rule.inconclusive == 0 and rule.wrong == 0
+
+
 def test_cross_fitted_sections_carry_evidence_and_expected_rates():
     from allx.convert.operating import CrossFitted, FieldFlags
     from allx.convert.out_of_group import groups_for, make_folds

@@ -88,6 +88,15 @@ def test_expected_rates_are_a_line_of_the_card_with_their_evidence():
     assert "Expected on site" not in words()
 
 
+def test_the_flag_rate_per_class_is_on_the_card_with_its_interval():
+    evidence = {"on": "out-of-group", "grouping": "sequence", "groups": 14, "folds": 5, "images": 403,
+                "interval": [0.0212345, 0.0561234]}
+    by_class = {"Benign": {"rate": 0.0372208, "n": 403, "evidence": evidence}, "Early": {"rate": 0.0406, "n": 788}}
+    ood = words({**MANIFEST, "ood": {**MANIFEST["ood"], "class_held_out_flagged": by_class}})["Unlike training"]
+    assert ood.endswith("; per class: Benign 3.72% (2.12%-5.61%), Early 4.06%")
+    assert "per class" not in words()["Unlike training"]
+
+
 def test_a_bare_model_and_an_ood_note_say_what_is_off():
     card = words({"ood_note": "off: the model has no pooled embedding"})
     assert card["Accuracy check"].startswith("none recorded")

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from allx.convert.ood_stats import fit_mahalanobis, stats_bytes, threshold_for
 from allx.edge_runner.cli import app
 from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.manifest_check import check_manifest
-from allx.edge_runner.ood import mahalanobis_scores, make_scorer, read_stats
+from allx.edge_runner.ood import mahalanobis_scores, make_scorer, nearest_class, read_stats
 
 runner = CliRunner()
 NOTE = "uncertain: unlike training images"
@@ -87,6 +88,21 @@ def test_stats_file_round_trip_and_bad_files(tmp_path):
     np.savez(tmp_path / "partial.npz", mean=np.zeros(8))
     with pytest.raises(ModelError, match="without projection, class_means"):
         read_stats(tmp_path / "partial.npz", 8)
+
+
+def test_class_scales_travel_in_the_stats_file_and_scale_the_nearest_class_distance(tmp_path):
+    rng = np.random.default_rng(4)
+    data, labels, _ = clusters(rng, dims=8)
+    plain = fit_mahalanobis(data, labels, 4)
+    scales = np.linspace(0.5, 2.0, len(plain.class_means)).astype(np.float32)
+    scaled = replace(plain, class_scales=scales)
+    loaded = read_stats(write_stats(tmp_path / "scaled.npz", scaled), 8)
+    nearest, distances = nearest_class(data, plain)
+    np.testing.assert_allclose(mahalanobis_scores(data, loaded), distances * scales[nearest], rtol=1e-5)
+    assert read_stats(write_stats(tmp_path / "plain.npz", plain), 8).class_scales is None  # older files: scale 1
+    for bad in (np.ones(len(scales) + 1, np.float32), -scales):
+        with pytest.raises(ModelError, match="class_scales"):
+            read_stats(write_stats(tmp_path / "bad.npz", replace(plain, class_scales=bad)), 8)
 
 
 def test_scorer_threshold_override_and_bad_requests(tmp_path):
