@@ -206,12 +206,23 @@ def edge_section() -> list[str]:
             f"Measured with load average {busy[0]:.1f} before and {d['load_average_after'][0]:.1f} after on "
             f"{d['machine']['cores']} cores shared with other work: the wall-clock rates move with that load; the "
             "ratios come from alternating rounds in one process (median of the per-round ratios). Classify includes "
-            "decode, the out-of-distribution score and the output; the next images are decoded at the lowest CPU "
-            "priority while the interpreter runs, and one whose decode has not started in time is decoded in turn. "
-            "Under heavy load the overlapped pass, with more threads, also wins a larger share of the CPU than the "
-            "other two, so its ratio flatters it there: the CPU time per image is the steadier comparison. Rerun "
-            "the command on an idle machine before quoting the ratio as the device's."
+            "decode, the out-of-distribution score and the output; " + classify_note(d) + " Under load the wall-clock "
+            "ratios move with the share of the CPU each pass wins: the CPU time per image is the steadier "
+            "comparison. Rerun the command on an idle machine before quoting the ratio as the device's."
             + cold_start_note(d.get("cold_start_from_source_ms"))]
+
+
+def classify_note(d: dict) -> str:
+    """How the classify pass ran: one-thread replicas side by side and their CPU floor (runs that recorded them),
+    else one interpreter with the next images decoded ahead."""
+    if "classify_replicas" not in d:
+        return ("the next images are decoded at the lowest CPU priority while the one interpreter runs, and one "
+                "whose decode has not started in time is decoded in turn.")
+    cpu = d["cpu_ms_per_image"]
+    return (f"it ran on {d['classify_replicas']} one-thread replicas of the model side by side, each decoding and "
+            f"classifying its own images, at {cpu['classify']:.2f} ms of CPU per image against a floor of "
+            f"{cpu['invoke_1_thread'] + cpu['decode']:.2f} ms (a one-thread invoke() {cpu['invoke_1_thread']:.2f} "
+            f"+ a decode {cpu['decode']:.2f}).")
 
 
 def cold_start_note(source: dict | None) -> str:

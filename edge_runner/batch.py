@@ -1,14 +1,16 @@
-"""Classify many images: expand files/folders/globs, decode the next images while the current one runs."""
+"""Classify many images: expand files/folders/globs, then classify on one-thread replicas side by side (or with
+one interpreter while the next images are decoded)."""
 
 from __future__ import annotations
 
 import glob
 import os
+import queue
 import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -98,40 +100,105 @@ def classify_paths(model: EdgeModel, patterns: Sequence[str], top_k: int = 1, re
 
 def iterate_results(model: EdgeModel, items: list[tuple[str, str | None]], top_k: int,
                     workers: int | None, prefetch: int | None) -> Iterator[ImageResult]:
-    """Results in input order. The next images are decoded in a small thread pool (Pillow releases the GIL),
-    at most `prefetch` ahead, while the interpreter runs on this thread (it is not thread-safe).
+    """Results in input order, yielded on this thread; a bad image is an error result and the batch goes on.
 
-    The interpreter already runs a thread per core. Decodes at the same priority preempted those threads
-    and made the overlapped loop slower than a plain sequential one (0.82x of bare invoke() against 0.84x
-    on a 2-core machine), so the decode threads run at the lowest priority and use only the idle time
-    between and inside invokes. An image whose decode has not started when its turn comes is decoded on this
-    thread instead, so the loop never waits for a starved decode before it begins. One image has nothing to
-    overlap with: it is decoded on this thread, and no decode thread is started (a cold start's first result)."""
+    One image has nothing to overlap with: it is decoded and classified on this thread, and no thread is
+    started (a cold start's first result). Several images on the CPU with a model given more than one thread
+    (`model.threads`, all cores unless --threads says otherwise) run on that many one-thread replicas of the
+    model side by side (`replica_results`). Otherwise (one thread, or the Edge TPU, one device the replicas
+    would only queue for) the model's own interpreter classifies them while the next are decoded ahead
+    (`prefetched_results`)."""
     if len(items) == 1:
         path, error = items[0]
         yield ImageResult(path, error=error) if error else classify_decoded(model, path, top_k, model.load_pixels)
         return
+    replicas = replica_count(model, items)
+    if replicas > 1:
+        yield from replica_results(model, items, top_k, replicas, prefetch)
+    else:
+        yield from prefetched_results(model, items, top_k, workers, prefetch)
+
+
+def replica_count(model: EdgeModel, items: list[tuple[str, str | None]]) -> int:
+    """One replica per thread the model was given, and no more than there are images to classify; 1 (no
+    replicas) for a model on the Edge TPU."""
+    if model.delegate != "cpu":
+        return 1
+    return max(1, min(model.threads, sum(1 for _, error in items if error is None)))
+
+
+def replica_results(model: EdgeModel, items: list[tuple[str, str | None]], top_k: int, replicas: int,
+                    prefetch: int | None) -> Iterator[ImageResult]:
+    """Results in input order from `replicas` worker threads, each with its own one-thread replica of `model`
+    (EdgeModel.replica: the same bytes and card, nothing read again) that decodes and classifies the images it
+    takes. Decoding (Pillow) and invoke() both release the GIL, so the workers run on all cores at once.
+
+    On a small model one interpreter's thread pool spends CPU waiting inside every invoke (on 2 cores, int8
+    Lite0 took 6.8 ms of CPU per invoke with 2 threads, 6.0-6.2 ms with 1), and the decodes had to be squeezed
+    in between its invokes; a one-thread interpreter per core does no such waiting, and decodes in turn on
+    its own core. Each image still
+    runs whole on one interpreter, so its result, its out-of-distribution score (read from that
+    interpreter's embedding) and its tta views are exactly the sequential ones; its latency_ms is that
+    replica's quantize + invoke + dequantize, on one thread. The replicas are made here, one after the other
+    (a model load redirects the process's stderr for a moment), and a worker takes whichever is free for each
+    image; at most `replicas + prefetch` images are in flight at once."""
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(replicas):
+        free.put(model.replica(threads=1))
+
+    def classify_on_replica(path: str) -> ImageResult:
+        replica = free.get()  # never waits: there are as many replicas as workers
+        try:
+            return classify_decoded(replica, path, top_k, replica.load_pixels)
+        finally:
+            free.put(replica)
+
+    ahead = replicas + max(1, prefetch or replicas)
+    with ThreadPoolExecutor(max_workers=replicas, thread_name_prefix="allx-replica") as pool:
+        for path, error, future in submitted_in_order(pool, items, classify_on_replica, ahead):
+            yield ImageResult(path, error=error) if error else future.result()
+
+
+def prefetched_results(model: EdgeModel, items: list[tuple[str, str | None]], top_k: int,
+                       workers: int | None, prefetch: int | None) -> Iterator[ImageResult]:
+    """Results in input order. The next images are decoded in a small thread pool (Pillow releases the GIL),
+    at most `prefetch` ahead, while the interpreter runs on this thread (it is not thread-safe).
+
+    The interpreter may run a thread per core. Decodes at the same priority preempted those threads
+    and made the overlapped loop slower than a plain sequential one (0.82x of bare invoke() against 0.84x
+    on a 2-core machine), so the decode threads run at the lowest priority and use only the idle time
+    between and inside invokes. An image whose decode has not started when its turn comes is decoded on this
+    thread instead, so the loop never waits for a starved decode before it begins."""
     workers = workers or min(4, os.cpu_count() or 1)
     prefetch = max(1, prefetch or 2 * workers)
-    todo = iter(items)
-    pending: deque = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="allx-decode",
                             initializer=lower_thread_priority) as pool:
-        def submit_next() -> None:
-            for path, error in todo:
-                pending.append((path, error, None if error else pool.submit(model.load_pixels, path)))
-                return
-
-        for _ in range(prefetch):
-            submit_next()
-        while pending:
-            path, error, future = pending.popleft()
-            submit_next()
+        for path, error, future in submitted_in_order(pool, items, model.load_pixels, prefetch):
             if error:
                 yield ImageResult(path, error=error)
                 continue
             yield classify_decoded(model, path, top_k,
                                    lambda path: model.load_pixels(path) if future.cancel() else future.result())
+
+
+def submitted_in_order(pool: ThreadPoolExecutor, items: list[tuple[str, str | None]], task: Callable[[str], object],
+                       ahead: int) -> Iterator[tuple[str, str | None, Future | None]]:
+    """(path, error, the future of `task(path)`, None for an item that is already an error) in input order. Each
+    item's task is submitted `ahead` items before its turn, so at most `ahead` more are under way meanwhile."""
+    todo = iter(items)
+    pending: deque = deque()
+
+    def submit_next() -> None:
+        for path, error in todo:
+            pending.append((path, error, None if error else pool.submit(task, path)))
+            return
+
+    for _ in range(ahead):
+        submit_next()
+    while pending:
+        entry = pending.popleft()
+        submit_next()
+        yield entry
 
 
 def classify_decoded(model: EdgeModel, path: str, top_k: int, decode: Callable[[str], object]) -> ImageResult:

@@ -48,7 +48,9 @@ LabelsOption = Annotated[Optional[Path], typer.Option(
     "--labels", help="Labels file (one per line); default: the labels embedded in the .tflite, else model.json, "
     "else labels.txt beside the model. Embedded labels win over this file (with a warning).")]
 ThreadsOption = Annotated[Optional[int], typer.Option(
-    "--threads", "-t", help="Interpreter threads (default: all cores).")]
+    "--threads", "-t", help="Interpreter threads (default: all cores). classify of several images runs that many "
+    "one-thread interpreters side by side instead, each decoding and classifying its own images (--threads 1: one "
+    "interpreter).")]
 DelegateOption = Annotated[str, typer.Option(
     "--delegate", help="auto (Edge TPU for a model compiled for it), cpu, or edgetpu.")]
 OodThresholdOption = Annotated[Optional[float], typer.Option(
@@ -165,6 +167,8 @@ def classify(
     has a "kind" column (field or sample).
     Every result, field and sample (a failed image too), is a row of the audit log (--log-db; --no-log for
     none), written before it is shown, with the operator, the image's and the model's sha256 and the runtime.
+    Several images run on --threads one-thread interpreters at once: an image's ms is one thread's time, the
+    summary's images/s that of them all.
     Exit codes: 0 all classified; 1 some image failed; 2 usage or model error (or an unusable audit log).
     """
     operator, site = check_operator(options.operator, options.site_config)

@@ -5,6 +5,7 @@ Used by `allx-edge` and by `allx convert`'s accuracy check alike, so both see th
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,16 @@ class EdgeModel:
         interpreter, used, threads, warnings = make_interpreter(name, threads, "cpu", content=content)
         return cls(interpreter, Path(name), label_names, card.manifest, str(find_runtime()), used, threads, warnings,
                    card=card)
+
+    def replica(self, threads: int = 1) -> "EdgeModel":
+        """Another EdgeModel over this one's bytes, card, labels and out-of-distribution scorer, with an interpreter
+        of its own running `threads` threads: one Python thread may classify with it while another uses this one
+        (an interpreter is not thread-safe). Nothing is read or hashed again. The scorer holds no per-image state
+        (each classify passes it the embedding its own interpreter just computed), so the two share it."""
+        interpreter, _, threads, _ = make_interpreter(self.model_path, threads, self.delegate, content=self.content)
+        twin = copy.copy(self)  # the same tensor details: they come from the same model bytes
+        twin.interpreter, twin.threads = interpreter, threads
+        return twin
 
     @property
     def has_ood(self) -> bool:

@@ -1,17 +1,21 @@
 """Batch classification: which paths a pattern names, input order kept, decoding ahead but bounded."""
 
+import json
 import os
+import shutil
 import sys
 import threading
 
 import numpy as np
 import pytest
-from edge_models import tiny_models
+from edge_models import LABELS, tiny_models
 from PIL import Image
 
 from allx.errors import DataError
-from allx.edge_runner.batch import DECODE_NICENESS, classify_paths, expand_paths
+from allx.edge_runner import model as model_module
+from allx.edge_runner.batch import DECODE_NICENESS, classify_paths, expand_paths, replica_count
 from allx.edge_runner.model import EdgeModel
+from allx.edge_runner.runtime import make_interpreter
 
 
 @pytest.fixture
@@ -74,7 +78,7 @@ def test_order_kept_and_prefetch_bounded(tmp_path):
     for i in range(24):
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / f"{i:02d}.png")
     (tmp_path / "05.png").write_bytes(b"broken")
-    model = CountingModel(EdgeModel.load(tiny_models().int8))
+    model = CountingModel(EdgeModel.load(tiny_models().int8, threads=1))  # one interpreter: decodes run ahead of it
     results, summary = classify_paths(model, [str(tmp_path)], workers=2, prefetch=3)
     assert [r.path for r in results] == [str(tmp_path / f"{i:02d}.png") for i in range(24)]
     assert results[5].error and all(r.prediction for i, r in enumerate(results) if i != 5)
@@ -105,7 +109,7 @@ class PriorityModel(EdgeModel):
 def test_prefetched_decodes_run_at_the_lowest_priority(tmp_path):
     for i in range(12):
         Image.new("RGB", (32, 32), (10 * i, 90, 160)).save(tmp_path / f"{i:02d}.png")
-    model = PriorityModel(EdgeModel.load(tiny_models().int8))
+    model = PriorityModel(EdgeModel.load(tiny_models().int8, threads=1))
     before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     results, _ = classify_paths(model, [str(tmp_path)], workers=2, prefetch=4)
     in_pool = [nice for on_main, nice in model.seen if not on_main]
@@ -125,15 +129,122 @@ def test_one_image_is_decoded_without_a_decode_thread(tmp_path):
     Image.new("RGB", (32, 32), (120, 90, 160)).save(tmp_path / "one.png")
     (tmp_path / "broken.png").write_bytes(b"broken")
     model = PriorityModel(EdgeModel.load(tiny_models().int8))
-    decode_threads = []
+    pool_threads = []
 
     def note_threads(result):
-        decode_threads.extend(t.name for t in threading.enumerate() if t.name.startswith("allx-decode"))
+        pool_threads.extend(t.name for t in threading.enumerate() if t.name.startswith(("allx-decode", "allx-replica")))
 
     results, summary = classify_paths(model, [str(tmp_path / "one.png")], on_result=note_threads)
     assert results[0].prediction is not None and [on_main for on_main, _ in model.seen] == [True]
-    assert decode_threads == []
+    assert pool_threads == []
     results, _ = classify_paths(model, [str(tmp_path / "broken.png")])
     assert results[0].prediction is None and "broken.png" in results[0].error
     both, _ = classify_paths(model, [str(tmp_path)], on_result=note_threads)
-    assert [r.prediction is not None for r in both] == [False, True] and decode_threads  # two: the pool runs
+    assert [r.prediction is not None for r in both] == [False, True] and pool_threads  # two: a pool runs
+
+
+@pytest.fixture(scope="module")
+def replica_case(tmp_path_factory):
+    """(model folder, image folder): the tiny two-output model with a Mahalanobis out-of-distribution check on its
+    8-wide embedding, thresholded at the median score so that some images are flagged; 12 images, 05 broken."""
+    tiny = tiny_models()
+    folder = tmp_path_factory.mktemp("replica_model")
+    shutil.copy(tiny.two_outputs, folder / "model.tflite")
+    bare = EdgeModel.load(folder / "model.tflite", labels=list(LABELS))
+    embedding = next(o["name"] for o in bare.interpreter.get_output_details() if o["name"] != bare.output["name"])
+    rng = np.random.default_rng(3)
+    np.savez(folder / "ood_stats.npz", mean=rng.normal(size=8), projection=rng.normal(size=(8, 3)),
+             class_means=rng.normal(size=(4, 3)))
+    manifest = {"format": "allx-tflite/1", "model_file": "model.tflite", "labels": list(LABELS),
+                "outputs": {"probabilities": {"name": bare.output["name"]}, "embedding": {"name": embedding}},
+                "ood": {"method": "mahalanobis", "threshold": 0.0, "stats_file": "ood_stats.npz"}}
+    (folder / "model.json").write_text(json.dumps(manifest))
+    images = tmp_path_factory.mktemp("replica_images")
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(images / f"{i:02d}.png")
+    (images / "05.png").write_bytes(b"broken")
+    results, _ = classify_paths(EdgeModel.load(folder, threads=1), [str(images)])
+    manifest["ood"]["threshold"] = float(np.median([r.prediction.ood_score for r in results if r.prediction]))
+    (folder / "model.json").write_text(json.dumps(manifest))
+    return folder, images
+
+
+def same_results(ours, theirs) -> None:
+    assert [r.path for r in ours] == [r.path for r in theirs]
+    for one, other in zip(ours, theirs):
+        assert (one.error is None, one.prediction is None) == (other.error is None, other.prediction is None)
+        if one.prediction is not None:
+            p, q = one.prediction, other.prediction
+            assert [label for label, _ in p.top_k] == [label for label, _ in q.top_k] and p.ood == q.ood
+            assert p.probabilities == pytest.approx(q.probabilities, abs=1e-6)
+            assert p.ood_score == pytest.approx(q.ood_score, rel=1e-6)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_replicas_give_the_sequential_results_in_input_order(replica_case, monkeypatch, tta):
+    folder, images = replica_case
+    made = []
+
+    def counting_make_interpreter(*args, **kwargs):
+        made.append(kwargs.get("content") is not None)
+        return make_interpreter(*args, **kwargs)
+
+    monkeypatch.setattr(model_module, "make_interpreter", counting_make_interpreter)
+    sequential, _ = classify_paths(EdgeModel.load(folder, threads=1, tta=tta), [str(images)], top_k=2)
+    assert len(made) == 1  # one thread: the model's own interpreter, no replica
+    replicas = []
+    model = EdgeModel.load(folder, threads=3, tta=tta)
+    results, summary = classify_paths(model, [str(images)], top_k=2,
+                                      on_result=lambda _: replicas.extend(
+                                          t.name for t in threading.enumerate() if t.name.startswith("allx-replica")))
+    assert len(made) == 1 + 1 + 3 and all(made)  # the model, then one replica per thread, all from its bytes
+    assert {name.rsplit("_", 1)[0] for name in replicas} == {"allx-replica"}
+    assert [r.path for r in results] == [str(images / f"{i:02d}.png") for i in range(12)]
+    assert "05.png" in results[5].error and (summary.classified, summary.failures) == (11, 1)
+    flagged = [r.prediction.ood for r in results if r.prediction]
+    assert any(flagged) and not all(flagged)
+    same_results(results, sequential)
+
+
+class TrackingModel(EdgeModel):
+    """The real model; its replicas (shallow copies) share `log`: the decodes begun and the interpreters used."""
+
+    def __init__(self, model):
+        self.__dict__.update(model.__dict__)
+        self.log = {"decodes": 0, "interpreters": set()}
+        self.lock = threading.Lock()
+
+    def load_pixels(self, path):
+        with self.lock:
+            self.log["decodes"] += 1
+        return super().load_pixels(path)
+
+    def classify(self, pixels, top_k=1):
+        with self.lock:
+            self.log["interpreters"].add(id(self.interpreter))
+        return super().classify(pixels, top_k)
+
+
+def test_replicas_keep_a_bounded_number_in_flight_and_leave_the_model_alone(replica_case, tmp_path):
+    folder, images = replica_case
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    model = TrackingModel(EdgeModel.load(copy, threads=2))
+    (copy / "model.tflite").unlink()  # the replicas are made from the bytes read at load: the file is not opened
+    decoded_when_yielded = []
+    results, _ = classify_paths(model, [str(images)], prefetch=1,
+                                on_result=lambda _: decoded_when_yielded.append(model.log["decodes"]))
+    assert len(results) == 12 and results[0].prediction is not None
+    # 2 replicas + prefetch 1: when result k is yielded, at most k + 1 + 3 images have been decoded
+    assert all(decoded <= k + 1 + 3 for k, decoded in enumerate(decoded_when_yielded))
+    assert len(model.log["interpreters"]) == 2 and id(model.interpreter) not in model.log["interpreters"]
+
+
+def test_one_thread_or_the_edge_tpu_keeps_one_interpreter(replica_case):
+    folder, images = replica_case
+    items = [(str(path), None) for path in sorted(images.iterdir())]
+    model = EdgeModel.load(folder, threads=4)
+    assert replica_count(model, items) == 4 and replica_count(model, items[:2] + [("x", "no files")]) == 2
+    assert replica_count(EdgeModel.load(folder, threads=1), items) == 1
+    model.delegate = "edgetpu"  # one device: interpreters would queue for it
+    assert replica_count(model, items) == 1

@@ -194,3 +194,18 @@ def test_bad_model_files(tiny, tmp_path, make, message):
 def test_model_whose_input_is_not_an_image(tiny):
     with pytest.raises(ModelError, match=r"not an image tensor, got shape \(1, 10\)"):
         EdgeModel.load(tiny.vector)
+
+
+def test_replica_shares_the_loaded_model_and_runs_on_its_own_interpreter(tiny, reference, tmp_path):
+    folder = convert_folder(tiny, tmp_path / "out", ood={"method": "max_softmax", "threshold": 0.5})
+    model = EdgeModel.load(folder, threads=2, tta=True)
+    (folder / "model_int8.tflite").unlink()  # a replica is made from the bytes already read, never from the file
+    replica = model.replica()
+    assert replica.interpreter is not model.interpreter and (replica.threads, model.threads) == (1, 2)
+    assert replica.card is model.card and replica.content is model.content and replica.ood_scorer is model.ood_scorer
+    assert (replica.labels, replica.tta, replica.sha256) == (model.labels, True, model.sha256)
+    pixels, _ = reference
+    ours, theirs = replica.classify(pixels[3], top_k=2), model.classify(pixels[3], top_k=2)
+    assert ours.probabilities == pytest.approx(theirs.probabilities, abs=1e-6)
+    assert (ours.top_k[0][0], ours.ood) == (theirs.top_k[0][0], theirs.ood)
+    assert ours.ood_score == pytest.approx(theirs.ood_score, abs=1e-6)
