@@ -33,6 +33,8 @@ def train_worker_into(config, cluster: Cluster, run_dir: Path, progress):
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")  # (the all-gathers of uneven chunks retrace; that is expected)
+    threads = cluster.threads_per_worker()
+    limit_threads(threads)
     strategy = make_strategy("multiworker")  # before any other TF operation; every peer has joined already
     keras.utils.set_random_seed(config.seed)
     backbone = get_backbone(config.backbone)
@@ -62,12 +64,23 @@ def train_worker_into(config, cluster: Cluster, run_dir: Path, progress):
     history = fit_head_on_features(config, head, train, val, n_classes, "head", progress)
     write_labels(split.classes, run_dir / layout.LABELS)
     model = full_model(backbone, pixels, head(feature_map))
-    distribution = {**describe_strategy(strategy), "workers": cluster.size,
+    distribution = {**describe_strategy(strategy), "workers": cluster.size, "threads_per_worker": threads,
                     "phases": {"split": "each", "features": phases, "head": "chief", "evaluation": "chief"},
                     "images_per_worker": counts}
     result = finish_run(config, backbone, weights, size, split, (model, head), features, history, run_dir,
                         distribution)
     return result.metrics, result.history, result.skipped
+
+
+def limit_threads(threads: int | None) -> None:
+    """TensorFlow's intra- and inter-op thread pools at `threads` each (None: its default, every CPU).
+    Workers sharing a host split its CPUs: at TensorFlow's default each would run a pool as wide as the
+    host, and their threads would take the CPUs from each other. Must run before TensorFlow starts."""
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
 def check_same_split(strategy, split) -> None:
