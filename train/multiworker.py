@@ -13,7 +13,11 @@ folder; the folder's name carries the worker's pid, and the next worker started 
 the folders whose process is gone.
 
 The phases (train_config.json's distribution.phases, words in train.distribute.PHASES):
-    split        every worker makes it from the same data and seed; the workers check they agree
+    embeddings   only for a split that joins embedding neighbours (--group-by sequence, --neighbours):
+                 sharded like the features into the chief's embedding cache, unless it has them already
+    split        made once, on the chief (the near-duplicate hashing and the neighbour search, a matrix
+                 product over the gathered embeddings, included), then sent to the other workers,
+                 which check it against their own data folder
     features     sharded (train.sharding): each worker extracts its share, the strategy all-gathers them
     head         fitted once, on the chief, exactly as in one process (logreg: scikit-learn; flatten/gap,
                  the ResNet50 recipe: Keras fit on the cached features); the others are done by then.
