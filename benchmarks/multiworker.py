@@ -137,6 +137,8 @@ def pick_images(data: Path, count: int) -> list[str]:
 
 
 def run_roles(roles: list[str], job_file: Path, work: Path) -> list[dict]:
+    """Run the measured processes of one side together, in a folder of their own (barrier files, shares)."""
+    here = tempfile.mkdtemp(dir=work, prefix="side-")
     ports = []
     for _ in roles:
         with socket.socket() as s:
@@ -150,7 +152,7 @@ def run_roles(roles: list[str], job_file: Path, work: Path) -> list[dict]:
             env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                                            "task": {"type": "worker", "index": int(role)}})
         procs.append(subprocess.Popen([sys.executable, __file__, "--role", role, "--data", str(job_file)], env=env,
-                                      cwd=work, stdout=subprocess.PIPE, text=True))
+                                      cwd=here, stdout=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=3600)[0] for p in procs]
     if any(p.returncode for p in procs):
         raise SystemExit(f"a measured process failed: exit codes {[p.returncode for p in procs]}")
@@ -205,9 +207,10 @@ def measure(role: str, job: dict) -> None:
         all_gather(strategy, np.zeros(1, np.int32))  # barrier: both workers start together
     cpu, start = time.process_time(), time.perf_counter()
     if role == "single":
-        extract_features(extractor, data, relpaths, labels, size, Path("single.npy"))
+        extract_features(extractor, data, relpaths, labels, size, Path(f"single-{os.getpid()}.npy"))  # never cached
     else:
-        mine = extract_share(extractor, data, relpaths, shares[index], size, Augmentation(), 0, Path(f"{role}.npy"))
+        mine = extract_share(extractor, data, relpaths, shares[index], size, Augmentation(), 0,
+                             Path(f"{role}-{os.getpid()}.npy"))
     extract, extract_cpu = time.perf_counter() - start, time.process_time() - cpu
     if strategy is not None:
         gather_share(strategy, mine, shares, 1, shape, Path(f"gathered{index}.npy"))
