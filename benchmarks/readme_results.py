@@ -630,7 +630,14 @@ def multiworker_section() -> list[str]:
              "all-gathering, against `extract_features` in one process; start-up and model building excluded on both "
              "sides. The target is 1.7x on 2 cores; a load average above the CPU count means other work shared them, "
              "which depresses the ratio."]
-    if "one_worker_cpu_s" in d:
+    if "ceiling_speedup" in d:
+        cpu = d["cpu_ms_per_image"]
+        lines += ["", f"The ceiling, measured in the same run: two independent processes (no strategy) extracting "
+                  f"the same two shares at once took {d['independent_halves_s']:.1f} s, **{d['ceiling_speedup']:.2f}x** "
+                  f"one worker; two workers reached {d['share_of_ceiling']:.0%} of it. CPU per image: one worker "
+                  f"{cpu['one_worker']:.1f} ms, two workers {cpu['two_workers_extraction']:.1f} ms (extraction), "
+                  f"independent processes {cpu['independent_halves']:.1f} ms (median of {d['rounds']} round(s))."]
+    elif "one_worker_cpu_s" in d:
         lines += ["", f"CPU time of the measured part: one worker {d['one_worker_cpu_s']:.1f} s; two workers "
                   f"{' + '.join(f'{s:.1f}' for s in d['two_workers_cpu_s'])} s."]
     return lines

@@ -96,7 +96,12 @@ def test_multiworker_quick_times_one_and_two_workers(tmp_path):
     assert result["benchmark"] == "multiworker" and result["images"] == 60 and result["threads_per_worker"] == 1
     assert result["one_worker_s"] > 0 and result["two_workers_s"] >= result["two_workers_extract_s"] > 0
     assert result["speedup"] == pytest.approx(result["one_worker_s"] / result["two_workers_s"], rel=0.01)
-    assert len(result["load_average_before"]) == 3 and "speedup" in printed
+    assert result["ceiling_speedup"] == pytest.approx(result["one_worker_s"] / result["independent_halves_s"], rel=0.01)
+    assert all(ms > 0 for ms in result["cpu_ms_per_image"].values()) and len(result["per_round"]) == result["rounds"]
+    threads = result["per_round"][0]["threads"]
+    assert all(t["intra_op"] == t["inter_op"] == 1 for t in [threads["one_worker"], *threads["two_workers"],
+                                                              *threads["independent_halves"]])
+    assert len(result["load_average_before"]) == 3 and "speedup" in printed and "ceiling" in printed
 
 
 def test_every_readme_results_section_renders_lines():

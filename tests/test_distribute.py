@@ -219,17 +219,28 @@ def test_a_peer_lost_mid_run_stops_the_chief(tmp_path, synthetic_dir, monkeypatc
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run*"))
 
 
+# The default recipe (Lite0 multiscale features, logreg head; split by blocks of file numbers with embedding
+# neighbours joined, so the embeddings are sharded too) and the reference one (ResNet50 with random weights at
+# 32 px, the smallest input it accepts; dihedral views; a Flatten head fitted by Keras for 1 epoch).
+RECIPES = {"efficientnet-lite0": ([*TRAIN[1:], "--group-by", "sequence", "--block-size", "2"], {}),
+           "resnet50": (["--backbone", "resnet50", "--image-size", "32", "--weights", "none", "--epochs", "1"],
+                        {"weights": "none", "epochs": 1})}
+
+
 @pytest.mark.slow
-def test_two_workers_shard_the_features_and_match_one_process(tmp_path, monkeypatch):
-    """Two `allx train` processes on 127.0.0.1 (the default Lite0 recipe): both exit 0, the chief alone
-    writes --out, worker 1 leaves nothing behind, and the model equals a one-process run on the same split
-    (same test predictions: the same confusion matrix, the test loss within 1e-3)."""
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_two_workers_shard_the_features_and_match_one_process(tmp_path, monkeypatch, recipe):
+    """Two `allx train` processes on 127.0.0.1: both exit 0, the chief alone writes --out, worker 1 leaves
+    nothing behind, and the model equals a one-process run on the same split (same test predictions: the
+    same confusion matrix, the test loss within 1e-3; a Keras head the same history within 1e-3)."""
     from allx.synthetic import make_dataset
+    from allx.train.cluster import Cluster
     from allx.train.trainer import TrainConfig, train_model
 
+    args, options = RECIPES[recipe]
     data = make_dataset(tmp_path / "data", per_class=12, size=32, seed=3)
     ports = free_ports(2)
-    workers = [subprocess.Popen([sys.executable, "-c", CLI, *TRAIN, str(data), "--out", str(tmp_path / f"run{i}"),
+    workers = [subprocess.Popen([sys.executable, "-c", CLI, "train", *args, str(data), "--out", str(tmp_path / f"run{i}"),
                                  "--worker-timeout", "60"], env=worker_env(tmp_path, ports, i),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
     outputs = [w.communicate(timeout=600) for w in workers]
@@ -241,18 +252,37 @@ def test_two_workers_shard_the_features_and_match_one_process(tmp_path, monkeypa
     assert not (tmp_path / "worker1" / "cache").exists(), "worker 1 cached nothing outside its temporary folder"
     settings = json.loads((chief / "train_config.json").read_text())["distribution"]
     assert settings["name"] == "CollectiveAllReduceStrategy" and settings["workers"] == 2
-    assert settings["phases"] == {"split": "each", "head": "chief", "evaluation": "chief",
+    assert settings["threads_per_worker"] == Cluster(("127.0.0.1:1", "127.0.0.1:2"), 0).threads_per_worker()
+    embeddings = {"embeddings": "sharded"} if recipe == "efficientnet-lite0" else {}
+    assert settings["phases"] == {"split": "chief", **embeddings, "head": "chief", "evaluation": "chief",
                                   "features": {"train": "sharded", "val": "sharded", "test": "sharded"}}
     split = json.loads((chief / "split.json").read_text())
     assert sum(settings["images_per_worker"]["train"]) == len(split["train"])
     assert min(settings["images_per_worker"]["train"]) >= len(split["train"]) // 2
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
+    if embeddings:  # the split from gathered embeddings is the one a single process makes
+        from allx.train.embeddings import SIMILARITY
+        from allx.train.split import make_split
+
+        monkeypatch.setenv("ALLX_CACHE_DIR", str(tmp_path / "one-env-cache"))
+        alone = make_split(data, group_by="sequence", block_size=2, similarity=SIMILARITY).to_json()
+        assert [alone[s] for s in ("train", "val", "test")] == [split[s] for s in ("train", "val", "test")]
+        assert split["meta"]["grouping"]["neighbours"] == alone["meta"]["grouping"]["neighbours"]
+        gathered, one = (sorted((folder / "embeddings").glob("*.npy")) for folder in
+                         (tmp_path / "worker0" / "cache", tmp_path / "one-env-cache"))
+        assert [p.name for p in gathered] == [p.name for p in one] and len(one) == 1
+        np.testing.assert_allclose(np.load(gathered[0]).astype(np.float32), np.load(one[0]).astype(np.float32),
+                                   atol=2e-2)
     single = train_model(TrainConfig(data_dir=data, out_dir=tmp_path / "one", split_path=chief / "split.json",
-                                     backbone="efficientnet-lite0", image_size=32, cache_dir=tmp_path / "one-cache"))
+                                     backbone=recipe, image_size=32, cache_dir=tmp_path / "one-cache", **options))
     two = json.loads((chief / "metrics.json").read_text())
     assert two["confusion_matrix"] == single.metrics["confusion_matrix"]
     assert abs(two["loss"] - single.metrics["loss"]) < 1e-3
+    if recipe == "resnet50":  # a Keras head: every epoch's losses as well
+        history = json.loads((chief / "history.json").read_text())
+        for key in ("loss", "val_loss"):
+            np.testing.assert_allclose(history[key], single.history[key], atol=1e-3)
     gathered = sorted((tmp_path / "worker0" / "cache" / "features").glob("*.npy"))
     alone = sorted((tmp_path / "one-cache").glob("*.npy"))
     assert [p.name for p in gathered] == [p.name for p in alone], "the same cache entries (same keys)"

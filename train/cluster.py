@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import select
 import signal
 import socket
@@ -53,6 +54,20 @@ class Cluster:
 
     def name(self, index: int) -> str:
         return f"worker {index} ({self.addresses[index]})"
+
+    @property
+    def workers_here(self) -> int:
+        """How many of the cluster's workers share this worker's host (all of them on 127.0.0.1)."""
+        mine = split_address(self.addresses[self.index])[0]
+        return sum(split_address(address)[0] == mine for address in self.addresses)
+
+    def threads_per_worker(self, cpus: int | None = None) -> int | None:
+        """TensorFlow threads for this worker: this host's CPUs divided among the workers on it; None
+        (TensorFlow's default, every CPU) when it is alone on its host."""
+        if self.workers_here == 1:
+            return None
+        cpus = cpus or len(os.sched_getaffinity(0))
+        return max(1, cpus // self.workers_here)
 
 
 def read_cluster(text: str | None) -> Cluster | None:

@@ -22,10 +22,9 @@ STRATEGIES = ("auto", "mirrored", "multiworker")
 
 # How each phase of a multi-worker run was split (train_config.json's distribution.phases carries the codes).
 PHASES = {
-    "each": "on every worker alike (the split, checked equal across workers)",
     "sharded": "sharded: worker k extracted the images i with i % workers == k; all-gathered by the strategy",
-    "cached": "read from the chief's feature cache, nothing extracted",
-    "chief": "once, on the chief",
+    "cached": "read from the chief's cache, nothing extracted",
+    "chief": "once, on the chief (the split is then sent to the other workers)",
 }
 
 

@@ -49,27 +49,43 @@ def neighbour_method(similarity: float) -> dict:
 def image_embeddings(data_dir: str | Path, relpaths, cache_dir: Path | None = None,
                      progress: Callable[[int, int], None] | None = None) -> Embeddings:
     """Embeddings of `relpaths` under data_dir, computed once and cached (unreadable images are skipped)."""
-    import keras
-
-    from allx.train.backbones import get_backbone
-    from allx.train.features import cache_file, cache_key, default_cache_dir, extract_features, feature_cache_parts
+    from allx.train.features import extract_features
 
     relpaths = list(relpaths)
-    backbone = get_backbone(EMBEDDING_BACKBONE)
-    size = tuple(backbone.input_size)
+    extractor, size = make_embedder()
     labels = np.zeros(len(relpaths), dtype=np.int64)  # unused: embeddings carry no class
-    key = cache_key(feature_cache_parts(data_dir, relpaths, labels, (), backbone.name, "imagenet", size,
-                                        {"pooled": "mean"}))
-    cache = cache_file((Path(cache_dir) if cache_dir else default_cache_dir()).parent / "embeddings", key)
-    pixels = keras.Input(shape=(*size, 3))
-    base = backbone.make_base("imagenet", (*size, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(base(backbone.make_preprocessing()(pixels), training=False))
-    extractor = keras.Model(pixels, pooled, name="embedder")
-    found = extract_features(extractor, Path(data_dir), relpaths, labels, size, cache, progress)
+    found = extract_features(extractor, Path(data_dir), relpaths, labels, size,
+                             embeddings_cache(data_dir, relpaths, cache_dir), progress)
     vectors = np.asarray(found.features, dtype=np.float32)
     vectors -= vectors.mean(axis=0)  # the shared smear look (see the module docstring)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return Embeddings(found.paths, vectors, found.skipped)
+
+
+def make_embedder():
+    """(the embedding model: raw pixels in, one vector per image out; its input size)."""
+    import keras
+
+    from allx.train.backbones import get_backbone
+
+    backbone = get_backbone(EMBEDDING_BACKBONE)
+    size = tuple(backbone.input_size)
+    pixels = keras.Input(shape=(*size, 3))
+    base = backbone.make_base("imagenet", (*size, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(base(backbone.make_preprocessing()(pixels), training=False))
+    return keras.Model(pixels, pooled, name="embedder"), size
+
+
+def embeddings_cache(data_dir: str | Path, relpaths, cache_dir: Path | None = None) -> Path:
+    """The cache entry of the embeddings of `relpaths` (one per data set, beside the feature cache)."""
+    from allx.train.backbones import get_backbone
+    from allx.train.features import cache_file, cache_key, default_cache_dir, feature_cache_parts
+
+    relpaths = list(relpaths)
+    backbone = get_backbone(EMBEDDING_BACKBONE)
+    key = cache_key(feature_cache_parts(data_dir, relpaths, np.zeros(len(relpaths), dtype=np.int64), (),
+                                        backbone.name, "imagenet", tuple(backbone.input_size), {"pooled": "mean"}))
+    return cache_file((Path(cache_dir) if cache_dir else default_cache_dir()).parent / "embeddings", key)
 
 
 def similar_pairs(vectors: np.ndarray, threshold: float = SIMILARITY) -> list[tuple[int, int, float]]:

@@ -8,10 +8,16 @@ start-up and its collectives block in C++, where Python's signal handlers cannot
 applies; a child can always be killed, so a lost peer, Ctrl-C (130) or SIGTERM (143) stop this worker at
 once, whatever TensorFlow is doing. The chief trains into the usual hidden staging folder and publishes
 it as --out only when the run is complete; the other workers train in a temporary folder (their feature
-cache too) and remove it, so they write nothing else.
+cache too) and remove it, so they write nothing else. A worker killed with SIGKILL cannot remove its
+folder; the folder's name carries the worker's pid, and the next worker started on that host removes
+the folders whose process is gone.
 
 The phases (train_config.json's distribution.phases, words in train.distribute.PHASES):
-    split        every worker makes it from the same data and seed; the workers check they agree
+    embeddings   only for a split that joins embedding neighbours (--group-by sequence, --neighbours):
+                 sharded like the features into the chief's embedding cache, unless it has them already
+    split        made once, on the chief (the near-duplicate hashing and the neighbour search, a matrix
+                 product over the gathered embeddings, included), then sent to the other workers,
+                 which check it against their own data folder
     features     sharded (train.sharding): each worker extracts its share, the strategy all-gathers them
     head         fitted once, on the chief, exactly as in one process (logreg: scikit-learn; flatten/gap,
                  the ResNet50 recipe: Keras fit on the cached features); the others are done by then.
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -43,6 +50,7 @@ from allx.train.trainer import TrainingInterrupted, TrainResult
 # contents are compared once made), and --out and the timeout are each host's own.
 HOST_OWN = ("data_dir", "out_dir", "split_path", "cache_dir", "groups_file", "worker_timeout")
 KILL_WAIT_S = 5.0
+WORKER_DIR = "allx-worker-"  # a worker's temporary folder in the system's: allx-worker-<pid>-<random>
 
 
 def train_multiworker(config, cluster: Cluster, progress=None) -> TrainResult:
@@ -57,7 +65,7 @@ def train_multiworker(config, cluster: Cluster, progress=None) -> TrainResult:
     with stop_signals():
         links = join_cluster(cluster, shared_options(config), config.worker_timeout)
         try:
-            run_dir = make_staging_dir(out_dir) if cluster.is_chief else Path(tempfile.mkdtemp(prefix="allx-worker-"))
+            run_dir = make_staging_dir(out_dir) if cluster.is_chief else make_worker_dir()
             try:
                 result = run_child(config, cluster, run_dir, links, progress)
             except KeyboardInterrupt:
@@ -81,6 +89,36 @@ def train_multiworker(config, cluster: Cluster, progress=None) -> TrainResult:
     if not cluster.is_chief:
         return TrainResult(out_dir, None, {}, {})
     return TrainResult(out_dir, out_dir / layout.MODEL_KERAS, *result)
+
+
+def make_worker_dir() -> Path:
+    """A temporary folder for this worker's run, named by its pid; stale ones of dead workers removed first."""
+    remove_stale_worker_dirs(Path(tempfile.gettempdir()))
+    return Path(tempfile.mkdtemp(prefix=f"{WORKER_DIR}{os.getpid()}-"))
+
+
+def remove_stale_worker_dirs(folder: Path) -> list[Path]:
+    """Remove this user's worker folders in `folder` whose process has ended (a SIGKILL leaves them);
+    a live worker's folder, another user's and a name without a pid are left alone. Returns the removed."""
+    removed = []
+    for path in sorted(folder.glob(f"{WORKER_DIR}*-*")):
+        pid = path.name.removeprefix(WORKER_DIR).split("-", 1)[0]
+        if not pid.isdigit() or path.is_symlink() or not path.is_dir() or path.stat().st_uid != os.getuid():
+            continue
+        if not process_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def shared_options(config) -> dict:
