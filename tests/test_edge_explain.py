@@ -7,7 +7,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from allx.edge_runner.cli import app
-from allx.edge_runner.explain import GREY, Occlusion, explain, explain_files, overlay
+from allx.edge_runner.explain import (GREY, Occlusion, RandomMasks, explain, explain_files, fill_image,
+                                      overlay)
 from allx.edge_runner.model import EdgeModel
 from allx.errors import UsageError
 
@@ -107,3 +108,35 @@ def test_classify_explain_writes_one_overlay_per_image(tiny, tmp_path):
     assert "2 occlusion map(s) written" in result.output
     with pytest.raises(UsageError, match="expected a folder"):
         explain_files(EdgeModel.load(tiny.int8, labels=tiny.labels_file), [], folder / "a.png")
+
+
+def test_random_masks_cover_about_their_share_the_same_way_every_time():
+    masks = RandomMasks(count=64, grid=4, covered=0.5, seed=3)
+    covers = masks.covers((32, 32))
+    assert covers.shape == (64, 32, 32) and covers.min() >= 0.0 and covers.max() <= 1.0
+    assert 0.4 < covers.mean() < 0.6  # every pixel hidden in about half the copies
+    np.testing.assert_array_equal(covers, masks.covers((32, 32)))  # seeded: a field's map does not flicker
+    assert not np.array_equal(covers, RandomMasks(count=64, grid=4, covered=0.5, seed=4).covers((32, 32)))
+    with pytest.raises(UsageError, match="expected count >= 2"):
+        RandomMasks(count=1).covers((32, 32))
+
+
+def test_random_masks_put_the_mass_on_the_region_the_answer_rests_on():
+    box = (8, 16, 16, 24)
+    result = explain(RegionModel(box), np.full((32, 32, 3), 250, np.uint8), RandomMasks(count=64, grid=4, fill="grey"))
+    mask = np.zeros((32, 32), bool)
+    mask[box[0]:box[1], box[2]:box[3]] = True
+    assert result.copies == 64 and result.invokes == 65
+    assert result.mass_inside(mask) > 2 * mask.mean()
+    assert result.heat[mask].mean() > result.heat[~mask].mean()
+
+
+def test_fills_show_grey_the_field_mean_or_the_field_blurred():
+    pixels = np.zeros((32, 32, 3), np.uint8)
+    pixels[:, 16:] = 200
+    assert (fill_image(pixels, "grey") == GREY).all()
+    np.testing.assert_allclose(fill_image(pixels, "mean")[0, 0], [100, 100, 100])
+    blurred = fill_image(pixels, "blur")
+    assert 0 < blurred[16, 15, 0] < 200 and blurred[16, 0, 0] < 10  # the edge is smeared, far pixels stay
+    with pytest.raises(UsageError, match="expected one of grey, mean, blur"):
+        fill_image(pixels, "noise")
