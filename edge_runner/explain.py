@@ -11,10 +11,11 @@ the average over its 8 rotations and mirrors.
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -31,6 +32,7 @@ OVERLAY_OPACITY = 0.6  # at the strongest drop; the field stays visible under th
 # (benchmarks/explain.py --quick, MobileNetV2 int8: 0.89x and 0.78x the speed of one per invoke);
 # `batch=8` (model.BATCH) remains for a device where batches pay (benchmarks/explain.py measures both).
 PER_INVOKE = 1
+CHUNK = 16  # covered copies made at once (a multiple of model.BATCH, so batches stay full)
 
 
 @dataclass(frozen=True)
@@ -126,40 +128,55 @@ def fill_image(pixels: np.ndarray, fill: str) -> np.ndarray:
     raise UsageError(f"occlusion fill: got {fill!r}, expected one of {', '.join(FILLS)}")
 
 
-def covered_copies(pixels: np.ndarray, covers: np.ndarray, fill: str) -> np.ndarray:
-    """(copies, H, W, 3) uint8: the field blended towards `fill` by each cover."""
-    shown, hidden = np.asarray(pixels, np.float32), fill_image(pixels, fill)
-    amount = covers[..., np.newaxis]
-    return np.clip(np.rint(shown + (hidden - shown) * amount), 0, 255).astype(np.uint8)
+def covered_copies(pixels: np.ndarray, covers: np.ndarray, fill: str) -> Iterator[np.ndarray]:
+    """(n, H, W, 3) uint8 chunks: the field blended towards `fill` by each cover, CHUNK copies at a time so a
+    map of many copies needs a few MB, not one array of them all."""
+    shown = np.asarray(pixels, np.float32)
+    towards = fill_image(pixels, fill) - shown
+    for start in range(0, len(covers), CHUNK):
+        amount = covers[start:start + CHUNK, ..., np.newaxis]
+        yield np.clip(np.rint(shown + towards * amount), 0, 255).astype(np.uint8)
 
 
 def explain(model: EdgeModel, pixels: np.ndarray, method: Occlusion | RandomMasks | None = None,
             batch: int = PER_INVOKE) -> Explanation:
     """The occlusion map of one uint8 (H, W, 3) field at the model's input size, for its own top class; `batch`
-    covered copies per invoke when the model takes batches (1: one invoke per copy). Squares (Occlusion,
-    the default) give each pixel the mean drop of the squares over it; random masks give the mean
-    probability of the copies that show it minus that of the copies that hide it."""
+    covered copies per invoke when the model takes batches (1: one invoke per copy). Squares give each
+    pixel the mean drop of the squares over it; random masks give the mean probability of the copies that
+    show it minus that of the copies that hide it."""
     pixels = np.ascontiguousarray(pixels, np.uint8)
     height, width = model.input_size
     if pixels.shape != (height, width, 3):
         raise UsageError(f"explain: got pixels of shape {pixels.shape}, expected {(height, width, 3)}")
-    method = method or Occlusion.for_size(model.input_size)
-    covers = method.covers((height, width))
+    method = method or default_method(model.input_size)
+    covers = cached_covers(method, (height, width))
     base = model.predict_one(pixels)
     top = int(np.argmax(base))
-    scores = model.predict_batch(covered_copies(pixels, covers, method.fill), batch)[:, top].astype(np.float64)
-    when_hidden = weighted_mean(scores, covers)
-    when_shown = base[top] if isinstance(method, Occlusion) else weighted_mean(scores, 1.0 - covers)
+    scores = np.concatenate([model.predict_batch(chunk, batch)[:, top]
+                             for chunk in covered_copies(pixels, covers, method.fill)]).astype(np.float64)
+    hidden_weight = covers.sum(axis=0, dtype=np.float64)
+    hidden_sum = np.tensordot(scores, covers, axes=1)
+    when_hidden = hidden_sum / np.maximum(hidden_weight, 1e-9)
+    if isinstance(method, Occlusion):
+        when_shown = base[top]  # the whole field: a square hides the same pixels in every copy it is in
+    else:
+        when_shown = (scores.sum() - hidden_sum) / np.maximum(len(covers) - hidden_weight, 1e-9)
     per_invoke = max(1, batch) if model.takes_batches else 1
     label = model.labels[top] if model.labels else str(top)
     return Explanation(label, top, float(base[top]), (when_shown - when_hidden).astype(np.float32), len(covers),
                        1 + -(-len(covers) // per_invoke))
 
 
-def weighted_mean(scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(H, W): per pixel, the mean of `scores` (copies,) weighted by `weights` (copies, H, W)."""
-    total = weights.sum(axis=0, dtype=np.float64)
-    return np.tensordot(scores, weights, axes=1) / np.maximum(total, 1e-9)
+@functools.lru_cache(maxsize=4)
+def cached_covers(method: Occlusion | RandomMasks, size: tuple[int, int]) -> np.ndarray:
+    """The covers of a method at a size, made once per process (the same for every field), read-only."""
+    covers = method.covers(size)
+    covers.flags.writeable = False
+    return covers
+
+
+def default_method(size: tuple[int, int]) -> Occlusion | RandomMasks:
+    return Occlusion.for_size(size)
 
 
 def overlay(pixels: np.ndarray, explanation: Explanation) -> Image.Image:
