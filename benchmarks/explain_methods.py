@@ -1,4 +1,4 @@
-"""Which map method points at the cell: squares of three sizes and random masks, three fills, chosen on DEV.
+"""Which map method points at the cell: squares of three sizes and random masks, chosen on DEV fields.
 
 The int8 model of `benchmarks/explain.py` and the same held-out TEST fields (a stride through each class
 of the split's test subset in file-number order). The first `--dev` fields of each class are DEV: the
@@ -31,24 +31,26 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from allx.edge_runner.explain import FILLS, Occlusion, RandomMasks, explain  # noqa: E402
+from allx.edge_runner.explain import Occlusion, RandomMasks, explain  # noqa: E402
 from allx.edge_runner.model import EdgeModel  # noqa: E402
 from allx.files import write_json  # noqa: E402
 from benchmarks.explain import both_masks, mass_ratio, spread  # noqa: E402
 
 
 def methods(size: tuple[int, int]) -> dict[str, Occlusion | RandomMasks]:
-    """Squares of a quarter (the product's first method), a third and an eighth of the side, and random
-    masks on a 6 x 6 and an 8 x 8 board, each with every fill."""
+    """The product's first method (quarter-side grey squares) and the candidates that a first look at one DEV
+    field per class left standing (of squares of 1/4, 1/3 and 1/8 of the side and random masks on 6 x 6 and
+    8 x 8 boards, each covered with grey, the field's mean colour or the field blurred, the blur did best on
+    four of the five shapes):
+    blurred squares of each size and random masks on both boards, with one grey row for the fill's effect."""
     side = min(size)
-    shapes = {"squares 1/4 stride 1/8": (side // 4, side // 8), "squares 1/3 stride 1/6": (side // 3, side // 6),
-              "squares 1/8 stride 1/8": (side // 8, side // 8)}
-    chosen = {f"{name}, {fill}": Occlusion(patch, stride, fill) for name, (patch, stride) in shapes.items()
-              for fill in FILLS}
-    for grid in (6, 8):
-        chosen.update({f"random masks 96 on {grid}x{grid}, {fill}": RandomMasks(96, grid, 0.5, fill)
-                       for fill in FILLS})
-    return chosen
+    return {"squares 1/4 stride 1/8, grey": Occlusion(side // 4, side // 8, "grey"),
+            "squares 1/4 stride 1/8, blur": Occlusion(side // 4, side // 8, "blur"),
+            "squares 1/3 stride 1/6, blur": Occlusion(side // 3, side // 6, "blur"),
+            "squares 1/8 stride 1/8, blur": Occlusion(side // 8, side // 8, "blur"),
+            "random masks 96 on 6x6, blur": RandomMasks(96, 6, 0.5, "blur"),
+            "random masks 96 on 8x8, blur": RandomMasks(96, 8, 0.5, "blur"),
+            "random masks 96 on 8x8, grey": RandomMasks(96, 8, 0.5, "grey")}
 
 
 def ratio(entry: dict) -> str:
