@@ -49,7 +49,7 @@ def test_grid_covers_every_pixel_and_refuses_bad_sizes():
 def test_map_mass_lies_on_the_region_the_answer_rests_on():
     box = (8, 16, 16, 24)
     pixels = np.full((32, 32, 3), 250, np.uint8)
-    result = explain(RegionModel(box), pixels)
+    result = explain(RegionModel(box), pixels, Occlusion.for_size((32, 32)))
     assert result.label == "Bright" and result.copies == 49 and result.invokes == 50
     mask = np.zeros((32, 32), bool)
     mask[box[0]:box[1], box[2]:box[3]] = True
@@ -61,14 +61,15 @@ def test_map_mass_lies_on_the_region_the_answer_rests_on():
 def test_corner_value_is_the_drop_of_the_one_square_covering_it(tiny):
     model = EdgeModel.load(tiny.int8, labels=tiny.labels_file, threads=1)
     pixels = np.random.default_rng(5).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    result = explain(model, pixels)
+    squares = Occlusion.for_size(model.input_size)
+    result = explain(model, pixels, squares)
     base = model.predict_one(pixels)
     covered = pixels.copy()
     covered[:8, :8] = GREY  # the only square over pixel (0, 0) at the default 8-pixel grid
     expected = base[result.class_index] - model.predict_one(covered)[result.class_index]
     assert result.heat[0, 0] == pytest.approx(expected, abs=1e-6)
     assert result.label == LABELS[int(np.argmax(base))] and result.heat.shape == (32, 32)
-    batched = explain(model, pixels, batch=8)  # 49 copies, 8 per invoke: 7 invokes and the field's own
+    batched = explain(model, pixels, squares, batch=8)  # 49 copies, 8 per invoke: 7 invokes and the field's own
     assert batched.invokes == 8 and result.invokes == 50
     np.testing.assert_allclose(batched.heat, result.heat, atol=1e-6)
 
@@ -84,7 +85,7 @@ def test_batches_give_the_same_probabilities_as_single_runs(tiny):
 
 def test_overlay_paints_only_where_the_probability_dropped():
     pixels = np.full((32, 32, 3), 200, np.uint8)
-    result = explain(RegionModel((0, 8, 0, 8)), pixels)
+    result = explain(RegionModel((0, 8, 0, 8)), pixels, Occlusion.for_size((32, 32)))
     painted = np.asarray(overlay(pixels, result))
     assert painted.shape == pixels.shape
     assert (painted[31, 31] == pixels[31, 31]).all()  # no drop: the field as it was
