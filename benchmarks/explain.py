@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 from allx.images import load_image  # noqa: E402
 from allx.text import wilson_interval  # noqa: E402
 from allx.edge_runner.bench import machine_info  # noqa: E402
-from allx.edge_runner.explain import explain  # noqa: E402
+from allx.edge_runner.explain import default_method, explain  # noqa: E402
 from allx.edge_runner.model import BATCH, EdgeModel  # noqa: E402
 from allx.files import write_json  # noqa: E402
 from benchmarks.edge_throughput import DEFAULT_MODEL, build_default_model, generated_images  # noqa: E402
@@ -263,6 +263,8 @@ def main(argv=None) -> None:
               .isoformat(timespec="seconds"), "machine": vars(machine_info()), "model": str(model.model_path),
               "model_sha256": model.sha256, "precision": model.manifest.precision, "threads": model.threads,
               "input_size": list(model.input_size), "takes_batches": model.takes_batches, "batch": BATCH,
+              "method": {"kind": type(default_method(model.input_size)).__name__,
+                         **vars(default_method(model.input_size))},
               "split_kind": split_kind, "targets": TARGETS, "cost": cost_summary(rows), "maps": maps,
               "shortcut": shortcuts}
     write_json(args.out, result)

@@ -82,8 +82,9 @@ def test_explain_quick_times_both_ways_side_by_side(tmp_path):
     result = json.loads(out.read_text())
     cost = result["cost"]
     assert result["benchmark"] == "explain" and result["takes_batches"] and cost["fields"] == 8
-    assert cost["copies_per_field"] == 49 and cost["looped"]["invokes_per_field"] == 50
-    assert cost["batched"]["invokes_per_field"] == 8  # 49 copies, 8 per invoke, and the field's own
+    assert result["method"]["kind"] == "RandomMasks" and result["method"]["fill"] == "blur"
+    assert cost["copies_per_field"] == 96 and cost["looped"]["invokes_per_field"] == 97
+    assert cost["batched"]["invokes_per_field"] == 13  # 96 copies, 8 per invoke, and the field's own
     assert cost["speedup_p50"] == pytest.approx(cost["looped"]["ms_p50"] / cost["batched"]["ms_p50"])
     assert result["maps"] is None and "one per invoke" in printed
 

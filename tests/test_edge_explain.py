@@ -111,6 +111,15 @@ def test_classify_explain_writes_one_overlay_per_image(tiny, tmp_path):
         explain_files(EdgeModel.load(tiny.int8, labels=tiny.labels_file), [], folder / "a.png")
 
 
+def test_the_default_map_is_blurred_random_masks(tiny):
+    model = EdgeModel.load(tiny.int8, labels=tiny.labels_file, threads=1)
+    pixels = np.random.default_rng(8).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    result = explain(model, pixels)
+    assert result.copies == 96 and result.invokes == 97
+    named = explain(model, pixels, RandomMasks(count=96, grid=8, covered=0.5, fill="blur"))
+    np.testing.assert_array_equal(result.heat, named.heat)
+
+
 def test_random_masks_cover_about_their_share_the_same_way_every_time():
     masks = RandomMasks(count=64, grid=4, covered=0.5, seed=3)
     covers = masks.covers((32, 32))
