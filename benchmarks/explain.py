@@ -11,7 +11,7 @@ the map's positive mass (the probability drops) that lies inside the cell, taken
 the Segmented set (pixels the colour-threshold segmentation kept, small gaps closed), against the share
 a uniform map would put there (the cell's share of the field). The ratio of the two means is reported
 with a 95% bootstrap interval over fields (neighbouring file numbers are alike, so it is optimistic).
-A field whose map is flat (no square moved the int8 probability by one step) has no mass to place and
+A field whose map is flat (no covered copy moved the int8 probability by one step) has no mass to place and
 is counted apart. A last check needs no map: the same field with its segmented cells painted over in
 the colour of the rest; if the model still gives the same class, its answer does not rest on the cells.
 
@@ -195,7 +195,8 @@ def sanity(model: EdgeModel, args, relpaths: list[str]) -> tuple[list[dict], dic
         segmented, stained = both_masks(args, relpath, pixels, model.input_size)
         without = model.predict_one(without_cells(pixels, segmented | stained))
         per_field.append({"path": relpath, "label": truth, "predicted": result.label, "right": result.label == truth,
-                          "probability": round(result.probability, 4), "flat": bool(np.maximum(result.heat, 0).sum() == 0),
+                          "probability": round(result.probability, 4),
+                          "flat": bool(np.maximum(result.heat, 0).sum() == 0),
                           "cell_share": round(float(segmented.mean()), 4),
                           "mass_inside": round(result.mass_inside(segmented), 4),
                           "stain_share": round(float(stained.mean()), 4),

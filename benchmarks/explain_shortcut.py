@@ -93,7 +93,8 @@ def main(argv=None) -> None:
     result = {"benchmark": "explain_shortcut", "command": command,
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "recipe": {key: config.get(key) for key in ("backbone", "head", "features", "seed", "group_by")},
-              "split_kind": split.get("kind"), "test_images": len(split["test"]), "results": results}
+              "split_kind": (split.get("meta") or {}).get("split_kind"), "test_images": len(split["test"]),
+              "results": results}
     write_json(args.out, result)
     for view, entry in results.items():
         low, high = entry["interval"]

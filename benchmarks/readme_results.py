@@ -566,8 +566,8 @@ def explain_section() -> list[str]:
     batched, looped = cost["batched"], cost["looped"]
     lines = [f"### Occlusion maps (`allx-edge classify --explain`): cost and sanity on real smears ({provenance(d)})", "",
              f"Model {Path(d['model']).name} ({d['precision']}, {d['input_size'][0]}x{d['input_size'][1]}), "
-             f"{d['threads']} interpreter thread; {cost['copies_per_field']} occluded copies per field "
-             f"(a quarter-side grey square, 7 x 7 positions).", "",
+             f"{d['threads']} interpreter thread; {cost['copies_per_field']} covered copies per field "
+             f"({method_words(d.get('method'))}).", "",
              "| way | invokes per field | ms per field (median) | max |", "|---|---|---|---|"]
     if batched:
         lines.append(f"| {d['batch']} copies per invoke | {batched['invokes_per_field']} | {batched['ms_p50']:.0f} | "
@@ -582,7 +582,7 @@ def explain_section() -> list[str]:
     if maps:
         low, high = maps["mass_ratio_interval"]
         lines += ["", f"Sanity: {maps['fields']} held-out test fields (split: {d.get('split_kind') or 'unknown'}), "
-                  f"{maps['right']} classified right. {maps['flat']} of those have a flat map: no square moved the "
+                  f"{maps['right']} classified right. {maps['flat']} of those have a flat map: no covered copy moved the "
                   f"int8 probability by one step. On the other {maps['mapped']}, the share of the map's mass inside "
                   f"the cells of the Segmented set is **{maps['mass_inside_mean']:.1%}**, where a uniform map would "
                   f"put {maps['uniform_mean']:.1%}: **{maps['mass_ratio']:.2f}x** (95% bootstrap over fields "
@@ -600,6 +600,15 @@ def explain_section() -> list[str]:
                       f"uniform."]
     lines += shortcut_lines(d.get("shortcut"))
     return lines
+
+
+def method_words(method: dict | None) -> str:
+    if not method or method.get("kind") == "Occlusion":
+        return "a grey square a quarter of the side, 7 x 7 positions" if not method else (
+            f"{method['fill']} squares of {method['patch']} px, moved by {method['stride']} px")
+    fill = {"blur": "blurred", "mean": "mean-colour"}.get(method["fill"], method["fill"])
+    return (f"random masks over a board of {method['grid']} x {method['grid']} squares, each hiding about "
+            f"{method['covered']:.0%} of the field under a {fill} copy of it")
 
 
 def shortcut_lines(cut: dict | None) -> list[str]:
@@ -624,8 +633,9 @@ def explain_methods_section() -> list[str]:
     if not d:
         return ["Map methods: not run (`python benchmarks/explain_methods.py`)."]
     lines = [f"### Occlusion maps: which method points at the cell ({provenance(d)})", "",
-             f"{d['fields']} held-out test fields of the same int8 model; the first {d['dev_fields']} (the first in "
-             f"file-number order of each class) chose the method, the others measure it. Ratio: map mass inside the "
+             f"{d['fields']} held-out test fields of the same int8 model; {d['dev_fields']} DEV fields (the first of "
+             f"each class in file-number order) chose the method, the other {d['fields'] - d['dev_fields']} (EVAL) "
+             f"measure it. Ratio: map mass inside the "
              f"cells over a uniform map's, flat maps counted as uniform (in brackets: over the fields with a map, "
              f"and how many were flat). Target >= 1.5x.", "",
              "| method | invokes per field | DEV, stain mask | EVAL, stain mask | EVAL, Segmented masks |",
@@ -651,7 +661,8 @@ def explain_shortcut_section() -> list[str]:
     recipe = d["recipe"]
     lines = [f"### What the background alone tells: the default recipe trained on derived copies ({provenance(d)})", "",
              f"`allx train --backbone {recipe['backbone']}` ({recipe['features']} features, {recipe['head']} head), "
-             f"the shipped model's split ({d['split_kind']}: held-out blocks of file numbers), float Keras model on "
+             f"the shipped model's split (grouped by {recipe.get('group_by') or d['split_kind']}: held-out blocks of "
+             f"file numbers), float Keras model on "
              f"the {d['test_images']} test images.", "",
              "| trained and tested on | held-out test accuracy (95% Wilson) |", "|---|---|"]
     for view, entry in d["results"].items():

@@ -1,12 +1,14 @@
 """Occlusion maps: which part of a field the model's answer rests on, computed with the model on the device.
 
-A grey square slides over a grid of positions on the model's input; the model runs on every occluded copy
-(through EdgeModel, the one inference path; one copy per invoke unless asked for batches) and each
-position records how much the probability of the class predicted for the whole field drops. A pixel's
-value is the mean drop over the squares that cover it. No gradients and no TensorFlow: the same int8
-interpreter and the same quantization that gave the answer, so the map explains the number the
-technician sees. The map is of one view of the field: with --tta it explains the image's own view, not
-the average over its 8 rotations and mirrors.
+Parts of the field are hidden and the model runs on every covered copy (through EdgeModel, the one
+inference path; one copy per invoke unless asked for batches); a pixel's value is how much the
+probability of the class predicted for the whole field falls when that pixel is hidden. By default 96
+random masks (RISE) each hide about half of the field under a blurred copy of it, and a pixel gets the
+mean probability of the copies that show it minus that of the copies that hide it; squares sliding over
+a grid (Occlusion) remain on request. No gradients and no TensorFlow: the same int8 interpreter and the
+same quantization that gave the answer, so the map explains the number the technician sees. The map is of
+one view of the field: with --tta it explains the image's own view, not the average over its 8
+rotations and mirrors.
 """
 
 from __future__ import annotations
