@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import tempfile
 import time
@@ -247,6 +248,7 @@ def shortcut(model: EdgeModel, args, relpaths: list[str]) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     command = "python benchmarks/explain.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as temp:
         if args.quick:
             model_path = args.model or build_default_model(REPO / DEFAULT_MODEL)
@@ -262,6 +264,8 @@ def main(argv=None) -> None:
             split_kind = (model.manifest.document.get("origin") or {}).get("split_kind")
     result = {"benchmark": "explain", "command": command, "created": datetime.datetime.now(datetime.timezone.utc)
               .isoformat(timespec="seconds"), "machine": vars(machine_info()), "model": str(model.model_path),
+              "load_average_before": [round(x, 2) for x in load_before],
+              "load_average_after": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
               "model_sha256": model.sha256, "precision": model.manifest.precision, "threads": model.threads,
               "input_size": list(model.input_size), "takes_batches": model.takes_batches, "batch": BATCH,
               "method": {"kind": type(default_method(model.input_size)).__name__,
@@ -277,7 +281,7 @@ def main(argv=None) -> None:
           f"{cost['field_vs_single_p50']:.0f}x one classification ({cost['single_ms_p50']:.1f} ms here)")
     if maps:
         print(f"{maps['right']} of {maps['fields']} test fields right, {maps['flat']} of them with a flat map (no "
-              f"square moved the probability); on the other {maps['mapped']}, map mass inside the cell "
+              f"covered copy moved the probability); on the other {maps['mapped']}, map mass inside the cell "
               f"{maps['mass_inside_mean']:.1%} vs uniform {maps['uniform_mean']:.1%}: {maps['mass_ratio']:.2f}x "
               f"(95% bootstrap {maps['mass_ratio_interval'][0]:.2f}-{maps['mass_ratio_interval'][1]:.2f}); against "
               f"the stain mask {maps['stain']['mass_ratio']:.2f}x; with the "

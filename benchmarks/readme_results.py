@@ -578,7 +578,7 @@ def explain_section() -> list[str]:
                f"{cost['fields']} fields, alternating). " if batched else
                "This model's input has a fixed batch of 1, so the copies run one per invoke. ")
               + f"A map costs **{cost['field_vs_single_p50']:.0f}x** one classification of the same field "
-              f"({cost['single_ms_p50']:.1f} ms median here, measured beside it); the target is <= 1 s per field."]
+              f"({cost['single_ms_p50']:.1f} ms median here, measured beside it); the target is <= 1 s per field." + busy_words(d)]
     if maps:
         low, high = maps["mass_ratio_interval"]
         lines += ["", f"Sanity: {maps['fields']} held-out test fields (split: {d.get('split_kind') or 'unknown'}), "
@@ -600,6 +600,15 @@ def explain_section() -> list[str]:
                       f"uniform."]
     lines += shortcut_lines(d.get("shortcut"))
     return lines
+
+
+def busy_words(d: dict) -> list[str]:
+    """A warning when other work shared the CPUs while the milliseconds were measured."""
+    before, after, cpus = d.get("load_average_before"), d.get("load_average_after"), d.get("cpus")
+    if not (before and after and cpus) or max(before[0], after[0]) <= cpus:
+        return []
+    return ["", f"**Timed on a busy machine** (load average {before[0]:.1f} before and {after[0]:.1f} after on "
+            f"{cpus} CPUs): the milliseconds are too high; the ratio to one classification holds better."]
 
 
 def method_words(method: dict | None) -> str:
