@@ -578,7 +578,8 @@ def explain_section() -> list[str]:
                f"{cost['fields']} fields, alternating). " if batched else
                "This model's input has a fixed batch of 1, so the copies run one per invoke. ")
               + f"A map costs **{cost['field_vs_single_p50']:.0f}x** one classification of the same field "
-              f"({cost['single_ms_p50']:.1f} ms median here, measured beside it); the target is <= 1 s per field." + busy_words(d)]
+              f"({cost['single_ms_p50']:.1f} ms median here, measured beside it); the target is <= 1 s per field."]
+    lines += busy_words(d)
     if maps:
         low, high = maps["mass_ratio_interval"]
         lines += ["", f"Sanity: {maps['fields']} held-out test fields (split: {d.get('split_kind') or 'unknown'}), "
