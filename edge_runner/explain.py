@@ -155,17 +155,20 @@ def explain(model: EdgeModel, pixels: np.ndarray, method: Occlusion | RandomMask
     base = model.predict_one(pixels)
     top = int(np.argmax(base))
     scores = np.concatenate([model.predict_batch(chunk, batch)[:, top]
-                             for chunk in covered_copies(pixels, covers, method.fill)]).astype(np.float64)
+                             for chunk in covered_copies(pixels, covers, method.fill)]).astype(np.float32)
     hidden_weight = covers.sum(axis=0, dtype=np.float64)
-    hidden_sum = np.tensordot(scores, covers, axes=1)
+    hidden_sum = np.tensordot(scores, covers, axes=1)  # float32 both: no float64 copy of the covers (19 MB)
     when_hidden = hidden_sum / np.maximum(hidden_weight, 1e-9)
     if isinstance(method, Occlusion):
         when_shown = base[top]  # the whole field: a square hides the same pixels in every copy it is in
     else:
-        when_shown = (scores.sum() - hidden_sum) / np.maximum(len(covers) - hidden_weight, 1e-9)
+        when_shown = (float(scores.sum()) - hidden_sum) / np.maximum(len(covers) - hidden_weight, 1e-9)
+    heat = np.asarray(when_shown - when_hidden, np.float32)
+    if np.ptp(scores) == 0 and (isinstance(method, RandomMasks) or scores[0] == base[top]):
+        heat = np.zeros((height, width), np.float32)  # nothing moved the probability: a flat map, not rounding noise
     per_invoke = max(1, batch) if model.takes_batches else 1
     label = model.labels[top] if model.labels else str(top)
-    return Explanation(label, top, float(base[top]), (when_shown - when_hidden).astype(np.float32), len(covers),
+    return Explanation(label, top, float(base[top]), heat, len(covers),
                        1 + -(-len(covers) // per_invoke))
 
 

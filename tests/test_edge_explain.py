@@ -150,3 +150,16 @@ def test_fills_show_grey_the_field_mean_or_the_field_blurred():
     assert 0 < blurred[16, 15, 0] < 200 and blurred[16, 0, 0] < 10  # the edge is smeared, far pixels stay
     with pytest.raises(UsageError, match="expected one of grey, mean, blur"):
         fill_image(pixels, "noise")
+
+
+class ConstantModel(RegionModel):
+    """The same probabilities whatever is hidden: a saturated answer."""
+
+    def predict_one(self, pixels):
+        return np.array([0.7, 0.3], np.float32)
+
+
+@pytest.mark.parametrize("method", [Occlusion(8, 4), RandomMasks(count=32, grid=4)])
+def test_a_map_where_nothing_moved_the_probability_is_exactly_flat(method):
+    result = explain(ConstantModel((0, 1, 0, 1)), np.full((32, 32, 3), 90, np.uint8), method)
+    assert not result.heat.any() and result.mass_inside(np.ones((32, 32), bool)) == 0.0
