@@ -588,8 +588,8 @@ def explain_section() -> list[str]:
     batched, looped = cost["batched"], cost["looped"]
     lines = [f"### Occlusion maps (`allx-edge classify --explain`): cost and sanity on real smears ({provenance(d)})", "",
              f"Model {Path(d['model']).name} ({d['precision']}, {d['input_size'][0]}x{d['input_size'][1]}), "
-             f"{d['threads']} interpreter thread; {cost['copies_per_field']} occluded copies per field "
-             f"(a quarter-side grey square, 7 x 7 positions).", "",
+             f"{d['threads']} interpreter thread; {cost['copies_per_field']} covered copies per field "
+             f"({method_words(d.get('method'))}).", "",
              "| way | invokes per field | ms per field (median) | max |", "|---|---|---|---|"]
     if batched:
         lines.append(f"| {d['batch']} copies per invoke | {batched['invokes_per_field']} | {batched['ms_p50']:.0f} | "
@@ -601,10 +601,11 @@ def explain_section() -> list[str]:
                "This model's input has a fixed batch of 1, so the copies run one per invoke. ")
               + f"A map costs **{cost['field_vs_single_p50']:.0f}x** one classification of the same field "
               f"({cost['single_ms_p50']:.1f} ms median here, measured beside it); the target is <= 1 s per field."]
+    lines += busy_words(d)
     if maps:
         low, high = maps["mass_ratio_interval"]
         lines += ["", f"Sanity: {maps['fields']} held-out test fields (split: {d.get('split_kind') or 'unknown'}), "
-                  f"{maps['right']} classified right. {maps['flat']} of those have a flat map: no square moved the "
+                  f"{maps['right']} classified right. {maps['flat']} of those have a flat map: no covered copy moved the "
                   f"int8 probability by one step. On the other {maps['mapped']}, the share of the map's mass inside "
                   f"the cells of the Segmented set is **{maps['mass_inside_mean']:.1%}**, where a uniform map would "
                   f"put {maps['uniform_mean']:.1%}: **{maps['mass_ratio']:.2f}x** (95% bootstrap over fields "
@@ -612,6 +613,93 @@ def explain_section() -> list[str]:
                   f"the rest of the field, the model still gives the same class on **{maps['without_cells_same']} of "
                   f"{maps['right']}** fields (median probability of that class "
                   f"{maps['without_cells_probability_median']:.3f})."]
+        stain = maps.get("stain")
+        if stain and stain.get("mapped"):
+            low, high = stain["mass_ratio_interval"]
+            lines += ["", f"Against the cells found by their stain in the Original (`stain_mask`; the Segmented set's "
+                      f"colour threshold misses most Pro cells and keeps red-cell rims in Pre): "
+                      f"**{stain['mass_ratio']:.2f}x** (95% bootstrap {low:.2f}-{high:.2f}x) on the {stain['mapped']} "
+                      f"fields with a map; {stain['mass_ratio_flat_as_uniform']:.2f}x with the flat maps counted as "
+                      f"uniform."]
+    lines += shortcut_lines(d.get("shortcut"))
+    return lines
+
+
+def busy_words(d: dict) -> list[str]:
+    """A warning when other work shared the CPUs while the milliseconds were measured."""
+    before, after, cpus = d.get("load_average_before"), d.get("load_average_after"), d.get("cpus")
+    if not (before and after and cpus) or max(before[0], after[0]) <= cpus:
+        return []
+    return ["", f"**Timed on a busy machine** (load average {before[0]:.1f} before and {after[0]:.1f} after on "
+            f"{cpus} CPUs): the milliseconds are too high; the ratio to one classification holds better."]
+
+
+def method_words(method: dict | None) -> str:
+    if not method or method.get("kind") == "Occlusion":
+        return "a grey square a quarter of the side, 7 x 7 positions" if not method else (
+            f"{method['fill']} squares of {method['patch']} px, moved by {method['stride']} px")
+    fill = {"blur": "blurred", "mean": "mean-colour"}.get(method["fill"], method["fill"])
+    return (f"random masks over a board of {method['grid']} x {method['grid']} squares, each hiding about "
+            f"{method['covered']:.0%} of the field under a {fill} copy of it")
+
+
+def shortcut_lines(cut: dict | None) -> list[str]:
+    if not cut:
+        return []
+    lines = ["", f"Shortcut check on all {cut['fields']} held-out test fields (no map needed), the same int8 model:", "",
+             "| the model sees | accuracy (95% Wilson) | right per class |", "|---|---|---|"]
+    words = {"original": "the field as it is", "background_only": "the field with its white cells painted out",
+             "cell_only": "the Segmented image: the cells on black"}
+    for view, said in words.items():
+        entry = cut[view]
+        per_class = ", ".join(f"{label} {c['right']}/{c['fields']}" for label, c in entry["per_class"].items())
+        lines.append(f"| {said} | **{entry['accuracy']:.1%}** ({entry['interval'][0]:.1%}-{entry['interval'][1]:.1%}) "
+                     f"| {per_class} |")
+    lines += ["", f"Always answering the largest class would score {cut['majority_share']:.1%}. The cells-only row is "
+              "a field unlike any the model was trained on (black around the cells), so it says little by itself."]
+    return lines
+
+
+def explain_methods_section() -> list[str]:
+    d = load("explain_methods.json")
+    if not d:
+        return ["Map methods: not run (`python benchmarks/explain_methods.py`)."]
+    lines = [f"### Occlusion maps: which method points at the cell ({provenance(d)})", "",
+             f"{d['fields']} held-out test fields of the same int8 model; {d['dev_fields']} DEV fields (the first of "
+             f"each class in file-number order) chose the method, the other {d['fields'] - d['dev_fields']} (EVAL) "
+             f"measure it. Ratio: map mass inside the "
+             f"cells over a uniform map's, flat maps counted as uniform (in brackets: over the fields with a map, "
+             f"and how many were flat). Target >= 1.5x.", "",
+             "| method | invokes per field | DEV, stain mask | EVAL, stain mask | EVAL, Segmented masks |",
+             "|---|---|---|---|---|"]
+    for name, m in d["methods"].items():
+        cells = []
+        for part, mask in (("dev", "stain"), ("eval", "stain"), ("eval", "segmented")):
+            r = m[part][mask]
+            cells.append("-" if not r.get("fields") else "all flat" if not r.get("mapped") else
+                         f"{r['mass_ratio_flat_as_uniform']:.2f}x ({r['mass_ratio']:.2f}x, {r['fields'] - r['mapped']} flat)")
+        chosen = " **(chosen on DEV)**" if name == d["chosen_on_dev"] else ""
+        lines.append(f"| {name}{chosen} | {m['invokes_per_field']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def explain_shortcut_section() -> list[str]:
+    d = load("explain_shortcut.json")
+    if not d:
+        return ["Background-only training: not run (`python benchmarks/explain_shortcut.py`)."]
+    words = {"original": "the fields as they are (the shipped model)",
+             "background": "the fields with their white cells painted out",
+             "cells": "the white cells only (stain mask), on black"}
+    recipe = d["recipe"]
+    lines = [f"### What the background alone tells: the default recipe trained on derived copies ({provenance(d)})", "",
+             f"`allx train --backbone {recipe['backbone']}` ({recipe['features']} features, {recipe['head']} head), "
+             f"the shipped model's split (grouped by {recipe.get('group_by') or d['split_kind']}: held-out blocks of "
+             f"file numbers), float Keras model on "
+             f"the {d['test_images']} test images.", "",
+             "| trained and tested on | held-out test accuracy (95% Wilson) |", "|---|---|"]
+    for view, entry in d["results"].items():
+        low, high = entry["interval"]
+        lines.append(f"| {words.get(view, view)} | **{entry['accuracy']:.1%}** ({low:.1%}-{high:.1%}, n={entry['n']}) |")
     return lines
 
 
@@ -648,7 +736,8 @@ def main():
              "was measured on this project's 2-core x86-64 CI-size machine (no GPU) unless a row says otherwise._", ""]
     for section in (accuracy_section, precision_section, backbones_section, heldout_section, gate_section, training_section,
                     edge_section, ood_section, quality_section, samples_section, serve_section, recipes_section,
-                    tta_section, monitor_section, explain_section, multiworker_section):
+                    tta_section, monitor_section, explain_section, explain_methods_section,
+                    explain_shortcut_section, multiworker_section):
         parts += section() + [""]
     readme = (REPO / "README.md").read_text()
     head, rest = readme.split(START, 1)

@@ -148,8 +148,8 @@ def classify(
         "(the sub-folder's name is the sample ID).")] = False,
     explain: Annotated[Optional[Path], typer.Option(
         "--explain", help="Also write an occlusion map of each image into this folder (NAME.occlusion.png): the "
-        "image with the parts whose covering by a grey square lowers the predicted class's probability the most "
-        "painted red. Computed with this model; 49 more inferences per image.", show_default=False)] = None,
+        "image with the parts whose hiding (under random blurred masks) lowers the predicted class's probability "
+        "the most painted red. Computed with this model; 96 more inferences per image.", show_default=False)] = None,
     *, options: RunOptions,
 ):
     """Classify images: a table of path, label, confidence, ms and the answer at the model's operating point

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,8 +83,9 @@ def test_explain_quick_times_both_ways_side_by_side(tmp_path):
     result = json.loads(out.read_text())
     cost = result["cost"]
     assert result["benchmark"] == "explain" and result["takes_batches"] and cost["fields"] == 8
-    assert cost["copies_per_field"] == 49 and cost["looped"]["invokes_per_field"] == 50
-    assert cost["batched"]["invokes_per_field"] == 8  # 49 copies, 8 per invoke, and the field's own
+    assert result["method"]["kind"] == "RandomMasks" and result["method"]["fill"] == "blur"
+    assert cost["copies_per_field"] == 96 and cost["looped"]["invokes_per_field"] == 97
+    assert cost["batched"]["invokes_per_field"] == 13  # 96 copies, 8 per invoke, and the field's own
     assert cost["speedup_p50"] == pytest.approx(cost["looped"]["ms_p50"] / cost["batched"]["ms_p50"])
     assert result["maps"] is None and "one per invoke" in printed
 
@@ -115,3 +117,26 @@ def test_every_readme_results_section_renders_lines():
     for section in sections:
         lines = section()
         assert isinstance(lines, list) and lines and all(isinstance(line, str) for line in lines), section.__name__
+
+
+def test_explain_stain_mask_finds_the_purple_cell_and_leaves_lavender_red_cells():
+    """The map check's second reference: a stained white cell is found, a lavender red cell (purple excess
+    below the floor) and a speck are not, and painting the cell out leaves the field's background colour."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.explain import mass_ratio, stain_mask, without_cells
+
+    yy, xx = np.mgrid[:96, :96]
+    field = np.full((96, 96, 3), (235, 230, 240), np.uint8)  # light background
+    cell = (yy - 30) ** 2 + (xx - 30) ** 2 < 15 ** 2
+    red_cell = (yy - 70) ** 2 + (xx - 70) ** 2 < 12 ** 2
+    speck = (yy - 80) ** 2 + (xx - 15) ** 2 < 3 ** 2
+    field[cell] = (120, 60, 170)  # purple excess 85
+    field[red_cell] = (200, 180, 215)  # lavender: excess 27.5
+    field[speck] = (120, 60, 170)
+    found = stain_mask(field)
+    assert found[cell].mean() > 0.95 and not found[red_cell].any() and not found[speck].any()
+    painted = without_cells(field, found)
+    assert (painted[30, 30] == (235, 230, 240)).all() and (painted[70, 70] == field[70, 70]).all()
+    fields = [{"flat": False, "share": 0.1, "inside": 0.3}, {"flat": True, "share": 0.1, "inside": 0.0}]
+    ratio = mass_ratio(fields, "inside", "share")
+    assert ratio["mass_ratio"] == pytest.approx(3.0) and ratio["mass_ratio_flat_as_uniform"] == pytest.approx(2.0)

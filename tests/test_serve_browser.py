@@ -210,7 +210,7 @@ def check_pictures_and_layout(page, tmp_path: Path) -> None:
     assert page.locator("#fields td.picture img").count() == 3
     page.click("#fields tbody tr:first-child a[data-overlay]")
     page.wait_for_function(f"() => ({LOADED})(Array.from(document.querySelectorAll('#fields tr.overlay-row img')))")
-    assert "Red: where covering the field" in page.inner_text("#fields tr.overlay-row")
+    assert "Red: where hiding that part of the field" in page.inner_text("#fields tr.overlay-row")
     for width, height in ((412, 915), (1280, 800)):
         page.set_viewport_size({"width": width, "height": height})
         fits = page.evaluate("() => { const t = document.querySelector('#fields'), box = t.parentElement;"

@@ -32,7 +32,9 @@ def test_run_folder_has_every_artifact(trained_run):
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert {"accuracy", "loss", "per_class", "confusion_matrix", "malignant_sensitivity",
             "benign_specificity", "n"} <= metrics.keys()
-    assert "decision support only" in (result.run_dir / "MODEL_CARD.md").read_text()
+    card = (result.run_dir / "MODEL_CARD.md").read_text()
+    assert "decision support only" in card
+    assert "## Limits" in card and "overstates the accuracy at a new site" in card
     assert not list(result.run_dir.glob("*.tmp*")), "no temporary files are left behind"
 
 

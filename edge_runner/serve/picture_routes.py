@@ -1,7 +1,7 @@
 """The routes of a field's pictures: its thumbnail, its full image and its occlusion map, behind the app's token.
 
 Fields are numbered from 1 in the order the sample page lists them. The occlusion map runs the model on
-about fifty occluded copies of the field, so it is made on the interpreter's own thread, once, and only
+about a hundred covered copies of the field, so it is made on the interpreter's own thread, once, and only
 when the technician asks for it.
 """
 

@@ -30,8 +30,8 @@ document.addEventListener("click", function (event) {
   var image = document.createElement("img");
   image.alt = "occlusion map of " + (link.title || "the field");
   image.addEventListener("load", function () {
-    caption.textContent = "Red: where covering the field with a grey square lowered the model's confidence " +
-      "the most. Uncoloured: covering it changed little.";
+    caption.textContent = "Red: where hiding that part of the field lowered the model's confidence " +
+      "the most. Uncoloured: hiding it changed little.";
   });
   image.addEventListener("error", function () { caption.textContent = "The occlusion map could not be made."; });
   image.src = link.dataset.overlay;
