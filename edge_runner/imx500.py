@@ -1,8 +1,8 @@
 """The Raspberry Pi AI Camera: the network runs on the camera's IMX500, the Pi reads its output per frame.
 
-Picamera2's IMX500 helper (`picamera2.devices.IMX500`; `sudo apt install imx500-all python3-picamera2`)
-loads the network's .rpk onto the camera, and each frame's metadata then carries the output tensor,
-which the helper returns dequantized. `Imx500Model` stands where an EdgeModel stands for
+Picamera2's IMX500 helper (`picamera2.devices.IMX500`; APT_INSTALL below) loads the network's .rpk
+onto the camera, and each frame's metadata then carries the output tensor, which the helper returns
+dequantized. `Imx500Model` stands where an EdgeModel stands for
 `edge_runner.camera.run_camera`: each frame goes through the same sample, log and quality path; only
 the probabilities come from the camera instead of an interpreter.
 
@@ -27,6 +27,9 @@ from allx.errors import DataError, MissingDependency, ModelError
 from allx.files import sha256_file
 from allx.jsonio import read_json
 
+# Raspberry Pi's AI Camera guide: the camera firmware (imx500-firmware), the packager imx500-package
+# (imx500-tools; the guide's earlier `imx500-all` installs both and more) and Picamera2
+APT_INSTALL = "sudo apt install imx500-firmware imx500-tools python3-picamera2"
 PACKAGER = "imx500-package"
 PACKAGED_NAME = "network.rpk"  # what imx500-package writes into its output folder
 LOADING_FRAMES = 900  # about 30 s at 30 fps: longer than the camera takes to load a network
@@ -86,7 +89,7 @@ class Imx500Source:
             from picamera2.devices import IMX500
         except ImportError:
             raise MissingDependency("the AI Camera needs picamera2 with its IMX500 helper, expected it installed "
-                                    "(sudo apt install imx500-all python3-picamera2)") from None
+                                    f"({APT_INSTALL})") from None
         try:
             self.imx500 = IMX500(str(network))  # before Picamera2: it loads the network onto the camera
             self.camera = Picamera2(self.imx500.camera_num)
