@@ -197,7 +197,7 @@ def test_bad_recipe_options_are_one_line_exit_2_and_write_nothing(synthetic_dir,
 
 def features_of_every_spread(pixels):
     """A fixed stand-in backbone: ReLU features of the pixels' channel means, like a ResNet's pooled taps on
-    one 0..5 range, two that carry the label and six nearly dead ones (spread ~1e-5) beside them."""
+    one 0..5 range, two that carry the label and six nearly dead ones (spread ~3e-6) beside them."""
     import keras
 
     weights = np.zeros((1, 1, 3, 8), np.float32)
@@ -212,7 +212,9 @@ def features_of_every_spread(pixels):
 
 def test_the_int8_head_keeps_what_was_fitted_when_feature_spreads_differ_10000_fold(tmp_path):
     """Folding the standardisation into the Dense kernel gave near-dead features weights 10,000x the others,
-    and int8's per-class kernel scale rounded the informative weights to zero (ResNet50 int8: accuracy 0.18)."""
+    and int8's per-class kernel scale rounded the informative weights to zero (ResNet50 int8: accuracy 0.18);
+    without the spread's floor, the standardisation's requantisation was beyond XNNPACK's and the
+    interpreter refused the model."""
     import keras
 
     from allx.convert.modes import get_mode
@@ -233,7 +235,7 @@ def test_the_int8_head_keeps_what_was_fitted_when_feature_spreads_differ_10000_f
     fit_logistic_head(head, (x, labels, np.arange(300)), None, 4)
     model = keras.Model(inputs, head(features(inputs)))
     float_answers = model.predict(pixels[300:], verbose=0).argmax(axis=1)
-    assert (float_answers == labels[300:]).mean() > 0.9, "the fit itself works"
+    assert (float_answers == labels[300:]).mean() > 0.85, "the fit itself works"
 
     def representative():
         for one in pixels[:100]:
