@@ -170,7 +170,8 @@ def side_by_side(run: Path, int8_file: Path, predictions_file: Path, check: dict
     float_bench, int8_bench = bench_models([float_file, int8_file], runs=args.runs, warmup=5,
                                            threads=args.threads, allow_rejected=True).results
     labels = tuple(check["labels"])
-    point = EdgeModel.load(int8_file, labels=labels, allow_rejected=True).manifest.operating_point  # the point allx-edge decides with
+    # the point allx-edge decides with
+    point = EdgeModel.load(int8_file, labels=labels, allow_rejected=True).manifest.operating_point
     with open(predictions_file) as file:
         rows = list(csv.DictReader(file))
     probabilities = np.array([[float(row[f"p_{label}"]) for label in labels] for row in rows])
