@@ -166,10 +166,12 @@ def side_by_side(run: Path, int8_file: Path, predictions_file: Path, check: dict
     float_file = run / "tflite" / "model_float32_nocheck.tflite"
     with saved_model_of(model, tuple(model.input_shape[1:3])) as saved:
         float_file.write_bytes(convert_model(saved, get_mode("float32"), "float", run / "tflite" / "float32.log"))
+    # a rejected int8 model is timed and scored too (its row says it was rejected), as in the rows without --split
     float_bench, int8_bench = bench_models([float_file, int8_file], runs=args.runs, warmup=5,
-                                           threads=args.threads).results
+                                           threads=args.threads, allow_rejected=True).results
     labels = tuple(check["labels"])
-    point = EdgeModel.load(int8_file, labels=labels).manifest.operating_point  # the point allx-edge decides with
+    # the point allx-edge decides with
+    point = EdgeModel.load(int8_file, labels=labels, allow_rejected=True).manifest.operating_point
     with open(predictions_file) as file:
         rows = list(csv.DictReader(file))
     probabilities = np.array([[float(row[f"p_{label}"]) for label in labels] for row in rows])

@@ -37,11 +37,16 @@ def test_the_head_computes_the_scikit_learn_fit_with_c_chosen_on_validation():
     assert list(losses) == [str(c) for c in C_GRID]
     assert history["C"] == [float(min(losses, key=losses.get))], "the C with the lowest validation log-loss"
     c = history["C"][0]
-    reference = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000)).fit(x[:300, 0, 0], y[:300])
+    scaler = StandardScaler().fit(x[:300, 0, 0])
+    floor = np.ptp(x[:300]) / 255  # one int8 step of these features: the narrowest spread a feature is given
+    assert (scaler.scale_ < floor).sum() == 4, "the floor applies to the narrow features, not the wide"
+    scaler.scale_ = np.maximum(scaler.scale_, floor)
+    reference = make_pipeline(scaler, LogisticRegression(C=c, max_iter=1000))
+    reference.steps[-1][1].fit(scaler.transform(x[:300, 0, 0]), y[:300])
     expected = np.zeros((100, 4))
     expected[:, reference.classes_] = reference.predict_proba(x[300:, 0, 0])
     ours = np.asarray(head(x[300:]))
-    assert np.abs(ours - expected).max() < 1e-4, "standardisation folded into the Dense layer, nothing lost"
+    assert np.abs(ours - expected).max() < 1e-4, "standardisation and Dense layer as fitted, nothing lost"
     reference_loss = log_loss(y[300:], expected / expected.sum(axis=1, keepdims=True), labels=range(4))
     assert history["val_loss"][0] == pytest.approx(reference_loss, abs=1e-4)
     assert ours[:, 3].max() < 1e-6, "class 3 had no training image: it is never answered"
@@ -188,3 +193,56 @@ def test_bad_recipe_options_are_one_line_exit_2_and_write_nothing(synthetic_dir,
     result = runner.invoke(app, ["train", str(synthetic_dir), "--out", str(out), *options])
     assert result.exit_code == 2 and words in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def features_of_every_spread(pixels):
+    """A fixed stand-in backbone: ReLU features of the pixels' channel means, like a ResNet's pooled taps on
+    one 0..5 range, two that carry the label and six nearly dead ones (spread ~3e-6) beside them."""
+    import keras
+
+    weights = np.zeros((1, 1, 3, 8), np.float32)
+    weights[0, 0, :, 0], weights[0, 0, :, 1] = (0.02, -0.02, 0.0), (0.0, 0.02, -0.02)
+    weights[0, 0, :, 2:] = 1e-7
+    bias = np.array([2.5, 2.5, 0, 0, 0, 0, 0, 0], np.float32)
+    x = keras.layers.GlobalAveragePooling2D(keepdims=True)(pixels)
+    constant = keras.initializers.Constant
+    return keras.layers.Conv2D(8, 1, activation="relu", kernel_initializer=constant(weights),
+                               bias_initializer=constant(bias), trainable=False)(x)
+
+
+def test_the_int8_head_keeps_what_was_fitted_when_feature_spreads_differ_10000_fold(tmp_path):
+    """Folding the standardisation into the Dense kernel gave near-dead features weights 10,000x the others,
+    and int8's per-class kernel scale rounded the informative weights to zero (ResNet50 int8: accuracy 0.18);
+    without the spread's floor, the standardisation's requantisation was beyond XNNPACK's and the
+    interpreter refused the model."""
+    import keras
+
+    from allx.convert.modes import get_mode
+    from allx.convert.tflite import convert_model, saved_model_of
+    from allx.edge_runner.model import EdgeModel
+    from allx.train.head import build_head
+    from allx.train.logistic import fit_logistic_head
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (400, 4, 4, 3)).astype(np.float32)
+    means = pixels.mean(axis=(1, 2))
+    labels = (means[:, 0] - means[:, 1] > 0).astype(int) + 2 * (means[:, 1] - means[:, 2] > 0)
+    inputs = keras.Input((4, 4, 3))
+    features = keras.Model(inputs, features_of_every_spread(inputs))
+    x = features.predict(pixels, verbose=0)
+    assert x[..., 2:].std(axis=0).max() < 1e-4 < x[..., :2].std(axis=0).min()
+    head = build_head(x.shape[1:], 4, "logreg")
+    fit_logistic_head(head, (x, labels, np.arange(300)), None, 4)
+    model = keras.Model(inputs, head(features(inputs)))
+    float_answers = model.predict(pixels[300:], verbose=0).argmax(axis=1)
+    assert (float_answers == labels[300:]).mean() > 0.85, "the fit itself works"
+
+    def representative():
+        for one in pixels[:100]:
+            yield [one[np.newaxis]]
+
+    with saved_model_of(model, (4, 4)) as saved:
+        content = convert_model(saved, get_mode("int8"), "uint8", tmp_path / "convert.log", representative)
+    device = EdgeModel.from_bytes(content, labels=("a", "b", "c", "d"))
+    int8_answers = device.predict(pixels[300:].astype(np.uint8)).argmax(axis=1)
+    assert (int8_answers == float_answers).mean() >= 0.95, "int8 agrees with the float head"

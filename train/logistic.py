@@ -1,7 +1,9 @@
 """The "logreg" head's fit: multinomial logistic regression on standardised features (scikit-learn's
-L-BFGS, solved to its optimum rather than stepped by epochs), written into the head's Dense layer with
-the standardisation folded in (kernel / scale, bias shifted by the mean), so the saved Keras model, its
-conversion and the device compute exactly what was fitted.
+L-BFGS, solved to its optimum rather than stepped by epochs; each feature's spread floored at the int8
+step, int8_step), written into the head as fitted: the
+standardisation into its per-feature layer (`head_standardize`), the coefficients into its Dense layer,
+so the saved Keras model, its int8 conversion and the device compute what was fitted (folding the
+standardisation into the Dense kernel instead breaks int8: train.head).
 
 The inverse regularisation C is chosen by log-loss on the validation features (never the test subset);
 without validation features it is DEFAULT_C. Measured on the real data (benchmarks/recipes.py, 5-fold
@@ -22,6 +24,7 @@ C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
 DEFAULT_C = 0.3  # the best single C on the block CV; used when there is no validation subset
 MAX_ITER = 1000
 ABSENT_LOGIT_GAP = 50.0  # a class with no training image: this far below (kept small for int8 ranges)
+INT8_LEVELS = 255
 MAX_WIDTH = 16384  # wider (e.g. a flattened 7x7x1280 map) would need gigabytes for the solver
 
 
@@ -84,6 +87,7 @@ def fit_one(x: np.ndarray, y: np.ndarray, c: float, class_weights: dict | None) 
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(x)
+    scaler.scale_ = np.maximum(scaler.scale_, int8_step(x))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         model = LogisticRegression(C=c, max_iter=MAX_ITER, class_weight=class_weights).fit(scaler.transform(x), y)
@@ -94,28 +98,39 @@ def fit_one(x: np.ndarray, y: np.ndarray, c: float, class_weights: dict | None) 
     return Fitted(scaler.mean_, scaler.scale_, coef, intercept, model.classes_.astype(int), converged)
 
 
-def folded(model: Fitted, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kernel, bias) of the Dense layer computing the fit on raw features: ((x - mean) / scale) @ W + b =
-    x @ (W / scale) + (b - (mean / scale) @ W); a class absent from the training labels gets a zero kernel
-    and a bias ABSENT_LOGIT_GAP below the lowest other one."""
+def int8_step(x: np.ndarray) -> float:
+    """The step of an int8 tensor calibrated on these features (their range / 255): the smallest spread a
+    standardised feature is given. A feature that varies less is one or two int8 levels on the device,
+    so a larger multiplier would only amplify rounding; it would also put the standardisation's
+    requantisation scale beyond what XNNPACK's int8 kernels accept (< 256), and the interpreter refuses
+    the model. (ResNet50's multiscale features: a third of them vary less than a step, yet the float
+    accuracy on the held-out blocks did not change; EfficientNet-Lite0's: none.)"""
+    return max(float(np.ptp(x)) / INT8_LEVELS, np.finfo(np.float32).tiny) if x.size else 1.0
+
+
+def head_weights(model: Fitted, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(multiplier, offset, kernel, bias): the standardisation as x * (1 / scale) + (-mean / scale), then
+    the Dense layer; a class absent from the training labels gets a zero kernel and a bias
+    ABSENT_LOGIT_GAP below the lowest other one."""
     kernel = np.zeros((len(model.mean), n_classes), dtype=np.float64)
-    present = model.intercept - (model.mean / model.scale) @ model.coef.T
-    bias = np.full(n_classes, present.min() - ABSENT_LOGIT_GAP, dtype=np.float64)
-    kernel[:, model.present] = model.coef.T / model.scale[:, None]
-    bias[model.present] = present
-    return kernel, bias
+    bias = np.full(n_classes, model.intercept.min() - ABSENT_LOGIT_GAP, dtype=np.float64)
+    kernel[:, model.present] = model.coef.T
+    bias[model.present] = model.intercept
+    return 1.0 / model.scale, -model.mean / model.scale, kernel, bias
 
 
 def predict(model: Fitted, x: np.ndarray, n_classes: int) -> np.ndarray:
-    """Class probabilities, as the head computes them (the same folded weights, in float64)."""
-    kernel, bias = folded(model, n_classes)
-    z = x @ kernel + bias
+    """Class probabilities, as the head computes them (the same weights, in float64)."""
+    multiplier, offset, kernel, bias = head_weights(model, n_classes)
+    z = (x * multiplier + offset) @ kernel + bias
     z -= z.max(axis=1, keepdims=True)
     p = np.exp(z)
     return p / p.sum(axis=1, keepdims=True)
 
 
 def set_weights(head, model: Fitted, n_classes: int) -> None:
-    """Write the fit into the head's Dense layer."""
-    kernel, bias = folded(model, n_classes)
+    """Write the fit into the head's standardisation (a (1, 1, D, 1) depthwise kernel) and Dense layers."""
+    multiplier, offset, kernel, bias = head_weights(model, n_classes)
+    head.get_layer("head_standardize").set_weights([multiplier.reshape(1, 1, -1, 1).astype(np.float32),
+                                                    offset.astype(np.float32)])
     head.get_layer("head_dense").set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
