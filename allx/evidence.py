@@ -30,6 +30,10 @@ GROUPING_WORDS = {
     SINGLE_IMAGES: "single images: no patient IDs, and no file numbers to stand in for them",
     SplitKind.NEAR_DUPLICATE.value: "near-duplicate groups, which cannot see patients",
 }
+# A figure measured on the split's own validation images names the split's grouping; an image-level split
+# (SplitKind.IMAGE) there means no grouping at all, not file names without numbers.
+SHARED_GROUPING_WORDS = {SINGLE_IMAGES: "an image-level split: no grouping, so these images may come from the "
+                                        "training images' patients"}
 INTERVAL_LEVEL = 0.95
 BOOTSTRAP_DRAWS = 1000
 
@@ -62,7 +66,8 @@ class Evidence:
 
     def words(self, percent: bool = True) -> str:
         """E.g. "out of group: 5 folds over 56 groups (blocks of ...), 2,604 images; 95% interval 3.1%-5.0%"."""
-        how = GROUPING_WORDS.get(self.grouping, self.grouping)
+        words = GROUPING_WORDS if self.on == OUT_OF_GROUP else {**GROUPING_WORDS, **SHARED_GROUPING_WORDS}
+        how = words.get(self.grouping, self.grouping)
         where = (f"out of group: {self.folds} folds over {self.groups:,} groups ({how})" if self.on == OUT_OF_GROUP
                  else f"on images that share groups with training ({how}, {self.groups:,} groups)")
         text = f"{where}, {self.images:,} images"

@@ -29,10 +29,12 @@ class CardLine:
 def card_lines(document: dict) -> tuple[CardLine, ...]:
     """The card of a manifest (model.json or the copy embedded in the .tflite); {} gives the bare-model card."""
     check, point = section(document, "check"), section(document, "operating_point")
-    lines = [CardLine("Accuracy check", check_words(check) if check else
+    evidence = section(document, "check_evidence")  # how the check's accuracy and fidelity relate to training
+    lines = [CardLine("Accuracy check", check_words(check, section(evidence, "accuracy")) if check else
                       "none recorded (a bare .tflite, not checked against its float model)")]
     if check and section(check, "fidelity"):
-        lines.append(CardLine("Fidelity", fidelity_words(check["fidelity"], document.get("precision"))))
+        lines.append(CardLine("Fidelity", fidelity_words(check["fidelity"], document.get("precision"),
+                                                         section(evidence, "fidelity"))))
     lines.append(CardLine("Operating point", point_words(point) if point else
                           "none recorded: B-ALL suspected when 1 - p(Benign) >= 0.5"))
     rule = section(document, "sample_rule")
@@ -84,7 +86,8 @@ def expected_words(rates: dict) -> str:
     return "; ".join(words)
 
 
-def check_words(check: dict) -> str:
+def check_words(check: dict, evidence: dict | None = None) -> str:
+    """The check's verdict in words; `evidence` (model.json "check_evidence") says how its images relate to training."""
     precision, images = check.get("precision") or "the converted model", check.get("images")
     subset = subset_words(check.get("subset"))
     disagreements = check.get("disagreements")
@@ -101,19 +104,21 @@ def check_words(check: dict) -> str:
     limit = f" (limit: a drop of at most {setting(limits['max_drop_pp'])} pp)" if "max_drop_pp" in limits else ""
     failures = check.get("failures") or ["see model.json"]
     status = PASSED if check.get(PASSED) else "FAILED: " + "; ".join(map(str, failures))
-    measured = evidence_words(section(check, "evidence"))
+    measured = evidence_words(evidence or section(check, "evidence"))
     return f"{agree}{accuracy}{limit}; {status}" + (f"; {measured}" if measured else "")
 
 
-def fidelity_words(fidelity: dict, precision) -> str:
+def fidelity_words(fidelity: dict, precision, evidence: dict | None = None) -> str:
     images, disagreements = fidelity.get("images"), fidelity.get("disagreements")
     same = (f"{images - disagreements:,} of {images:,}" if isinstance(images, int) and isinstance(disagreements, int)
             else percent_of(fidelity.get("agreement"), images))
     bound = fidelity.get("agreement_bound")
+    measured = evidence_words(evidence or {})
     return (f"{precision or 'the converted model'} gives float32's label on {same} "
             f"{subset_words(fidelity.get('subsets'))} images"
             + (f" (lower bound {significant(100 * bound)}%, limit {setting(100 * fidelity['min_agreement'])}%)"
-               if isinstance(bound, (int, float)) and isinstance(fidelity.get("min_agreement"), (int, float)) else ""))
+               if isinstance(bound, (int, float)) and isinstance(fidelity.get("min_agreement"), (int, float)) else "")
+            + (f"; {measured}" if measured else ""))
 
 
 def point_words(point: dict) -> str:

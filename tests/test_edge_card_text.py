@@ -78,6 +78,19 @@ def test_evidence_record_is_rendered_when_present_and_today_s_fields_otherwise()
     assert evidence_words({"on": "somewhere else"}) == ""
 
 
+def test_the_check_says_its_images_share_groups_with_training():
+    shared = {"on": "shares groups with training", "grouping": "image", "groups": 256, "folds": 0, "images": 256,
+              "interval": [0.9, 0.95]}
+    fidelity = {**shared, "groups": 2000, "images": 2000, "interval": [0.994, 0.999]}
+    card = words({**MANIFEST, "check_evidence": {"accuracy": shared, "fidelity": fidelity}})
+    assert card["Accuracy check"].endswith("passed; measured on images that share groups with training (an image-level "
+                                           "split: no grouping, so these images may come from the training images' "
+                                           "patients, 256 groups), 256 images; 95% interval 90.0%-95.0%")
+    assert "measured on images that share groups with training" in card["Fidelity"]
+    assert "2,000 images; 95% interval 99.4%-99.9%" in card["Fidelity"]
+    assert "measured" not in words()["Accuracy check"] and "measured" not in words()["Fidelity"]
+
+
 def test_expected_rates_are_a_line_of_the_card_with_their_evidence():
     evidence = {"on": "out-of-group", "grouping": "sequence", "groups": 56, "folds": 5, "images": 2604,
                 "interval": [0.031, 0.05]}

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from allx.evidence import FILE_BLOCKS, OUT_OF_GROUP, SHARES_GROUPS, Evidence, group_interval, rate_record
+from allx.evidence import (FILE_BLOCKS, OUT_OF_GROUP, SHARES_GROUPS, SINGLE_IMAGES, Evidence, group_interval,
+                           rate_record)
 
 
 def test_record_has_one_shape_and_reads_back():
@@ -21,6 +22,13 @@ def test_words_say_out_of_group_or_shared_with_training():
     shared = Evidence(SHARES_GROUPS, "near-duplicate", 260, 0, 260).words()
     assert shared.startswith("on images that share groups with training (near-duplicate groups")
     assert "interval" not in shared
+
+
+def test_single_images_mean_no_numbers_out_of_group_and_an_image_level_split_on_the_split_s_images():
+    fallback = Evidence(OUT_OF_GROUP, SINGLE_IMAGES, 400, 5, 400).words()
+    assert "no file numbers to stand in for them" in fallback
+    random_split = Evidence(SHARES_GROUPS, SINGLE_IMAGES, 260, 0, 260).words()
+    assert "an image-level split: no grouping" in random_split and "file numbers" not in random_split
 
 
 def test_interval_resamples_whole_groups():
