@@ -31,6 +31,7 @@ from allx.evidence import SHARES_GROUPS, Evidence
 from allx.jsonio import read_json
 from allx.files import sha256_file, write_atomic
 from allx.train.dataset import data_fingerprint as fingerprint
+from allx.train.model_card import LIMITS
 
 Progress = Callable[[str, int, int], None]  # progress(stage, done, total)
 
@@ -331,6 +332,7 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
     if options.edgetpu:
         readiness = assess_edgetpu(chosen.tflite, out_dir, names["model"])
         extra = {**extra, "edgetpu": readiness.to_dict()}
+    extra = {**extra, "limits": list(LIMITS)}  # the training card's limits travel with the model
     manifest = build_manifest(names["model"], chosen.check, chosen.tensors, source_info, extra)
     if readiness is not None:
         readiness = with_compiled_metadata(readiness, out_dir, manifest, side_files)
@@ -340,6 +342,7 @@ def finish(source: Source, options: ConvertOptions, out_dir: Path, chosen: Candi
     if measured:
         sections.append("## How each figure was measured\n\n" + "\n".join(f"- {line.topic}: {line.words}"
                                                                           for line in measured) + "\n")
+    sections.append("## Limits\n\n" + "\n".join(f"- {limit}" for limit in LIMITS) + "\n")
     report_md = render_report(manifest, chosen.check, len(chosen.tflite), source.model_path.stat().st_size,
                               tuple(sections))
     previous = {name: (out_dir / name).read_bytes() for name in side_files if (out_dir / name).is_file()}

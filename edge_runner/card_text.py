@@ -44,6 +44,9 @@ def card_lines(document: dict) -> tuple[CardLine, ...]:
     lines.append(CardLine("Quality check", quality_words(section(document, "quality"))))
     if expected_words(section(document, "expected_rates")):
         lines.append(CardLine("Expected on site", expected_words(section(document, "expected_rates"))))
+    limits = document.get("limits") if isinstance(document, dict) else None
+    if isinstance(limits, list) and limits:
+        lines.append(CardLine("Limits", " ".join(str(limit) for limit in limits)))
     return tuple(lines)
 
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from allx.cli.main import app
 from allx.edge_runner.card_text import card_lines
+from allx.train.model_card import LIMITS
 from tests.convert_models import CLASSES, SIZE, make_run_folder
 
 runner = CliRunner()
@@ -372,6 +373,7 @@ def test_ood_warning_is_calibrated_for_the_train_layout(run_folder, tmp_path):
     assert manifest["quality"]["calibrated_on"] == "train+val" and manifest["quality"]["evidence"]["folds"] == 5
     assert manifest["check_evidence"]["accuracy"]["on"] == "shares groups with training"
     assert "## How each figure was measured" in (tmp_path / "on" / "report.md").read_text()
+    assert manifest["limits"] == list(LIMITS) and "## Limits" in (tmp_path / "on" / "report.md").read_text()
     plain = json.loads((tmp_path / "off" / "model.json").read_text())
     assert "ood" not in plain and "embedding" not in plain["outputs"]
     # --no-ood: no embedding, so no out-of-group pass; what is then set on the check images says so

@@ -91,6 +91,12 @@ def test_the_check_says_its_images_share_groups_with_training():
     assert "measured" not in words()["Accuracy check"] and "measured" not in words()["Fidelity"]
 
 
+def test_the_model_s_limits_are_the_card_s_last_line():
+    card = card_lines({**MANIFEST, "limits": ["Held-out images of one collection.", "Validate at each site."]})
+    assert card[-1].topic == "Limits" and card[-1].words == "Held-out images of one collection. Validate at each site."
+    assert "Limits" not in words()
+
+
 def test_expected_rates_are_a_line_of_the_card_with_their_evidence():
     evidence = {"on": "out-of-group", "grouping": "sequence", "groups": 56, "folds": 5, "images": 2604,
                 "interval": [0.031, 0.05]}

@@ -46,22 +46,23 @@ def write_model_card(path: Path, config, backbone, weights, size, split, metrics
         ]
     else:
         lines.append(f"- {metrics.get('note', 'not evaluated')}")
-    lines += ["", "## Limits", *LIMITS]
+    lines += ["", "## Limits", *(f"- {limit}" for limit in LIMITS)]
     write_atomic(path, "\n".join(lines) + "\n")
 
 
 # Measured on the ALL (Taleqani) data with the default recipe (README, "What the maps say"): with its white
 # cells painted out, a held-out field still mostly gets its own class, and the occlusion maps do not point at
-# the cells. Said in every card because nothing inside one training run can rule it out.
-LIMITS = [
-    "- The test images are held-out images of the same collection as the training images. Where each class was "
+# the cells. Said in every card because nothing inside one training run can rule it out; `allx convert` ships
+# the same sentences in model.json ("limits"), so allx-edge info and the Model page say them too.
+LIMITS = (
+    "The test images are held-out images of the same collection as the training images. Where each class was "
     "photographed as its own series (its own slides, stain, lighting and background), a model can tell the "
     "classes apart by the background without looking at the white cell, and this accuracy then overstates the "
     "accuracy at a new site. On the ALL (Taleqani) data that is the case: measure it on a new model with "
     "`benchmarks/explain.py` (accuracy with the cells painted out; where the occlusion maps point) and "
     "`benchmarks/explain_shortcut.py` (the same recipe trained on the backgrounds alone).",
-    "- Validate at each site on its own smears before use.",
-]
+    "Validate at each site on its own smears before use.",
+)
 
 
 def features_words(config, backbone) -> str:
