@@ -136,8 +136,9 @@ def replica_results(model: EdgeModel, items: list[tuple[str, str | None]], top_k
     On a small model one interpreter's thread pool spends CPU waiting inside every invoke (on 2 cores, int8
     Lite0 took 6.8 ms of CPU per invoke with 2 threads, 6.0-6.2 ms with 1), and the decodes had to be squeezed
     in between its invokes; a one-thread interpreter per core does no such waiting, and decodes in turn on
-    its own core. Each image still runs whole on one interpreter, so its result, its out-of-distribution score (read from that
-    interpreter's embedding) and its tta views are exactly the sequential ones; its latency_ms is that
+    its own core. Each image still runs whole on one interpreter, so its result, its out-of-distribution
+    score (read from that interpreter's embedding) and its tta views are exactly the sequential ones; its
+    latency_ms is that
     replica's quantize + invoke + dequantize, on one thread. The replicas are made here, one after the other
     (a model load redirects the process's stderr for a moment), and a worker takes whichever is free for each
     image; at most `replicas + prefetch` images are in flight at once."""
