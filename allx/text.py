@@ -1,13 +1,16 @@
 """How allx writes numbers for people (%, pp, ms, MB, images per hour, intervals): one place for every report.
 
 Also the one rule for text that reaches a terminal: `printable` escapes control characters, so a file name
-or sample ID carrying ANSI escapes or newlines shows as text instead of moving the cursor or faking a line.
+or sample ID carrying ANSI escapes or newlines shows as text instead of moving the cursor or faking a line;
+and the one Markdown table (`markdown_table`) that report.md, MODEL_CARD.md, the bench report and the
+benchmarks' README tables are written with.
 """
 
 from __future__ import annotations
 
 import math
 import unicodedata
+from typing import Collection, Iterable, Sequence
 
 from allx.layout import SplitKind
 
@@ -116,3 +119,16 @@ def setting(value: float | None, digits: int = 3) -> str:
     """A chosen limit for people: significant digits without trailing zeros (0.99 -> "0.99", 2.0 -> "2")."""
     text = significant(value, digits)
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence], right: Collection[int] = ()) -> list[str]:
+    """A Markdown table's lines: the header, its rule (`---:` right-aligns the columns whose index is in
+    `right`) and a line per row. Cells are written as given (str() of each), nothing escaped: callers pass text
+    they made; `allx.report` escapes the text it takes from input files before it gets here."""
+    rule = "|" + "|".join("---:" if column in right else "---" for column in range(len(header))) + "|"
+    return [markdown_row(header), rule, *(markdown_row(row) for row in rows)]
+
+
+def markdown_row(cells: Sequence) -> str:
+    """One line of a Markdown table: "| a | b |"."""
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"

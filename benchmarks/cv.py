@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from allx.layout import SplitKind
+from allx.text import markdown_table
 from allx.train.cv import CVConfig, cross_validate
 from allx.train.embeddings import SIMILARITY
 from allx.train.groups import DEFAULT_BLOCK_SIZE
@@ -61,17 +62,17 @@ def entry_from(path: Path, backbone: str, weights: str, seconds: float | None) -
 
 
 def table(entries: list[dict]) -> str:
-    head = "| backbone | weights | " + " | ".join(label for _, label in COLUMNS) + " | worst-fold specificity @ op | time |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    header = ("backbone", "weights", *(label for _, label in COLUMNS), "worst-fold specificity @ op", "time")
+    rows = []
     for entry in entries:
         cells = []
         for key, _ in COLUMNS:
             m = entry["summary"].get(key) or {}
             cells.append("n/a" if m.get("mean") is None else f"{m['mean']:.3f} ({m['low']:.3f}-{m['high']:.3f})")
         worst = (entry["summary"].get("op_specificity") or {}).get("min")
-        lines.append(f"| {entry['backbone']} | {entry['weights']} | " + " | ".join(cells)
-                     + f" | {'n/a' if worst is None else f'{worst:.3f}'} | {minutes(entry['seconds_total'])} |")
-    return "\n".join(lines)
+        rows.append((entry["backbone"], entry["weights"], *cells, "n/a" if worst is None else f"{worst:.3f}",
+                     minutes(entry["seconds_total"])))
+    return "\n".join(markdown_table(header, rows))
 
 
 def minutes(seconds: float | None) -> str:

@@ -46,6 +46,7 @@ from allx.decision import UNLIKE_TRAINING, VERDICT_INCONCLUSIVE  # noqa: E402
 from allx.edge_runner.sample import SampleSession, aggregate  # noqa: E402
 from allx.files import write_atomic  # noqa: E402
 from allx.images import load_image  # noqa: E402
+from allx.text import markdown_table  # noqa: E402
 from allx.train.groups import file_order  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -190,28 +191,30 @@ def markdown(result: dict) -> str:
              f"({lo:.3f}-{hi:.3f})", ">= 0.93"),
             ("per-image malignant sensitivity there", f"{result['malignant_sensitivity']:.3f}", ">= 0.99"),
             ("int8 check", "passed" if result["check"]["passed"] else "rejected", "not rejected")]
-    lines = ["| measure (held-out last 20% of file numbers) | measured | target |", "|---|---|---|"]
-    lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
-    lines += ["", "| weight of a flagged field | inconclusive, block | wrong, block | Benign inconclusive, block | "
-              "inconclusive, cross-fitted (model.json) | wrong, cross-fitted |", "|---|---|---|---|---|---|"]
+    lines = markdown_table(("measure (held-out last 20% of file numbers)", "measured", "target"), rows)
     # per weight, the row of the agreement that weight settled on (the last tried: convert.operating)
     stated_rows = {row["flagged_weight"]: row for row in stated.get("sample_rule_tradeoff") or []}
+    weights = []
     for row in result["samples"]["rows"]:
         cv = stated_rows.get(row["flagged_weight"], {})
-        lines.append(f"| {row['flagged_weight']:g}{' (shipped)' if row['shipped'] else ''} | {pct(row['inconclusive'])} "
-                     f"| {row['wrong']} | {row['benign_inconclusive']} of {row['benign_samples']} | "
-                     f"{pct(cv.get('inconclusive'))} | {pct(cv.get('wrong'))} |")
+        weights.append((f"{row['flagged_weight']:g}{' (shipped)' if row['shipped'] else ''}", pct(row["inconclusive"]),
+                        row["wrong"], f"{row['benign_inconclusive']} of {row['benign_samples']}",
+                        pct(cv.get("inconclusive")), pct(cv.get("wrong"))))
+    lines += ["", *markdown_table(("weight of a flagged field", "inconclusive, block", "wrong, block",
+                                   "Benign inconclusive, block", "inconclusive, cross-fitted (model.json)",
+                                   "wrong, cross-fitted"), weights)]
     said = [f"- {name}: {pct(record.get('rate'))} (n {record.get('n')})" for name, record in rates.items()]
     by_class = (stated.get("ood") or {}).get("class_held_out_flagged") or {}
-    per_class = ["", "Fields flagged unlike training per class: held-out block / stated in model.json (out of group):",
-                 "", "| class | block | model.json, out of group (95% interval) |", "|---|---|---|"]
+    per_class = []
     for name, rate in result["block_flagged_by_class"].items():
         record = by_class.get(name) or {}
         interval = (record.get("evidence") or {}).get("interval")
         shown = "n/a" if not record else pct(record["rate"]) + (f" ({pct(interval[0])}-{pct(interval[1])})"
                                                                 if interval else "")
-        per_class.append(f"| {name} | {pct(rate)} | {shown} |")
-    return "\n".join(lines + per_class + ["", "model.json's expected rates (out of group):", *said])
+        per_class.append((name, pct(rate), shown))
+    lines += ["", "Fields flagged unlike training per class: held-out block / stated in model.json (out of group):",
+              "", *markdown_table(("class", "block", "model.json, out of group (95% interval)"), per_class)]
+    return "\n".join(lines + ["", "model.json's expected rates (out of group):", *said])
 
 
 def targets_met(result: dict) -> dict:

@@ -44,6 +44,7 @@ from allx import layout
 from allx.errors import AllxError  # noqa: E402
 from allx.files import write_atomic  # noqa: E402
 from allx.convert.modes import DEFAULT_FLAG_RATE  # noqa: E402
+from allx.text import markdown_table  # noqa: E402
 
 PBC = REPO.parent / "shared" / "data" / "pbc-lymphocytes"
 TARGET_TEST_FLAGGED = 0.05  # at most this share of in-distribution test images called "unlike training"
@@ -340,14 +341,12 @@ def markdown(document: dict) -> str:
         columns = [name for name in ("val", *SHOWN) if name in m["images"]]
         split = f", split {m['split_kind']}" if "split_kind" in m else ""
         out += [f"### {m['model']} (embedding {m['embedding_size']}, threshold flags {m['flag_rate']:.0%}: of val "
-                f"for max-softmax and energy, of train+val scored out of group for Mahalanobis{split})", "",
-                "| method | " + " | ".join(f"{c} ({m['images'][c]})" for c in columns) + " |",
-                "|---|" + "---|" * len(columns)]
+                f"for max-softmax and energy, of train+val scored out of group for Mahalanobis{split})", ""]
         rows = [(name, row["rates"]) for name, row in m["methods"].items()]
         if "shipped" in m:
             rows.append((f"**shipped: {m['shipped']['ood'].get('method')} via allx-edge**", m["shipped"]["rates"]))
-        for name, rates in rows:
-            out.append(f"| {name} | " + " | ".join(f"{rates[c]:.1%}" for c in columns) + " |")
+        out += markdown_table(("method", *(f"{c} ({m['images'][c]})" for c in columns)),
+                              ((name, *(f"{rates[c]:.1%}" for c in columns)) for name, rates in rows))
         if "shipped" in m:
             sh, section = m["shipped"], m["shipped"]["ood"]
             out.append(f"\nshipped: threshold {section.get('threshold', float('nan')):.4g} on "

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 from allx import layout
 from allx.errors import AllxError, ConversionError  # noqa: E402
 from allx.files import write_atomic  # noqa: E402
+from allx.text import markdown_table  # noqa: E402
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 
@@ -154,18 +155,20 @@ def rows_of(results: dict, timings: dict) -> list[dict]:
     return rows
 
 
+PRECISION_COLUMNS = ("precision", "size (MB)", "smaller", "p50 (ms)", "p95 (ms)", "faster", "accuracy", "drop (pp)",
+                     "agreement", "gate")
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| precision | size (MB) | smaller | p50 (ms) | p95 (ms) | faster | accuracy | drop (pp) | agreement | gate |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['precision']} | conversion failed: {r['error']} |||||||||")
-            continue
-        lines.append(f"| {r['precision']} | {r['size_bytes'] / 1e6:.3f} | {r['size_ratio_vs_float32']:.2f}x | "
-                     f"{r['latency_ms_p50']:.2f} | {r['latency_ms_p95']:.2f} | {r['speedup_vs_float32']:.2f}x | "
-                     f"{r['accuracy']:.2%} | {r['drop_pp']:+.2f} | {r['agreement']:.4f} | "
-                     f"{'pass' if r['passed'] else 'REJECTED'} |")
-    return "\n".join(lines)
+    return "\n".join(markdown_table(PRECISION_COLUMNS, (precision_row(r) for r in rows)))
+
+
+def precision_row(r: dict) -> tuple:
+    if "error" in r:
+        return (r["precision"], f"conversion failed: {r['error']}", *[""] * (len(PRECISION_COLUMNS) - 2))
+    return (r["precision"], f"{r['size_bytes'] / 1e6:.3f}", f"{r['size_ratio_vs_float32']:.2f}x",
+            f"{r['latency_ms_p50']:.2f}", f"{r['latency_ms_p95']:.2f}", f"{r['speedup_vs_float32']:.2f}x",
+            f"{r['accuracy']:.2%}", f"{r['drop_pp']:+.2f}", f"{r['agreement']:.4f}", "pass" if r["passed"] else "REJECTED")
 
 
 def run(args) -> dict:
@@ -215,13 +218,12 @@ def sweep(args) -> dict:
 
 
 def sweep_markdown(rows: list[dict]) -> str:
-    lines = ["| representative images | seed | int8 accuracy | drop (pp) | worst class drop (pp) | agreement | "
-             "mean abs prob diff | seconds |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['representative_count']} | {r['seed']} | {r['accuracy']:.2%} | {r['drop_pp']:+.2f} | "
-                     f"{r['worst_class_drop_pp']:+.2f} | {r['agreement']:.4f} | {r['mean_abs_prob_diff']:.4f} | "
-                     f"{r['seconds']:.0f} |")
-    return "\n".join(lines)
+    header = ("representative images", "seed", "int8 accuracy", "drop (pp)", "worst class drop (pp)", "agreement",
+              "mean abs prob diff", "seconds")
+    return "\n".join(markdown_table(header, ((r["representative_count"], r["seed"], f"{r['accuracy']:.2%}",
+                                              f"{r['drop_pp']:+.2f}", f"{r['worst_class_drop_pp']:+.2f}",
+                                              f"{r['agreement']:.4f}", f"{r['mean_abs_prob_diff']:.4f}",
+                                              f"{r['seconds']:.0f}") for r in rows)))
 
 
 def main(argv=None) -> int:

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from allx.text import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "all-taleqani" / "Original"
 RECIPES = {"plain": "", "dihedral": "dihedral", "dihedral+stain": "dihedral,stain"}
@@ -101,7 +103,7 @@ def main():
     document = with_markdown(summarise(args, dataset, results, extract_s, time.perf_counter() - started))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=2) + "\n")
-    print(markdown_table(document))
+    print(markdown(document))
 
 
 def file_number(relpath: str) -> tuple:
@@ -345,24 +347,23 @@ def summarise(args, dataset, results, extract_s, total_s) -> dict:
 
 
 def with_markdown(document: dict) -> dict:
-    return {**document, "markdown": markdown_table(document)}
+    return {**document, "markdown": markdown(document)}
 
 
-def markdown_table(document: dict) -> str:
-    lines = ["| recipe | head | TTA | accuracy (mean / worst) | benign spec. at val point (mean / worst) | "
-             "malignant sens. at val point (mean / worst) | benign spec. at test sens 0.99 (mean / worst) | "
-             "malignant sens. at cross-fitted point (mean / worst) | benign spec. at cross-fitted point (mean / worst) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in document["rows"]:
-        m, w = r["mean"], r["worst_fold"]
-        lines.append(f"| {r['recipe']} | {r.get('head', 'gap')} | {'yes' if r['tta'] else 'no'} | "
-                     f"{m['accuracy']:.3f} / {w['accuracy']:.3f} | "
-                     f"{m['specificity_at_val_point']:.3f} / {w['specificity_at_val_point']:.3f} | "
-                     f"{m['sensitivity_at_val_point']:.3f} / {w['sensitivity_at_val_point']:.3f} | "
-                     f"{m['specificity_at_test_sens99']:.3f} / {w['specificity_at_test_sens99']:.3f} | "
-                     + " | ".join(f"{m[key]:.3f} / {w[key]:.3f}" if key in m else "-" for key in
-                                  ("sensitivity_at_crossfit_point", "specificity_at_crossfit_point")) + " |")
-    return "\n".join(lines)
+# (metric key, column title), each shown as "mean / worst fold"; a key a document lacks shows as "-"
+RECIPE_METRICS = (("accuracy", "accuracy"), ("specificity_at_val_point", "benign spec. at val point"),
+                  ("sensitivity_at_val_point", "malignant sens. at val point"),
+                  ("specificity_at_test_sens99", "benign spec. at test sens 0.99"),
+                  ("sensitivity_at_crossfit_point", "malignant sens. at cross-fitted point"),
+                  ("specificity_at_crossfit_point", "benign spec. at cross-fitted point"))
+
+
+def markdown(document: dict) -> str:
+    header = ("recipe", "head", "TTA", *(f"{title} (mean / worst)" for _, title in RECIPE_METRICS))
+    rows = ((r["recipe"], r.get("head", "gap"), "yes" if r["tta"] else "no",
+             *(f"{r['mean'][key]:.3f} / {r['worst_fold'][key]:.3f}" if key in r["mean"] else "-"
+               for key, _ in RECIPE_METRICS)) for r in document["rows"])
+    return "\n".join(markdown_table(header, rows, right=range(3, len(header))))
 
 
 if __name__ == "__main__":

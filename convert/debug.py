@@ -16,6 +16,7 @@ from allx.convert.tflite import run_converter
 from allx.convert.modes import MODES
 from allx.convert.tflite import make_converter
 from allx.files import csv_text
+from allx.text import markdown_table
 
 WORST_SHOWN = 10
 # Ranking: rmse relative to the float layer's own RMS ("noise-to-signal"). TensorFlow's guide ranks by
@@ -107,21 +108,20 @@ def layers_markdown(layers: tuple[LayerError, ...], csv_name: str) -> str:
              f"Worst {min(WORST_SHOWN, len(layers))} of {len(layers)} quantized layers by noise-to-signal "
              f"(rmse / RMS of the float output; above {SUSPICIOUS_NOISE_TO_SIGNAL} deserves a look). "
              "rmse/scale is the error in quantization steps (rounding alone gives ~0.29). "
-             f"All layers: `{csv_name}`.", "",
-             "| rank | op | tensor | noise/signal | rmse/scale | rmse | scale |", "|---|---|---|---|---|---|---|"]
+             f"All layers: `{csv_name}`.", ""]
+    rows = []
     for rank, layer in enumerate(layers[:WORST_SHOWN], start=1):
         name = layer.tensor_name if len(layer.tensor_name) <= 60 else layer.tensor_name[:57] + "..."
-        lines.append(f"| {rank} | {layer.op_name} | `{name}` | {layer.noise_to_signal:.3f} | "
-                     f"{layer.rmse_over_scale:.3f} | {layer.rmse:.4g} | {layer.scale:.4g} |")
+        rows.append((rank, layer.op_name, f"`{name}`", f"{layer.noise_to_signal:.3f}", f"{layer.rmse_over_scale:.3f}",
+                     f"{layer.rmse:.4g}", f"{layer.scale:.4g}"))
+    lines += markdown_table(("rank", "op", "tensor", "noise/signal", "rmse/scale", "rmse", "scale"), rows)
     return "\n".join(lines)
 
 
 def tradeoff_markdown(rows: list[dict]) -> str:
     """rows: {"model", "accuracy", "agreement", "size_bytes", "latency_ms_p50", "passed"} per variant."""
-    lines = ["## Selective quantization trade-off", "",
-             "| model | accuracy | agreement | size (MB) | latency p50 (ms) | gate |", "|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['model']} | {row['accuracy']:.2%} | {row['agreement']:.4f} | "
-                     f"{row['size_bytes'] / 1e6:.3f} | {row['latency_ms_p50']:.2f} | "
-                     f"{'pass' if row['passed'] else 'fail'} |")
-    return "\n".join(lines)
+    header = ("model", "accuracy", "agreement", "size (MB)", "latency p50 (ms)", "gate")
+    table = markdown_table(header, ((row["model"], f"{row['accuracy']:.2%}", f"{row['agreement']:.4f}",
+                                     f"{row['size_bytes'] / 1e6:.3f}", f"{row['latency_ms_p50']:.2f}",
+                                     "pass" if row["passed"] else "fail") for row in rows))
+    return "\n".join(["## Selective quantization trade-off", "", *table])

@@ -24,6 +24,7 @@ import numpy as np
 from scipy.stats import beta
 
 from allx.convert.modes import Thresholds
+from allx.text import markdown_table
 
 OVERALL = "all classes"
 EPSILON = 1e-9  # a bound exactly at the limit passes despite float round-off
@@ -174,12 +175,11 @@ def failures_of(paired: tuple[PairedCount, ...], fidelity: Fidelity | None, thre
 
 def gate_markdown(paired: tuple[PairedCount, ...], fidelity: Fidelity | None, thresholds: Thresholds) -> list[str]:
     """report.md lines: the verdict of every group, passed or not, and how the bounds were made."""
-    lines = ["| group | images | right->wrong | wrong->right | observed drop (pp) | drop bound (pp) | limit (pp) | "
-             "verdict |", "|---|---|---|---|---|---|---|---|"]
-    for count in paired:
-        lines.append(f"| {count.label} | {count.images} | {count.right_to_wrong} | {count.wrong_to_right} | "
-                     f"{count.observed_drop_pp:+.2f} | {count.drop_bound_pp:.2f} | {count.limit_pp:g} | "
-                     f"{'pass' if count.passed else 'FAIL'} |")
+    header = ("group", "images", "right->wrong", "wrong->right", "observed drop (pp)", "drop bound (pp)", "limit (pp)",
+              "verdict")
+    lines = markdown_table(header, ((count.label, count.images, count.right_to_wrong, count.wrong_to_right,
+                                     f"{count.observed_drop_pp:+.2f}", f"{count.drop_bound_pp:.2f}", f"{count.limit_pp:g}",
+                                     "pass" if count.passed else "FAIL") for count in paired))
     lines += ["", f"Drop bounds: exact one-sided {thresholds.confidence:.0%} bounds from the images whose correctness "
               "changed (McNemar's conditional binomial, Clopper-Pearson); defaults chosen by "
               "`benchmarks/gate_simulation.py`."]

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from allx.decision import UNLIKE_TRAINING
 from allx.evidence import Evidence
+from allx.text import markdown_table
 
 if TYPE_CHECKING:
     from allx.convert.ood import OodCalibration
@@ -40,9 +41,9 @@ def report_section(calibration: OodCalibration | None, note: str | None = None) 
               f"Threshold {c.threshold:.4g} flags {c.held_out_flagged:.1%} of {c.held_out_images} {c.held_out_subset} "
               f"images (asked: at most {c.flag_rate:.1%}{measured(None if c.evidence is None else c.evidence.to_dict())}); "
               "allx-edge marks such results "
-              f"\"{UNLIKE_TRAINING}\" (`--ood-threshold` overrides).", "",
-              f"| {c.held_out_subset} images flagged | threshold |", "|---|---|"]
-    lines += [f"| {rate:.0%} | {value:.4g} |" for rate, value in c.tradeoff]
+              f"\"{UNLIKE_TRAINING}\" (`--ood-threshold` overrides).", ""]
+    lines += markdown_table((f"{c.held_out_subset} images flagged", "threshold"),
+                            ((f"{rate:.0%}", f"{value:.4g}") for rate, value in c.tradeoff))
     if c.class_flagged:
         lines += ["", "Flagged per class (a threshold per class, each set out of group to the asked rate): " +
                   ", ".join(f"{name} {record['rate']:.1%} of {record['n']}{interval(record)}"

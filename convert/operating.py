@@ -28,6 +28,7 @@ from allx.convert.gate import binomial_interval
 from allx.convert.out_of_group import GroupFolds
 from allx.errors import ModelError, UsageError
 from allx.evidence import FILE_BLOCKS, OUT_OF_GROUP, PATIENT_GROUPS, SHARES_GROUPS, Evidence, rate_record
+from allx.text import markdown_table
 from allx.train.groups import file_order
 
 FIELDS_PER_SAMPLE = 5
@@ -284,9 +285,10 @@ def markdown(manifest: dict) -> str:
     if table:
         lines += ["", "Sample rules tried (weight of a flagged field, agreement required) on the same pseudo-samples; "
                   f"chosen: {CHOICE_RULE}.",
-                  "", "| flagged weight | agreement >= | inconclusive | wrong verdict | chosen |", "|---|---|---|---|---|"]
-        lines += [f"| {row['flagged_weight']:g} | {row['min_agreement']:.0%} | {pct(row['inconclusive'])} | "
-                  f"{pct(row['wrong'])} | {'yes' if row.get('chosen') else ''} |" for row in table]
+                  ""]
+        lines += markdown_table(("flagged weight", "agreement >=", "inconclusive", "wrong verdict", "chosen"), (
+            (f"{row['flagged_weight']:g}", f"{row['min_agreement']:.0%}", pct(row["inconclusive"]), pct(row["wrong"]),
+             "yes" if row.get("chosen") else "") for row in table))
     return "\n".join(lines + [""])
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from allx.text import percent
+from allx.text import markdown_table, percent
 from allx.convert.check import CheckReport
 from allx.convert.gate import gate_markdown
 
@@ -50,13 +50,10 @@ def render_report(manifest: dict, check: CheckReport, model_bytes: int, source_b
         f"latency p50/p95 through edge_runner: {check.latency_ms_p50:.2f}/{check.latency_ms_p95:.2f} ms",
         "",
         *flip_lines(check),
-        "| class | images | float recall | " + check.precision + " recall | drop (pp) |",
-        "|---|---|---|---|---|",
+        *markdown_table(("class", "images", "float recall", f"{check.precision} recall", "drop (pp)"), (
+            (row.label, row.support, percent(row.float_recall, 2, "n/a"), percent(row.quantized_recall, 2, "n/a"),
+             "n/a" if row.drop_pp is None else f"{row.drop_pp:+.2f}") for row in check.per_class)),
     ]
-    for row in check.per_class:
-        drop = "n/a" if row.drop_pp is None else f"{row.drop_pp:+.2f}"
-        lines.append(f"| {row.label} | {row.support} | {percent(row.float_recall, 2, 'n/a')} | "
-                     f"{percent(row.quantized_recall, 2, 'n/a')} | {drop} |")
     lines += ["", "Malignant = every class except Benign.", "", "## Gate", "",
               *gate_markdown(check.paired, check.fidelity, check.thresholds)]
     if check.skipped:

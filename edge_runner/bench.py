@@ -19,6 +19,7 @@ from allx.edge_runner.model import EdgeModel
 from allx.errors import DataError, ImageError, UsageError
 from allx.images import is_image_file
 from allx.layout import RecordKind
+from allx.text import markdown_table
 
 
 @dataclass(frozen=True)
@@ -252,22 +253,27 @@ def cpu_model() -> str:
     return found.get("model name") or found.get("Model") or found.get("Hardware") or platform.processor() or "unknown"
 
 
+BENCH_COLUMNS = ("model", "precision", "size MB", "runtime", "threads", "delegate", "load ms", "mean ms", "std", "min",
+                 "p50", "p90", "p95", "p99", "max", "img/s", "speed vs first", "peak RSS MB", "end-to-end ms")
+
+
+def bench_row(r: BenchResult) -> tuple:
+    """One model's cells of the bench table, in BENCH_COLUMNS order."""
+    s = r.latency_ms
+    e2e = f"{r.end_to_end.latency_ms.mean:.2f} ({r.end_to_end.images} img)" if r.end_to_end else "-"
+    rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
+    return (Path(r.model).name, r.precision, f"{r.file_size_bytes / 1e6:.2f}", r.runtime, r.threads, r.delegate,
+            f"{r.load_ms:.1f}", *(f"{value:.2f}" for value in (s.mean, s.std, s.min, s.p50, s.p90, s.p95, s.p99, s.max)),
+            f"{r.throughput_ips:.1f}", f"{r.speed_ratio:.2f}x", rss, e2e)
+
+
 def report_markdown(report: BenchReport) -> str:
     """A Markdown section the site report can include as is."""
     m = report.machine
     lines = [f"### allx-edge bench ({report.created})", "",
              f"Machine: {m.cpu_model}, {m.cores} cores, {m.machine}, {m.os}, Python {m.python}.", "",
-             "| model | precision | size MB | runtime | threads | delegate | load ms | mean ms | std | min | "
-             "p50 | p90 | p95 | p99 | max | img/s | speed vs first | peak RSS MB | end-to-end ms |",
-             "|---|---|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in report.results:
-        s = r.latency_ms
-        e2e = f"{r.end_to_end.latency_ms.mean:.2f} ({r.end_to_end.images} img)" if r.end_to_end else "-"
-        rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
-        lines.append(f"| {Path(r.model).name} | {r.precision} | {r.file_size_bytes / 1e6:.2f} | {r.runtime} | "
-                     f"{r.threads} | {r.delegate} | {r.load_ms:.1f} | {s.mean:.2f} | {s.std:.2f} | {s.min:.2f} | "
-                     f"{s.p50:.2f} | {s.p90:.2f} | {s.p95:.2f} | {s.p99:.2f} | {s.max:.2f} | {r.throughput_ips:.1f} | "
-                     f"{r.speed_ratio:.2f}x | {rss} | {e2e} |")
+             *markdown_table(BENCH_COLUMNS, (bench_row(r) for r in report.results),
+                             right={2, 4, *range(6, len(BENCH_COLUMNS))})]
     lines += [""] + [f"TTA, {Path(r.model).name}: predict median {r.tta.single_ms.p50:.2f} ms -> {r.tta.tta_ms.p50:.2f} "
                      f"ms averaged over 8 views ({r.tta.ratio:.2f}x)." for r in report.results if r.tta]
     lines += ["", f"Latency: bare invoke() over {report.results[0].runs} runs after "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from allx.files import write_atomic
-from allx.text import number
+from allx.text import markdown_table, number
 
 
 def write_model_card(path: Path, config, backbone, weights, size, split, metrics, skipped) -> None:
@@ -39,10 +39,9 @@ def write_model_card(path: Path, config, backbone, weights, size, split, metrics
             f"- Malignant sensitivity {number(metrics['malignant_sensitivity'], 4, 'n/a')},"
             f" benign specificity {number(metrics['benign_specificity'], 4, 'n/a')}",
             "",
-            "| class | precision | recall | F1 | support |",
-            "|---|---|---|---|---|",
-            *[f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
-              for name, m in metrics["per_class"].items()],
+            *markdown_table(("class", "precision", "recall", "F1", "support"), (
+                (name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"])
+                for name, m in metrics["per_class"].items())),
         ]
     else:
         lines.append(f"- {metrics.get('note', 'not evaluated')}")

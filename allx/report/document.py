@@ -7,6 +7,8 @@ import html
 import re
 from dataclasses import dataclass
 
+from allx.text import markdown_table
+
 # Inline CSS only (no fonts or scripts fetched): readable on a phone, wide tables scroll sideways.
 CSS = """
 body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:0 1rem;
@@ -142,8 +144,8 @@ def markdown_block(block, figure_files: dict[str, str]) -> list[str]:
     if isinstance(block, Bullets):
         return [f"- {markdown_text(item)}" for item in block.items]
     if isinstance(block, Table):
-        lines = [markdown_row(block.header), "|" + "|".join("---" for _ in block.header) + "|"]
-        lines += [markdown_row(row) for row in block.rows]
+        lines = markdown_table([markdown_cell(cell) for cell in block.header],
+                               ([markdown_cell(cell) for cell in row] for row in block.rows))
         return lines + (["", f"*{markdown_text(block.note)}*"] if block.note else [])
     if isinstance(block, Figure):
         caption = markdown_text(block.caption)
@@ -151,8 +153,9 @@ def markdown_block(block, figure_files: dict[str, str]) -> list[str]:
     raise TypeError(f"got a {type(block).__name__} block, expected Paragraph, Bullets, Table or Figure")
 
 
-def markdown_row(cells) -> str:
-    return "| " + " | ".join(markdown_text(cell).replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
+def markdown_cell(cell) -> str:
+    """A table cell from input files: its text escaped, a "|" kept inside the cell, a line break made a space."""
+    return markdown_text(cell).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_text(text: str) -> str:
