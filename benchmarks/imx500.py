@@ -117,7 +117,7 @@ def measure(model: Path, args) -> dict:
         "float_interval": wilson(round(check.float.accuracy * n), n),
         "quantized_interval": wilson(round(check.quantized.accuracy * n), n),
         "drop_pp": check.drop_pp, "drop_bound_pp": check.paired[0].drop_bound_pp if check.paired else None,
-        "agreement": check.agreement, "fit_in_chip": result.fits, "memory_report": imx["memory_report"],
+        "agreement": check.agreement, "fit_in_chip": imx["fit_in_chip"], "memory_report": imx["memory_report"],
         "weights_int8_mb": imx["weights_int8_bytes"] / 1e6, "tool_seconds": imx["tool_seconds"],
         "convert_seconds": round(seconds, 1), "load_average_1min": [round(load_before, 1),
                                                                     round(os.getloadavg()[0], 1)],

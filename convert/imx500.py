@@ -29,7 +29,7 @@ from allx.convert.imx500_export import CHIP_BYTES, describe_model, weight_bytes
 from allx.convert.imx500_network import write_network
 from allx.convert.manifest import predictions_csv
 from allx.convert.modes import ConvertOptions
-from allx.convert.pipeline import check_subset, data_fingerprint, fidelity_set
+from allx.convert.pipeline import ConvertResult, check_subset, data_fingerprint, fidelity_set
 from allx.convert.representative import draw_representative, load_representative
 from allx.convert.source import Source, load_source
 from allx.edge_runner.manifest_check import PASSED, REJECTED
@@ -46,21 +46,9 @@ MANIFEST_FORMAT = "allx-imx500/1"
 MEMORY_REPORT_SUFFIX = "MemoryReport.json"
 
 
-@dataclass(frozen=True)
-class Imx500Result:
-    check: CheckReport
-    files: dict[str, Path]
-    manifest: dict
-    fits: bool | None  # the converter's "Fit In Chip"
-
-    @property
-    def passed(self) -> bool:
-        return self.check.passed
-
-
 def convert_imx500(model_path: str | Path, out_dir: str | Path, options: ConvertOptions,
                    data_dir: str | Path | None = None, split_path: str | Path | None = None,
-                   progress=None) -> Imx500Result:
+                   progress=None) -> ConvertResult:
     """Everything `allx convert --imx500` does; AllxError for bad input, the result (passed or not) otherwise."""
     out_dir = check_writable(Path(out_dir))
     log_path = out_dir / layout.CONVERT_LOG
@@ -93,7 +81,7 @@ def convert_imx500(model_path: str | Path, out_dir: str | Path, options: Convert
                                                        step("measuring image quality of train images")))
         manifest = build_manifest(report, source, extra)
         files = publish(out_dir, converted, manifest, predictions_csv(predictions, source.labels), report)
-    return Imx500Result(report, files, manifest, fits)
+    return ConvertResult(report, files, manifest)
 
 
 def check_fits(weights: int, model_path: Path) -> None:

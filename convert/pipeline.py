@@ -49,6 +49,10 @@ class Candidate:
 
 @dataclass(frozen=True)
 class ConvertResult:
+    """What `allx convert` made for one target (a .tflite precision or the IMX500 package): the check, the
+    files written and the manifest (model.json; the IMX500's "Fit In Chip" is its imx500.fit_in_chip). The
+    Edge TPU readiness, the trade-off and accuracy control are the .tflite targets' own."""
+
     check: CheckReport
     files: dict[str, Path]
     manifest: dict

@@ -281,7 +281,7 @@ def test_a_network_that_does_not_fit_fails_clearly_and_keeps_its_memory_report(t
 @pytest.mark.parametrize("damaged", [False, True])
 def test_cli_prints_the_gate_and_fit_and_exits_3_when_rejected(damaged, tmp_path, monkeypatch):
     import allx.cli.convert as cli
-    from allx.convert.imx500 import Imx500Result
+    from allx.convert.pipeline import ConvertResult
 
     labels = ("Benign", "Early", "Pre", "Pro")
     truth = np.repeat(np.arange(4), 30)
@@ -295,7 +295,7 @@ def test_cli_prints_the_gate_and_fit_and_exits_3_when_rejected(damaged, tmp_path
     manifest = {"imx500": {"fit_in_chip": True, "weights_int8_bytes": 2_389_412,
                            "tool_seconds": {"rebuild": 1.0, "quantize": 2.0, "score": 1.0, "convert": 3.0}},
                 "operating_note": "no operating point chosen: test", "quality_note": "no image-quality limits: test"}
-    monkeypatch.setattr(cli, "convert_imx500", lambda *args, **kwargs: Imx500Result(report, files, manifest, True))
+    monkeypatch.setattr(cli, "convert_imx500", lambda *args, **kwargs: ConvertResult(report, files, manifest))
     outcome = runner.invoke(app, ["convert", str(tmp_path / "model.keras"), "--out", str(tmp_path), "--imx500"])
     assert "Fit In Chip: True; int8 weights 2.39 MB; tool step 7 s" in outcome.output
     if damaged:
