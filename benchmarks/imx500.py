@@ -38,6 +38,7 @@ from allx.edge_runner.imx500 import decode_outputs  # noqa: E402
 from allx.errors import ModelError  # noqa: E402
 from allx.files import write_atomic  # noqa: E402
 from allx.jsonio import read_json  # noqa: E402
+from allx.text import markdown_table  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -132,14 +133,16 @@ def main(argv=None) -> None:
     document = {"kind": "benchmark", "benchmark": "imx500", "argv": args.argv, "cpus": os.cpu_count(),
                 "results": rows}
     write_atomic(args.out, json.dumps(document, indent=2) + "\n")
-    print("| backbone | images | float acc | MCT acc | drop (pp) | bound (pp) | Fit In Chip | memory | s |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        memory = (row["memory_report"] or {}).get("Memory Report", {})
-        print(f"| {row['backbone']} | {row['images']} | {row['float_accuracy']:.4f} | {row['quantized_accuracy']:.4f} | "
-              f"{row['drop_pp']:+.2f} | {row['drop_bound_pp']} | {row['fit_in_chip']} | "
-              f"{memory.get('Memory Usage')} of {memory.get('Total Memory Available On Chip')} | "
-              f"{row['convert_seconds']:.0f} |")
+    print("\n".join(markdown_table(("backbone", "images", "float acc", "MCT acc", "drop (pp)", "bound (pp)",
+                                     "Fit In Chip", "memory", "s"), (table_row(row) for row in rows))))
+
+
+def table_row(row: dict) -> tuple:
+    memory = (row["memory_report"] or {}).get("Memory Report", {})
+    return (row["backbone"], row["images"], f"{row['float_accuracy']:.4f}", f"{row['quantized_accuracy']:.4f}",
+            f"{row['drop_pp']:+.2f}", row["drop_bound_pp"], row["fit_in_chip"],
+            f"{memory.get('Memory Usage')} of {memory.get('Total Memory Available On Chip')}",
+            f"{row['convert_seconds']:.0f}")
 
 
 if __name__ == "__main__":

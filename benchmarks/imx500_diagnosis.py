@@ -42,6 +42,7 @@ from allx.convert.source import load_source  # noqa: E402
 from allx.convert.tflite import convert_model, saved_model_of  # noqa: E402
 from allx.edge_runner.model import EdgeModel  # noqa: E402
 from allx.files import write_atomic  # noqa: E402
+from allx.text import markdown_table  # noqa: E402
 
 TOOL_SCRIPT = Path(__file__).with_name("imx500_diagnosis_tool.py")
 PREPARED = ("network.json", "weights.npz", "representative.npy", "images.npy", "truth.npy", "float.npy")
@@ -106,10 +107,9 @@ def main(argv=None) -> None:
                 "labels": list(source.labels), "split_kind": source.origin.get("split_kind"),
                 "subset": args.check_subset, **found}
     write_atomic(args.out, json.dumps(document, indent=2) + "\n")
-    print("| variant | images | accuracy | agreement with float |")
-    print("|---|---|---|---|")
-    for row in found["variants"]:
-        print(f"| {row['variant']} | {row['images']} | {row['accuracy']:.4f} | {row['agreement']:.4f} |")
+    print("\n".join(markdown_table(("variant", "images", "accuracy", "agreement with float"), (
+        (row["variant"], row["images"], f"{row['accuracy']:.4f}", f"{row['agreement']:.4f}")
+        for row in found["variants"]))))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from allx.text import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -36,10 +38,10 @@ def training_section() -> list[str]:
     if not rows:
         return ["Training speed: not run (`python benchmarks/training_speed.py`)."]
     lines = ["### Training: cached features vs naive `model.fit`, 10 epochs (this 2-core machine)", "",
-             "| backbone | images | naive s | cached s (incl. extraction) | speed-up | command |", "|---|---|---|---|---|---|"]
-    for d in rows:
-        lines.append(f"| {d['backbone']} ({d['weights']}) | {d['images']} | {d['naive_s']:.1f} | "
-                     f"{d['cached_s']:.1f} ({d['feature_extraction_s']:.1f}) | **{d['speedup']:.1f}x** | {provenance(d)} |")
+             *markdown_table(("backbone", "images", "naive s", "cached s (incl. extraction)", "speed-up", "command"), (
+                 (f"{d['backbone']} ({d['weights']})", d["images"], f"{d['naive_s']:.1f}",
+                  f"{d['cached_s']:.1f} ({d['feature_extraction_s']:.1f})", f"**{d['speedup']:.1f}x**", provenance(d))
+                 for d in rows))]
     lines += ["", "The target is 8x. The default ResNet50 clears it; EfficientNet-Lite0's backbone is so cheap that the"
               " head's own Keras step overhead (~3 s for 10 epochs) caps its ratio below 8x."]
     return lines
@@ -51,13 +53,13 @@ def accuracy_section() -> list[str]:
         metrics_path = REPO / "benchmarks" / "results" / f"metrics_{run}.json"
         if metrics_path.is_file():
             m = json.loads(metrics_path.read_text())
-            lines.append(f"| {label} | {m['accuracy']:.4f} | {m['malignant_sensitivity']:.4f} | "
-                         f"{m['benign_specificity']:.4f} | {m['n']} | {m.get('split_kind', '?')} |")
+            lines.append((label, f"{m['accuracy']:.4f}", f"{m['malignant_sensitivity']:.4f}",
+                          f"{m['benign_specificity']:.4f}", m["n"], m.get("split_kind", "?")))
     if not lines:
         return ["Test accuracy: not run."]
     return ["### Test accuracy on the real data (float Keras model, test subset, per image)", "",
-            "| model | accuracy | malignant sensitivity | benign specificity | n | split |", "|---|---|---|---|---|---|",
-            *lines, "", "_`allx train ../shared/data/all-taleqani/Original --out runs/<run> --split runs/split.json "
+            *markdown_table(("model", "accuracy", "malignant sensitivity", "benign specificity", "n", "split"), lines),
+            "", "_`allx train ../shared/data/all-taleqani/Original --out runs/<run> --split runs/split.json "
             "--backbone <b> --weights <w>`; the metrics.json of each run is copied to benchmarks/results/._"]
 
 
@@ -148,17 +150,14 @@ def gate_section() -> list[str]:
     lines = [f"### The accuracy gate: pass and fail rates by simulation ({provenance(d)})", "",
              f"Simulated paired check results at this data set's val class sizes ({sizes}); eps is the background"
              " rate at which a faithful model's val labels change (half right->wrong, half wrong->right); target:"
-             f" >= {d['target']:.0%} in every cell.", "",
-             "| rule | eps | passes at true drop 0 | fails at class drop 2x limit (Benign) | fails at overall drop 2x limit |",
-             "|---|---|---|---|---|"]
+             f" >= {d['target']:.0%} in every cell.", ""]
     rule = (f"bound at {chosen['confidence']:.0%}, --max-class-drop {chosen['max_class_drop']:g}, "
             f"--max-drop {chosen['max_drop']:g} (default)")
-    for eps, row in chosen["by_background"].items():
-        lines.append(f"| {rule} | {float(eps):.1%} | {row['pass_at_0']:.3f} | {row['fail_class_at_2x']:.3f} | "
-                     f"{row['fail_overall_at_2x']:.3f} |")
-    for eps, row in d["old_rule"].items():
-        lines.append(f"| old: observed drop, 2 pp class / 1 pp overall | {float(eps):.1%} | {row['pass_at_0']:.3f} | "
-                     f"{row['fail_class_at_2x']:.3f} | {row['fail_overall_at_2x']:.3f} |")
+    rules = [(rule, chosen["by_background"]), ("old: observed drop, 2 pp class / 1 pp overall", d["old_rule"])]
+    lines += markdown_table(("rule", "eps", "passes at true drop 0", "fails at class drop 2x limit (Benign)",
+                             "fails at overall drop 2x limit"), (
+        (name, f"{float(eps):.1%}", f"{row['pass_at_0']:.3f}", f"{row['fail_class_at_2x']:.3f}",
+         f"{row['fail_overall_at_2x']:.3f}") for name, by_eps in rules for eps, row in by_eps.items()))
     passes, fails = (next(r for r in d["fidelity"] if r["wanted"] == w) for w in ("pass", "fail"))
     lines += ["", f"Fidelity (lower bound >= {d['defaults_in_code']['min_agreement']:g} on {d['fidelity_images']} "
               f"train+val images): passes {passes['rate']:.3f} of the time at a true disagreement of "
@@ -176,14 +175,12 @@ def precision_section() -> list[str]:
         if not d:
             continue
         sections += [f"### Precision: {title}, float32 vs float16 vs dynamic vs int8 ({provenance(d)})", "",
-                     "| precision | size MB | smaller | p50 ms | p95 ms | faster | accuracy | drop pp | agreement | gate |",
-                     "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in d["rows"]:
-            sections.append(f"| {r['precision']} | {r['size_bytes'] / 1e6:.2f} | {r['size_ratio_vs_float32']:.2f}x | "
-                            f"{r['latency_ms_p50']:.2f} | {r['latency_ms_p95']:.2f} | {r['speedup_vs_float32']:.2f}x | "
-                            f"{r['accuracy']:.4f} | {r['drop_pp']:+.2f} | {r['agreement']:.4f} | "
-                            f"{'pass' if r['passed'] else 'REJECTED'} |")
-        sections.append("")
+                     *markdown_table(("precision", "size MB", "smaller", "p50 ms", "p95 ms", "faster", "accuracy",
+                                      "drop pp", "agreement", "gate"), (
+                         (r["precision"], f"{r['size_bytes'] / 1e6:.2f}", f"{r['size_ratio_vs_float32']:.2f}x",
+                          f"{r['latency_ms_p50']:.2f}", f"{r['latency_ms_p95']:.2f}", f"{r['speedup_vs_float32']:.2f}x",
+                          f"{r['accuracy']:.4f}", f"{r['drop_pp']:+.2f}", f"{r['agreement']:.4f}",
+                          "pass" if r["passed"] else "REJECTED") for r in d["rows"])), ""]
     return sections or ["Precision: not run (`python benchmarks/precision.py`)."]
 
 
@@ -283,8 +280,8 @@ def quality_section() -> list[str]:
              f"{d['split']}; {d['held_out_images']} held-out images. Limits: focus >= {d['limits']['focus_min']:.0f}, "
              f"clipped shadows <= {d['limits']['shadows_max']:.0%}, highlights <= {d['limits']['highlights_max']:.0%}, "
              f"stain colour distance <= {d['limits']['colour_max']:.1f}.", "",
-             "| fields | rejected | target |", "|---|---|---|"]
-    lines += [f"| {name} | {value:.1%} | {target} |" for name, value, target in rows]
+             *markdown_table(("fields", "rejected", "target"), ((name, f"{value:.1%}", target)
+                                                                for name, value, target in rows))]
     overhead = d.get("overhead")
     if overhead:
         lines += ["", f"Quality check + sample aggregation cost: {overhead['with_quality_and_aggregation_ms_per_field']:.1f}"
@@ -305,12 +302,11 @@ def samples_section() -> list[str]:
              f"sensitivity {pct(point.get('sensitivity'))}, "
              f"specificity {pct(point.get('specificity'))}); sample rule chosen on {rule.get('chosen_on', '?')}: "
              f"threshold {rule.get('threshold', float('nan')):.4f}, agreement >= {pct(rule.get('min_agreement'))}.", "",
-             "| fields | samples | accuracy | malignant sensitivity | benign specificity | subtype accuracy | inconclusive "
-             "| majority vote (all / benign samples) |", "|---|---|---|---|---|---|---|---|"]
-    for r in d["rows"]:
-        lines.append(f"| {r['fields_per_sample']} | {r['samples']} | {pct(r['accuracy'])} | {pct(r['sensitivity'])} | "
-                     f"{pct(r['specificity'])} | {pct(r['subtype_accuracy'])} | {pct(r['inconclusive'])} | "
-                     f"{pct(r['majority_vote_accuracy'])} / {pct(r['majority_vote_benign_accuracy'])} |")
+             *markdown_table(("fields", "samples", "accuracy", "malignant sensitivity", "benign specificity",
+                              "subtype accuracy", "inconclusive", "majority vote (all / benign samples)"), (
+                 (r["fields_per_sample"], r["samples"], pct(r["accuracy"]), pct(r["sensitivity"]), pct(r["specificity"]),
+                  pct(r["subtype_accuracy"]), pct(r["inconclusive"]),
+                  f"{pct(r['majority_vote_accuracy'])} / {pct(r['majority_vote_benign_accuracy'])}") for r in d["rows"]))]
     benign = ", ".join(f"{r['samples'] - r['malignant_samples']} benign of {r['samples']}" for r in d["rows"])
     lines += ["", "Targets (5 fields): accuracy >= 99%, specificity >= 95% at sensitivity >= 99%, subtype accuracy "
               ">= 98%, inconclusive <= 5%. Accuracy, sensitivity, specificity and subtype accuracy are over the "
@@ -465,19 +461,21 @@ def heldout_section() -> list[str]:
              "embedding near-neighbours joined; train 2,199 / val 473 / test 544 images). Every figure is on the 544 "
              "test images: float = the Keras model, int8 = the kept .tflite run by `EdgeModel` (allx-edge's code), "
              "image by image (paired). Latency: float32 and int8 .tflite timed one after the other in the same run, "
-             "one interpreter thread, bare invoke() medians, on a shared machine.", "",
-             "| backbone (recipe) | head, features | float accuracy | benign specificity | malignant sensitivity | "
-             "int8 accuracy | drop pp | worst class drop pp | paired: right->wrong / wrong->right | MB int8 / float32 | "
-             "p50 ms int8 / float32 | int8 faster |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "one interpreter thread, bare invoke() medians, on a shared machine.", ""]
+    table = []
     for r in rows:
         f = r["test_metrics_float"]
         flips = (r.get("verdicts") or ["?"])[0].split(":", 1)[-1].split(";")[0].strip()
-        lines.append(f"| {r['backbone']} ({r['recipe']}) | {r['head']}, {r['features']} | {f['accuracy']:.4f} | "
-                     f"{f['benign_specificity']:.4f} | {f['malignant_sensitivity']:.4f} | {r['int8_accuracy']:.4f} | "
-                     f"{r['target']['accuracy_drop_pp']:+.2f} | {r['target']['worst_class_drop_pp']:+.2f} | {flips} | "
-                     f"{r['int8_size_mb']:.1f} / {r['float32_size_mb']:.1f} | "
-                     f"{timing(r, format(r['p50_ms'], '.1f') + ' / ' + format(r['float32_p50_ms'], '.1f'))} | "
-                     f"{timing(r, '**' + format(r['int8_speedup_p50'], '.2f') + 'x**')} |")
+        table.append((f"{r['backbone']} ({r['recipe']})", f"{r['head']}, {r['features']}", f"{f['accuracy']:.4f}",
+                      f"{f['benign_specificity']:.4f}", f"{f['malignant_sensitivity']:.4f}", f"{r['int8_accuracy']:.4f}",
+                      f"{r['target']['accuracy_drop_pp']:+.2f}", f"{r['target']['worst_class_drop_pp']:+.2f}", flips,
+                      f"{r['int8_size_mb']:.1f} / {r['float32_size_mb']:.1f}",
+                      timing(r, format(r["p50_ms"], ".1f") + " / " + format(r["float32_p50_ms"], ".1f")),
+                      timing(r, "**" + format(r["int8_speedup_p50"], ".2f") + "x**")))
+    lines += markdown_table(("backbone (recipe)", "head, features", "float accuracy", "benign specificity",
+                             "malignant sensitivity", "int8 accuracy", "drop pp", "worst class drop pp",
+                             "paired: right->wrong / wrong->right", "MB int8 / float32", "p50 ms int8 / float32",
+                             "int8 faster"), table)
     for r in rows:
         f = r["test_metrics_float"]
         sizes = {"accuracy": f["n"], "benign_specificity": f["per_class"]["Benign"]["support"],
@@ -530,11 +528,9 @@ def tta_section() -> list[str]:
     if not d:
         return ["TTA latency: not run (`allx-edge bench --tta`)."]
     lines = [f"### Test-time averaging over the 8 dihedral views: latency cost ({provenance(d, 'allx-edge bench --tta')})",
-             "", "| model | predict ms, one view (median) | predict ms, 8 views, `--tta` (median) | cost |", "|---|---|---|---|"]
-    for r in d["results"]:
-        t = r["tta"]
-        lines.append(f"| {Path(r['model']).name} ({r['runtime']}, {r['threads']} threads) | {t['single_ms']['p50']:.2f} | "
-                     f"{t['tta_ms']['p50']:.2f} | **{t['ratio']:.2f}x** |")
+             "", *markdown_table(("model", "predict ms, one view (median)", "predict ms, 8 views, `--tta` (median)", "cost"), (
+                 (f"{Path(r['model']).name} ({r['runtime']}, {r['threads']} threads)", f"{r['tta']['single_ms']['p50']:.2f}",
+                  f"{r['tta']['tta_ms']['p50']:.2f}", f"**{r['tta']['ratio']:.2f}x**") for r in d["results"]))]
     lines += ["", "Absolute times are from a shared, busy 2-core machine; the ratio (medians, measured in alternation) "
               "is what carries over to a Pi."]
     return lines
@@ -596,13 +592,11 @@ def explain_section() -> list[str]:
     lines = [f"### Occlusion maps (`allx-edge classify --explain`): cost and sanity on real smears ({provenance(d)})", "",
              f"Model {Path(d['model']).name} ({d['precision']}, {d['input_size'][0]}x{d['input_size'][1]}), "
              f"{d['threads']} interpreter thread; {cost['copies_per_field']} covered copies per field "
-             f"({method_words(d.get('method'))}).", "",
-             "| way | invokes per field | ms per field (median) | max |", "|---|---|---|---|"]
-    if batched:
-        lines.append(f"| {d['batch']} copies per invoke | {batched['invokes_per_field']} | {batched['ms_p50']:.0f} | "
-                     f"{batched['ms_max']:.0f} |")
-    lines += [f"| one copy per invoke | {looped['invokes_per_field']} | **{looped['ms_p50']:.0f}** | "
-              f"{looped['ms_max']:.0f} |", "",
+             f"({method_words(d.get('method'))}).", ""]
+    ways = [(f"{d['batch']} copies per invoke", batched["invokes_per_field"], f"{batched['ms_p50']:.0f}",
+             f"{batched['ms_max']:.0f}")] if batched else []
+    ways.append(("one copy per invoke", looped["invokes_per_field"], f"**{looped['ms_p50']:.0f}**", f"{looped['ms_max']:.0f}"))
+    lines += [*markdown_table(("way", "invokes per field", "ms per field (median)", "max"), ways), "",
               (f"Batching vs one per invoke: **{cost['speedup_p50']:.2f}x** (medians, side by side on the same "
                f"{cost['fields']} fields, alternating). " if batched else
                "This model's input has a fixed batch of 1, so the copies run one per invoke. ")
@@ -653,15 +647,16 @@ def method_words(method: dict | None) -> str:
 def shortcut_lines(cut: dict | None) -> list[str]:
     if not cut:
         return []
-    lines = ["", f"Shortcut check on all {cut['fields']} held-out test fields (no map needed), the same int8 model:", "",
-             "| the model sees | accuracy (95% Wilson) | right per class |", "|---|---|---|"]
     words = {"original": "the field as it is", "background_only": "the field with its white cells painted out",
              "cell_only": "the Segmented image: the cells on black"}
+    rows = []
     for view, said in words.items():
         entry = cut[view]
         per_class = ", ".join(f"{label} {c['right']}/{c['fields']}" for label, c in entry["per_class"].items())
-        lines.append(f"| {said} | **{entry['accuracy']:.1%}** ({entry['interval'][0]:.1%}-{entry['interval'][1]:.1%}) "
-                     f"| {per_class} |")
+        rows.append((said, f"**{entry['accuracy']:.1%}** ({entry['interval'][0]:.1%}-{entry['interval'][1]:.1%})",
+                     per_class))
+    lines = ["", f"Shortcut check on all {cut['fields']} held-out test fields (no map needed), the same int8 model:", "",
+             *markdown_table(("the model sees", "accuracy (95% Wilson)", "right per class"), rows)]
     lines += ["", f"Always answering the largest class would score {cut['majority_share']:.1%}. The cells-only row is "
               "a field unlike any the model was trained on (black around the cells), so it says little by itself."]
     return lines
@@ -676,9 +671,8 @@ def explain_methods_section() -> list[str]:
              f"each class in file-number order) chose the method, the other {d['fields'] - d['dev_fields']} (EVAL) "
              f"measure it. Ratio: map mass inside the "
              f"cells over a uniform map's, flat maps counted as uniform (in brackets: over the fields with a map, "
-             f"and how many were flat). Target >= 1.5x.", "",
-             "| method | invokes per field | DEV, stain mask | EVAL, stain mask | EVAL, Segmented masks |",
-             "|---|---|---|---|---|"]
+             f"and how many were flat). Target >= 1.5x.", ""]
+    rows = []
     for name, m in d["methods"].items():
         cells = []
         for part, mask in (("dev", "stain"), ("eval", "stain"), ("eval", "segmented")):
@@ -686,8 +680,9 @@ def explain_methods_section() -> list[str]:
             cells.append("-" if not r.get("fields") else "all flat" if not r.get("mapped") else
                          f"{r['mass_ratio_flat_as_uniform']:.2f}x ({r['mass_ratio']:.2f}x, {r['fields'] - r['mapped']} flat)")
         chosen = " **(chosen on DEV)**" if name == d["chosen_on_dev"] else ""
-        lines.append(f"| {name}{chosen} | {m['invokes_per_field']} | " + " | ".join(cells) + " |")
-    return lines
+        rows.append((f"{name}{chosen}", m["invokes_per_field"], *cells))
+    return lines + markdown_table(("method", "invokes per field", "DEV, stain mask", "EVAL, stain mask",
+                                   "EVAL, Segmented masks"), rows)
 
 
 def explain_shortcut_section() -> list[str]:
@@ -702,12 +697,10 @@ def explain_shortcut_section() -> list[str]:
              f"`allx train --backbone {recipe['backbone']}` ({recipe['features']} features, {recipe['head']} head), "
              f"the shipped model's split (grouped by {recipe.get('group_by') or d['split_kind']}: held-out blocks of "
              f"file numbers), float Keras model on "
-             f"the {d['test_images']} test images.", "",
-             "| trained and tested on | held-out test accuracy (95% Wilson) |", "|---|---|"]
-    for view, entry in d["results"].items():
-        low, high = entry["interval"]
-        lines.append(f"| {words.get(view, view)} | **{entry['accuracy']:.1%}** ({low:.1%}-{high:.1%}, n={entry['n']}) |")
-    return lines
+             f"the {d['test_images']} test images.", ""]
+    return lines + markdown_table(("trained and tested on", "held-out test accuracy (95% Wilson)"), (
+        (words.get(view, view), f"**{entry['accuracy']:.1%}** ({entry['interval'][0]:.1%}-{entry['interval'][1]:.1%}, "
+                                f"n={entry['n']})") for view, entry in d["results"].items()))
 
 
 def multiworker_section() -> list[str]:
