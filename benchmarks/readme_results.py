@@ -528,9 +528,10 @@ def tta_section() -> list[str]:
     if not d:
         return ["TTA latency: not run (`allx-edge bench --tta`)."]
     lines = [f"### Test-time averaging over the 8 dihedral views: latency cost ({provenance(d, 'allx-edge bench --tta')})",
-             "", *markdown_table(("model", "predict ms, one view (median)", "predict ms, 8 views, `--tta` (median)", "cost"), (
-                 (f"{Path(r['model']).name} ({r['runtime']}, {r['threads']} threads)", f"{r['tta']['single_ms']['p50']:.2f}",
-                  f"{r['tta']['tta_ms']['p50']:.2f}", f"**{r['tta']['ratio']:.2f}x**") for r in d["results"]))]
+             "", *markdown_table(("model", "predict ms, one view (median)", "predict ms, 8 views, `--tta` (median)",
+                                  "cost"), ((f"{Path(r['model']).name} ({r['runtime']}, {r['threads']} threads)",
+                                             f"{r['tta']['single_ms']['p50']:.2f}", f"{r['tta']['tta_ms']['p50']:.2f}",
+                                             f"**{r['tta']['ratio']:.2f}x**") for r in d["results"]))]
     lines += ["", "Absolute times are from a shared, busy 2-core machine; the ratio (medians, measured in alternation) "
               "is what carries over to a Pi."]
     return lines
@@ -595,7 +596,8 @@ def explain_section() -> list[str]:
              f"({method_words(d.get('method'))}).", ""]
     ways = [(f"{d['batch']} copies per invoke", batched["invokes_per_field"], f"{batched['ms_p50']:.0f}",
              f"{batched['ms_max']:.0f}")] if batched else []
-    ways.append(("one copy per invoke", looped["invokes_per_field"], f"**{looped['ms_p50']:.0f}**", f"{looped['ms_max']:.0f}"))
+    ways.append(("one copy per invoke", looped["invokes_per_field"], f"**{looped['ms_p50']:.0f}**",
+                 f"{looped['ms_max']:.0f}"))
     lines += [*markdown_table(("way", "invokes per field", "ms per field (median)", "max"), ways), "",
               (f"Batching vs one per invoke: **{cost['speedup_p50']:.2f}x** (medians, side by side on the same "
                f"{cost['fields']} fields, alternating). " if batched else

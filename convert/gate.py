@@ -178,8 +178,8 @@ def gate_markdown(paired: tuple[PairedCount, ...], fidelity: Fidelity | None, th
     header = ("group", "images", "right->wrong", "wrong->right", "observed drop (pp)", "drop bound (pp)", "limit (pp)",
               "verdict")
     lines = markdown_table(header, ((count.label, count.images, count.right_to_wrong, count.wrong_to_right,
-                                     f"{count.observed_drop_pp:+.2f}", f"{count.drop_bound_pp:.2f}", f"{count.limit_pp:g}",
-                                     "pass" if count.passed else "FAIL") for count in paired))
+                                     f"{count.observed_drop_pp:+.2f}", f"{count.drop_bound_pp:.2f}",
+                                     f"{count.limit_pp:g}", "pass" if count.passed else "FAIL") for count in paired))
     lines += ["", f"Drop bounds: exact one-sided {thresholds.confidence:.0%} bounds from the images whose correctness "
               "changed (McNemar's conditional binomial, Clopper-Pearson); defaults chosen by "
               "`benchmarks/gate_simulation.py`."]

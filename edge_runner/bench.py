@@ -262,9 +262,10 @@ def bench_row(r: BenchResult) -> tuple:
     s = r.latency_ms
     e2e = f"{r.end_to_end.latency_ms.mean:.2f} ({r.end_to_end.images} img)" if r.end_to_end else "-"
     rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
+    latency = (s.mean, s.std, s.min, s.p50, s.p90, s.p95, s.p99, s.max)
     return (Path(r.model).name, r.precision, f"{r.file_size_bytes / 1e6:.2f}", r.runtime, r.threads, r.delegate,
-            f"{r.load_ms:.1f}", *(f"{value:.2f}" for value in (s.mean, s.std, s.min, s.p50, s.p90, s.p95, s.p99, s.max)),
-            f"{r.throughput_ips:.1f}", f"{r.speed_ratio:.2f}x", rss, e2e)
+            f"{r.load_ms:.1f}", *(f"{value:.2f}" for value in latency), f"{r.throughput_ips:.1f}",
+            f"{r.speed_ratio:.2f}x", rss, e2e)
 
 
 def report_markdown(report: BenchReport) -> str:
