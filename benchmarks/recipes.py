@@ -26,7 +26,10 @@ allx.train.view_features (cached under $ALLX_CACHE_DIR); "plain" trains on view 
 Heads (`--heads`): "gap" is allx's (Adam, early stopping on the fold's validation block); "logreg" is
 allx's logistic head fit (train.logistic.fit_one: standardised features, multinomial logistic regression)
 whose inverse regularisation C is chosen among `--c-grid` (default LOGREG_C) by log-loss on the same
-validation block (never on the held-out block).
+validation block (never on the held-out block). With `--recipes plain` only the image itself is extracted
+and there is no TTA row. Extraction goes in interleaved chunks (chunk j of C: every C-th file of each class
+from the j-th), each cached on its own: a `--stride 2` run's cache is chunk 0 of a full run's, and an
+interrupted run keeps its finished chunks.
 
 Head variants of the logreg head, each one command with its own JSON: `--class-weights balanced` (what
 `allx train --class-weights` does: the fold's head and its cross-fitted point both fitted with balanced
@@ -34,10 +37,7 @@ class weights), `--c-grid` (the C values tried), `--taps` (a subset of the backb
 cached features' columns of those taps, nothing extracted again). `--choose A.json B.json ...` picks among
 such runs by a rule fixed before any held-out block is looked at (choose_variant): the variant with the
 best mean benign specificity at the cross-fitted point, among those whose mean malignant sensitivity
-there is >= 0.99 and whose mean accuracy is at most 0.5 pp below the first file's (the plain head). With `--recipes plain` only
-the image itself is extracted and there is no TTA row. Extraction goes in interleaved chunks (chunk j of
-C: every C-th file of each class from the j-th), each cached on its own: a `--stride 2` run's cache is
-chunk 0 of a full run's, and an interrupted run keeps its finished chunks.
+there is >= 0.99 and whose mean accuracy is at most 0.5 pp below the first file's (the plain head).
 Writes benchmarks/results/recipes.json and prints a Markdown table.
 """
 
