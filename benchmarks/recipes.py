@@ -54,6 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
+from allx.files import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "all-taleqani" / "Original"
 RECIPES = {"plain": "", "dihedral": "dihedral", "dihedral+stain": "dihedral,stain"}
@@ -93,12 +95,18 @@ def main():
                         "backbone's taps fed to the head (default: all of them)")
     parser.add_argument("--choose", type=Path, nargs="+", default=None, metavar="JSON",
                         help="no run: pick among these results by choose_variant's rule (the first is the baseline)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipes.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON to write (default: benchmarks/results/recipes.json; with --choose: only printed)")
     args = parser.parse_args()
     if args.choose:
-        print(json.dumps(choose_variant([json.loads(path.read_text()) for path in args.choose],
-                                        [str(path) for path in args.choose]), indent=2))
+        choice = choose_variant([json.loads(path.read_text()) for path in args.choose], [p.name for p in args.choose])
+        choice |= {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "command": " ".join(["python benchmarks/recipes.py", *sys.argv[1:]])}
+        if args.out:
+            write_json(args.out, choice)
+        print(json.dumps(choice, indent=2))
         return
+    args.out = args.out or REPO / "benchmarks" / "results" / "recipes.json"
     try:
         args.c_grid = tuple(float(c) for c in args.c_grid.split(",") if c.strip())
     except ValueError:
@@ -135,8 +143,7 @@ def main():
     results = {(name, head): [run_fold(args, dataset.classes, views, name, labels, fold, head) for fold in folds]
                for name in args.recipes for head in args.heads}
     document = with_markdown(summarise(args, dataset, results, extract_s, time.perf_counter() - started))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    write_json(args.out, document)
     print(markdown_table(document))
 
 
@@ -376,7 +383,8 @@ def choose_variant(documents: list[dict], names: list[str]) -> dict:
     for name, document in zip(names, documents):
         row = next(r for r in document["rows"] if r["head"] == "logreg" and not r["tta"])
         mean, worst = row["mean"], row["worst_fold"]
-        candidates.append({"name": name, "variant": document.get("variant", {}),
+        candidates.append({"name": name, "variant": document.get("variant", {}), "command": document.get("command"),
+                           "backbone": document.get("backbone"), "images": document.get("images"),
                            "accuracy": mean["accuracy"], "worst_accuracy": worst["accuracy"],
                            "sensitivity": mean["sensitivity_at_crossfit_point"],
                            "worst_sensitivity": worst["sensitivity_at_crossfit_point"],
@@ -388,7 +396,12 @@ def choose_variant(documents: list[dict], names: list[str]) -> dict:
                                       and candidate["accuracy"] >= baseline - MAX_ACCURACY_LOSS - 1e-12)
     qualified = [c for c in candidates if c["qualifies"]]
     chosen = max(qualified, key=lambda c: c["specificity"])["name"] if qualified else None
-    return {"rule": choose_variant.__doc__.split("Returns")[0].strip(), "candidates": candidates, "chosen": chosen}
+    rule = (f"among the head variants' logreg rows (no TTA), the best mean benign specificity at the cross-fitted "
+            f"point, of those whose mean malignant sensitivity there is >= {TARGET_SENSITIVITY} and whose mean "
+            f"accuracy is at most {MAX_ACCURACY_LOSS * 100:.1f} pp below the baseline's ({names[0]}); fixed before "
+            "any held-out block was looked at")
+    return {"kind": "recipes-choice", "rule": rule,
+            "candidates": candidates, "chosen": chosen}
 
 
 def predict(head, image_views: np.ndarray, tta: bool) -> np.ndarray:
@@ -430,7 +443,11 @@ def with_markdown(document: dict) -> dict:
 
 
 def markdown_table(document: dict) -> str:
-    lines = ["| recipe | head | TTA | accuracy (mean / worst) | benign spec. at val point (mean / worst) | "
+    variant = document.get("variant") or {}
+    lines = [f"Head variant: class weights {variant.get('class_weights', 'none')}, C grid "
+             f"{', '.join(map(str, variant.get('c_grid', LOGREG_C)))}, taps {', '.join(variant.get('taps') or ['all'])}",
+             "",
+             "| recipe | head | TTA | accuracy (mean / worst) | benign spec. at val point (mean / worst) | "
              "malignant sens. at val point (mean / worst) | benign spec. at test sens 0.99 (mean / worst) | "
              "malignant sens. at cross-fitted point (mean / worst) | benign spec. at cross-fitted point (mean / worst) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
