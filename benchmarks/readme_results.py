@@ -755,15 +755,22 @@ def class_weights_section() -> list[str]:
         for c in d["candidates"]:
             v = c["variant"]
             words = ", ".join([f"class weights {v.get('class_weights', 'none')}",
-                               f"C {'/'.join(map(str, v['c_grid'])) if len(v.get('c_grid', [])) == 1 else 'chosen on val'}",
+                               f"C {v['c_grid'][0]}" if len(v["c_grid"]) == 1 else
+                               f"C {min(v['c_grid']):g}-{max(v['c_grid']):g} chosen on val",
                                *([f"taps {'+'.join(v['taps'])}"] if v.get("taps") else [])])
             chosen = " (**chosen**)" if c["name"] == d["chosen"] else ""
             lines.append(f"| {c['backbone']} | {words}{chosen} | {c['accuracy']:.3f} / {c['worst_accuracy']:.3f} | "
                          f"{c['sensitivity']:.3f} / {c['worst_sensitivity']:.3f} | "
                          f"{c['specificity']:.3f} / {c['worst_specificity']:.3f} | {'yes' if c['qualifies'] else 'no'} |")
+    for d in choices:
+        backbone = d["candidates"][0]["backbone"]
+        chosen = next((c for c in d["candidates"] if c["name"] == d["chosen"]), None)
+        lines += ["", f"{backbone}: " + (f"chosen `{chosen['command'].split('--recipes plain ')[-1].split(' --out')[0]}`"
+                                         if chosen else "no variant passes the rule (the plain head included), so "
+                                         "nothing changes")]
     lines += ["", "Commands: " + "; ".join(f"`{c['command']}`" for d in choices for c in d["candidates"])
               + "; " + "; ".join(f"`{d['command']}`" for d in choices) + "."]
-    heldout = load("heldout_resnet50_balanced.json")
+    heldout = load("heldout_resnet50_multiscale.json")
     for r in (heldout or {}).get("rows", []):
         f = r["test_metrics_float"]
         benign = f["per_class"]["Benign"]["support"]

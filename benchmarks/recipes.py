@@ -398,7 +398,7 @@ def choose_variant(documents: list[dict], names: list[str]) -> dict:
     chosen = max(qualified, key=lambda c: c["specificity"])["name"] if qualified else None
     rule = (f"among the head variants' logreg rows (no TTA), the best mean benign specificity at the cross-fitted "
             f"point, of those whose mean malignant sensitivity there is >= {TARGET_SENSITIVITY} and whose mean "
-            f"accuracy is at most {MAX_ACCURACY_LOSS * 100:.1f} pp below the baseline's ({names[0]}); fixed before "
+            f"accuracy is at most {MAX_ACCURACY_LOSS * 100:.1f} pp below the baseline's (the plain head); fixed before "
             "any held-out block was looked at")
     return {"kind": "recipes-choice", "rule": rule,
             "candidates": candidates, "chosen": chosen}
