@@ -798,6 +798,21 @@ def class_weights_section() -> list[str]:
                      f"specificity {point['benign_specificity']:.3f}" if point else "")
                   + f". {r['int8_size_mb']:.1f} MB int8 / {r['float32_size_mb']:.1f} MB float32; latency not quoted "
                   f"(measured with --runs {r.get('runs')} on a busy machine)."]
+    cv = load("cv_resnet50_multiscale_taps234.json")
+    if cv:
+        summary = cv["summary"]
+        figures = ", ".join(f"{metric.replace('_', ' ')} {summary[metric]['mean']:.3f} [{summary[metric]['low']:.3f}, "
+                            f"{summary[metric]['high']:.3f}] (worst fold {summary[metric]['min']:.3f})"
+                            for metric in ("accuracy", "benign_specificity", "malignant_sensitivity", "op_specificity",
+                                           "op_sensitivity") if (summary.get(metric) or {}).get("mean") is not None)
+        lines += ["", f"The same recipe through `allx train --cv` itself (`{cv['command']}`): {figures} (mean over "
+                  "folds, 95% interval from resampling each fold's test blocks; op_: at each fold's cross-fitted "
+                  "point, the others argmax)."]
+        before = (load("cv_resnet50_multiscale.json") or {}).get("summary", {})
+        if before.get("benign_specificity"):
+            lines[-1] += (f" With stage 5 as well (cv_resnet50_multiscale.json, the same command before): accuracy "
+                          f"{before['accuracy']['mean']:.3f}, benign specificity {before['benign_specificity']['mean']:.3f} "
+                          f"(worst fold {before['benign_specificity']['min']:.3f}).")
     return lines
 
 
