@@ -733,13 +733,91 @@ def multiworker_section() -> list[str]:
     return lines
 
 
+def class_weights_section() -> list[str]:
+    """The logreg head's variants on 5-fold block CV (recipes.py --choose), and the chosen one on the held-out blocks."""
+    choices = [d for d in (load("heads_lite0.json"), load("heads_resnet50.json")) if d]
+    if not choices:
+        return ["Class weights on new patients: not run (`python benchmarks/recipes.py --class-weights balanced`, "
+                "then `--choose`)."]
+    lines = ["### Class weights on new patients: the logreg head's variants, 5-fold block CV", "",
+             "Each variant is one `benchmarks/recipes.py` run on the contiguous-block folds of \"Training recipes\" "
+             "(fold k holds out the k-th 20% of file numbers of every class); the point is the cross-fitted one "
+             "`allx train` ships (train/crossfit.py, malignant sensitivity 0.99 with 95% confidence). Rule: "
+             f"{choices[0]['rule']}.", "",
+             "| backbone | variant | accuracy (mean / worst) | malignant sens. at point (mean / worst) | "
+             "benign spec. at point (mean / worst) | passes the rule |", "|---|---|---:|---:|---:|---|"]
+    for d in choices:
+        for c in d["candidates"]:
+            v = c["variant"]
+            words = ", ".join([f"class weights {v.get('class_weights', 'none')}",
+                               f"C {v['c_grid'][0]}" if len(v["c_grid"]) == 1 else
+                               f"C {min(v['c_grid']):g}-{max(v['c_grid']):g} chosen on val",
+                               *([f"taps {'+'.join(v['taps'])}"] if v.get("taps") else [])])
+            chosen = " (**chosen**)" if c["name"] == d["chosen"] else ""
+            lines.append(f"| {c['backbone']} | {words}{chosen} | {c['accuracy']:.3f} / {c['worst_accuracy']:.3f} | "
+                         f"{c['sensitivity']:.3f} / {c['worst_sensitivity']:.3f} | "
+                         f"{c['specificity']:.3f} / {c['worst_specificity']:.3f} | {'yes' if c['qualifies'] else 'no'} |")
+    for d in choices:
+        plain, *others = d["candidates"]
+        balanced = next((c for c in others if c["variant"].get("class_weights") == "balanced"), None)
+        chosen = next((c for c in d["candidates"] if c["name"] == d["chosen"]), None)
+        weights = (f"balanced class weights move benign specificity at the point from {plain['specificity']:.3f} to "
+                   f"{balanced['specificity']:.3f} (worst fold {plain['worst_specificity']:.3f} to "
+                   f"{balanced['worst_specificity']:.3f}); " if balanced else "")
+        lines += ["", f"{plain['backbone']}: {weights}" + (
+            f"chosen: `{chosen['command'].split('--recipes plain ')[-1].split(' --out')[0]}`." if chosen is not plain
+            else "the plain head stays.") if chosen else
+            f"{plain['backbone']}: {weights}no variant passes the rule (the plain head's own mean sensitivity is "
+            f"{plain['sensitivity']:.3f}), so nothing changes."]
+    lines += ["", "Commands: " + "; ".join(f"`{c['command']}`" for d in choices for c in d["candidates"])
+              + "; " + "; ".join(f"`{d['command']}`" for d in choices) + "."]
+    heldout = load("heldout_resnet50_multiscale.json")
+    for r in (heldout or {}).get("rows", []):
+        f = r["test_metrics_float"]
+        sizes = {"accuracy": f["n"], "benign_specificity": f["per_class"]["Benign"]["support"],
+                 "malignant_sensitivity": f["n"] - f["per_class"]["Benign"]["support"]}
+        said = [f"{name.replace('_', ' ')} {f[name]:.3f} [{wilson(f[name], sizes[name])}] "
+                f"({round(f[name] * sizes[name])}/{sizes[name]}, {'>=' if f[name] >= bar else '<'} {bar})"
+                for name, bar in HELDOUT_TARGETS.items()]
+        point = r.get("int8_at_operating_point")
+        int8_benign = f["benign_specificity"] - r["recall_drop_pp"]["Benign"] / 100
+        lines += ["", f"The chosen head on the held-out blocks (the split of \"On new patients\" above, 544 test "
+                  f"images; {provenance(heldout)}), {r['backbone']} ({r['recipe']}, the registry's taps), float "
+                  "argmax (95% Wilson intervals): " + ", ".join(said) + f". int8 through EdgeModel, argmax: accuracy "
+                  f"{r['int8_accuracy']:.3f}, benign specificity {int8_benign:.3f}; drop "
+                  f"{r['target']['accuracy_drop_pp']:+.2f} pp, worst class {r['target']['worst_class_drop_pp']:+.2f} pp "
+                  f"(target 0.5 / 2: {'met' if r['target']['met'] else 'MISSED'}; gate: "
+                  f"{'pass' if r['passed'] else 'rejected'})"
+                  + (f"; at the shipped point (1 - p(Benign) >= {point['threshold']:.3f}, chosen on "
+                     f"{point['chosen_on']}): malignant sensitivity {point['malignant_sensitivity']:.3f}, benign "
+                     f"specificity {point['benign_specificity']:.3f}" if point else "")
+                  + f". {r['int8_size_mb']:.1f} MB int8 / {r['float32_size_mb']:.1f} MB float32; latency not quoted "
+                  f"(measured with --runs {r.get('runs')} on a busy machine)."]
+    cv = load("cv_resnet50_multiscale_taps234.json")
+    if cv:
+        summary = cv["summary"]
+        figures = ", ".join(f"{metric.replace('_', ' ')} {summary[metric]['mean']:.3f} [{summary[metric]['low']:.3f}, "
+                            f"{summary[metric]['high']:.3f}] (worst fold {summary[metric]['min']:.3f})"
+                            for metric in ("accuracy", "benign_specificity", "malignant_sensitivity", "op_specificity",
+                                           "op_sensitivity") if (summary.get(metric) or {}).get("mean") is not None)
+        lines += ["", f"The same recipe through `allx train --cv` itself (`{cv['command']}`): {figures} (mean over "
+                  "folds, 95% interval from resampling each fold's test blocks; op_: at each fold's cross-fitted "
+                  "point, the others argmax)."]
+        before = (load("cv_resnet50_multiscale.json") or {}).get("summary", {})
+        if before.get("benign_specificity"):
+            lines[-1] += (f" With stage 5 as well (cv_resnet50_multiscale.json, the same command before): accuracy "
+                          f"{before['accuracy']['mean']:.3f}, benign specificity {before['benign_specificity']['mean']:.3f} "
+                          f"(worst fold {before['benign_specificity']['min']:.3f}).")
+    return lines
+
+
 def main():
     parts = ["_Generated by `python benchmarks/readme_results.py` from `benchmarks/results/*.json`; every number "
              "was measured on this project's 2-core x86-64 CI-size machine (no GPU) unless a row says otherwise._", ""]
     for section in (accuracy_section, precision_section, backbones_section, heldout_section, gate_section, training_section,
                     edge_section, ood_section, quality_section, samples_section, serve_section, recipes_section,
                     tta_section, monitor_section, explain_section, explain_methods_section,
-                    explain_shortcut_section, multiworker_section):
+                    explain_shortcut_section, multiworker_section, class_weights_section):
         parts += section() + [""]
     readme = (REPO / "README.md").read_text()
     head, rest = readme.split(START, 1)

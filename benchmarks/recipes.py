@@ -5,6 +5,9 @@ dihedral+stain, each with and without test-time averaging over the 8 dihedral vi
     nice -n 10 python benchmarks/recipes.py --data ../shared/data/all-taleqani/Original   # ~1 h on 2 cores
     nice -n 10 python benchmarks/recipes.py --backbone resnet50 --weights none --recipes plain \
         --out benchmarks/results/recipes_resnet50_none.json                           # plain, no TTA
+    nice -n 10 python benchmarks/recipes.py --features multiscale --heads logreg --recipes plain \
+        --class-weights balanced --out benchmarks/results/heads_lite0_balanced.json   # a head variant
+    python benchmarks/recipes.py --choose plain.json balanced.json                     # the rule below
     python benchmarks/recipes.py --quick                                                   # generated images
 
 Folds: the data has no patient IDs, but files are numbered in acquisition order and neighbouring numbers
@@ -20,12 +23,21 @@ its 2 stain-jittered views (what `--augment dihedral,stain` adds) are extracted 
 allx.train.view_features (cached under $ALLX_CACHE_DIR); "plain" trains on view 0 only, "dihedral" on the
 8 views, "dihedral+stain" on all 10. TTA averages over the 8 clean views.
 
-Heads (`--heads`): "gap" is allx's (Adam, early stopping on the fold's validation block); "logreg" is a
-multinomial logistic regression on standardised features whose inverse regularisation C is chosen among
-LOGREG_C by log-loss on the same validation block (never on the held-out block). With `--recipes plain` only
-the image itself is extracted and there is no TTA row. Extraction goes in interleaved chunks (chunk j of
-C: every C-th file of each class from the j-th), each cached on its own: a `--stride 2` run's cache is
-chunk 0 of a full run's, and an interrupted run keeps its finished chunks.
+Heads (`--heads`): "gap" is allx's (Adam, early stopping on the fold's validation block); "logreg" is
+allx's logistic head fit (train.logistic.fit_one: standardised features, multinomial logistic regression)
+whose inverse regularisation C is chosen among `--c-grid` (default LOGREG_C) by log-loss on the same
+validation block (never on the held-out block). With `--recipes plain` only the image itself is extracted
+and there is no TTA row. Extraction goes in interleaved chunks (chunk j of C: every C-th file of each class
+from the j-th), each cached on its own: a `--stride 2` run's cache is chunk 0 of a full run's, and an
+interrupted run keeps its finished chunks.
+
+Head variants of the logreg head, each one command with its own JSON: `--class-weights balanced` (what
+`allx train --class-weights` does: the fold's head and its cross-fitted point both fitted with balanced
+class weights), `--c-grid` (the C values tried), `--taps` (a subset of the backbone's multiscale taps: the
+cached features' columns of those taps, nothing extracted again). `--choose A.json B.json ...` picks among
+such runs by a rule fixed before any held-out block is looked at (choose_variant): the variant with the
+best mean benign specificity at the cross-fitted point, among those whose mean malignant sensitivity
+there is >= 0.99 and whose mean accuracy is at most 0.5 pp below the first file's (the plain head).
 Writes benchmarks/results/recipes.json and prints a Markdown table.
 """
 
@@ -42,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from allx.files import write_json
 from allx.text import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +66,8 @@ FOLDS = 5
 VAL_FRACTION = 0.15
 TARGET_SENSITIVITY = 0.99
 STAIN_COPIES = 2  # `allx train --augment dihedral,stain`'s default: 8 clean views + 2 stain-jittered ones
+CLASS_WEIGHTS = ("none", "balanced")
+MAX_ACCURACY_LOSS = 0.005  # choose_variant: a variant may cost at most 0.5 pp of mean accuracy
 
 
 def main():
@@ -73,8 +88,34 @@ def main():
     parser.add_argument("--features", default="last", help="last (the last map, pooled) | multiscale "
                         "(allx.train.backbones.feature_base: pooled middle stages)")
     parser.add_argument("--heads", default="gap", help=f"comma-separated subset of {', '.join(HEADS)}")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipes.json")
+    parser.add_argument("--class-weights", default="none", choices=CLASS_WEIGHTS,
+                        help="logreg head: balanced = allx train --class-weights (the head and its cross-fitted point)")
+    parser.add_argument("--c-grid", default=",".join(map(str, LOGREG_C)),
+                        help="logreg head: the C values tried, chosen by log-loss on each fold's validation block")
+    parser.add_argument("--taps", default=None, help="--features multiscale: comma-separated subset of the "
+                        "backbone's taps fed to the head (default: all of them)")
+    parser.add_argument("--choose", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="no run: pick among these results by choose_variant's rule (the first is the baseline)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON to write (default: benchmarks/results/recipes.json; with --choose: only printed)")
     args = parser.parse_args()
+    if args.choose:
+        choice = choose_variant([json.loads(path.read_text()) for path in args.choose], [p.name for p in args.choose])
+        choice |= {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "command": " ".join(["python benchmarks/recipes.py", *sys.argv[1:]])}
+        if args.out:
+            write_json(args.out, choice)
+        print(json.dumps(choice, indent=2))
+        return
+    args.out = args.out or REPO / "benchmarks" / "results" / "recipes.json"
+    try:
+        args.c_grid = tuple(float(c) for c in args.c_grid.split(",") if c.strip())
+    except ValueError:
+        parser.error(f"--c-grid: got {args.c_grid!r}, expected comma-separated positive numbers")
+    if not args.c_grid or min(args.c_grid) <= 0:
+        parser.error(f"--c-grid: got {args.c_grid}, expected comma-separated positive numbers")
+    if args.taps is not None and args.features != "multiscale":
+        parser.error(f"--taps: got --features {args.features}, expected --features multiscale")
     args.recipes = [name.strip() for name in args.recipes.split(",") if name.strip()]
     if not args.recipes or any(name not in RECIPES for name in args.recipes):
         parser.error(f"--recipes: got {args.recipes}, expected a subset of {', '.join(RECIPES)}")
@@ -97,12 +138,13 @@ def main():
     folds = block_folds(labels, FOLDS)
     started = time.perf_counter()
     views = extract_in_chunks(args, dataset, relpaths)
+    if args.taps is not None:
+        views = {name: v[..., tap_columns(args.backbone, args.taps)] for name, v in views.items()}
     extract_s = time.perf_counter() - started
     results = {(name, head): [run_fold(args, dataset.classes, views, name, labels, fold, head) for fold in folds]
                for name in args.recipes for head in args.heads}
     document = with_markdown(summarise(args, dataset, results, extract_s, time.perf_counter() - started))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    write_json(args.out, document)
     print(markdown(document))
 
 
@@ -210,6 +252,7 @@ def run_fold(args, classes, views, recipe, labels, fold, head_kind: str = "gap")
     train_x, train_y = training_views(views, recipe, labels, fold["train"])
     fit = fit_logreg if head_kind == "logreg" else fit_head
     head, chosen = fit(args, train_x, train_y, clean[fold["val"], 0], labels[fold["val"]], len(classes))
+    weighted = head_kind == "logreg" and args.class_weights == "balanced"
     result = {"fold": fold["fold"], "n_train": int(len(fold["train"])), "n_test": int(len(fold["test"])),
               "chosen_on_val": chosen}
     for tta in (False, True) if clean.shape[1] > 1 else (False,):
@@ -227,7 +270,8 @@ def run_fold(args, classes, views, recipe, labels, fold, head_kind: str = "gap")
             "specificity_at_val_point": at_point["benign_specificity"],
             "specificity_at_test_sens99": oracle.specificity}
         if head_kind == "logreg":
-            crossfit = crossfit_point(views, recipe, labels, fold, classes, chosen["C"], tta, 4 if args.quick else None)
+            crossfit = crossfit_point(views, recipe, labels, fold, classes, chosen["C"], tta, 4 if args.quick else None,
+                                      weighted)
             at_crossfit = sensitivity_specificity(test_p, truth, classes, crossfit)
             result["tta" if tta else "single"] |= {
                 "sensitivity_at_crossfit_point": at_crossfit["malignant_sensitivity"],
@@ -243,12 +287,15 @@ def training_views(views, recipe, labels, rows) -> tuple[np.ndarray, np.ndarray]
     return x.reshape(-1, x.shape[-1]), np.repeat(labels[rows], x.shape[1])
 
 
-def crossfit_point(views, recipe, labels, fold, classes, c: float, tta: bool, block_size: int | None = None):
+def crossfit_point(views, recipe, labels, fold, classes, c: float, tta: bool, block_size: int | None = None,
+                   balanced: bool = False):
     """allx train's rule (train.crossfit): out-of-group predictions of the fold's train and val images (5
     grouped folds over blocks of `block_size`, default DEFAULT_BLOCK_SIZE, consecutive file numbers per class),
-    threshold reaching the target with 95% confidence."""
+    threshold reaching the target with 95% confidence. `balanced`: the inner heads are fitted with the
+    balanced class weights of those images, as `allx train --class-weights` does (train.trainer)."""
     from allx.train.crossfit import INNER_FOLDS, crossfitted_point, crossfitted_probabilities
     from allx.train.groups import DEFAULT_BLOCK_SIZE
+    from allx.train.trainer import balanced_class_weights
 
     clean = views["clean"] if "clean" in views else views["single"]
     rest = np.sort(np.concatenate([fold["train"], fold["val"]]))
@@ -257,14 +304,15 @@ def crossfit_point(views, recipe, labels, fold, classes, c: float, tta: bool, bl
     x, _ = training_views(views, recipe, labels, rest)
     per_image = x.shape[0] // len(rest)
     view_rows = [range(k * per_image, (k + 1) * per_image) for k in range(len(rest))]
+    weights = balanced_class_weights(labels[rest], len(classes)) if balanced else None
     if tta:  # the held-out images read as the mean over their 8 clean views: score each view, then average
         probabilities = np.mean([crossfitted_probabilities(
             np.concatenate([x, clean[rest, v]]), [len(x) + k for k in range(len(rest))], view_rows, labels[rest],
-            groups, c, len(classes)) for v in range(clean.shape[1])], axis=0)
+            groups, c, len(classes), class_weights=weights) for v in range(clean.shape[1])], axis=0)
     else:
         probabilities = crossfitted_probabilities(np.concatenate([x, clean[rest, 0]]),
                                                   [len(x) + k for k in range(len(rest))], view_rows, labels[rest],
-                                                  groups, c, len(classes))
+                                                  groups, c, len(classes), class_weights=weights)
     return crossfitted_point(probabilities, labels[rest], classes, TARGET_SENSITIVITY, "fold train+val", INNER_FOLDS)
 
 
@@ -284,34 +332,77 @@ def fit_head(args, x, y, val_x, val_y, n_classes):
 
 
 class LogisticHead:
-    """A fitted scikit-learn pipeline behind the `predict` the gap head offers."""
+    """A fitted logistic head (train.logistic.Fitted) behind the `predict` the gap head offers."""
 
-    def __init__(self, pipeline):
-        self.pipeline = pipeline
+    def __init__(self, fitted, n_classes: int):
+        self.fitted, self.n_classes = fitted, n_classes
 
     def predict(self, x, batch_size=None, verbose=0):
-        return self.pipeline.predict_proba(x.reshape(len(x), -1))
+        from allx.train.logistic import predict
 
-
-def logreg_pipeline(c: float):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000))
+        return predict(self.fitted, x.reshape(len(x), -1), self.n_classes)
 
 
 def fit_logreg(args, x, y, val_x, val_y, n_classes):
-    """Standardised features -> multinomial logistic regression; C chosen by log-loss on the fold's val block."""
+    """allx's logistic head fit (train.logistic.fit_one, with `--class-weights`) for each C of `--c-grid`;
+    the C with the lowest log-loss on the fold's val block is kept."""
     from sklearn.metrics import log_loss
 
+    from allx.train.logistic import fit_one
+    from allx.train.trainer import balanced_class_weights
+
+    weights = balanced_class_weights(y, n_classes) if args.class_weights == "balanced" else None
     best = None
-    for c in LOGREG_C:
-        pipeline = logreg_pipeline(c).fit(x, y)
-        loss = log_loss(val_y, pipeline.predict_proba(val_x), labels=list(range(n_classes)))
+    for c in args.c_grid:
+        head = LogisticHead(fit_one(x, y, c, weights), n_classes)
+        loss = log_loss(val_y, head.predict(val_x), labels=list(range(n_classes)))
         if best is None or loss < best[0]:
-            best = (loss, c, pipeline)
-    return LogisticHead(best[2]), {"C": best[1], "val_log_loss": round(float(best[0]), 4)}
+            best = (loss, c, head)
+    return best[2], {"C": best[1], "val_log_loss": round(float(best[0]), 4)}
+
+
+def tap_columns(backbone_name: str, taps: str) -> np.ndarray:
+    """The columns of multiscale features (the taps' pooled channels, concatenated in registry order)
+    that belong to the named subset of the backbone's taps."""
+    from allx.train.backbones import feature_base, get_backbone
+
+    backbone = get_backbone(backbone_name)
+    names = [name.strip() for name in taps.split(",") if name.strip()]
+    if not names or any(name not in backbone.taps for name in names):
+        raise SystemExit(f"--taps: got {names}, expected a subset of {', '.join(backbone.taps)}")
+    base = feature_base(backbone, "none", (64, 64, 3), "multiscale")  # only its shapes are read
+    edges = np.cumsum([0, *(base.get_layer(f"pool_{tap}").output.shape[-1] for tap in backbone.taps)])
+    return np.concatenate([np.arange(edges[k], edges[k + 1]) for k, tap in enumerate(backbone.taps) if tap in names])
+
+
+def choose_variant(documents: list[dict], names: list[str]) -> dict:
+    """The rule, fixed before the held-out block is looked at: among the runs' logreg rows without TTA, the
+    best mean benign specificity at the cross-fitted point whose mean malignant sensitivity there is
+    >= TARGET_SENSITIVITY and whose mean accuracy is at most MAX_ACCURACY_LOSS below the first run's
+    (the baseline). Returns every candidate's figures, whether it qualified, and the chosen name."""
+    candidates = []
+    for name, document in zip(names, documents):
+        row = next(r for r in document["rows"] if r["head"] == "logreg" and not r["tta"])
+        mean, worst = row["mean"], row["worst_fold"]
+        candidates.append({"name": name, "variant": document.get("variant", {}), "command": document.get("command"),
+                           "backbone": document.get("backbone"), "images": document.get("images"),
+                           "accuracy": mean["accuracy"], "worst_accuracy": worst["accuracy"],
+                           "sensitivity": mean["sensitivity_at_crossfit_point"],
+                           "worst_sensitivity": worst["sensitivity_at_crossfit_point"],
+                           "specificity": mean["specificity_at_crossfit_point"],
+                           "worst_specificity": worst["specificity_at_crossfit_point"]})
+    baseline = candidates[0]["accuracy"]
+    for candidate in candidates:
+        candidate["qualifies"] = bool(candidate["sensitivity"] >= TARGET_SENSITIVITY
+                                      and candidate["accuracy"] >= baseline - MAX_ACCURACY_LOSS - 1e-12)
+    qualified = [c for c in candidates if c["qualifies"]]
+    chosen = max(qualified, key=lambda c: c["specificity"])["name"] if qualified else None
+    rule = (f"among the head variants' logreg rows (no TTA), the best mean benign specificity at the cross-fitted "
+            f"point, of those whose mean malignant sensitivity there is >= {TARGET_SENSITIVITY} and whose mean "
+            f"accuracy is at most {MAX_ACCURACY_LOSS * 100:.1f} pp below the baseline's (the plain head); fixed before "
+            "any held-out block was looked at")
+    return {"kind": "recipes-choice", "rule": rule,
+            "candidates": candidates, "chosen": chosen}
 
 
 def predict(head, image_views: np.ndarray, tta: bool) -> np.ndarray:
@@ -339,6 +430,8 @@ def summarise(args, dataset, results, extract_s, total_s) -> dict:
             "images": sum(f["n_test"] for f in next(iter(results.values()))), "images_in_data": len(dataset.items),
             "classes": list(dataset.classes), "backbone": args.backbone, "weights": args.weights,
             "features": args.features, "heads": args.heads, "folds": FOLDS,
+            "variant": {"class_weights": args.class_weights, "c_grid": list(args.c_grid),
+                        "taps": args.taps.split(",") if args.taps else None},
             "fold_kind": "block", "target_sensitivity": TARGET_SENSITIVITY,
             "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
             "machine": f"{platform.machine()}, {platform.python_version()}",
@@ -363,7 +456,11 @@ def markdown(document: dict) -> str:
     rows = ((r["recipe"], r.get("head", "gap"), "yes" if r["tta"] else "no",
              *(f"{r['mean'][key]:.3f} / {r['worst_fold'][key]:.3f}" if key in r["mean"] else "-"
                for key, _ in RECIPE_METRICS)) for r in document["rows"])
-    return "\n".join(markdown_table(header, rows, right=range(3, len(header))))
+    variant = document.get("variant") or {}
+    lines = [f"Head variant: class weights {variant.get('class_weights', 'none')}, C grid "
+             f"{', '.join(map(str, variant.get('c_grid', LOGREG_C)))}, taps {', '.join(variant.get('taps') or ['all'])}",
+             "", *markdown_table(header, rows, right=range(3, len(header)))]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,63 @@ def test_block_folds_hold_out_one_contiguous_block_per_class():
     assert recipes.file_number("Benign/WBC-Benign-010.jpg") > recipes.file_number("Benign/WBC-Benign-9.jpg")
 
 
+def load_recipes():
+    spec = importlib.util.spec_from_file_location("recipes", REPO / "benchmarks" / "recipes.py")
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+    return recipes
+
+
+def imbalanced_features(seed=0, per_class=(12, 40, 40, 40), width=6):
+    """Overlapping Gaussian classes, Benign (class 0) the smallest, in file-number order per class."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), per_class)
+    features = rng.normal(size=(len(labels), width)) + 0.8 * np.eye(4, width)[labels]
+    return features.astype(np.float32), labels
+
+
+def test_recipes_balanced_class_weights_change_the_head_and_reach_the_crossfitted_point():
+    from argparse import Namespace
+
+    recipes = load_recipes()
+    features, labels = imbalanced_features()
+    folds = recipes.block_folds(labels, 5)
+    fold, views = folds[0], {"single": features[:, None, :]}
+    classes = ["Benign", "Early", "Pre", "Pro"]
+    heads, points = {}, {}
+    for weights in ("none", "balanced"):
+        args = Namespace(class_weights=weights, c_grid=(1.0,))
+        heads[weights], chosen = recipes.fit_logreg(args, features[fold["train"]], labels[fold["train"]],
+                                                    features[fold["val"]], labels[fold["val"]], 4)
+        assert chosen["C"] == 1.0
+        points[weights] = recipes.crossfit_point(views, "plain", labels, fold, classes, 1.0, False, 4,
+                                                 weights == "balanced")
+    benign = {w: heads[w].predict(features)[:, 0] for w in heads}
+    # the rare Benign class weighs as much as each other class: every image gets more Benign probability
+    assert np.all(benign["balanced"] > benign["none"])
+    assert points["balanced"].threshold != points["none"].threshold
+
+
+def test_recipes_choose_variant_keeps_sensitivity_and_accuracy_then_takes_the_best_specificity():
+    recipes = load_recipes()
+
+    def run(accuracy, sensitivity, specificity):
+        mean = {"accuracy": accuracy, "sensitivity_at_crossfit_point": sensitivity,
+                "specificity_at_crossfit_point": specificity}
+        return {"rows": [{"head": "logreg", "tta": False, "mean": mean, "worst_fold": mean}]}
+
+    runs = [run(0.980, 0.995, 0.90), run(0.976, 0.995, 0.95), run(0.970, 0.995, 0.99), run(0.980, 0.985, 0.99)]
+    chosen = recipes.choose_variant(runs, ["plain", "balanced", "costs accuracy", "loses sensitivity"])
+    assert chosen["chosen"] == "balanced"
+    assert [c["qualifies"] for c in chosen["candidates"]] == [True, True, False, False]
+
+
+def test_recipes_tap_columns_select_the_named_taps_of_the_concatenated_features():
+    recipes = load_recipes()
+    columns = recipes.tap_columns("efficientnet-lite0", "block2_add,block14_add")  # 24 + ... + 192 channels
+    assert list(columns) == list(range(24)) + list(range(448 - 192, 448))
+
+
 def test_cv_quick_writes_a_grouped_summary_per_backbone(tmp_path):
     out = tmp_path / "cv.json"
     printed = run_script("cv.py", "--backbone", "efficientnet-lite0", "--work", str(tmp_path / "work"),

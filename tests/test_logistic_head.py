@@ -80,7 +80,8 @@ def test_multiscale_is_offered_only_where_taps_are_registered():
     with pytest.raises(UsageError, match="no registered taps"):
         check_features(get_backbone("mobilenetv2"), "multiscale")
     resnet = feature_base(get_backbone("resnet50"), "none", (64, 64, 3), "multiscale")
-    assert resnet.output_shape == (None, 1, 1, 256 + 512 + 1024 + 2048)  # the end of each residual stage
+    assert resnet.output_shape == (None, 1, 1, 256 + 512 + 1024)  # the ends of residual stages 2-4
+    assert "conv5_block1_out" not in [layer.name for layer in resnet.layers]  # stage 5 is not computed at all
     with pytest.raises(UsageError, match="expected one of last, multiscale"):
         check_features(lite0, "middle")
 
