@@ -123,7 +123,8 @@ def test_explain_stain_mask_finds_the_purple_cell_and_leaves_lavender_red_cells(
     """The map check's second reference: a stained white cell is found, a lavender red cell (purple excess
     below the floor) and a speck are not, and painting the cell out leaves the field's background colour."""
     sys.path.insert(0, str(REPO))
-    from benchmarks.explain import mass_ratio, stain_mask, without_cells
+    from allx.train.background_swap import stain_mask, without_cells
+    from benchmarks.explain import mass_ratio
 
     yy, xx = np.mgrid[:96, :96]
     field = np.full((96, 96, 3), (235, 230, 240), np.uint8)  # light background
