@@ -1,5 +1,6 @@
 """Background swap composites: the source's cells on another class's cell-free background, seeded, checked masks."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +168,24 @@ def test_options_that_do_not_fit_the_swap_are_refused(synthetic_dir, tmp_path, o
                                        "48", "--cell-masks", str(synthetic_dir), *options])
     assert outcome.exit_code == 2, outcome.output
     assert message in outcome.output and "Traceback" not in outcome.output
+
+
+def test_a_run_with_cell_masks_trains_on_three_views_per_image_and_says_so(synthetic_dir, tmp_path):
+    from allx.train.background_swap import stain_mask
+    from allx.train.trainer import TrainConfig, train_model
+
+    for image in synthetic_dir.glob("*/*.jpg"):  # Segmented-like masks: the stained pixels kept, the rest black
+        pixels = np.asarray(Image.open(image).convert("RGB"))
+        (tmp_path / "masks" / image.parent.name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.where(stain_mask(pixels)[..., None], pixels, 0).astype(np.uint8)).save(
+            tmp_path / "masks" / image.parent.name / image.name)
+    config = TrainConfig(data_dir=synthetic_dir, out_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
+                         backbone="efficientnet-lite0", image_size=48, epochs=1, head="gap", features="last",
+                         augment="none", cell_masks=tmp_path / "masks")
+    result = train_model(config)
+    markers = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*.json")]
+    train_paths = json.loads((result.run_dir / "split.json").read_text())["train"]
+    swapped = [m for m in markers if m.get("views_per_image") == 3]
+    assert len(swapped) == 1 and len(swapped[0]["paths"]) == 3 * len(train_paths), "train only, 1 + 2 views"
+    assert "Background swap: 2 composites per training image" in (result.run_dir / "MODEL_CARD.md").read_text()
+    assert json.loads((result.run_dir / "train_config.json").read_text())["cell_masks"] == str(tmp_path / "masks")
