@@ -189,3 +189,14 @@ def test_a_run_with_cell_masks_trains_on_three_views_per_image_and_says_so(synth
     assert len(swapped) == 1 and len(swapped[0]["paths"]) == 3 * len(train_paths), "train only, 1 + 2 views"
     assert "Background swap: 2 composites per training image" in (result.run_dir / "MODEL_CARD.md").read_text()
     assert json.loads((result.run_dir / "train_config.json").read_text())["cell_masks"] == str(tmp_path / "masks")
+
+
+def test_the_cache_key_part_changes_with_a_mask_and_with_the_copies(tmp_path):
+    from allx.train.features import content_hashes
+
+    relpaths, _ = write_set(tmp_path)
+    swap = BackgroundSwap(tmp_path / "Segmented", 2)
+    before = swap.key(content_hashes(swap.masks_dir, relpaths))
+    assert BackgroundSwap(swap.masks_dir, 3).key(content_hashes(swap.masks_dir, relpaths)) != before
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(tmp_path / "Segmented" / relpaths[0])
+    assert swap.key(content_hashes(swap.masks_dir, relpaths)) != before

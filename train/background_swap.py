@@ -17,6 +17,8 @@ the same composites and their features cache like the other training views (trai
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +110,13 @@ class BackgroundSwap:
 
     def key(self, mask_hashes: str) -> dict:
         """What changes the composites: part of the feature cache key (`mask_hashes`: the masks' contents)."""
-        return {"masks": mask_hashes, "copies": self.copies, "cell_level": CELL_LEVEL, "close": CLOSE_PX,
-                "grow": GROW_PX, "stain": [STAIN_FLOOR, STAIN_SPECK], "stream": SWAP_STREAM}
+        return {"masks": mask_hashes, "copies": self.copies, "code": code_version()}
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """A hash of this module: the masks' thresholds and the way composites are drawn all live here."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 def check_copies(copies: int) -> None:
