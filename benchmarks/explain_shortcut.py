@@ -80,49 +80,64 @@ def test_accuracy(metrics_path: Path) -> dict:
             "per_class": metrics.get("per_class"), "split_kind": metrics.get("split_kind")}
 
 
-def allx(*arguments: str) -> None:
-    subprocess.run([str(Path(sys.executable).parent / "allx"), *arguments], check=True)
+def allx(*arguments: str, allowed: tuple[int, ...] = (0,)) -> None:
+    done = subprocess.run([str(Path(sys.executable).parent / "allx"), *arguments], check=False)
+    if done.returncode not in allowed:
+        raise SystemExit(f"allx {arguments[0]} failed with exit code {done.returncode}")
 
 
-def trained_and_converted(name: str, split_path: Path, config: dict, args, *options: str) -> Path:
-    """SCRATCH/run-NAME trained with the run's recipe and split (plus `options`) and converted to int8; a run
-    or conversion already there is kept. Returns the converted folder."""
+def trained(name: str, split_path: Path, config: dict, args, *options: str) -> Path:
+    """SCRATCH/run-NAME trained with the run's recipe and split (plus `options`); a run already there is kept."""
     out = args.scratch / f"run-{name}"
     if not (out / layout.MODEL_KERAS).is_file():
         allx("train", str(args.data), "--out", str(out), "--split", str(split_path), "--backbone", config["backbone"],
              "--seed", str(config["seed"]), *options)
-    converted = out / "tflite"
-    if not (converted / layout.MANIFEST).is_file():
-        allx("convert", str(out / layout.MODEL_KERAS), "--int8", "--out", str(converted))
-    return converted
+    return out
+
+
+def converted(run: Path, precision: str) -> tuple[Path, bool]:
+    """(the .tflite of `allx convert --PRECISION` of the run, whether it passed the accuracy check), converted
+    into RUN/tflite (int8) or RUN/tflite-PRECISION unless already there. A model that fails the check (exit 3)
+    is measured too, as the rejected file convert keeps, and marked so."""
+    folder = run / ("tflite" if precision == "int8" else f"tflite-{precision}")
+    if not (folder / layout.MANIFEST).is_file() and not list(folder.glob("*.rejected.tflite")):
+        extra = () if precision == "int8" else ("--fidelity-images", "0", "--no-ood")
+        allx("convert", str(run / layout.MODEL_KERAS), f"--{precision}", *extra, "--out", str(folder), allowed=(0, 3))
+    if (folder / layout.MANIFEST).is_file():
+        return folder, True
+    return sorted(folder.glob("*.rejected.tflite"))[0], False
 
 
 def swap_comparison(split_path: Path, split: dict, config: dict, args) -> dict:
-    """The plain and the background swap model side by side, int8 through EdgeModel on the test fields."""
+    """The plain and the background swap model side by side, each converted model through EdgeModel on the
+    test fields."""
     from benchmarks.explain import sanity, shortcut, spread
 
-    runs = {"plain": trained_and_converted("plain", split_path, config, args),
-            "swap": trained_and_converted("swap", split_path, config, args, "--cell-masks", str(args.segmented))}
+    runs = {"plain": trained("plain", split_path, config, args),
+            "swap": trained("swap", split_path, config, args, "--cell-masks", str(args.segmented))}
     test = sorted(split["test"])
     fields = spread(test, args.per_class)
     compared = {}
-    for name, folder in runs.items():
-        model = EdgeModel.load(folder, threads=1)
-        _, maps = sanity(model, args, fields)
-        compared[name] = {"model": str(model.model_path), "model_sha256": model.sha256,
-                          "metrics_float": test_accuracy(folder.parent / layout.METRICS),
-                          "int8": shortcut(model, args, test), "maps": maps}
+    for precision in args.precisions.split(","):
+        for name, run in runs.items():
+            path, passed = converted(run, precision)
+            model = EdgeModel.load(path, threads=1, allow_rejected=not passed)
+            _, maps = sanity(model, args, fields)
+            compared[f"{name}-{precision}"] = {
+                "run": name, "precision": precision, "model": str(model.model_path), "model_sha256": model.sha256,
+                "passed_check": passed, "metrics_float": test_accuracy(run / layout.METRICS),
+                "converted": shortcut(model, args, test), "maps": maps}
     return {"fields_mapped": len(fields), "per_class": args.per_class, "models": compared,
             "swap_options": f"--cell-masks {args.segmented}"}
 
 
 def print_comparison(comparison: dict) -> None:
     for name, entry in comparison["models"].items():
-        int8, maps = entry["int8"], entry["maps"]
+        int8, maps = entry["converted"], entry["maps"]
         point = int8["clinical"].get("operating_point") or int8["clinical"]["argmax"]
         sens, spec = point["malignant_sensitivity"], point["benign_specificity"]
         low, high = maps.get("mass_ratio_interval") or (None, None)
-        print(f"{name:5s} int8 test accuracy {int8['original']['accuracy']:.1%} ({int8['original']['right']}/"
+        print(f"{name:13s} test accuracy {int8['original']['accuracy']:.1%} ({int8['original']['right']}/"
               f"{int8['fields']}), malignant sensitivity {sens['share']:.1%} ({sens['right']}/{sens['of']}), benign "
               f"specificity {spec['share']:.1%} ({spec['right']}/{spec['of']}); cells painted out "
               f"{int8['background_only']['accuracy']:.1%}; map mass on the cells "
@@ -139,6 +154,7 @@ def main(argv=None) -> None:
     parser.add_argument("--views", default="background,cells", help="which derived copies to train on (none: none)")
     parser.add_argument("--swap", action="store_true", help="also the plain and background swap models side by side")
     parser.add_argument("--per-class", type=int, default=12, help="--swap: mapped test fields per class (explain.py's)")
+    parser.add_argument("--precisions", default="int8", help="--swap: conversions to measure, e.g. int8,float32")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "explain_shortcut.json")
     args = parser.parse_args(argv)
     command = "python benchmarks/explain_shortcut.py " + " ".join(argv if argv is not None else sys.argv[1:])
