@@ -41,25 +41,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
-from scipy import ndimage
-from skimage import filters, morphology
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from allx.images import load_image  # noqa: E402
 from allx.text import wilson_interval  # noqa: E402
 from allx.edge_runner.bench import machine_info  # noqa: E402
 from allx.edge_runner.explain import default_method, explain  # noqa: E402
+from allx.decision import benign_index, has_benign, sensitivity_specificity  # noqa: E402
 from allx.edge_runner.model import BATCH, EdgeModel  # noqa: E402
+from allx.train.background_swap import cell_mask, stain_mask, without_cells  # noqa: E402
 from allx.files import write_json  # noqa: E402
 from benchmarks.edge_throughput import DEFAULT_MODEL, build_default_model, generated_images  # noqa: E402
 
-CELL_LEVEL = 40  # Segmented sets the background to black: a pixel brighter than this in any channel is cell
-CLOSE_PX = 5  # closing (max then min filter) that fills the dark specks the segmentation left inside a cell
-STAIN_FLOOR = 30.0  # purple excess below which nothing is a cell: lavender red cells (Pre) reach about 25
-STAIN_SPECK = 150  # pixels: smaller purple objects are platelets or debris, not a white cell (~0.3% of 224 x 224)
 TARGETS = {"ms_per_field": 1000.0, "mass_ratio": 1.5}
 
 
@@ -88,33 +82,6 @@ def spread(relpaths: list[str], per_class: int) -> list[str]:
         picks = np.linspace(0, len(files) - 1, min(per_class, len(files))).round().astype(int)
         chosen += [files[i] for i in dict.fromkeys(picks)]
     return chosen
-
-
-def cell_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
-    kept = Image.fromarray(((load_image(path, size).max(axis=-1) > CELL_LEVEL) * 255).astype(np.uint8))
-    closed = kept.filter(ImageFilter.MaxFilter(CLOSE_PX)).filter(ImageFilter.MinFilter(CLOSE_PX))
-    return np.asarray(closed) > 127
-
-
-def stain_mask(pixels: np.ndarray) -> np.ndarray:
-    """The white cells of an Original field found by their stain: purple, where red and blue exceed green by
-    more than in the rest of the field (Otsu's threshold on (R + B) / 2 - G, at least STAIN_FLOOR), specks
-    removed and holes filled. A second reference beside the Segmented set's colour threshold, which
-    misses most pale violet Pro cells (median 1.6% of a Pro field) and keeps the rims of lavender red cells."""
-    values = np.asarray(pixels, np.float32)
-    purple = (values[..., 0] + values[..., 2]) / 2 - values[..., 1]
-    found = purple > max(float(filters.threshold_otsu(purple)), STAIN_FLOOR)
-    found = morphology.remove_small_objects(ndimage.binary_opening(found, morphology.disk(2)), max_size=STAIN_SPECK)
-    return ndimage.binary_fill_holes(found)
-
-
-def without_cells(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The field with its segmented cells (grown by a few pixels) painted in the median colour of the rest:
-    what the model says when the cells are gone tells whether its answer needs them at all."""
-    grown = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(9))) > 127
-    painted = pixels.copy()
-    painted[grown] = np.median(pixels[~grown], axis=0).astype(np.uint8) if (~grown).any() else 128
-    return painted
 
 
 def timed(model: EdgeModel, pixels: np.ndarray, batch: int):
@@ -216,12 +183,30 @@ def sanity(model: EdgeModel, args, relpaths: list[str]) -> tuple[list[dict], dic
     return rows, {**summary, "per_field": per_field}
 
 
+def clinical(probabilities: np.ndarray, truths: list[str], labels: list[str], point) -> dict:
+    """Malignant sensitivity and benign specificity, each with its counts and 95% Wilson interval: at the
+    argmax, and at the model's shipped operating point (`point`; None when it ships none)."""
+    truth = np.array([labels.index(t) for t in truths])
+    malignant = truth != benign_index(labels)
+    sides = {"malignant_sensitivity": int(malignant.sum()), "benign_specificity": int((~malignant).sum())}
+    result = {}
+    for where, at in (("argmax", None), ("operating_point", point)):
+        if where == "operating_point" and point is None:
+            continue
+        shares = sensitivity_specificity(probabilities, truth, labels, at)
+        result[where] = {"threshold": shares["threshold"], **{
+            side: None if shares[side] is None else {
+                "share": shares[side], "right": int(round(shares[side] * n)), "of": n,
+                "interval": list(wilson_interval(shares[side], n))} for side, n in sides.items()}}
+    return result
+
+
 def shortcut(model: EdgeModel, args, relpaths: list[str]) -> dict:
     """Accuracy on each test field as it is, with its cells painted out (both masks), and as the Segmented
-    cells alone."""
+    cells alone; malignant sensitivity and benign specificity of the fields as they are."""
     labels = list(model.labels)
     predicted: dict[str, list[str]] = {"original": [], "background_only": [], "cell_only": []}
-    truths, no_cell = [], 0
+    truths, no_cell, as_they_are = [], 0, []
     for relpath in relpaths:
         pixels = model.load_pixels(args.data / relpath)
         segmented, stained = both_masks(args, relpath, pixels, model.input_size)
@@ -229,11 +214,16 @@ def shortcut(model: EdgeModel, args, relpaths: list[str]) -> dict:
         views = {"original": pixels, "background_only": without_cells(pixels, segmented | stained),
                  "cell_only": model.load_pixels(args.segmented / relpath)}
         for view, image in views.items():
-            predicted[view].append(labels[int(np.argmax(model.predict_one(image)))])
+            probabilities = model.predict_one(image)
+            predicted[view].append(labels[int(np.argmax(probabilities))])
+            if view == "original":
+                as_they_are.append(probabilities)
         truths.append(relpath.split("/")[0])
     counts = {label: truths.count(label) for label in labels}
     result = {"fields": len(relpaths), "fields_without_segmented_cell": no_cell,
-              "majority_share": max(counts.values()) / len(truths), "class_counts": counts}
+              "majority_share": max(counts.values()) / len(truths), "class_counts": counts,
+              "clinical": clinical(np.array(as_they_are), truths, labels, model.manifest.operating_point)
+              if has_benign(labels) else None}
     for view, answers in predicted.items():
         hits = [answer == truth for answer, truth in zip(answers, truths)]
         share = sum(hits) / len(hits)

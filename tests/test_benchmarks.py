@@ -180,7 +180,8 @@ def test_explain_stain_mask_finds_the_purple_cell_and_leaves_lavender_red_cells(
     """The map check's second reference: a stained white cell is found, a lavender red cell (purple excess
     below the floor) and a speck are not, and painting the cell out leaves the field's background colour."""
     sys.path.insert(0, str(REPO))
-    from benchmarks.explain import mass_ratio, stain_mask, without_cells
+    from allx.train.background_swap import stain_mask, without_cells
+    from benchmarks.explain import mass_ratio
 
     yy, xx = np.mgrid[:96, :96]
     field = np.full((96, 96, 3), (235, 230, 240), np.uint8)  # light background
@@ -197,3 +198,23 @@ def test_explain_stain_mask_finds_the_purple_cell_and_leaves_lavender_red_cells(
     fields = [{"flat": False, "share": 0.1, "inside": 0.3}, {"flat": True, "share": 0.1, "inside": 0.0}]
     ratio = mass_ratio(fields, "inside", "share")
     assert ratio["mass_ratio"] == pytest.approx(3.0) and ratio["mass_ratio_flat_as_uniform"] == pytest.approx(2.0)
+
+
+def test_explain_clinical_counts_both_sides_at_the_argmax_and_at_the_shipped_point():
+    sys.path.insert(0, str(REPO))
+    from allx.decision import OperatingPoint
+    from benchmarks.explain import clinical
+
+    labels = ["Benign", "Early", "Pre", "Pro"]
+    probabilities = np.array([[0.9, 0.1, 0, 0], [0.6, 0.4, 0, 0], [0.2, 0.8, 0, 0], [0.55, 0, 0.45, 0]])
+    truths = ["Benign", "Benign", "Early", "Pre"]
+    point = OperatingPoint(threshold=0.3, target_sensitivity=0.99, sensitivity=1.0, specificity=0.5,
+                           n_malignant=2, n_benign=2, chosen_on="test")
+    result = clinical(probabilities, truths, labels, point)
+    argmax, shipped = result["argmax"], result["operating_point"]
+    assert argmax["malignant_sensitivity"]["right"] == 1 and argmax["malignant_sensitivity"]["of"] == 2
+    assert argmax["benign_specificity"]["right"] == 2 and argmax["benign_specificity"]["of"] == 2
+    assert shipped["malignant_sensitivity"]["right"] == 2 and shipped["benign_specificity"]["right"] == 1
+    low, high = shipped["benign_specificity"]["interval"]
+    assert low < 0.5 < high and shipped["threshold"] == 0.3
+    assert "operating_point" not in clinical(probabilities, truths, labels, None)

@@ -30,6 +30,7 @@ def write_model_card(path: Path, config, backbone, weights, size, split, metrics
         f"- Head: {head_words(config, len(split.classes))}",
         f"- Fine-tuned top layers: {config.fine_tune_layers}",
         f"- Training augmentation: {config.augment or 'none'}",
+        f"- Background swap: {swap_words(config)}",
         "",
         "## Test metrics",
     ]
@@ -76,3 +77,10 @@ def head_words(config, n_classes: int) -> str:
                 "(scikit-learn L-BFGS; C chosen by validation log-loss)")
     return (f"{config.head} -> Dropout(0.5) -> Dense({n_classes}, softmax); Adam lr {config.learning_rate}, categorical "
             f"cross-entropy; up to {config.epochs} epochs, early stopping on validation loss")
+
+
+def swap_words(config) -> str:
+    if config.cell_masks is None:
+        return "none (the training fields as they are)"
+    return (f"{config.swap_copies} composites per training image: its white cells on the cell-free background of "
+            f"a training image of another class (cell masks from `{config.cell_masks}`)")

@@ -16,12 +16,14 @@ from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
 from allx.errors import AllxError, DataError, ModelError, UsageError
 from allx.files import sha256_file, write_atomic, write_json
 from allx.train.augment import Augmentation, parse_augmentation
+from allx.train.background_swap import DEFAULT_COPIES, BackgroundSwap, Composites, check_cell_masks, check_copies
 from allx.train.backbones import DEFAULT_AUGMENT, check_features, feature_base, get_backbone  # noqa: F401
 from allx.train.charts import save_split_charts
 from allx.train.cluster import DEFAULT_WORKER_TIMEOUT, read_cluster
 from allx.train.distribute import check_strategy, describe_strategy, make_strategy, uses_cluster
 from allx.train.evaluate import predict_images
-from allx.train.features import cache_file, cache_key, default_cache_dir, extract_features, feature_cache_parts
+from allx.train.features import (cache_file, cache_key, content_hashes, default_cache_dir, extract_features,
+                                 feature_cache_parts)
 from allx.train.groups import DEFAULT_BLOCK_SIZE
 from allx.train.image_pipeline import image_dataset
 from allx.train.metrics import classification_metrics
@@ -66,6 +68,8 @@ class TrainConfig:
     cache_dir: Path | None = None
     augment: str | None = None  # comma-separated subset of train.augment.KINDS, "" / "none"; None: the backbone's
     augment_copies: int = 2  # jittered views added to the clean ones per image (stain, crop, blur)
+    cell_masks: Path | None = None  # masks with the data's file names: background swap (train.background_swap)
+    swap_copies: int = DEFAULT_COPIES  # composites per training image with cell_masks
     strategy: str = "auto"  # tf.distribute strategy for the image-based phases (train.distribute)
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT  # seconds a multi-worker run waits for a peer (train.cluster)
     group_by: str = "near-duplicate"  # a SplitKind code: how a split made here keeps images together
@@ -117,8 +121,22 @@ def validate_config(config: TrainConfig) -> None:
     if config.features is not None:
         check_features(get_backbone(config.backbone), config.features)
     check_strategy(config.strategy)
+    if config.cell_masks is not None:
+        check_swap(config)
     if not Path(config.data_dir).is_dir():
         raise DataError(f"data directory not found: got {config.data_dir}, expected a folder of class folders")
+
+
+def check_swap(config: TrainConfig) -> None:
+    """--cell-masks adds cached composite views to the frozen base's training features: one process, no
+    fine-tuning on images (which would train on the fields alone again)."""
+    check_copies(config.swap_copies)
+    if config.fine_tune_layers:
+        raise UsageError(f"--cell-masks with --fine-tune-layers {config.fine_tune_layers}: got both, expected one "
+                         "(the composites are cached features of the frozen base)")
+    if uses_cluster(config.strategy) and os.environ.get("TF_CONFIG"):
+        raise UsageError("--cell-masks with a TF_CONFIG cluster: got both, expected one process (composites are "
+                         "not sharded across workers)")
 
 
 def train_model(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
@@ -161,6 +179,7 @@ def train_into(config: TrainConfig, run_dir: Path, progress: Progress | None) ->
     split = prepare_split(config, run_dir)
     size = (config.image_size, config.image_size) if config.image_size else tuple(backbone.input_size)
     weights = config.weights or backbone.default_weights
+    composites = training_composites(config, split, size)  # every mask checked before the backbone is built
 
     with strategy.scope():  # a no-op on one device; several replicas share each batch otherwise
         # 1. The frozen pretrained backbone, with its preprocessing inside the model.
@@ -168,9 +187,12 @@ def train_into(config: TrainConfig, run_dir: Path, progress: Progress | None) ->
 
         # 2. Backbone features once per (data, backbone, weights, size, augmentation), cached on disk;
         #    the training subset as its augmented views (train.view_features).
+        #    With --cell-masks the training subset also gets its background swap composites; val and test
+        #    stay real fields.
         augmentation = parse_augmentation(config.augment, config.augment_copies)
         features = {name: cached_features(config, extractor, split, name, size, weights, progress, strategy,
-                                          augmentation if name == "train" else None)
+                                          augmentation if name == "train" else None,
+                                          composites if name == "train" else None)
                     for name in ("train", "val", "test") if split.subset(name)}
         check_some_readable(features)
 
@@ -252,25 +274,38 @@ def prepare_split(config: TrainConfig, run_dir: Path):
     return saved
 
 
+def training_composites(config, split, size) -> Composites | None:
+    """The training subset's background swap composites (None without --cell-masks); every training image's
+    mask is checked here, before any extraction."""
+    if config.cell_masks is None:
+        return None
+    relpaths = list(split.subset("train"))
+    donors = check_cell_masks(config.data_dir, config.cell_masks, relpaths)
+    return Composites(BackgroundSwap(Path(config.cell_masks), config.swap_copies), config.data_dir, relpaths,
+                      split.labels("train"), size, config.seed, donors)
+
+
 def cached_features(config, extractor, split, subset, size, weights, progress, strategy=None,
-                    augmentation: Augmentation | None = None):
+                    augmentation: Augmentation | None = None, composites: Composites | None = None):
     """The subset's backbone features from the cache (extracted on a miss); with an `augmentation` that
-    has kinds, every image's augmented views (train.view_features)."""
+    has kinds, every image's augmented views, and with `composites` its background swap composites after
+    them (train.view_features)."""
     relpaths, labels = list(split.subset(subset)), split.labels(subset)
     augmentation = augmentation if augmentation and augmentation.kinds else None
-    key = feature_cache_key(config, split, subset, size, weights, augmentation)
+    key = feature_cache_key(config, split, subset, size, weights, augmentation, composites)
     cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
     report = (lambda done, total: progress(f"features {subset}", done, total)) if progress else None
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    if augmentation or replicas > 1:  # (a single view, the image itself, when only the strategy asks for it)
+    if augmentation or composites or replicas > 1:  # (a single view, the image itself, when only the strategy asks)
         return extract_view_features(extractor, Path(config.data_dir), relpaths, labels, size,
                                      augmentation or Augmentation(), cache_file(cache_dir, key), config.seed, report,
-                                     strategy)
+                                     strategy, composites=composites)
     return extract_features(extractor, Path(config.data_dir), relpaths, labels, size,
                             cache_file(cache_dir, key), report)
 
 
-def feature_cache_key(config, split, subset, size, weights, augmentation: Augmentation | None) -> str:
+def feature_cache_key(config, split, subset, size, weights, augmentation: Augmentation | None,
+                      composites: Composites | None = None) -> str:
     """The cache key of a subset's features (`augmentation` None or with kinds): everything they depend on."""
     relpaths, labels = list(split.subset(subset)), split.labels(subset)
     weights_id = weights if weights in ("imagenet", "none") else weights_file_sha256(weights)
@@ -278,6 +313,9 @@ def feature_cache_key(config, split, subset, size, weights, augmentation: Augmen
                 "augment_seed": config.seed if augmentation and augmentation.is_random else None}
     if config.features not in (None, "last"):  # (absent for the last map: caches made before stay valid)
         settings["features"] = {"kind": config.features, "taps": list(get_backbone(config.backbone).taps)}
+    if composites is not None:  # (absent without them: caches made before stay valid)
+        settings["background_swap"] = {**composites.swap.key(content_hashes(composites.swap.masks_dir, relpaths)),
+                                       "seed": config.seed}
     return cache_key(feature_cache_parts(config.data_dir, relpaths, labels, split.classes, config.backbone,
                                          weights_id, size, settings, seed=config.seed if weights == "none" else None))
 

@@ -4,7 +4,8 @@ Each image gives `augmentation.views_per_image` rows, stored image-major (image 
 i*V .. i*V+V-1) in a float16 memmap, so memory holds one batch of views at a time and the disk holds
 V times the plain cache. The FeatureSet repeats each path and label V times, so `features[i]` still
 belongs to `paths[i]` and the head trains on it unchanged. Random jitters come from a generator seeded
-per image (seed, index): the same settings give the same views, whatever the batch order.
+per image (seed, index): the same settings give the same views, whatever the batch order. With background
+swap composites (train.background_swap) each image's composites follow its augmented views.
 """
 
 from __future__ import annotations
@@ -26,15 +27,16 @@ IMAGES_PER_STEP = 8  # images whose views are decoded and augmented together (8 
 
 def extract_view_features(extractor, data_dir: Path, relpaths, labels, image_size: tuple[int, int],
                           augmentation: Augmentation, cache_path: Path, seed: int = 0, progress=None,
-                          strategy=None, first_view: int = 0) -> FeatureSet:
+                          strategy=None, first_view: int = 0, composites=None) -> FeatureSet:
     """Features of every training view of `relpaths`, cached at cache_path; unreadable images are skipped.
 
     `progress(done_images, total_images)` is called per step. With a tf.distribute `strategy` (the
     extractor built in its scope), each step's views are spread over its replicas. `first_view` > 0 keeps
     only views first_view.. of each image (e.g. only the jittered copies when the clean views are cached).
+    `composites` (a train.background_swap.Composites) adds its `copies` composites after each image's views.
     """
     done_marker = cache_path.with_suffix(".json")
-    views = augmentation.views_per_image - first_view
+    views = augmentation.views_per_image - first_view + (composites.copies if composites else 0)
     feature_shape = tuple(int(d) for d in extractor.output_shape[1:])
     if done_marker.exists():
         try:
@@ -54,7 +56,8 @@ def extract_view_features(extractor, data_dir: Path, relpaths, labels, image_siz
         pixels = read_or_reason(Path(data_dir) / relpaths[index], image_size)
         if isinstance(pixels, str):
             return pixels
-        return training_views(pixels, augmentation, np.random.default_rng([seed, index]))[first_view:]
+        augmented = training_views(pixels, augmentation, np.random.default_rng([seed, index]))[first_view:]
+        return augmented + (composites.views(index, pixels) if composites else [])
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         loads = pool.map(lambda step: [load_views(i) for i in step], steps)

@@ -16,6 +16,7 @@ from allx.cli.data import BlockSize, GroupBy, GroupsFile, Neighbours, Similarity
 from allx.decision import DEFAULT_TARGET_SENSITIVITY, check_target
 from allx.errors import UsageError
 from allx.train.cluster import DEFAULT_WORKER_TIMEOUT
+from allx.train.background_swap import DEFAULT_COPIES
 from allx.train.cv import CVConfig, cross_validate, fold_stage
 from allx.train.distribute import uses_cluster
 from allx.train.embeddings import SIMILARITY
@@ -49,6 +50,14 @@ def train(
                                          "none for none. Default: the backbone's recipe, the winner of benchmarks/recipes.py "
                                          "(resnet50: dihedral; efficientnet-lite0: none).", show_default=False)] = None,
     augment_copies: Annotated[int, typer.Option(help="Jittered views (stain, crop, blur) added to each image's clean views.")] = 2,
+    cell_masks: Annotated[Optional[Path], typer.Option(help="Folder of cell masks with the data's file names (e.g. the "
+                                                       "Segmented set: cells kept, the rest black). Each training image "
+                                                       "also gets composites: its white cells on the cell-free "
+                                                       "background of a training image of another class, so the "
+                                                       "background names no class. Val and test stay real fields.",
+                                                       show_default=False)] = None,
+    swap_copies: Annotated[int, typer.Option(help="Background swap composites per training image (with --cell-masks).")]
+    = DEFAULT_COPIES,
     strategy: Annotated[str, typer.Option(help="tf.distribute strategy for augmented extraction and fine-tuning: auto "
                                           "(TF_CONFIG -> multiworker, 2+ GPUs -> mirrored, else one device), mirrored, "
                                           "multiworker (the hosts in TF_CONFIG, the same command on each: features "
@@ -87,12 +96,15 @@ def train(
     if split is not None and (groups is not None or group_by is not None):
         raise UsageError("--split names a finished split: got --groups/--group-by too, expected one or the other "
                          "(make a grouped split with `allx data split --group-by ...`)")
+    if cv is not None and cell_masks is not None:
+        raise UsageError("--cell-masks with --cv: got both, expected one (background swap trains one model)")
     kind, threshold = grouping_options(group_by, groups, neighbours, similarity)
     config = TrainConfig(data_dir=data_dir, out_dir=out, split_path=split, backbone=backbone, weights=weights,
                          head=head, features=features, target_sensitivity=target_sensitivity, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                          fine_tune_layers=fine_tune_layers, fine_tune_epochs=fine_tune_epochs,
                          class_weights=class_weights, image_size=image_size, patience=patience, val=val, test=test,
-                         augment=augment, augment_copies=augment_copies, strategy=strategy,
+                         augment=augment, augment_copies=augment_copies, cell_masks=cell_masks,
+                         swap_copies=swap_copies, strategy=strategy,
                          worker_timeout=worker_timeout,
                          group_by=kind.value, groups_file=groups, block_size=block_size, similarity=threshold)
     if cv is not None:
