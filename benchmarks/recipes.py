@@ -56,6 +56,7 @@ import numpy as np
 
 from allx.files import write_json
 from allx.text import markdown_table
+from allx.train.backbones import COLOUR_NORMS
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO.parent / "shared" / "data" / "all-taleqani" / "Original"
@@ -94,6 +95,9 @@ def main():
                         help="logreg head: the C values tried, chosen by log-loss on each fold's validation block")
     parser.add_argument("--taps", default=None, help="--features multiscale: comma-separated subset of the "
                         "backbone's taps fed to the head (default: all of them)")
+    parser.add_argument("--colour-norm", default="none", choices=COLOUR_NORMS,
+                        help="per-image: each image's channels standardised by its own mean/std inside the model, "
+                             "before the backbone's preprocessing (allx.train.layers.ColourStandardization)")
     parser.add_argument("--choose", type=Path, nargs="+", default=None, metavar="JSON",
                         help="no run: pick among these results by choose_variant's rule (the first is the baseline)")
     parser.add_argument("--out", type=Path, default=None,
@@ -202,7 +206,7 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
     import keras
 
     from allx.train.augment import parse_augmentation
-    from allx.train.backbones import feature_base, get_backbone
+    from allx.train.backbones import colour_normalisation, feature_base, get_backbone
     from allx.train.dataset import data_fingerprint
     from allx.train.features import cache_key, default_cache_dir
     from allx.train.view_features import extract_view_features
@@ -213,7 +217,9 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
     keras.utils.set_random_seed(0)  # --weights none: the same random base for every chunk
     base = feature_base(backbone, args.weights, (*size, 3), args.features)
     base.trainable = False
-    pooled = keras.layers.GlobalAveragePooling2D()(base(backbone.make_preprocessing()(pixels), training=False))
+    normalise = colour_normalisation(args.colour_norm)
+    x = normalise(pixels) if normalise is not None else pixels
+    pooled = keras.layers.GlobalAveragePooling2D()(base(backbone.make_preprocessing()(x), training=False))
     extractor = keras.Model(pixels, pooled)  # (multiscale: a (1, 1, D) map, so the pooling is the identity)
     cache_dir = args.cache_dir or default_cache_dir()
     fingerprint = data_fingerprint(args.data, relpaths)
@@ -226,6 +232,8 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
         pooling = "gap" if args.features == "last" else f"{args.features}:{','.join(backbone.taps)}"
         parts = {"data": fingerprint, "backbone": f"{args.backbone}+{pooling}", "weights": args.weights,
                  "size": list(size), "augment": augmentation.key(), "format": 1}
+        if args.colour_norm != "none":  # absent for "none", so the plain features cached before stay valid
+            parts["colour_norm"] = args.colour_norm
         key = cache_key({**parts, "first_view": first_view} if first_view else parts)
         last = [0.0]
 
@@ -431,7 +439,7 @@ def summarise(args, dataset, results, extract_s, total_s) -> dict:
             "classes": list(dataset.classes), "backbone": args.backbone, "weights": args.weights,
             "features": args.features, "heads": args.heads, "folds": FOLDS,
             "variant": {"class_weights": args.class_weights, "c_grid": list(args.c_grid),
-                        "taps": args.taps.split(",") if args.taps else None},
+                        "taps": args.taps.split(",") if args.taps else None, "colour_norm": args.colour_norm},
             "fold_kind": "block", "target_sensitivity": TARGET_SENSITIVITY,
             "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size,
             "machine": f"{platform.machine()}, {platform.python_version()}",

@@ -103,6 +103,29 @@ def feature_base(backbone: Backbone, weights, input_shape, features: str = "last
                        name=f"{base.name}_multiscale")
 
 
+# Optional per-image colour normalisation in front of any backbone's preprocessing (ColourStandardization):
+# "per-image" standardises each image's channels by its own mean/std, then maps them to ImageNet's pixel
+# mean/std in 0..255, the range every registered preprocessing expects.
+COLOUR_NORMS = ("none", "per-image")
+IMAGENET_PIXEL_MEAN = tuple(255 * m for m in IMAGENET_MEAN)
+IMAGENET_PIXEL_STD = tuple(255 * s for s in IMAGENET_STD)
+
+
+def check_colour_norm(colour_norm: str) -> str:
+    if colour_norm not in COLOUR_NORMS:
+        raise UsageError(f"--colour-norm: got {colour_norm!r}, expected one of {', '.join(COLOUR_NORMS)}")
+    return colour_norm
+
+
+def colour_normalisation(colour_norm: str):
+    """The layer put before make_preprocessing() for `colour_norm`, or None for "none"."""
+    if check_colour_norm(colour_norm) == "none":
+        return None
+    from allx.train.layers import ColourStandardization
+
+    return ColourStandardization(mean=IMAGENET_PIXEL_MEAN, std=IMAGENET_PIXEL_STD, name="colour_standardization")
+
+
 def list_backbones(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style pattern, sorted."""
     return sorted(name for name in BACKBONES if fnmatch.fnmatch(name, pattern.lower()))

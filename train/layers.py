@@ -47,6 +47,41 @@ class PixelNormalization(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="allx")
+class ColourStandardization(keras.layers.Layer):
+    """Each image's channels standardised by that image's own per-channel mean and std over its pixels,
+    then mapped to `mean` / `std` (one value or three, in 0..255 units), so that a smear's stain and
+    illumination (a gain and an offset per channel) no longer reach the backbone.
+
+    Written with MEAN, SUB, MUL, ADD and RSQRT only, ops that TFLite converts and quantizes to int8.
+    `epsilon` (in squared 0..255 units) keeps a flat image from being divided by a zero std.
+    """
+
+    def __init__(self, mean=0.0, std=1.0, epsilon: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = as_triple(mean, "mean")
+        self.std = as_triple(std, "std")
+        if min(self.std) <= 0 or epsilon <= 0:
+            raise ValueError(f"got std {self.std} and epsilon {epsilon}, expected positive values")
+        self.epsilon = float(epsilon)
+
+    def call(self, inputs):
+        pixels = ops.cast(inputs, self.compute_dtype)
+        centred = pixels - ops.mean(pixels, axis=(1, 2), keepdims=True)
+        variance = ops.mean(centred * centred, axis=(1, 2), keepdims=True)
+        std = ops.convert_to_tensor(self.std, dtype=self.compute_dtype)
+        mean = ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+        return centred * (ops.rsqrt(variance + self.epsilon) * std) + mean
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(mean=list(self.mean), std=list(self.std), epsilon=self.epsilon)
+        return config
+
+
 def as_triple(value, name: str) -> tuple[float, float, float]:
     values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * 3
     if len(values) != 3:
