@@ -7,6 +7,8 @@ dihedral+stain, each with and without test-time averaging over the 8 dihedral vi
         --out benchmarks/results/recipes_resnet50_none.json                           # plain, no TTA
     nice -n 10 python benchmarks/recipes.py --features multiscale --heads logreg --recipes plain \
         --class-weights balanced --out benchmarks/results/heads_lite0_balanced.json   # a head variant
+    nice -n 10 python benchmarks/recipes.py --features multiscale --heads logreg --recipes plain \
+        --colour-norm per-image --out benchmarks/results/heads_lite0_colournorm.json  # per-image colour norm
     python benchmarks/recipes.py --choose plain.json balanced.json                     # the rule below
     python benchmarks/recipes.py --quick                                                   # generated images
 
@@ -34,10 +36,13 @@ interrupted run keeps its finished chunks.
 Head variants of the logreg head, each one command with its own JSON: `--class-weights balanced` (what
 `allx train --class-weights` does: the fold's head and its cross-fitted point both fitted with balanced
 class weights), `--c-grid` (the C values tried), `--taps` (a subset of the backbone's multiscale taps: the
-cached features' columns of those taps, nothing extracted again). `--choose A.json B.json ...` picks among
-such runs by a rule fixed before any held-out block is looked at (choose_variant): the variant with the
-best mean benign specificity at the cross-fitted point, among those whose mean malignant sensitivity
-there is >= 0.99 and whose mean accuracy is at most 0.5 pp below the first file's (the plain head).
+cached features' columns of those taps, nothing extracted again), `--colour-norm per-image` (each image's
+channels standardised by its own mean and std in front of the backbone's preprocessing,
+allx.train.backbones.colour_normalisation; extracted again and cached under a key of its own).
+`--choose A.json B.json ...` picks among such runs by a rule fixed before any held-out block is looked at
+(choose_variant): the variant with the best mean benign specificity at the cross-fitted point, among those
+whose mean malignant sensitivity there is >= 0.99 and whose mean accuracy is at most 0.5 pp below the first
+file's (the plain head).
 Writes benchmarks/results/recipes.json and prints a Markdown table.
 """
 
@@ -229,12 +234,7 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
         if name not in which:
             continue
         augmentation = parse_augmentation(text, STAIN_COPIES)
-        pooling = "gap" if args.features == "last" else f"{args.features}:{','.join(backbone.taps)}"
-        parts = {"data": fingerprint, "backbone": f"{args.backbone}+{pooling}", "weights": args.weights,
-                 "size": list(size), "augment": augmentation.key(), "format": 1}
-        if args.colour_norm != "none":  # absent for "none", so the plain features cached before stay valid
-            parts["colour_norm"] = args.colour_norm
-        key = cache_key({**parts, "first_view": first_view} if first_view else parts)
+        key = cache_key(feature_key_parts(args, backbone, fingerprint, size, augmentation.key(), first_view))
         last = [0.0]
 
         def report(done, total, name=name):
@@ -251,10 +251,21 @@ def extract_all(args, dataset, relpaths, labels, which=("clean", "stain")) -> di
     return out
 
 
+def feature_key_parts(args, backbone, fingerprint: str, size, augmentation: str, first_view: int = 0) -> dict:
+    """What the cached features depend on. "colour_norm" is there only when one is used, so the features
+    cached before the option existed (and every run without it) keep their key."""
+    pooling = "gap" if args.features == "last" else f"{args.features}:{','.join(backbone.taps)}"
+    parts = {"data": fingerprint, "backbone": f"{args.backbone}+{pooling}", "weights": args.weights,
+             "size": list(size), "augment": augmentation, "format": 1}
+    if args.colour_norm != "none":
+        parts["colour_norm"] = args.colour_norm
+    return {**parts, "first_view": first_view} if first_view else parts
+
+
 def run_fold(args, classes, views, recipe, labels, fold, head_kind: str = "gap") -> dict:
     """Train a head for one recipe on one fold; test metrics without and with TTA. For the logreg head also
     at the cross-fitted operating point `allx train` ships (train.crossfit, see crossfit_point)."""
-    from allx.decision import choose_operating_point, sensitivity_specificity
+    from allx.decision import benign_index, choose_operating_point, sensitivity_specificity
 
     clean = views["clean"] if "clean" in views else views["single"]
     train_x, train_y = training_views(views, recipe, labels, fold["train"])
@@ -262,7 +273,7 @@ def run_fold(args, classes, views, recipe, labels, fold, head_kind: str = "gap")
     head, chosen = fit(args, train_x, train_y, clean[fold["val"], 0], labels[fold["val"]], len(classes))
     weighted = head_kind == "logreg" and args.class_weights == "balanced"
     result = {"fold": fold["fold"], "n_train": int(len(fold["train"])), "n_test": int(len(fold["test"])),
-              "chosen_on_val": chosen}
+              "n_benign_test": int((labels[fold["test"]] == benign_index(classes)).sum()), "chosen_on_val": chosen}
     for tta in (False, True) if clean.shape[1] > 1 else (False,):
         val_p = predict(head, clean[fold["val"]], tta)
         test_p = predict(head, clean[fold["test"]], tta)
@@ -429,7 +440,8 @@ def summarise(args, dataset, results, extract_s, total_s) -> dict:
             mean = {key: float(np.mean([f[key] for f in per_fold])) for key in per_fold[0]}
             worst = {key: float(np.min([f[key] for f in per_fold])) for key in per_fold[0]}
             rows.append({"recipe": recipe, "head": head, "tta": mode == "tta", "mean": mean, "worst_fold": worst,
-                         "folds": per_fold, "chosen_on_val": [f["chosen_on_val"] for f in folds]})
+                         "folds": per_fold, "chosen_on_val": [f["chosen_on_val"] for f in folds],
+                         "n_benign_test": [f["n_benign_test"] for f in folds]})
     # The recipe to ship: best mean benign specificity at malignant sensitivity 0.99, then accuracy.
     best = max(rows, key=lambda r: (round(r["mean"]["specificity_at_test_sens99"], 3), r["mean"]["accuracy"]))
     return {"kind": "recipes-cv", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -466,7 +478,8 @@ def markdown(document: dict) -> str:
                for key, _ in RECIPE_METRICS)) for r in document["rows"])
     variant = document.get("variant") or {}
     lines = [f"Head variant: class weights {variant.get('class_weights', 'none')}, C grid "
-             f"{', '.join(map(str, variant.get('c_grid', LOGREG_C)))}, taps {', '.join(variant.get('taps') or ['all'])}",
+             f"{', '.join(map(str, variant.get('c_grid', LOGREG_C)))}, taps {', '.join(variant.get('taps') or ['all'])}, "
+             f"colour norm {variant.get('colour_norm', 'none')}",
              "", *markdown_table(header, rows, right=range(3, len(header)))]
     return "\n".join(lines)
 

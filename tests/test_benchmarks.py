@@ -218,3 +218,20 @@ def test_explain_clinical_counts_both_sides_at_the_argmax_and_at_the_shipped_poi
     low, high = shipped["benign_specificity"]["interval"]
     assert low < 0.5 < high and shipped["threshold"] == 0.3
     assert "operating_point" not in clinical(probabilities, truths, labels, None)
+
+
+def test_recipes_colour_norm_features_get_their_own_cache_key_and_plain_keys_stay_as_they_were():
+    from argparse import Namespace
+
+    from allx.train.backbones import get_backbone
+    from allx.train.features import cache_key
+
+    recipes = load_recipes()
+    backbone = get_backbone("efficientnet-lite0")
+    keys = {}
+    for norm in ("none", "per-image"):
+        args = Namespace(features="multiscale", backbone=backbone.name, weights="imagenet", colour_norm=norm)
+        parts = recipes.feature_key_parts(args, backbone, "fingerprint", (224, 224), "none")
+        keys[norm] = cache_key(parts)
+        assert ("colour_norm" in parts) == (norm != "none")
+    assert keys["none"] != keys["per-image"]
