@@ -829,6 +829,7 @@ def class_weights_section() -> list[str]:
                      f"specificity {point['benign_specificity']:.3f}" if point else "")
                   + f". {r['int8_size_mb']:.1f} MB int8 / {r['float32_size_mb']:.1f} MB float32; latency not quoted "
                   f"(measured with --runs {r.get('runs')} on a busy machine)."]
+    lines += int8_variants_lines(load("int8_variants_resnet50_multiscale.json"))
     cv = load("cv_resnet50_multiscale_taps234.json")
     if cv:
         summary = cv["summary"]
@@ -845,6 +846,18 @@ def class_weights_section() -> list[str]:
                           f"{before['accuracy']['mean']:.3f}, benign specificity {before['benign_specificity']['mean']:.3f} "
                           f"(worst fold {before['benign_specificity']['min']:.3f}).")
     return lines
+
+
+def int8_variants_lines(d: dict | None) -> list[str]:
+    """The conversion variants offered by `allx convert --int8`, compared on the val subset only, and the one kept."""
+    if not d:
+        return []
+    said = [f"{r['variant']} ({r['verdicts'][0].split(': ', 1)[1].split(';')[0]}; Benign "
+            f"{r['verdicts'][1].split(': ', 1)[1].split(';')[0]}; mean |p int8 - p float| {r['mean_abs_prob_diff']:.5f})"
+            for r in d["rows"]]
+    return ["", f"int8 conversion variants of that model, chosen on the val subset only ({d['rows'][0]['images']} "
+            f"images; the test blocks were not used to choose; {provenance(d)}; rule: {d['rule']}): "
+            + "; ".join(said) + f". Kept: **{d['chosen']}**."]
 
 
 def main():
