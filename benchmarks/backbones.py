@@ -26,6 +26,8 @@ the kept model through EdgeModel, image by image) runs on the held-out test bloc
 statistics; each row also gets the float32 model converted and timed beside the kept model in the same
 run (`--threads`), and the kept model's malignant sensitivity / benign specificity on those images at the
 operating point it carries. `--keep-rows` keeps the rows of the existing JSON that this run does not redo.
+`--representative-count`, `--seed` and `--float-layers` go to `allx convert --int8` unchanged (calibration
+images, their draw, layers kept in float); each row records them under `conversion`.
 """
 
 from __future__ import annotations
@@ -51,28 +53,7 @@ MOBILENETV2_PTH = Path(os.environ.get("ALLX_MOBILENETV2_PTH", Path.home() / ".ca
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REAL_DATA)
-    parser.add_argument("--quick", action="store_true", help="generated 64x64 images instead of real data")
-    parser.add_argument("--work", type=Path, default=None, help="folder for runs (default: a temp folder)")
-    parser.add_argument("--resnet50-weights", default="none")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--runs", type=int, default=50, help="latency runs per model")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "backbones.json")
-    parser.add_argument("--backbones", default="resnet50,efficientnet-lite0,mobilenetv2",
-                        help="comma-separated, in the order to run (the JSON is rewritten after each)")
-    parser.add_argument("--split", type=Path, default=None, help="a split file to use (default: make one)")
-    parser.add_argument("--recipes", default="default", help="comma-separated: reference, multiscale, default")
-    parser.add_argument("--threads", type=int, default=None, help="interpreter threads for latency (default: all)")
-    parser.add_argument("--fidelity-images", type=int, default=None,
-                        help="train+val images for convert's fidelity check (default: convert's)")
-    parser.add_argument("--representative-count", type=int, default=None, help="int8 calibration images")
-    parser.add_argument("--no-accuracy-control", action="store_true",
-                        help="measure plain int8 only (accuracy control can take hours on ResNet50 here)")
-    parser.add_argument("--keep-rows", action="store_true", help="keep the existing JSON's other rows")
-    parser.add_argument("--reuse-runs", action="store_true",
-                        help="use WORK/<backbone>[-<recipe>]/model.keras when there (an `allx train` run) instead of training")
-    args = parser.parse_args()
+    args = parse_args()
 
     from allx.convert.modes import resolve_options
     from allx.convert.pipeline import convert_keras
@@ -103,14 +84,8 @@ def main():
             metrics, trained_by = json.loads((run / layout.METRICS).read_text()), f"reused run {run.resolve()}"
         else:
             metrics, trained_by = train_model(config).metrics, "this run"
-        options = {key: value for key, value in (("fidelity_images", args.fidelity_images),
-                                                 ("representative_count", args.representative_count)) if value is not None}
         started = time.perf_counter()
-        if args.split:  # new patients: the check (float Keras vs the kept model through EdgeModel) on test
-            options.update(check_subset="test", ood=False)
-        if args.no_accuracy_control:
-            options.update(accuracy_control=False)
-        converted = convert_keras(run / layout.MODEL_KERAS, run / "tflite", resolve_options("int8", **options))
+        converted = convert_keras(run / layout.MODEL_KERAS, run / "tflite", resolve_options("int8", **convert_options(args)))
         convert_seconds = time.perf_counter() - started
         model_file = converted.files.get("model") or next((run / "tflite").glob("model_int8*.tflite"))
         check = converted.check.to_dict()
@@ -124,6 +99,10 @@ def main():
             "passed": check["passed"], "int8_size_mb": round(Path(model_file).stat().st_size / 1e6, 2),
             # what the int8 model needed: plain int8, or the accuracy-control variant kept (and every try)
             "variant": (control or {}).get("chosen") or "int8", "accuracy_control": control,
+            # how the int8 model was calibrated and which layers stayed float, as its manifest records it
+            "conversion": {"representative_count": converted.manifest.get("representative_count"),
+                           "seed": convert_options(args).get("seed", 0),
+                           "float_layers": converted.manifest.get("float_layers", [])},
             "recall_drop_pp": {c["label"]: c["drop_pp"] for c in check["per_class"]},
             "verdicts": check["verdicts"], "fidelity": check["fidelity"], "convert_seconds": round(convert_seconds, 1),
             "target": target(check),
@@ -143,10 +122,53 @@ def main():
     print(f"-> {args.out}")
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REAL_DATA)
+    parser.add_argument("--quick", action="store_true", help="generated 64x64 images instead of real data")
+    parser.add_argument("--work", type=Path, default=None, help="folder for runs (default: a temp folder)")
+    parser.add_argument("--resnet50-weights", default="none")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=50, help="latency runs per model")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "backbones.json")
+    parser.add_argument("--backbones", default="resnet50,efficientnet-lite0,mobilenetv2",
+                        help="comma-separated, in the order to run (the JSON is rewritten after each)")
+    parser.add_argument("--split", type=Path, default=None, help="a split file to use (default: make one)")
+    parser.add_argument("--recipes", default="default", help="comma-separated: reference, multiscale, default")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads for latency (default: all)")
+    parser.add_argument("--fidelity-images", type=int, default=None,
+                        help="train+val images for convert's fidelity check (default: convert's)")
+    parser.add_argument("--representative-count", type=int, default=None, help="int8 calibration images")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the int8 calibration draw (default: convert's)")
+    parser.add_argument("--float-layers", type=int, default=None,
+                        help="keep the N layers the QuantizationDebugger ranks worst in float (allx convert "
+                             "--float-layers; float input and output)")
+    parser.add_argument("--no-accuracy-control", action="store_true",
+                        help="measure plain int8 only (accuracy control can take hours on ResNet50 here)")
+    parser.add_argument("--keep-rows", action="store_true", help="keep the existing JSON's other rows")
+    parser.add_argument("--reuse-runs", action="store_true",
+                        help="use WORK/<backbone>[-<recipe>]/model.keras when there (an `allx train` run) instead of training")
+    return parser.parse_args(argv)
+
+
 # The product's reference head, and each backbone's registered recipe (None: the registry decides).
 RECIPES = {"reference": {"head": "flatten", "features": "last", "augment": "none"},
            "multiscale": {"head": "logreg", "features": "multiscale", "augment": "none"},
            "default": {}}
+
+
+def convert_options(args) -> dict:
+    """The `allx convert --int8` options this benchmark asks for: only those given, so convert's defaults hold
+    otherwise; with --split the check runs on the held-out test blocks, without the OOD statistics."""
+    options = {key: value for key, value in (("fidelity_images", args.fidelity_images),
+                                             ("representative_count", args.representative_count),
+                                             ("seed", args.seed), ("float_layers", args.float_layers))
+               if value is not None}
+    if args.split:  # new patients: the check (float Keras vs the kept model through EdgeModel) on test
+        options.update(check_subset="test", ood=False)
+    if args.no_accuracy_control:
+        options.update(accuracy_control=False)
+    return options
 
 
 def side_by_side(run: Path, int8_file: Path, predictions_file: Path, check: dict, args) -> dict:

@@ -176,6 +176,24 @@ def test_every_readme_results_section_renders_lines():
         assert isinstance(lines, list) and lines and all(isinstance(line, str) for line in lines), section.__name__
 
 
+
+def test_readme_int8_variants_name_every_variant_and_the_kept_one():
+    """The int8 variants compared on val are each quoted with their flips, and the kept one is named; an
+    absent JSON gives no lines rather than a broken paragraph."""
+    spec = importlib.util.spec_from_file_location("readme_results", REPO / "benchmarks" / "readme_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    row = {"images": 10, "mean_abs_prob_diff": 0.01,
+           "verdicts": ["all classes: 1 right->wrong, 0 wrong->right of 10; drop bound", "Benign: 1 right->wrong, "
+                        "0 wrong->right of 4; drop bound"]}
+    doc = {"command": "allx convert M", "date": "2026-01-01", "rule": "fewest flips",
+           "rows": [{**row, "variant": "plain int8"}, {**row, "variant": "int8 + 2 float layers"}],
+           "chosen": "int8 + 2 float layers"}
+    text = "".join(module.int8_variants_lines(doc))
+    assert "plain int8 (1 right->wrong, 0 wrong->right of 10; Benign 1 right->wrong" in text
+    assert "Kept: **int8 + 2 float layers**" in text and "10 images" in text
+    assert module.int8_variants_lines(None) == []
+
 def test_explain_stain_mask_finds_the_purple_cell_and_leaves_lavender_red_cells():
     """The map check's second reference: a stained white cell is found, a lavender red cell (purple excess
     below the floor) and a speck are not, and painting the cell out leaves the field's background colour."""

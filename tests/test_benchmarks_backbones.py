@@ -20,3 +20,35 @@ def test_backbones_quick_compares_every_backbone_at_int8(tmp_path):
         target = row["target"]
         assert target["met"] == (row["passed"] and target["accuracy_drop_pp"] <= 0.5 and
                                  target["worst_class_drop_pp"] <= 2.0)
+
+
+def load_backbones_module():
+    import importlib.util
+
+    from test_benchmarks import REPO
+
+    spec = importlib.util.spec_from_file_location("backbones_bench", REPO / "benchmarks" / "backbones.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_backbones_passes_calibration_and_float_layers_through_to_convert():
+    from allx.convert.modes import resolve_options
+
+    bench = load_backbones_module()
+    args = bench.parse_args(["--split", "split.json", "--float-layers", "2", "--seed", "3",
+                             "--representative-count", "50", "--no-accuracy-control"])
+    options = resolve_options("int8", **bench.convert_options(args))
+    assert (options.float_layers, options.seed, options.representative_count) == (2, 3, 50)
+    assert options.io == "float" and options.debug  # what allx convert --float-layers does with them
+    assert options.check_subset == "test" and options.ood is False and not options.accuracy_control
+
+
+def test_backbones_leaves_convert_defaults_alone_when_not_asked():
+    from allx.convert.modes import resolve_options
+
+    bench = load_backbones_module()
+    options = resolve_options("int8", **bench.convert_options(bench.parse_args([])))
+    assert (options.float_layers, options.seed, options.representative_count) == (0, 0, None)
+    assert options.io == "uint8" and options.check_subset is None and options.accuracy_control
