@@ -286,7 +286,7 @@ def markdown(manifest: dict) -> str:
         lines += ["", "Sample rules tried (weight of a flagged field, agreement required) on the same pseudo-samples; "
                   f"chosen: {CHOICE_RULE}.",
                   ""]
-        lines += markdown_table(("flagged weight", "agreement >=", "inconclusive", "wrong verdict", "chosen"), (
+        lines += markdown_table(("flagged weight", "agreement >=", "inconclusive samples", "wrong verdicts", "chosen"), (
             (f"{row['flagged_weight']:g}", f"{row['min_agreement']:.0%}", pct(row["inconclusive"]), pct(row["wrong"]),
              "yes" if row.get("chosen") else "") for row in table))
     return "\n".join(lines + [""])
