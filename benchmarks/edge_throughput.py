@@ -185,7 +185,7 @@ def measure(model_path: Path, images: list[Path], threads: int | None, runs: int
               "sequential": lambda: sequential_pass(model, paths)}
     for _ in range(rounds):
         bench = bench_model(model_path, runs=runs, warmup=10, threads=threads, delegate="auto", image_paths=None)
-        rates["invoke"].append(bench.throughput_ips)
+        before = bench.throughput_ips
         cpu_ms["invoke"].append(invoke_cpu_ms(model, first_pixels, runs))
         cpu_ms["invoke_1_thread"].append(invoke_cpu_ms(one_thread, first_pixels, runs))
         cpu_ms["decode"].append(decode_cpu_ms(model, paths))
@@ -193,6 +193,10 @@ def measure(model_path: Path, images: list[Path], threads: int | None, runs: int
             wall, seconds = timed(run)
             rates[name].append(len(paths) / wall)
             cpu_ms[name].append(1000.0 * seconds / len(paths))
+        # the bare rate of a round is the mean of one measured before its passes and one after, so that a
+        # change in the machine's load during the round moves both sides of its ratios alike
+        after = bench_model(model_path, runs=runs, warmup=10, threads=threads, delegate="auto", image_paths=None)
+        rates["invoke"].append((before + after.throughput_ips) / 2)
     cold, cold_cpu = cold_start_ms(model_path, images[0], repeats, scratch / "bytecode")
     source, source_cpu = cold_start_ms(model_path, images[0], repeats, None)
 
@@ -271,7 +275,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: all cores)")
     parser.add_argument("--runs", type=int, default=100, help="timed invoke() calls for the bare rate")
     parser.add_argument("--repeats", type=int, default=3, help="cold starts to time")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved invoke/classify rounds")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved invoke/classify rounds")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     args = parser.parse_args()
     if args.images is None and not args.quick:

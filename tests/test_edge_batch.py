@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 
 from allx.errors import DataError
 from allx.edge_runner import model as model_module
-from allx.edge_runner.batch import DECODE_NICENESS, classify_paths, expand_paths, replica_count
+from allx.edge_runner.batch import DECODE_NICENESS, InOrder, classify_paths, expand_paths, replica_count, replica_results
 from allx.edge_runner.model import EdgeModel
 from allx.edge_runner.runtime import make_interpreter
 
@@ -248,3 +249,66 @@ def test_one_thread_or_the_edge_tpu_keeps_one_interpreter(replica_case):
     assert replica_count(EdgeModel.load(folder, threads=1), items) == 1
     model.delegate = "edgetpu"  # one device: interpreters would queue for it
     assert replica_count(model, items) == 1
+
+
+def run_in_order(items, work, window):
+    """The caller's side of InOrder with `workers` threads running work(index, item) -> result."""
+    order = InOrder(items, window)
+
+    def worker():
+        for index, item in order.take():
+            order.put(index, work(index, item))
+
+    threads = [threading.Thread(target=order.guard, args=(worker,), daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    return order, threads
+
+
+def test_in_order_yields_in_input_order_within_its_window():
+    taken_when_yielded = []
+
+    def slow_first(index, item):
+        if index == 0:
+            time.sleep(0.05)  # the others finish first; the window keeps them from running far ahead
+        return item * 10
+
+    order, threads = run_in_order(list(range(20)), slow_first, window=4)
+    results = []
+    for result in order.results():
+        taken_when_yielded.append(order.next)
+        results.append(result)
+    order.stop()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert results == [10 * i for i in range(20)]
+    assert all(taken <= (k + 1) + 4 for k, taken in enumerate(taken_when_yielded))  # yielded + window
+    assert not any(thread.is_alive() for thread in threads)
+
+
+def test_in_order_raises_a_workers_failure_in_its_place_and_stops_early():
+    def fails_at_5(index, item):
+        if index == 5:
+            raise RuntimeError("interpreter failed on item 5")
+        return item
+
+    order, threads = run_in_order(list(range(50)), fails_at_5, window=4)
+    seen = []
+    with pytest.raises(RuntimeError, match="item 5"):
+        for result in order.results():
+            seen.append(result)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert seen == [0, 1, 2, 3, 4] and not any(thread.is_alive() for thread in threads)
+    assert order.next < 50  # the other workers stopped taking items
+
+
+def test_replicas_stop_when_the_caller_stops_reading(replica_case):
+    folder, images = replica_case
+    model = EdgeModel.load(folder, threads=2)
+    items = [(str(path), None) for path in sorted(images.iterdir())]
+    results = replica_results(model, items, 1, 2, prefetch=1)
+    first = next(results)
+    assert first.path == items[0][0]
+    results.close()  # e.g. the caller hit Ctrl-C: the workers finish their image and end
+    assert not [t for t in threading.enumerate() if t.name.startswith("allx-replica")]
