@@ -28,7 +28,8 @@ allx.train.view_features (cached under $ALLX_CACHE_DIR); "plain" trains on view 
 Heads (`--heads`): "gap" is allx's (Adam, early stopping on the fold's validation block); "logreg" is
 allx's logistic head fit (train.logistic.fit_one: standardised features, multinomial logistic regression)
 whose inverse regularisation C is chosen among `--c-grid` (default LOGREG_C) by log-loss on the same
-validation block (never on the held-out block). With `--recipes plain` only the image itself is extracted
+validation block (never on the held-out block), then fitted again on train + val with that C, as `allx train`
+does (train.logistic; `--no-refit` tests the train-only fit instead). With `--recipes plain` only the image itself is extracted
 and there is no TTA row. Extraction goes in interleaved chunks (chunk j of C: every C-th file of each class
 from the j-th), each cached on its own: a `--stride 2` run's cache is chunk 0 of a full run's, and an
 interrupted run keeps its finished chunks.
@@ -100,6 +101,8 @@ def main():
                         help="logreg head: the C values tried, chosen by log-loss on each fold's validation block")
     parser.add_argument("--taps", default=None, help="--features multiscale: comma-separated subset of the "
                         "backbone's taps fed to the head (default: all of them)")
+    parser.add_argument("--no-refit", dest="refit", action="store_false",
+                        help="logreg: test the train-only fit that chose C (allx train refits it on train + val)")
     parser.add_argument("--colour-norm", default="none", choices=COLOUR_NORMS,
                         help="per-image: each image's channels standardised by its own mean/std inside the model, "
                              "before the backbone's preprocessing (allx.train.layers.ColourStandardization)")
@@ -377,7 +380,11 @@ def fit_logreg(args, x, y, val_x, val_y, n_classes):
         loss = log_loss(val_y, head.predict(val_x), labels=list(range(n_classes)))
         if best is None or loss < best[0]:
             best = (loss, c, head)
-    return best[2], {"C": best[1], "val_log_loss": round(float(best[0]), 4)}
+    chosen = {"C": best[1], "val_log_loss": round(float(best[0]), 4)}
+    if args.refit:  # as allx train does (train.logistic): the chosen C fitted again on train + val
+        return LogisticHead(fit_one(np.concatenate([x, val_x]), np.concatenate([y, val_y]), best[1], weights),
+                            n_classes), chosen | {"fitted_on": "train+val"}
+    return best[2], chosen
 
 
 def tap_columns(backbone_name: str, taps: str) -> np.ndarray:
@@ -450,7 +457,7 @@ def summarise(args, dataset, results, extract_s, total_s) -> dict:
             "images": sum(f["n_test"] for f in next(iter(results.values()))), "images_in_data": len(dataset.items),
             "classes": list(dataset.classes), "backbone": args.backbone, "weights": args.weights,
             "features": args.features, "heads": args.heads, "folds": FOLDS,
-            "variant": {"class_weights": args.class_weights, "c_grid": list(args.c_grid),
+            "variant": {"refit": args.refit, "class_weights": args.class_weights, "c_grid": list(args.c_grid),
                         "taps": args.taps.split(",") if args.taps else None, "colour_norm": args.colour_norm},
             "fold_kind": "block", "target_sensitivity": TARGET_SENSITIVITY,
             "epochs": args.epochs, "learning_rate": args.learning_rate, "batch_size": args.batch_size,

@@ -32,7 +32,7 @@ def test_the_head_computes_the_scikit_learn_fit_with_c_chosen_on_validation():
     rng = np.random.default_rng(0)
     x, y = separable(rng, 400)
     head = build_head((1, 1, 6), 4, "logreg")
-    history = fit_logistic_head(head, (x, y, np.arange(300)), (x, y, np.arange(300, 400)), 4)
+    history = fit_logistic_head(head, (x, y, np.arange(300)), (x, y, np.arange(300, 400)), 4, refit=False)
     losses = history["C_tried"]
     assert list(losses) == [str(c) for c in C_GRID]
     assert history["C"] == [float(min(losses, key=losses.get))], "the C with the lowest validation log-loss"
@@ -50,6 +50,34 @@ def test_the_head_computes_the_scikit_learn_fit_with_c_chosen_on_validation():
     reference_loss = log_loss(y[300:], expected / expected.sum(axis=1, keepdims=True), labels=range(4))
     assert history["val_loss"][0] == pytest.approx(reference_loss, abs=1e-4)
     assert ours[:, 3].max() < 1e-6, "class 3 had no training image: it is never answered"
+
+
+def test_the_chosen_c_is_fitted_again_on_train_and_val():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    from allx.train.head import build_head
+    from allx.train.logistic import fit_logistic_head, fit_one, predict
+
+    rng = np.random.default_rng(3)
+    x, y = separable(rng, 400)
+    y[:300] = np.where(y[:300] == 2, 1, y[:300])  # train has no class 2, val has: only the refit sees it
+    selected = fit_logistic_head(build_head((1, 1, 6), 4, "logreg"), (x, y, np.arange(300)),
+                                 (x, y, np.arange(300, 400)), 4, refit=False)
+    head = build_head((1, 1, 6), 4, "logreg")
+    history = fit_logistic_head(head, (x, y, np.arange(300)), (x, y, np.arange(300, 400)), 4)
+    assert history["C"] == selected["C"] and history["val_loss"] == selected["val_loss"], \
+        "C is chosen by the train-only fit, on val images it did not see"
+    assert (history["fitted_on"], selected["fitted_on"]) == (["train+val"], ["train"])
+    flat = x.reshape(400, -1)
+    expected = predict(fit_one(flat, y, history["C"][0], None), flat, 4)
+    ours = np.asarray(head(x))
+    assert np.abs(ours - expected).max() < 1e-4, "the head holds the train + val fit"
+    selected_head = build_head((1, 1, 6), 4, "logreg")
+    fit_logistic_head(selected_head, (x, y, np.arange(300)), (x, y, np.arange(300, 400)), 4, refit=False)
+    assert np.asarray(selected_head(x))[:, 2].max() < 1e-6 < 0.01 < ours[:, 2].max(), \
+        "class 2, which only val has, is learnt by the refit"
+    assert history["loss"][0] == pytest.approx(log_loss(y, expected, labels=range(4)), abs=1e-4)
 
 
 def test_without_validation_the_default_c_is_used():

@@ -29,9 +29,19 @@ MAX_WIDTH = 16384  # wider (e.g. a flattened 7x7x1280 map) would need gigabytes 
 
 
 def fit_logistic_head(head, train, val, n_classes: int, class_weights: dict | None = None,
-                      progress=None, stage: str = "head") -> dict:
+                      progress=None, stage: str = "head", refit: bool = True) -> dict:
     """Fit `head` (build_head kind "logreg") on (features, labels, rows) `train`, choosing C on `val` (or
-    None). Returns a history: one "epoch" whose losses are the chosen fit's, and the C values tried."""
+    None); with `refit` (the default) the chosen C is then fitted again on train + val, and that fit goes
+    into the head, as scikit-learn's GridSearchCV(refit=True) does. Returns a history: one "epoch" whose
+    "loss"/"accuracy" are the head's on the images it was fitted on, "val_loss"/"val_accuracy" those of the
+    train-only fit that chose C (on val images it did not see), and the C values tried.
+
+    Why refit: val is then only used to choose C, and the head learns from every image it may. With
+    contiguous blocks of file numbers as new patients (benchmarks/recipes.py, EfficientNet-Lite0 multiscale)
+    the val block is the one next to the held-out block in acquisition order; fitted on it too, the worst
+    fold's benign specificity at the cross-fitted point went from 0.840 to 0.910 (mean 0.956 -> 0.972),
+    malignant sensitivity the same (mean 0.987). The cross-fitted operating point (train.crossfit) already
+    fits its inner heads on train + val."""
     from sklearn.metrics import log_loss
 
     x, y = rows_of(train)
@@ -50,14 +60,18 @@ def fit_logistic_head(head, train, val, n_classes: int, class_weights: dict | No
             best = (loss, c, model)
         if progress:
             progress(stage, done + 1, len(grid))
-    loss, c, model = best
+    loss, c, chosen = best
+    model, fit_x, fit_y = chosen, x, y
+    if refit and loss is not None:
+        fit_x, fit_y = np.concatenate([x, val_x]), np.concatenate([y, val_y])
+        model = fit_one(fit_x, fit_y, c, class_weights)
     set_weights(head, model, n_classes)
-    train_p = predict(model, x, n_classes)
-    history = {"loss": [float(log_loss(y, train_p, labels=classes))],
-               "accuracy": [float((train_p.argmax(1) == y).mean())], "C": [c], "C_tried": tried,
-               "converged": [bool(model.converged)]}
+    fit_p = predict(model, fit_x, n_classes)
+    history = {"loss": [float(log_loss(fit_y, fit_p, labels=classes))],
+               "accuracy": [float((fit_p.argmax(1) == fit_y).mean())], "C": [c], "C_tried": tried,
+               "converged": [bool(model.converged)], "fitted_on": ["train+val" if model is not chosen else "train"]}
     if loss is not None:
-        val_p = predict(model, val_x, n_classes)
+        val_p = predict(chosen, val_x, n_classes)
         history |= {"val_loss": [float(loss)], "val_accuracy": [float((val_p.argmax(1) == val_y).mean())]}
     return history
 
