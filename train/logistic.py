@@ -5,8 +5,9 @@ standardisation into its per-feature layer (`head_standardize`), the coefficient
 so the saved Keras model, its int8 conversion and the device compute what was fitted (folding the
 standardisation into the Dense kernel instead breaks int8: train.head).
 
-The inverse regularisation C is chosen by log-loss on the validation features (never the test subset);
-without validation features it is DEFAULT_C. Measured on the real data (benchmarks/recipes.py, 5-fold
+The inverse regularisation C is chosen by log-loss on the validation features (never the test subset), and
+the chosen C is then fitted again on train + validation (fit_logistic_head's refit); without validation
+features it is DEFAULT_C. Measured on the real data (benchmarks/recipes.py, 5-fold
 block CV, EfficientNet-Lite0 multiscale features): this head beat the Adam-trained Dropout -> Dense head
 (accuracy 0.981 vs 0.974, benign specificity at a cross-fitted 0.99 point 0.964 vs 0.910).
 """

@@ -74,7 +74,7 @@ def features_words(config, backbone) -> str:
 def head_words(config, n_classes: int) -> str:
     if config.head == "logreg":
         return (f"Flatten -> Dense({n_classes}, softmax), a multinomial logistic regression on standardised features "
-                "(scikit-learn L-BFGS; C chosen by validation log-loss)")
+                "(scikit-learn L-BFGS; C chosen by validation log-loss, then fitted again on train + validation)")
     return (f"{config.head} -> Dropout(0.5) -> Dense({n_classes}, softmax); Adam lr {config.learning_rate}, categorical "
             f"cross-entropy; up to {config.epochs} epochs, early stopping on validation loss")
 
