@@ -177,6 +177,29 @@ def test_every_readme_results_section_renders_lines():
 
 
 
+def test_readme_new_patients_block_says_met_from_the_worst_fold(monkeypatch):
+    """The new-patients block is rendered between its markers from the two JSONs, and the worst fold's verdict
+    follows its number (0.84 -> not met, 0.91 -> met); the refit note appears only for a refit run."""
+    spec = importlib.util.spec_from_file_location("readme_results", REPO / "benchmarks" / "readme_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    real = module.load
+    for worst, verdict in ((0.84, "**not met**"), (0.91, "**met**")):
+        def load(name, worst=worst):
+            doc = real(name)
+            if name == "recipes_default_point.json":
+                doc["rows"][0]["folds"][4]["specificity_at_crossfit_point"] = worst
+                for fold in doc["rows"][0]["folds"][:4]:
+                    fold["specificity_at_crossfit_point"] = 0.99
+            return doc
+        monkeypatch.setattr(module, "load", load)
+        block = module.new_patients_block()
+        assert block.startswith(module.NEW_PATIENTS_START) and block.endswith(module.NEW_PATIENTS_END)
+        assert f"{worst:.3f} in fold 5" in block and f"Target >= 0.85: {verdict}" in block
+    doc = real("recipes_default_point.json")
+    assert module.refit_note(doc) and module.refit_note({**doc, "variant": {"refit": False}}) == []
+
+
 def test_readme_int8_variants_name_every_variant_and_the_kept_one():
     """The int8 variants compared on val are each quoted with their flips, and the kept one is named; an
     absent JSON gives no lines rather than a broken paragraph."""
