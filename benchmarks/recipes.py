@@ -486,7 +486,8 @@ def markdown(document: dict) -> str:
     variant = document.get("variant") or {}
     lines = [f"Head variant: class weights {variant.get('class_weights', 'none')}, C grid "
              f"{', '.join(map(str, variant.get('c_grid', LOGREG_C)))}, taps {', '.join(variant.get('taps') or ['all'])}, "
-             f"colour norm {variant.get('colour_norm', 'none')}",
+             f"colour norm {variant.get('colour_norm', 'none')}, logreg head "
+             + ("refitted on train + val" if variant.get("refit") else "fitted on train only"),
              "", *markdown_table(header, rows, right=range(3, len(header)))]
     return "\n".join(lines)
 
