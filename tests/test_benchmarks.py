@@ -79,7 +79,7 @@ def test_recipes_balanced_class_weights_change_the_head_and_reach_the_crossfitte
     classes = ["Benign", "Early", "Pre", "Pro"]
     heads, points = {}, {}
     for weights in ("none", "balanced"):
-        args = Namespace(class_weights=weights, c_grid=(1.0,))
+        args = Namespace(class_weights=weights, c_grid=(1.0,), refit=True)
         heads[weights], chosen = recipes.fit_logreg(args, features[fold["train"]], labels[fold["train"]],
                                                     features[fold["val"]], labels[fold["val"]], 4)
         assert chosen["C"] == 1.0
@@ -89,6 +89,25 @@ def test_recipes_balanced_class_weights_change_the_head_and_reach_the_crossfitte
     # the rare Benign class weighs as much as each other class: every image gets more Benign probability
     assert np.all(benign["balanced"] > benign["none"])
     assert points["balanced"].threshold != points["none"].threshold
+
+
+def test_recipes_refit_the_chosen_c_on_train_and_val_as_allx_train_does():
+    from argparse import Namespace
+
+    from allx.train.logistic import fit_one
+
+    recipes = load_recipes()
+    features, labels = imbalanced_features()
+    fold = recipes.block_folds(labels, 5)[0]
+    train, val = fold["train"], fold["val"]
+    fits = {refit: recipes.fit_logreg(Namespace(class_weights="none", c_grid=(0.1, 1.0), refit=refit),
+                                      features[train], labels[train], features[val], labels[val], 4)
+            for refit in (False, True)}
+    assert fits[True][1]["C"] == fits[False][1]["C"] and fits[True][1]["fitted_on"] == "train+val"
+    both = np.concatenate([train, val])
+    expected = recipes.LogisticHead(fit_one(features[both], labels[both], fits[True][1]["C"], None), 4)
+    np.testing.assert_allclose(fits[True][0].predict(features), expected.predict(features), atol=1e-9)
+    assert np.abs(fits[True][0].predict(features) - fits[False][0].predict(features)).max() > 1e-3
 
 
 def test_recipes_choose_variant_keeps_sensitivity_and_accuracy_then_takes_the_best_specificity():

@@ -223,8 +223,9 @@ def test_a_peer_lost_mid_run_stops_the_chief(tmp_path, synthetic_dir, monkeypatc
 # neighbours joined, so the embeddings are sharded too) and the reference one (ResNet50 with random weights at
 # 32 px, the smallest input it accepts; dihedral views; a Flatten head fitted by Keras for 1 epoch).
 RECIPES = {"efficientnet-lite0": ([*TRAIN[1:], "--group-by", "sequence", "--block-size", "2"], {}),
-           "resnet50": (["--backbone", "resnet50", "--image-size", "32", "--weights", "none", "--epochs", "1"],
-                        {"weights": "none", "epochs": 1})}
+           "resnet50": (["--backbone", "resnet50", "--image-size", "32", "--weights", "none", "--epochs", "1",
+                         "--head", "flatten", "--features", "last", "--augment", "dihedral"],
+                        {"weights": "none", "epochs": 1, "head": "flatten", "features": "last", "augment": "dihedral"})}
 
 
 @pytest.mark.slow

@@ -205,7 +205,9 @@ def test_a_backbone_recipe_fills_in_what_was_not_given(tmp_path):
     from allx.train.trainer import DEFAULT_AUGMENT, TrainConfig, with_backbone_recipe
 
     seed = with_backbone_recipe(TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run"))
-    assert (seed.backbone, seed.head, seed.features, seed.augment) == ("resnet50", "flatten", "last", DEFAULT_AUGMENT)
+    assert (seed.backbone, seed.head, seed.features, seed.augment) == ("resnet50", "logreg", "multiscale", "")
+    mobilenet = with_backbone_recipe(TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run", backbone="mobilenetv2"))
+    assert (mobilenet.head, mobilenet.features, mobilenet.augment) == ("flatten", "last", DEFAULT_AUGMENT)
     lite0 = with_backbone_recipe(TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run", backbone="efficientnet-lite0"))
     assert (lite0.head, lite0.features, lite0.augment) == ("logreg", "multiscale", "")
     given = with_backbone_recipe(TrainConfig(data_dir=tmp_path, out_dir=tmp_path / "run", backbone="efficientnet-lite0",

@@ -51,7 +51,7 @@ class TrainConfig:
     split_path: Path | None = None
     backbone: str = "resnet50"
     weights: str | None = None  # None = the backbone's default
-    head: str | None = None  # None: the backbone's default_head (ResNet50: flatten)
+    head: str | None = None  # None: the backbone's default_head (ResNet50 and Lite0: logreg)
     features: str | None = None  # "last" | "multiscale"; None: the backbone's default_features
     epochs: int = 20
     batch_size: int = 32
