@@ -654,7 +654,27 @@ def explain_section() -> list[str]:
                       f"fields with a map; {stain['mass_ratio_flat_as_uniform']:.2f}x with the flat maps counted as "
                       f"uniform."]
     lines += shortcut_lines(d.get("shortcut"))
-    return lines
+    return lines + other_model_maps_lines(load("explain_resnet50_multiscale.json"))
+
+
+def other_model_maps_lines(d: dict | None) -> list[str]:
+    """The same sanity and shortcut checks on another model (ResNet50's registered recipe): whether a bigger
+    backbone looks at the cell more than Lite0 does."""
+    if not d or not d.get("maps") or not d.get("shortcut"):
+        return []
+    maps, cut = d["maps"], d["shortcut"]
+    low, high = maps["mass_ratio_interval"]
+    background = cut["background_only"]
+    return ["", f"The same checks on ResNet50's registered recipe (multiscale taps, logistic regression; "
+            f"{Path(d['model']).name}, {d['precision']}; {provenance(d)}): map mass inside the cells "
+            f"**{maps['mass_ratio']:.2f}x** uniform (95% bootstrap {low:.2f}-{high:.2f}x) on {maps['mapped']} of "
+            f"{maps['right']} right fields with a map; the same class with the cells painted over on "
+            f"{maps['without_cells_same']} of {maps['right']}; on all {cut['fields']} held-out fields, accuracy "
+            f"{cut['original']['accuracy']:.1%} as they are and **{background['accuracy']:.1%}** "
+            f"({background['interval'][0]:.1%}-{background['interval'][1]:.1%}) with the white cells painted out "
+            f"(always the largest class: {cut['majority_share']:.1%}). A bigger backbone, right on "
+            f"{cut['original']['right']} of {cut['fields']} new-patient fields, reads the background too: each class "
+            "was photographed as its own series, and an honest map shows it."]
 
 
 def busy_words(d: dict) -> list[str]:
