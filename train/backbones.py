@@ -263,6 +263,10 @@ def make_torchvision_base(weights: Path, shape):
     return make_torchvision_mobilenet_v2(weights, shape, input_normalization=normalization)
 
 
+# The recipe chosen on new patients for the backbones that register taps: their global averages (multiscale),
+# a logistic regression head (train.logistic), no augmentation.
+MULTISCALE_LOGREG = {"default_head": "logreg", "default_features": "multiscale", "default_augment": ""}
+
 BACKBONES: dict[str, Backbone] = {
     "resnet50": Backbone(
         name="resnet50",
@@ -281,9 +285,7 @@ BACKBONES: dict[str, Backbone] = {
         # reaches accuracy 0.998 / benign specificity 0.990 / malignant sensitivity 1.000 on the held-out blocks
         # (int8: no answer changed), the reference one (last map, Flatten head, dihedral views: --head flatten
         # --features last --augment dihedral) 0.960 / 0.844 / 1.000
-        default_head="logreg",
-        default_features="multiscale",
-        default_augment="",
+        **MULTISCALE_LOGREG,
     ),
     "efficientnet-lite0": Backbone(
         name="efficientnet-lite0",
@@ -299,9 +301,7 @@ BACKBONES: dict[str, Backbone] = {
         taps=("block2_add", "block4_add", "block7_add", "block10_add", "block14_add"),
         # measured (benchmarks/recipes.py --features multiscale, 5-fold block CV): dihedral views in training
         # did not help this head (accuracy 0.979 vs 0.981) and cost 8x the extraction
-        default_head="logreg",
-        default_features="multiscale",
-        default_augment="",
+        **MULTISCALE_LOGREG,
     ),
     "mobilenetv2": Backbone(
         name="mobilenetv2",
