@@ -2,7 +2,7 @@
 
 The split a user could well bring: per class the last 20% of file numbers held out as the test block (new
 patients), a random 10% of the rest as validation (no patient grouping). The default recipe is trained on
-it (`allx train --backbone efficientnet-lite0`), converted with the default `allx convert --int8`, and the
+it (`allx train --backbone efficientnet-lite0`, or `--backbone`'s), converted with the default `allx convert --int8`, and the
 converted folder is run on the held-out block exactly as `allx-edge classify --sample` runs it
 (edge_runner.sample.SampleSession: quality check, "unlike training" flag, operating point, the sample rule),
 on five-field samples of consecutive file numbers (convert.operating.pseudo_samples). Reported against the
@@ -65,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ood-dir", type=Path, default=PBC if PBC.is_dir() else None,
                         help="images of another lab, to be flagged")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "new_patients.json")
+    parser.add_argument("--backbone", default="efficientnet-lite0",
+                        help="the backbone `allx train` gets, with its registered recipe (default: the product's)")
     parser.add_argument("--quick", action="store_true",
                         help="generated images and a tiny input size (tests the script; the numbers mean nothing)")
     args = parser.parse_args(argv)
@@ -123,7 +125,7 @@ def prepare(args) -> tuple[Path, dict]:
     run = args.work / "run"
     if not (run / "model.keras").is_file():
         tiny = ("--image-size", str(QUICK_SIZE)) if args.quick else ()
-        allx("train", str(args.data), "--out", str(run), "--split", str(split_path), "--backbone", "efficientnet-lite0",
+        allx("train", str(args.data), "--out", str(run), "--split", str(split_path), "--backbone", args.backbone,
              *tiny)
     folder = args.work / "tflite"
     if not (folder / "model.json").is_file():
@@ -246,7 +248,7 @@ def main(argv=None) -> int:
     result = {"kind": "benchmark", "benchmark": "new_patients",
               "command": "python benchmarks/new_patients.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "quick": args.quick, "data": str(args.data),
+              "quick": args.quick, "data": str(args.data), "backbone": args.backbone,
               "split": {s: len(split[s]) for s in ("train", "val", "test")}, "targets": TARGETS,
               "block_fields": len(relpaths), "block_flagged": float(flagged.mean()),
               "block_flagged_by_class": {name: float(flagged[np.array(truth) == k].mean())
