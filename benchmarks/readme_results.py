@@ -965,6 +965,24 @@ NEW_PATIENTS_START, NEW_PATIENTS_END = "<!-- new-patients:start -->", "<!-- new-
 BENIGN_PER_FOLD = (101, 101, 101, 101, 100)  # Benign's 504 images in recipes.py's 5 contiguous blocks (np.array_split)
 
 
+def other_backbone_words(d: dict | None, names: dict, default_specificity: float) -> str:
+    """The new-user measurement of another backbone's registered recipe (new_patients.py --backbone), in words."""
+    if not d:
+        return ""
+    shipped = next(x for x in d["samples"]["rows"] if x["shipped"])
+    low, high = d["benign_specificity_interval"]
+    missed = [names[key] for key, ok in d["met"].items() if ok is False]
+    return (f"\n\nThe same measurement with `--backbone {d['backbone']}` (its registered recipe; "
+            f"_`{d['command']}`, {d['created']}_, results/{'new_patients_' + d['backbone']}.json): "
+            f"{d['block_flagged']:.1%} of held-out fields flagged, other-lab lymphocytes {d['other_lab_flagged']:.1%}, "
+            f"{shipped['inconclusive_samples']} of {shipped['samples']} samples inconclusive ({shipped['benign_inconclusive']} of "
+            f"{shipped['benign_samples']} Benign), {shipped['wrong']} wrong, per-image benign specificity at its shipped "
+            f"point {d['benign_specificity']:.3f} ({low:.3f}-{high:.3f}), malignant sensitivity "
+            f"{d['malignant_sensitivity']:.3f}, per-image accuracy {d['accuracy']:.3f}. Not met on this block: "
+            f"{', '.join(missed) if missed else 'none'}. The product's default above (EfficientNet-Lite0): benign "
+            f"specificity {default_specificity:.3f} on the same block.")
+
+
 def new_patients_block() -> str | None:
     """README's new-patients section (between its own markers, in "On new patients"): new_patients.json, the
     targets it was run against, and the worst contiguous-20% fold of recipes_default_point.json."""
@@ -1003,6 +1021,8 @@ def new_patients_block() -> str | None:
     def shown(items):
         return ", ".join(items) if items else "none"
 
+    other = other_backbone_words(load("new_patients_resnet50.json"), names, r["benign_specificity"])
+
     return f'''<!-- new-patients:start -->
 **Measured as a new user would** (_`ALLX_CACHE_DIR=/work/.cache-allx-weights nice -n 10 python benchmarks/new_patients.py
 --work WORK --data ../shared/data/all-taleqani/Original --ood-dir ../shared/data/pbc-lymphocytes`, {r["created"]},
@@ -1027,7 +1047,7 @@ Met on the block: {shown(met)}. **Not met on the block**: {shown(missed)} (the w
 {", ".join(f"{name} {rate:.1%}" for name, rate in by_class.items())}: Benign no longer carries the others' flags, but Early's
 share lies above the interval model.json states for it. The block's scores sit further out than the out-of-group
 folds' (later captures), so on a new site a class can exceed its stated rate; the drift monitor watches the
-overall rate. The block's rows are shown, never used to choose.
+overall rate. The block's rows are shown, never used to choose.{other}
 
 **Worst contiguous-20% fold** at the shipped operating point (_`ALLX_CACHE_DIR=/work/.cache-allx-weights nice -n 10
 python benchmarks/recipes.py --data ../shared/data/all-taleqani/Original --features multiscale --heads logreg
