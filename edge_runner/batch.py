@@ -146,12 +146,11 @@ def replica_results(model: EdgeModel, items: list[tuple[str, str | None]], top_k
     one after the other (a model load redirects the process's stderr for a moment)."""
     window = InOrder(items, replicas + max(1, prefetch or 4 * replicas))
 
-    def work(replica: EdgeModel) -> None:
-        for index, (path, error) in window.take():
-            window.put(index, ImageResult(path, error=error) if error else
-                       classify_decoded(replica, path, top_k, replica.load_pixels))
+    def classify_item(item: tuple[str, str | None], replica: EdgeModel) -> ImageResult:
+        path, error = item
+        return ImageResult(path, error=error) if error else classify_decoded(replica, path, top_k, replica.load_pixels)
 
-    workers = [threading.Thread(target=window.guard, args=(work, model.replica(threads=1)),
+    workers = [threading.Thread(target=window.serve, args=(classify_item, model.replica(threads=1)),
                                 name=f"allx-replica_{k}", daemon=True) for k in range(replicas)]
     for worker in workers:
         worker.start()
@@ -163,13 +162,18 @@ def replica_results(model: EdgeModel, items: list[tuple[str, str | None]], top_k
             worker.join()
 
 
+@dataclass(frozen=True)
+class Failed:
+    error: BaseException
+
+
 class InOrder:
     """Items taken by worker threads in input order, their results yielded in input order by the caller.
 
-    `take()` gives a worker (index, item) pairs until `stop()`; a worker blocks in it while `window` items
-    are taken and not yet yielded, and once every item is taken. `put(index, result)` hands a result back, and
-    `results()` yields them in input order, on the caller's thread. An exception in a worker (`guard`) is
-    raised there, in the place of the result it would have given."""
+    A worker runs `serve(task, *args)`: task(item, *args) for each item it takes, until `stop()`. It blocks
+    while `window` items are taken and not yet yielded, and once every item is taken. `results()` yields the
+    results in input order, on the caller's thread. A task's exception is raised there in the place of its
+    result (the results before it are yielded first), and no worker takes another item."""
 
     def __init__(self, items: Sequence, window: int):
         self.items = items
@@ -177,7 +181,6 @@ class InOrder:
         self.yielded = 0  # results yielded so far
         self.window = window
         self.done: dict[int, object] = {}
-        self.failure: BaseException | None = None
         self.stopped = False
         self.changed = threading.Condition()
 
@@ -192,30 +195,32 @@ class InOrder:
                 index, self.next = self.next, self.next + 1
             yield index, self.items[index]
 
+    def serve(self, task: Callable, *args) -> None:
+        for index, item in self.take():
+            try:
+                result = task(item, *args)
+            except BaseException as err:  # raised on the caller's thread by results(), in this item's place
+                self.put(index, Failed(err))
+                self.stop()
+                return
+            self.put(index, result)
+
     def put(self, index: int, result: object) -> None:
         with self.changed:
             self.done[index] = result
             if index == self.yielded:
                 self.changed.notify_all()
 
-    def guard(self, work: Callable, *args) -> None:
-        try:
-            work(*args)
-        except BaseException as err:  # raised on the caller's thread by results()
-            with self.changed:
-                self.failure = self.failure or err
-                self.stopped = True
-                self.changed.notify_all()
-
     def results(self) -> Iterator[object]:
         for index in range(len(self.items)):
             with self.changed:
-                self.changed.wait_for(lambda: index in self.done or self.failure is not None)
-                if index not in self.done:
-                    raise self.failure
+                # every item before a failed one was taken before it, so its result comes
+                self.changed.wait_for(lambda: index in self.done)
                 result = self.done.pop(index)
                 self.yielded = index + 1
                 self.changed.notify_all()
+            if isinstance(result, Failed):
+                raise result.error
             yield result
 
     def stop(self) -> None:

@@ -252,14 +252,9 @@ def test_one_thread_or_the_edge_tpu_keeps_one_interpreter(replica_case):
 
 
 def run_in_order(items, work, window):
-    """The caller's side of InOrder with `workers` threads running work(index, item) -> result."""
+    """InOrder with 3 worker threads, each serving work(item)."""
     order = InOrder(items, window)
-
-    def worker():
-        for index, item in order.take():
-            order.put(index, work(index, item))
-
-    threads = [threading.Thread(target=order.guard, args=(worker,), daemon=True) for _ in range(3)]
+    threads = [threading.Thread(target=order.serve, args=(work,), daemon=True) for _ in range(3)]
     for thread in threads:
         thread.start()
     return order, threads
@@ -268,8 +263,8 @@ def run_in_order(items, work, window):
 def test_in_order_yields_in_input_order_within_its_window():
     taken_when_yielded = []
 
-    def slow_first(index, item):
-        if index == 0:
+    def slow_first(item):
+        if item == 0:
             time.sleep(0.05)  # the others finish first; the window keeps them from running far ahead
         return item * 10
 
@@ -287,8 +282,8 @@ def test_in_order_yields_in_input_order_within_its_window():
 
 
 def test_in_order_raises_a_workers_failure_in_its_place_and_stops_early():
-    def fails_at_5(index, item):
-        if index == 5:
+    def fails_at_5(item):
+        if item == 5:
             raise RuntimeError("interpreter failed on item 5")
         return item
 
