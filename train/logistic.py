@@ -42,7 +42,8 @@ def fit_logistic_head(head, train, val, n_classes: int, class_weights: dict | No
     the val block is the one next to the held-out block in acquisition order; fitted on it too, the worst
     fold's benign specificity at the cross-fitted point went from 0.840 to 0.910 (mean 0.956 -> 0.972),
     malignant sensitivity the same (mean 0.987). The cross-fitted operating point (train.crossfit) already
-    fits its inner heads on train + val."""
+    fits its inner heads on train + val. `class_weights` (computed by the caller from the train labels) are
+    used for both fits: val is drawn with the same class shares, so recomputing them would change little."""
     from sklearn.metrics import log_loss
 
     x, y = rows_of(train)
